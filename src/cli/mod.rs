@@ -1,0 +1,34 @@
+//! The command-line layer: parses flags, calls the library, prints for people, and maps
+//! errors to exit codes (2 for bad usage or input, 1 for failures during a run).
+
+pub mod audit;
+pub mod predict;
+pub mod train;
+
+/// A failure to report: message and exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: i32,
+    /// One-line message.
+    pub message: String,
+}
+
+/// Builds a [`Failure`].
+pub fn fail(code: i32, message: impl Into<String>) -> Failure {
+    Failure { code, message: message.into() }
+}
+
+/// Formats a table with a header row, columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect::<Vec<_>>().join("  ").trim_end().to_string();
+    let mut out = vec![line(header.iter().map(|s| s.to_string()).collect()), line(w.iter().map(|n| "-".repeat(*n)).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.join("\n")
+}

@@ -1,0 +1,143 @@
+//! `normwd predict`: the theory's equilibrium for given hyperparameters, per phase of an lr
+//! schedule, as a table or JSON.
+
+use super::{fail, table, Failure};
+use clap::Args;
+use normwd::theory::{self, Family};
+use serde_json::json;
+
+/// Flags of `predict`.
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// sgd | adam | adamw | lion
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: f64,
+    /// Momentum (SGD).
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f64,
+    /// Weight decay lambda.
+    #[arg(long)]
+    pub weight_decay: f64,
+    /// coupled | decoupled (default: decoupled for adamw and lion, coupled otherwise)
+    #[arg(long)]
+    pub decay: Option<String>,
+    /// Betas as `b1,b2` (default 0.9,0.999; Lion 0.9,0.99).
+    #[arg(long)]
+    pub betas: Option<String>,
+    /// constant | step | cosine
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    /// Epochs where `step` multiplies the lr by gamma, as `30,60`.
+    #[arg(long, default_value = "")]
+    pub milestones: String,
+    /// Factor of the step schedule.
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f64,
+    /// Length of the run in epochs (for schedules).
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Updates per epoch (to express relaxation in epochs).
+    #[arg(long, default_value_t = 391)]
+    pub steps_per_epoch: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn finite(flag: &str, v: f64, ok: bool, expected: &str) -> Result<(), Failure> {
+    if v.is_finite() && ok {
+        Ok(())
+    } else {
+        Err(fail(2, format!("--{flag} {v}: expected {expected}")))
+    }
+}
+
+/// Runs `normwd predict`.
+pub fn run(a: PredictArgs) -> Result<(), Failure> {
+    finite("lr", a.lr, a.lr > 0.0, "a finite number > 0")?;
+    finite("weight-decay", a.weight_decay, a.weight_decay >= 0.0, "a finite number >= 0")?;
+    finite("momentum", a.momentum, (0.0..1.0).contains(&a.momentum), "a number in [0, 1)")?;
+    finite("gamma", a.gamma, a.gamma > 0.0, "a finite number > 0")?;
+    let lion = a.optimizer == "lion";
+    let (b1, b2) = match &a.betas {
+        Some(s) => {
+            let v: Vec<f64> = s.split(',').map(|x| x.trim().parse().map_err(|_| fail(2, format!("--betas {s:?}: expected b1,b2")))).collect::<Result<_, _>>()?;
+            match v[..] {
+                [x, y] if (0.0..1.0).contains(&x) && (0.0..1.0).contains(&y) => (x, y),
+                _ => return Err(fail(2, format!("--betas {s:?}: expected two numbers in [0, 1)"))),
+            }
+        }
+        None if lion => (0.9, 0.99),
+        None => (0.9, 0.999),
+    };
+    let decoupled = match a.decay.as_deref() {
+        None => matches!(a.optimizer.as_str(), "adamw" | "lion"),
+        Some("coupled") => false,
+        Some("decoupled") => true,
+        Some(d) => return Err(fail(2, format!("--decay {d:?}: expected coupled or decoupled"))),
+    };
+    let family = match a.optimizer.as_str() {
+        "sgd" => Family::Sgd { mu: a.momentum, coupled: !decoupled },
+        "adam" | "adamw" if !decoupled => Family::AdamL2,
+        "adam" | "adamw" => Family::AdamW { b1 },
+        "lion" => Family::Lion { b1, b2 },
+        o => return Err(fail(2, format!("--optimizer {o:?}: expected one of sgd, adam, adamw, lion"))),
+    };
+    let milestones: Vec<usize> = a.milestones.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().map_err(|_| fail(2, format!("--milestones {:?}: expected comma-separated epochs", a.milestones)))).collect::<Result<_, _>>()?;
+    // Phases of the schedule: (label, first epoch, lr factor).
+    let phases: Vec<(String, f64, f64)> = match a.schedule.as_str() {
+        "constant" => vec![("whole run".into(), 0.0, 1.0)],
+        "step" => {
+            let mut p = vec![(format!("epochs 0-{}", milestones.first().copied().unwrap_or(a.epochs)), 0.0, 1.0)];
+            for (i, &m) in milestones.iter().enumerate() {
+                let end = milestones.get(i + 1).copied().unwrap_or(a.epochs);
+                p.push((format!("epochs {m}-{end}"), m as f64, a.gamma.powi(i as i32 + 1)));
+            }
+            p
+        }
+        "cosine" => [0.0, 0.25, 0.5, 0.75, 0.9]
+            .iter()
+            .map(|&f| (format!("at {:.0}% of training", f * 100.0), f * a.epochs as f64, 0.5 * (1.0 + (std::f64::consts::PI * f).cos())))
+            .collect(),
+        s => return Err(fail(2, format!("--schedule {s:?}: expected constant, step or cosine"))),
+    };
+    let rows: Vec<serde_json::Value> = phases
+        .iter()
+        .map(|(label, from, f)| {
+            let lr = a.lr * f;
+            let angle = theory::predicted_angle(family, lr, a.weight_decay);
+            let relax = (a.weight_decay > 0.0).then(|| theory::relaxation_steps(lr, a.weight_decay));
+            json!({
+                "phase": label, "from_epoch": from, "lr": lr, "lr_times_wd": lr * a.weight_decay,
+                "angle_rad": angle, "angle_deg": angle.map(f64::to_degrees),
+                "relaxation_steps": relax, "relaxation_epochs": relax.map(|r| r / a.steps_per_epoch as f64),
+            })
+        })
+        .collect();
+    let note = match family {
+        Family::AdamL2 => Some("Adam with L2 in the gradient has no fixed rotational equilibrium: it depends on the gradient norm (use AdamW for a predictable one)"),
+        _ if a.weight_decay == 0.0 => Some("without weight decay the norm of scale-invariant weights only grows (F4): the effective lr decays like 1/t and there is no equilibrium"),
+        _ => None,
+    };
+    if a.json {
+        println!("{}", json!({"optimizer": a.optimizer, "decay": if decoupled {"decoupled"} else {"coupled"}, "momentum": a.momentum, "betas": [b1, b2], "weight_decay": a.weight_decay, "phases": rows, "note": note}));
+        return Ok(());
+    }
+    let fmt = |v: &serde_json::Value, prec: usize| v.as_f64().map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into());
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| vec![r["phase"].as_str().unwrap_or("").to_string(), format!("{:.3e}", r["lr"].as_f64().unwrap_or(0.0)), format!("{:.3e}", r["lr_times_wd"].as_f64().unwrap_or(0.0)), fmt(&r["angle_rad"], 6), fmt(&r["angle_deg"], 4), fmt(&r["relaxation_steps"], 0), fmt(&r["relaxation_epochs"], 1)])
+        .collect();
+    println!("predicted equilibrium of scale-invariant weights: {} ({}), momentum {}, betas ({b1}, {b2}), weight decay {}", a.optimizer, if decoupled { "decoupled decay" } else { "L2 in the gradient" }, a.momentum, a.weight_decay);
+    println!("{}", table(&["phase", "lr", "lr*wd", "angle/step (rad)", "angle/step (deg)", "relaxation (steps)", "(epochs)"], &table_rows));
+    if let Some(n) = note {
+        println!("note: {n}");
+    }
+    if a.weight_decay > 0.0 {
+        println!("transfer: the same equilibrium holds for any (lr, wd) with lr*wd = {:.3e}, e.g. lr {} with wd {:.3e}", a.lr * a.weight_decay, a.lr / 10.0, theory::transfer_weight_decay(a.lr, a.weight_decay, a.lr / 10.0));
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! normwd: train networks with normalization layers, handle weight decay correctly, and
+//! measure and predict its real effect, the effective learning rate.
+//!
+//! Data flows top to bottom: [`data`] -> [`model`] -> [`params`] -> [`optim`] -> [`train`].
+
+pub mod data;
+pub mod model;
+pub mod params;
+pub mod optim;
+pub mod theory;
+pub mod train;
+pub mod probe;

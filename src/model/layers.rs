@@ -1,0 +1,261 @@
+//! The building blocks shared by all models: a convolution and a dense layer that can be
+//! weight-normalized (PyTorch's `weight_g` / `weight_v` names), and one `Norm` module for
+//! batch, layer and group normalization with PyTorch's semantics.
+//!
+//! We write these instead of using burn-nn's layers for three reasons: PyTorch's weight
+//! layout (`[out, in]`, so the output channel is always dimension 0), parameter names that
+//! match PyTorch checkpoints, and one place that knows which weights are scale-invariant.
+
+use super::init::Init;
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::module::{batch_norm_train, conv2d};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor};
+
+/// Which normalization follows a linear op (the `--norm` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// Batch normalization (batch statistics in training, running averages in eval).
+    Bn,
+    /// Layer normalization: over all features of a sample (`GroupNorm(1, C)` for conv maps).
+    Ln,
+    /// Group normalization with [`GN_GROUPS`] groups.
+    Gn,
+    /// Weight normalization `w = g * v / ||v||` per output channel, no activation norm.
+    Wn,
+    /// No normalization.
+    None,
+}
+
+/// Number of groups used by `--norm gn` (every channel count in the built-in models divides by it).
+pub const GN_GROUPS: usize = 8;
+
+impl NormKind {
+    /// All choices, in the order the CLI lists them.
+    pub const ALL: [NormKind; 5] = [NormKind::Bn, NormKind::Ln, NormKind::Gn, NormKind::Wn, NormKind::None];
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NormKind::Bn => "bn",
+            NormKind::Ln => "ln",
+            NormKind::Gn => "gn",
+            NormKind::Wn => "wn",
+            NormKind::None => "none",
+        }
+    }
+
+    /// Parses a CLI name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// True when a normalization layer follows the linear op (so the op needs no bias).
+    pub fn has_layer(self) -> bool {
+        matches!(self, NormKind::Bn | NormKind::Ln | NormKind::Gn)
+    }
+}
+
+/// Weight of a layer: plain, or weight-normalized as `g * v / ||v||` (per output channel).
+fn effective_weight<const D: usize>(weight: &Option<Param<Tensor<D>>>, v: &Option<Param<Tensor<D>>>, g: &Option<Param<Tensor<1>>>) -> Tensor<D> {
+    match (weight, v, g) {
+        (Some(w), _, _) => w.val(),
+        (None, Some(v), Some(g)) => {
+            let v = v.val();
+            let dims = v.dims();
+            let out = dims[0];
+            let mut bshape = [1usize; D];
+            bshape[0] = out;
+            let norm = v.clone().reshape([out as i32, -1]).powi_scalar(2).sum_dim(1).sqrt();
+            let scale = g.val().reshape([out, 1]).div(norm).reshape(bshape);
+            v.mul(scale)
+        }
+        _ => unreachable!("a layer has either `weight` or both `weight_v` and `weight_g`"),
+    }
+}
+
+/// A 2-D convolution with `[out, in, k, k]` weights, optional bias, optional weight norm.
+#[derive(Module, Debug)]
+pub struct Conv {
+    /// The kernel (absent under weight norm).
+    pub weight: Option<Param<Tensor<4>>>,
+    /// Weight-norm direction `v` (same shape as the kernel).
+    pub weight_v: Option<Param<Tensor<4>>>,
+    /// Weight-norm gain `g`, one per output channel.
+    pub weight_g: Option<Param<Tensor<1>>>,
+    /// Bias, present when no normalization layer follows.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Stride (both dimensions).
+    pub stride: usize,
+    /// Zero padding (both dimensions).
+    pub padding: usize,
+}
+
+impl Conv {
+    /// A `k x k` convolution initialized as PyTorch's `nn.Conv2d`
+    /// (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for kernel and bias).
+    pub fn new(init: &mut Init, c_in: usize, c_out: usize, k: usize, stride: usize, norm: NormKind, device: &Device) -> Self {
+        let fan_in = c_in * k * k;
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let w: Tensor<4> = init.uniform([c_out, c_in, k, k], bound, device);
+        let bias = (!norm.has_layer()).then(|| Param::from_tensor(init.uniform([c_out], bound, device)));
+        let (weight, weight_v, weight_g) = wn_split(w, norm);
+        Conv { weight, weight_v, weight_g, bias, stride, padding: k / 2 }
+    }
+
+    /// The kernel actually applied (`g * v/||v||` under weight norm).
+    pub fn kernel(&self) -> Tensor<4> {
+        effective_weight(&self.weight, &self.weight_v, &self.weight_g)
+    }
+
+    /// Applies the convolution to an NCHW batch.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let opts = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
+        conv2d(x, self.kernel(), self.bias.as_ref().map(|b| b.val()), opts)
+    }
+}
+
+fn wn_split<const D: usize>(w: Tensor<D>, norm: NormKind) -> (Option<Param<Tensor<D>>>, Option<Param<Tensor<D>>>, Option<Param<Tensor<1>>>) {
+    if norm == NormKind::Wn {
+        // PyTorch's weight_norm starts with g = ||v|| so the initial weight is unchanged.
+        let out = w.dims()[0];
+        let g = w.clone().reshape([out as i32, -1]).powi_scalar(2).sum_dim(1).sqrt().reshape([out]);
+        (None, Some(Param::from_tensor(w)), Some(Param::from_tensor(g)))
+    } else {
+        (Some(Param::from_tensor(w)), None, None)
+    }
+}
+
+/// A fully connected layer with PyTorch's `[out, in]` weight layout.
+#[derive(Module, Debug)]
+pub struct Dense {
+    /// The matrix (absent under weight norm).
+    pub weight: Option<Param<Tensor<2>>>,
+    /// Weight-norm direction `v`.
+    pub weight_v: Option<Param<Tensor<2>>>,
+    /// Weight-norm gain `g`, one per output.
+    pub weight_g: Option<Param<Tensor<1>>>,
+    /// Bias.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Dense {
+    /// A layer initialized as PyTorch's `nn.Linear`. `norm` says what follows it: with a
+    /// normalization layer the bias is dropped, with `Wn` the layer is weight-normalized.
+    pub fn new(init: &mut Init, d_in: usize, d_out: usize, norm: NormKind, device: &Device) -> Self {
+        let bound = 1.0 / (d_in as f32).sqrt();
+        let w: Tensor<2> = init.uniform([d_out, d_in], bound, device);
+        let bias = (!norm.has_layer()).then(|| Param::from_tensor(init.uniform([d_out], bound, device)));
+        let (weight, weight_v, weight_g) = wn_split(w, norm);
+        Dense { weight, weight_v, weight_g, bias }
+    }
+
+    /// Applies `x W^T + b` to a `[batch, in]` input.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let w = effective_weight(&self.weight, &self.weight_v, &self.weight_g);
+        let y = x.matmul(w.transpose());
+        match &self.bias {
+            Some(b) => y.add(b.val().unsqueeze_dim(0)),
+            None => y,
+        }
+    }
+}
+
+/// Batch, layer or group normalization over dimension 1 (channels / features), with a
+/// per-channel affine `gamma`, `beta`. Batch norm keeps running averages (buffers) and uses
+/// them when the input is not tracked by autodiff (evaluation).
+#[derive(Module, Debug)]
+pub struct Norm {
+    /// Per-channel scale.
+    pub gamma: Param<Tensor<1>>,
+    /// Per-channel shift.
+    pub beta: Param<Tensor<1>>,
+    /// Running mean of batch statistics (batch norm only).
+    pub running_mean: Option<RunningState<Tensor<1>>>,
+    /// Running unbiased variance of batch statistics (batch norm only).
+    pub running_var: Option<RunningState<Tensor<1>>>,
+    /// Number of groups the channels are split into (0 for batch norm).
+    pub groups: usize,
+    /// Running-average momentum (PyTorch convention: `new = (1-m)*old + m*batch`).
+    pub momentum: f64,
+    /// Added to the variance.
+    pub epsilon: f64,
+}
+
+impl Norm {
+    /// A normalization layer of kind `kind` over `channels`; `None` for kinds without a layer.
+    pub fn new(kind: NormKind, channels: usize, bn_momentum: f64, device: &Device) -> Option<Self> {
+        let groups = match kind {
+            NormKind::Bn => 0,
+            NormKind::Ln => 1,
+            NormKind::Gn => GN_GROUPS.min(channels),
+            NormKind::Wn | NormKind::None => return None,
+        };
+        let bn = kind == NormKind::Bn;
+        Some(Norm {
+            gamma: Param::from_tensor(Tensor::ones([channels], device)),
+            beta: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: bn.then(|| RunningState::new(Tensor::zeros([channels], device))),
+            running_var: bn.then(|| RunningState::new(Tensor::ones([channels], device))),
+            groups,
+            momentum: bn_momentum,
+            epsilon: 1e-5,
+        })
+    }
+
+    /// Normalizes an `[N, C, ...]` input.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dims = x.dims();
+        let c = dims[1];
+        let mut cshape = [1usize; D];
+        cshape[1] = c;
+        if self.groups == 0 {
+            return self.batch_norm(x, cshape);
+        }
+        let n = dims[0];
+        let g = self.groups;
+        let grouped: Tensor<3> = x.reshape([n as i32, g as i32, -1]);
+        let mean = grouped.clone().mean_dim(2);
+        let centered = grouped.sub(mean);
+        let var = centered.clone().powi_scalar(2).mean_dim(2);
+        let normed = centered.div(var.add_scalar(self.epsilon).sqrt()).reshape(dims);
+        normed.mul(self.gamma.val().reshape(cshape)).add(self.beta.val().reshape(cshape))
+    }
+
+    fn batch_norm<const D: usize>(&self, x: Tensor<D>, cshape: [usize; D]) -> Tensor<D> {
+        let (rm, rv) = match (&self.running_mean, &self.running_var) {
+            (Some(m), Some(v)) => (m, v),
+            _ => unreachable!("batch norm has running statistics"),
+        };
+        if !x.is_autodiff() {
+            let device = x.device();
+            let mean = rm.value().to_device(&device).reshape(cshape);
+            let std = rv.value().to_device(&device).add_scalar(self.epsilon).sqrt().reshape(cshape);
+            let scale = self.gamma.val().reshape(cshape).div(std);
+            return x.sub(mean).mul(scale).add(self.beta.val().reshape(cshape));
+        }
+        let dims = x.dims();
+        let device = x.device();
+        let count = dims.iter().product::<usize>() / dims[1];
+        let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+        let m = self.momentum;
+        // PyTorch keeps the unbiased variance in the running average.
+        let unbias = if count > 1 { count as f64 / (count as f64 - 1.0) } else { 1.0 };
+        let mean = out.mean.detach();
+        let var = out.variance.detach().mul_scalar(unbias);
+        let old_m = rm.value_sync().to_device(&device);
+        let old_v = rv.value_sync().to_device(&device);
+        rm.update(old_m.mul_scalar(1.0 - m).add(mean.mul_scalar(m)).detach());
+        rv.update(old_v.mul_scalar(1.0 - m).add(var.mul_scalar(m)).detach());
+        out.output
+    }
+}
+
+/// Applies an optional normalization layer.
+pub fn maybe_norm<const D: usize>(norm: &Option<Norm>, x: Tensor<D>) -> Tensor<D> {
+    match norm {
+        Some(n) => n.forward(x),
+        None => x,
+    }
+}

@@ -1,0 +1,205 @@
+//! Models (`mlp`, `convnet`, `resnet20`) with the normalization choice in one place
+//! ([`NormKind`]), and the structural facts `params` needs: which layer feeds which norm.
+
+pub mod convnet;
+pub mod init;
+pub mod layers;
+pub mod mlp;
+pub mod resnet;
+
+pub use layers::{NormKind, GN_GROUPS};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+
+/// Which architecture (the `--model` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// 784-512-512-10 MLP.
+    Mlp,
+    /// 4-layer ConvNet (32/64/128 channels).
+    Convnet,
+    /// CIFAR ResNet-20 v1.
+    Resnet20,
+}
+
+impl ModelKind {
+    /// All choices.
+    pub const ALL: [ModelKind; 3] = [ModelKind::Mlp, ModelKind::Convnet, ModelKind::Resnet20];
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Mlp => "mlp",
+            ModelKind::Convnet => "convnet",
+            ModelKind::Resnet20 => "resnet20",
+        }
+    }
+
+    /// Parses a CLI name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// A built model of any architecture.
+#[derive(Module, Debug)]
+pub enum Net {
+    /// See [`mlp::Mlp`].
+    Mlp(mlp::Mlp),
+    /// See [`convnet::ConvNet`].
+    ConvNet(convnet::ConvNet),
+    /// See [`resnet::ResNet20`].
+    ResNet20(resnet::ResNet20),
+}
+
+/// A linear op (conv or dense) and the normalization layer its output goes through directly,
+/// if any: the graph fact that makes its weight scale-invariant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// Path of the layer (`block1.conv`).
+    pub layer: String,
+    /// Path of the norm layer that follows it and its group count (0 = batch norm).
+    pub norm: Option<(String, usize)>,
+}
+
+fn link(layer: impl Into<String>, norm: &Option<layers::Norm>, norm_path: impl Into<String>) -> Link {
+    Link { layer: layer.into(), norm: norm.as_ref().map(|n| (norm_path.into(), n.groups)) }
+}
+
+impl Net {
+    /// Builds `kind` for `[c, h, w]` inputs and 10 classes, with weights drawn from `seed`.
+    pub fn new(kind: ModelKind, norm: NormKind, shape: [usize; 3], bn_momentum: f64, seed: u64, device: &Device) -> Self {
+        let mut init = init::Init::new(seed);
+        let features = shape.iter().product();
+        match kind {
+            ModelKind::Mlp => Net::Mlp(mlp::Mlp::new(&mut init, features, 10, norm, bn_momentum, device)),
+            ModelKind::Convnet => Net::ConvNet(convnet::ConvNet::new(&mut init, shape, 10, norm, bn_momentum, device)),
+            ModelKind::Resnet20 => Net::ResNet20(resnet::ResNet20::new(&mut init, shape, 10, norm, bn_momentum, device)),
+        }
+    }
+
+    /// Logits for an NCHW batch.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Net::Mlp(m) => m.forward(x),
+            Net::ConvNet(m) => m.forward(x),
+            Net::ResNet20(m) => m.forward(x),
+        }
+    }
+
+    /// Every linear op with the norm layer that directly follows it.
+    pub fn links(&self) -> Vec<Link> {
+        match self {
+            Net::Mlp(m) => vec![link("fc1", &m.norm1, "norm1"), link("fc2", &m.norm2, "norm2"), link("fc3", &None, "")],
+            Net::ConvNet(m) => {
+                let mut v: Vec<Link> = [("block1", &m.block1), ("block2", &m.block2), ("block3", &m.block3)]
+                    .iter()
+                    .map(|(p, b)| link(format!("{p}.conv"), &b.norm, format!("{p}.norm")))
+                    .collect();
+                v.push(link("fc", &None, ""));
+                v
+            }
+            Net::ResNet20(m) => {
+                let mut v = vec![link("conv1", &m.norm1, "norm1")];
+                for (name, layer) in [("layer1", &m.layer1), ("layer2", &m.layer2), ("layer3", &m.layer3)] {
+                    for (i, b) in layer.iter().enumerate() {
+                        v.push(link(format!("{name}.{i}.conv1"), &b.norm1, format!("{name}.{i}.norm1")));
+                        v.push(link(format!("{name}.{i}.conv2"), &b.norm2, format!("{name}.{i}.norm2")));
+                    }
+                }
+                v.push(link("fc", &None, ""));
+                v
+            }
+        }
+    }
+}
+
+/// One float tensor of a module as seen by [`tensors`].
+#[derive(Debug, Clone)]
+pub struct TensorEntry {
+    /// Dotted path (`block1.conv.weight`); enum variant names are left out.
+    pub path: String,
+    /// Type of the struct holding it (`Norm`, `Conv`, `Dense`).
+    pub owner: String,
+    /// Field name (`weight`, `gamma`, `running_mean`, ...).
+    pub field: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// False for buffers (running statistics).
+    pub trainable: bool,
+}
+
+/// Tracks the dotted path during a module walk; enum variants do not add a component.
+#[derive(Default)]
+pub struct PathTracker {
+    parts: Vec<(String, String)>,
+}
+
+impl PathTracker {
+    /// Enters a submodule.
+    pub fn enter(&mut self, name: &str, container: &str) {
+        self.parts.push((name.to_string(), container.to_string()));
+    }
+
+    /// Leaves a submodule.
+    pub fn exit(&mut self) {
+        self.parts.pop();
+    }
+
+    /// The current path (the field name of a tensor is its last component).
+    pub fn path(&self) -> String {
+        self.parts
+            .iter()
+            .filter(|(_, c)| !c.starts_with("Enum:"))
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    /// Type of the struct that holds the current field (`Norm` for `block1.norm.gamma`):
+    /// burn passes the holder's type when it enters a field.
+    pub fn owner(&self) -> String {
+        let c = self.parts.last().map(|p| p.1.as_str()).unwrap_or("");
+        c.strip_prefix("Struct:").unwrap_or(c).to_string()
+    }
+}
+
+struct Lister {
+    at: PathTracker,
+    out: Vec<TensorEntry>,
+}
+
+impl ModuleVisitor for Lister {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.at.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.at.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let path = self.at.path();
+        let field = path.rsplit('.').next().unwrap_or("").to_string();
+        self.out.push(TensorEntry {
+            path,
+            owner: self.at.owner(),
+            field: field.clone(),
+            shape: param.lazy_shape().to_vec(),
+            trainable: !field.starts_with("running_"),
+        });
+    }
+}
+
+/// Lists every float tensor of a module (parameters and buffers) in a stable order.
+pub fn tensors<M: Module>(m: &M) -> Vec<TensorEntry> {
+    let mut l = Lister { at: PathTracker::default(), out: Vec::new() };
+    m.visit(&mut l);
+    l.out
+}
+
+/// Number of trainable scalars.
+pub fn num_params<M: Module>(m: &M) -> usize {
+    tensors(m).iter().filter(|t| t.trainable).map(|t| t.shape.iter().product::<usize>()).sum()
+}
+

@@ -1,0 +1,462 @@
+//! Optimizers built as chains of [`transform`]s, with per-group learning rate and weight
+//! decay taken from [`crate::params`], and learning-rate [`schedule`]s.
+//!
+//! Weight-decay convention (THEORY.md): `weight_decay = lambda` adds `lambda * w` to the
+//! gradient (`coupled`, the loss term `lambda/2 ||w||^2`) or applies `w -= lr * lambda * w`
+//! (`decoupled`, SGDW / AdamW, PyTorch's `AdamW`).
+
+pub mod schedule;
+pub mod transform;
+
+use crate::model::PathTracker;
+use crate::params::{Group, ParamInfo};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::Gradients;
+use burn::tensor::{Device, Tensor, TensorData};
+use schedule::Schedule;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use transform::{Ctx, Slots, State, Transform};
+
+/// Errors in optimizer settings.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimError {
+    /// A hyperparameter is out of its domain.
+    #[error("--{flag} {value}: expected {expected}")]
+    Invalid {
+        /// The flag / config key.
+        flag: &'static str,
+        /// The value seen.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+    /// A saved optimizer state does not fit the model.
+    #[error("optimizer state: {0}")]
+    State(String),
+}
+
+/// The base optimizer (the `--optimizer` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimKind {
+    /// SGD with (optional) momentum / Nesterov, PyTorch semantics.
+    Sgd,
+    /// Adam (coupled L2 by default).
+    Adam,
+    /// AdamW (decoupled decay by default).
+    Adamw,
+}
+
+impl OptimKind {
+    /// All choices.
+    pub const ALL: [OptimKind; 3] = [OptimKind::Sgd, OptimKind::Adam, OptimKind::Adamw];
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimKind::Sgd => "sgd",
+            OptimKind::Adam => "adam",
+            OptimKind::Adamw => "adamw",
+        }
+    }
+
+    /// Parses a CLI name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The decay mode used when `--decay` is not given.
+    pub fn default_decay(self) -> DecayMode {
+        match self {
+            OptimKind::Adamw => DecayMode::Decoupled,
+            _ => DecayMode::Coupled,
+        }
+    }
+}
+
+/// How weight decay enters the update (the `--decay` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecayMode {
+    /// L2 added to the gradient, before momentum / Adam scaling.
+    Coupled,
+    /// Applied to the weights directly, scaled by the learning rate only.
+    Decoupled,
+}
+
+impl DecayMode {
+    /// Parses a CLI name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "coupled" => Some(Self::Coupled),
+            "decoupled" => Some(Self::Decoupled),
+            _ => None,
+        }
+    }
+}
+
+/// Hyperparameters of an optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
+    /// Base optimizer.
+    pub kind: OptimKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    pub nesterov: bool,
+    /// Weight decay `lambda` (THEORY.md convention).
+    pub weight_decay: f64,
+    /// Coupled or decoupled decay.
+    pub decay: DecayMode,
+    /// Adam betas.
+    pub betas: (f64, f64),
+    /// Adam epsilon.
+    pub eps: f64,
+    /// Learning-rate multiplier for the scale-invariant group.
+    pub si_lr_scale: f64,
+    /// Weight decay for the scale-invariant group (defaults to `weight_decay`).
+    pub si_weight_decay: Option<f64>,
+}
+
+fn check(flag: &'static str, v: f64, ok: bool, expected: &'static str) -> Result<(), OptimError> {
+    if v.is_finite() && ok {
+        Ok(())
+    } else {
+        Err(OptimError::Invalid { flag, value: v.to_string(), expected })
+    }
+}
+
+impl OptimConfig {
+    /// Checks every hyperparameter's domain.
+    pub fn validate(&self) -> Result<(), OptimError> {
+        check("lr", self.lr, self.lr > 0.0, "a finite number > 0")?;
+        check("weight-decay", self.weight_decay, self.weight_decay >= 0.0, "a finite number >= 0")?;
+        check("momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "a number in [0, 1)")?;
+        check("betas", self.betas.0, (0.0..1.0).contains(&self.betas.0), "beta1 in [0, 1)")?;
+        check("betas", self.betas.1, (0.0..1.0).contains(&self.betas.1), "beta2 in [0, 1)")?;
+        check("eps", self.eps, self.eps > 0.0, "a finite number > 0")?;
+        check("si-lr-scale", self.si_lr_scale, self.si_lr_scale > 0.0, "a finite number > 0")?;
+        if let Some(w) = self.si_weight_decay {
+            check("si-weight-decay", w, w >= 0.0, "a finite number >= 0")?;
+        }
+        if self.nesterov && (self.kind != OptimKind::Sgd || self.momentum == 0.0) {
+            return Err(OptimError::Invalid { flag: "nesterov", value: "true".into(), expected: "SGD with --momentum > 0" });
+        }
+        Ok(())
+    }
+
+    /// The transform chain of this optimizer.
+    pub fn chain(&self) -> Vec<Box<dyn Transform>> {
+        use transform::*;
+        let mut c: Vec<Box<dyn Transform>> = Vec::new();
+        if self.decay == DecayMode::Coupled {
+            c.push(Box::new(AddDecayedWeights));
+        }
+        match self.kind {
+            OptimKind::Sgd => c.push(Box::new(Trace { momentum: self.momentum, nesterov: self.nesterov })),
+            OptimKind::Adam | OptimKind::Adamw => c.push(Box::new(ScaleByAdam { b1: self.betas.0, b2: self.betas.1, eps: self.eps })),
+        }
+        c.push(Box::new(ScaleByLr));
+        if self.decay == DecayMode::Decoupled {
+            c.push(Box::new(DecoupledDecay));
+        }
+        c
+    }
+}
+
+/// An optimizer over a model described by `params`: a chain of transforms, per-parameter
+/// state keyed by the parameter's path, and a schedule.
+pub struct Optimizer {
+    /// Hyperparameters.
+    pub config: OptimConfig,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
+    chain: Vec<Box<dyn Transform>>,
+    infos: HashMap<String, ParamInfo>,
+    state: BTreeMap<String, State>,
+    /// Updates taken so far.
+    pub step: u64,
+}
+
+/// Per-parameter quantities measured during an update (for probes and divergence checks).
+#[derive(Debug, Clone)]
+pub struct UpdateStats {
+    /// Parameter path.
+    pub path: String,
+    /// `||w||` before the update.
+    pub norm: f64,
+    /// `||g||` (the raw gradient).
+    pub grad_norm: f64,
+    /// `<w, g>`.
+    pub dot_wg: f64,
+    /// `<w, w'>` with `w'` after the update.
+    pub dot_ww: f64,
+    /// `||w'||`.
+    pub norm_after: f64,
+    /// Per output channel `(||w_r||, ||g_r||, <w_r,g_r>, <w_r,w'_r>, ||w'_r||)`.
+    pub rows: Vec<[f64; 5]>,
+}
+
+impl Optimizer {
+    /// Creates an optimizer for parameters described by `params`.
+    pub fn new(config: OptimConfig, schedule: Schedule, params: &[ParamInfo]) -> Result<Self, OptimError> {
+        config.validate()?;
+        Ok(Optimizer {
+            chain: config.chain(),
+            config,
+            schedule,
+            infos: params.iter().filter(|p| p.role != crate::params::Role::Buffer).map(|p| (p.path.clone(), p.clone())).collect(),
+            state: BTreeMap::new(),
+            step: 0,
+        })
+    }
+
+    /// The learning rate of group `group` at the next update.
+    pub fn lr(&self, group: Group) -> f64 {
+        let f = self.schedule.factor(self.step as usize);
+        self.config.lr * f * if group == Group::ScaleInvariant { self.config.si_lr_scale } else { 1.0 }
+    }
+
+    fn weight_decay(&self, info: &ParamInfo) -> f64 {
+        if !info.decayed {
+            0.0
+        } else if info.group == Group::ScaleInvariant {
+            self.config.si_weight_decay.unwrap_or(self.config.weight_decay)
+        } else {
+            self.config.weight_decay
+        }
+    }
+
+    /// Applies one update to every parameter of `model` that has a gradient in `grads`.
+    /// With `measure`, also returns per-parameter [`UpdateStats`].
+    pub fn step<M: Module>(&mut self, model: M, grads: Gradients, measure: bool) -> (M, Vec<UpdateStats>) {
+        self.step += 1;
+        let mut mapper = StepMapper { opt: self, grads, at: PathTracker::default(), measure, stats: Vec::new() };
+        let model = model.map(&mut mapper);
+        let stats = mapper.stats;
+        (model, stats)
+    }
+
+    fn update(&mut self, path: &str, w: Tensor<2>, g: Tensor<2>) -> Option<Tensor<2>> {
+        let info = self.infos.get(path)?.clone();
+        let ctx = Ctx { lr: self.lr(info.group), weight_decay: self.weight_decay(&info), step: self.step, info: &info };
+        let state = self.state.entry(path.to_string()).or_default();
+        let mut u = g;
+        for (index, t) in self.chain.iter().enumerate() {
+            u = t.apply(u, &w, &mut Slots { state, index }, &ctx);
+        }
+        Some(w.add(u))
+    }
+
+    /// The optimizer's tensors, named `"{param path}/{slot}"`, as host data.
+    pub fn state_tensors(&self) -> Vec<(String, TensorData)> {
+        self.state
+            .iter()
+            .flat_map(|(p, s)| s.iter().map(move |(k, t)| (format!("{p}/{k}"), t.to_data())))
+            .collect()
+    }
+
+    /// Restores tensors saved by [`Optimizer::state_tensors`].
+    pub fn load_state(&mut self, tensors: Vec<(String, TensorData)>, step: u64, device: &Device) -> Result<(), OptimError> {
+        self.state.clear();
+        for (name, data) in tensors {
+            let (p, k) = name.rsplit_once('/').ok_or_else(|| OptimError::State(format!("tensor name {name:?} is not PARAM/SLOT")))?;
+            if !self.infos.contains_key(p) {
+                return Err(OptimError::State(format!("state for unknown parameter {p:?}")));
+            }
+            self.state.entry(p.to_string()).or_default().insert(k.to_string(), Tensor::from_data(data, device));
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+fn to_rows<const D: usize>(t: Tensor<D>) -> Tensor<2> {
+    let dims = t.dims();
+    let rows = if D >= 2 { dims[0] } else { 1 };
+    t.reshape([rows as i32, -1])
+}
+
+fn host(t: Tensor<2>) -> Vec<f64> {
+    t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap_or_default()
+}
+
+fn measure(path: &str, w: &Tensor<2>, g: &Tensor<2>, w2: &Tensor<2>) -> UpdateStats {
+    let rows = w.dims()[0];
+    let stack = Tensor::cat(
+        vec![
+            w.clone().powi_scalar(2).sum_dim(1),
+            g.clone().powi_scalar(2).sum_dim(1),
+            w.clone().mul(g.clone()).sum_dim(1),
+            w.clone().mul(w2.clone()).sum_dim(1),
+            w2.clone().powi_scalar(2).sum_dim(1),
+        ],
+        1,
+    );
+    let v = host(stack);
+    let mut tot = [0f64; 5];
+    let per: Vec<[f64; 5]> = (0..rows)
+        .map(|r| {
+            let s = &v[r * 5..r * 5 + 5];
+            for i in 0..5 {
+                tot[i] += s[i];
+            }
+            [s[0].sqrt(), s[1].sqrt(), s[2], s[3], s[4].sqrt()]
+        })
+        .collect();
+    UpdateStats { path: path.to_string(), norm: tot[0].sqrt(), grad_norm: tot[1].sqrt(), dot_wg: tot[2], dot_ww: tot[3], norm_after: tot[4].sqrt(), rows: per }
+}
+
+struct StepMapper<'a> {
+    opt: &'a mut Optimizer,
+    grads: Gradients,
+    at: PathTracker,
+    measure: bool,
+    stats: Vec<UpdateStats>,
+}
+
+impl ModuleMapper for StepMapper<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.at.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.at.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        if !tensor.is_require_grad() {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let Some(grad) = tensor.grad_remove(&mut self.grads) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let path = self.at.path();
+        let dims = tensor.dims();
+        let w = to_rows(tensor.clone().inner());
+        let g = to_rows(grad);
+        let Some(w2) = self.opt.update(&path, w.clone(), g.clone()) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        if self.measure {
+            self.stats.push(measure(&path, &w, &g, &w2));
+        }
+        let new = Tensor::from_inner(w2.reshape(dims)).require_grad();
+        Param::from_mapped_value(id, new, mapper)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Five steps of each optimizer on a fixed tiny problem, compared with the update formulas
+    //! written out by hand in plain f64 (PyTorch's documented algorithms).
+    use super::*;
+    use crate::params::{DecayPolicy, Granularity, Role};
+
+    fn info(decayed: bool) -> ParamInfo {
+        ParamInfo { path: "w".into(), shape: vec![2, 2], role: Role::Weight, scale_invariant: false, granularity: Granularity::Tensor, decayed, group: Group::Default }
+    }
+
+    fn cfg(kind: OptimKind, decay: DecayMode) -> OptimConfig {
+        OptimConfig { kind, lr: 0.1, momentum: 0.9, nesterov: false, weight_decay: 0.05, decay, betas: (0.9, 0.999), eps: 1e-8, si_lr_scale: 1.0, si_weight_decay: None }
+    }
+
+    fn constant() -> Schedule {
+        Schedule { kind: schedule::ScheduleKind::Constant, milestones: vec![], gamma: 0.1, warmup_steps: 0, steps_per_epoch: 1, total_steps: 5 }
+    }
+
+    /// Gradient of the fixed loss `sum(a_i * w_i^3 / 3 + b_i * w_i)` is `a_i*w_i^2 + b_i`.
+    fn grad(w: &[f64]) -> Vec<f64> {
+        let a = [1.0, -0.5, 2.0, 0.3];
+        let b = [0.2, 0.1, -0.3, 0.05];
+        w.iter().enumerate().map(|(i, x)| a[i] * x * x + b[i]).collect()
+    }
+
+    fn run_ours(c: OptimConfig) -> Vec<f64> {
+        let dev = Device::flex();
+        let mut opt = Optimizer::new(c, constant(), &[info(true)]).unwrap();
+        let mut w = vec![0.5, -1.0, 0.25, 2.0];
+        for _ in 0..5 {
+            let g = grad(&w);
+            opt.step += 1;
+            let wt = Tensor::<2>::from_data(TensorData::new(w.iter().map(|&x| x as f32).collect::<Vec<_>>(), [2, 2]), &dev);
+            let gt = Tensor::<2>::from_data(TensorData::new(g.iter().map(|&x| x as f32).collect::<Vec<_>>(), [2, 2]), &dev);
+            w = host(opt.update("w", wt, gt).unwrap());
+        }
+        w
+    }
+
+    fn close(a: &[f64], b: &[f64]) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5 * (1.0 + y.abs()), "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn sgd_momentum_coupled_and_nesterov_and_decoupled() {
+        for (nesterov, decay) in [(false, DecayMode::Coupled), (true, DecayMode::Coupled), (false, DecayMode::Decoupled)] {
+            let mut c = cfg(OptimKind::Sgd, decay);
+            c.nesterov = nesterov;
+            let ours = run_ours(c.clone());
+            let (lr, mu, wd) = (0.1, 0.9, 0.05);
+            let mut w = vec![0.5, -1.0, 0.25, 2.0];
+            let mut buf: Option<Vec<f64>> = None;
+            for _ in 0..5 {
+                let mut g = grad(&w);
+                if decay == DecayMode::Coupled {
+                    g = g.iter().zip(&w).map(|(g, w)| g + wd * w).collect();
+                }
+                let b: Vec<f64> = match &buf {
+                    None => g.clone(),
+                    Some(b) => b.iter().zip(&g).map(|(b, g)| mu * b + g).collect(),
+                };
+                let d: Vec<f64> = if nesterov { g.iter().zip(&b).map(|(g, b)| g + mu * b).collect() } else { b.clone() };
+                buf = Some(b);
+                w = w.iter().zip(&d).map(|(w, d)| w - lr * d - if decay == DecayMode::Decoupled { lr * wd * w } else { 0.0 }).collect();
+            }
+            close(&ours, &w);
+        }
+    }
+
+    #[test]
+    fn adam_and_adamw() {
+        for (kind, decay) in [(OptimKind::Adam, DecayMode::Coupled), (OptimKind::Adamw, DecayMode::Decoupled)] {
+            let ours = run_ours(cfg(kind, decay));
+            let (lr, b1, b2, eps, wd) = (0.1f64, 0.9f64, 0.999f64, 1e-8, 0.05);
+            let mut w = vec![0.5, -1.0, 0.25, 2.0];
+            let (mut m, mut v) = (vec![0.0; 4], vec![0.0; 4]);
+            for t in 1..=5 {
+                let mut g = grad(&w);
+                if decay == DecayMode::Decoupled {
+                    w = w.iter().map(|w| w * (1.0 - lr * wd)).collect();
+                } else {
+                    g = g.iter().zip(&w).map(|(g, w)| g + wd * w).collect();
+                }
+                for i in 0..4 {
+                    m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                    let mh = m[i] / (1.0 - b1.powi(t));
+                    let vh = v[i] / (1.0 - b2.powi(t));
+                    w[i] -= lr * mh / (vh.sqrt() + eps);
+                }
+            }
+            close(&ours, &w);
+        }
+    }
+
+    #[test]
+    fn invalid_hyperparameters_are_named() {
+        let mut c = cfg(OptimKind::Sgd, DecayMode::Coupled);
+        c.lr = f64::NAN;
+        assert!(c.validate().unwrap_err().to_string().starts_with("--lr NaN"));
+        c.lr = 0.1;
+        c.weight_decay = -1.0;
+        assert!(c.validate().unwrap_err().to_string().contains("--weight-decay -1"));
+        c.weight_decay = 0.0;
+        c.momentum = 1.5;
+        assert!(c.validate().is_err());
+        let _ = DecayPolicy::All;
+    }
+}

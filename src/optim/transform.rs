@@ -1,0 +1,165 @@
+//! Optimizers as chains of small transforms (optax's design): each piece turns the incoming
+//! update (at first the gradient) into the next one, keeping its own per-parameter state.
+//! The chain's output is the delta added to the parameter. Tensors are seen as
+//! `[rows, cols]` views with the output channel as the row, so per-channel pieces
+//! (projections, rotations) need no special cases.
+
+use crate::params::ParamInfo;
+use burn::tensor::Tensor;
+use std::collections::BTreeMap;
+
+/// What a transform knows about the parameter and the step.
+pub struct Ctx<'a> {
+    /// The parameter's description (role, invariance, group).
+    pub info: &'a ParamInfo,
+    /// Learning rate for this parameter at this step (schedule and group scale applied).
+    pub lr: f64,
+    /// Weight decay for this parameter (0 where the policy excludes it).
+    pub weight_decay: f64,
+    /// 1-based number of this update.
+    pub step: u64,
+}
+
+/// Per-parameter state of a whole chain: named tensors, keyed `"{index}.{slot}"`.
+pub type State = BTreeMap<String, Tensor<2>>;
+
+/// One piece of an optimizer.
+pub trait Transform: Send + Sync {
+    /// Short name (for logs and errors).
+    fn name(&self) -> &'static str;
+    /// Maps the update `u` for parameter `w`; `slot(name)` namespaces this piece's state.
+    fn apply(&self, u: Tensor<2>, w: &Tensor<2>, state: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2>;
+}
+
+/// A transform's view of the chain state: its slots are prefixed by its index.
+pub struct Slots<'a> {
+    /// The parameter's whole state.
+    pub state: &'a mut State,
+    /// This transform's index in the chain.
+    pub index: usize,
+}
+
+impl Slots<'_> {
+    fn key(&self, name: &str) -> String {
+        format!("{}.{name}", self.index)
+    }
+
+    /// Takes a slot out (to update and put back).
+    pub fn take(&mut self, name: &str) -> Option<Tensor<2>> {
+        let k = self.key(name);
+        self.state.remove(&k)
+    }
+
+    /// Stores a slot.
+    pub fn put(&mut self, name: &str, t: Tensor<2>) {
+        let k = self.key(name);
+        self.state.insert(k, t);
+    }
+}
+
+/// Coupled L2: adds `weight_decay * w` to the gradient (the loss term `lambda/2 ||w||^2`).
+pub struct AddDecayedWeights;
+
+impl Transform for AddDecayedWeights {
+    fn name(&self) -> &'static str {
+        "add_decayed_weights"
+    }
+    fn apply(&self, u: Tensor<2>, w: &Tensor<2>, _: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
+        if ctx.weight_decay == 0.0 {
+            return u;
+        }
+        u.add(w.clone().mul_scalar(ctx.weight_decay))
+    }
+}
+
+/// Heavy-ball momentum with PyTorch's semantics (dampening 0): `buf = mu*buf + u`,
+/// output `buf`, or `u + mu*buf` with Nesterov.
+pub struct Trace {
+    /// Momentum `mu`.
+    pub momentum: f64,
+    /// Nesterov's variant.
+    pub nesterov: bool,
+}
+
+impl Transform for Trace {
+    fn name(&self) -> &'static str {
+        "trace"
+    }
+    fn apply(&self, u: Tensor<2>, _: &Tensor<2>, s: &mut Slots<'_>, _: &Ctx) -> Tensor<2> {
+        if self.momentum == 0.0 {
+            return u;
+        }
+        let buf = match s.take("momentum") {
+            Some(b) => b.mul_scalar(self.momentum).add(u.clone()),
+            None => u.clone(),
+        };
+        s.put("momentum", buf.clone());
+        if self.nesterov {
+            u.add(buf.mul_scalar(self.momentum))
+        } else {
+            buf
+        }
+    }
+}
+
+/// Adam's scaling: bias-corrected first moment over the root of the bias-corrected second
+/// moment plus `eps` (PyTorch's placement of `eps`).
+pub struct ScaleByAdam {
+    /// `beta1`.
+    pub b1: f64,
+    /// `beta2`.
+    pub b2: f64,
+    /// Added to the denominator.
+    pub eps: f64,
+}
+
+impl Transform for ScaleByAdam {
+    fn name(&self) -> &'static str {
+        "scale_by_adam"
+    }
+    fn apply(&self, u: Tensor<2>, _: &Tensor<2>, s: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
+        let m = match s.take("exp_avg") {
+            Some(m) => m.mul_scalar(self.b1).add(u.clone().mul_scalar(1.0 - self.b1)),
+            None => u.clone().mul_scalar(1.0 - self.b1),
+        };
+        let sq = u.clone().mul(u);
+        let v = match s.take("exp_avg_sq") {
+            Some(v) => v.mul_scalar(self.b2).add(sq.mul_scalar(1.0 - self.b2)),
+            None => sq.mul_scalar(1.0 - self.b2),
+        };
+        s.put("exp_avg", m.clone());
+        s.put("exp_avg_sq", v.clone());
+        let t = ctx.step as i32;
+        let bc1 = 1.0 - self.b1.powi(t);
+        let bc2 = 1.0 - self.b2.powi(t);
+        let denom = v.div_scalar(bc2).sqrt().add_scalar(self.eps);
+        m.div_scalar(bc1).div(denom)
+    }
+}
+
+/// Turns a descent direction into a step: `-lr * u`.
+pub struct ScaleByLr;
+
+impl Transform for ScaleByLr {
+    fn name(&self) -> &'static str {
+        "scale_by_lr"
+    }
+    fn apply(&self, u: Tensor<2>, _: &Tensor<2>, _: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
+        u.mul_scalar(-ctx.lr)
+    }
+}
+
+/// Decoupled weight decay (SGDW / AdamW): subtracts `lr * weight_decay * w` from the step.
+pub struct DecoupledDecay;
+
+impl Transform for DecoupledDecay {
+    fn name(&self) -> &'static str {
+        "decoupled_decay"
+    }
+    fn apply(&self, u: Tensor<2>, w: &Tensor<2>, _: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
+        if ctx.weight_decay == 0.0 {
+            return u;
+        }
+        u.sub(w.clone().mul_scalar(ctx.lr * ctx.weight_decay))
+    }
+}

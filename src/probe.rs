@@ -1,0 +1,107 @@
+//! Per-layer measurements taken during an update: weight norm, gradient norm, effective
+//! learning rate, angular update, `cos(w, g)`, and the theory's predictions beside them.
+//! The raw sums come from the optimizer step ([`crate::optim::UpdateStats`]), computed on the
+//! device in one reduction per tensor, so probing costs one small host transfer per tensor.
+
+use crate::optim::{DecayMode, OptimConfig, OptimKind, UpdateStats};
+use crate::params::{Group, ParamInfo, Role};
+use crate::theory::{self, Family};
+use serde::{Deserialize, Serialize};
+
+/// One probe record (`{"kind":"probe", ...}` in `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Probe {
+    /// Record kind, always `"probe"`.
+    pub kind: String,
+    /// Update number (1-based) the measurement belongs to.
+    pub step: u64,
+    /// Parameter path.
+    pub path: String,
+    /// `||w||` before the update.
+    pub norm: f64,
+    /// `||g||`.
+    pub grad_norm: f64,
+    /// Effective learning rate: `lr/||w||^2` (SGD) or `lr/||w||` (Adam family).
+    pub eff_lr: f64,
+    /// Angle between `w` before and after the update (radians).
+    pub angle: f64,
+    /// `cos(w, g)`.
+    pub cos_wg: f64,
+    /// Predicted equilibrium angle (radians), where the theory gives one.
+    pub pred_angle: Option<f64>,
+    /// Predicted equilibrium norm (F5, plain SGD only).
+    pub pred_norm: Option<f64>,
+    /// Whether the tensor is scale-invariant.
+    pub scale_invariant: bool,
+    /// Learning rate used for this tensor at this step.
+    pub lr: f64,
+    /// Per output channel norms (scale-invariant tensors only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_norm: Vec<f64>,
+    /// Per output channel angular updates (scale-invariant tensors only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_angle: Vec<f64>,
+}
+
+/// The theory's family for an optimizer configuration.
+pub fn family(c: &OptimConfig) -> Family {
+    match (c.kind, c.decay) {
+        (OptimKind::Sgd, d) => Family::Sgd { mu: c.momentum, coupled: d == DecayMode::Coupled },
+        (OptimKind::Adam | OptimKind::Adamw, DecayMode::Coupled) => Family::AdamL2,
+        (OptimKind::Adam | OptimKind::Adamw, DecayMode::Decoupled) => Family::AdamW { b1: c.betas.0 },
+    }
+}
+
+/// Weight decay applied to a tensor under `c` (0 when the policy excludes it).
+pub fn weight_decay_of(c: &OptimConfig, info: &ParamInfo) -> f64 {
+    if !info.decayed {
+        0.0
+    } else if info.group == Group::ScaleInvariant {
+        c.si_weight_decay.unwrap_or(c.weight_decay)
+    } else {
+        c.weight_decay
+    }
+}
+
+/// Predicted equilibrium angle of a tensor (scale-invariant weights only).
+pub fn predicted_angle(c: &OptimConfig, info: &ParamInfo, lr: f64) -> Option<f64> {
+    if !info.scale_invariant {
+        return None;
+    }
+    theory::predicted_angle(family(c), lr, weight_decay_of(c, info))
+}
+
+/// Builds the probe record of one weight tensor from the update's raw sums.
+pub fn record(step: u64, c: &OptimConfig, info: &ParamInfo, lr: f64, s: &UpdateStats) -> Probe {
+    let adam = c.kind != OptimKind::Sgd;
+    let eff_lr = if adam { theory::effective_lr_adam(lr, s.norm) } else { theory::effective_lr_sgd(lr, s.norm) };
+    let wd = weight_decay_of(c, info);
+    let pred_norm = (info.scale_invariant && !adam && c.momentum == 0.0 && wd > 0.0).then(|| theory::equilibrium_norm_sgd(s.grad_norm * s.norm, lr, wd));
+    let per_channel = info.scale_invariant && s.rows.len() > 1;
+    Probe {
+        kind: "probe".into(),
+        step,
+        path: s.path.clone(),
+        norm: s.norm,
+        grad_norm: s.grad_norm,
+        eff_lr,
+        angle: theory::angle_from_dot(s.dot_ww, s.norm, s.norm_after),
+        cos_wg: if s.norm > 0.0 && s.grad_norm > 0.0 { s.dot_wg / (s.norm * s.grad_norm) } else { 0.0 },
+        pred_angle: predicted_angle(c, info, lr),
+        pred_norm,
+        scale_invariant: info.scale_invariant,
+        lr,
+        channel_norm: if per_channel { s.rows.iter().map(|r| r[0]).collect() } else { Vec::new() },
+        channel_angle: if per_channel { s.rows.iter().map(|r| theory::angle_from_dot(r[3], r[0], r[4])).collect() } else { Vec::new() },
+    }
+}
+
+/// Whether a tensor is probed: weights (the tensors the theory is about).
+pub fn probed(info: &ParamInfo) -> bool {
+    info.role == Role::Weight
+}
+
+/// Default probe interval: about 300 points over the run.
+pub fn default_every(total_steps: usize) -> usize {
+    (total_steps / 300).max(1)
+}

@@ -1,0 +1,408 @@
+//! The training loop: epochs, evaluation, metrics, probes, atomic checkpoints, exact resume
+//! and a divergence guard. People-facing output goes through an [`Observer`].
+
+pub mod config;
+pub mod store;
+
+use crate::data::{self, Dataset};
+use crate::model::Net;
+use crate::optim::schedule::Schedule;
+use crate::optim::{OptimError, Optimizer};
+use crate::params::{self, ParamInfo};
+use crate::probe;
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor};
+use config::{ConfigError, RunConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use store::{MetricsLog, StoreError};
+
+/// Errors of a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Bad settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Bad or missing data.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    /// Optimizer state problems.
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    /// Files of the run directory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The run directory cannot be used as asked.
+    #[error("{dir}: {what}")]
+    RunDir {
+        /// The folder.
+        dir: String,
+        /// Why.
+        what: String,
+    },
+    /// Loss or weights became NaN/inf.
+    #[error("training diverged at epoch {epoch}, step {step}: {what}; the last good checkpoint (epoch {last_good}) is kept")]
+    Diverged {
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Update number (1-based).
+        step: u64,
+        /// What became non-finite, with its value and layer.
+        what: String,
+        /// Epochs in the last checkpoint.
+        last_good: usize,
+    },
+}
+
+impl TrainError {
+    /// Process exit code: 2 for bad usage or input, 1 for failures during a run.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            TrainError::Config(_) | TrainError::Data(_) | TrainError::RunDir { .. } => 2,
+            TrainError::Store(StoreError::Corrupt { .. }) | TrainError::Optim(_) => 2,
+            TrainError::Store(StoreError::Io { .. }) | TrainError::Diverged { .. } => 1,
+        }
+    }
+}
+
+/// Per-epoch record (`{"kind":"epoch", ...}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Always `"epoch"`.
+    pub kind: String,
+    /// Epoch number (1-based).
+    pub epoch: usize,
+    /// Updates so far.
+    pub step: u64,
+    /// Base learning rate at the end of the epoch (schedule applied).
+    pub lr: f64,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Training accuracy over the epoch (model in training mode).
+    pub train_acc: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Test accuracy.
+    pub test_acc: f64,
+    /// Training throughput of the epoch.
+    pub images_per_sec: f64,
+}
+
+/// What a finished run reports (`{"kind":"done", ...}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Always `"done"`.
+    pub kind: String,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Updates taken.
+    pub steps: u64,
+    /// Final test accuracy.
+    pub test_acc: f64,
+    /// Final test loss.
+    pub test_loss: f64,
+    /// Final training loss.
+    pub train_loss: f64,
+    /// Mean training throughput over the epochs run in this process.
+    pub images_per_sec: f64,
+    /// Wall time of the epochs run in this process.
+    pub wall_s: f64,
+}
+
+/// Receives progress for people (the CLI draws bars; tests ignore it).
+pub trait Observer {
+    /// An epoch begins with `batches` batches.
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    /// A batch finished with this loss.
+    fn batch(&mut self, _loss: f64) {}
+    /// An epoch finished.
+    fn epoch_end(&mut self, _rec: &EpochRecord) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// State saved with each checkpoint (also mirrored in `state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CkptState {
+    /// Format version.
+    pub version: u32,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Updates taken.
+    pub step: u64,
+    /// Lines of `metrics.jsonl` that belong to the completed epochs.
+    pub metrics_lines: usize,
+    /// Seed (data order and augmentation are functions of seed and epoch).
+    pub seed: u64,
+}
+
+/// File names inside a run directory.
+pub mod files {
+    /// The resolved configuration.
+    pub const CONFIG: &str = "config.toml";
+    /// JSON lines of epoch / probe / done records.
+    pub const METRICS: &str = "metrics.jsonl";
+    /// Model and optimizer tensors, and the state in the metadata.
+    pub const CHECKPOINT: &str = "checkpoint.safetensors";
+    /// Human-readable copy of the checkpoint state.
+    pub const STATE: &str = "state.json";
+}
+
+/// Mean cross-entropy of logits against integer labels.
+pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let n = labels.dims()[0];
+    let logp = log_softmax(logits, 1);
+    logp.gather(1, labels.reshape([n, 1])).mean().neg()
+}
+
+fn correct(logits: Tensor<2>, labels: Tensor<1, Int>) -> i64 {
+    let n = labels.dims()[0];
+    let pred = logits.argmax(1).reshape([n]);
+    pred.equal(labels).int().sum().into_scalar::<i64>()
+}
+
+/// Test loss and accuracy of `model` (evaluation mode: running statistics, no autodiff).
+pub fn evaluate(model: &Net, data: &Dataset, device: &Device) -> (f64, f64) {
+    let m = model.valid();
+    let n = data.test.len();
+    let idx: Vec<usize> = (0..n).collect();
+    let (mut loss, mut ok) = (0.0, 0i64);
+    for chunk in idx.chunks(500) {
+        let (x, y) = data.batch(&data.test, chunk, None, device);
+        let logits = m.forward(x);
+        loss += cross_entropy(logits.clone(), y.clone()).into_scalar::<f64>() * chunk.len() as f64;
+        ok += correct(logits, y);
+    }
+    (loss / n as f64, ok as f64 / n as f64)
+}
+
+/// Everything a training run is built from, resolved and checked.
+pub struct Setup {
+    /// Settings.
+    pub config: RunConfig,
+    /// The data.
+    pub data: Dataset,
+    /// The model (on the autodiff device).
+    pub model: Net,
+    /// Roles / invariance / decay of every tensor.
+    pub params: Vec<ParamInfo>,
+    /// The optimizer.
+    pub optim: Optimizer,
+    /// Device (autodiff).
+    pub device: Device,
+    /// Updates per epoch.
+    pub steps_per_epoch: usize,
+}
+
+/// The compute device for a `--device` value (only the CPU backend is built in).
+pub fn device_for(_name: &str) -> Device {
+    Device::flex()
+}
+
+impl Setup {
+    /// Resolves a configuration, loads data and builds model and optimizer.
+    pub fn new(config: RunConfig) -> Result<Self, TrainError> {
+        let r = config.resolve()?;
+        let mut data = data::load(&config.data)?;
+        if config.train_subset > 0 || config.test_subset > 0 {
+            let tr = if config.train_subset > 0 { config.train_subset } else { usize::MAX };
+            let te = if config.test_subset > 0 { config.test_subset } else { usize::MAX };
+            data.truncate(tr, te);
+        }
+        data.augment = config.augment;
+        let device = device_for(&config.device).autodiff();
+        let model = Net::new(r.model, r.norm, data.shape, config.bn_momentum, config.seed, &device);
+        let params = params::describe(&model, r.policy);
+        let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
+        let schedule = Schedule {
+            kind: r.schedule,
+            milestones: config.milestones.clone(),
+            gamma: config.gamma,
+            warmup_steps: config.warmup_steps,
+            steps_per_epoch,
+            total_steps: steps_per_epoch * config.epochs,
+        };
+        let optim = Optimizer::new(r.optim, schedule, &params)?;
+        Ok(Setup { config, data, model, params, optim, device, steps_per_epoch })
+    }
+}
+
+fn read_state(dir: &Path) -> Result<Option<(CkptState, store::Loaded)>, TrainError> {
+    let p = dir.join(files::CHECKPOINT);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let loaded = store::read_safetensors(&p)?;
+    let state = loaded
+        .metadata
+        .get("state")
+        .and_then(|s| serde_json::from_str::<CkptState>(s).ok())
+        .ok_or_else(|| StoreError::Corrupt { file: p.display().to_string(), what: "metadata has no valid \"state\" entry".into() })?;
+    Ok(Some((state, loaded)))
+}
+
+fn save_checkpoint(dir: &Path, model: &Net, optim: &Optimizer, state: &CkptState) -> Result<(), TrainError> {
+    let mut named = store::module_tensors(model);
+    for (name, data) in optim.state_tensors() {
+        let shape = data.shape().to_vec();
+        named.push((format!("optim/{name}"), shape, data.convert::<f32>().try_into_vec::<f32>().unwrap_or_default()));
+    }
+    let st = serde_json::to_string(state).expect("state serializes");
+    let bytes = store::to_safetensors(&named, HashMap::from([("state".to_string(), st.clone())]));
+    store::write_atomic(&dir.join(files::CHECKPOINT), &bytes)?;
+    store::write_atomic(&dir.join(files::STATE), serde_json::to_string_pretty(state).expect("state serializes").as_bytes())?;
+    Ok(())
+}
+
+/// Finds the first parameter holding a non-finite value (for divergence messages).
+fn first_non_finite(model: &Net) -> Option<String> {
+    store::module_tensors(model).into_iter().find_map(|(p, _, v)| v.iter().find(|x| !x.is_finite()).map(|x| format!("{p} holds {x}")))
+}
+
+/// Options of one training call.
+pub struct RunOptions<'a> {
+    /// Run directory.
+    pub dir: PathBuf,
+    /// Continue the run in `dir` from its last checkpoint.
+    pub resume: bool,
+    /// Progress receiver.
+    pub observer: &'a mut dyn Observer,
+}
+
+/// Trains a run described by `config` into `opts.dir` (or resumes it), writing
+/// `config.toml`, `metrics.jsonl`, checkpoints and the final `done` record.
+pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
+    let dir = opts.dir;
+    let dir_s = dir.display().to_string();
+    let config_path = dir.join(files::CONFIG);
+    let config = if opts.resume {
+        let text = std::fs::read_to_string(&config_path).map_err(|e| TrainError::RunDir { dir: dir_s.clone(), what: format!("cannot resume: {} ({e})", files::CONFIG) })?;
+        RunConfig::from_toml(&config_path.display().to_string(), &text)?
+    } else {
+        if config_path.exists() {
+            return Err(TrainError::RunDir { dir: dir_s, what: "already holds a run (config.toml); use --resume to continue it or choose another --out".into() });
+        }
+        config
+    };
+    let mut s = Setup::new(config)?;
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::RunDir { dir: dir_s.clone(), what: format!("cannot create ({e})") })?;
+    let mut start_epoch = 0;
+    let mut keep_lines = Some(0);
+    if opts.resume {
+        if let Some((state, loaded)) = read_state(&dir)? {
+            let file = dir.join(files::CHECKPOINT).display().to_string();
+            let (model_t, optim_t): (HashMap<_, _>, HashMap<_, _>) = loaded.tensors.into_iter().partition(|(k, _)| !k.starts_with("optim/"));
+            store::check_fits(&file, &s.model, &model_t)?;
+            s.model = store::assign(s.model, &model_t);
+            let optim_t = optim_t
+                .into_iter()
+                .map(|(k, (shape, v))| (k.trim_start_matches("optim/").to_string(), burn::tensor::TensorData::new(v, shape)))
+                .collect();
+            s.optim.load_state(optim_t, state.step, &s.device)?;
+            start_epoch = state.epoch;
+            keep_lines = Some(state.metrics_lines);
+        }
+    } else {
+        store::write_atomic(&config_path, s.config.to_toml().as_bytes())?;
+    }
+    let mut log = MetricsLog::open(&dir.join(files::METRICS), keep_lines)?;
+    let Setup { config: cfg, data, mut model, params, mut optim, device, steps_per_epoch } = s;
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let probe_every = if cfg.probe_every > 0 { cfg.probe_every } else { probe::default_every(total_steps) };
+    let infos: HashMap<String, ParamInfo> = params.iter().map(|p| (p.path.clone(), p.clone())).collect();
+    let (mut last, mut wall, mut images) = (None::<EpochRecord>, 0.0, 0usize);
+    for epoch in start_epoch..cfg.epochs {
+        let order = data::epoch_order(data.train.len(), cfg.seed, epoch);
+        let mut aug = data.augment.then(|| data::epoch_rng(cfg.seed, epoch, 1));
+        opts.observer.epoch_start(epoch + 1, cfg.epochs, steps_per_epoch);
+        let t0 = Instant::now();
+        let (mut loss_sum, mut ok, mut seen) = (0.0, 0i64, 0usize);
+        for batch in order.chunks(cfg.batch_size) {
+            let (x, y) = data.batch(&data.train, batch, aug.as_mut(), &device);
+            let logits = model.forward(x);
+            let loss = cross_entropy(logits.clone(), y.clone());
+            let lv = loss.clone().into_scalar::<f64>();
+            let step = optim.step + 1;
+            if !lv.is_finite() {
+                let what = first_non_finite(&model).unwrap_or_else(|| format!("loss is {lv}"));
+                log.flush()?;
+                return Err(TrainError::Diverged { epoch: epoch + 1, step, what, last_good: epoch });
+            }
+            ok += correct(logits.detach(), y);
+            loss_sum += lv * batch.len() as f64;
+            seen += batch.len();
+            let grads = loss.backward();
+            let measure = step % probe_every as u64 == 0;
+            let lrs = (optim.lr(params::Group::ScaleInvariant), optim.lr(params::Group::Default));
+            let (m, stats) = optim.step(model, grads, measure);
+            model = m;
+            for st in &stats {
+                let info = &infos[&st.path];
+                if !probe::probed(info) {
+                    continue;
+                }
+                let lr = if info.group == params::Group::ScaleInvariant { lrs.0 } else { lrs.1 };
+                if !(st.norm_after.is_finite() && st.grad_norm.is_finite()) {
+                    log.flush()?;
+                    return Err(TrainError::Diverged { epoch: epoch + 1, step, what: format!("{}: ||w|| = {}, ||g|| = {}", st.path, st.norm_after, st.grad_norm), last_good: epoch });
+                }
+                let rec = probe::record(step, &optim.config, info, lr, st);
+                log.write(&serde_json::to_value(rec).expect("probe serializes"))?;
+            }
+            opts.observer.batch(lv);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        wall += secs;
+        images += seen;
+        let (test_loss, test_acc) = evaluate(&model, &data, &device);
+        let rec = EpochRecord {
+            kind: "epoch".into(),
+            epoch: epoch + 1,
+            step: optim.step,
+            lr: optim.lr(params::Group::Default),
+            train_loss: loss_sum / seen as f64,
+            train_acc: ok as f64 / seen as f64,
+            test_loss,
+            test_acc,
+            images_per_sec: seen as f64 / secs,
+        };
+        log.write(&serde_json::to_value(&rec).expect("epoch serializes"))?;
+        log.flush()?;
+        opts.observer.epoch_end(&rec);
+        let state = CkptState { version: 1, epoch: epoch + 1, step: optim.step, metrics_lines: log.lines, seed: cfg.seed };
+        save_checkpoint(&dir, &model, &optim, &state)?;
+        last = Some(rec);
+    }
+    let last = match last {
+        Some(r) => r,
+        None => {
+            // Nothing left to train (resuming a finished run): report the last epoch on disk.
+            let text = std::fs::read_to_string(dir.join(files::METRICS)).unwrap_or_default();
+            let rec = text.lines().filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok()).filter(|r| r.kind == "epoch").last();
+            rec.ok_or_else(|| TrainError::RunDir { dir: dir_s.clone(), what: "has a checkpoint but no epoch record".into() })?
+        }
+    };
+    let summary = Summary {
+        kind: "done".into(),
+        epochs: cfg.epochs,
+        steps: optim.step,
+        test_acc: last.test_acc,
+        test_loss: last.test_loss,
+        train_loss: last.train_loss,
+        images_per_sec: if wall > 0.0 { images as f64 / wall } else { last.images_per_sec },
+        wall_s: wall,
+    };
+    // A resumed finished run already has its done record.
+    let done_already = std::fs::read_to_string(dir.join(files::METRICS)).unwrap_or_default().lines().any(|l| l.contains("\"kind\":\"done\""));
+    if !done_already {
+        log.write(&json!(summary))?;
+        log.flush()?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,266 @@
+//! Files of a run directory, written so a crash never leaves a half-written one: whole files
+//! go to a temporary name and are renamed; metrics are appended one complete line at a time,
+//! and a torn last line (from a crash mid-write) is dropped on resume.
+
+use crate::model::{tensors, PathTracker};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Tensor, TensorData};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Errors reading or writing run files.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An OS-level failure (disk full, permissions, missing file).
+    #[error("{file}: {source}")]
+    Io {
+        /// The file.
+        file: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file's content is not what normwd writes.
+    #[error("{file}: {what}")]
+    Corrupt {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { file: path.display().to_string(), source }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
+/// On failure (e.g. disk full) the previous file at `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(path))?;
+        f.sync_all().map_err(io(path))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Appends JSON lines to `metrics.jsonl`, one whole line per write.
+pub struct MetricsLog {
+    file: File,
+    path: PathBuf,
+    /// Lines in the file.
+    pub lines: usize,
+}
+
+impl MetricsLog {
+    /// Opens (creating) the log; keeps only its first `keep` complete lines (all when `None`),
+    /// rewriting the file atomically when something is dropped.
+    pub fn open(path: &Path, keep: Option<usize>) -> Result<Self, StoreError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io(path)(e)),
+        };
+        // Complete lines end with '\n' and parse as JSON; anything after the first bad one goes.
+        let mut good: Vec<&str> = Vec::new();
+        for line in text.split_inclusive('\n') {
+            if !line.ends_with('\n') || serde_json::from_str::<serde_json::Value>(line).is_err() {
+                break;
+            }
+            good.push(line);
+        }
+        if let Some(k) = keep {
+            good.truncate(k);
+        }
+        let kept: String = good.concat();
+        if kept.len() != text.len() {
+            write_atomic(path, kept.as_bytes())?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io(path))?;
+        Ok(MetricsLog { file, path: path.to_path_buf(), lines: good.len() })
+    }
+
+    /// Appends one record.
+    pub fn write(&mut self, record: &serde_json::Value) -> Result<(), StoreError> {
+        let mut line = serde_json::to_string(record).expect("JSON values serialize");
+        line.push('\n');
+        self.file.write_all(line.as_bytes()).map_err(io(&self.path))?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Flushes to the OS.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.file.flush().map_err(io(&self.path))
+    }
+}
+
+struct Collect {
+    at: PathTracker,
+    out: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.at.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.at.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let shape = t.dims().to_vec();
+        let v = t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        self.out.push((self.at.path(), shape, v));
+    }
+}
+
+/// Every float tensor of a module (parameters and buffers) by path, as host data.
+pub fn module_tensors<M: Module>(m: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut c = Collect { at: PathTracker::default(), out: Vec::new() };
+    m.visit(&mut c);
+    c.out
+}
+
+fn le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Serializes named f32 tensors with a metadata map to safetensors bytes.
+pub fn to_safetensors(named: &[(String, Vec<usize>, Vec<f32>)], metadata: HashMap<String, String>) -> Vec<u8> {
+    let bytes: Vec<Vec<u8>> = named.iter().map(|(_, _, v)| le_bytes(v)).collect();
+    let views: Vec<(String, TensorView)> = named
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data")))
+        .collect();
+    safetensors::serialize(views, &Some(metadata)).expect("f32 tensors serialize")
+}
+
+/// A safetensors file read into memory: f32 tensors by name, and its metadata.
+pub struct Loaded {
+    /// Tensors by name: shape and values.
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// The `__metadata__` map.
+    pub metadata: HashMap<String, String>,
+}
+
+/// Reads a safetensors file of f32 tensors, with errors naming the file and tensor.
+pub fn read_safetensors(path: &Path) -> Result<Loaded, StoreError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    parse_safetensors(&path.display().to_string(), &bytes)
+}
+
+/// Parses safetensors bytes (see [`read_safetensors`]).
+pub fn parse_safetensors(file: &str, bytes: &[u8]) -> Result<Loaded, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt { file: file.to_string(), what };
+    let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(format!("not a valid safetensors file ({e})")))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(format!("bad header ({e})")))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(corrupt(format!("tensor {name} has dtype {:?}, expected F32", view.dtype())));
+        }
+        let v: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        tensors.insert(name, (view.shape().to_vec(), v));
+    }
+    Ok(Loaded { tensors, metadata: meta.metadata().clone().unwrap_or_default() })
+}
+
+/// Checks that `loaded` holds exactly the tensors of `m` with the same shapes; the error
+/// lists every mismatch.
+pub fn check_fits<M: Module>(file: &str, m: &M, loaded: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<(), StoreError> {
+    let mut problems = Vec::new();
+    let want = tensors(m);
+    for t in &want {
+        match loaded.get(&t.path) {
+            None => problems.push(format!("missing {} {:?}", t.path, t.shape)),
+            Some((s, _)) if *s != t.shape => problems.push(format!("{}: shape {:?}, model has {:?}", t.path, s, t.shape)),
+            _ => {}
+        }
+    }
+    let mut extra: Vec<&String> = loaded.keys().filter(|k| !want.iter().any(|t| &t.path == *k)).collect();
+    extra.sort();
+    problems.extend(extra.into_iter().map(|k| format!("unexpected {k}")));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt { file: file.to_string(), what: format!("does not match the model: {}", problems.join("; ")) })
+    }
+}
+
+struct Assign<'a> {
+    at: PathTracker,
+    from: &'a HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl ModuleMapper for Assign<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.at.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.at.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some((shape, v)) = self.from.get(&self.at.path()) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let grad = tensor.is_require_grad();
+        let mut t = Tensor::<D>::from_data(TensorData::new(v.clone(), shape.clone()), &tensor.device());
+        if grad {
+            t = t.require_grad();
+        }
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+/// Replaces `m`'s tensors by the loaded ones (call [`check_fits`] first).
+pub fn assign<M: Module>(m: M, from: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> M {
+    m.map(&mut Assign { at: PathTracker::default(), from })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_log_drops_torn_line_and_truncates() {
+        let dir = std::env::temp_dir().join(format!("normwd-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("metrics.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let log = MetricsLog::open(&p, None).unwrap();
+        assert_eq!(log.lines, 2);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        drop(log);
+        let mut log = MetricsLog::open(&p, Some(1)).unwrap();
+        log.write(&serde_json::json!({"a": 3})).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"a\":3}\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn safetensors_round_trip_and_corrupt_input() {
+        let named = vec![("a.w".to_string(), vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])];
+        let bytes = to_safetensors(&named, HashMap::from([("k".into(), "v".into())]));
+        let l = parse_safetensors("c", &bytes).unwrap();
+        assert_eq!(l.tensors["a.w"], (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(l.metadata["k"], "v");
+        let e = parse_safetensors("ckpt.safetensors", &bytes[..bytes.len() - 3]).unwrap_err().to_string();
+        assert!(e.contains("ckpt.safetensors") && e.contains("not a valid safetensors"), "{e}");
+        let mut huge = bytes.clone();
+        huge[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        assert!(parse_safetensors("c", &huge).is_err());
+    }
+}
