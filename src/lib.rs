@@ -4,9 +4,11 @@
 //! Data flows top to bottom: [`data`] -> [`model`] -> [`params`] -> [`optim`] -> [`train`].
 
 pub mod data;
+pub mod demo;
 pub mod model;
-pub mod params;
 pub mod optim;
+pub mod params;
+pub mod probe;
+pub mod report;
 pub mod theory;
 pub mod train;
-pub mod probe;

@@ -15,17 +15,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train the convnet under the weight-decay regimes of the study and write a report.
+    Demo(cli::demo::DemoArgs),
     /// Train one model (flags and/or --config run.toml).
+    #[command(allow_negative_numbers = true)]
     Train(Box<cli::train::TrainArgs>),
     /// Print each parameter's role, scale-invariance, decay and lr group.
     Audit(cli::audit::AuditArgs),
     /// Predict the equilibrium angular update and relaxation time for hyperparameters.
+    #[command(allow_negative_numbers = true)]
     Predict(cli::predict::PredictArgs),
+    /// Charts and tables for runs already on disk.
+    Report(cli::report::ReportArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => cli::demo::run(a),
+        Command::Report(a) => cli::report::run(a),
         Command::Train(a) => cli::train::run(*a),
         Command::Audit(a) => cli::audit::run(a),
         Command::Predict(a) => cli::predict::run(a),

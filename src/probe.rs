@@ -46,7 +46,10 @@ pub struct Probe {
 /// The theory's family for an optimizer configuration.
 pub fn family(c: &OptimConfig) -> Family {
     match (c.kind, c.decay) {
-        (OptimKind::Sgd, d) => Family::Sgd { mu: c.momentum, coupled: d == DecayMode::Coupled },
+        (OptimKind::Sgd, d) => Family::Sgd {
+            mu: c.momentum,
+            coupled: d == DecayMode::Coupled,
+        },
         (OptimKind::Adam | OptimKind::Adamw, DecayMode::Coupled) => Family::AdamL2,
         (OptimKind::Adam | OptimKind::Adamw, DecayMode::Decoupled) => Family::AdamW { b1: c.betas.0 },
     }
@@ -74,9 +77,14 @@ pub fn predicted_angle(c: &OptimConfig, info: &ParamInfo, lr: f64) -> Option<f64
 /// Builds the probe record of one weight tensor from the update's raw sums.
 pub fn record(step: u64, c: &OptimConfig, info: &ParamInfo, lr: f64, s: &UpdateStats) -> Probe {
     let adam = c.kind != OptimKind::Sgd;
-    let eff_lr = if adam { theory::effective_lr_adam(lr, s.norm) } else { theory::effective_lr_sgd(lr, s.norm) };
+    let eff_lr = if adam {
+        theory::effective_lr_adam(lr, s.norm)
+    } else {
+        theory::effective_lr_sgd(lr, s.norm)
+    };
     let wd = weight_decay_of(c, info);
-    let pred_norm = (info.scale_invariant && !adam && c.momentum == 0.0 && wd > 0.0).then(|| theory::equilibrium_norm_sgd(s.grad_norm * s.norm, lr, wd));
+    let pred_norm = (info.scale_invariant && !adam && c.momentum == 0.0 && wd > 0.0)
+        .then(|| theory::equilibrium_norm_sgd(s.grad_norm * s.norm, lr, wd));
     let per_channel = info.scale_invariant && s.rows.len() > 1;
     Probe {
         kind: "probe".into(),
@@ -86,19 +94,32 @@ pub fn record(step: u64, c: &OptimConfig, info: &ParamInfo, lr: f64, s: &UpdateS
         grad_norm: s.grad_norm,
         eff_lr,
         angle: theory::angle_from_dot(s.dot_ww, s.norm, s.norm_after),
-        cos_wg: if s.norm > 0.0 && s.grad_norm > 0.0 { s.dot_wg / (s.norm * s.grad_norm) } else { 0.0 },
+        cos_wg: if s.norm > 0.0 && s.grad_norm > 0.0 {
+            s.dot_wg / (s.norm * s.grad_norm)
+        } else {
+            0.0
+        },
         pred_angle: predicted_angle(c, info, lr),
         pred_norm,
         scale_invariant: info.scale_invariant,
         lr,
-        channel_norm: if per_channel { s.rows.iter().map(|r| r[0]).collect() } else { Vec::new() },
-        channel_angle: if per_channel { s.rows.iter().map(|r| theory::angle_from_dot(r[3], r[0], r[4])).collect() } else { Vec::new() },
+        channel_norm: if per_channel {
+            s.rows.iter().map(|r| r[0]).collect()
+        } else {
+            Vec::new()
+        },
+        channel_angle: if per_channel {
+            s.rows.iter().map(|r| theory::angle_from_dot(r[3], r[0], r[4])).collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
-/// Whether a tensor is probed: weights (the tensors the theory is about).
+/// Whether a tensor is probed: weights (the tensors the theory is about) and norm-layer
+/// scales (to show what decaying them does).
 pub fn probed(info: &ParamInfo) -> bool {
-    info.role == Role::Weight
+    matches!(info.role, Role::Weight | Role::NormScale)
 }
 
 /// Default probe interval: about 300 points over the run.

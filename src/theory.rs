@@ -210,7 +210,11 @@ mod tests {
         // ~10 relaxation times.
         let (angle, n) = simulate(Opt::Sgd { mu: 0.0, coupled: false }, lr, wd, 20_000);
         let rel = (angle / angle_sgd(lr, wd) - 1.0).abs();
-        assert!(rel < 0.05, "F5 angle: measured {angle}, predicted {}, rel err {rel}", angle_sgd(lr, wd));
+        assert!(
+            rel < 0.05,
+            "F5 angle: measured {angle}, predicted {}, rel err {rel}",
+            angle_sgd(lr, wd)
+        );
         let rel = (n / equilibrium_norm_sgd(1.0, lr, wd) - 1.0).abs();
         assert!(rel < 0.05, "F5 norm: measured {n}, predicted {}", equilibrium_norm_sgd(1.0, lr, wd));
     }
@@ -240,7 +244,9 @@ mod tests {
         assert!((angle_sgd(0.1, 5e-4) - 0.01).abs() < 1e-12);
         assert!((relaxation_steps(0.1, 5e-4) - 20_000.0).abs() < 1e-6);
         assert!((transfer_weight_decay(0.1, 5e-4, 0.01) - 5e-3).abs() < 1e-15);
-        assert!((angle_lion(1e-4, 1.0, 0.9, 0.99) - (PI / 2.0).sqrt() * (2e-4f64).sqrt() * (0.01f64 + 0.81 * 0.01 / 1.99).sqrt()).abs() < 1e-15);
+        assert!(
+            (angle_lion(1e-4, 1.0, 0.9, 0.99) - (PI / 2.0).sqrt() * (2e-4f64).sqrt() * (0.01f64 + 0.81 * 0.01 / 1.99).sqrt()).abs() < 1e-15
+        );
         // Without momentum the root is 1 - eta*lambda... squared root form: a = 1 - eta*lambda when mu = 0.
         assert!((exp_lr_momentum_root(0.1, 0.01, 0.0).unwrap() - 0.999).abs() < 1e-12);
     }

@@ -1,10 +1,10 @@
 //! `normwd audit`: one row per tensor with its role, scale-invariance, decay and lr group.
 
 use super::{fail, table, Failure};
+use burn::tensor::Device;
 use clap::Args;
 use normwd::model::{ModelKind, Net, NormKind};
 use normwd::params::{describe, DecayPolicy};
-use burn::tensor::Device;
 
 /// Flags of `audit`.
 #[derive(Args, Debug)]
@@ -29,7 +29,10 @@ pub fn model_flags(model: &str, norm: &str, input: &Option<String>) -> Result<(M
     let n = NormKind::parse(norm).ok_or_else(|| fail(2, format!("--norm {norm:?}: expected one of bn, ln, gn, wn, none")))?;
     let shape = match input {
         Some(s) => {
-            let v: Vec<usize> = s.split(',').map(|x| x.trim().parse().map_err(|_| fail(2, format!("--input {s:?}: expected C,H,W")))).collect::<Result<_, _>>()?;
+            let v: Vec<usize> = s
+                .split(',')
+                .map(|x| x.trim().parse().map_err(|_| fail(2, format!("--input {s:?}: expected C,H,W"))))
+                .collect::<Result<_, _>>()?;
             match v[..] {
                 [c, h, w] if c > 0 && h >= 8 && w >= 8 => [c, h, w],
                 _ => return Err(fail(2, format!("--input {s:?}: expected C,H,W with C >= 1 and H, W >= 8"))),
@@ -44,7 +47,16 @@ pub fn model_flags(model: &str, norm: &str, input: &Option<String>) -> Result<(M
 /// Runs `normwd audit`.
 pub fn run(a: AuditArgs) -> Result<(), Failure> {
     let (m, n, shape) = model_flags(&a.model, &a.norm, &a.input)?;
-    let policy = DecayPolicy::parse(&a.decay_policy).ok_or_else(|| fail(2, format!("--decay-policy {:?}: expected one of {}", a.decay_policy, DecayPolicy::ALL.map(|p| p.name()).join(", "))))?;
+    let policy = DecayPolicy::parse(&a.decay_policy).ok_or_else(|| {
+        fail(
+            2,
+            format!(
+                "--decay-policy {:?}: expected one of {}",
+                a.decay_policy,
+                DecayPolicy::ALL.map(|p| p.name()).join(", ")
+            ),
+        )
+    })?;
     let net = Net::new(m, n, shape, 0.1, 0, &Device::flex());
     let infos = describe(&net, policy);
     let rows: Vec<Vec<String>> = infos
@@ -54,15 +66,36 @@ pub fn run(a: AuditArgs) -> Result<(), Failure> {
                 p.path.clone(),
                 format!("{:?}", p.shape),
                 p.role.name().to_string(),
-                if p.scale_invariant { format!("yes ({})", p.granularity.name()) } else { "no".into() },
+                if p.scale_invariant {
+                    format!("yes ({})", p.granularity.name())
+                } else {
+                    "no".into()
+                },
                 if p.decayed { "yes".into() } else { "no".into() },
-                if p.role == normwd::params::Role::Buffer { "-".into() } else { p.group.name().to_string() },
+                if p.role == normwd::params::Role::Buffer {
+                    "-".into()
+                } else {
+                    p.group.name().to_string()
+                },
             ]
         })
         .collect();
-    println!("{} with --norm {}, --decay-policy {}, input {:?}", m.name(), n.name(), policy.name(), shape);
-    println!("{}", table(&["path", "shape", "role", "scale-invariant", "decayed", "lr group"], &rows));
-    let trainable: usize = infos.iter().filter(|p| p.role != normwd::params::Role::Buffer).map(|p| p.numel()).sum();
+    println!(
+        "{} with --norm {}, --decay-policy {}, input {:?}",
+        m.name(),
+        n.name(),
+        policy.name(),
+        shape
+    );
+    println!(
+        "{}",
+        table(&["path", "shape", "role", "scale-invariant", "decayed", "lr group"], &rows)
+    );
+    let trainable: usize = infos
+        .iter()
+        .filter(|p| p.role != normwd::params::Role::Buffer)
+        .map(|p| p.numel())
+        .sum();
     let decayed: usize = infos.iter().filter(|p| p.decayed).map(|p| p.numel()).sum();
     println!("{trainable} trainable parameters, {decayed} decayed");
     Ok(())

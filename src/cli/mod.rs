@@ -2,7 +2,9 @@
 //! errors to exit codes (2 for bad usage or input, 1 for failures during a run).
 
 pub mod audit;
+pub mod demo;
 pub mod predict;
+pub mod report;
 pub mod train;
 
 /// A failure to report: message and exit code.
@@ -16,7 +18,10 @@ pub struct Failure {
 
 /// Builds a [`Failure`].
 pub fn fail(code: i32, message: impl Into<String>) -> Failure {
-    Failure { code, message: message.into() }
+    Failure {
+        code,
+        message: message.into(),
+    }
 }
 
 /// Formats a table with a header row, columns padded to their widest cell.
@@ -27,8 +32,20 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             w[i] = w[i].max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect::<Vec<_>>().join("  ").trim_end().to_string();
-    let mut out = vec![line(header.iter().map(|s| s.to_string()).collect()), line(w.iter().map(|n| "-".repeat(*n)).collect())];
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![
+        line(header.iter().map(|s| s.to_string()).collect()),
+        line(w.iter().map(|n| "-".repeat(*n)).collect()),
+    ];
     out.extend(rows.iter().map(|r| line(r.clone())));
     out.join("\n")
 }

@@ -64,7 +64,10 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
     let lion = a.optimizer == "lion";
     let (b1, b2) = match &a.betas {
         Some(s) => {
-            let v: Vec<f64> = s.split(',').map(|x| x.trim().parse().map_err(|_| fail(2, format!("--betas {s:?}: expected b1,b2")))).collect::<Result<_, _>>()?;
+            let v: Vec<f64> = s
+                .split(',')
+                .map(|x| x.trim().parse().map_err(|_| fail(2, format!("--betas {s:?}: expected b1,b2"))))
+                .collect::<Result<_, _>>()?;
             match v[..] {
                 [x, y] if (0.0..1.0).contains(&x) && (0.0..1.0).contains(&y) => (x, y),
                 _ => return Err(fail(2, format!("--betas {s:?}: expected two numbers in [0, 1)"))),
@@ -80,13 +83,25 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         Some(d) => return Err(fail(2, format!("--decay {d:?}: expected coupled or decoupled"))),
     };
     let family = match a.optimizer.as_str() {
-        "sgd" => Family::Sgd { mu: a.momentum, coupled: !decoupled },
+        "sgd" => Family::Sgd {
+            mu: a.momentum,
+            coupled: !decoupled,
+        },
         "adam" | "adamw" if !decoupled => Family::AdamL2,
         "adam" | "adamw" => Family::AdamW { b1 },
         "lion" => Family::Lion { b1, b2 },
         o => return Err(fail(2, format!("--optimizer {o:?}: expected one of sgd, adam, adamw, lion"))),
     };
-    let milestones: Vec<usize> = a.milestones.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().map_err(|_| fail(2, format!("--milestones {:?}: expected comma-separated epochs", a.milestones)))).collect::<Result<_, _>>()?;
+    let milestones: Vec<usize> = a
+        .milestones
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|_| fail(2, format!("--milestones {:?}: expected comma-separated epochs", a.milestones)))
+        })
+        .collect::<Result<_, _>>()?;
     // Phases of the schedule: (label, first epoch, lr factor).
     let phases: Vec<(String, f64, f64)> = match a.schedule.as_str() {
         "constant" => vec![("whole run".into(), 0.0, 1.0)],
@@ -100,7 +115,13 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         }
         "cosine" => [0.0, 0.25, 0.5, 0.75, 0.9]
             .iter()
-            .map(|&f| (format!("at {:.0}% of training", f * 100.0), f * a.epochs as f64, 0.5 * (1.0 + (std::f64::consts::PI * f).cos())))
+            .map(|&f| {
+                (
+                    format!("at {:.0}% of training", f * 100.0),
+                    f * a.epochs as f64,
+                    0.5 * (1.0 + (std::f64::consts::PI * f).cos()),
+                )
+            })
             .collect(),
         s => return Err(fail(2, format!("--schedule {s:?}: expected constant, step or cosine"))),
     };
@@ -123,21 +144,59 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         _ => None,
     };
     if a.json {
-        println!("{}", json!({"optimizer": a.optimizer, "decay": if decoupled {"decoupled"} else {"coupled"}, "momentum": a.momentum, "betas": [b1, b2], "weight_decay": a.weight_decay, "phases": rows, "note": note}));
+        println!(
+            "{}",
+            json!({"optimizer": a.optimizer, "decay": if decoupled {"decoupled"} else {"coupled"}, "momentum": a.momentum, "betas": [b1, b2], "weight_decay": a.weight_decay, "phases": rows, "note": note})
+        );
         return Ok(());
     }
     let fmt = |v: &serde_json::Value, prec: usize| v.as_f64().map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into());
     let table_rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| vec![r["phase"].as_str().unwrap_or("").to_string(), format!("{:.3e}", r["lr"].as_f64().unwrap_or(0.0)), format!("{:.3e}", r["lr_times_wd"].as_f64().unwrap_or(0.0)), fmt(&r["angle_rad"], 6), fmt(&r["angle_deg"], 4), fmt(&r["relaxation_steps"], 0), fmt(&r["relaxation_epochs"], 1)])
+        .map(|r| {
+            vec![
+                r["phase"].as_str().unwrap_or("").to_string(),
+                format!("{:.3e}", r["lr"].as_f64().unwrap_or(0.0)),
+                format!("{:.3e}", r["lr_times_wd"].as_f64().unwrap_or(0.0)),
+                fmt(&r["angle_rad"], 6),
+                fmt(&r["angle_deg"], 4),
+                fmt(&r["relaxation_steps"], 0),
+                fmt(&r["relaxation_epochs"], 1),
+            ]
+        })
         .collect();
-    println!("predicted equilibrium of scale-invariant weights: {} ({}), momentum {}, betas ({b1}, {b2}), weight decay {}", a.optimizer, if decoupled { "decoupled decay" } else { "L2 in the gradient" }, a.momentum, a.weight_decay);
-    println!("{}", table(&["phase", "lr", "lr*wd", "angle/step (rad)", "angle/step (deg)", "relaxation (steps)", "(epochs)"], &table_rows));
+    println!(
+        "predicted equilibrium of scale-invariant weights: {} ({}), momentum {}, betas ({b1}, {b2}), weight decay {}",
+        a.optimizer,
+        if decoupled { "decoupled decay" } else { "L2 in the gradient" },
+        a.momentum,
+        a.weight_decay
+    );
+    println!(
+        "{}",
+        table(
+            &[
+                "phase",
+                "lr",
+                "lr*wd",
+                "angle/step (rad)",
+                "angle/step (deg)",
+                "relaxation (steps)",
+                "(epochs)"
+            ],
+            &table_rows
+        )
+    );
     if let Some(n) = note {
         println!("note: {n}");
     }
     if a.weight_decay > 0.0 {
-        println!("transfer: the same equilibrium holds for any (lr, wd) with lr*wd = {:.3e}, e.g. lr {} with wd {:.3e}", a.lr * a.weight_decay, a.lr / 10.0, theory::transfer_weight_decay(a.lr, a.weight_decay, a.lr / 10.0));
+        println!(
+            "transfer: the same equilibrium holds for any (lr, wd) with lr*wd = {:.3e}, e.g. lr {} with wd {:.3e}",
+            a.lr * a.weight_decay,
+            a.lr / 10.0,
+            theory::transfer_weight_decay(a.lr, a.weight_decay, a.lr / 10.0)
+        );
     }
     Ok(())
 }

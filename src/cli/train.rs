@@ -105,7 +105,11 @@ pub struct TrainArgs {
 fn list<T: std::str::FromStr>(flag: &str, s: &str) -> Result<Vec<T>, Failure> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
-        .map(|p| p.trim().parse::<T>().map_err(|_| fail(2, format!("--{flag} {s:?}: expected comma-separated numbers"))))
+        .map(|p| {
+            p.trim()
+                .parse::<T>()
+                .map_err(|_| fail(2, format!("--{flag} {s:?}: expected comma-separated numbers")))
+        })
         .collect()
 }
 
@@ -117,7 +121,8 @@ impl TrainArgs {
                 let text = std::fs::read_to_string(p).map_err(|e| fail(2, format!("{}: cannot read ({e})", p.display())))?;
                 // Parse once as a RunConfig for unknown-key and type errors with line numbers.
                 RunConfig::from_toml(&p.display().to_string(), &text).map_err(|e| fail(2, e.to_string()))?;
-                text.parse().map_err(|e: toml::de::Error| fail(2, format!("{}: {e}", p.display())))?
+                text.parse()
+                    .map_err(|e: toml::de::Error| fail(2, format!("{}: {e}", p.display())))?
             }
             None => toml::Table::new(),
         };
@@ -176,7 +181,9 @@ impl TrainArgs {
             let v: Vec<i64> = list("milestones", m)?;
             set("milestones", toml::Value::Array(v.into_iter().map(toml::Value::Integer).collect()));
         }
-        let c: RunConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| fail(2, format!("settings: {e}")))?;
+        let c: RunConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| fail(2, format!("settings: {e}")))?;
         c.resolve().map_err(|e| fail(2, e.to_string()))?;
         Ok(c)
     }
@@ -198,7 +205,11 @@ impl Bars {
 impl Observer for Bars {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
         let b = ProgressBar::new(batches as u64);
-        b.set_style(ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches, loss {msg} ({per_sec}, eta {eta})").expect("valid template").progress_chars("=> "));
+        b.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches, loss {msg} ({per_sec}, eta {eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
         b.set_prefix(format!("{epoch}/{epochs}"));
         self.bar = Some(b);
     }
@@ -249,7 +260,15 @@ pub fn run(args: TrainArgs) -> Result<(), Failure> {
     };
     println!("run directory: {}", dir.display());
     let mut bars = Bars::new();
-    let s = train::run(config, RunOptions { dir: dir.clone(), resume, observer: &mut bars }).map_err(|e| fail(e.exit_code(), e.to_string()))?;
+    let s = train::run(
+        config,
+        RunOptions {
+            dir: dir.clone(),
+            resume,
+            observer: &mut bars,
+        },
+    )
+    .map_err(|e| fail(e.exit_code(), e.to_string()))?;
     println!(
         "done: {} epochs, {} steps, test acc {:.2}%, test loss {:.4}, training throughput {:.0} images/s; metrics in {}",
         s.epochs,

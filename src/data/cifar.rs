@@ -19,7 +19,7 @@ pub const TEST_FILE: &str = "test_batch.bin";
 
 /// Parses the bytes of one CIFAR-10 batch file into (CHW pixels, labels).
 pub fn parse_batch(file: &str, raw: &[u8]) -> Result<(Vec<u8>, Vec<u8>), DataError> {
-    if raw.is_empty() || raw.len() % RECORD != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(RECORD) {
         return Err(DataError::Corrupt {
             file: file.to_string(),
             what: format!(

@@ -101,7 +101,12 @@ pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
     let file = path.display().to_string();
     let raw = super::read_file(path)?;
     let (dims, pixels) = parse(&file, &raw, IMAGES_MAGIC, 3)?;
-    Ok(IdxImages { n: dims[0], rows: dims[1], cols: dims[2], pixels })
+    Ok(IdxImages {
+        n: dims[0],
+        rows: dims[1],
+        cols: dims[2],
+        pixels,
+    })
 }
 
 /// Reads an IDX label file (magic 2049), raw or `.gz`; every label must be < `classes`.
@@ -126,7 +131,12 @@ pub fn parse_labels(file: &str, raw: &[u8], classes: u8) -> Result<Vec<u8>, Data
 /// Parses IDX image bytes (see [`read_images`]); `file` names the source in errors.
 pub fn parse_images(file: &str, raw: &[u8]) -> Result<IdxImages, DataError> {
     let (dims, pixels) = parse(file, raw, IMAGES_MAGIC, 3)?;
-    Ok(IdxImages { n: dims[0], rows: dims[1], cols: dims[2], pixels })
+    Ok(IdxImages {
+        n: dims[0],
+        rows: dims[1],
+        cols: dims[2],
+        pixels,
+    })
 }
 
 #[cfg(test)]

@@ -41,7 +41,10 @@ pub enum DataError {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io { file: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| DataError::Io {
+        file: path.display().to_string(),
+        source,
+    })
 }
 
 /// One split (train or test): `n` images of `channels x height x width` bytes (CHW) and labels.
@@ -103,15 +106,25 @@ fn idx_split(images: idx::IdxImages, labels: Vec<u8>, file: &str) -> Result<Spli
             what: format!("{} labels for {} images, expected equal counts", labels.len(), images.n),
         });
     }
-    Ok(Split { pixels: images.pixels, labels })
+    Ok(Split {
+        pixels: images.pixels,
+        labels,
+    })
 }
 
-fn gray_dataset(name: String, train: (idx::IdxImages, Vec<u8>, String), test: (idx::IdxImages, Vec<u8>, String)) -> Result<Dataset, DataError> {
+fn gray_dataset(
+    name: String,
+    train: (idx::IdxImages, Vec<u8>, String),
+    test: (idx::IdxImages, Vec<u8>, String),
+) -> Result<Dataset, DataError> {
     let shape = [1, train.0.rows, train.0.cols];
     if [1, test.0.rows, test.0.cols] != shape {
         return Err(DataError::Corrupt {
             file: test.2,
-            what: format!("images are {}x{}, expected {}x{} as in the training file", test.0.rows, test.0.cols, shape[1], shape[2]),
+            what: format!(
+                "images are {}x{}, expected {}x{} as in the training file",
+                test.0.rows, test.0.cols, shape[1], shape[2]
+            ),
         });
     }
     Ok(Dataset {
@@ -133,7 +146,11 @@ pub fn embedded() -> Dataset {
         let trl = idx::parse_labels("embedded train labels", EMB_TRAIN_LABELS, 10)?;
         let te = idx::parse_images("embedded test images", EMB_TEST_IMAGES)?;
         let tel = idx::parse_labels("embedded test labels", EMB_TEST_LABELS, 10)?;
-        gray_dataset("embedded".into(), (tr, trl, "embedded train".into()), (te, tel, "embedded test".into()))
+        gray_dataset(
+            "embedded".into(),
+            (tr, trl, "embedded train".into()),
+            (te, tel, "embedded test".into()),
+        )
     };
     parse().expect("the embedded dataset is compiled in and checked by tests")
 }
@@ -170,12 +187,18 @@ pub fn load_idx_dir(dir: &Path) -> Result<Dataset, DataError> {
 /// Loads CIFAR-10 binary batches (`data_batch_1..5.bin`, `test_batch.bin`) from a folder.
 /// Training batches that are absent are skipped, but at least `data_batch_1.bin` must exist.
 pub fn load_cifar_dir(dir: &Path) -> Result<Dataset, DataError> {
-    let mut train = Split { pixels: Vec::new(), labels: Vec::new() };
+    let mut train = Split {
+        pixels: Vec::new(),
+        labels: Vec::new(),
+    };
     for (i, f) in cifar::TRAIN_FILES.iter().enumerate() {
         let p = dir.join(f);
         if !p.is_file() {
             if i == 0 {
-                return Err(DataError::NotFound { spec: dir.display().to_string(), what: format!("missing {f} in {}", dir.display()) });
+                return Err(DataError::NotFound {
+                    spec: dir.display().to_string(),
+                    what: format!("missing {f} in {}", dir.display()),
+                });
             }
             continue;
         }
@@ -185,7 +208,10 @@ pub fn load_cifar_dir(dir: &Path) -> Result<Dataset, DataError> {
     }
     let tp = dir.join(cifar::TEST_FILE);
     if !tp.is_file() {
-        return Err(DataError::NotFound { spec: dir.display().to_string(), what: format!("missing {} in {}", cifar::TEST_FILE, dir.display()) });
+        return Err(DataError::NotFound {
+            spec: dir.display().to_string(),
+            what: format!("missing {} in {}", cifar::TEST_FILE, dir.display()),
+        });
     }
     let (pixels, labels) = cifar::read_batch(&tp)?;
     Ok(Dataset {
@@ -202,7 +228,10 @@ pub fn load_cifar_dir(dir: &Path) -> Result<Dataset, DataError> {
 /// Loads a folder of IDX or CIFAR-10 files, whichever it holds (also `cifar-10-batches-bin/`).
 pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
     if !dir.is_dir() {
-        return Err(DataError::NotFound { spec: dir.display().to_string(), what: "no such folder".into() });
+        return Err(DataError::NotFound {
+            spec: dir.display().to_string(),
+            what: "no such folder".into(),
+        });
     }
     if dir.join("data_batch_1.bin").is_file() {
         return load_cifar_dir(dir);
@@ -241,12 +270,18 @@ pub fn load(spec: &str) -> Result<Dataset, DataError> {
             }
             Err(DataError::NotFound {
                 spec: spec.into(),
-                what: format!("no Fashion-MNIST IDX files in {} (install with `apt-get install dataset-fashion-mnist` or set NORMWD_DATA)", tried.join(", ")),
+                what: format!(
+                    "no Fashion-MNIST IDX files in {} (install with `apt-get install dataset-fashion-mnist` or set NORMWD_DATA)",
+                    tried.join(", ")
+                ),
             })
         }
         "cifar10" => {
             let mut tried = Vec::new();
-            for c in env.iter().flat_map(|e| [e.clone(), e.join("cifar10"), e.join("cifar-10-batches-bin")]) {
+            for c in env
+                .iter()
+                .flat_map(|e| [e.clone(), e.join("cifar10"), e.join("cifar-10-batches-bin")])
+            {
                 if c.join("data_batch_1.bin").is_file() {
                     let mut d = load_cifar_dir(&c)?;
                     d.name = "cifar10".into();
@@ -286,7 +321,13 @@ impl Dataset {
     /// Builds a normalized NCHW batch and its labels from the given example indices.
     /// With `augment = Some(rng)` (training, CIFAR), applies random crop with 4-pixel zero
     /// padding and random horizontal flip, drawn from `rng`.
-    pub fn batch(&self, split: &Split, indices: &[usize], augment: Option<&mut ChaCha8Rng>, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    pub fn batch(
+        &self,
+        split: &Split,
+        indices: &[usize],
+        augment: Option<&mut ChaCha8Rng>,
+        device: &Device,
+    ) -> (Tensor<4>, Tensor<1, Int>) {
         let [c, h, w] = self.shape;
         let f = c * h * w;
         let mut x = vec![0f32; indices.len() * f];
@@ -299,7 +340,11 @@ impl Dataset {
             let dst = &mut x[b * f..(b + 1) * f];
             match rng.as_deref_mut() {
                 Some(r) => {
-                    let (dy, dx, flip) = (r.random_range(0..9usize) as isize - 4, r.random_range(0..9usize) as isize - 4, r.random_bool(0.5));
+                    let (dy, dx, flip) = (
+                        r.random_range(0..9usize) as isize - 4,
+                        r.random_range(0..9usize) as isize - 4,
+                        r.random_bool(0.5),
+                    );
                     for ch in 0..c {
                         let zero = -self.mean[ch] / self.std[ch];
                         for y in 0..h {
@@ -382,7 +427,10 @@ mod tests {
         let v = x.into_data().try_to_vec::<f32>().unwrap();
         let p = d.train.pixels[5] as f32 / 255.0;
         assert!((v[5] - (p - FMNIST_MEAN) / FMNIST_STD).abs() < 1e-6);
-        assert_eq!(y.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()[0], d.train.labels[0] as i64);
+        assert_eq!(
+            y.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()[0],
+            d.train.labels[0] as i64
+        );
     }
 
     #[test]

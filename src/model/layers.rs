@@ -58,7 +58,11 @@ impl NormKind {
 }
 
 /// Weight of a layer: plain, or weight-normalized as `g * v / ||v||` (per output channel).
-fn effective_weight<const D: usize>(weight: &Option<Param<Tensor<D>>>, v: &Option<Param<Tensor<D>>>, g: &Option<Param<Tensor<1>>>) -> Tensor<D> {
+fn effective_weight<const D: usize>(
+    weight: &Option<Param<Tensor<D>>>,
+    v: &Option<Param<Tensor<D>>>,
+    g: &Option<Param<Tensor<1>>>,
+) -> Tensor<D> {
     match (weight, v, g) {
         (Some(w), _, _) => w.val(),
         (None, Some(v), Some(g)) => {
@@ -101,7 +105,14 @@ impl Conv {
         let w: Tensor<4> = init.uniform([c_out, c_in, k, k], bound, device);
         let bias = (!norm.has_layer()).then(|| Param::from_tensor(init.uniform([c_out], bound, device)));
         let (weight, weight_v, weight_g) = wn_split(w, norm);
-        Conv { weight, weight_v, weight_g, bias, stride, padding: k / 2 }
+        Conv {
+            weight,
+            weight_v,
+            weight_g,
+            bias,
+            stride,
+            padding: k / 2,
+        }
     }
 
     /// The kernel actually applied (`g * v/||v||` under weight norm).
@@ -116,7 +127,10 @@ impl Conv {
     }
 }
 
-fn wn_split<const D: usize>(w: Tensor<D>, norm: NormKind) -> (Option<Param<Tensor<D>>>, Option<Param<Tensor<D>>>, Option<Param<Tensor<1>>>) {
+/// `(weight, weight_v, weight_g)` of a layer.
+type WeightParams<const D: usize> = (Option<Param<Tensor<D>>>, Option<Param<Tensor<D>>>, Option<Param<Tensor<1>>>);
+
+fn wn_split<const D: usize>(w: Tensor<D>, norm: NormKind) -> WeightParams<D> {
     if norm == NormKind::Wn {
         // PyTorch's weight_norm starts with g = ||v|| so the initial weight is unchanged.
         let out = w.dims()[0];
@@ -148,7 +162,12 @@ impl Dense {
         let w: Tensor<2> = init.uniform([d_out, d_in], bound, device);
         let bias = (!norm.has_layer()).then(|| Param::from_tensor(init.uniform([d_out], bound, device)));
         let (weight, weight_v, weight_g) = wn_split(w, norm);
-        Dense { weight, weight_v, weight_g, bias }
+        Dense {
+            weight,
+            weight_v,
+            weight_g,
+            bias,
+        }
     }
 
     /// Applies `x W^T + b` to a `[batch, in]` input.
@@ -248,6 +267,9 @@ impl Norm {
         let old_v = rv.value_sync().to_device(&device);
         rm.update(old_m.mul_scalar(1.0 - m).add(mean.mul_scalar(m)).detach());
         rv.update(old_v.mul_scalar(1.0 - m).add(var.mul_scalar(m)).detach());
+        // burn keeps updates pending per thread until the next `value_sync`; syncing now makes
+        // the stored value current, so evaluation and checkpoints never see a stale average.
+        let _ = (rm.value_sync(), rv.value_sync());
         out.output
     }
 }

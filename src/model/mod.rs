@@ -43,8 +43,10 @@ impl ModelKind {
     }
 }
 
-/// A built model of any architecture.
+/// A built model of any architecture. (Variants differ in size, but a model is built once
+/// per run and moved, never stored in bulk, so boxing would buy nothing.)
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Net {
     /// See [`mlp::Mlp`].
     Mlp(mlp::Mlp),
@@ -65,7 +67,10 @@ pub struct Link {
 }
 
 fn link(layer: impl Into<String>, norm: &Option<layers::Norm>, norm_path: impl Into<String>) -> Link {
-    Link { layer: layer.into(), norm: norm.as_ref().map(|n| (norm_path.into(), n.groups)) }
+    Link {
+        layer: layer.into(),
+        norm: norm.as_ref().map(|n| (norm_path.into(), n.groups)),
+    }
 }
 
 impl Net {
@@ -92,7 +97,11 @@ impl Net {
     /// Every linear op with the norm layer that directly follows it.
     pub fn links(&self) -> Vec<Link> {
         match self {
-            Net::Mlp(m) => vec![link("fc1", &m.norm1, "norm1"), link("fc2", &m.norm2, "norm2"), link("fc3", &None, "")],
+            Net::Mlp(m) => vec![
+                link("fc1", &m.norm1, "norm1"),
+                link("fc2", &m.norm2, "norm2"),
+                link("fc3", &None, ""),
+            ],
             Net::ConvNet(m) => {
                 let mut v: Vec<Link> = [("block1", &m.block1), ("block2", &m.block2), ("block3", &m.block3)]
                     .iter()
@@ -193,13 +202,105 @@ impl ModuleVisitor for Lister {
 
 /// Lists every float tensor of a module (parameters and buffers) in a stable order.
 pub fn tensors<M: Module>(m: &M) -> Vec<TensorEntry> {
-    let mut l = Lister { at: PathTracker::default(), out: Vec::new() };
+    let mut l = Lister {
+        at: PathTracker::default(),
+        out: Vec::new(),
+    };
     m.visit(&mut l);
     l.out
 }
 
 /// Number of trainable scalars.
 pub fn num_params<M: Module>(m: &M) -> usize {
-    tensors(m).iter().filter(|t| t.trainable).map(|t| t.shape.iter().product::<usize>()).sum()
+    tensors(m)
+        .iter()
+        .filter(|t| t.trainable)
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    #[test]
+    fn every_model_and_norm_gives_logits() {
+        let dev = Device::flex();
+        for kind in ModelKind::ALL {
+            let shape = if kind == ModelKind::Resnet20 { [3, 32, 32] } else { [1, 28, 28] };
+            for norm in NormKind::ALL {
+                let net = Net::new(kind, norm, shape, 0.1, 1, &dev);
+                let x = Tensor::<4>::random([3, shape[0], shape[1], shape[2]], Distribution::Normal(0.0, 1.0), &dev);
+                let y = net.forward(x);
+                assert_eq!(y.dims(), [3, 10], "{kind:?} {norm:?}");
+                let v = y.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+                assert!(v.iter().all(|x| x.is_finite()));
+            }
+        }
+    }
+
+    #[test]
+    fn same_seed_same_weights() {
+        let dev = Device::flex();
+        let a = crate::train::store::module_tensors(&Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 5, &dev));
+        let b = crate::train::store::module_tensors(&Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 5, &dev));
+        let c = crate::train::store::module_tensors(&Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 6, &dev));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn batch_norm_train_and_eval() {
+        // Training mode (autodiff input): batch statistics, running averages updated with
+        // momentum 0.1 and the unbiased variance (PyTorch). Eval mode: running averages.
+        let dev = Device::flex().autodiff();
+        let bn = layers::Norm::new(NormKind::Bn, 2, 0.1, &dev).unwrap();
+        // Channel 0: values 1,2,3,4 (mean 2.5, biased var 1.25, unbiased 5/3); channel 1: 10,10,10,14.
+        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 10.0, 2.0, 10.0, 3.0, 10.0, 4.0, 14.0], [4, 2]), &dev);
+        let y = bn.forward(x.clone()).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let expect0 = (1.0 - 2.5) / (1.25f32 + 1e-5).sqrt();
+        assert!((y[0] - expect0).abs() < 1e-4, "{y:?}");
+        let rm = bn
+            .running_mean
+            .as_ref()
+            .unwrap()
+            .value()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let rv = bn
+            .running_var
+            .as_ref()
+            .unwrap()
+            .value()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!((rm[0] - 0.25).abs() < 1e-6 && (rm[1] - 1.1).abs() < 1e-6, "{rm:?}");
+        assert!((rv[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-5, "{rv:?}");
+        // Eval: the running statistics are used, not the batch's.
+        let plain = Device::flex();
+        let bn_eval = bn.valid();
+        let xe = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 10.0], [1, 2]), &plain);
+        let ye = bn_eval.forward(xe).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        assert!((ye[0] - (1.0 - rm[0]) / (rv[0] + 1e-5).sqrt()).abs() < 1e-5, "{ye:?}");
+    }
+
+    #[test]
+    fn weight_norm_starts_at_the_plain_weight() {
+        let dev = Device::flex();
+        let mut i1 = init::Init::new(3);
+        let mut i2 = init::Init::new(3);
+        let plain = layers::Dense::new(&mut i1, 6, 4, NormKind::None, &dev);
+        let wn = layers::Dense::new(&mut i2, 6, 4, NormKind::Wn, &dev);
+        let x = Tensor::<2>::random([5, 6], Distribution::Normal(0.0, 1.0), &dev);
+        let a = plain.forward(x.clone()).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let b = wn.forward(x).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-5);
+        }
+    }
+}

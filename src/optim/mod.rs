@@ -125,7 +125,11 @@ fn check(flag: &'static str, v: f64, ok: bool, expected: &'static str) -> Result
     if v.is_finite() && ok {
         Ok(())
     } else {
-        Err(OptimError::Invalid { flag, value: v.to_string(), expected })
+        Err(OptimError::Invalid {
+            flag,
+            value: v.to_string(),
+            expected,
+        })
     }
 }
 
@@ -143,7 +147,11 @@ impl OptimConfig {
             check("si-weight-decay", w, w >= 0.0, "a finite number >= 0")?;
         }
         if self.nesterov && (self.kind != OptimKind::Sgd || self.momentum == 0.0) {
-            return Err(OptimError::Invalid { flag: "nesterov", value: "true".into(), expected: "SGD with --momentum > 0" });
+            return Err(OptimError::Invalid {
+                flag: "nesterov",
+                value: "true".into(),
+                expected: "SGD with --momentum > 0",
+            });
         }
         Ok(())
     }
@@ -156,8 +164,15 @@ impl OptimConfig {
             c.push(Box::new(AddDecayedWeights));
         }
         match self.kind {
-            OptimKind::Sgd => c.push(Box::new(Trace { momentum: self.momentum, nesterov: self.nesterov })),
-            OptimKind::Adam | OptimKind::Adamw => c.push(Box::new(ScaleByAdam { b1: self.betas.0, b2: self.betas.1, eps: self.eps })),
+            OptimKind::Sgd => c.push(Box::new(Trace {
+                momentum: self.momentum,
+                nesterov: self.nesterov,
+            })),
+            OptimKind::Adam | OptimKind::Adamw => c.push(Box::new(ScaleByAdam {
+                b1: self.betas.0,
+                b2: self.betas.1,
+                eps: self.eps,
+            })),
         }
         c.push(Box::new(ScaleByLr));
         if self.decay == DecayMode::Decoupled {
@@ -208,7 +223,11 @@ impl Optimizer {
             chain: config.chain(),
             config,
             schedule,
-            infos: params.iter().filter(|p| p.role != crate::params::Role::Buffer).map(|p| (p.path.clone(), p.clone())).collect(),
+            infos: params
+                .iter()
+                .filter(|p| p.role != crate::params::Role::Buffer)
+                .map(|p| (p.path.clone(), p.clone()))
+                .collect(),
             state: BTreeMap::new(),
             step: 0,
         })
@@ -217,7 +236,13 @@ impl Optimizer {
     /// The learning rate of group `group` at the next update.
     pub fn lr(&self, group: Group) -> f64 {
         let f = self.schedule.factor(self.step as usize);
-        self.config.lr * f * if group == Group::ScaleInvariant { self.config.si_lr_scale } else { 1.0 }
+        self.config.lr
+            * f
+            * if group == Group::ScaleInvariant {
+                self.config.si_lr_scale
+            } else {
+                1.0
+            }
     }
 
     fn weight_decay(&self, info: &ParamInfo) -> f64 {
@@ -234,7 +259,13 @@ impl Optimizer {
     /// With `measure`, also returns per-parameter [`UpdateStats`].
     pub fn step<M: Module>(&mut self, model: M, grads: Gradients, measure: bool) -> (M, Vec<UpdateStats>) {
         self.step += 1;
-        let mut mapper = StepMapper { opt: self, grads, at: PathTracker::default(), measure, stats: Vec::new() };
+        let mut mapper = StepMapper {
+            opt: self,
+            grads,
+            at: PathTracker::default(),
+            measure,
+            stats: Vec::new(),
+        };
         let model = model.map(&mut mapper);
         let stats = mapper.stats;
         (model, stats)
@@ -242,7 +273,12 @@ impl Optimizer {
 
     fn update(&mut self, path: &str, w: Tensor<2>, g: Tensor<2>) -> Option<Tensor<2>> {
         let info = self.infos.get(path)?.clone();
-        let ctx = Ctx { lr: self.lr(info.group), weight_decay: self.weight_decay(&info), step: self.step, info: &info };
+        let ctx = Ctx {
+            lr: self.lr(info.group),
+            weight_decay: self.weight_decay(&info),
+            step: self.step,
+            info: &info,
+        };
         let state = self.state.entry(path.to_string()).or_default();
         let mut u = g;
         for (index, t) in self.chain.iter().enumerate() {
@@ -263,11 +299,16 @@ impl Optimizer {
     pub fn load_state(&mut self, tensors: Vec<(String, TensorData)>, step: u64, device: &Device) -> Result<(), OptimError> {
         self.state.clear();
         for (name, data) in tensors {
-            let (p, k) = name.rsplit_once('/').ok_or_else(|| OptimError::State(format!("tensor name {name:?} is not PARAM/SLOT")))?;
+            let (p, k) = name
+                .rsplit_once('/')
+                .ok_or_else(|| OptimError::State(format!("tensor name {name:?} is not PARAM/SLOT")))?;
             if !self.infos.contains_key(p) {
                 return Err(OptimError::State(format!("state for unknown parameter {p:?}")));
             }
-            self.state.entry(p.to_string()).or_default().insert(k.to_string(), Tensor::from_data(data, device));
+            self.state
+                .entry(p.to_string())
+                .or_default()
+                .insert(k.to_string(), Tensor::from_data(data, device));
         }
         self.step = step;
         Ok(())
@@ -307,7 +348,15 @@ fn measure(path: &str, w: &Tensor<2>, g: &Tensor<2>, w2: &Tensor<2>) -> UpdateSt
             [s[0].sqrt(), s[1].sqrt(), s[2], s[3], s[4].sqrt()]
         })
         .collect();
-    UpdateStats { path: path.to_string(), norm: tot[0].sqrt(), grad_norm: tot[1].sqrt(), dot_wg: tot[2], dot_ww: tot[3], norm_after: tot[4].sqrt(), rows: per }
+    UpdateStats {
+        path: path.to_string(),
+        norm: tot[0].sqrt(),
+        grad_norm: tot[1].sqrt(),
+        dot_wg: tot[2],
+        dot_ww: tot[3],
+        norm_after: tot[4].sqrt(),
+        rows: per,
+    }
 }
 
 struct StepMapper<'a> {
@@ -356,15 +405,41 @@ mod tests {
     use crate::params::{DecayPolicy, Granularity, Role};
 
     fn info(decayed: bool) -> ParamInfo {
-        ParamInfo { path: "w".into(), shape: vec![2, 2], role: Role::Weight, scale_invariant: false, granularity: Granularity::Tensor, decayed, group: Group::Default }
+        ParamInfo {
+            path: "w".into(),
+            shape: vec![2, 2],
+            role: Role::Weight,
+            scale_invariant: false,
+            granularity: Granularity::Tensor,
+            decayed,
+            group: Group::Default,
+        }
     }
 
     fn cfg(kind: OptimKind, decay: DecayMode) -> OptimConfig {
-        OptimConfig { kind, lr: 0.1, momentum: 0.9, nesterov: false, weight_decay: 0.05, decay, betas: (0.9, 0.999), eps: 1e-8, si_lr_scale: 1.0, si_weight_decay: None }
+        OptimConfig {
+            kind,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.05,
+            decay,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            si_lr_scale: 1.0,
+            si_weight_decay: None,
+        }
     }
 
     fn constant() -> Schedule {
-        Schedule { kind: schedule::ScheduleKind::Constant, milestones: vec![], gamma: 0.1, warmup_steps: 0, steps_per_epoch: 1, total_steps: 5 }
+        Schedule {
+            kind: schedule::ScheduleKind::Constant,
+            milestones: vec![],
+            gamma: 0.1,
+            warmup_steps: 0,
+            steps_per_epoch: 1,
+            total_steps: 5,
+        }
     }
 
     /// Gradient of the fixed loss `sum(a_i * w_i^3 / 3 + b_i * w_i)` is `a_i*w_i^2 + b_i`.
@@ -396,7 +471,11 @@ mod tests {
 
     #[test]
     fn sgd_momentum_coupled_and_nesterov_and_decoupled() {
-        for (nesterov, decay) in [(false, DecayMode::Coupled), (true, DecayMode::Coupled), (false, DecayMode::Decoupled)] {
+        for (nesterov, decay) in [
+            (false, DecayMode::Coupled),
+            (true, DecayMode::Coupled),
+            (false, DecayMode::Decoupled),
+        ] {
             let mut c = cfg(OptimKind::Sgd, decay);
             c.nesterov = nesterov;
             let ours = run_ours(c.clone());
@@ -412,9 +491,17 @@ mod tests {
                     None => g.clone(),
                     Some(b) => b.iter().zip(&g).map(|(b, g)| mu * b + g).collect(),
                 };
-                let d: Vec<f64> = if nesterov { g.iter().zip(&b).map(|(g, b)| g + mu * b).collect() } else { b.clone() };
+                let d: Vec<f64> = if nesterov {
+                    g.iter().zip(&b).map(|(g, b)| g + mu * b).collect()
+                } else {
+                    b.clone()
+                };
                 buf = Some(b);
-                w = w.iter().zip(&d).map(|(w, d)| w - lr * d - if decay == DecayMode::Decoupled { lr * wd * w } else { 0.0 }).collect();
+                w = w
+                    .iter()
+                    .zip(&d)
+                    .map(|(w, d)| w - lr * d - if decay == DecayMode::Decoupled { lr * wd * w } else { 0.0 })
+                    .collect();
             }
             close(&ours, &w);
         }

@@ -31,7 +31,11 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &str, value: impl ToString, expected: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.replace('_', "-"), value: value.to_string(), expected: expected.into() }
+    ConfigError::Invalid {
+        key: key.replace('_', "-"),
+        value: value.to_string(),
+        expected: expected.into(),
+    }
 }
 
 /// Every setting of a run. Field names are the config keys.
@@ -116,7 +120,7 @@ impl Default for RunConfig {
             si_weight_decay: -1.0,
             betas: [0.9, 0.999],
             eps: 1e-8,
-            schedule: "constant".into(),
+            schedule: "cosine".into(),
             milestones: Vec::new(),
             gamma: 0.1,
             warmup_steps: 0,
@@ -150,7 +154,10 @@ fn one_of<T>(key: &str, value: &str, parse: impl Fn(&str) -> Option<T>, names: &
 impl RunConfig {
     /// Parses a TOML table (the content of `file`), rejecting unknown keys.
     pub fn from_toml(file: &str, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.to_string().trim().replace('\n', " ") })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
     }
 
     /// Serializes to TOML (what `config.toml` holds).
@@ -162,9 +169,18 @@ impl RunConfig {
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
         let model = one_of("model", &self.model, ModelKind::parse, &["mlp", "convnet", "resnet20"])?;
         let norm = one_of("norm", &self.norm, NormKind::parse, &["bn", "ln", "gn", "wn", "none"])?;
-        let policy = one_of("decay_policy", &self.decay_policy, DecayPolicy::parse, &DecayPolicy::ALL.map(|p| p.name()))?;
+        let policy = one_of(
+            "decay_policy",
+            &self.decay_policy,
+            DecayPolicy::parse,
+            &DecayPolicy::ALL.map(|p| p.name()),
+        )?;
         let kind = one_of("optimizer", &self.optimizer, OptimKind::parse, &["sgd", "adam", "adamw"])?;
-        let decay = if self.decay.is_empty() { kind.default_decay() } else { one_of("decay", &self.decay, DecayMode::parse, &["coupled", "decoupled"])? };
+        let decay = if self.decay.is_empty() {
+            kind.default_decay()
+        } else {
+            one_of("decay", &self.decay, DecayMode::parse, &["coupled", "decoupled"])?
+        };
         let schedule = one_of("schedule", &self.schedule, ScheduleKind::parse, &["constant", "step", "cosine"])?;
         if self.epochs == 0 {
             return Err(invalid("epochs", 0, "an integer >= 1"));
@@ -182,7 +198,11 @@ impl RunConfig {
             return Err(invalid("device", &self.device, "cpu or auto (this build has no GPU backend)"));
         }
         if self.si_weight_decay.is_nan() {
-            return Err(invalid("si_weight_decay", self.si_weight_decay, "a finite number (negative = same as --weight-decay)"));
+            return Err(invalid(
+                "si_weight_decay",
+                self.si_weight_decay,
+                "a finite number (negative = same as --weight-decay)",
+            ));
         }
         let optim = OptimConfig {
             kind,
@@ -200,7 +220,13 @@ impl RunConfig {
             crate::optim::OptimError::Invalid { flag, value, expected } => invalid(flag, value, expected),
             other => invalid("optimizer", "", other.to_string()),
         })?;
-        Ok(Resolved { model, norm, policy, optim, schedule })
+        Ok(Resolved {
+            model,
+            norm,
+            policy,
+            optim,
+            schedule,
+        })
     }
 }
 
@@ -210,9 +236,15 @@ mod tests {
 
     #[test]
     fn round_trip_and_unknown_keys() {
-        let c = RunConfig { lr: 0.05, model: "mlp".into(), ..Default::default() };
+        let c = RunConfig {
+            lr: 0.05,
+            model: "mlp".into(),
+            ..Default::default()
+        };
         assert_eq!(RunConfig::from_toml("x", &c.to_toml()).unwrap(), c);
-        let e = RunConfig::from_toml("run.toml", "lr = 0.1\nlearning_rate = 3\n").unwrap_err().to_string();
+        let e = RunConfig::from_toml("run.toml", "lr = 0.1\nlearning_rate = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("run.toml") && e.contains("learning_rate"), "{e}");
         let e = RunConfig::from_toml("run.toml", "lr = \"fast\"\n").unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
@@ -221,13 +253,42 @@ mod tests {
     #[test]
     fn resolve_names_and_ranges() {
         let bad = |c: RunConfig| c.resolve().unwrap_err().to_string();
-        assert!(bad(RunConfig { model: "vgg".into(), ..Default::default() }).contains("--model \"vgg\": expected one of mlp, convnet, resnet20"));
-        assert!(bad(RunConfig { norm: "xx".into(), ..Default::default() }).contains("--norm"));
-        assert!(bad(RunConfig { optimizer: "rmsprop".into(), ..Default::default() }).contains("--optimizer"));
-        assert!(bad(RunConfig { batch_size: 0, ..Default::default() }).contains("--batch-size 0"));
-        assert!(bad(RunConfig { lr: -1.0, ..Default::default() }).contains("--lr -1"));
-        assert!(bad(RunConfig { weight_decay: f64::NAN, ..Default::default() }).contains("--weight-decay NaN"));
-        let r = RunConfig { optimizer: "adamw".into(), ..Default::default() }.resolve().unwrap();
+        assert!(bad(RunConfig {
+            model: "vgg".into(),
+            ..Default::default()
+        })
+        .contains("--model \"vgg\": expected one of mlp, convnet, resnet20"));
+        assert!(bad(RunConfig {
+            norm: "xx".into(),
+            ..Default::default()
+        })
+        .contains("--norm"));
+        assert!(bad(RunConfig {
+            optimizer: "rmsprop".into(),
+            ..Default::default()
+        })
+        .contains("--optimizer"));
+        assert!(bad(RunConfig {
+            batch_size: 0,
+            ..Default::default()
+        })
+        .contains("--batch-size 0"));
+        assert!(bad(RunConfig {
+            lr: -1.0,
+            ..Default::default()
+        })
+        .contains("--lr -1"));
+        assert!(bad(RunConfig {
+            weight_decay: f64::NAN,
+            ..Default::default()
+        })
+        .contains("--weight-decay NaN"));
+        let r = RunConfig {
+            optimizer: "adamw".into(),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
         assert_eq!(r.optim.decay, DecayMode::Decoupled);
     }
 }

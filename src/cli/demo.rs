@@ -1,0 +1,65 @@
+//! `normwd demo`: trains the regimes of the study and writes the report.
+
+use super::{fail, table, Failure};
+use clap::Args;
+use normwd::demo::{self, DemoSettings};
+use normwd::report::{self, RunData};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Flags of `demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// core (weight-decay regimes)
+    #[arg(long, default_value = "core")]
+    pub suite: String,
+    /// embedded | fashion-mnist | PATH
+    #[arg(long, default_value = "embedded")]
+    pub data: String,
+    /// Output folder (one run directory per regime, report.html).
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// A seconds-long version (tiny subset, one epoch) to check that everything works.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// Runs `normwd demo`.
+pub fn run(a: DemoArgs) -> Result<(), Failure> {
+    if a.suite != "core" {
+        return Err(fail(2, format!("--suite {:?}: expected core", a.suite)));
+    }
+    let settings = if a.quick {
+        DemoSettings::quick(&a.data)
+    } else {
+        DemoSettings::full(&a.data)
+    };
+    let regimes = demo::core_regimes(&settings);
+    println!(
+        "training {} regimes ({} at a time) into {}",
+        regimes.len(),
+        settings.parallel,
+        a.out.display()
+    );
+    let t0 = Instant::now();
+    let print = |name: &str, s: &normwd::train::Summary| {
+        println!("  {name:<18} test acc {:.2}%  ({:.0} img/s)", 100.0 * s.test_acc, s.images_per_sec)
+    };
+    let dirs = demo::train_all(&regimes, &a.out, settings.parallel, &print).map_err(|e| fail(e.exit_code(), e.to_string()))?;
+    let runs: Vec<RunData> = dirs
+        .iter()
+        .map(|d| RunData::load(d))
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(1, e.to_string()))?;
+    let findings = demo::findings(&runs);
+    let path = demo::write(&a.out, &regimes, &runs, &findings).map_err(|e| fail(1, e.to_string()))?;
+    println!();
+    let rows: Vec<Vec<String>> = runs.iter().map(report::results_row).collect();
+    println!("{}", table(&report::RESULTS_HEADER, &rows));
+    println!();
+    for f in &findings {
+        println!("{} {}: {}", if f.holds { "[ok]  " } else { "[FAIL]" }, f.claim, f.detail);
+    }
+    println!("\n{:.0} s; report: {}", t0.elapsed().as_secs_f64(), path.display());
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! Reports from run directories: charts of weight norm, effective learning rate and angular
+//! update per layer (with the theory's prediction dashed), a results table, and a reading of
+//! each chart computed from the numbers. Self-contained HTML with inline SVG.
+
+pub mod svg;
+
+use crate::probe::Probe;
+use crate::train::config::RunConfig;
+use crate::train::store::{write_atomic, StoreError};
+use crate::train::{files, EpochRecord, Summary};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use svg::{LineChart, Series, COLORS};
+
+/// Errors while reading runs or writing a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A run directory cannot be read.
+    #[error("{dir}: {what}")]
+    Run {
+        /// The folder.
+        dir: String,
+        /// What is missing or wrong.
+        what: String,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A run read back from its directory.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    /// Label used in legends (the folder name).
+    pub name: String,
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its settings.
+    pub config: RunConfig,
+    /// Epoch records.
+    pub epochs: Vec<EpochRecord>,
+    /// Probe records.
+    pub probes: Vec<Probe>,
+    /// The final record, if the run finished.
+    pub done: Option<Summary>,
+}
+
+impl RunData {
+    /// Reads `config.toml` and `metrics.jsonl` of a run (lines that do not parse are skipped).
+    pub fn load(dir: &Path) -> Result<Self, ReportError> {
+        let d = dir.display().to_string();
+        let cfg_text = std::fs::read_to_string(dir.join(files::CONFIG)).map_err(|e| ReportError::Run {
+            dir: d.clone(),
+            what: format!("no readable {} ({e}): not a run directory", files::CONFIG),
+        })?;
+        let config = RunConfig::from_toml(&dir.join(files::CONFIG).display().to_string(), &cfg_text).map_err(|e| ReportError::Run {
+            dir: d.clone(),
+            what: e.to_string(),
+        })?;
+        let text = std::fs::read_to_string(dir.join(files::METRICS)).map_err(|e| ReportError::Run {
+            dir: d.clone(),
+            what: format!("no readable {} ({e})", files::METRICS),
+        })?;
+        let (mut epochs, mut probes, mut done) = (Vec::new(), Vec::new(), None);
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            match v["kind"].as_str() {
+                Some("epoch") => epochs.extend(serde_json::from_value::<EpochRecord>(v).ok()),
+                Some("probe") => probes.extend(serde_json::from_value::<Probe>(v).ok()),
+                Some("done") => done = serde_json::from_value::<Summary>(v).ok(),
+                _ => {}
+            }
+        }
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(d);
+        Ok(RunData {
+            name,
+            dir: dir.to_path_buf(),
+            config,
+            epochs,
+            probes,
+            done,
+        })
+    }
+
+    /// Probes of one tensor, in step order.
+    pub fn series(&self, path: &str) -> Vec<&Probe> {
+        self.probes.iter().filter(|p| p.path == path).collect()
+    }
+
+    /// Paths of the scale-invariant tensors that were probed, in model order.
+    pub fn invariant_paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for p in self.probes.iter().filter(|p| p.scale_invariant) {
+            if !v.contains(&p.path) {
+                v.push(p.path.clone());
+            }
+        }
+        v
+    }
+
+    /// Paths of probed norm-layer scales (gamma).
+    pub fn gamma_paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for p in self
+            .probes
+            .iter()
+            .filter(|p| p.path.ends_with(".gamma") || p.path.ends_with("weight_g"))
+        {
+            if !v.contains(&p.path) {
+                v.push(p.path.clone());
+            }
+        }
+        v
+    }
+
+    /// Last step recorded.
+    pub fn last_step(&self) -> u64 {
+        self.probes
+            .iter()
+            .map(|p| p.step)
+            .max()
+            .unwrap_or(0)
+            .max(self.epochs.last().map(|e| e.step).unwrap_or(0))
+    }
+
+    /// The window of the run (as fractions of its steps) where the equilibrium is measured:
+    /// from half of the constant-lr phase to its end (the first milestone of a step schedule).
+    pub fn equilibrium_window(&self) -> (f64, f64) {
+        let end = match (self.config.schedule.as_str(), self.config.milestones.first()) {
+            ("step", Some(&m)) if m > 0 && m < self.config.epochs => m as f64 / self.config.epochs as f64,
+            _ => 1.0,
+        };
+        (end / 2.0, end)
+    }
+
+    /// Final test accuracy (last epoch).
+    pub fn final_acc(&self) -> Option<f64> {
+        self.epochs.last().map(|e| e.test_acc)
+    }
+}
+
+/// Mean of a window `[from, to)` of step fractions of a probe series.
+pub fn window_mean(series: &[&Probe], from: f64, to: f64, f: impl Fn(&Probe) -> Option<f64>) -> Option<f64> {
+    let last = series.last()?.step as f64;
+    let v: Vec<f64> = series
+        .iter()
+        .filter(|p| (p.step as f64) >= from * last && (p.step as f64) < to * last.max(1.0) + 0.5)
+        .filter_map(|p| f(p))
+        .filter(|x| x.is_finite())
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// A chart with the sentences that read it.
+pub struct Figure {
+    /// File stem for `plots/NAME.svg`.
+    pub name: String,
+    /// The SVG.
+    pub svg: String,
+    /// Two sentences computed from the data.
+    pub reading: String,
+}
+
+fn color(i: usize) -> String {
+    COLORS[i % COLORS.len()].to_string()
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+/// Charts of norm, effective lr and angle for every scale-invariant layer, and of gamma.
+pub fn figures(runs: &[RunData]) -> Vec<Figure> {
+    let mut out = Vec::new();
+    let layers: Vec<String> = runs.first().map(|r| r.invariant_paths()).unwrap_or_default();
+    for layer in &layers {
+        let short = layer.trim_end_matches(".weight").trim_end_matches(".weight_v").to_string();
+        // Norm.
+        let series: Vec<Series> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Series {
+                label: r.name.clone(),
+                points: r.series(layer).iter().map(|p| (p.step as f64, p.norm)).collect(),
+                color: color(i),
+                dashed: false,
+            })
+            .collect();
+        let ends: Vec<(String, f64, f64)> = runs
+            .iter()
+            .filter_map(|r| {
+                let s = r.series(layer);
+                Some((r.name.clone(), s.first()?.norm, s.last()?.norm))
+            })
+            .collect();
+        let grow = ends.iter().filter(|e| e.2 > e.1).map(|e| e.0.clone()).collect::<Vec<_>>();
+        let shrink = ends
+            .iter()
+            .filter(|e| e.2 <= e.1)
+            .map(|e| format!("{} ({:.2} to {:.2})", e.0, e.1, e.2))
+            .collect::<Vec<_>>();
+        let reading = format!(
+            "The norm of {layer} grows in {} and shrinks in {}. Without weight decay the norm can only grow (F4); with decay it settles where shrinking balances growth.",
+            if grow.is_empty() { "no run".into() } else { grow.join(", ") },
+            if shrink.is_empty() { "no run".into() } else { shrink.join(", ") }
+        );
+        out.push(Figure {
+            name: format!("{short}-norm"),
+            svg: LineChart {
+                title: format!("Weight norm of {layer}"),
+                x_label: "step (updates)".into(),
+                y_label: "||w|| (L2 norm)".into(),
+                series,
+                ..Default::default()
+            }
+            .to_svg(),
+            reading,
+        });
+        // Effective lr.
+        let series: Vec<Series> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Series {
+                label: r.name.clone(),
+                points: r.series(layer).iter().map(|p| (p.step as f64, p.eff_lr)).collect(),
+                color: color(i),
+                dashed: false,
+            })
+            .collect();
+        let ends: Vec<(String, f64)> = runs
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), window_mean(&r.series(layer), 0.75, 1.0, |p| Some(p.eff_lr))?)))
+            .collect();
+        let (hi, lo) = (
+            ends.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
+            ends.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
+        );
+        let reading = match (hi, lo) {
+            (Some(h), Some(l)) => format!("Over the last quarter of training the effective learning rate of {layer} is highest in {} ({:.3e}) and lowest in {} ({:.3e}), a factor {:.1}. Shrinking the norm raises it: that, not regularization, is what weight decay does to this layer.", h.0, h.1, l.0, l.1, h.1 / l.1),
+            _ => "No probe data.".into(),
+        };
+        out.push(Figure {
+            name: format!("{short}-efflr"),
+            svg: LineChart {
+                title: format!("Effective learning rate of {layer}"),
+                x_label: "step (updates)".into(),
+                y_label: "lr/||w||^2 (SGD), lr/||w|| (Adam)".into(),
+                log_y: true,
+                series,
+                ..Default::default()
+            }
+            .to_svg(),
+            reading,
+        });
+        // Angle, with the prediction dashed.
+        let mut series = Vec::new();
+        let mut sentences = Vec::new();
+        for (i, r) in runs.iter().enumerate() {
+            let s = r.series(layer);
+            series.push(Series {
+                label: r.name.clone(),
+                points: s.iter().map(|p| (p.step as f64, p.angle)).collect(),
+                color: color(i),
+                dashed: false,
+            });
+            let pred: Vec<(f64, f64)> = s.iter().filter_map(|p| Some((p.step as f64, p.pred_angle?))).collect();
+            if !pred.is_empty() {
+                series.push(Series {
+                    label: format!("{} predicted", r.name),
+                    points: pred,
+                    color: color(i),
+                    dashed: true,
+                });
+                if let (Some(m), Some(p)) = (
+                    window_mean(&s, 0.5, 0.75, |p| Some(p.angle)),
+                    window_mean(&s, 0.5, 0.75, |p| p.pred_angle),
+                ) {
+                    sentences.push(format!(
+                        "{} {:.4} rad measured vs {:.4} predicted ({:+.0}%)",
+                        r.name,
+                        m,
+                        p,
+                        100.0 * (m / p - 1.0)
+                    ));
+                }
+            }
+        }
+        let reading = if sentences.is_empty() {
+            format!("No run has a predicted equilibrium for {layer} (no decay, or Adam with L2). The angular update is set by the gradient and the norm alone.")
+        } else {
+            format!("Mean angular update per step of {layer} in the second half of the constant-lr phase: {}. Dashed lines are the equilibrium predicted by THEORY.md (F7 for SGD with momentum, F8 for AdamW).", sentences.join("; "))
+        };
+        out.push(Figure {
+            name: format!("{short}-angle"),
+            svg: LineChart {
+                title: format!("Angular update per step of {layer}"),
+                x_label: "step (updates)".into(),
+                y_label: "angle(w_t, w_t+1) (rad)".into(),
+                log_y: true,
+                series,
+                ..Default::default()
+            }
+            .to_svg(),
+            reading,
+        });
+    }
+    // Norm-layer scales.
+    let gammas: Vec<String> = runs.first().map(|r| r.gamma_paths()).unwrap_or_default();
+    if !gammas.is_empty() {
+        let mean_gamma = |r: &RunData| -> Vec<(f64, f64)> {
+            let mut by_step: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
+            for p in r.probes.iter().filter(|p| gammas.contains(&p.path)) {
+                let e = by_step.entry(p.step).or_default();
+                // ||gamma|| / sqrt(C): the RMS of gamma, 1 at initialization.
+                let c = r.probes.iter().find(|q| q.path == p.path).map(|q| q.norm).unwrap_or(1.0);
+                e.0 += p.norm / c;
+                e.1 += 1;
+            }
+            by_step.into_iter().map(|(s, (v, n))| (s as f64, v / n as f64)).collect()
+        };
+        let series: Vec<Series> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Series {
+                label: r.name.clone(),
+                points: mean_gamma(r),
+                color: color(i),
+                dashed: false,
+            })
+            .collect();
+        let ends: Vec<(String, f64)> = series.iter().filter_map(|s| Some((s.label.clone(), s.points.last()?.1))).collect();
+        let shrunk: Vec<String> = ends
+            .iter()
+            .filter(|e| e.1 < 0.95)
+            .map(|e| format!("{} (to {:.2})", e.0, e.1))
+            .collect();
+        let reading = format!(
+            "The norm-layer scales gamma end at {} of their initial size. {}",
+            ends.iter().map(|e| format!("{:.2} in {}", e.1, e.0)).collect::<Vec<_>>().join(", "),
+            if shrunk.is_empty() {
+                "None shrinks by more than 5%.".to_string()
+            } else {
+                format!(
+                    "They shrink where gamma is decayed: {}; gamma is not scale-invariant, so this decay changes the function.",
+                    shrunk.join(", ")
+                )
+            }
+        );
+        out.push(Figure {
+            name: "gamma".into(),
+            svg: LineChart {
+                title: "Norm-layer scales gamma (relative to initial norm)".into(),
+                x_label: "step (updates)".into(),
+                y_label: "||gamma|| / ||gamma_0||".into(),
+                series,
+                ..Default::default()
+            }
+            .to_svg(),
+            reading,
+        });
+    }
+    // Test accuracy per epoch.
+    let series: Vec<Series> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Series {
+            label: r.name.clone(),
+            points: r.epochs.iter().map(|e| (e.epoch as f64, 100.0 * e.test_acc)).collect(),
+            color: color(i),
+            dashed: false,
+        })
+        .collect();
+    let best = runs
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.final_acc()?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let worst = runs
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.final_acc()?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let reading = match (best, worst) {
+        (Some(b), Some(w)) => format!(
+            "Final test accuracy ranges from {} ({}) to {} ({}). The spread is {:.2} percentage points.",
+            pct(w.1),
+            w.0,
+            pct(b.1),
+            b.0,
+            100.0 * (b.1 - w.1)
+        ),
+        _ => "No epoch finished.".into(),
+    };
+    out.push(Figure {
+        name: "test-acc".into(),
+        svg: LineChart {
+            title: "Test accuracy".into(),
+            x_label: "epoch".into(),
+            y_label: "test accuracy (%)".into(),
+            series,
+            ..Default::default()
+        }
+        .to_svg(),
+        reading,
+    });
+    out
+}
+
+/// One row of the results table.
+pub fn results_row(r: &RunData) -> Vec<String> {
+    let layers = r.invariant_paths();
+    let effs: Vec<f64> = layers
+        .iter()
+        .filter_map(|l| window_mean(&r.series(l), 0.75, 1.0, |p| Some(p.eff_lr)))
+        .collect();
+    let eff = if effs.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.3e}", effs.iter().sum::<f64>() / effs.len() as f64)
+    };
+    let last = r.epochs.last();
+    vec![
+        r.name.clone(),
+        format!(
+            "{} {} lr={} wd={} ({})",
+            r.config.optimizer,
+            if r.config.decay.is_empty() { "" } else { r.config.decay.as_str() },
+            r.config.lr,
+            r.config.weight_decay,
+            r.config.decay_policy
+        )
+        .replace("  ", " "),
+        last.map(|e| pct(e.test_acc)).unwrap_or("-".into()),
+        last.map(|e| format!("{:.4}", e.test_loss)).unwrap_or("-".into()),
+        eff,
+    ]
+}
+
+/// Header of [`results_row`].
+pub const RESULTS_HEADER: [&str; 5] = ["run", "settings", "test acc", "test loss", "mean eff. lr (SI weights, last 25%)"];
+
+/// Writes `report.html` (and `plots/*.svg`) for runs into `out`; `intro` is HTML placed
+/// before the table (the demo's findings). Returns the report's path.
+pub fn write_report(out: &Path, title: &str, intro: &str, runs: &[RunData], extra: &[Figure]) -> Result<PathBuf, ReportError> {
+    let mut figs = figures(runs);
+    figs.extend(extra.iter().map(|f| Figure {
+        name: f.name.clone(),
+        svg: f.svg.clone(),
+        reading: f.reading.clone(),
+    }));
+    let plots = out.join("plots");
+    std::fs::create_dir_all(&plots).map_err(|e| StoreError::Io {
+        file: plots.display().to_string(),
+        source: e,
+    })?;
+    for f in &figs {
+        write_atomic(&plots.join(format!("{}.svg", f.name)), f.svg.as_bytes())?;
+    }
+    let mut h = String::new();
+    let _ = write!(h, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#f4f4f4}}figure{{margin:2em 0}}figcaption{{max-width:640px;color:#333}}.ok{{color:#176617}}.bad{{color:#a11}}</style></head><body>", html_escape(title));
+    let _ = write!(h, "<h1>{}</h1>{intro}<h2>Results</h2><table><tr>", html_escape(title));
+    for c in RESULTS_HEADER {
+        let _ = write!(h, "<th>{}</th>", html_escape(c));
+    }
+    h.push_str("</tr>");
+    for r in runs {
+        h.push_str("<tr>");
+        for c in results_row(r) {
+            let _ = write!(h, "<td>{}</td>", html_escape(&c));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table><h2>Charts</h2>");
+    for f in &figs {
+        let _ = write!(h, "<figure>{}<figcaption>{}</figcaption></figure>", f.svg, html_escape(&f.reading));
+    }
+    h.push_str("</body></html>\n");
+    let path = out.join("report.html");
+    write_atomic(&path, h.as_bytes())?;
+    Ok(path)
+}
+
+/// Escapes text for HTML.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}

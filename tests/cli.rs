@@ -1,0 +1,404 @@
+//! End-to-end tests of the `normwd` program on the embedded data: a training run, exact
+//! resume after a crash, and bad input (exit code 2, one clear line, nothing half-written).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_normwd"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("normwd-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Small, fast training settings on the embedded data.
+const QUICK: &[&str] = &[
+    "train",
+    "--model",
+    "mlp",
+    "--norm",
+    "bn",
+    "--train-subset",
+    "1024",
+    "--test-subset",
+    "256",
+    "--batch-size",
+    "64",
+];
+
+fn records(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn train_writes_a_complete_run() {
+    let d = tmp("train").join("run");
+    let o = bin()
+        .args(QUICK)
+        .args(["--epochs", "2", "--out", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("images/s"), "throughput printed: {out}");
+    for f in ["config.toml", "metrics.jsonl", "checkpoint.safetensors", "state.json"] {
+        assert!(d.join(f).is_file(), "missing {f}");
+    }
+    let epochs = records(&d, "epoch");
+    assert_eq!(epochs.len(), 2);
+    for k in [
+        "epoch",
+        "step",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "images_per_sec",
+    ] {
+        assert!(epochs[1][k].is_number(), "epoch record has {k}");
+    }
+    assert!(epochs[1]["test_acc"].as_f64().unwrap() > 0.5, "learns something: {:?}", epochs[1]);
+    let probes = records(&d, "probe");
+    assert!(!probes.is_empty());
+    for k in ["step", "path", "norm", "grad_norm", "eff_lr", "angle", "cos_wg"] {
+        assert!(!probes[0][k].is_null(), "probe record has {k}");
+    }
+    assert_eq!(records(&d, "done").len(), 1);
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+    // The same directory cannot be reused by accident.
+    let o = bin()
+        .args(QUICK)
+        .args(["--epochs", "1", "--out", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("already holds a run"));
+}
+
+#[test]
+fn same_seed_same_numbers_and_exact_resume_after_kill() {
+    let base = tmp("resume");
+    let full = base.join("full");
+    let args = |d: &Path| {
+        let mut v: Vec<String> = QUICK.iter().map(|s| s.to_string()).collect();
+        v.extend(["--epochs", "4", "--out", d.to_str().unwrap()].map(String::from));
+        v
+    };
+    assert!(bin().args(args(&full)).output().unwrap().status.success());
+    let again = base.join("again");
+    assert!(bin().args(args(&again)).output().unwrap().status.success());
+    let ckpt = |d: &Path| std::fs::read(d.join("checkpoint.safetensors")).unwrap();
+    assert!(ckpt(&full) == ckpt(&again), "same seed and config give the same weights");
+
+    // Kill -9 once the first checkpoint exists, then resume.
+    let cut = base.join("cut");
+    let mut child = bin().args(args(&cut)).stdout(std::process::Stdio::null()).spawn().unwrap();
+    while !cut.join("state.json").exists() {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let o = run(&["train", "--resume", cut.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        ckpt(&full) == ckpt(&cut),
+        "resumed run ends with identical weights and optimizer state"
+    );
+    let strip = |d: &Path| -> Vec<serde_json::Value> {
+        records(d, "epoch")
+            .into_iter()
+            .map(|mut r| {
+                r.as_object_mut().unwrap().remove("images_per_sec");
+                r
+            })
+            .collect()
+    };
+    assert_eq!(strip(&full), strip(&cut));
+    assert_eq!(records(&full, "probe"), records(&cut, "probe"));
+}
+
+fn expect_usage_error(args: &[&str], needle: &str) {
+    let o = run(args);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "args {args:?}: {err}");
+    assert!(err.contains(needle), "args {args:?}: expected {needle:?} in {err:?}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "no panic: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    let d = tmp("badflags");
+    let out = d.join("run");
+    let o = out.to_str().unwrap();
+    expect_usage_error(
+        &["train", "--model", "vgg", "--out", o],
+        "--model \"vgg\": expected one of mlp, convnet, resnet20",
+    );
+    expect_usage_error(&["train", "--norm", "batch", "--out", o], "--norm \"batch\"");
+    expect_usage_error(&["train", "--optimizer", "rmsprop", "--out", o], "--optimizer \"rmsprop\"");
+    expect_usage_error(&["train", "--lr", "-0.1", "--out", o], "--lr -0.1: expected a finite number > 0");
+    expect_usage_error(&["train", "--lr", "NaN", "--out", o], "--lr NaN");
+    expect_usage_error(&["train", "--weight-decay", "nan", "--out", o], "--weight-decay NaN");
+    expect_usage_error(&["train", "--weight-decay", "-1", "--out", o], "--weight-decay -1");
+    expect_usage_error(
+        &["train", "--batch-size", "0", "--out", o],
+        "--batch-size 0: expected an integer >= 1",
+    );
+    expect_usage_error(&["train", "--data", "/nonexistent/normwd", "--out", o], "/nonexistent/normwd");
+    expect_usage_error(&["audit", "--model", "vgg"], "--model \"vgg\"");
+    assert!(!out.exists(), "nothing is written for bad input");
+    let cfg = d.join("bad.toml");
+    std::fs::write(&cfg, "model = \"mlp\"\nlearning_rate = 0.1\n").unwrap();
+    expect_usage_error(&["train", "--config", cfg.to_str().unwrap(), "--out", o], "learning_rate");
+}
+
+fn idx(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
+    let mut v = magic.to_be_bytes().to_vec();
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(body);
+    v
+}
+
+/// Writes a tiny valid IDX dataset into `d` (4 train, 2 test images of 8x8).
+fn write_idx_set(d: &Path) {
+    std::fs::write(d.join("train-images-idx3-ubyte"), idx(2051, &[4, 8, 8], &[7; 256])).unwrap();
+    std::fs::write(d.join("train-labels-idx1-ubyte"), idx(2049, &[4], &[0, 1, 2, 3])).unwrap();
+    std::fs::write(d.join("t10k-images-idx3-ubyte"), idx(2051, &[2, 8, 8], &[9; 128])).unwrap();
+    std::fs::write(d.join("t10k-labels-idx1-ubyte"), idx(2049, &[2], &[4, 5])).unwrap();
+}
+
+#[test]
+fn corrupt_data_files_exit_2_naming_the_file() {
+    let d = tmp("corrupt");
+    write_idx_set(&d);
+    let out = d.join("run");
+    let train = |data: &Path| {
+        run(&[
+            "train",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    // The valid set trains.
+    let o = train(&d);
+    assert!(o.status.success(), "{:?}", text(&o));
+    std::fs::remove_dir_all(&out).unwrap();
+    // Wrong magic.
+    std::fs::write(d.join("train-images-idx3-ubyte"), idx(2049, &[4, 8, 8], &[7; 256])).unwrap();
+    expect_usage_error(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "train-images-idx3-ubyte: magic number is 2049, expected 2051",
+    );
+    // Truncated.
+    std::fs::write(d.join("train-images-idx3-ubyte"), idx(2051, &[4, 8, 8], &[7; 200])).unwrap();
+    expect_usage_error(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "256 data bytes, file holds 200",
+    );
+    // Label / image count mismatch.
+    write_idx_set(&d);
+    std::fs::write(d.join("train-labels-idx1-ubyte"), idx(2049, &[3], &[0, 1, 2])).unwrap();
+    expect_usage_error(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "3 labels for 4 images",
+    );
+    assert!(!out.exists());
+    // CIFAR with a wrong length, and a folder with neither format.
+    let c = tmp("cifar-bad");
+    std::fs::write(c.join("data_batch_1.bin"), vec![1u8; 3073 * 2 + 5]).unwrap();
+    std::fs::write(c.join("test_batch.bin"), vec![1u8; 3073]).unwrap();
+    expect_usage_error(
+        &["train", "--data", c.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        "data_batch_1.bin: file is 6151 bytes, expected a positive multiple of 3073",
+    );
+    let e = tmp("empty");
+    expect_usage_error(
+        &["train", "--data", e.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        "neither IDX files",
+    );
+}
+
+#[test]
+fn cifar_binary_files_train_with_augmentation() {
+    // Files generated in the CIFAR-10 binary format: 1 label byte + 3072 pixel bytes.
+    let c = tmp("cifar");
+    let mut rec = Vec::new();
+    for i in 0..64u32 {
+        rec.push((i % 10) as u8);
+        rec.extend((0..3072u32).map(|p| ((p * 7 + i * 13) % 256) as u8));
+    }
+    std::fs::write(c.join("data_batch_1.bin"), &rec).unwrap();
+    std::fs::write(c.join("test_batch.bin"), &rec[..3073 * 16]).unwrap();
+    let out = c.join("run");
+    let o = run(&[
+        "train",
+        "--model",
+        "resnet20",
+        "--data",
+        c.to_str().unwrap(),
+        "--augment",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(records(&out, "epoch").len(), 1);
+}
+
+#[test]
+fn audit_marks_conv_weights_scale_invariant_and_excludes_norm_and_bias() {
+    let o = run(&["audit", "--model", "convnet", "--norm", "bn"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    let row = |p: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{p} ")))
+            .unwrap_or_else(|| panic!("no row {p}:\n{out}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    for b in ["block1", "block2", "block3"] {
+        let r = row(&format!("{b}.conv.weight"));
+        assert!(r.join(" ").contains("weight yes (channel) yes scale-invariant"), "{r:?}");
+        for f in ["gamma", "beta"] {
+            let r = row(&format!("{b}.norm.{f}"));
+            assert!(r.join(" ").contains(" no no default"), "{r:?}");
+        }
+    }
+    assert!(row("fc.weight").join(" ").contains("weight no yes default"));
+    assert!(row("fc.bias").join(" ").contains("bias no no default"));
+}
+
+#[test]
+fn predict_matches_hand_computed_values() {
+    let o = run(&[
+        "predict",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.1",
+        "--momentum",
+        "0.9",
+        "--weight-decay",
+        "5e-4",
+        "--json",
+    ]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = &v["phases"][0];
+    // sqrt(2*0.1*5e-4/1.9) = 0.0072548...
+    assert!((p["angle_rad"].as_f64().unwrap() - (2.0f64 * 0.1 * 5e-4 / 1.9).sqrt()).abs() < 1e-12);
+    assert!((p["relaxation_steps"].as_f64().unwrap() - 20000.0).abs() < 1e-6);
+    let o = run(&[
+        "predict",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.1",
+        "--momentum",
+        "0.9",
+        "--weight-decay",
+        "5e-4",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0.007255"));
+    expect_usage_error(&["predict", "--lr", "nan", "--weight-decay", "1e-4"], "--lr NaN");
+}
+
+#[test]
+fn divergence_stops_with_step_and_layer_and_exit_1() {
+    let d = tmp("diverge").join("run");
+    let o = run(&[
+        "train",
+        "--model",
+        "mlp",
+        "--norm",
+        "none",
+        "--lr",
+        "1e6",
+        "--train-subset",
+        "512",
+        "--test-subset",
+        "64",
+        "--epochs",
+        "1",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("training diverged at epoch 1, step"), "{err}");
+    assert!(!err.contains("panicked"));
+    // What was written is whole: the config parses and every metrics line is JSON.
+    let cfg = std::fs::read_to_string(d.join("config.toml")).unwrap();
+    assert!(cfg.contains("lr = 1000000"));
+    for l in std::fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap();
+    }
+}
