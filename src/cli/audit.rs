@@ -21,6 +21,10 @@ pub struct AuditArgs {
     /// Input shape as C,H,W (default 1,28,28; 3,32,32 for resnet20).
     #[arg(long)]
     pub input: Option<String>,
+    /// Also detect scale-invariance numerically (AdamP's cosine test and a direct rescaling
+    /// test) on one batch and compare with the structural flag.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Resolves model, norm and input shape flags.
@@ -98,5 +102,63 @@ pub fn run(a: AuditArgs) -> Result<(), Failure> {
         .sum();
     let decayed: usize = infos.iter().filter(|p| p.decayed).map(|p| p.numel()).sum();
     println!("{trainable} trainable parameters, {decayed} decayed");
+    if a.check {
+        check(m, n, shape, &infos)?;
+    }
+    Ok(())
+}
+
+fn check(m: ModelKind, n: NormKind, shape: [usize; 3], infos: &[normwd::params::ParamInfo]) -> Result<(), Failure> {
+    let device = Device::flex().autodiff();
+    let net = Net::new(m, n, shape, 0.1, 0, &device);
+    // Embedded images when the shape fits them, a seeded Gaussian batch otherwise.
+    let (x, y) = if shape == [1, 28, 28] {
+        let d = normwd::data::embedded();
+        d.batch(&d.train, &(0..64).collect::<Vec<_>>(), None, &device)
+    } else {
+        let mut init = normwd::model::init::Init::new(1);
+        let x = init.uniform::<4, _>([32, shape[0], shape[1], shape[2]], 1.0, &device);
+        let y = burn::tensor::Tensor::<1, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new((0..32).map(|i| i % 10).collect::<Vec<i32>>(), [32]),
+            &device,
+        );
+        (x, y)
+    };
+    let checks = normwd::check::check(&net, infos, x, y);
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.path.clone(),
+                if c.structural { "yes".into() } else { "no".into() },
+                c.cosine.name().to_string(),
+                format!("{:.1e}", c.loss_change),
+                if c.direct() { "yes".into() } else { "no".into() },
+                if c.agree() { "yes".into() } else { "NO".into() },
+            ]
+        })
+        .collect();
+    println!();
+    println!(
+        "numerical check on one batch: AdamP's test |cos(g, w)| < {}/sqrt(dim) per channel, then per tensor; direct test: loss change when the tensor is scaled by {} (invariant below {:.0e})",
+        normwd::check::DELTA,
+        normwd::check::SCALE,
+        normwd::check::LOSS_TOL
+    );
+    println!(
+        "{}",
+        table(
+            &["path", "structural", "cosine test", "loss change x3", "direct test", "agree"],
+            &rows
+        )
+    );
+    let bad = checks.iter().filter(|c| !c.agree()).count();
+    if bad > 0 {
+        return Err(fail(1, format!("{bad} tensors where the structural and numerical flags disagree")));
+    }
+    println!(
+        "structural and numerical scale-invariance agree on all {} weight tensors",
+        checks.len()
+    );
     Ok(())
 }
