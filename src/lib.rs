@@ -3,6 +3,7 @@
 //!
 //! Data flows top to bottom: [`data`] -> [`model`] -> [`params`] -> [`optim`] -> [`train`].
 
+pub mod bench;
 pub mod check;
 pub mod data;
 pub mod demo;

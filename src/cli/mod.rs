@@ -2,6 +2,7 @@
 //! errors to exit codes (2 for bad usage or input, 1 for failures during a run).
 
 pub mod audit;
+pub mod bench;
 pub mod demo;
 pub mod predict;
 pub mod report;

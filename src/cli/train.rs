@@ -91,7 +91,7 @@ pub struct TrainArgs {
     /// cpu | auto
     #[arg(long)]
     pub device: Option<String>,
-    /// Probe every N steps (default: ~300 points per run).
+    /// Probe every N steps (default: ~200 points per run, at most every 2nd step).
     #[arg(long)]
     pub probe_every: Option<usize>,
     /// Run directory (default: runs/MODEL-NORM-OPTIMIZER-sSEED).

@@ -264,10 +264,10 @@ impl Optimizer {
             grads,
             at: PathTracker::default(),
             measure,
-            stats: Vec::new(),
+            pending: Vec::new(),
         };
         let model = model.map(&mut mapper);
-        let stats = mapper.stats;
+        let stats = collect_stats(mapper.pending);
         (model, stats)
     }
 
@@ -325,9 +325,10 @@ fn host(t: Tensor<2>) -> Vec<f64> {
     t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap_or_default()
 }
 
-fn measure(path: &str, w: &Tensor<2>, g: &Tensor<2>, w2: &Tensor<2>) -> UpdateStats {
-    let rows = w.dims()[0];
-    let stack = Tensor::cat(
+/// Per-row sums `[||w_r||^2, ||g_r||^2, <w_r,g_r>, <w_r,w'_r>, ||w'_r||^2]` as a `[rows, 5]` tensor,
+/// left on the device so all tensors of a step reach the host in one transfer.
+fn row_sums(w: &Tensor<2>, g: &Tensor<2>, w2: &Tensor<2>) -> Tensor<2> {
+    Tensor::cat(
         vec![
             w.clone().powi_scalar(2).sum_dim(1),
             g.clone().powi_scalar(2).sum_dim(1),
@@ -336,27 +337,41 @@ fn measure(path: &str, w: &Tensor<2>, g: &Tensor<2>, w2: &Tensor<2>) -> UpdateSt
             w2.clone().powi_scalar(2).sum_dim(1),
         ],
         1,
-    );
-    let v = host(stack);
-    let mut tot = [0f64; 5];
-    let per: Vec<[f64; 5]> = (0..rows)
-        .map(|r| {
-            let s = &v[r * 5..r * 5 + 5];
-            for i in 0..5 {
-                tot[i] += s[i];
-            }
-            [s[0].sqrt(), s[1].sqrt(), s[2], s[3], s[4].sqrt()]
-        })
-        .collect();
-    UpdateStats {
-        path: path.to_string(),
-        norm: tot[0].sqrt(),
-        grad_norm: tot[1].sqrt(),
-        dot_wg: tot[2],
-        dot_ww: tot[3],
-        norm_after: tot[4].sqrt(),
-        rows: per,
+    )
+}
+
+/// Turns the concatenated row sums of several tensors into [`UpdateStats`].
+fn collect_stats(pending: Vec<(String, usize, Tensor<2>)>) -> Vec<UpdateStats> {
+    if pending.is_empty() {
+        return Vec::new();
     }
+    let all = host(Tensor::cat(pending.iter().map(|p| p.2.clone()).collect(), 0));
+    let mut at = 0;
+    pending
+        .into_iter()
+        .map(|(path, rows, _)| {
+            let mut tot = [0f64; 5];
+            let per: Vec<[f64; 5]> = (0..rows)
+                .map(|r| {
+                    let s = &all[(at + r) * 5..(at + r) * 5 + 5];
+                    for i in 0..5 {
+                        tot[i] += s[i];
+                    }
+                    [s[0].sqrt(), s[1].sqrt(), s[2], s[3], s[4].sqrt()]
+                })
+                .collect();
+            at += rows;
+            UpdateStats {
+                path,
+                norm: tot[0].sqrt(),
+                grad_norm: tot[1].sqrt(),
+                dot_wg: tot[2],
+                dot_ww: tot[3],
+                norm_after: tot[4].sqrt(),
+                rows: per,
+            }
+        })
+        .collect()
 }
 
 struct StepMapper<'a> {
@@ -364,7 +379,7 @@ struct StepMapper<'a> {
     grads: Gradients,
     at: PathTracker,
     measure: bool,
-    stats: Vec<UpdateStats>,
+    pending: Vec<(String, usize, Tensor<2>)>,
 }
 
 impl ModuleMapper for StepMapper<'_> {
@@ -390,7 +405,7 @@ impl ModuleMapper for StepMapper<'_> {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         if self.measure {
-            self.stats.push(measure(&path, &w, &g, &w2));
+            self.pending.push((path.clone(), w.dims()[0], row_sums(&w, &g, &w2)));
         }
         let new = Tensor::from_inner(w2.reshape(dims)).require_grad();
         Param::from_mapped_value(id, new, mapper)

@@ -274,9 +274,10 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
                     color: color(i),
                     dashed: true,
                 });
+                let (from, to) = r.equilibrium_window();
                 if let (Some(m), Some(p)) = (
-                    window_mean(&s, 0.5, 0.75, |p| Some(p.angle)),
-                    window_mean(&s, 0.5, 0.75, |p| p.pred_angle),
+                    window_mean(&s, from, to, |p| Some(p.angle)),
+                    window_mean(&s, from, to, |p| p.pred_angle),
                 ) {
                     sentences.push(format!(
                         "{} {:.4} rad measured vs {:.4} predicted ({:+.0}%)",

@@ -38,10 +38,10 @@ pub struct LineChart {
     pub series: Vec<Series>,
 }
 
-const W: f64 = 640.0;
+const W: f64 = 700.0;
 const H: f64 = 380.0;
 const LEFT: f64 = 78.0;
-const RIGHT: f64 = 170.0;
+const RIGHT: f64 = 230.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 52.0;
 

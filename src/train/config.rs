@@ -94,7 +94,7 @@ pub struct RunConfig {
     pub seed: u64,
     /// `cpu` (or `auto`).
     pub device: String,
-    /// Record per-layer probes every N steps (0 = a few hundred points per run).
+    /// Record per-layer probes every N steps (0 = about 200 points per run).
     pub probe_every: usize,
 }
 

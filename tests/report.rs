@@ -1,0 +1,142 @@
+//! The demo (quick form), the report it writes, `normwd report` on runs from disk, and the
+//! report rendered by a headless browser where one is installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_normwd"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("normwd-report-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Every chart has a title, both axis labels (with units in parentheses for the y axis) and a legend.
+fn check_charts(html: &str) {
+    let svgs: Vec<&str> = html.split("<svg").skip(1).collect();
+    assert!(svgs.len() >= 10, "expected the demo's charts, found {}", svgs.len());
+    for s in svgs {
+        let s = &s[..s.find("</svg>").unwrap()];
+        assert!(
+            s.contains("font-weight=\"bold\">") && !s.contains("font-weight=\"bold\"></text>"),
+            "title"
+        );
+        let texts: Vec<&str> = s
+            .split("<text")
+            .skip(1)
+            .map(|t| &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()])
+            .collect();
+        assert!(
+            texts.iter().any(|t| t.starts_with("step") || t.starts_with("epoch")),
+            "x axis label: {texts:?}"
+        );
+        assert!(
+            texts.iter().any(|t| t.contains('(') && t.contains(')')),
+            "a label with a unit: {texts:?}"
+        );
+        assert!(
+            s.matches("<line x1=").count() >= 2 && texts.iter().any(|t| t.starts_with("a-l2") || t.starts_with("c-default")),
+            "legend: {texts:?}"
+        );
+    }
+}
+
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .map(|c| c.to_string())
+}
+
+fn screenshot(browser: &str, html: &Path, png: &Path) {
+    let profile = tmp("chromium-profile");
+    let o = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1100,1600",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
+        "a non-blank screenshot ({} bytes)",
+        bytes.len()
+    );
+}
+
+#[test]
+fn quick_demo_writes_a_report_with_complete_charts() {
+    let out = tmp("demo");
+    let o = bin().args(["demo", "--quick", "--out", out.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    for r in [
+        "a-l2-on-all",
+        "b-no-decay",
+        "c-default",
+        "d-10x-wd-0.1x-lr",
+        "e1-adam-l2",
+        "e2-adamw",
+    ] {
+        assert!(stdout.contains(r), "table row {r}");
+        assert!(out.join(r).join("metrics.jsonl").is_file());
+    }
+    assert!(stdout.contains("report: "));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    check_charts(&html);
+    assert!(html.contains("What the runs show"));
+    assert!(out.join("plots").read_dir().unwrap().count() >= 10);
+
+    // `report` rebuilds the charts from the runs on disk.
+    let rep = tmp("rereport");
+    let o = bin()
+        .args([
+            "report",
+            out.join("a-l2-on-all").to_str().unwrap(),
+            out.join("c-default").to_str().unwrap(),
+            "--out",
+            rep.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check_charts(&std::fs::read_to_string(rep.join("report.html")).unwrap());
+    let o = bin().args(["report", rep.join("plots").to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "a folder without runs is refused");
+
+    match chromium() {
+        Some(b) => screenshot(&b, &out.join("report.html"), &out.join("report.png")),
+        None => eprintln!("SKIPPED browser check: no chromium on this machine (.ci/run installs it)"),
+    }
+}
+
+#[test]
+fn bench_probe_smoke() {
+    let o = bin()
+        .args(["bench", "--probe", "--models", "mlp", "--steps", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ratio"));
+}
