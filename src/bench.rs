@@ -54,15 +54,10 @@ pub fn probe_overhead(model: ModelKind, steps: usize) -> ProbeOverhead {
         eps: 1e-8,
         si_lr_scale: 1.0,
         si_weight_decay: None,
+        remedy: Default::default(),
     };
-    let sched = Schedule {
-        kind: ScheduleKind::Constant,
-        milestones: vec![],
-        gamma: 0.1,
-        warmup_steps: 0,
-        steps_per_epoch: 1,
-        total_steps: 1,
-    };
+    let sched =
+        Schedule { kind: ScheduleKind::Constant, milestones: vec![], gamma: 0.1, warmup_steps: 0, steps_per_epoch: 1, total_steps: 1 };
     let mut opt = Optimizer::new(cfg, sched, &params).expect("valid settings");
     let (mut plain, mut probed) = (Vec::new(), Vec::new());
     for i in 0..2 * (steps + 2) {
@@ -85,10 +80,5 @@ pub fn probe_overhead(model: ModelKind, steps: usize) -> ProbeOverhead {
             }
         }
     }
-    ProbeOverhead {
-        model,
-        plain_s: median(plain),
-        every_step_s: median(probed),
-        steps,
-    }
+    ProbeOverhead { model, plain_s: median(plain), every_step_s: median(probed), steps }
 }

@@ -57,9 +57,7 @@ fn cos(a: &[f32], b: &[f32]) -> f64 {
 pub fn cosine_test(w: &[f32], g: &[f32], rows: usize, delta: f64) -> CosineVerdict {
     let cols = w.len() / rows.max(1);
     if rows > 1 && cols > 1 {
-        let max = (0..rows)
-            .map(|r| cos(&w[r * cols..(r + 1) * cols], &g[r * cols..(r + 1) * cols]).abs())
-            .fold(0.0, f64::max);
+        let max = (0..rows).map(|r| cos(&w[r * cols..(r + 1) * cols], &g[r * cols..(r + 1) * cols]).abs()).fold(0.0, f64::max);
         if max < delta / (cols as f64).sqrt() {
             return CosineVerdict::Channel;
         }
@@ -92,10 +90,7 @@ impl ModuleVisitor for GradVisitor<'_> {
             return;
         }
         if let Some(g) = param.val().grad(self.grads) {
-            self.out.insert(
-                self.at.path(),
-                g.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default(),
-            );
+            self.out.insert(self.at.path(), g.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default());
         }
     }
 }
@@ -105,11 +100,7 @@ pub fn loss_and_grads(model: &Net, x: Tensor<4>, y: Tensor<1, Int>) -> (f64, Gra
     let loss = cross_entropy(model.forward(x), y);
     let v = loss.clone().into_scalar::<f64>();
     let grads = loss.backward();
-    let mut g = GradVisitor {
-        at: PathTracker::default(),
-        grads: &grads,
-        out: HashMap::new(),
-    };
+    let mut g = GradVisitor { at: PathTracker::default(), grads: &grads, out: HashMap::new() };
     model.visit(&mut g);
     (v, GradsByPath(g.out))
 }
@@ -143,11 +134,7 @@ impl ModuleMapper for Scale<'_> {
 
 /// `model` with the tensor at `path` multiplied by `c`.
 pub fn scaled(model: Net, path: &str, c: f64) -> Net {
-    model.map(&mut Scale {
-        at: PathTracker::default(),
-        path,
-        c,
-    })
+    model.map(&mut Scale { at: PathTracker::default(), path, c })
 }
 
 /// Both numerical verdicts for one weight tensor, beside the structural one.
@@ -189,12 +176,7 @@ pub fn check(model: &Net, params: &[ParamInfo], x: Tensor<4>, y: Tensor<1, Int>)
             let g = grads.0.get(&p.path)?;
             let cosine = cosine_test(w, g, p.rows(), DELTA);
             let l2 = cross_entropy(scaled(model.clone(), &p.path, SCALE).forward(x.clone()), y.clone()).into_scalar::<f64>();
-            Some(InvarianceCheck {
-                path: p.path.clone(),
-                structural: p.scale_invariant,
-                cosine,
-                loss_change: ((l2 - loss) / loss).abs(),
-            })
+            Some(InvarianceCheck { path: p.path.clone(), structural: p.scale_invariant, cosine, loss_change: ((l2 - loss) / loss).abs() })
         })
         .collect()
 }
@@ -213,10 +195,7 @@ mod tests {
         if kind == ModelKind::Resnet20 {
             // Seeded, so the test sees the same batch every time.
             let x = crate::model::init::Init::new(1).uniform::<4, _>([16, 3, 32, 32], 1.7, device);
-            let y = Tensor::<1, Int>::from_data(
-                burn::tensor::TensorData::new((0..16).map(|i| i % 10).collect::<Vec<i32>>(), [16]),
-                device,
-            );
+            let y = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new((0..16).map(|i| i % 10).collect::<Vec<i32>>(), [16]), device);
             (x, y)
         } else {
             let d = data::embedded();
@@ -259,11 +238,7 @@ mod tests {
                     // F1b: grad(c*w) = grad(w)/c, F2: loss unchanged.
                     let net2 = scaled(net.clone(), &p.path, SCALE);
                     let (loss2, grads2) = loss_and_grads(&net2, x.clone(), y.clone());
-                    assert!(
-                        ((loss2 - loss) / loss).abs() < 1e-4,
-                        "F2 {kind:?} {norm:?} {}: {loss} vs {loss2}",
-                        p.path
-                    );
+                    assert!(((loss2 - loss) / loss).abs() < 1e-4, "F2 {kind:?} {norm:?} {}: {loss} vs {loss2}", p.path);
                     let g2 = &grads2.0[&p.path];
                     let (num, den) = g.iter().zip(g2).fold((0f64, 0f64), |(n, d), (a, b)| {
                         (n + ((*a as f64) / SCALE - *b as f64).powi(2), d + ((*a as f64) / SCALE).powi(2))

@@ -46,28 +46,12 @@ pub struct DemoSettings {
 impl DemoSettings {
     /// The full demo: about 400 updates per regime on the embedded data.
     pub fn full(data: &str) -> Self {
-        DemoSettings {
-            data: data.into(),
-            epochs: 4,
-            train_subset: 0,
-            test_subset: 0,
-            seed: 0,
-            probe_every: 2,
-            parallel: 3,
-        }
+        DemoSettings { data: data.into(), epochs: 4, train_subset: 0, test_subset: 0, seed: 0, probe_every: 2, parallel: 3 }
     }
 
     /// A seconds-long version for tests and CI.
     pub fn quick(data: &str) -> Self {
-        DemoSettings {
-            data: data.into(),
-            epochs: 1,
-            train_subset: 1024,
-            test_subset: 256,
-            seed: 0,
-            probe_every: 1,
-            parallel: 3,
-        }
+        DemoSettings { data: data.into(), epochs: 1, train_subset: 1024, test_subset: 256, seed: 0, probe_every: 1, parallel: 3 }
     }
 }
 
@@ -106,41 +90,19 @@ pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
         probe_every: s.probe_every,
         ..Default::default()
     };
-    let r = |name: &str, about: &str, config: RunConfig| Regime {
-        name: name.into(),
-        about: about.into(),
-        config,
-    };
+    let r = |name: &str, about: &str, config: RunConfig| Regime { name: name.into(), about: about.into(), config };
     vec![
         r(
             "a-l2-on-all",
             "SGD+momentum, L2 on every parameter, BN gamma/beta included (the naive setup)",
-            RunConfig {
-                decay_policy: "all".into(),
-                ..base.clone()
-            },
+            RunConfig { decay_policy: "all".into(), ..base.clone() },
         ),
-        r(
-            "b-no-decay",
-            "no weight decay at all",
-            RunConfig {
-                weight_decay: 0.0,
-                ..base.clone()
-            },
-        ),
-        r(
-            "c-default",
-            "decay on weights, none on norm scales/shifts and biases (the default policy)",
-            base.clone(),
-        ),
+        r("b-no-decay", "no weight decay at all", RunConfig { weight_decay: 0.0, ..base.clone() }),
+        r("c-default", "decay on weights, none on norm scales/shifts and biases (the default policy)", base.clone()),
         r(
             "d-10x-wd-0.1x-lr",
             "as (c) but 10x weight decay and 0.1x lr on the scale-invariant weights: same lr*wd",
-            RunConfig {
-                si_lr_scale: 0.1,
-                si_weight_decay: 10.0 * SGD_WD,
-                ..base.clone()
-            },
+            RunConfig { si_lr_scale: 0.1, si_weight_decay: 10.0 * SGD_WD, ..base.clone() },
         ),
         r(
             "e1-adam-l2",
@@ -206,23 +168,13 @@ pub fn train_all(
                         }
                         struct Silent;
                         impl Observer for Silent {}
-                        let s = train::run(
-                            reg.config.clone(),
-                            RunOptions {
-                                dir: dir.clone(),
-                                resume,
-                                observer: &mut Silent,
-                            },
-                        )?;
+                        let s = train::run(reg.config.clone(), RunOptions { dir: dir.clone(), resume, observer: &mut Silent })?;
                         observer(&reg.name, &s);
                     }
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("training threads do not panic"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("training threads do not panic")).collect()
     });
     for r in results {
         r?;
@@ -278,12 +230,7 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
                 out.push(Finding {
                     claim: "(d) same lr*wd on scale-invariant weights as (c): final test accuracy within 1 point".into(),
                     holds: (da - ca).abs() <= 0.01,
-                    detail: format!(
-                        "(c) {:.2}%, (d) {:.2}%, difference {:+.2} points",
-                        100.0 * ca,
-                        100.0 * da,
-                        100.0 * (da - ca)
-                    ),
+                    detail: format!("(c) {:.2}%, (d) {:.2}%, difference {:+.2} points", 100.0 * ca, 100.0 * da, 100.0 * (da - ca)),
                 });
             }
         }
@@ -326,11 +273,7 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
             out.push(Finding {
                 claim: "(a) decaying BN's gamma shrinks it".into(),
                 holds: mean < 0.95,
-                detail: format!(
-                    "||gamma|| ends at {:.3} of its initial value on average over {} layers",
-                    mean,
-                    g.len()
-                ),
+                detail: format!("||gamma|| ends at {:.3} of its initial value on average over {} layers", mean, g.len()),
             });
         }
     }
@@ -341,11 +284,7 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
 pub fn write(out: &Path, regimes: &[Regime], runs: &[RunData], findings: &[Finding]) -> Result<PathBuf, report::ReportError> {
     let mut intro = String::from("<p>A ConvNet with batch norm trained with the same seed and budget under six weight-decay regimes. Scale-invariant weights (conv kernels before BN) are not regularized by weight decay: decay only shrinks their norm and so raises their effective learning rate <code>lr/||w||^2</code>, until the norm settles at an equilibrium set by <code>lr*wd</code>.</p><ul>");
     for r in regimes {
-        intro.push_str(&format!(
-            "<li><b>{}</b>: {}</li>",
-            report::html_escape(&r.name),
-            report::html_escape(&r.about)
-        ));
+        intro.push_str(&format!("<li><b>{}</b>: {}</li>", report::html_escape(&r.name), report::html_escape(&r.about)));
     }
     intro.push_str("</ul><h2>What the runs show</h2><ul>");
     for f in findings {
@@ -358,5 +297,5 @@ pub fn write(out: &Path, regimes: &[Regime], runs: &[RunData], findings: &[Findi
         ));
     }
     intro.push_str("</ul>");
-    report::write_report(out, "normwd demo: weight decay on a normalized network", &intro, runs, &[])
+    report::write_report(out, "normwd demo: weight decay on a normalized network", &intro, runs, Vec::new())
 }

@@ -12,5 +12,6 @@ pub mod optim;
 pub mod params;
 pub mod probe;
 pub mod report;
+pub mod sweep;
 pub mod theory;
 pub mod train;

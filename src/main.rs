@@ -27,6 +27,8 @@ enum Command {
     Predict(cli::predict::PredictArgs),
     /// Charts and tables for runs already on disk.
     Report(cli::report::ReportArgs),
+    /// Train a grid of runs (resumable, shardable) and report it.
+    Sweep(cli::sweep::SweepArgs),
     /// Benchmarks printed as ratios against a reference in the same process.
     Bench(cli::bench::BenchArgs),
 }
@@ -37,6 +39,7 @@ fn main() {
         Command::Demo(a) => cli::demo::run(a),
         Command::Report(a) => cli::report::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::Sweep(a) => cli::sweep::run(a),
         Command::Train(a) => cli::train::run(*a),
         Command::Audit(a) => cli::audit::run(a),
         Command::Predict(a) => cli::predict::run(a),

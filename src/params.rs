@@ -71,12 +71,8 @@ pub enum DecayPolicy {
 
 impl DecayPolicy {
     /// All choices.
-    pub const ALL: [DecayPolicy; 4] = [
-        DecayPolicy::All,
-        DecayPolicy::ExcludeNormBias,
-        DecayPolicy::ScaleInvariantOnly,
-        DecayPolicy::NoneOnScaleInvariant,
-    ];
+    pub const ALL: [DecayPolicy; 4] =
+        [DecayPolicy::All, DecayPolicy::ExcludeNormBias, DecayPolicy::ScaleInvariantOnly, DecayPolicy::NoneOnScaleInvariant];
 
     /// The CLI name.
     pub fn name(self) -> &'static str {
@@ -219,12 +215,9 @@ mod tests {
             let w = get(&format!("{b}.conv.weight"));
             assert!(w.scale_invariant && w.decayed && w.role == Role::Weight && w.granularity == Granularity::Channel);
             assert!(!t.iter().any(|i| i.path == format!("{b}.conv.bias")), "conv before BN has no bias");
-            for (f, r) in [
-                ("gamma", Role::NormScale),
-                ("beta", Role::NormShift),
-                ("running_mean", Role::Buffer),
-                ("running_var", Role::Buffer),
-            ] {
+            for (f, r) in
+                [("gamma", Role::NormScale), ("beta", Role::NormShift), ("running_mean", Role::Buffer), ("running_var", Role::Buffer)]
+            {
                 let p = get(&format!("{b}.norm.{f}"));
                 assert_eq!(p.role, r);
                 assert!(!p.decayed && !p.scale_invariant);
@@ -277,9 +270,6 @@ mod tests {
         assert!((265_000..275_000).contains(&n), "ResNet-20 has ~0.27M parameters, got {n}");
         let convs = t.iter().filter(|i| i.role == Role::Weight && i.shape.len() == 4).count();
         assert_eq!(convs, 19);
-        assert!(t
-            .iter()
-            .filter(|i| i.role == Role::Weight && i.shape.len() == 4)
-            .all(|i| i.scale_invariant));
+        assert!(t.iter().filter(|i| i.role == Role::Weight && i.shape.len() == 4).all(|i| i.scale_invariant));
     }
 }

@@ -4,7 +4,7 @@
 //! device in one reduction per tensor, so probing costs one small host transfer per tensor.
 
 use crate::optim::{DecayMode, OptimConfig, OptimKind, UpdateStats};
-use crate::params::{Group, ParamInfo, Role};
+use crate::params::{ParamInfo, Role};
 use crate::theory::{self, Family};
 use serde::{Deserialize, Serialize};
 
@@ -46,23 +46,13 @@ pub struct Probe {
 /// The theory's family for an optimizer configuration.
 pub fn family(c: &OptimConfig) -> Family {
     match (c.kind, c.decay) {
-        (OptimKind::Sgd, d) => Family::Sgd {
-            mu: c.momentum,
-            coupled: d == DecayMode::Coupled,
-        },
+        (OptimKind::Sgd, d) if !c.remedy.compensate_elr => Family::Sgd { mu: c.momentum, coupled: d == DecayMode::Coupled },
         (OptimKind::Adam | OptimKind::Adamw, DecayMode::Coupled) => Family::AdamL2,
         (OptimKind::Adam | OptimKind::Adamw, DecayMode::Decoupled) => Family::AdamW { b1: c.betas.0 },
-    }
-}
-
-/// Weight decay applied to a tensor under `c` (0 when the policy excludes it).
-pub fn weight_decay_of(c: &OptimConfig, info: &ParamInfo) -> f64 {
-    if !info.decayed {
-        0.0
-    } else if info.group == Group::ScaleInvariant {
-        c.si_weight_decay.unwrap_or(c.weight_decay)
-    } else {
-        c.weight_decay
+        // The rotational wrapper imposes F7 / F8 from the first step.
+        (OptimKind::RvSgd, _) => Family::Sgd { mu: c.momentum, coupled: true },
+        (OptimKind::RvAdamw, _) => Family::AdamW { b1: c.betas.0 },
+        _ => Family::Other,
     }
 }
 
@@ -71,18 +61,14 @@ pub fn predicted_angle(c: &OptimConfig, info: &ParamInfo, lr: f64) -> Option<f64
     if !info.scale_invariant {
         return None;
     }
-    theory::predicted_angle(family(c), lr, weight_decay_of(c, info))
+    theory::predicted_angle(family(c), lr, c.weight_decay_for(info))
 }
 
 /// Builds the probe record of one weight tensor from the update's raw sums.
 pub fn record(step: u64, c: &OptimConfig, info: &ParamInfo, lr: f64, s: &UpdateStats) -> Probe {
-    let adam = c.kind != OptimKind::Sgd;
-    let eff_lr = if adam {
-        theory::effective_lr_adam(lr, s.norm)
-    } else {
-        theory::effective_lr_sgd(lr, s.norm)
-    };
-    let wd = weight_decay_of(c, info);
+    let adam = c.kind.adam_like();
+    let eff_lr = if adam { theory::effective_lr_adam(lr, s.norm) } else { theory::effective_lr_sgd(lr, s.norm) };
+    let wd = c.weight_decay_for(info);
     let pred_norm = (info.scale_invariant && !adam && c.momentum == 0.0 && wd > 0.0)
         .then(|| theory::equilibrium_norm_sgd(s.grad_norm * s.norm, lr, wd));
     let per_channel = info.scale_invariant && s.rows.len() > 1;
@@ -94,25 +80,13 @@ pub fn record(step: u64, c: &OptimConfig, info: &ParamInfo, lr: f64, s: &UpdateS
         grad_norm: s.grad_norm,
         eff_lr,
         angle: theory::angle_from_dot(s.dot_ww, s.norm, s.norm_after),
-        cos_wg: if s.norm > 0.0 && s.grad_norm > 0.0 {
-            s.dot_wg / (s.norm * s.grad_norm)
-        } else {
-            0.0
-        },
+        cos_wg: if s.norm > 0.0 && s.grad_norm > 0.0 { s.dot_wg / (s.norm * s.grad_norm) } else { 0.0 },
         pred_angle: predicted_angle(c, info, lr),
         pred_norm,
         scale_invariant: info.scale_invariant,
         lr,
-        channel_norm: if per_channel {
-            s.rows.iter().map(|r| r[0]).collect()
-        } else {
-            Vec::new()
-        },
-        channel_angle: if per_channel {
-            s.rows.iter().map(|r| theory::angle_from_dot(r[3], r[0], r[4])).collect()
-        } else {
-            Vec::new()
-        },
+        channel_norm: if per_channel { s.rows.iter().map(|r| r[0]).collect() } else { Vec::new() },
+        channel_angle: if per_channel { s.rows.iter().map(|r| theory::angle_from_dot(r[3], r[0], r[4])).collect() } else { Vec::new() },
     }
 }
 

@@ -109,6 +109,8 @@ pub enum Family {
         /// `beta1`.
         b1: f64,
     },
+    /// An optimizer without a closed-form equilibrium in THEORY.md (SGDP, AdamP, LARS, ...).
+    Other,
     /// Lion.
     Lion {
         /// `beta1`.
@@ -126,7 +128,7 @@ pub fn predicted_angle(family: Family, lr: f64, wd: f64) -> Option<f64> {
     match family {
         Family::Sgd { mu, coupled: true } => Some(angle_sgdm(lr, wd, mu)),
         Family::Sgd { mu, coupled: false } => Some(angle_sgdw(lr, wd, mu)),
-        Family::AdamL2 => None,
+        Family::AdamL2 | Family::Other => None,
         Family::AdamW { b1 } => Some(angle_adamw(lr, wd, b1)),
         Family::Lion { b1, b2 } => Some(angle_lion(lr, wd, b1, b2)),
     }
@@ -210,11 +212,7 @@ mod tests {
         // ~10 relaxation times.
         let (angle, n) = simulate(Opt::Sgd { mu: 0.0, coupled: false }, lr, wd, 20_000);
         let rel = (angle / angle_sgd(lr, wd) - 1.0).abs();
-        assert!(
-            rel < 0.05,
-            "F5 angle: measured {angle}, predicted {}, rel err {rel}",
-            angle_sgd(lr, wd)
-        );
+        assert!(rel < 0.05, "F5 angle: measured {angle}, predicted {}, rel err {rel}", angle_sgd(lr, wd));
         let rel = (n / equilibrium_norm_sgd(1.0, lr, wd) - 1.0).abs();
         assert!(rel < 0.05, "F5 norm: measured {n}, predicted {}", equilibrium_norm_sgd(1.0, lr, wd));
     }

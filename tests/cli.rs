@@ -20,26 +20,11 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 /// Small, fast training settings on the embedded data.
-const QUICK: &[&str] = &[
-    "train",
-    "--model",
-    "mlp",
-    "--norm",
-    "bn",
-    "--train-subset",
-    "1024",
-    "--test-subset",
-    "256",
-    "--batch-size",
-    "64",
-];
+const QUICK: &[&str] = &["train", "--model", "mlp", "--norm", "bn", "--train-subset", "1024", "--test-subset", "256", "--batch-size", "64"];
 
 fn records(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -53,11 +38,7 @@ fn records(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
 #[test]
 fn train_writes_a_complete_run() {
     let d = tmp("train").join("run");
-    let o = bin()
-        .args(QUICK)
-        .args(["--epochs", "2", "--out", d.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = bin().args(QUICK).args(["--epochs", "2", "--out", d.to_str().unwrap()]).output().unwrap();
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("images/s"), "throughput printed: {out}");
@@ -66,16 +47,7 @@ fn train_writes_a_complete_run() {
     }
     let epochs = records(&d, "epoch");
     assert_eq!(epochs.len(), 2);
-    for k in [
-        "epoch",
-        "step",
-        "lr",
-        "train_loss",
-        "train_acc",
-        "test_loss",
-        "test_acc",
-        "images_per_sec",
-    ] {
+    for k in ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_sec"] {
         assert!(epochs[1][k].is_number(), "epoch record has {k}");
     }
     assert!(epochs[1]["test_acc"].as_f64().unwrap() > 0.5, "learns something: {:?}", epochs[1]);
@@ -86,18 +58,11 @@ fn train_writes_a_complete_run() {
     }
     assert_eq!(records(&d, "done").len(), 1);
     // No temporary files are left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(&d)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
-        .collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&d).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
     assert!(leftovers.is_empty());
     // The same directory cannot be reused by accident.
-    let o = bin()
-        .args(QUICK)
-        .args(["--epochs", "1", "--out", d.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = bin().args(QUICK).args(["--epochs", "1", "--out", d.to_str().unwrap()]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("already holds a run"));
 }
@@ -130,10 +95,7 @@ fn same_seed_same_numbers_and_exact_resume_after_kill() {
     let _ = child.wait();
     let o = run(&["train", "--resume", cut.to_str().unwrap()]);
     assert!(o.status.success(), "{:?}", text(&o));
-    assert!(
-        ckpt(&full) == ckpt(&cut),
-        "resumed run ends with identical weights and optimizer state"
-    );
+    assert!(ckpt(&full) == ckpt(&cut), "resumed run ends with identical weights and optimizer state");
     let strip = |d: &Path| -> Vec<serde_json::Value> {
         records(d, "epoch")
             .into_iter()
@@ -161,20 +123,14 @@ fn bad_flags_exit_2_with_one_line() {
     let d = tmp("badflags");
     let out = d.join("run");
     let o = out.to_str().unwrap();
-    expect_usage_error(
-        &["train", "--model", "vgg", "--out", o],
-        "--model \"vgg\": expected one of mlp, convnet, resnet20",
-    );
+    expect_usage_error(&["train", "--model", "vgg", "--out", o], "--model \"vgg\": expected one of mlp, convnet, resnet20");
     expect_usage_error(&["train", "--norm", "batch", "--out", o], "--norm \"batch\"");
     expect_usage_error(&["train", "--optimizer", "rmsprop", "--out", o], "--optimizer \"rmsprop\"");
     expect_usage_error(&["train", "--lr", "-0.1", "--out", o], "--lr -0.1: expected a finite number > 0");
     expect_usage_error(&["train", "--lr", "NaN", "--out", o], "--lr NaN");
     expect_usage_error(&["train", "--weight-decay", "nan", "--out", o], "--weight-decay NaN");
     expect_usage_error(&["train", "--weight-decay", "-1", "--out", o], "--weight-decay -1");
-    expect_usage_error(
-        &["train", "--batch-size", "0", "--out", o],
-        "--batch-size 0: expected an integer >= 1",
-    );
+    expect_usage_error(&["train", "--batch-size", "0", "--out", o], "--batch-size 0: expected an integer >= 1");
     expect_usage_error(&["train", "--data", "/nonexistent/normwd", "--out", o], "/nonexistent/normwd");
     expect_usage_error(&["audit", "--model", "vgg"], "--model \"vgg\"");
     assert!(!out.exists(), "nothing is written for bad input");
@@ -205,19 +161,8 @@ fn corrupt_data_files_exit_2_naming_the_file() {
     let d = tmp("corrupt");
     write_idx_set(&d);
     let out = d.join("run");
-    let train = |data: &Path| {
-        run(&[
-            "train",
-            "--model",
-            "mlp",
-            "--epochs",
-            "1",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-    };
+    let train =
+        |data: &Path| run(&["train", "--model", "mlp", "--epochs", "1", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     // The valid set trains.
     let o = train(&d);
     assert!(o.status.success(), "{:?}", text(&o));
@@ -225,44 +170,20 @@ fn corrupt_data_files_exit_2_naming_the_file() {
     // Wrong magic.
     std::fs::write(d.join("train-images-idx3-ubyte"), idx(2049, &[4, 8, 8], &[7; 256])).unwrap();
     expect_usage_error(
-        &[
-            "train",
-            "--model",
-            "mlp",
-            "--data",
-            d.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &["train", "--model", "mlp", "--data", d.to_str().unwrap(), "--out", out.to_str().unwrap()],
         "train-images-idx3-ubyte: magic number is 2049, expected 2051",
     );
     // Truncated.
     std::fs::write(d.join("train-images-idx3-ubyte"), idx(2051, &[4, 8, 8], &[7; 200])).unwrap();
     expect_usage_error(
-        &[
-            "train",
-            "--model",
-            "mlp",
-            "--data",
-            d.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &["train", "--model", "mlp", "--data", d.to_str().unwrap(), "--out", out.to_str().unwrap()],
         "256 data bytes, file holds 200",
     );
     // Label / image count mismatch.
     write_idx_set(&d);
     std::fs::write(d.join("train-labels-idx1-ubyte"), idx(2049, &[3], &[0, 1, 2])).unwrap();
     expect_usage_error(
-        &[
-            "train",
-            "--model",
-            "mlp",
-            "--data",
-            d.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &["train", "--model", "mlp", "--data", d.to_str().unwrap(), "--out", out.to_str().unwrap()],
         "3 labels for 4 images",
     );
     assert!(!out.exists());
@@ -275,10 +196,7 @@ fn corrupt_data_files_exit_2_naming_the_file() {
         "data_batch_1.bin: file is 6151 bytes, expected a positive multiple of 3073",
     );
     let e = tmp("empty");
-    expect_usage_error(
-        &["train", "--data", e.to_str().unwrap(), "--out", out.to_str().unwrap()],
-        "neither IDX files",
-    );
+    expect_usage_error(&["train", "--data", e.to_str().unwrap(), "--out", out.to_str().unwrap()], "neither IDX files");
 }
 
 #[test]
@@ -338,35 +256,14 @@ fn audit_marks_conv_weights_scale_invariant_and_excludes_norm_and_bias() {
 
 #[test]
 fn predict_matches_hand_computed_values() {
-    let o = run(&[
-        "predict",
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "0.1",
-        "--momentum",
-        "0.9",
-        "--weight-decay",
-        "5e-4",
-        "--json",
-    ]);
+    let o = run(&["predict", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--weight-decay", "5e-4", "--json"]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let p = &v["phases"][0];
     // sqrt(2*0.1*5e-4/1.9) = 0.0072548...
     assert!((p["angle_rad"].as_f64().unwrap() - (2.0f64 * 0.1 * 5e-4 / 1.9).sqrt()).abs() < 1e-12);
     assert!((p["relaxation_steps"].as_f64().unwrap() - 20000.0).abs() < 1e-6);
-    let o = run(&[
-        "predict",
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "0.1",
-        "--momentum",
-        "0.9",
-        "--weight-decay",
-        "5e-4",
-    ]);
+    let o = run(&["predict", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--weight-decay", "5e-4"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("0.007255"));
     expect_usage_error(&["predict", "--lr", "nan", "--weight-decay", "1e-4"], "--lr NaN");
 }

@@ -24,18 +24,12 @@ fn sgd(lr: f64, wd: f64) -> OptimConfig {
         eps: 1e-8,
         si_lr_scale: 1.0,
         si_weight_decay: None,
+        remedy: Default::default(),
     }
 }
 
 fn constant(steps: usize) -> Schedule {
-    Schedule {
-        kind: ScheduleKind::Constant,
-        milestones: vec![],
-        gamma: 0.1,
-        warmup_steps: 0,
-        steps_per_epoch: steps,
-        total_steps: steps,
-    }
+    Schedule { kind: ScheduleKind::Constant, milestones: vec![], gamma: 0.1, warmup_steps: 0, steps_per_epoch: steps, total_steps: steps }
 }
 
 #[test]
@@ -44,9 +38,7 @@ fn f12_weight_decay_equals_exponential_lr_without_decay() {
     // decay whose lr on those weights grows as lr*(1-lr*wd)^(-2t-1) (Li & Arora 2019). Every
     // other parameter gets the same plain GD in both runs.
     let mut plain = Device::flex();
-    plain
-        .configure(DeviceConfig::default().float_dtype(FloatDType::F64))
-        .expect("the CPU backend computes in f64");
+    plain.configure(DeviceConfig::default().float_dtype(FloatDType::F64)).expect("the CPU backend computes in f64");
     let device = plain.autodiff();
     // Gaussian inputs: every feature of the first layer has a healthy variance, so batch norm
     // with a negligible epsilon is exactly scale-invariant up to f32 rounding.
@@ -91,25 +83,13 @@ fn f12_weight_decay_equals_exponential_lr_without_decay() {
         let nb = wb.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
         // w~_t = w_t / (1-lr*wd)^t.
         let scale = theory::exp_lr_weight_scale(lr, wd, steps);
-        assert!(
-            (nb / (na * scale) - 1.0).abs() < 1e-3,
-            "{}: norm ratio {} vs {scale}",
-            p.path,
-            nb / na
-        );
-        let err = wa
-            .iter()
-            .zip(wb)
-            .map(|(u, v)| (*u as f64 / na - *v as f64 / nb).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        assert!((nb / (na * scale) - 1.0).abs() < 1e-3, "{}: norm ratio {} vs {scale}", p.path, nb / na);
+        let err = wa.iter().zip(wb).map(|(u, v)| (*u as f64 / na - *v as f64 / nb).powi(2)).sum::<f64>().sqrt();
         assert!(err < 1e-4, "{}: normalized weights differ by {err}", p.path);
     }
     // Same function: the training-mode outputs agree.
     let la = a.forward(x.clone()).into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
     let lb = b.forward(x).into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
-    let (num, den) = la.iter().zip(&lb).fold((0f64, 0f64), |(n, d), (p, q)| {
-        (n + (*p as f64 - *q as f64).powi(2), d + (*p as f64).powi(2))
-    });
+    let (num, den) = la.iter().zip(&lb).fold((0f64, 0f64), |(n, d), (p, q)| (n + (*p as f64 - *q as f64).powi(2), d + (*p as f64).powi(2)));
     assert!((num / den).sqrt() < 1e-4, "outputs differ by {} relative", (num / den).sqrt());
 }

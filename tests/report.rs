@@ -20,23 +20,10 @@ fn check_charts(html: &str) {
     assert!(svgs.len() >= 10, "expected the demo's charts, found {}", svgs.len());
     for s in svgs {
         let s = &s[..s.find("</svg>").unwrap()];
-        assert!(
-            s.contains("font-weight=\"bold\">") && !s.contains("font-weight=\"bold\"></text>"),
-            "title"
-        );
-        let texts: Vec<&str> = s
-            .split("<text")
-            .skip(1)
-            .map(|t| &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()])
-            .collect();
-        assert!(
-            texts.iter().any(|t| t.starts_with("step") || t.starts_with("epoch")),
-            "x axis label: {texts:?}"
-        );
-        assert!(
-            texts.iter().any(|t| t.contains('(') && t.contains(')')),
-            "a label with a unit: {texts:?}"
-        );
+        assert!(s.contains("font-weight=\"bold\">") && !s.contains("font-weight=\"bold\"></text>"), "title");
+        let texts: Vec<&str> = s.split("<text").skip(1).map(|t| &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()]).collect();
+        assert!(texts.iter().any(|t| t.starts_with("step") || t.starts_with("epoch")), "x axis label: {texts:?}");
+        assert!(texts.iter().any(|t| t.contains('(') && t.contains(')')), "a label with a unit: {texts:?}");
         assert!(
             s.matches("<line x1=").count() >= 2 && texts.iter().any(|t| t.starts_with("a-l2") || t.starts_with("c-default")),
             "legend: {texts:?}"
@@ -47,13 +34,7 @@ fn check_charts(html: &str) {
 fn chromium() -> Option<String> {
     ["chromium", "chromium-browser", "google-chrome"]
         .iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
+        .find(|c| Command::new(c).arg("--version").output().map(|o| o.status.success()).unwrap_or(false))
         .map(|c| c.to_string())
 }
 
@@ -78,11 +59,7 @@ fn screenshot(browser: &str, html: &Path, png: &Path) {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let bytes = std::fs::read(png).unwrap();
-    assert!(
-        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
-        "a non-blank screenshot ({} bytes)",
-        bytes.len()
-    );
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "a non-blank screenshot ({} bytes)", bytes.len());
 }
 
 #[test]
@@ -91,14 +68,7 @@ fn quick_demo_writes_a_report_with_complete_charts() {
     let o = bin().args(["demo", "--quick", "--out", out.to_str().unwrap()]).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    for r in [
-        "a-l2-on-all",
-        "b-no-decay",
-        "c-default",
-        "d-10x-wd-0.1x-lr",
-        "e1-adam-l2",
-        "e2-adamw",
-    ] {
+    for r in ["a-l2-on-all", "b-no-decay", "c-default", "d-10x-wd-0.1x-lr", "e1-adam-l2", "e2-adamw"] {
         assert!(stdout.contains(r), "table row {r}");
         assert!(out.join(r).join("metrics.jsonl").is_file());
     }
@@ -133,10 +103,7 @@ fn quick_demo_writes_a_report_with_complete_charts() {
 
 #[test]
 fn bench_probe_smoke() {
-    let o = bin()
-        .args(["bench", "--probe", "--models", "mlp", "--steps", "2"])
-        .output()
-        .unwrap();
+    let o = bin().args(["bench", "--probe", "--models", "mlp", "--steps", "2"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("ratio"));
 }

@@ -25,18 +25,12 @@ fn sgd(lr: f64, momentum: f64, wd: f64) -> OptimConfig {
         eps: 1e-8,
         si_lr_scale: 1.0,
         si_weight_decay: None,
+        remedy: Default::default(),
     }
 }
 
 fn constant(steps: usize) -> Schedule {
-    Schedule {
-        kind: ScheduleKind::Constant,
-        milestones: vec![],
-        gamma: 0.1,
-        warmup_steps: 0,
-        steps_per_epoch: steps,
-        total_steps: steps,
-    }
+    Schedule { kind: ScheduleKind::Constant, milestones: vec![], gamma: 0.1, warmup_steps: 0, steps_per_epoch: steps, total_steps: steps }
 }
 
 #[test]
@@ -53,18 +47,10 @@ fn f4_norms_grow_by_lr_squared_grad_squared_without_decay() {
         let grads = cross_entropy(net.forward(x), y).backward();
         let (n, stats) = opt.step(net, grads, true);
         net = n;
-        for s in stats
-            .iter()
-            .filter(|s| params.iter().any(|p| p.path == s.path && p.scale_invariant))
-        {
+        for s in stats.iter().filter(|s| params.iter().any(|p| p.path == s.path && p.scale_invariant)) {
             let predicted = s.norm * s.norm + lr * lr * s.grad_norm * s.grad_norm;
             let rel = (s.norm_after * s.norm_after / predicted - 1.0).abs();
-            assert!(
-                rel < 1e-4,
-                "F4 step {step} {}: ||w'||^2 = {}, predicted {predicted}",
-                s.path,
-                s.norm_after * s.norm_after
-            );
+            assert!(rel < 1e-4, "F4 step {step} {}: ||w'||^2 = {}, predicted {predicted}", s.path, s.norm_after * s.norm_after);
             assert!(s.norm_after > s.norm);
         }
     }
@@ -74,15 +60,7 @@ fn f4_norms_grow_by_lr_squared_grad_squared_without_decay() {
 fn train_mlp(name: &str, config: RunConfig) -> RunData {
     let dir = std::env::temp_dir().join(format!("normwd-theory-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    train::run(
-        config,
-        RunOptions {
-            dir: dir.clone(),
-            resume: false,
-            observer: &mut Quiet,
-        },
-    )
-    .unwrap();
+    train::run(config, RunOptions { dir: dir.clone(), resume: false, observer: &mut Quiet }).unwrap();
     let r = RunData::load(&dir).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     r
@@ -107,11 +85,7 @@ fn angles(r: &RunData) -> Vec<(String, f64, f64)> {
         .into_iter()
         .map(|p| {
             let s = r.series(&p);
-            (
-                p.clone(),
-                window_mean(&s, 0.5, 1.0, |x| Some(x.angle)).unwrap(),
-                window_mean(&s, 0.5, 1.0, |x| x.pred_angle).unwrap(),
-            )
+            (p.clone(), window_mean(&s, 0.5, 1.0, |x| Some(x.angle)).unwrap(), window_mean(&s, 0.5, 1.0, |x| x.pred_angle).unwrap())
         })
         .collect()
 }
@@ -122,26 +96,8 @@ fn f5_f7_f8_equilibrium_angle_on_real_training_runs() {
     // the gradient) of at least 0.01 per step. The initial norms are ~9x the equilibrium ones, so
     // reaching equilibrium takes ~ln(81)/(2*0.01) = 220 steps: the second half starts after it.
     let cases = [
-        (
-            "f5-sgd",
-            RunConfig {
-                lr: 0.05,
-                momentum: 0.0,
-                weight_decay: 0.2,
-                ..mlp_config()
-            },
-            theory::angle_sgd(0.05, 0.2),
-        ),
-        (
-            "f7-sgdm",
-            RunConfig {
-                lr: 0.05,
-                momentum: 0.9,
-                weight_decay: 0.02,
-                ..mlp_config()
-            },
-            theory::angle_sgdm(0.05, 0.02, 0.9),
-        ),
+        ("f5-sgd", RunConfig { lr: 0.05, momentum: 0.0, weight_decay: 0.2, ..mlp_config() }, theory::angle_sgd(0.05, 0.2)),
+        ("f7-sgdm", RunConfig { lr: 0.05, momentum: 0.9, weight_decay: 0.02, ..mlp_config() }, theory::angle_sgdm(0.05, 0.02, 0.9)),
         (
             "f8-adamw",
             RunConfig {
@@ -159,11 +115,7 @@ fn f5_f7_f8_equilibrium_angle_on_real_training_runs() {
         for (path, measured, predicted) in angles(&r) {
             assert!((predicted - formula).abs() < 1e-12, "{name}: the probe's prediction is the formula");
             let rel = measured / predicted - 1.0;
-            assert!(
-                rel.abs() < 0.15,
-                "{name} {path}: measured {measured:.5} rad/step, predicted {predicted:.5} ({:+.1}%)",
-                100.0 * rel
-            );
+            assert!(rel.abs() < 0.15, "{name} {path}: measured {measured:.5} rad/step, predicted {predicted:.5} ({:+.1}%)", 100.0 * rel);
         }
         if name == "f5-sgd" {
             // F5's equilibrium norm, from the gradient measured at the same steps.

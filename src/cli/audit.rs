@@ -52,14 +52,7 @@ pub fn model_flags(model: &str, norm: &str, input: &Option<String>) -> Result<(M
 pub fn run(a: AuditArgs) -> Result<(), Failure> {
     let (m, n, shape) = model_flags(&a.model, &a.norm, &a.input)?;
     let policy = DecayPolicy::parse(&a.decay_policy).ok_or_else(|| {
-        fail(
-            2,
-            format!(
-                "--decay-policy {:?}: expected one of {}",
-                a.decay_policy,
-                DecayPolicy::ALL.map(|p| p.name()).join(", ")
-            ),
-        )
+        fail(2, format!("--decay-policy {:?}: expected one of {}", a.decay_policy, DecayPolicy::ALL.map(|p| p.name()).join(", ")))
     })?;
     let net = Net::new(m, n, shape, 0.1, 0, &Device::flex());
     let infos = describe(&net, policy);
@@ -70,36 +63,15 @@ pub fn run(a: AuditArgs) -> Result<(), Failure> {
                 p.path.clone(),
                 format!("{:?}", p.shape),
                 p.role.name().to_string(),
-                if p.scale_invariant {
-                    format!("yes ({})", p.granularity.name())
-                } else {
-                    "no".into()
-                },
+                if p.scale_invariant { format!("yes ({})", p.granularity.name()) } else { "no".into() },
                 if p.decayed { "yes".into() } else { "no".into() },
-                if p.role == normwd::params::Role::Buffer {
-                    "-".into()
-                } else {
-                    p.group.name().to_string()
-                },
+                if p.role == normwd::params::Role::Buffer { "-".into() } else { p.group.name().to_string() },
             ]
         })
         .collect();
-    println!(
-        "{} with --norm {}, --decay-policy {}, input {:?}",
-        m.name(),
-        n.name(),
-        policy.name(),
-        shape
-    );
-    println!(
-        "{}",
-        table(&["path", "shape", "role", "scale-invariant", "decayed", "lr group"], &rows)
-    );
-    let trainable: usize = infos
-        .iter()
-        .filter(|p| p.role != normwd::params::Role::Buffer)
-        .map(|p| p.numel())
-        .sum();
+    println!("{} with --norm {}, --decay-policy {}, input {:?}", m.name(), n.name(), policy.name(), shape);
+    println!("{}", table(&["path", "shape", "role", "scale-invariant", "decayed", "lr group"], &rows));
+    let trainable: usize = infos.iter().filter(|p| p.role != normwd::params::Role::Buffer).map(|p| p.numel()).sum();
     let decayed: usize = infos.iter().filter(|p| p.decayed).map(|p| p.numel()).sum();
     println!("{trainable} trainable parameters, {decayed} decayed");
     if a.check {
@@ -145,20 +117,11 @@ fn check(m: ModelKind, n: NormKind, shape: [usize; 3], infos: &[normwd::params::
         normwd::check::SCALE,
         normwd::check::LOSS_TOL
     );
-    println!(
-        "{}",
-        table(
-            &["path", "structural", "cosine test", "loss change x3", "direct test", "agree"],
-            &rows
-        )
-    );
+    println!("{}", table(&["path", "structural", "cosine test", "loss change x3", "direct test", "agree"], &rows));
     let bad = checks.iter().filter(|c| !c.agree()).count();
     if bad > 0 {
         return Err(fail(1, format!("{bad} tensors where the structural and numerical flags disagree")));
     }
-    println!(
-        "structural and numerical scale-invariance agree on all {} weight tensors",
-        checks.len()
-    );
+    println!("structural and numerical scale-invariance agree on all {} weight tensors", checks.len());
     Ok(())
 }

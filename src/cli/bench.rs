@@ -22,10 +22,7 @@ pub struct BenchArgs {
 /// Runs `normwd bench`.
 pub fn run(a: BenchArgs) -> Result<(), Failure> {
     if !a.probe {
-        return Err(fail(
-            2,
-            "nothing to measure: pass --probe (the PyTorch comparison lives in bench/compare.sh)",
-        ));
+        return Err(fail(2, "nothing to measure: pass --probe (the PyTorch comparison lives in bench/compare.sh)"));
     }
     if a.steps == 0 {
         return Err(fail(2, "--steps 0: expected an integer >= 1"));
@@ -47,18 +44,8 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
             format!("{:+.1}%", 100.0 * r.overhead() / 2.0),
         ]);
     }
-    println!(
-        "probe overhead (+BN, batch 128, embedded data; medians of {} steps each, interleaved):",
-        a.steps
-    );
-    let header = [
-        "model",
-        "step ms, no probes",
-        "step ms, probe every step",
-        "ratio",
-        "overhead, every step",
-        "overhead, every 2nd step",
-    ];
+    println!("probe overhead (+BN, batch 128, embedded data; medians of {} steps each, interleaved):", a.steps);
+    let header = ["model", "step ms, no probes", "step ms, probe every step", "ratio", "overhead, every step", "overhead, every 2nd step"];
     println!("{}", table(&header, &rows));
     println!("the default interval probes ~200 times per run and at most every 2nd step");
     Ok(())

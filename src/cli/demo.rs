@@ -29,28 +29,15 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
     if a.suite != "core" {
         return Err(fail(2, format!("--suite {:?}: expected core", a.suite)));
     }
-    let settings = if a.quick {
-        DemoSettings::quick(&a.data)
-    } else {
-        DemoSettings::full(&a.data)
-    };
+    let settings = if a.quick { DemoSettings::quick(&a.data) } else { DemoSettings::full(&a.data) };
     let regimes = demo::core_regimes(&settings);
-    println!(
-        "training {} regimes ({} at a time) into {}",
-        regimes.len(),
-        settings.parallel,
-        a.out.display()
-    );
+    println!("training {} regimes ({} at a time) into {}", regimes.len(), settings.parallel, a.out.display());
     let t0 = Instant::now();
     let print = |name: &str, s: &normwd::train::Summary| {
         println!("  {name:<18} test acc {:.2}%  ({:.0} img/s)", 100.0 * s.test_acc, s.images_per_sec)
     };
     let dirs = demo::train_all(&regimes, &a.out, settings.parallel, &print).map_err(|e| fail(e.exit_code(), e.to_string()))?;
-    let runs: Vec<RunData> = dirs
-        .iter()
-        .map(|d| RunData::load(d))
-        .collect::<Result<_, _>>()
-        .map_err(|e| fail(1, e.to_string()))?;
+    let runs: Vec<RunData> = dirs.iter().map(|d| RunData::load(d)).collect::<Result<_, _>>().map_err(|e| fail(1, e.to_string()))?;
     let findings = demo::findings(&runs);
     let path = demo::write(&a.out, &regimes, &runs, &findings).map_err(|e| fail(1, e.to_string()))?;
     println!();

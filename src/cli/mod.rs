@@ -6,6 +6,7 @@ pub mod bench;
 pub mod demo;
 pub mod predict;
 pub mod report;
+pub mod sweep;
 pub mod train;
 
 /// A failure to report: message and exit code.
@@ -19,10 +20,7 @@ pub struct Failure {
 
 /// Builds a [`Failure`].
 pub fn fail(code: i32, message: impl Into<String>) -> Failure {
-    Failure {
-        code,
-        message: message.into(),
-    }
+    Failure { code, message: message.into() }
 }
 
 /// Formats a table with a header row, columns padded to their widest cell.
@@ -34,19 +32,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
+        cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect::<Vec<_>>().join("  ").trim_end().to_string()
     };
-    let mut out = vec![
-        line(header.iter().map(|s| s.to_string()).collect()),
-        line(w.iter().map(|n| "-".repeat(*n)).collect()),
-    ];
+    let mut out = vec![line(header.iter().map(|s| s.to_string()).collect()), line(w.iter().map(|n| "-".repeat(*n)).collect())];
     out.extend(rows.iter().map(|r| line(r.clone())));
     out.join("\n")
 }

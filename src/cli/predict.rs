@@ -83,10 +83,7 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         Some(d) => return Err(fail(2, format!("--decay {d:?}: expected coupled or decoupled"))),
     };
     let family = match a.optimizer.as_str() {
-        "sgd" => Family::Sgd {
-            mu: a.momentum,
-            coupled: !decoupled,
-        },
+        "sgd" => Family::Sgd { mu: a.momentum, coupled: !decoupled },
         "adam" | "adamw" if !decoupled => Family::AdamL2,
         "adam" | "adamw" => Family::AdamW { b1 },
         "lion" => Family::Lion { b1, b2 },
@@ -96,11 +93,7 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         .milestones
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.trim()
-                .parse()
-                .map_err(|_| fail(2, format!("--milestones {:?}: expected comma-separated epochs", a.milestones)))
-        })
+        .map(|s| s.trim().parse().map_err(|_| fail(2, format!("--milestones {:?}: expected comma-separated epochs", a.milestones))))
         .collect::<Result<_, _>>()?;
     // Phases of the schedule: (label, first epoch, lr factor).
     let phases: Vec<(String, f64, f64)> = match a.schedule.as_str() {
@@ -115,13 +108,7 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         }
         "cosine" => [0.0, 0.25, 0.5, 0.75, 0.9]
             .iter()
-            .map(|&f| {
-                (
-                    format!("at {:.0}% of training", f * 100.0),
-                    f * a.epochs as f64,
-                    0.5 * (1.0 + (std::f64::consts::PI * f).cos()),
-                )
-            })
+            .map(|&f| (format!("at {:.0}% of training", f * 100.0), f * a.epochs as f64, 0.5 * (1.0 + (std::f64::consts::PI * f).cos())))
             .collect(),
         s => return Err(fail(2, format!("--schedule {s:?}: expected constant, step or cosine"))),
     };
@@ -172,21 +159,7 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         a.momentum,
         a.weight_decay
     );
-    println!(
-        "{}",
-        table(
-            &[
-                "phase",
-                "lr",
-                "lr*wd",
-                "angle/step (rad)",
-                "angle/step (deg)",
-                "relaxation (steps)",
-                "(epochs)"
-            ],
-            &table_rows
-        )
-    );
+    println!("{}", table(&["phase", "lr", "lr*wd", "angle/step (rad)", "angle/step (deg)", "relaxation (steps)", "(epochs)"], &table_rows));
     if let Some(n) = note {
         println!("note: {n}");
     }

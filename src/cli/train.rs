@@ -37,7 +37,7 @@ pub struct TrainArgs {
     /// Examples per update.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// sgd | adam | adamw
+    /// sgd | adam | adamw | sgdp | adamp | lars | lamb | fixed-norm | rv-sgd | rv-adamw
     #[arg(long)]
     pub optimizer: Option<String>,
     /// Learning rate.
@@ -94,6 +94,30 @@ pub struct TrainArgs {
     /// Probe every N steps (default: ~200 points per run, at most every 2nd step).
     #[arg(long)]
     pub probe_every: Option<usize>,
+    /// sgdp/adamp: structural (from the graph) | numeric (AdamP's cosine test).
+    #[arg(long)]
+    pub invariance: Option<String>,
+    /// sgdp/adamp: cosine-test delta (0.1).
+    #[arg(long)]
+    pub delta: Option<f64>,
+    /// sgdp/adamp: decay multiplier on projected tensors (0.1).
+    #[arg(long)]
+    pub wd_ratio: Option<f64>,
+    /// lars: trust coefficient (0.001).
+    #[arg(long)]
+    pub trust_coeff: Option<f64>,
+    /// lars: LARC clipping of the trust ratio.
+    #[arg(long)]
+    pub lars_clip: bool,
+    /// fixed-norm: channel | tensor.
+    #[arg(long)]
+    pub fixed_norm_granularity: Option<String>,
+    /// fixed-norm: init | unit.
+    #[arg(long)]
+    pub fixed_norm_target: Option<String>,
+    /// Scale gradients of scale-invariant weights by ||w||^2/||w_0||^2 instead of decaying them (sgd).
+    #[arg(long)]
+    pub compensate_elr: bool,
     /// Run directory (default: runs/MODEL-NORM-OPTIMIZER-sSEED).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -105,11 +129,7 @@ pub struct TrainArgs {
 fn list<T: std::str::FromStr>(flag: &str, s: &str) -> Result<Vec<T>, Failure> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            p.trim()
-                .parse::<T>()
-                .map_err(|_| fail(2, format!("--{flag} {s:?}: expected comma-separated numbers")))
-        })
+        .map(|p| p.trim().parse::<T>().map_err(|_| fail(2, format!("--{flag} {s:?}: expected comma-separated numbers"))))
         .collect()
 }
 
@@ -121,8 +141,7 @@ impl TrainArgs {
                 let text = std::fs::read_to_string(p).map_err(|e| fail(2, format!("{}: cannot read ({e})", p.display())))?;
                 // Parse once as a RunConfig for unknown-key and type errors with line numbers.
                 RunConfig::from_toml(&p.display().to_string(), &text).map_err(|e| fail(2, e.to_string()))?;
-                text.parse()
-                    .map_err(|e: toml::de::Error| fail(2, format!("{}: {e}", p.display())))?
+                text.parse().map_err(|e: toml::de::Error| fail(2, format!("{}: {e}", p.display())))?
             }
             None => toml::Table::new(),
         };
@@ -161,6 +180,17 @@ impl TrainArgs {
         opt!(bn_momentum, f);
         opt!(device, s);
         opt!(probe_every, i);
+        opt!(invariance, s);
+        opt!(delta, f);
+        opt!(wd_ratio, f);
+        opt!(trust_coeff, f);
+        opt!(fixed_norm_granularity, s);
+        opt!(fixed_norm_target, s);
+        for (flag, on) in [("lars_clip", self.lars_clip), ("compensate_elr", self.compensate_elr)] {
+            if on {
+                set(flag, toml::Value::Boolean(true));
+            }
+        }
         if let Some(seed) = self.seed {
             set("seed", toml::Value::Integer(seed as i64));
         }
@@ -181,9 +211,7 @@ impl TrainArgs {
             let v: Vec<i64> = list("milestones", m)?;
             set("milestones", toml::Value::Array(v.into_iter().map(toml::Value::Integer).collect()));
         }
-        let c: RunConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| fail(2, format!("settings: {e}")))?;
+        let c: RunConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| fail(2, format!("settings: {e}")))?;
         c.resolve().map_err(|e| fail(2, e.to_string()))?;
         Ok(c)
     }
@@ -260,15 +288,8 @@ pub fn run(args: TrainArgs) -> Result<(), Failure> {
     };
     println!("run directory: {}", dir.display());
     let mut bars = Bars::new();
-    let s = train::run(
-        config,
-        RunOptions {
-            dir: dir.clone(),
-            resume,
-            observer: &mut bars,
-        },
-    )
-    .map_err(|e| fail(e.exit_code(), e.to_string()))?;
+    let s =
+        train::run(config, RunOptions { dir: dir.clone(), resume, observer: &mut bars }).map_err(|e| fail(e.exit_code(), e.to_string()))?;
     println!(
         "done: {} epochs, {} steps, test acc {:.2}%, test loss {:.4}, training throughput {:.0} images/s; metrics in {}",
         s.epochs,

@@ -7,13 +7,7 @@ use std::path::Path;
 /// Bytes of one CIFAR-10 record.
 pub const RECORD: usize = 1 + 3 * 32 * 32;
 /// Training batch file names, in order.
-pub const TRAIN_FILES: [&str; 5] = [
-    "data_batch_1.bin",
-    "data_batch_2.bin",
-    "data_batch_3.bin",
-    "data_batch_4.bin",
-    "data_batch_5.bin",
-];
+pub const TRAIN_FILES: [&str; 5] = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 /// Test batch file name.
 pub const TEST_FILE: &str = "test_batch.bin";
 
@@ -22,10 +16,7 @@ pub fn parse_batch(file: &str, raw: &[u8]) -> Result<(Vec<u8>, Vec<u8>), DataErr
     if raw.is_empty() || !raw.len().is_multiple_of(RECORD) {
         return Err(DataError::Corrupt {
             file: file.to_string(),
-            what: format!(
-                "file is {} bytes, expected a positive multiple of {RECORD} (1 label + 3072 pixel bytes per record)",
-                raw.len()
-            ),
+            what: format!("file is {} bytes, expected a positive multiple of {RECORD} (1 label + 3072 pixel bytes per record)", raw.len()),
         });
     }
     let n = raw.len() / RECORD;
@@ -33,10 +24,7 @@ pub fn parse_batch(file: &str, raw: &[u8]) -> Result<(Vec<u8>, Vec<u8>), DataErr
     let mut labels = Vec::with_capacity(n);
     for (i, rec) in raw.chunks_exact(RECORD).enumerate() {
         if rec[0] >= 10 {
-            return Err(DataError::Corrupt {
-                file: file.to_string(),
-                what: format!("record {i} has label {}, expected 0..10", rec[0]),
-            });
+            return Err(DataError::Corrupt { file: file.to_string(), what: format!("record {i} has label {}, expected 0..10", rec[0]) });
         }
         labels.push(rec[0]);
         pixels.extend_from_slice(&rec[1..]);

@@ -40,10 +40,7 @@ fn payload(file: &str, raw: &[u8], limit: u64) -> Result<Vec<u8>, DataError> {
         GzDecoder::new(raw)
             .take(limit)
             .read_to_end(&mut out)
-            .map_err(|e| DataError::Corrupt {
-                file: file.to_string(),
-                what: format!("gzip stream is invalid ({e})"),
-            })?;
+            .map_err(|e| DataError::Corrupt { file: file.to_string(), what: format!("gzip stream is invalid ({e})") })?;
         Ok(out)
     } else {
         Ok(raw[..raw.len().min(limit as usize)].to_vec())
@@ -68,19 +65,13 @@ fn parse(file: &str, raw: &[u8], magic: u32, ndim: usize) -> Result<(Vec<usize>,
     }
     let seen = be_u32(&head, 0);
     if seen != magic {
-        return Err(DataError::Corrupt {
-            file: file.to_string(),
-            what: format!("magic number is {seen}, expected {magic}"),
-        });
+        return Err(DataError::Corrupt { file: file.to_string(), what: format!("magic number is {seen}, expected {magic}") });
     }
     let dims: Vec<usize> = (0..ndim).map(|i| be_u32(&head, 4 + 4 * i) as usize).collect();
     let body_len = dims
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-        .ok_or_else(|| DataError::Corrupt {
-            file: file.to_string(),
-            what: format!("declared dimensions {dims:?} overflow"),
-        })?;
+        .ok_or_else(|| DataError::Corrupt { file: file.to_string(), what: format!("declared dimensions {dims:?} overflow") })?;
     // Read one byte more than declared so trailing garbage is detected.
     let all = payload(file, raw, header_len as u64 + body_len + 1)?;
     let got = all.len() as u64 - header_len as u64;
@@ -101,12 +92,7 @@ pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
     let file = path.display().to_string();
     let raw = super::read_file(path)?;
     let (dims, pixels) = parse(&file, &raw, IMAGES_MAGIC, 3)?;
-    Ok(IdxImages {
-        n: dims[0],
-        rows: dims[1],
-        cols: dims[2],
-        pixels,
-    })
+    Ok(IdxImages { n: dims[0], rows: dims[1], cols: dims[2], pixels })
 }
 
 /// Reads an IDX label file (magic 2049), raw or `.gz`; every label must be < `classes`.
@@ -120,10 +106,7 @@ pub fn read_labels(path: &Path, classes: u8) -> Result<Vec<u8>, DataError> {
 pub fn parse_labels(file: &str, raw: &[u8], classes: u8) -> Result<Vec<u8>, DataError> {
     let (_, labels) = parse(file, raw, LABELS_MAGIC, 1)?;
     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
-        return Err(DataError::Corrupt {
-            file: file.to_string(),
-            what: format!("label {i} is {l}, expected 0..{classes}"),
-        });
+        return Err(DataError::Corrupt { file: file.to_string(), what: format!("label {i} is {l}, expected 0..{classes}") });
     }
     Ok(labels)
 }
@@ -131,12 +114,7 @@ pub fn parse_labels(file: &str, raw: &[u8], classes: u8) -> Result<Vec<u8>, Data
 /// Parses IDX image bytes (see [`read_images`]); `file` names the source in errors.
 pub fn parse_images(file: &str, raw: &[u8]) -> Result<IdxImages, DataError> {
     let (dims, pixels) = parse(file, raw, IMAGES_MAGIC, 3)?;
-    Ok(IdxImages {
-        n: dims[0],
-        rows: dims[1],
-        cols: dims[2],
-        pixels,
-    })
+    Ok(IdxImages { n: dims[0], rows: dims[1], cols: dims[2], pixels })
 }
 
 #[cfg(test)]

@@ -41,10 +41,7 @@ pub enum DataError {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io {
-        file: path.display().to_string(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| DataError::Io { file: path.display().to_string(), source })
 }
 
 /// One split (train or test): `n` images of `channels x height x width` bytes (CHW) and labels.
@@ -106,10 +103,7 @@ fn idx_split(images: idx::IdxImages, labels: Vec<u8>, file: &str) -> Result<Spli
             what: format!("{} labels for {} images, expected equal counts", labels.len(), images.n),
         });
     }
-    Ok(Split {
-        pixels: images.pixels,
-        labels,
-    })
+    Ok(Split { pixels: images.pixels, labels })
 }
 
 fn gray_dataset(
@@ -121,10 +115,7 @@ fn gray_dataset(
     if [1, test.0.rows, test.0.cols] != shape {
         return Err(DataError::Corrupt {
             file: test.2,
-            what: format!(
-                "images are {}x{}, expected {}x{} as in the training file",
-                test.0.rows, test.0.cols, shape[1], shape[2]
-            ),
+            what: format!("images are {}x{}, expected {}x{} as in the training file", test.0.rows, test.0.cols, shape[1], shape[2]),
         });
     }
     Ok(Dataset {
@@ -146,20 +137,13 @@ pub fn embedded() -> Dataset {
         let trl = idx::parse_labels("embedded train labels", EMB_TRAIN_LABELS, 10)?;
         let te = idx::parse_images("embedded test images", EMB_TEST_IMAGES)?;
         let tel = idx::parse_labels("embedded test labels", EMB_TEST_LABELS, 10)?;
-        gray_dataset(
-            "embedded".into(),
-            (tr, trl, "embedded train".into()),
-            (te, tel, "embedded test".into()),
-        )
+        gray_dataset("embedded".into(), (tr, trl, "embedded train".into()), (te, tel, "embedded test".into()))
     };
     parse().expect("the embedded dataset is compiled in and checked by tests")
 }
 
 fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [stem.to_string(), format!("{stem}.gz")]
-        .into_iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
+    [stem.to_string(), format!("{stem}.gz")].into_iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
 
 /// Loads MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, ...) from a folder.
@@ -187,18 +171,12 @@ pub fn load_idx_dir(dir: &Path) -> Result<Dataset, DataError> {
 /// Loads CIFAR-10 binary batches (`data_batch_1..5.bin`, `test_batch.bin`) from a folder.
 /// Training batches that are absent are skipped, but at least `data_batch_1.bin` must exist.
 pub fn load_cifar_dir(dir: &Path) -> Result<Dataset, DataError> {
-    let mut train = Split {
-        pixels: Vec::new(),
-        labels: Vec::new(),
-    };
+    let mut train = Split { pixels: Vec::new(), labels: Vec::new() };
     for (i, f) in cifar::TRAIN_FILES.iter().enumerate() {
         let p = dir.join(f);
         if !p.is_file() {
             if i == 0 {
-                return Err(DataError::NotFound {
-                    spec: dir.display().to_string(),
-                    what: format!("missing {f} in {}", dir.display()),
-                });
+                return Err(DataError::NotFound { spec: dir.display().to_string(), what: format!("missing {f} in {}", dir.display()) });
             }
             continue;
         }
@@ -228,10 +206,7 @@ pub fn load_cifar_dir(dir: &Path) -> Result<Dataset, DataError> {
 /// Loads a folder of IDX or CIFAR-10 files, whichever it holds (also `cifar-10-batches-bin/`).
 pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
     if !dir.is_dir() {
-        return Err(DataError::NotFound {
-            spec: dir.display().to_string(),
-            what: "no such folder".into(),
-        });
+        return Err(DataError::NotFound { spec: dir.display().to_string(), what: "no such folder".into() });
     }
     if dir.join("data_batch_1.bin").is_file() {
         return load_cifar_dir(dir);
@@ -278,10 +253,7 @@ pub fn load(spec: &str) -> Result<Dataset, DataError> {
         }
         "cifar10" => {
             let mut tried = Vec::new();
-            for c in env
-                .iter()
-                .flat_map(|e| [e.clone(), e.join("cifar10"), e.join("cifar-10-batches-bin")])
-            {
+            for c in env.iter().flat_map(|e| [e.clone(), e.join("cifar10"), e.join("cifar-10-batches-bin")]) {
                 if c.join("data_batch_1.bin").is_file() {
                     let mut d = load_cifar_dir(&c)?;
                     d.name = "cifar10".into();
@@ -331,20 +303,15 @@ impl Dataset {
         let [c, h, w] = self.shape;
         let f = c * h * w;
         let mut x = vec![0f32; indices.len() * f];
-        let lut: Vec<Vec<f32>> = (0..c)
-            .map(|ch| (0..256).map(|p| (p as f32 / 255.0 - self.mean[ch]) / self.std[ch]).collect())
-            .collect();
+        let lut: Vec<Vec<f32>> = (0..c).map(|ch| (0..256).map(|p| (p as f32 / 255.0 - self.mean[ch]) / self.std[ch]).collect()).collect();
         let mut rng = augment;
         for (b, &i) in indices.iter().enumerate() {
             let src = &split.pixels[i * f..(i + 1) * f];
             let dst = &mut x[b * f..(b + 1) * f];
             match rng.as_deref_mut() {
                 Some(r) => {
-                    let (dy, dx, flip) = (
-                        r.random_range(0..9usize) as isize - 4,
-                        r.random_range(0..9usize) as isize - 4,
-                        r.random_bool(0.5),
-                    );
+                    let (dy, dx, flip) =
+                        (r.random_range(0..9usize) as isize - 4, r.random_range(0..9usize) as isize - 4, r.random_bool(0.5));
                     for ch in 0..c {
                         let zero = -self.mean[ch] / self.std[ch];
                         for y in 0..h {
@@ -427,10 +394,7 @@ mod tests {
         let v = x.into_data().try_to_vec::<f32>().unwrap();
         let p = d.train.pixels[5] as f32 / 255.0;
         assert!((v[5] - (p - FMNIST_MEAN) / FMNIST_STD).abs() < 1e-6);
-        assert_eq!(
-            y.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()[0],
-            d.train.labels[0] as i64
-        );
+        assert_eq!(y.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()[0], d.train.labels[0] as i64);
     }
 
     #[test]

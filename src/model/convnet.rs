@@ -46,10 +46,7 @@ impl ConvNet {
     pub fn new(init: &mut Init, shape: [usize; 3], classes: usize, norm: NormKind, bn_momentum: f64, device: &Device) -> Self {
         let mut c_in = shape[0];
         let mut blocks = CHANNELS.iter().map(|&c| {
-            let b = ConvBlock {
-                conv: Conv::new(init, c_in, c, 3, 1, norm, device),
-                norm: Norm::new(norm, c, bn_momentum, device),
-            };
+            let b = ConvBlock { conv: Conv::new(init, c_in, c, 3, 1, norm, device), norm: Norm::new(norm, c, bn_momentum, device) };
             c_in = c;
             b
         });
@@ -57,12 +54,7 @@ impl ConvNet {
         drop(blocks);
         let (h, w) = (shape[1] / 8, shape[2] / 8);
         let fc = Dense::new(init, CHANNELS[2] * h * w, classes, NormKind::None, device);
-        ConvNet {
-            block1,
-            block2,
-            block3,
-            fc,
-        }
+        ConvNet { block1, block2, block3, fc }
     }
 
     /// Logits for an NCHW batch.

@@ -14,9 +14,7 @@ pub struct Init {
 impl Init {
     /// A source for `seed`.
     pub fn new(seed: u64) -> Self {
-        Init {
-            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1417_0000),
-        }
+        Init { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x1417_0000) }
     }
 
     /// A tensor of `U(-bound, bound)` samples.

@@ -105,14 +105,7 @@ impl Conv {
         let w: Tensor<4> = init.uniform([c_out, c_in, k, k], bound, device);
         let bias = (!norm.has_layer()).then(|| Param::from_tensor(init.uniform([c_out], bound, device)));
         let (weight, weight_v, weight_g) = wn_split(w, norm);
-        Conv {
-            weight,
-            weight_v,
-            weight_g,
-            bias,
-            stride,
-            padding: k / 2,
-        }
+        Conv { weight, weight_v, weight_g, bias, stride, padding: k / 2 }
     }
 
     /// The kernel actually applied (`g * v/||v||` under weight norm).
@@ -162,12 +155,7 @@ impl Dense {
         let w: Tensor<2> = init.uniform([d_out, d_in], bound, device);
         let bias = (!norm.has_layer()).then(|| Param::from_tensor(init.uniform([d_out], bound, device)));
         let (weight, weight_v, weight_g) = wn_split(w, norm);
-        Dense {
-            weight,
-            weight_v,
-            weight_g,
-            bias,
-        }
+        Dense { weight, weight_v, weight_g, bias }
     }
 
     /// Applies `x W^T + b` to a `[batch, in]` input.

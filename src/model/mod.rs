@@ -67,10 +67,7 @@ pub struct Link {
 }
 
 fn link(layer: impl Into<String>, norm: &Option<layers::Norm>, norm_path: impl Into<String>) -> Link {
-    Link {
-        layer: layer.into(),
-        norm: norm.as_ref().map(|n| (norm_path.into(), n.groups)),
-    }
+    Link { layer: layer.into(), norm: norm.as_ref().map(|n| (norm_path.into(), n.groups)) }
 }
 
 impl Net {
@@ -97,11 +94,7 @@ impl Net {
     /// Every linear op with the norm layer that directly follows it.
     pub fn links(&self) -> Vec<Link> {
         match self {
-            Net::Mlp(m) => vec![
-                link("fc1", &m.norm1, "norm1"),
-                link("fc2", &m.norm2, "norm2"),
-                link("fc3", &None, ""),
-            ],
+            Net::Mlp(m) => vec![link("fc1", &m.norm1, "norm1"), link("fc2", &m.norm2, "norm2"), link("fc3", &None, "")],
             Net::ConvNet(m) => {
                 let mut v: Vec<Link> = [("block1", &m.block1), ("block2", &m.block2), ("block3", &m.block3)]
                     .iter()
@@ -159,12 +152,7 @@ impl PathTracker {
 
     /// The current path (the field name of a tensor is its last component).
     pub fn path(&self) -> String {
-        self.parts
-            .iter()
-            .filter(|(_, c)| !c.starts_with("Enum:"))
-            .map(|(n, _)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(".")
+        self.parts.iter().filter(|(_, c)| !c.starts_with("Enum:")).map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(".")
     }
 
     /// Type of the struct that holds the current field (`Norm` for `block1.norm.gamma`):
@@ -202,21 +190,14 @@ impl ModuleVisitor for Lister {
 
 /// Lists every float tensor of a module (parameters and buffers) in a stable order.
 pub fn tensors<M: Module>(m: &M) -> Vec<TensorEntry> {
-    let mut l = Lister {
-        at: PathTracker::default(),
-        out: Vec::new(),
-    };
+    let mut l = Lister { at: PathTracker::default(), out: Vec::new() };
     m.visit(&mut l);
     l.out
 }
 
 /// Number of trainable scalars.
 pub fn num_params<M: Module>(m: &M) -> usize {
-    tensors(m)
-        .iter()
-        .filter(|t| t.trainable)
-        .map(|t| t.shape.iter().product::<usize>())
-        .sum()
+    tensors(m).iter().filter(|t| t.trainable).map(|t| t.shape.iter().product::<usize>()).sum()
 }
 
 #[cfg(test)]
@@ -261,24 +242,8 @@ mod tests {
         let y = bn.forward(x.clone()).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         let expect0 = (1.0 - 2.5) / (1.25f32 + 1e-5).sqrt();
         assert!((y[0] - expect0).abs() < 1e-4, "{y:?}");
-        let rm = bn
-            .running_mean
-            .as_ref()
-            .unwrap()
-            .value()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let rv = bn
-            .running_var
-            .as_ref()
-            .unwrap()
-            .value()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let rm = bn.running_mean.as_ref().unwrap().value().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let rv = bn.running_var.as_ref().unwrap().value().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         assert!((rm[0] - 0.25).abs() < 1e-6 && (rm[1] - 1.1).abs() < 1e-6, "{rm:?}");
         assert!((rv[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-5, "{rv:?}");
         // Eval: the running statistics are used, not the batch's.

@@ -90,14 +90,7 @@ impl ResNet20 {
         let layer2 = stage(init, 32, 2);
         let layer3 = stage(init, 64, 2);
         let fc = Dense::new(init, 64, classes, NormKind::None, device);
-        ResNet20 {
-            conv1,
-            norm1,
-            layer1,
-            layer2,
-            layer3,
-            fc,
-        }
+        ResNet20 { conv1, norm1, layer1, layer2, layer3, fc }
     }
 
     /// Logits for an NCHW batch.

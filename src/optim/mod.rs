@@ -5,6 +5,7 @@
 //! gradient (`coupled`, the loss term `lambda/2 ||w||^2`) or applies `w -= lr * lambda * w`
 //! (`decoupled`, SGDW / AdamW, PyTorch's `AdamW`).
 
+pub mod remedies;
 pub mod schedule;
 pub mod transform;
 
@@ -36,9 +37,9 @@ pub enum OptimError {
     State(String),
 }
 
-/// The base optimizer (the `--optimizer` flag).
+/// The optimizer (the `--optimizer` flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum OptimKind {
     /// SGD with (optional) momentum / Nesterov, PyTorch semantics.
     Sgd,
@@ -46,11 +47,36 @@ pub enum OptimKind {
     Adam,
     /// AdamW (decoupled decay by default).
     Adamw,
+    /// SGDP (Heo et al. 2021): SGD whose update loses its radial part on scale-invariant tensors.
+    Sgdp,
+    /// AdamP (Heo et al. 2021).
+    Adamp,
+    /// LARS (You et al. 2017): SGD with a layer-wise trust ratio.
+    Lars,
+    /// LAMB (You et al. 2020): Adam with a layer-wise trust ratio.
+    Lamb,
+    /// SGD with momentum, scale-invariant weights held at a fixed norm (van Laarhoven 2017).
+    FixedNorm,
+    /// RV-SGDM (Kosson et al. 2024): rotational wrapper around SGD with momentum.
+    RvSgd,
+    /// RV-AdamW (Kosson et al. 2024): rotational wrapper around AdamW.
+    RvAdamw,
 }
 
 impl OptimKind {
     /// All choices.
-    pub const ALL: [OptimKind; 3] = [OptimKind::Sgd, OptimKind::Adam, OptimKind::Adamw];
+    pub const ALL: [OptimKind; 10] = [
+        OptimKind::Sgd,
+        OptimKind::Adam,
+        OptimKind::Adamw,
+        OptimKind::Sgdp,
+        OptimKind::Adamp,
+        OptimKind::Lars,
+        OptimKind::Lamb,
+        OptimKind::FixedNorm,
+        OptimKind::RvSgd,
+        OptimKind::RvAdamw,
+    ];
 
     /// The CLI name.
     pub fn name(self) -> &'static str {
@@ -58,6 +84,13 @@ impl OptimKind {
             OptimKind::Sgd => "sgd",
             OptimKind::Adam => "adam",
             OptimKind::Adamw => "adamw",
+            OptimKind::Sgdp => "sgdp",
+            OptimKind::Adamp => "adamp",
+            OptimKind::Lars => "lars",
+            OptimKind::Lamb => "lamb",
+            OptimKind::FixedNorm => "fixed-norm",
+            OptimKind::RvSgd => "rv-sgd",
+            OptimKind::RvAdamw => "rv-adamw",
         }
     }
 
@@ -66,11 +99,57 @@ impl OptimKind {
         Self::ALL.into_iter().find(|k| k.name() == s)
     }
 
-    /// The decay mode used when `--decay` is not given.
+    /// The decay mode used when `--decay` is not given (the remedies fix their own).
     pub fn default_decay(self) -> DecayMode {
         match self {
-            OptimKind::Adamw => DecayMode::Decoupled,
+            OptimKind::Adamw | OptimKind::Sgdp | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw => DecayMode::Decoupled,
             _ => DecayMode::Coupled,
+        }
+    }
+
+    /// True for the Adam family (effective lr `lr/||w||`).
+    pub fn adam_like(self) -> bool {
+        matches!(self, OptimKind::Adam | OptimKind::Adamw | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw)
+    }
+
+    /// True when the kind fixes its decay mode (`--decay` may only restate it).
+    pub fn fixed_decay(self) -> bool {
+        !matches!(self, OptimKind::Sgd | OptimKind::Adam | OptimKind::Adamw)
+    }
+}
+
+/// Settings of the remedies (ignored by the plain optimizers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemedyConfig {
+    /// Where SGDP / AdamP learn scale-invariance.
+    pub invariance: remedies::Invariance,
+    /// AdamP's cosine-test `delta`.
+    pub delta: f64,
+    /// AdamP's decay multiplier on projected tensors.
+    pub wd_ratio: f64,
+    /// LARS trust coefficient.
+    pub trust_coeff: f64,
+    /// LARC clipping.
+    pub lars_clip: bool,
+    /// Fixed norm per output channel (else per tensor).
+    pub fixed_norm_per_channel: bool,
+    /// Fixed norm target.
+    pub fixed_norm_target: remedies::NormTarget,
+    /// Jane Street's effective-lr compensation (scale-invariant weights, no decay there).
+    pub compensate_elr: bool,
+}
+
+impl Default for RemedyConfig {
+    fn default() -> Self {
+        RemedyConfig {
+            invariance: remedies::Invariance::Structural,
+            delta: 0.1,
+            wd_ratio: 0.1,
+            trust_coeff: 0.001,
+            lars_clip: false,
+            fixed_norm_per_channel: true,
+            fixed_norm_target: remedies::NormTarget::Init,
+            compensate_elr: false,
         }
     }
 }
@@ -119,17 +198,15 @@ pub struct OptimConfig {
     pub si_lr_scale: f64,
     /// Weight decay for the scale-invariant group (defaults to `weight_decay`).
     pub si_weight_decay: Option<f64>,
+    /// Settings of the remedies.
+    pub remedy: RemedyConfig,
 }
 
 fn check(flag: &'static str, v: f64, ok: bool, expected: &'static str) -> Result<(), OptimError> {
     if v.is_finite() && ok {
         Ok(())
     } else {
-        Err(OptimError::Invalid {
-            flag,
-            value: v.to_string(),
-            expected,
-        })
+        Err(OptimError::Invalid { flag, value: v.to_string(), expected })
     }
 }
 
@@ -146,37 +223,126 @@ impl OptimConfig {
         if let Some(w) = self.si_weight_decay {
             check("si-weight-decay", w, w >= 0.0, "a finite number >= 0")?;
         }
-        if self.nesterov && (self.kind != OptimKind::Sgd || self.momentum == 0.0) {
+        if self.nesterov
+            && (!matches!(self.kind, OptimKind::Sgd | OptimKind::Sgdp | OptimKind::FixedNorm | OptimKind::RvSgd) || self.momentum == 0.0)
+        {
             return Err(OptimError::Invalid {
                 flag: "nesterov",
                 value: "true".into(),
-                expected: "SGD with --momentum > 0",
+                expected: "an SGD-type optimizer with --momentum > 0",
             });
+        }
+        let r = &self.remedy;
+        check("trust-coeff", r.trust_coeff, r.trust_coeff > 0.0, "a finite number > 0 (LARS's trust coefficient)")?;
+        check("delta", r.delta, r.delta > 0.0, "a finite number > 0")?;
+        check("wd-ratio", r.wd_ratio, r.wd_ratio >= 0.0, "a finite number >= 0")?;
+        if self.kind.fixed_decay() && self.decay != self.kind.default_decay() {
+            return Err(OptimError::Invalid {
+                flag: "decay",
+                value: format!("{:?}", self.decay).to_lowercase(),
+                expected: "the optimizer's own decay mode (leave --decay unset for sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw)",
+            });
+        }
+        if r.compensate_elr && self.kind != OptimKind::Sgd {
+            return Err(OptimError::Invalid { flag: "compensate-elr", value: "true".into(), expected: "--optimizer sgd" });
         }
         Ok(())
     }
 
-    /// The transform chain of this optimizer.
-    pub fn chain(&self) -> Vec<Box<dyn Transform>> {
+    /// Checks settings that depend on which tensors are decayed.
+    pub fn validate_for(&self, params: &[ParamInfo]) -> Result<(), OptimError> {
+        let si_decayed = params.iter().any(|p| p.scale_invariant && self.weight_decay_for(p) > 0.0);
+        match self.kind {
+            OptimKind::FixedNorm if si_decayed => Err(OptimError::Invalid {
+                flag: "weight-decay",
+                value: self.si_weight_decay.unwrap_or(self.weight_decay).to_string(),
+                expected: "0 on scale-invariant weights with fixed-norm: their norm is held fixed, so decay there would do nothing (use --decay-policy none-on-scale-invariant or --si-weight-decay 0)",
+            }),
+            _ if self.remedy.compensate_elr && si_decayed => Err(OptimError::Invalid {
+                flag: "weight-decay",
+                value: self.si_weight_decay.unwrap_or(self.weight_decay).to_string(),
+                expected: "0 on scale-invariant weights with --compensate-elr (the compensation replaces decay there: use --decay-policy none-on-scale-invariant)",
+            }),
+            OptimKind::RvSgd | OptimKind::RvAdamw if params.iter().any(|p| p.scale_invariant) && self.rotation_angle(params) == 0.0 => Err(OptimError::Invalid {
+                flag: "weight-decay",
+                value: "0".into(),
+                expected: "> 0 on scale-invariant weights for the rotational wrapper: its target angle sqrt(2*lr*wd*...) would be 0",
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The rotational wrapper's target angle per step at the base lr (F7 for RV-SGDM, F8 for RV-AdamW).
+    pub fn rotation_angle(&self, params: &[ParamInfo]) -> f64 {
+        let wd = params.iter().find(|p| p.scale_invariant).map(|p| self.weight_decay_for(p)).unwrap_or(0.0);
+        let lr = self.lr * self.si_lr_scale;
+        match self.kind {
+            OptimKind::RvAdamw => crate::theory::angle_adamw(lr, wd, self.betas.0),
+            _ => crate::theory::angle_sgdm(lr, wd, self.momentum),
+        }
+    }
+
+    /// Weight decay applied to a tensor (0 where the policy excludes it).
+    pub fn weight_decay_for(&self, info: &ParamInfo) -> f64 {
+        if !info.decayed {
+            0.0
+        } else if info.group == Group::ScaleInvariant {
+            self.si_weight_decay.unwrap_or(self.weight_decay)
+        } else {
+            self.weight_decay
+        }
+    }
+
+    /// The transform chain of this optimizer (`params` gives the rotational wrapper its angle).
+    pub fn chain(&self, params: &[ParamInfo]) -> Vec<Box<dyn Transform>> {
+        use remedies::*;
         use transform::*;
+        let r = &self.remedy;
+        let trace = || -> Box<dyn Transform> { Box::new(Trace { momentum: self.momentum, nesterov: self.nesterov }) };
+        let adam = || -> Box<dyn Transform> { Box::new(ScaleByAdam { b1: self.betas.0, b2: self.betas.1, eps: self.eps }) };
+        let project = || -> Box<dyn Transform> { Box::new(Project { delta: r.delta, wd_ratio: r.wd_ratio, invariance: r.invariance }) };
+        let lr = || -> Box<dyn Transform> { Box::new(ScaleByLr) };
         let mut c: Vec<Box<dyn Transform>> = Vec::new();
-        if self.decay == DecayMode::Coupled {
-            c.push(Box::new(AddDecayedWeights));
+        if r.compensate_elr {
+            c.push(Box::new(CompensateElr));
         }
         match self.kind {
-            OptimKind::Sgd => c.push(Box::new(Trace {
-                momentum: self.momentum,
-                nesterov: self.nesterov,
-            })),
-            OptimKind::Adam | OptimKind::Adamw => c.push(Box::new(ScaleByAdam {
-                b1: self.betas.0,
-                b2: self.betas.1,
-                eps: self.eps,
-            })),
-        }
-        c.push(Box::new(ScaleByLr));
-        if self.decay == DecayMode::Decoupled {
-            c.push(Box::new(DecoupledDecay));
+            OptimKind::Sgd | OptimKind::Adam | OptimKind::Adamw => {
+                if self.decay == DecayMode::Coupled {
+                    c.push(Box::new(AddDecayedWeights));
+                }
+                c.push(if self.kind == OptimKind::Sgd { trace() } else { adam() });
+                c.push(lr());
+                if self.decay == DecayMode::Decoupled {
+                    c.push(Box::new(DecoupledDecay { factor: 1.0 }));
+                }
+            }
+            OptimKind::Sgdp => c.extend([trace(), project(), lr(), Box::new(DecoupledDecay { factor: 1.0 / (1.0 - self.momentum) })]),
+            OptimKind::Adamp => c.extend([adam(), project(), lr(), Box::new(DecoupledDecay { factor: 1.0 })]),
+            OptimKind::Lars => c.extend([
+                Box::new(TrustRatio { trust_coeff: r.trust_coeff, eps: 1e-8, clip: r.lars_clip }) as Box<dyn Transform>,
+                trace(),
+                lr(),
+            ]),
+            OptimKind::Lamb => c.extend([adam(), Box::new(LambTrust), lr()]),
+            OptimKind::FixedNorm => c.extend([
+                Box::new(AddDecayedWeights) as Box<dyn Transform>,
+                trace(),
+                lr(),
+                Box::new(FixedNorm { per_channel: r.fixed_norm_per_channel, target: r.fixed_norm_target }),
+            ]),
+            OptimKind::RvSgd => c.extend([
+                Box::new(AddDecayedWeights) as Box<dyn Transform>,
+                trace(),
+                lr(),
+                Box::new(Rotational { angle: self.rotation_angle(params), beta: 0.9 }),
+            ]),
+            OptimKind::RvAdamw => c.extend([
+                adam(),
+                lr(),
+                Box::new(DecoupledDecay { factor: 1.0 }),
+                Box::new(Rotational { angle: self.rotation_angle(params), beta: 0.9 }),
+            ]),
         }
         c
     }
@@ -219,15 +385,12 @@ impl Optimizer {
     /// Creates an optimizer for parameters described by `params`.
     pub fn new(config: OptimConfig, schedule: Schedule, params: &[ParamInfo]) -> Result<Self, OptimError> {
         config.validate()?;
+        config.validate_for(params)?;
         Ok(Optimizer {
-            chain: config.chain(),
+            chain: config.chain(params),
             config,
             schedule,
-            infos: params
-                .iter()
-                .filter(|p| p.role != crate::params::Role::Buffer)
-                .map(|p| (p.path.clone(), p.clone()))
-                .collect(),
+            infos: params.iter().filter(|p| p.role != crate::params::Role::Buffer).map(|p| (p.path.clone(), p.clone())).collect(),
             state: BTreeMap::new(),
             step: 0,
         })
@@ -235,37 +398,20 @@ impl Optimizer {
 
     /// The learning rate of group `group` at the next update.
     pub fn lr(&self, group: Group) -> f64 {
-        let f = self.schedule.factor(self.step as usize);
-        self.config.lr
-            * f
-            * if group == Group::ScaleInvariant {
-                self.config.si_lr_scale
-            } else {
-                1.0
-            }
+        self.lr_at(group, self.step as usize)
     }
 
-    fn weight_decay(&self, info: &ParamInfo) -> f64 {
-        if !info.decayed {
-            0.0
-        } else if info.group == Group::ScaleInvariant {
-            self.config.si_weight_decay.unwrap_or(self.config.weight_decay)
-        } else {
-            self.config.weight_decay
-        }
+    /// The learning rate of group `group` for the update with 0-based index `index`.
+    pub fn lr_at(&self, group: Group, index: usize) -> f64 {
+        let f = self.schedule.factor(index);
+        self.config.lr * f * if group == Group::ScaleInvariant { self.config.si_lr_scale } else { 1.0 }
     }
 
     /// Applies one update to every parameter of `model` that has a gradient in `grads`.
     /// With `measure`, also returns per-parameter [`UpdateStats`].
     pub fn step<M: Module>(&mut self, model: M, grads: Gradients, measure: bool) -> (M, Vec<UpdateStats>) {
         self.step += 1;
-        let mut mapper = StepMapper {
-            opt: self,
-            grads,
-            at: PathTracker::default(),
-            measure,
-            pending: Vec::new(),
-        };
+        let mut mapper = StepMapper { opt: self, grads, at: PathTracker::default(), measure, pending: Vec::new() };
         let model = model.map(&mut mapper);
         let stats = collect_stats(mapper.pending);
         (model, stats)
@@ -274,13 +420,16 @@ impl Optimizer {
     fn update(&mut self, path: &str, w: Tensor<2>, g: Tensor<2>) -> Option<Tensor<2>> {
         let info = self.infos.get(path)?.clone();
         let ctx = Ctx {
-            lr: self.lr(info.group),
-            weight_decay: self.weight_decay(&info),
+            lr: self.lr_at(info.group, self.step as usize - 1),
+            weight_decay: self.config.weight_decay_for(&info),
             step: self.step,
             info: &info,
+            grad: &g,
+            lr_factor: self.schedule.factor(self.step as usize - 1),
+            wd_scale: std::cell::Cell::new(1.0),
         };
         let state = self.state.entry(path.to_string()).or_default();
-        let mut u = g;
+        let mut u = g.clone();
         for (index, t) in self.chain.iter().enumerate() {
             u = t.apply(u, &w, &mut Slots { state, index }, &ctx);
         }
@@ -289,26 +438,18 @@ impl Optimizer {
 
     /// The optimizer's tensors, named `"{param path}/{slot}"`, as host data.
     pub fn state_tensors(&self) -> Vec<(String, TensorData)> {
-        self.state
-            .iter()
-            .flat_map(|(p, s)| s.iter().map(move |(k, t)| (format!("{p}/{k}"), t.to_data())))
-            .collect()
+        self.state.iter().flat_map(|(p, s)| s.iter().map(move |(k, t)| (format!("{p}/{k}"), t.to_data()))).collect()
     }
 
     /// Restores tensors saved by [`Optimizer::state_tensors`].
     pub fn load_state(&mut self, tensors: Vec<(String, TensorData)>, step: u64, device: &Device) -> Result<(), OptimError> {
         self.state.clear();
         for (name, data) in tensors {
-            let (p, k) = name
-                .rsplit_once('/')
-                .ok_or_else(|| OptimError::State(format!("tensor name {name:?} is not PARAM/SLOT")))?;
+            let (p, k) = name.rsplit_once('/').ok_or_else(|| OptimError::State(format!("tensor name {name:?} is not PARAM/SLOT")))?;
             if !self.infos.contains_key(p) {
                 return Err(OptimError::State(format!("state for unknown parameter {p:?}")));
             }
-            self.state
-                .entry(p.to_string())
-                .or_default()
-                .insert(k.to_string(), Tensor::from_data(data, device));
+            self.state.entry(p.to_string()).or_default().insert(k.to_string(), Tensor::from_data(data, device));
         }
         self.step = step;
         Ok(())
@@ -443,6 +584,7 @@ mod tests {
             eps: 1e-8,
             si_lr_scale: 1.0,
             si_weight_decay: None,
+            remedy: Default::default(),
         }
     }
 
@@ -486,11 +628,7 @@ mod tests {
 
     #[test]
     fn sgd_momentum_coupled_and_nesterov_and_decoupled() {
-        for (nesterov, decay) in [
-            (false, DecayMode::Coupled),
-            (true, DecayMode::Coupled),
-            (false, DecayMode::Decoupled),
-        ] {
+        for (nesterov, decay) in [(false, DecayMode::Coupled), (true, DecayMode::Coupled), (false, DecayMode::Decoupled)] {
             let mut c = cfg(OptimKind::Sgd, decay);
             c.nesterov = nesterov;
             let ours = run_ours(c.clone());
@@ -506,17 +644,9 @@ mod tests {
                     None => g.clone(),
                     Some(b) => b.iter().zip(&g).map(|(b, g)| mu * b + g).collect(),
                 };
-                let d: Vec<f64> = if nesterov {
-                    g.iter().zip(&b).map(|(g, b)| g + mu * b).collect()
-                } else {
-                    b.clone()
-                };
+                let d: Vec<f64> = if nesterov { g.iter().zip(&b).map(|(g, b)| g + mu * b).collect() } else { b.clone() };
                 buf = Some(b);
-                w = w
-                    .iter()
-                    .zip(&d)
-                    .map(|(w, d)| w - lr * d - if decay == DecayMode::Decoupled { lr * wd * w } else { 0.0 })
-                    .collect();
+                w = w.iter().zip(&d).map(|(w, d)| w - lr * d - if decay == DecayMode::Decoupled { lr * wd * w } else { 0.0 }).collect();
             }
             close(&ours, &w);
         }
@@ -560,5 +690,223 @@ mod tests {
         c.momentum = 1.5;
         assert!(c.validate().is_err());
         let _ = DecayPolicy::All;
+    }
+}
+
+#[cfg(test)]
+mod remedy_tests {
+    //! One step of each remedy against its formula written out by hand in f64, on a 2x3 weight
+    //! (2 output channels) marked scale-invariant per channel.
+    use super::*;
+    use crate::params::{Granularity, Role};
+    use remedies::{Invariance, NormTarget};
+
+    const W: [f64; 6] = [3.0, 0.0, 4.0, 1.0, 2.0, -2.0];
+    const G: [f64; 6] = [0.5, -1.0, 0.2, 0.3, 0.1, 0.4];
+
+    fn si() -> ParamInfo {
+        ParamInfo {
+            path: "w".into(),
+            shape: vec![2, 3],
+            role: Role::Weight,
+            scale_invariant: true,
+            granularity: Granularity::Channel,
+            decayed: true,
+            group: Group::ScaleInvariant,
+        }
+    }
+
+    fn cfg(kind: OptimKind) -> OptimConfig {
+        OptimConfig {
+            kind,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.05,
+            decay: kind.default_decay(),
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            si_lr_scale: 1.0,
+            si_weight_decay: None,
+            remedy: RemedyConfig::default(),
+        }
+    }
+
+    fn step(c: OptimConfig, info: ParamInfo, w: &[f64], g: &[f64]) -> Vec<f64> {
+        let dev = Device::flex();
+        let sched = Schedule {
+            kind: schedule::ScheduleKind::Constant,
+            milestones: vec![],
+            gamma: 0.1,
+            warmup_steps: 0,
+            steps_per_epoch: 1,
+            total_steps: 1,
+        };
+        let mut opt = Optimizer::new(c, sched, std::slice::from_ref(&info)).unwrap();
+        opt.step = 1;
+        let t = |v: &[f64]| Tensor::<2>::from_data(TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), [2, 3]), &dev);
+        host(opt.update("w", t(w), t(g)).unwrap())
+    }
+
+    fn rows(v: &[f64]) -> [&[f64]; 2] {
+        [&v[..3], &v[3..]]
+    }
+
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    /// `u` minus its projection on `w`, per row.
+    fn project(w: &[f64], u: &[f64]) -> Vec<f64> {
+        rows(w)
+            .iter()
+            .zip(rows(u))
+            .flat_map(|(wr, ur)| {
+                let c = dot(wr, ur) / dot(wr, wr);
+                ur.iter().zip(wr.iter()).map(move |(u, w)| u - c * w).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn close(a: &[f64], b: &[f64], tol: f64) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < tol * (1.0 + y.abs()), "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn sgdp_one_step() {
+        // buf = g; d = g - w_hat <w_hat, g> per channel (structural: the weight is scale-invariant);
+        // w' = w (1 - lr wd wd_ratio / (1 - mu)) - lr d.
+        let ours = step(cfg(OptimKind::Sgdp), si(), &W, &G);
+        let d = project(&W, &G);
+        let expect: Vec<f64> = W.iter().zip(&d).map(|(w, d)| w * (1.0 - 0.1 * 0.05 * 0.1 / 0.1) - 0.1 * d).collect();
+        close(&ours, &expect, 1e-5);
+    }
+
+    #[test]
+    fn adamp_one_step_with_the_numeric_test() {
+        // First Adam step: m_hat = g, v_hat = g^2, perturb = g / (|g| + eps).
+        let perturb: Vec<f64> = G.iter().map(|g| g / (g.abs() + 1e-8)).collect();
+        let mut c = cfg(OptimKind::Adamp);
+        c.lr = 1e-3;
+        c.remedy.invariance = Invariance::Numeric;
+        // A gradient orthogonal to each row passes the cosine test: projected, decay x wd_ratio.
+        let g_orth = project(&W, &G);
+        let p_orth: Vec<f64> = g_orth.iter().map(|g| g / (g.abs() + 1e-8)).collect();
+        let ours = step(c.clone(), si(), &W, &g_orth);
+        let d = project(&W, &p_orth);
+        let expect: Vec<f64> = W.iter().zip(&d).map(|(w, d)| w * (1.0 - 1e-3 * 0.05 * 0.1) - 1e-3 * d).collect();
+        close(&ours, &expect, 1e-5);
+        // G itself is far from orthogonal: no projection, full decay.
+        let ours = step(c, si(), &W, &G);
+        let expect: Vec<f64> = W.iter().zip(&perturb).map(|(w, p)| w * (1.0 - 1e-3 * 0.05) - 1e-3 * p).collect();
+        close(&ours, &expect, 1e-5);
+    }
+
+    #[test]
+    fn lars_and_lamb_one_step() {
+        let (wn, gn) = (dot(&W, &W).sqrt(), dot(&G, &G).sqrt());
+        let ratio = 0.001 * wn / (gn + 0.05 * wn + 1e-8);
+        let expect: Vec<f64> = W.iter().zip(&G).map(|(w, g)| w - 0.1 * ratio * (g + 0.05 * w)).collect();
+        close(&step(cfg(OptimKind::Lars), si(), &W, &G), &expect, 1e-5);
+        // LAMB: r = m_hat / (sqrt(v_hat) + eps) + wd w, trust = ||w|| / ||r||.
+        let r: Vec<f64> = W.iter().zip(&G).map(|(w, g)| g / (g.abs() + 1e-8) + 0.05 * w).collect();
+        let trust = wn / dot(&r, &r).sqrt();
+        let expect: Vec<f64> = W.iter().zip(&r).map(|(w, r)| w - 0.1 * trust * r).collect();
+        close(&step(cfg(OptimKind::Lamb), si(), &W, &G), &expect, 1e-5);
+    }
+
+    #[test]
+    fn fixed_norm_one_step() {
+        // SGD step (no decay on the scale-invariant weight), then each row back to its norm.
+        let mut c = cfg(OptimKind::FixedNorm);
+        c.si_weight_decay = Some(0.0);
+        let moved: Vec<f64> = W.iter().zip(&G).map(|(w, g)| w - 0.1 * g).collect();
+        let expect: Vec<f64> = rows(&moved)
+            .iter()
+            .zip(rows(&W))
+            .flat_map(|(m, w)| {
+                let s = dot(w, w).sqrt() / dot(m, m).sqrt();
+                m.iter().map(move |x| x * s).collect::<Vec<_>>()
+            })
+            .collect();
+        close(&step(c.clone(), si(), &W, &G), &expect, 1e-5);
+        c.remedy.fixed_norm_target = NormTarget::Unit;
+        let ours = step(c, si(), &W, &G);
+        for r in rows(&ours) {
+            assert!((dot(r, r).sqrt() - 1.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn rotational_one_step() {
+        // Direction: the SGD step -lr*(g + wd*w) / lr, centered per row, orthogonal to w, and
+        // RMS-normalized (first step: unit norm); rotate by F7's angle; keep the row norms.
+        let ours = step(cfg(OptimKind::RvSgd), si(), &W, &G);
+        let theta = crate::theory::angle_sgdm(0.1, 0.05, 0.9);
+        let dir: Vec<f64> = W.iter().zip(&G).map(|(w, g)| -(g + 0.05 * w)).collect();
+        let centered: Vec<f64> = rows(&dir)
+            .iter()
+            .flat_map(|r| {
+                let m = r.iter().sum::<f64>() / 3.0;
+                r.iter().map(move |x| x - m).collect::<Vec<_>>()
+            })
+            .collect();
+        let d = project(&W, &centered);
+        let expect: Vec<f64> = rows(&W)
+            .iter()
+            .zip(rows(&d))
+            .flat_map(|(w, d)| {
+                let (wn, dn) = (dot(w, w).sqrt(), dot(d, d).sqrt());
+                let moved: Vec<f64> = w.iter().zip(d.iter()).map(|(w, d)| w + theta.tan() * wn * d / dn).collect();
+                let mn = dot(&moved, &moved).sqrt();
+                moved.into_iter().map(move |x| x * wn / mn).collect::<Vec<_>>()
+            })
+            .collect();
+        close(&ours, &expect, 1e-5);
+        for (a, b) in rows(&W).iter().zip(rows(&ours)) {
+            let ang = (dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())).acos();
+            assert!((ang / theta - 1.0).abs() < 1e-4, "angle {ang} vs {theta}");
+        }
+    }
+
+    #[test]
+    fn compensation_scales_by_norm_growth() {
+        // The first step has ||w|| = ||w_0||: plain SGD (decay excluded by the policy).
+        let mut c = cfg(OptimKind::Sgd);
+        c.momentum = 0.0;
+        c.remedy.compensate_elr = true;
+        let mut info = si();
+        info.decayed = false;
+        let expect: Vec<f64> = W.iter().zip(&G).map(|(w, g)| w - 0.1 * g).collect();
+        close(&step(c, info, &W, &G), &expect, 1e-5);
+    }
+
+    #[test]
+    fn bad_remedy_settings_are_refused() {
+        let mut c = cfg(OptimKind::Lars);
+        c.remedy.trust_coeff = -0.001;
+        assert!(c.validate().unwrap_err().to_string().contains("--trust-coeff -0.001"));
+        let e = Optimizer::new(cfg(OptimKind::FixedNorm), constant(), &[si()]).err().unwrap().to_string();
+        assert!(e.contains("fixed-norm") && e.contains("--weight-decay"), "{e}");
+        let mut c = cfg(OptimKind::RvSgd);
+        c.weight_decay = 0.0;
+        let e = Optimizer::new(c, constant(), &[si()]).err().unwrap().to_string();
+        assert!(e.contains("rotational") && e.contains("would be 0"), "{e}");
+        let mut c = cfg(OptimKind::Sgdp);
+        c.decay = DecayMode::Coupled;
+        assert!(c.validate().is_err());
+    }
+
+    fn constant() -> Schedule {
+        Schedule {
+            kind: schedule::ScheduleKind::Constant,
+            milestones: vec![],
+            gamma: 0.1,
+            warmup_steps: 0,
+            steps_per_epoch: 1,
+            total_steps: 1,
+        }
     }
 }

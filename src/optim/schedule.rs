@@ -58,11 +58,7 @@ impl Schedule {
                 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
             }
         };
-        let warm = if self.warmup_steps > 0 {
-            ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
-        } else {
-            1.0
-        };
+        let warm = if self.warmup_steps > 0 { ((step + 1) as f64 / self.warmup_steps as f64).min(1.0) } else { 1.0 };
         base * warm
     }
 }
@@ -72,14 +68,7 @@ mod tests {
     use super::*;
 
     fn sched(kind: ScheduleKind, warmup: usize) -> Schedule {
-        Schedule {
-            kind,
-            milestones: vec![2, 4],
-            gamma: 0.1,
-            warmup_steps: warmup,
-            steps_per_epoch: 10,
-            total_steps: 60,
-        }
+        Schedule { kind, milestones: vec![2, 4], gamma: 0.1, warmup_steps: warmup, steps_per_epoch: 10, total_steps: 60 }
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub struct Ctx<'a> {
     pub weight_decay: f64,
     /// 1-based number of this update.
     pub step: u64,
+    /// The raw gradient (for tests that look at it, such as AdamP's cosine test).
+    pub grad: &'a Tensor<2>,
+    /// The lr schedule's factor at this step (the rotational wrapper scales its angle by it).
+    pub lr_factor: f64,
+    /// Multiplier of decoupled decay set by earlier pieces (AdamP's `wd_ratio`).
+    pub wd_scale: std::cell::Cell<f64>,
 }
 
 /// Per-parameter state of a whole chain: named tensors, keyed `"{index}.{slot}"`.
@@ -149,8 +155,12 @@ impl Transform for ScaleByLr {
     }
 }
 
-/// Decoupled weight decay (SGDW / AdamW): subtracts `lr * weight_decay * w` from the step.
-pub struct DecoupledDecay;
+/// Decoupled weight decay (SGDW / AdamW): subtracts `lr * weight_decay * w` from the step,
+/// times `factor` and any `wd_scale` set earlier in the chain.
+pub struct DecoupledDecay {
+    /// Extra factor (SGDP divides its decay by `1 - momentum`).
+    pub factor: f64,
+}
 
 impl Transform for DecoupledDecay {
     fn name(&self) -> &'static str {
@@ -160,6 +170,6 @@ impl Transform for DecoupledDecay {
         if ctx.weight_decay == 0.0 {
             return u;
         }
-        u.sub(w.clone().mul_scalar(ctx.lr * ctx.weight_decay))
+        u.sub(w.clone().mul_scalar(ctx.lr * ctx.weight_decay * self.factor * ctx.wd_scale.get()))
     }
 }

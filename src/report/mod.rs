@@ -3,6 +3,7 @@
 //! each chart computed from the numbers. Self-contained HTML with inline SVG.
 
 pub mod svg;
+pub mod sweep;
 
 use crate::probe::Probe;
 use crate::train::config::RunConfig;
@@ -50,18 +51,12 @@ impl RunData {
     /// Reads `config.toml` and `metrics.jsonl` of a run (lines that do not parse are skipped).
     pub fn load(dir: &Path) -> Result<Self, ReportError> {
         let d = dir.display().to_string();
-        let cfg_text = std::fs::read_to_string(dir.join(files::CONFIG)).map_err(|e| ReportError::Run {
-            dir: d.clone(),
-            what: format!("no readable {} ({e}): not a run directory", files::CONFIG),
-        })?;
-        let config = RunConfig::from_toml(&dir.join(files::CONFIG).display().to_string(), &cfg_text).map_err(|e| ReportError::Run {
-            dir: d.clone(),
-            what: e.to_string(),
-        })?;
-        let text = std::fs::read_to_string(dir.join(files::METRICS)).map_err(|e| ReportError::Run {
-            dir: d.clone(),
-            what: format!("no readable {} ({e})", files::METRICS),
-        })?;
+        let cfg_text = std::fs::read_to_string(dir.join(files::CONFIG))
+            .map_err(|e| ReportError::Run { dir: d.clone(), what: format!("no readable {} ({e}): not a run directory", files::CONFIG) })?;
+        let config = RunConfig::from_toml(&dir.join(files::CONFIG).display().to_string(), &cfg_text)
+            .map_err(|e| ReportError::Run { dir: d.clone(), what: e.to_string() })?;
+        let text = std::fs::read_to_string(dir.join(files::METRICS))
+            .map_err(|e| ReportError::Run { dir: d.clone(), what: format!("no readable {} ({e})", files::METRICS) })?;
         let (mut epochs, mut probes, mut done) = (Vec::new(), Vec::new(), None);
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -75,14 +70,7 @@ impl RunData {
             }
         }
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(d);
-        Ok(RunData {
-            name,
-            dir: dir.to_path_buf(),
-            config,
-            epochs,
-            probes,
-            done,
-        })
+        Ok(RunData { name, dir: dir.to_path_buf(), config, epochs, probes, done })
     }
 
     /// Probes of one tensor, in step order.
@@ -104,11 +92,7 @@ impl RunData {
     /// Paths of probed norm-layer scales (gamma).
     pub fn gamma_paths(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
-        for p in self
-            .probes
-            .iter()
-            .filter(|p| p.path.ends_with(".gamma") || p.path.ends_with("weight_g"))
-        {
+        for p in self.probes.iter().filter(|p| p.path.ends_with(".gamma") || p.path.ends_with("weight_g")) {
             if !v.contains(&p.path) {
                 v.push(p.path.clone());
             }
@@ -118,12 +102,7 @@ impl RunData {
 
     /// Last step recorded.
     pub fn last_step(&self) -> u64 {
-        self.probes
-            .iter()
-            .map(|p| p.step)
-            .max()
-            .unwrap_or(0)
-            .max(self.epochs.last().map(|e| e.step).unwrap_or(0))
+        self.probes.iter().map(|p| p.step).max().unwrap_or(0).max(self.epochs.last().map(|e| e.step).unwrap_or(0))
     }
 
     /// The window of the run (as fractions of its steps) where the equilibrium is measured:
@@ -197,11 +176,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
             })
             .collect();
         let grow = ends.iter().filter(|e| e.2 > e.1).map(|e| e.0.clone()).collect::<Vec<_>>();
-        let shrink = ends
-            .iter()
-            .filter(|e| e.2 <= e.1)
-            .map(|e| format!("{} ({:.2} to {:.2})", e.0, e.1, e.2))
-            .collect::<Vec<_>>();
+        let shrink = ends.iter().filter(|e| e.2 <= e.1).map(|e| format!("{} ({:.2} to {:.2})", e.0, e.1, e.2)).collect::<Vec<_>>();
         let reading = format!(
             "The norm of {layer} grows in {} and shrinks in {}. Without weight decay the norm can only grow (F4); with decay it settles where shrinking balances growth.",
             if grow.is_empty() { "no run".into() } else { grow.join(", ") },
@@ -230,14 +205,9 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
                 dashed: false,
             })
             .collect();
-        let ends: Vec<(String, f64)> = runs
-            .iter()
-            .filter_map(|r| Some((r.name.clone(), window_mean(&r.series(layer), 0.75, 1.0, |p| Some(p.eff_lr))?)))
-            .collect();
-        let (hi, lo) = (
-            ends.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
-            ends.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
-        );
+        let ends: Vec<(String, f64)> =
+            runs.iter().filter_map(|r| Some((r.name.clone(), window_mean(&r.series(layer), 0.75, 1.0, |p| Some(p.eff_lr))?))).collect();
+        let (hi, lo) = (ends.iter().max_by(|a, b| a.1.total_cmp(&b.1)), ends.iter().min_by(|a, b| a.1.total_cmp(&b.1)));
         let reading = match (hi, lo) {
             (Some(h), Some(l)) => format!("Over the last quarter of training the effective learning rate of {layer} is highest in {} ({:.3e}) and lowest in {} ({:.3e}), a factor {:.1}. Shrinking the norm raises it: that, not regularization, is what weight decay does to this layer.", h.0, h.1, l.0, l.1, h.1 / l.1),
             _ => "No probe data.".into(),
@@ -268,24 +238,10 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
             });
             let pred: Vec<(f64, f64)> = s.iter().filter_map(|p| Some((p.step as f64, p.pred_angle?))).collect();
             if !pred.is_empty() {
-                series.push(Series {
-                    label: format!("{} predicted", r.name),
-                    points: pred,
-                    color: color(i),
-                    dashed: true,
-                });
+                series.push(Series { label: format!("{} predicted", r.name), points: pred, color: color(i), dashed: true });
                 let (from, to) = r.equilibrium_window();
-                if let (Some(m), Some(p)) = (
-                    window_mean(&s, from, to, |p| Some(p.angle)),
-                    window_mean(&s, from, to, |p| p.pred_angle),
-                ) {
-                    sentences.push(format!(
-                        "{} {:.4} rad measured vs {:.4} predicted ({:+.0}%)",
-                        r.name,
-                        m,
-                        p,
-                        100.0 * (m / p - 1.0)
-                    ));
+                if let (Some(m), Some(p)) = (window_mean(&s, from, to, |p| Some(p.angle)), window_mean(&s, from, to, |p| p.pred_angle)) {
+                    sentences.push(format!("{} {:.4} rad measured vs {:.4} predicted ({:+.0}%)", r.name, m, p, 100.0 * (m / p - 1.0)));
                 }
             }
         }
@@ -325,19 +281,10 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
         let series: Vec<Series> = runs
             .iter()
             .enumerate()
-            .map(|(i, r)| Series {
-                label: r.name.clone(),
-                points: mean_gamma(r),
-                color: color(i),
-                dashed: false,
-            })
+            .map(|(i, r)| Series { label: r.name.clone(), points: mean_gamma(r), color: color(i), dashed: false })
             .collect();
         let ends: Vec<(String, f64)> = series.iter().filter_map(|s| Some((s.label.clone(), s.points.last()?.1))).collect();
-        let shrunk: Vec<String> = ends
-            .iter()
-            .filter(|e| e.1 < 0.95)
-            .map(|e| format!("{} (to {:.2})", e.0, e.1))
-            .collect();
+        let shrunk: Vec<String> = ends.iter().filter(|e| e.1 < 0.95).map(|e| format!("{} (to {:.2})", e.0, e.1)).collect();
         let reading = format!(
             "The norm-layer scales gamma end at {} of their initial size. {}",
             ends.iter().map(|e| format!("{:.2} in {}", e.1, e.0)).collect::<Vec<_>>().join(", "),
@@ -374,14 +321,8 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
             dashed: false,
         })
         .collect();
-    let best = runs
-        .iter()
-        .filter_map(|r| Some((r.name.clone(), r.final_acc()?)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
-    let worst = runs
-        .iter()
-        .filter_map(|r| Some((r.name.clone(), r.final_acc()?)))
-        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let best = runs.iter().filter_map(|r| Some((r.name.clone(), r.final_acc()?))).max_by(|a, b| a.1.total_cmp(&b.1));
+    let worst = runs.iter().filter_map(|r| Some((r.name.clone(), r.final_acc()?))).min_by(|a, b| a.1.total_cmp(&b.1));
     let reading = match (best, worst) {
         (Some(b), Some(w)) => format!(
             "Final test accuracy ranges from {} ({}) to {} ({}). The spread is {:.2} percentage points.",
@@ -411,15 +352,8 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
 /// One row of the results table.
 pub fn results_row(r: &RunData) -> Vec<String> {
     let layers = r.invariant_paths();
-    let effs: Vec<f64> = layers
-        .iter()
-        .filter_map(|l| window_mean(&r.series(l), 0.75, 1.0, |p| Some(p.eff_lr)))
-        .collect();
-    let eff = if effs.is_empty() {
-        "-".into()
-    } else {
-        format!("{:.3e}", effs.iter().sum::<f64>() / effs.len() as f64)
-    };
+    let effs: Vec<f64> = layers.iter().filter_map(|l| window_mean(&r.series(l), 0.75, 1.0, |p| Some(p.eff_lr))).collect();
+    let eff = if effs.is_empty() { "-".into() } else { format!("{:.3e}", effs.iter().sum::<f64>() / effs.len() as f64) };
     let last = r.epochs.last();
     vec![
         r.name.clone(),
@@ -443,36 +377,33 @@ pub const RESULTS_HEADER: [&str; 5] = ["run", "settings", "test acc", "test loss
 
 /// Writes `report.html` (and `plots/*.svg`) for runs into `out`; `intro` is HTML placed
 /// before the table (the demo's findings). Returns the report's path.
-pub fn write_report(out: &Path, title: &str, intro: &str, runs: &[RunData], extra: &[Figure]) -> Result<PathBuf, ReportError> {
-    let mut figs = figures(runs);
-    figs.extend(extra.iter().map(|f| Figure {
-        name: f.name.clone(),
-        svg: f.svg.clone(),
-        reading: f.reading.clone(),
-    }));
+pub fn write_report(out: &Path, title: &str, intro: &str, runs: &[RunData], extra: Vec<Figure>) -> Result<PathBuf, ReportError> {
+    let mut figs = if runs.is_empty() { Vec::new() } else { figures(runs) };
+    figs.extend(extra);
     let plots = out.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| StoreError::Io {
-        file: plots.display().to_string(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(&plots).map_err(|e| StoreError::Io { file: plots.display().to_string(), source: e })?;
     for f in &figs {
         write_atomic(&plots.join(format!("{}.svg", f.name)), f.svg.as_bytes())?;
     }
     let mut h = String::new();
     let _ = write!(h, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#f4f4f4}}figure{{margin:2em 0}}figcaption{{max-width:640px;color:#333}}.ok{{color:#176617}}.bad{{color:#a11}}</style></head><body>", html_escape(title));
-    let _ = write!(h, "<h1>{}</h1>{intro}<h2>Results</h2><table><tr>", html_escape(title));
-    for c in RESULTS_HEADER {
-        let _ = write!(h, "<th>{}</th>", html_escape(c));
-    }
-    h.push_str("</tr>");
-    for r in runs {
-        h.push_str("<tr>");
-        for c in results_row(r) {
-            let _ = write!(h, "<td>{}</td>", html_escape(&c));
+    let _ = write!(h, "<h1>{}</h1>{intro}", html_escape(title));
+    if !runs.is_empty() {
+        h.push_str("<h2>Results</h2><table><tr>");
+        for c in RESULTS_HEADER {
+            let _ = write!(h, "<th>{}</th>", html_escape(c));
         }
         h.push_str("</tr>");
+        for r in runs {
+            h.push_str("<tr>");
+            for c in results_row(r) {
+                let _ = write!(h, "<td>{}</td>", html_escape(&c));
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>");
     }
-    h.push_str("</table><h2>Charts</h2>");
+    h.push_str("<h2>Charts</h2>");
     for f in &figs {
         let _ = write!(h, "<figure>{}<figcaption>{}</figcaption></figure>", f.svg, html_escape(&f.reading));
     }

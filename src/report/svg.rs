@@ -4,9 +4,8 @@
 use std::fmt::Write;
 
 /// A palette that stays distinguishable for up to 10 series.
-pub const COLORS: [&str; 10] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22",
-];
+pub const COLORS: [&str; 10] =
+    ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 
 /// One line of a chart.
 #[derive(Debug, Clone)]
@@ -46,10 +45,7 @@ const TOP: f64 = 34.0;
 const BOTTOM: f64 = 52.0;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Formats a tick value compactly.
@@ -75,16 +71,9 @@ fn lin_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let span = (hi - lo).max(1e-300);
     let raw = span / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| span / s <= 6.0)
-        .unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= 6.0).unwrap_or(10.0 * mag);
     let start = (lo / step).ceil() * step;
-    (0..20)
-        .map(|i| start + i as f64 * step)
-        .take_while(|v| *v <= hi + step * 1e-9)
-        .collect()
+    (0..20).map(|i| start + i as f64 * step).take_while(|v| *v <= hi + step * 1e-9).collect()
 }
 
 /// Powers of ten (in log10 units) covering `[lo, hi]` (given in log10 units).
@@ -108,10 +97,7 @@ struct Axis {
 
 impl Axis {
     fn fit(values: impl Iterator<Item = f64>, log: bool) -> Axis {
-        let v: Vec<f64> = values
-            .filter(|x| x.is_finite() && (!log || *x > 0.0))
-            .map(|x| if log { x.log10() } else { x })
-            .collect();
+        let v: Vec<f64> = values.filter(|x| x.is_finite() && (!log || *x > 0.0)).map(|x| if log { x.log10() } else { x }).collect();
         let (mut lo, mut hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         if !lo.is_finite() {
             (lo, hi) = (0.0, 1.0);
@@ -122,11 +108,7 @@ impl Axis {
             hi += pad;
         }
         let pad = (hi - lo) * 0.04;
-        Axis {
-            lo: lo - pad,
-            hi: hi + pad,
-            log,
-        }
+        Axis { lo: lo - pad, hi: hi + pad, log }
     }
     fn t(&self, v: f64) -> Option<f64> {
         let x = if self.log {
@@ -141,15 +123,9 @@ impl Axis {
     }
     fn ticks(&self) -> Vec<(f64, String)> {
         if self.log {
-            log_ticks(self.lo, self.hi)
-                .into_iter()
-                .map(|e| ((e - self.lo) / (self.hi - self.lo), fmt_num(10f64.powf(e))))
-                .collect()
+            log_ticks(self.lo, self.hi).into_iter().map(|e| ((e - self.lo) / (self.hi - self.lo), fmt_num(10f64.powf(e)))).collect()
         } else {
-            lin_ticks(self.lo, self.hi)
-                .into_iter()
-                .map(|v| ((v - self.lo) / (self.hi - self.lo), fmt_num(v)))
-                .collect()
+            lin_ticks(self.lo, self.hi).into_iter().map(|v| ((v - self.lo) / (self.hi - self.lo), fmt_num(v))).collect()
         }
     }
 }
@@ -172,10 +148,7 @@ impl LineChart {
             LEFT + pw / 2.0,
             esc(&self.title)
         );
-        let _ = write!(
-            s,
-            r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-        );
+        let _ = write!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
         for (t, label) in xa.ticks() {
             let x = LEFT + t * pw;
             let _ = write!(
@@ -200,23 +173,14 @@ impl LineChart {
                 esc(&label)
             );
         }
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-            LEFT + pw / 2.0,
-            H - 12.0,
-            esc(&self.x_label)
-        );
+        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, LEFT + pw / 2.0, H - 12.0, esc(&self.x_label));
         let _ = write!(
             s,
             r#"<text transform="translate(16,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
             TOP + ph / 2.0,
             esc(&self.y_label)
         );
-        let _ = write!(
-            s,
-            r#"<clipPath id="c"><rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#c)">"#
-        );
+        let _ = write!(s, r#"<clipPath id="c"><rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#c)">"#);
         for ser in &self.series {
             let pts: Vec<String> = ser
                 .points
@@ -227,12 +191,7 @@ impl LineChart {
                 continue;
             }
             let dash = if ser.dashed { r#" stroke-dasharray="6,4""# } else { "" };
-            let _ = write!(
-                s,
-                r#"<polyline fill="none" stroke="{}" stroke-width="1.6"{dash} points="{}"/>"#,
-                ser.color,
-                pts.join(" ")
-            );
+            let _ = write!(s, r#"<polyline fill="none" stroke="{}" stroke-width="1.6"{dash} points="{}"/>"#, ser.color, pts.join(" "));
         }
         s.push_str("</g>");
         for (i, ser) in self.series.iter().enumerate() {
@@ -276,23 +235,12 @@ pub struct Heatmap {
 }
 
 fn viridis(t: f64) -> String {
-    let stops = [
-        (68.0, 1.0, 84.0),
-        (59.0, 82.0, 139.0),
-        (33.0, 145.0, 140.0),
-        (94.0, 201.0, 98.0),
-        (253.0, 231.0, 37.0),
-    ];
+    let stops = [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
     let t = t.clamp(0.0, 1.0) * 4.0;
     let i = (t.floor() as usize).min(3);
     let f = t - i as f64;
     let (a, b) = (stops[i], stops[i + 1]);
-    format!(
-        "rgb({:.0},{:.0},{:.0})",
-        a.0 + f * (b.0 - a.0),
-        a.1 + f * (b.1 - a.1),
-        a.2 + f * (b.2 - a.2)
-    )
+    format!("rgb({:.0},{:.0},{:.0})", a.0 + f * (b.0 - a.0), a.1 + f * (b.1 - a.1), a.2 + f * (b.2 - a.2))
 }
 
 impl Heatmap {
@@ -303,9 +251,7 @@ impl Heatmap {
         let ph = H - TOP - BOTTOM;
         let (cw, ch) = (pw / nx as f64, ph / ny as f64);
         let vals: Vec<f64> = self.values.iter().flatten().flatten().copied().filter(|v| v.is_finite()).collect();
-        let (lo, hi) = vals
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let (lo, hi) = vals.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         let span = if hi > lo { hi - lo } else { 1.0 };
         let mut s = String::new();
         let _ = write!(
@@ -354,20 +300,15 @@ impl Heatmap {
             let dy = (ly[ny - 1] - ly[0]) / (ny - 1) as f64;
             let px = |l: f64| LEFT + ((l - lx[0]) / dx + 0.5) * cw;
             let py = |l: f64| TOP + (ny as f64 - 0.5 - (l - ly[0]) / dy) * ch;
-            let sums: Vec<f64> = (0..nx)
-                .flat_map(|i| (0..ny).map(move |j| (i, j)))
-                .map(|(i, j)| lx[i] + ly[j])
-                .collect();
+            let sums: Vec<f64> = (0..nx).flat_map(|i| (0..ny).map(move |j| (i, j))).map(|(i, j)| lx[i] + ly[j]).collect();
             let mut uniq: Vec<f64> = Vec::new();
             for v in sums {
                 if !uniq.iter().any(|u| (u - v).abs() < 1e-6) {
                     uniq.push(v);
                 }
             }
-            let _ = write!(
-                s,
-                r#"<clipPath id="h"><rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#h)">"#
-            );
+            let _ =
+                write!(s, r#"<clipPath id="h"><rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#h)">"#);
             for c in uniq {
                 let (x0, x1) = (lx[0] - dx, lx[nx - 1] + dx);
                 let _ = write!(
@@ -381,10 +322,7 @@ impl Heatmap {
             }
             s.push_str("</g>");
         }
-        let _ = write!(
-            s,
-            r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-        );
+        let _ = write!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
         for (i, x) in self.xs.iter().enumerate() {
             let _ = write!(
                 s,
@@ -403,13 +341,8 @@ impl Heatmap {
                 fmt_num(*y)
             );
         }
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{} (log scale)</text>"#,
-            LEFT + pw / 2.0,
-            H - 12.0,
-            esc(&self.x_label)
-        );
+        let _ =
+            write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{} (log scale)</text>"#, LEFT + pw / 2.0, H - 12.0, esc(&self.x_label));
         let _ = write!(
             s,
             r#"<text transform="translate(16,{}) rotate(-90)" text-anchor="middle">{} (log scale)</text>"#,
@@ -464,31 +397,13 @@ mod tests {
             y_label: "angle (rad)".into(),
             log_y: true,
             series: vec![
-                Series {
-                    label: "measured".into(),
-                    points: vec![(0.0, 0.1), (10.0, 0.01)],
-                    color: COLORS[0].into(),
-                    dashed: false,
-                },
-                Series {
-                    label: "predicted".into(),
-                    points: vec![(0.0, 0.02), (10.0, 0.02)],
-                    color: COLORS[0].into(),
-                    dashed: true,
-                },
+                Series { label: "measured".into(), points: vec![(0.0, 0.1), (10.0, 0.01)], color: COLORS[0].into(), dashed: false },
+                Series { label: "predicted".into(), points: vec![(0.0, 0.02), (10.0, 0.02)], color: COLORS[0].into(), dashed: true },
             ],
             ..Default::default()
         };
         let s = c.to_svg();
-        for needle in [
-            ">Angle<",
-            ">step<",
-            ">angle (rad)<",
-            ">measured<",
-            ">predicted<",
-            "stroke-dasharray",
-            ">0.1<",
-        ] {
+        for needle in [">Angle<", ">step<", ">angle (rad)<", ">measured<", ">predicted<", "stroke-dasharray", ">0.1<"] {
             assert!(s.contains(needle), "missing {needle}");
         }
     }

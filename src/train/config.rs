@@ -2,8 +2,9 @@
 //! (`config.toml` in every run directory, `--config run.toml`, the `[base]` of a sweep).
 
 use crate::model::{ModelKind, NormKind};
+use crate::optim::remedies::{Invariance, NormTarget};
 use crate::optim::schedule::ScheduleKind;
-use crate::optim::{DecayMode, OptimConfig, OptimKind};
+use crate::optim::{DecayMode, OptimConfig, OptimKind, RemedyConfig};
 use crate::params::DecayPolicy;
 use serde::{Deserialize, Serialize};
 
@@ -31,11 +32,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &str, value: impl ToString, expected: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.replace('_', "-"),
-        value: value.to_string(),
-        expected: expected.into(),
-    }
+    ConfigError::Invalid { key: key.replace('_', "-"), value: value.to_string(), expected: expected.into() }
 }
 
 /// Every setting of a run. Field names are the config keys.
@@ -94,6 +91,22 @@ pub struct RunConfig {
     pub seed: u64,
     /// `cpu` (or `auto`).
     pub device: String,
+    /// SGDP / AdamP: `structural` (from the graph) or `numeric` (AdamP's cosine test).
+    pub invariance: String,
+    /// SGDP / AdamP cosine-test `delta`.
+    pub delta: f64,
+    /// SGDP / AdamP decay multiplier on projected tensors.
+    pub wd_ratio: f64,
+    /// LARS trust coefficient.
+    pub trust_coeff: f64,
+    /// LARS with LARC's clipping.
+    pub lars_clip: bool,
+    /// Fixed-norm: `channel` or `tensor`.
+    pub fixed_norm_granularity: String,
+    /// Fixed-norm target: `init` (initial norm) or `unit`.
+    pub fixed_norm_target: String,
+    /// Scale gradients of scale-invariant weights by ||w||^2/||w_0||^2 (Jane Street 2019).
+    pub compensate_elr: bool,
     /// Record per-layer probes every N steps (0 = about 200 points per run).
     pub probe_every: usize,
 }
@@ -128,6 +141,14 @@ impl Default for RunConfig {
             seed: 0,
             device: "cpu".into(),
             probe_every: 0,
+            invariance: "structural".into(),
+            delta: 0.1,
+            wd_ratio: 0.1,
+            trust_coeff: 0.001,
+            lars_clip: false,
+            fixed_norm_granularity: "channel".into(),
+            fixed_norm_target: "init".into(),
+            compensate_elr: false,
         }
     }
 }
@@ -154,10 +175,7 @@ fn one_of<T>(key: &str, value: &str, parse: impl Fn(&str) -> Option<T>, names: &
 impl RunConfig {
     /// Parses a TOML table (the content of `file`), rejecting unknown keys.
     pub fn from_toml(file: &str, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            message: e.to_string().trim().replace('\n', " "),
-        })
+        toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.to_string().trim().replace('\n', " ") })
     }
 
     /// Serializes to TOML (what `config.toml` holds).
@@ -169,13 +187,8 @@ impl RunConfig {
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
         let model = one_of("model", &self.model, ModelKind::parse, &["mlp", "convnet", "resnet20"])?;
         let norm = one_of("norm", &self.norm, NormKind::parse, &["bn", "ln", "gn", "wn", "none"])?;
-        let policy = one_of(
-            "decay_policy",
-            &self.decay_policy,
-            DecayPolicy::parse,
-            &DecayPolicy::ALL.map(|p| p.name()),
-        )?;
-        let kind = one_of("optimizer", &self.optimizer, OptimKind::parse, &["sgd", "adam", "adamw"])?;
+        let policy = one_of("decay_policy", &self.decay_policy, DecayPolicy::parse, &DecayPolicy::ALL.map(|p| p.name()))?;
+        let kind = one_of("optimizer", &self.optimizer, OptimKind::parse, &OptimKind::ALL.map(|k| k.name()))?;
         let decay = if self.decay.is_empty() {
             kind.default_decay()
         } else {
@@ -198,11 +211,7 @@ impl RunConfig {
             return Err(invalid("device", &self.device, "cpu or auto (this build has no GPU backend)"));
         }
         if self.si_weight_decay.is_nan() {
-            return Err(invalid(
-                "si_weight_decay",
-                self.si_weight_decay,
-                "a finite number (negative = same as --weight-decay)",
-            ));
+            return Err(invalid("si_weight_decay", self.si_weight_decay, "a finite number (negative = same as --weight-decay)"));
         }
         let optim = OptimConfig {
             kind,
@@ -215,18 +224,49 @@ impl RunConfig {
             eps: self.eps,
             si_lr_scale: self.si_lr_scale,
             si_weight_decay: (self.si_weight_decay >= 0.0).then_some(self.si_weight_decay),
+            remedy: RemedyConfig {
+                invariance: one_of(
+                    "invariance",
+                    &self.invariance,
+                    |s| match s {
+                        "structural" => Some(Invariance::Structural),
+                        "numeric" => Some(Invariance::Numeric),
+                        _ => None,
+                    },
+                    &["structural", "numeric"],
+                )?,
+                delta: self.delta,
+                wd_ratio: self.wd_ratio,
+                trust_coeff: self.trust_coeff,
+                lars_clip: self.lars_clip,
+                fixed_norm_per_channel: one_of(
+                    "fixed_norm_granularity",
+                    &self.fixed_norm_granularity,
+                    |s| match s {
+                        "channel" => Some(true),
+                        "tensor" => Some(false),
+                        _ => None,
+                    },
+                    &["channel", "tensor"],
+                )?,
+                fixed_norm_target: one_of(
+                    "fixed_norm_target",
+                    &self.fixed_norm_target,
+                    |s| match s {
+                        "init" => Some(NormTarget::Init),
+                        "unit" => Some(NormTarget::Unit),
+                        _ => None,
+                    },
+                    &["init", "unit"],
+                )?,
+                compensate_elr: self.compensate_elr,
+            },
         };
         optim.validate().map_err(|e| match e {
             crate::optim::OptimError::Invalid { flag, value, expected } => invalid(flag, value, expected),
             other => invalid("optimizer", "", other.to_string()),
         })?;
-        Ok(Resolved {
-            model,
-            norm,
-            policy,
-            optim,
-            schedule,
-        })
+        Ok(Resolved { model, norm, policy, optim, schedule })
     }
 }
 
@@ -236,15 +276,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_unknown_keys() {
-        let c = RunConfig {
-            lr: 0.05,
-            model: "mlp".into(),
-            ..Default::default()
-        };
+        let c = RunConfig { lr: 0.05, model: "mlp".into(), ..Default::default() };
         assert_eq!(RunConfig::from_toml("x", &c.to_toml()).unwrap(), c);
-        let e = RunConfig::from_toml("run.toml", "lr = 0.1\nlearning_rate = 3\n")
-            .unwrap_err()
-            .to_string();
+        let e = RunConfig::from_toml("run.toml", "lr = 0.1\nlearning_rate = 3\n").unwrap_err().to_string();
         assert!(e.contains("run.toml") && e.contains("learning_rate"), "{e}");
         let e = RunConfig::from_toml("run.toml", "lr = \"fast\"\n").unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
@@ -253,42 +287,14 @@ mod tests {
     #[test]
     fn resolve_names_and_ranges() {
         let bad = |c: RunConfig| c.resolve().unwrap_err().to_string();
-        assert!(bad(RunConfig {
-            model: "vgg".into(),
-            ..Default::default()
-        })
-        .contains("--model \"vgg\": expected one of mlp, convnet, resnet20"));
-        assert!(bad(RunConfig {
-            norm: "xx".into(),
-            ..Default::default()
-        })
-        .contains("--norm"));
-        assert!(bad(RunConfig {
-            optimizer: "rmsprop".into(),
-            ..Default::default()
-        })
-        .contains("--optimizer"));
-        assert!(bad(RunConfig {
-            batch_size: 0,
-            ..Default::default()
-        })
-        .contains("--batch-size 0"));
-        assert!(bad(RunConfig {
-            lr: -1.0,
-            ..Default::default()
-        })
-        .contains("--lr -1"));
-        assert!(bad(RunConfig {
-            weight_decay: f64::NAN,
-            ..Default::default()
-        })
-        .contains("--weight-decay NaN"));
-        let r = RunConfig {
-            optimizer: "adamw".into(),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
+        assert!(bad(RunConfig { model: "vgg".into(), ..Default::default() })
+            .contains("--model \"vgg\": expected one of mlp, convnet, resnet20"));
+        assert!(bad(RunConfig { norm: "xx".into(), ..Default::default() }).contains("--norm"));
+        assert!(bad(RunConfig { optimizer: "rmsprop".into(), ..Default::default() }).contains("--optimizer"));
+        assert!(bad(RunConfig { batch_size: 0, ..Default::default() }).contains("--batch-size 0"));
+        assert!(bad(RunConfig { lr: -1.0, ..Default::default() }).contains("--lr -1"));
+        assert!(bad(RunConfig { weight_decay: f64::NAN, ..Default::default() }).contains("--weight-decay NaN"));
+        let r = RunConfig { optimizer: "adamw".into(), ..Default::default() }.resolve().unwrap();
         assert_eq!(r.optim.decay, DecayMode::Decoupled);
     }
 }

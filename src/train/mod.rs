@@ -229,15 +229,7 @@ impl Setup {
             total_steps: steps_per_epoch * config.epochs,
         };
         let optim = Optimizer::new(r.optim, schedule, &params)?;
-        Ok(Setup {
-            config,
-            data,
-            model,
-            params,
-            optim,
-            device,
-            steps_per_epoch,
-        })
+        Ok(Setup { config, data, model, params, optim, device, steps_per_epoch })
     }
 }
 
@@ -251,10 +243,7 @@ fn read_state(dir: &Path) -> Result<Option<(CkptState, store::Loaded)>, TrainErr
         .metadata
         .get("state")
         .and_then(|s| serde_json::from_str::<CkptState>(s).ok())
-        .ok_or_else(|| StoreError::Corrupt {
-            file: p.display().to_string(),
-            what: "metadata has no valid \"state\" entry".into(),
-        })?;
+        .ok_or_else(|| StoreError::Corrupt { file: p.display().to_string(), what: "metadata has no valid \"state\" entry".into() })?;
     Ok(Some((state, loaded)))
 }
 
@@ -262,27 +251,18 @@ fn save_checkpoint(dir: &Path, model: &Net, optim: &Optimizer, state: &CkptState
     let mut named = store::module_tensors(model);
     for (name, data) in optim.state_tensors() {
         let shape = data.shape().to_vec();
-        named.push((
-            format!("optim/{name}"),
-            shape,
-            data.convert::<f32>().try_into_vec::<f32>().unwrap_or_default(),
-        ));
+        named.push((format!("optim/{name}"), shape, data.convert::<f32>().try_into_vec::<f32>().unwrap_or_default()));
     }
     let st = serde_json::to_string(state).expect("state serializes");
     let bytes = store::to_safetensors(&named, HashMap::from([("state".to_string(), st.clone())]));
     store::write_atomic(&dir.join(files::CHECKPOINT), &bytes)?;
-    store::write_atomic(
-        &dir.join(files::STATE),
-        serde_json::to_string_pretty(state).expect("state serializes").as_bytes(),
-    )?;
+    store::write_atomic(&dir.join(files::STATE), serde_json::to_string_pretty(state).expect("state serializes").as_bytes())?;
     Ok(())
 }
 
 /// Finds the first parameter holding a non-finite value (for divergence messages).
 fn first_non_finite(model: &Net) -> Option<String> {
-    store::module_tensors(model)
-        .into_iter()
-        .find_map(|(p, _, v)| v.iter().find(|x| !x.is_finite()).map(|x| format!("{p} holds {x}")))
+    store::module_tensors(model).into_iter().find_map(|(p, _, v)| v.iter().find(|x| !x.is_finite()).map(|x| format!("{p} holds {x}")))
 }
 
 /// Options of one training call.
@@ -302,10 +282,8 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
     let dir_s = dir.display().to_string();
     let config_path = dir.join(files::CONFIG);
     let config = if opts.resume {
-        let text = std::fs::read_to_string(&config_path).map_err(|e| TrainError::RunDir {
-            dir: dir_s.clone(),
-            what: format!("cannot resume: {} ({e})", files::CONFIG),
-        })?;
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| TrainError::RunDir { dir: dir_s.clone(), what: format!("cannot resume: {} ({e})", files::CONFIG) })?;
         RunConfig::from_toml(&config_path.display().to_string(), &text)?
     } else {
         if config_path.exists() {
@@ -317,10 +295,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         config
     };
     let mut s = Setup::new(config)?;
-    std::fs::create_dir_all(&dir).map_err(|e| TrainError::RunDir {
-        dir: dir_s.clone(),
-        what: format!("cannot create ({e})"),
-    })?;
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::RunDir { dir: dir_s.clone(), what: format!("cannot create ({e})") })?;
     let mut start_epoch = 0;
     let mut keep_lines = Some(0);
     if opts.resume {
@@ -342,21 +317,9 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         store::write_atomic(&config_path, s.config.to_toml().as_bytes())?;
     }
     let mut log = MetricsLog::open(&dir.join(files::METRICS), keep_lines)?;
-    let Setup {
-        config: cfg,
-        data,
-        mut model,
-        params,
-        mut optim,
-        device,
-        steps_per_epoch,
-    } = s;
+    let Setup { config: cfg, data, mut model, params, mut optim, device, steps_per_epoch } = s;
     let total_steps = steps_per_epoch * cfg.epochs;
-    let probe_every = if cfg.probe_every > 0 {
-        cfg.probe_every
-    } else {
-        probe::default_every(total_steps)
-    };
+    let probe_every = if cfg.probe_every > 0 { cfg.probe_every } else { probe::default_every(total_steps) };
     let infos: HashMap<String, ParamInfo> = params.iter().map(|p| (p.path.clone(), p.clone())).collect();
     let (mut last, mut wall, mut images) = (None::<EpochRecord>, 0.0, 0usize);
     for epoch in start_epoch..cfg.epochs {
@@ -374,12 +337,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
             if !lv.is_finite() {
                 let what = first_non_finite(&model).unwrap_or_else(|| format!("loss is {lv}"));
                 log.flush()?;
-                return Err(TrainError::Diverged {
-                    epoch: epoch + 1,
-                    step,
-                    what,
-                    last_good: epoch,
-                });
+                return Err(TrainError::Diverged { epoch: epoch + 1, step, what, last_good: epoch });
             }
             ok += correct(logits.detach(), y);
             loss_sum += lv * batch.len() as f64;
@@ -394,11 +352,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
                 if !probe::probed(info) {
                     continue;
                 }
-                let lr = if info.group == params::Group::ScaleInvariant {
-                    lrs.0
-                } else {
-                    lrs.1
-                };
+                let lr = if info.group == params::Group::ScaleInvariant { lrs.0 } else { lrs.1 };
                 if !(st.norm_after.is_finite() && st.grad_norm.is_finite()) {
                     log.flush()?;
                     return Err(TrainError::Diverged {
@@ -431,13 +385,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         log.write(&serde_json::to_value(&rec).expect("epoch serializes"))?;
         log.flush()?;
         opts.observer.epoch_end(&rec);
-        let state = CkptState {
-            version: 1,
-            epoch: epoch + 1,
-            step: optim.step,
-            metrics_lines: log.lines,
-            seed: cfg.seed,
-        };
+        let state = CkptState { version: 1, epoch: epoch + 1, step: optim.step, metrics_lines: log.lines, seed: cfg.seed };
         save_checkpoint(&dir, &model, &optim, &state)?;
         last = Some(rec);
     }
@@ -446,15 +394,8 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         None => {
             // Nothing left to train (resuming a finished run): report the last epoch on disk.
             let text = std::fs::read_to_string(dir.join(files::METRICS)).unwrap_or_default();
-            let rec = text
-                .lines()
-                .rev()
-                .filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok())
-                .find(|r| r.kind == "epoch");
-            rec.ok_or_else(|| TrainError::RunDir {
-                dir: dir_s.clone(),
-                what: "has a checkpoint but no epoch record".into(),
-            })?
+            let rec = text.lines().rev().filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok()).find(|r| r.kind == "epoch");
+            rec.ok_or_else(|| TrainError::RunDir { dir: dir_s.clone(), what: "has a checkpoint but no epoch record".into() })?
         }
     };
     let summary = Summary {
@@ -468,10 +409,8 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         wall_s: wall,
     };
     // A resumed finished run already has its done record.
-    let done_already = std::fs::read_to_string(dir.join(files::METRICS))
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.contains("\"kind\":\"done\""));
+    let done_already =
+        std::fs::read_to_string(dir.join(files::METRICS)).unwrap_or_default().lines().any(|l| l.contains("\"kind\":\"done\""));
     if !done_already {
         log.write(&json!(summary))?;
         log.flush()?;

@@ -33,10 +33,7 @@ pub enum StoreError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        file: path.display().to_string(),
-        source,
-    }
+    move |source| StoreError::Io { file: path.display().to_string(), source }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
@@ -90,11 +87,7 @@ impl MetricsLog {
             write_atomic(path, kept.as_bytes())?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path).map_err(io(path))?;
-        Ok(MetricsLog {
-            file,
-            path: path.to_path_buf(),
-            lines: good.len(),
-        })
+        Ok(MetricsLog { file, path: path.to_path_buf(), lines: good.len() })
     }
 
     /// Appends one record.
@@ -134,10 +127,7 @@ impl ModuleVisitor for Collect {
 
 /// Every float tensor of a module (parameters and buffers) by path, as host data.
 pub fn module_tensors<M: Module>(m: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut c = Collect {
-        at: PathTracker::default(),
-        out: Vec::new(),
-    };
+    let mut c = Collect { at: PathTracker::default(), out: Vec::new() };
     m.visit(&mut c);
     c.out
 }
@@ -174,10 +164,7 @@ pub fn read_safetensors(path: &Path) -> Result<Loaded, StoreError> {
 
 /// Parses safetensors bytes (see [`read_safetensors`]).
 pub fn parse_safetensors(file: &str, bytes: &[u8]) -> Result<Loaded, StoreError> {
-    let corrupt = |what: String| StoreError::Corrupt {
-        file: file.to_string(),
-        what,
-    };
+    let corrupt = |what: String| StoreError::Corrupt { file: file.to_string(), what };
     let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(format!("not a valid safetensors file ({e})")))?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(format!("bad header ({e})")))?;
     let mut tensors = HashMap::new();
@@ -185,17 +172,10 @@ pub fn parse_safetensors(file: &str, bytes: &[u8]) -> Result<Loaded, StoreError>
         if view.dtype() != Dtype::F32 {
             return Err(corrupt(format!("tensor {name} has dtype {:?}, expected F32", view.dtype())));
         }
-        let v: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let v: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         tensors.insert(name, (view.shape().to_vec(), v));
     }
-    Ok(Loaded {
-        tensors,
-        metadata: meta.metadata().clone().unwrap_or_default(),
-    })
+    Ok(Loaded { tensors, metadata: meta.metadata().clone().unwrap_or_default() })
 }
 
 /// Checks that `loaded` holds exactly the tensors of `m` with the same shapes; the error
@@ -216,10 +196,7 @@ pub fn check_fits<M: Module>(file: &str, m: &M, loaded: &HashMap<String, (Vec<us
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(StoreError::Corrupt {
-            file: file.to_string(),
-            what: format!("does not match the model: {}", problems.join("; ")),
-        })
+        Err(StoreError::Corrupt { file: file.to_string(), what: format!("does not match the model: {}", problems.join("; ")) })
     }
 }
 
@@ -251,10 +228,7 @@ impl ModuleMapper for Assign<'_> {
 
 /// Replaces `m`'s tensors by the loaded ones (call [`check_fits`] first).
 pub fn assign<M: Module>(m: M, from: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> M {
-    m.map(&mut Assign {
-        at: PathTracker::default(),
-        from,
-    })
+    m.map(&mut Assign { at: PathTracker::default(), from })
 }
 
 #[cfg(test)]
@@ -284,9 +258,7 @@ mod tests {
         let l = parse_safetensors("c", &bytes).unwrap();
         assert_eq!(l.tensors["a.w"], (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
         assert_eq!(l.metadata["k"], "v");
-        let e = parse_safetensors("ckpt.safetensors", &bytes[..bytes.len() - 3])
-            .unwrap_err()
-            .to_string();
+        let e = parse_safetensors("ckpt.safetensors", &bytes[..bytes.len() - 3]).unwrap_err().to_string();
         assert!(e.contains("ckpt.safetensors") && e.contains("not a valid safetensors"), "{e}");
         let mut huge = bytes.clone();
         huge[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
