@@ -118,6 +118,9 @@ pub struct TrainArgs {
     /// Scale gradients of scale-invariant weights by ||w||^2/||w_0||^2 instead of decaying them (sgd).
     #[arg(long)]
     pub compensate_elr: bool,
+    /// rv-sgd/rv-adamw: decay of the running RMS of update sizes (0 = each step's own; the paper's 0.9).
+    #[arg(long)]
+    pub rv_rms_decay: Option<f64>,
     /// Run directory (default: runs/MODEL-NORM-OPTIMIZER-sSEED).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -181,6 +184,7 @@ impl TrainArgs {
         opt!(device, s);
         opt!(probe_every, i);
         opt!(invariance, s);
+        opt!(rv_rms_decay, f);
         opt!(delta, f);
         opt!(wd_ratio, f);
         opt!(trust_coeff, f);

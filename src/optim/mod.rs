@@ -137,6 +137,8 @@ pub struct RemedyConfig {
     pub fixed_norm_target: remedies::NormTarget,
     /// Jane Street's effective-lr compensation (scale-invariant weights, no decay there).
     pub compensate_elr: bool,
+    /// Decay of the rotational wrapper's running RMS of update sizes (0 = each step's own).
+    pub rv_rms_decay: f64,
 }
 
 impl Default for RemedyConfig {
@@ -150,6 +152,7 @@ impl Default for RemedyConfig {
             fixed_norm_per_channel: true,
             fixed_norm_target: remedies::NormTarget::Init,
             compensate_elr: false,
+            rv_rms_decay: 0.0,
         }
     }
 }
@@ -236,6 +239,7 @@ impl OptimConfig {
         check("trust-coeff", r.trust_coeff, r.trust_coeff > 0.0, "a finite number > 0 (LARS's trust coefficient)")?;
         check("delta", r.delta, r.delta > 0.0, "a finite number > 0")?;
         check("wd-ratio", r.wd_ratio, r.wd_ratio >= 0.0, "a finite number >= 0")?;
+        check("rv-rms-decay", r.rv_rms_decay, (0.0..1.0).contains(&r.rv_rms_decay), "a number in [0, 1)")?;
         if self.kind.fixed_decay() && self.decay != self.kind.default_decay() {
             return Err(OptimError::Invalid {
                 flag: "decay",
@@ -335,13 +339,13 @@ impl OptimConfig {
                 Box::new(AddDecayedWeights) as Box<dyn Transform>,
                 trace(),
                 lr(),
-                Box::new(Rotational { angle: self.rotation_angle(params), beta: 0.9 }),
+                Box::new(Rotational { angle: self.rotation_angle(params), beta: r.rv_rms_decay }),
             ]),
             OptimKind::RvAdamw => c.extend([
                 adam(),
                 lr(),
                 Box::new(DecoupledDecay { factor: 1.0 }),
-                Box::new(Rotational { angle: self.rotation_angle(params), beta: 0.9 }),
+                Box::new(Rotational { angle: self.rotation_angle(params), beta: r.rv_rms_decay }),
             ]),
         }
         c

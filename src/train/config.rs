@@ -107,6 +107,8 @@ pub struct RunConfig {
     pub fixed_norm_target: String,
     /// Scale gradients of scale-invariant weights by ||w||^2/||w_0||^2 (Jane Street 2019).
     pub compensate_elr: bool,
+    /// Rotational wrapper: decay of the running RMS of update sizes (0 = each step's own).
+    pub rv_rms_decay: f64,
     /// Record per-layer probes every N steps (0 = about 200 points per run).
     pub probe_every: usize,
 }
@@ -149,6 +151,7 @@ impl Default for RunConfig {
             fixed_norm_granularity: "channel".into(),
             fixed_norm_target: "init".into(),
             compensate_elr: false,
+            rv_rms_decay: 0.0,
         }
     }
 }
@@ -260,6 +263,7 @@ impl RunConfig {
                     &["init", "unit"],
                 )?,
                 compensate_elr: self.compensate_elr,
+                rv_rms_decay: self.rv_rms_decay,
             },
         };
         optim.validate().map_err(|e| match e {
