@@ -131,6 +131,80 @@ pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
     ]
 }
 
+/// The regimes of the remedies suite: the baseline (SGD with momentum and L2 on weights, the
+/// core suite's (c)) and each remedy at its default settings on the same budget.
+pub fn remedy_regimes(s: &DemoSettings) -> Vec<Regime> {
+    let base = core_regimes(s).into_iter().find(|r| r.name == "c-default").expect("the core suite has (c)").config;
+    let r = |name: &str, about: &str, config: RunConfig| Regime { name: name.into(), about: about.into(), config };
+    let no_si_decay = || RunConfig { decay_policy: "none-on-scale-invariant".into(), ..base.clone() };
+    vec![
+        r("0-baseline-sgd-l2", "SGD with momentum, L2 on weights (the core suite's c)", base.clone()),
+        r(
+            "1-sgdp",
+            "SGDP: radial part of the update removed on scale-invariant weights, decay x0.1/(1-mu) there",
+            RunConfig { optimizer: "sgdp".into(), ..base.clone() },
+        ),
+        r(
+            "2-adamp",
+            "AdamP at the reference defaults (lr 1e-3, betas 0.9/0.999)",
+            RunConfig { optimizer: "adamp".into(), lr: 1e-3, ..base.clone() },
+        ),
+        r(
+            "3-lars",
+            "LARS (trust coefficient 0.001, norm/bias excluded from adaptation), lr 1",
+            RunConfig { optimizer: "lars".into(), lr: 1.0, ..base.clone() },
+        ),
+        r(
+            "4-fixed-norm",
+            "scale-invariant weights held at their initial norm (no decay there)",
+            RunConfig { optimizer: "fixed-norm".into(), ..no_si_decay() },
+        ),
+        r(
+            "5-rv-sgd",
+            "rotational wrapper around SGD with momentum: F7's equilibrium angle from step 1",
+            RunConfig { optimizer: "rv-sgd".into(), ..base.clone() },
+        ),
+        r(
+            "6-compensate-elr",
+            "no decay on scale-invariant weights, gradients scaled by ||w||^2/||w_0||^2",
+            RunConfig { compensate_elr: true, ..no_si_decay() },
+        ),
+    ]
+}
+
+/// How each remedy compares with the baseline: accuracy difference, and when it loses more
+/// than 2 points, why, in terms of its measured angular update per step.
+pub fn remedy_findings(runs: &[RunData]) -> Vec<Finding> {
+    let Some(base) = find(runs, "0-") else { return Vec::new() };
+    let angle = |r: &RunData| -> Option<f64> {
+        let (from, to) = r.equilibrium_window();
+        let v: Vec<f64> = r.invariant_paths().iter().filter_map(|l| window_mean(&r.series(l), from, to, |p| Some(p.angle))).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let (Some(ba), Some(bang)) = (base.final_acc(), angle(base)) else { return Vec::new() };
+    runs.iter()
+        .filter(|r| r.name != base.name)
+        .filter_map(|r| {
+            let (acc, ang) = (r.final_acc()?, angle(r)?);
+            let diff = acc - ba;
+            let why = if diff < -0.02 {
+                format!(
+                    "; why: its angular update per step on the scale-invariant weights is {:.2}x the baseline's ({ang:.4} vs {bang:.4} rad) at these default settings, {}",
+                    ang / bang,
+                    if ang > bang { "a higher effective learning rate" } else { "a lower effective learning rate: it needs a larger lr here" }
+                )
+            } else {
+                String::new()
+            };
+            Some(Finding {
+                claim: format!("{}: within 2 points of the baseline's test accuracy", r.name),
+                holds: diff >= -0.02,
+                detail: format!("{:.2}% vs {:.2}% ({:+.2} points); angular update {ang:.4} rad/step vs {bang:.4}{why}", 100.0 * acc, 100.0 * ba, 100.0 * diff),
+            })
+        })
+        .collect()
+}
+
 /// A check the demo makes on its own runs, with the measured numbers.
 #[derive(Debug, Clone)]
 pub struct Finding {
@@ -280,9 +354,21 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
     out
 }
 
+/// What the core suite is about (the report's first paragraph).
+pub const CORE_ABOUT: &str = "A ConvNet with batch norm trained with the same seed and budget under six weight-decay regimes. Scale-invariant weights (conv kernels before BN) are not regularized by weight decay: decay only shrinks their norm and so raises their effective learning rate lr/||w||^2, until the norm settles at an equilibrium set by lr*wd.";
+/// What the remedies suite is about.
+pub const REMEDIES_ABOUT: &str = "The same ConvNet with batch norm, seed and budget, trained with SGD+L2 (the baseline) and with each remedy from the literature at its default settings: projection (SGDP, AdamP), layer-wise trust ratios (LARS), fixed norms, the rotational wrapper, and effective-lr compensation without decay.";
+
 /// Writes the demo's report and returns its path.
-pub fn write(out: &Path, regimes: &[Regime], runs: &[RunData], findings: &[Finding]) -> Result<PathBuf, report::ReportError> {
-    let mut intro = String::from("<p>A ConvNet with batch norm trained with the same seed and budget under six weight-decay regimes. Scale-invariant weights (conv kernels before BN) are not regularized by weight decay: decay only shrinks their norm and so raises their effective learning rate <code>lr/||w||^2</code>, until the norm settles at an equilibrium set by <code>lr*wd</code>.</p><ul>");
+pub fn write(
+    out: &Path,
+    title: &str,
+    about: &str,
+    regimes: &[Regime],
+    runs: &[RunData],
+    findings: &[Finding],
+) -> Result<PathBuf, report::ReportError> {
+    let mut intro = format!("<p>{}</p><ul>", report::html_escape(about));
     for r in regimes {
         intro.push_str(&format!("<li><b>{}</b>: {}</li>", report::html_escape(&r.name), report::html_escape(&r.about)));
     }
@@ -297,5 +383,5 @@ pub fn write(out: &Path, regimes: &[Regime], runs: &[RunData], findings: &[Findi
         ));
     }
     intro.push_str("</ul>");
-    report::write_report(out, "normwd demo: weight decay on a normalized network", &intro, runs, Vec::new())
+    report::write_report(out, title, &intro, runs, Vec::new())
 }

@@ -24,10 +24,8 @@ fn check_charts(html: &str) {
         let texts: Vec<&str> = s.split("<text").skip(1).map(|t| &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()]).collect();
         assert!(texts.iter().any(|t| t.starts_with("step") || t.starts_with("epoch")), "x axis label: {texts:?}");
         assert!(texts.iter().any(|t| t.contains('(') && t.contains(')')), "a label with a unit: {texts:?}");
-        assert!(
-            s.matches("<line x1=").count() >= 2 && texts.iter().any(|t| t.starts_with("a-l2") || t.starts_with("c-default")),
-            "legend: {texts:?}"
-        );
+        // Legend: a swatch per series (the only lines drawn 2 px wide) next to its label.
+        assert!(s.contains("stroke-width=\"2\"") && texts.iter().any(|t| t.starts_with("a-l2") || t.starts_with("0-baseline")), "legend: {texts:?}");
     }
 }
 
@@ -106,4 +104,36 @@ fn bench_probe_smoke() {
     let o = bin().args(["bench", "--probe", "--models", "mlp", "--steps", "2"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("ratio"));
+}
+
+#[test]
+fn quick_remedies_suite_compares_every_method() {
+    let out = tmp("remedies");
+    let o = bin().args(["demo", "--suite", "remedies", "--quick", "--out", out.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    for r in ["0-baseline-sgd-l2", "1-sgdp", "2-adamp", "3-lars", "4-fixed-norm", "5-rv-sgd", "6-compensate-elr"] {
+        assert!(stdout.contains(r), "table row {r}");
+    }
+    assert!(stdout.contains("within 2 points of the baseline"));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("remedies compared"));
+    check_charts(&html);
+}
+
+#[test]
+fn bad_remedy_settings_exit_2() {
+    let d = tmp("bad-remedies");
+    let o = d.join("run");
+    for (args, needle) in [
+        (vec!["--optimizer", "rv-sgd", "--weight-decay", "0"], "rotational"),
+        (vec!["--optimizer", "fixed-norm", "--weight-decay", "5e-4"], "fixed-norm"),
+        (vec!["--optimizer", "lars", "--trust-coeff", "-0.001"], "--trust-coeff -0.001"),
+    ] {
+        let out = bin().arg("train").args(&args).args(["--model", "mlp", "--out", o.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle) && err.trim().lines().count() == 1, "{args:?}: {err}");
+        assert!(!o.join("config.toml").exists());
+    }
 }
