@@ -25,7 +25,10 @@ fn check_charts(html: &str) {
         assert!(texts.iter().any(|t| t.starts_with("step") || t.starts_with("epoch")), "x axis label: {texts:?}");
         assert!(texts.iter().any(|t| t.contains('(') && t.contains(')')), "a label with a unit: {texts:?}");
         // Legend: a swatch per series (the only lines drawn 2 px wide) next to its label.
-        assert!(s.contains("stroke-width=\"2\"") && texts.iter().any(|t| t.starts_with("a-l2") || t.starts_with("0-baseline")), "legend: {texts:?}");
+        assert!(
+            s.contains("stroke-width=\"2\"") && texts.iter().any(|t| t.starts_with("a-l2") || t.starts_with("0-baseline")),
+            "legend: {texts:?}"
+        );
     }
 }
 

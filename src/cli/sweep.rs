@@ -38,11 +38,14 @@ pub fn finish(spec: &sweep::Spec, out: &Path) -> Result<(), Failure> {
     sweep::write_results(spec, &rows, out).map_err(|e| fail(1, e.to_string()))?;
     let mut figs = Vec::new();
     let mut statements = Vec::new();
+    let mut spreads = Vec::new();
     for s in sreport::slices(spec, &rows) {
-        let (f, _, st) = sreport::slice_figures(&s);
+        let (f, sp, st) = sreport::slice_figures(&s);
         figs.extend(f);
         statements.push(st);
+        spreads.extend(sp.map(|sp| (if s.label.is_empty() { "this sweep".to_string() } else { s.label.clone() }, sp)));
     }
+    statements.extend(sreport::comparison(&spreads));
     let path =
         report::write_report(out, "normwd sweep", &sreport::intro(spec, &statements), &[], figs).map_err(|e| fail(1, e.to_string()))?;
     let mut header: Vec<&str> = vec!["point"];

@@ -61,7 +61,9 @@ pub fn fmt_num(v: f64) -> String {
     } else if a >= 1.0 {
         format!("{:.2}", v).trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
-        let s = format!("{v:.4}");
+        // Four significant digits (0.00125 stays 0.00125).
+        let decimals = (3.0 - a.log10().floor()).clamp(0.0, 8.0) as usize;
+        let s = format!("{v:.decimals$}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }

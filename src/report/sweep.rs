@@ -146,7 +146,13 @@ pub fn slice_figures(s: &Slice) -> (Vec<Figure>, Option<Spread>, String) {
             100.0 * sp.across_diag,
             100.0 * sp.within_lr,
             100.0 * sp.within_lr2_wd,
-            if sp.within_diag < sp.across_diag { "Accuracy varies less along the diagonals than across them: lr and wd act through their product." } else { "Accuracy does not vary less along the diagonals than across them here." },
+            if sp.within_diag < sp.across_diag && sp.within_diag < sp.within_lr {
+                "Accuracy varies less along the diagonals than across them or along columns: lr and wd act mainly through their product."
+            } else if sp.within_diag < sp.across_diag {
+                "Accuracy varies less along the diagonals than across them, but still less along columns of constant lr: the learning rate itself matters too here (it also drives the parameters that are not scale-invariant, and points with a small lr*wd have not reached equilibrium within the budget)."
+            } else {
+                "Accuracy does not vary less along the diagonals than across them here."
+            },
             if diverged.is_empty() { String::new() } else { format!(" Diverged (n/a in the maps): {}.", diverged.join(", ")) }
         ),
         None => format!("Too few finished points with lr > 0 and wd > 0 to compare diagonals{tag}."),
@@ -217,6 +223,22 @@ pub fn intro(spec: &Spec, statements: &[String]) -> String {
     }
     h.push_str("</ul>");
     h
+}
+
+/// Compares slices by the ratio of along-diagonal to across-diagonal spread (smaller = more
+/// of the grid explained by lr*wd).
+pub fn comparison(labelled: &[(String, Spread)]) -> Option<String> {
+    if labelled.len() < 2 {
+        return None;
+    }
+    let mut v: Vec<(String, f64)> =
+        labelled.iter().filter(|(_, s)| s.across_diag > 0.0).map(|(l, s)| (l.clone(), s.within_diag / s.across_diag)).collect();
+    v.sort_by(|a, b| a.1.total_cmp(&b.1));
+    Some(format!(
+        "Along/across ratio of the spreads (smaller: lr*wd explains more of the grid): {}. The diagonal structure is strongest for {}.",
+        v.iter().map(|(l, r)| format!("{l} {r:.2}")).collect::<Vec<_>>().join(", "),
+        v.first()?.0
+    ))
 }
 
 #[cfg(test)]
