@@ -29,6 +29,9 @@ enum Command {
     Report(cli::report::ReportArgs),
     /// Train a grid of runs (resumable, shardable) and report it.
     Sweep(cli::sweep::SweepArgs),
+    /// Measure checkpoints saved by PyTorch / JAX: norms, angles, effective lr, equilibrium, flags.
+    #[command(allow_negative_numbers = true)]
+    Inspect(cli::inspect::InspectArgs),
     /// Benchmarks printed as ratios against a reference in the same process.
     Bench(cli::bench::BenchArgs),
 }
@@ -39,6 +42,7 @@ fn main() {
         Command::Demo(a) => cli::demo::run(a),
         Command::Report(a) => cli::report::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::Inspect(a) => cli::inspect::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
         Command::Train(a) => cli::train::run(*a),
         Command::Audit(a) => cli::audit::run(a),

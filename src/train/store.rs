@@ -169,13 +169,37 @@ pub fn parse_safetensors(file: &str, bytes: &[u8]) -> Result<Loaded, StoreError>
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(format!("bad header ({e})")))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            return Err(corrupt(format!("tensor {name} has dtype {:?}, expected F32", view.dtype())));
-        }
-        let v: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let d = view.data();
+        let v: Vec<f32> = match view.dtype() {
+            Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+            Dtype::BF16 => d.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+            Dtype::F16 => d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            // Integer tensors are counters such as PyTorch's `num_batches_tracked`: not weights.
+            Dtype::I64 | Dtype::I32 | Dtype::I16 | Dtype::I8 | Dtype::U8 | Dtype::U16 | Dtype::U32 | Dtype::U64 | Dtype::BOOL => continue,
+            other => return Err(corrupt(format!("tensor {name} has dtype {other:?}, expected a float type"))),
+        };
         tensors.insert(name, (view.shape().to_vec(), v));
     }
     Ok(Loaded { tensors, metadata: meta.metadata().clone().unwrap_or_default() })
+}
+
+/// IEEE half to single precision.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // Subnormal: normalize.
+            let shift = f.leading_zeros() - 21;
+            sign | ((127 - 15 - shift + 1) << 23) | (((f << shift) & 0x3ff) << 13)
+        }
+        (31, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
 }
 
 /// Checks that `loaded` holds exactly the tensors of `m` with the same shapes; the error
@@ -249,6 +273,15 @@ mod tests {
         log.write(&serde_json::json!({"a": 3})).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"a\":3}\n");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn half_precision_conversion() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x3555), 0.33325195);
+        assert_eq!(f16_to_f32(0x0001), 5.9604645e-8);
+        assert!(f16_to_f32(0x7c00).is_infinite());
     }
 
     #[test]

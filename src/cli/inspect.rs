@@ -1,0 +1,201 @@
+//! `normwd inspect`: measurements and predictions on checkpoints saved by PyTorch / JAX.
+
+use super::{fail, table, Failure};
+use clap::Args;
+use normwd::inspect::{self, onnx, Hyper, TensorReport};
+use normwd::report::svg::{LineChart, Series, COLORS};
+use normwd::report::{self, Figure};
+use std::path::PathBuf;
+
+/// Flags of `inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// safetensors checkpoints, or folders of them (ordered by the step in the file name).
+    #[arg(required = true)]
+    pub checkpoints: Vec<PathBuf>,
+    /// ONNX export of the model, to know which weights feed a normalization layer.
+    #[arg(long)]
+    pub graph: Option<PathBuf>,
+    /// Steps of the checkpoints, comma-separated, when the file names hold none.
+    #[arg(long)]
+    pub steps: Option<String>,
+    /// sgd | adam | adamw (the training's optimizer, for predictions).
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// The training's learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// The training's momentum (SGD).
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// The training's weight decay.
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// coupled | decoupled (default: decoupled for adamw).
+    #[arg(long)]
+    pub decay: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Folder for report.html (default: inspect-report next to the first checkpoint).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn figures(reports: &[TensorReport], steps: &[u64]) -> Vec<Figure> {
+    let pick: Vec<&TensorReport> = reports.iter().filter(|r| r.scale_invariant || r.role == inspect::ForeignRole::NormScale).collect();
+    let series = |f: &dyn Fn(&TensorReport) -> Vec<(f64, f64)>, dashed: bool| -> Vec<Series> {
+        pick.iter()
+            .enumerate()
+            .map(|(i, r)| Series { label: r.name.clone(), points: f(r), color: COLORS[i % COLORS.len()].into(), dashed })
+            .collect()
+    };
+    let norms = series(&|r| steps.iter().zip(&r.norms).map(|(s, n)| (*s as f64, *n)).collect(), false);
+    let mut angles =
+        series(&|r| steps.windows(2).zip(&r.angle_per_step).filter(|_| r.scale_invariant).map(|(s, a)| (s[1] as f64, *a)).collect(), false);
+    angles.extend(
+        series(&|r| r.pred_angle.map(|p| vec![(steps[0] as f64, p), (*steps.last().unwrap() as f64, p)]).unwrap_or_default(), true)
+            .into_iter()
+            .filter(|s| !s.points.is_empty())
+            .map(|mut s| {
+                s.label = format!("{} predicted", s.label);
+                s
+            }),
+    );
+    let grown: Vec<String> =
+        pick.iter().map(|r| format!("{} x{:.2}", r.name, r.norms.last().unwrap_or(&1.0) / r.norms.first().unwrap_or(&1.0))).collect();
+    vec![
+        Figure {
+            name: "inspect-norms".into(),
+            svg: LineChart { title: "Norms of scale-invariant weights and norm-layer scales".into(), x_label: "step".into(), y_label: "||w|| (L2 norm)".into(), series: norms, ..Default::default() }.to_svg(),
+            reading: format!("Norm change from the first to the last checkpoint: {}.", grown.join(", ")),
+        },
+        Figure {
+            name: "inspect-angles".into(),
+            svg: LineChart { title: "Angular update per step between checkpoints".into(), x_label: "step".into(), y_label: "angle / step gap (rad)".into(), log_y: true, series: angles, ..Default::default() }.to_svg(),
+            reading: "Angle between consecutive checkpoints divided by the steps between them (a lower bound of the per-step angle when steps do not align); dashed: the equilibrium the theory predicts for the given optimizer settings.".into(),
+        },
+    ]
+}
+
+/// Runs `normwd inspect`.
+pub fn run(a: InspectArgs) -> Result<(), Failure> {
+    for (flag, v, ok) in [
+        ("lr", a.lr, a.lr > 0.0),
+        ("momentum", a.momentum, (0.0..1.0).contains(&a.momentum)),
+        ("weight-decay", a.weight_decay, a.weight_decay >= 0.0),
+    ] {
+        if !(v.is_finite() && ok) {
+            return Err(fail(2, format!("--{flag} {v}: out of range")));
+        }
+    }
+    if !["sgd", "adam", "adamw"].contains(&a.optimizer.as_str()) {
+        return Err(fail(2, format!("--optimizer {:?}: expected sgd, adam or adamw", a.optimizer)));
+    }
+    let coupled = match a.decay.as_deref() {
+        None => a.optimizer != "adamw",
+        Some("coupled") => true,
+        Some("decoupled") => false,
+        Some(d) => return Err(fail(2, format!("--decay {d:?}: expected coupled or decoupled"))),
+    };
+    let steps: Option<Vec<u64>> = match &a.steps {
+        Some(s) => Some(
+            s.split(',')
+                .map(|x| x.trim().parse().map_err(|_| fail(2, format!("--steps {s:?}: expected comma-separated integers"))))
+                .collect::<Result<_, _>>()?,
+        ),
+        None => None,
+    };
+    let series = inspect::load_series(&a.checkpoints, steps.as_deref()).map_err(|e| fail(2, e.to_string()))?;
+    let si = match &a.graph {
+        Some(g) => {
+            let bytes = std::fs::read(g).map_err(|e| fail(2, format!("{}: cannot read ({e})", g.display())))?;
+            let graph = onnx::parse(&bytes).map_err(|e| fail(2, format!("{}: {e}", g.display())))?;
+            Some(onnx::weights_before_norm(&graph))
+        }
+        None => None,
+    };
+    let h = Hyper { optimizer: a.optimizer.clone(), lr: a.lr, momentum: a.momentum, weight_decay: a.weight_decay, coupled, beta1: 0.9 };
+    let reports = inspect::measure(&series, si.as_deref(), &h);
+    let run_flags = inspect::run_flags(&h);
+    let steps: Vec<u64> = series.iter().map(|c| c.step).collect();
+    if a.json {
+        let v = serde_json::json!({"checkpoints": series.iter().map(|c| serde_json::json!({"file": c.file, "step": c.step})).collect::<Vec<_>>(), "tensors": reports, "flags": run_flags});
+        println!("{}", serde_json::to_string_pretty(&v).expect("reports serialize"));
+    } else {
+        let rows: Vec<Vec<String>> = reports
+            .iter()
+            .filter(|r| r.role != inspect::ForeignRole::Buffer)
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    format!("{:?}", r.role).to_lowercase(),
+                    if r.scale_invariant { format!("yes ({})", r.invariance_source) } else { format!("no ({})", r.invariance_source) },
+                    format!("{:.4} -> {:.4}", r.norms[0], r.norms.last().unwrap()),
+                    format!("{:.2e}", r.angle_per_step.last().unwrap()),
+                    r.pred_angle.map(|p| format!("{p:.2e}")).unwrap_or("-".into()),
+                    match r.at_equilibrium {
+                        Some(true) => "yes".into(),
+                        Some(false) => "no".into(),
+                        None => "-".into(),
+                    },
+                    format!("{:.2e}", r.eff_lr.last().unwrap()),
+                ]
+            })
+            .collect();
+        println!("{} checkpoints, steps {:?}", series.len(), steps);
+        println!(
+            "{}",
+            table(
+                &[
+                    "tensor",
+                    "role",
+                    "scale-invariant",
+                    "norm first -> last",
+                    "angle/step (last)",
+                    "predicted",
+                    "at equilibrium",
+                    "eff. lr (last)"
+                ],
+                &rows
+            )
+        );
+        if si.is_none() {
+            println!("note: without --graph the scale-invariance column is a guess from names and shapes");
+        }
+        for r in &reports {
+            for f in &r.flags {
+                println!("FLAG {}: {f}", r.name);
+            }
+        }
+        for f in &run_flags {
+            println!("FLAG run: {f}");
+        }
+    }
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(&series[0].file).parent().map(|p| p.join("inspect-report")).unwrap_or_else(|| PathBuf::from("inspect-report"))
+    });
+    let mut intro = format!(
+        "<p>{} checkpoints at steps {:?}; optimizer settings given: {} lr={} momentum={} weight decay={} ({}).</p>",
+        series.len(),
+        steps,
+        a.optimizer,
+        a.lr,
+        a.momentum,
+        a.weight_decay,
+        if coupled { "L2 in the gradient" } else { "decoupled" }
+    );
+    let flags: Vec<String> =
+        reports.iter().flat_map(|r| r.flags.iter().map(move |f| format!("{}: {f}", r.name))).chain(run_flags).collect();
+    if !flags.is_empty() {
+        intro.push_str(&format!(
+            "<h2>Flags</h2><ul>{}</ul>",
+            flags.iter().map(|f| format!("<li>{}</li>", report::html_escape(f))).collect::<String>()
+        ));
+    }
+    let path = report::write_report(&out, "normwd inspect", &intro, &[], figures(&reports, &steps)).map_err(|e| fail(1, e.to_string()))?;
+    if !a.json {
+        println!("report: {}", path.display());
+    }
+    Ok(())
+}

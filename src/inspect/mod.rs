@@ -1,0 +1,343 @@
+//! `inspect`: the same measurements as a normwd run, on a series of checkpoints saved by any
+//! framework (safetensors from PyTorch's `state_dict` or flattened Flax/JAX parameters):
+//! norms, angles between consecutive checkpoints, effective learning rates, the theory's
+//! equilibrium, and flags for the common mistakes.
+
+pub mod onnx;
+
+use crate::theory::{self, Family};
+use crate::train::store::{self, StoreError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Errors of `inspect`.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// A checkpoint cannot be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The series is inconsistent or unusable.
+    #[error("{file}: {what}")]
+    Series {
+        /// The file.
+        file: String,
+        /// What is wrong, naming the tensor.
+        what: String,
+    },
+}
+
+/// One checkpoint of the series.
+pub struct Checkpoint {
+    /// File path.
+    pub file: String,
+    /// Training step.
+    pub step: u64,
+    /// Tensors by name.
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+/// The last run of digits in a file stem (`ckpt_000300.safetensors` -> 300).
+pub fn step_from_name(path: &Path) -> Option<u64> {
+    let stem = path.file_stem()?.to_string_lossy();
+    let digits: String = stem.chars().rev().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
+    digits.chars().rev().collect::<String>().parse().ok()
+}
+
+/// Expands folders into their `*.safetensors` files.
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InspectError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| InspectError::Series { file: p.display().to_string(), what: format!("cannot read folder ({e})") })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().map(|e| e == "safetensors").unwrap_or(false))
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a series of checkpoints, ordered by step (from `steps`, or the file names), and checks
+/// that every checkpoint holds the same tensor names and shapes.
+pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>) -> Result<Vec<Checkpoint>, InspectError> {
+    let files = expand(paths)?;
+    if files.len() < 2 {
+        return Err(InspectError::Series {
+            file: paths.first().map(|p| p.display().to_string()).unwrap_or_default(),
+            what: format!("{} checkpoint(s): need at least 2 to measure angles", files.len()),
+        });
+    }
+    if let Some(s) = steps {
+        if s.len() != files.len() {
+            return Err(InspectError::Series {
+                file: "--steps".into(),
+                what: format!("{} steps for {} checkpoints", s.len(), files.len()),
+            });
+        }
+    }
+    let mut series = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let step = match steps {
+            Some(s) => s[i],
+            None => step_from_name(f).ok_or_else(|| InspectError::Series {
+                file: f.display().to_string(),
+                what: "no step number in the file name: pass --steps".into(),
+            })?,
+        };
+        let loaded = store::read_safetensors(f)?;
+        series.push(Checkpoint { file: f.display().to_string(), step, tensors: loaded.tensors.into_iter().collect() });
+    }
+    series.sort_by_key(|c| c.step);
+    let first = &series[0];
+    for c in &series[1..] {
+        for (name, (shape, _)) in &first.tensors {
+            match c.tensors.get(name) {
+                None => {
+                    return Err(InspectError::Series {
+                        file: c.file.clone(),
+                        what: format!("tensor {name} is missing (present in {})", first.file),
+                    })
+                }
+                Some((s, _)) if s != shape => {
+                    return Err(InspectError::Series {
+                        file: c.file.clone(),
+                        what: format!("tensor {name} has shape {s:?}, {} has {shape:?}", first.file),
+                    })
+                }
+                _ => {}
+            }
+        }
+        if let Some(extra) = c.tensors.keys().find(|k| !first.tensors.contains_key(*k)) {
+            return Err(InspectError::Series { file: c.file.clone(), what: format!("tensor {extra} is not in {}", first.file) });
+        }
+    }
+    Ok(series)
+}
+
+/// Role of a tensor in a foreign checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForeignRole {
+    /// Conv / linear weight.
+    Weight,
+    /// Bias.
+    Bias,
+    /// Norm layer scale.
+    NormScale,
+    /// Norm layer shift.
+    NormShift,
+    /// Running statistics / counters.
+    Buffer,
+}
+
+/// Roles from names and shapes (no graph): buffers by name, biases by suffix, 1-D weights as
+/// norm scales, and a >= 2-D weight counts as scale-invariant (a guess) when a norm layer's
+/// scale of the same width sits next to it by name: `conv1`/`bn1` (same parent, same trailing
+/// number) or `features.0`/`features.1` (the next index of a sequence). Weight norm's `weight_v`
+/// always is.
+pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(ForeignRole, bool)> {
+    let role = |n: &str, s: &[usize]| {
+        let last = n.rsplit(['.', '/']).next().unwrap_or(n);
+        if ["running_mean", "running_var", "num_batches_tracked", "mean", "var"].contains(&last) {
+            ForeignRole::Buffer
+        } else if s.len() <= 1 && ["weight", "gamma", "scale", "weight_g"].contains(&last) {
+            ForeignRole::NormScale
+        } else if s.len() <= 1 && ["beta"].contains(&last)
+            || (s.len() <= 1 && last == "bias" && n.contains("norm") || (s.len() <= 1 && last == "bias" && n.contains("bn")))
+        {
+            ForeignRole::NormShift
+        } else if last == "bias" {
+            ForeignRole::Bias
+        } else {
+            ForeignRole::Weight
+        }
+    };
+    let roles: Vec<ForeignRole> = names.iter().map(|(n, s)| role(n, s)).collect();
+    // Splits `a.b.conv1.weight` into (`a.b`, `conv1`).
+    let layer = |n: &str| -> (String, String) {
+        let module = n.rsplit_once(['.', '/']).map(|(m, _)| m).unwrap_or("");
+        match module.rsplit_once(['.', '/']) {
+            Some((parent, last)) => (parent.to_string(), last.to_string()),
+            None => (String::new(), module.to_string()),
+        }
+    };
+    let trailing =
+        |s: &str| -> String { s.chars().rev().take_while(|c| c.is_ascii_digit()).collect::<Vec<_>>().into_iter().rev().collect() };
+    let neighbours = |a: &str, b: &str| -> bool {
+        let ((pa, la), (pb, lb)) = (layer(a), layer(b));
+        if pa != pb {
+            return false;
+        }
+        match (la.parse::<u64>(), lb.parse::<u64>()) {
+            (Ok(x), Ok(y)) => y == x + 1,
+            _ => trailing(&la) == trailing(&lb) && la.trim_end_matches(char::is_numeric) != lb.trim_end_matches(char::is_numeric),
+        }
+    };
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, (n, s))| {
+            let r = roles[i];
+            let si = r == ForeignRole::Weight
+                && s.len() >= 2
+                && (n.ends_with("weight_v")
+                    || names
+                        .iter()
+                        .zip(&roles)
+                        .any(|((m, ms), mr)| *mr == ForeignRole::NormScale && ms.first() == s.first() && neighbours(n, m)));
+            (r, si)
+        })
+        .collect()
+}
+
+/// Optimizer settings the user gives for predictions.
+#[derive(Debug, Clone)]
+pub struct Hyper {
+    /// `sgd`, `adam` or `adamw`.
+    pub optimizer: String,
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// L2 in the gradient (true) or decoupled.
+    pub coupled: bool,
+    /// Adam beta1.
+    pub beta1: f64,
+}
+
+/// Measurements of one tensor over the series.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorReport {
+    /// Name in the checkpoint.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Role.
+    pub role: ForeignRole,
+    /// Whether it is scale-invariant.
+    pub scale_invariant: bool,
+    /// `graph` when an ONNX graph said so, `guess` when inferred from names and shapes.
+    pub invariance_source: String,
+    /// Norm at each checkpoint.
+    pub norms: Vec<f64>,
+    /// Angle between consecutive checkpoints (radians).
+    pub angles: Vec<f64>,
+    /// Angle per step between consecutive checkpoints (`angle / step gap`, small-angle approximation).
+    pub angle_per_step: Vec<f64>,
+    /// Effective learning rate at each checkpoint (`lr/||w||^2`, Adam: `lr/||w||`), given `--lr`.
+    pub eff_lr: Vec<f64>,
+    /// Predicted equilibrium angle per step (scale-invariant weights with decay).
+    pub pred_angle: Option<f64>,
+    /// Whether the last interval's angle per step is within 20% of the prediction.
+    pub at_equilibrium: Option<bool>,
+    /// Common mistakes seen on this tensor.
+    pub flags: Vec<String>,
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+fn angle(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    theory::angle_from_dot(dot, norm(a), norm(b))
+}
+
+/// Measures every tensor of the series; `si_from_graph` lists the weights an ONNX graph shows
+/// feeding a normalization layer (None: guess from names).
+pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hyper) -> Vec<TensorReport> {
+    let names: Vec<(String, Vec<usize>)> = series[0].tensors.iter().map(|(n, (s, _))| (n.clone(), s.clone())).collect();
+    let guessed = guess_roles(&names);
+    let adam = h.optimizer != "sgd";
+    let family = match (adam, h.coupled) {
+        (false, c) => Family::Sgd { mu: h.momentum, coupled: c },
+        (true, true) => Family::AdamL2,
+        (true, false) => Family::AdamW { b1: h.beta1 },
+    };
+    names
+        .iter()
+        .zip(guessed)
+        .map(|((name, shape), (role, guess))| {
+            let (si, source) = match si_from_graph {
+                Some(list) => (list.contains(name), "graph"),
+                None => (guess, "guess"),
+            };
+            let vals: Vec<&Vec<f32>> = series.iter().map(|c| &c.tensors[name].1).collect();
+            let norms: Vec<f64> = vals.iter().map(|v| norm(v)).collect();
+            let angles: Vec<f64> = vals.windows(2).map(|w| angle(w[0], w[1])).collect();
+            let angle_per_step: Vec<f64> = series.windows(2).zip(&angles).map(|(c, a)| a / (c[1].step - c[0].step).max(1) as f64).collect();
+            let eff_lr = norms.iter().map(|n| if adam { theory::effective_lr_adam(h.lr, *n) } else { theory::effective_lr_sgd(h.lr, *n) }).collect();
+            let pred = if si && role == ForeignRole::Weight { theory::predicted_angle(family, h.lr, h.weight_decay) } else { None };
+            let at_eq = pred.and_then(|p| angle_per_step.last().map(|a| (a / p - 1.0).abs() < 0.2));
+            let mut flags = Vec::new();
+            let shrinking = norms.windows(2).all(|w| w[1] < w[0]);
+            let growing = norms.windows(2).all(|w| w[1] > w[0]);
+            let change = norms.last().unwrap_or(&1.0) / norms.first().unwrap_or(&1.0);
+            if role == ForeignRole::NormScale && shrinking && change < 0.9 && norms.len() >= 3 {
+                flags.push(format!("norm-layer scale shrinks at every checkpoint (to {:.2} of its first value): it looks decayed; exclude norm layers from weight decay", change));
+            }
+            if si && role == ForeignRole::Weight && growing && norms.len() >= 3 {
+                let span = series.last().map(|c| c.step).unwrap_or(0) - series[0].step;
+                if h.weight_decay == 0.0 {
+                    flags.push(format!("scale-invariant weight without weight decay: its norm grows at every checkpoint (x{change:.2}), so its effective learning rate keeps falling (F4)"));
+                } else {
+                    let relax = theory::relaxation_steps(h.lr, if adam || !h.coupled { h.weight_decay } else { h.weight_decay / (1.0 - h.momentum) });
+                    flags.push(format!(
+                        "norm still grows at every checkpoint (x{change:.2}): not at equilibrium yet; with these settings it relaxes over ~{relax:.0} steps, the series covers {span}{}",
+                        if (span as f64) > 3.0 * relax { ", so the decay that reaches it is weaker than --weight-decay says (is it excluded from decay?)" } else { "" }
+                    ));
+                }
+            }
+            TensorReport { name: name.clone(), shape: shape.clone(), role, scale_invariant: si, invariance_source: source.into(), norms, angles, angle_per_step, eff_lr, pred_angle: pred, at_equilibrium: at_eq, flags }
+        })
+        .collect()
+}
+
+/// Flags about the whole run (not one tensor).
+pub fn run_flags(h: &Hyper) -> Vec<String> {
+    let mut v = Vec::new();
+    if h.optimizer != "sgd" && h.coupled && h.weight_decay > 0.0 {
+        v.push("Adam with L2 in the gradient (coupled): the decay is rescaled by Adam's denominator, so it neither regularizes nor sets a fixed equilibrium; use AdamW (decoupled) for a predictable effective learning rate".into());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_from_names_and_guessed_roles() {
+        assert_eq!(step_from_name(Path::new("ckpt_000300.safetensors")), Some(300));
+        assert_eq!(step_from_name(Path::new("model-step12-final.safetensors")), Some(12));
+        assert_eq!(step_from_name(Path::new("final.safetensors")), None);
+        let names: Vec<(String, Vec<usize>)> = [
+            ("conv1.weight", vec![16, 3, 3, 3]),
+            ("bn1.weight", vec![16]),
+            ("bn1.bias", vec![16]),
+            ("bn1.running_mean", vec![16]),
+            ("bn1.num_batches_tracked", vec![]),
+            ("fc.weight", vec![10, 16]),
+            ("fc.bias", vec![10]),
+        ]
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.clone()))
+        .collect();
+        let r = guess_roles(&names);
+        assert_eq!(r[0], (ForeignRole::Weight, true));
+        assert_eq!(r[1].0, ForeignRole::NormScale);
+        assert_eq!(r[2].0, ForeignRole::NormShift);
+        assert_eq!(r[3].0, ForeignRole::Buffer);
+        assert_eq!(r[4].0, ForeignRole::Buffer);
+        assert_eq!(r[5], (ForeignRole::Weight, false));
+        assert_eq!(r[6].0, ForeignRole::Bias);
+    }
+}
