@@ -65,9 +65,15 @@ pub fn predicted_angle(c: &OptimConfig, info: &ParamInfo, lr: f64) -> Option<f64
 }
 
 /// Builds the probe record of one weight tensor from the update's raw sums.
-pub fn record(step: u64, c: &OptimConfig, info: &ParamInfo, lr: f64, s: &UpdateStats) -> Probe {
+/// With `init_sq_norm` (effective-lr compensation, which multiplies the gradient by
+/// `||w||^2/||w_0||^2`), the effective lr is `lr/||w_0||^2`.
+pub fn record(step: u64, c: &OptimConfig, info: &ParamInfo, lr: f64, s: &UpdateStats, init_sq_norm: Option<f64>) -> Probe {
     let adam = c.kind.adam_like();
-    let eff_lr = if adam { theory::effective_lr_adam(lr, s.norm) } else { theory::effective_lr_sgd(lr, s.norm) };
+    let eff_lr = match init_sq_norm {
+        Some(n0) if info.scale_invariant => lr / n0,
+        _ if adam => theory::effective_lr_adam(lr, s.norm),
+        _ => theory::effective_lr_sgd(lr, s.norm),
+    };
     let wd = c.weight_decay_for(info);
     let pred_norm = (info.scale_invariant && !adam && c.momentum == 0.0 && wd > 0.0)
         .then(|| theory::equilibrium_norm_sgd(s.grad_norm * s.norm, lr, wd));

@@ -23,6 +23,9 @@ pub struct Graph {
     pub initializers: Vec<String>,
 }
 
+/// A protobuf field: number, wire type, payload (length-delimited fields only).
+type Field<'a> = (u64, u8, &'a [u8]);
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -43,7 +46,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Next field: (number, wire type, payload for length-delimited fields).
-    fn field(&mut self) -> Result<Option<(u64, u8, &'a [u8])>, String> {
+    fn field(&mut self) -> Result<Option<Field<'a>>, String> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }

@@ -440,6 +440,13 @@ impl Optimizer {
         Some(w.add(u))
     }
 
+    /// The first value of a parameter's state slot named `name` (whichever transform owns it).
+    pub fn slot(&self, path: &str, name: &str) -> Option<f64> {
+        let s = self.state.get(path)?;
+        let t = s.iter().find(|(k, _)| k.rsplit_once('.').map(|(_, n)| n == name).unwrap_or(false))?.1;
+        host(t.clone()).first().copied()
+    }
+
     /// The optimizer's tensors, named `"{param path}/{slot}"`, as host data.
     pub fn state_tensors(&self) -> Vec<(String, TensorData)> {
         self.state.iter().flat_map(|(p, s)| s.iter().map(move |(k, t)| (format!("{p}/{k}"), t.to_data()))).collect()

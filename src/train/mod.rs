@@ -362,7 +362,8 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
                         last_good: epoch,
                     });
                 }
-                let rec = probe::record(step, &optim.config, info, lr, st);
+                let n0 = if optim.config.remedy.compensate_elr { optim.slot(&st.path, "init_sq_norm") } else { None };
+                let rec = probe::record(step, &optim.config, info, lr, st, n0);
                 log.write(&serde_json::to_value(rec).expect("probe serializes"))?;
             }
             opts.observer.batch(lv);
