@@ -3,8 +3,8 @@
 
 use crate::data;
 use crate::model::{ModelKind, Net, NormKind};
-use crate::optim::schedule::{Schedule, ScheduleKind};
-use crate::optim::{DecayMode, OptimConfig, OptimKind, Optimizer};
+use crate::optim::schedule::Schedule;
+use crate::optim::{OptimConfig, Optimizer};
 use crate::params::{describe, DecayPolicy};
 use crate::train::cross_entropy;
 use burn::tensor::Device;
@@ -43,21 +43,8 @@ pub fn probe_overhead(model: ModelKind, steps: usize) -> ProbeOverhead {
     let d = data::embedded();
     let mut net = Net::new(model, NormKind::Bn, d.shape, 0.1, 0, &device);
     let params = describe(&net, DecayPolicy::ExcludeNormBias);
-    let cfg = OptimConfig {
-        kind: OptimKind::Sgd,
-        lr: 0.1,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 5e-4,
-        decay: DecayMode::Coupled,
-        betas: (0.9, 0.999),
-        eps: 1e-8,
-        si_lr_scale: 1.0,
-        si_weight_decay: None,
-        remedy: Default::default(),
-    };
-    let sched =
-        Schedule { kind: ScheduleKind::Constant, milestones: vec![], gamma: 0.1, warmup_steps: 0, steps_per_epoch: 1, total_steps: 1 };
+    let cfg = OptimConfig::sgd(0.1, 0.9, 5e-4);
+    let sched = Schedule::constant(1);
     let mut opt = Optimizer::new(cfg, sched, &params).expect("valid settings");
     let (mut plain, mut probed) = (Vec::new(), Vec::new());
     for i in 0..2 * (steps + 2) {

@@ -6,30 +6,18 @@
 
 use burn::tensor::{Device, DeviceConfig, FloatDType};
 use normwd::model::{ModelKind, Net, NormKind};
-use normwd::optim::schedule::{Schedule, ScheduleKind};
-use normwd::optim::{DecayMode, OptimConfig, OptimKind, Optimizer};
+use normwd::optim::schedule::Schedule;
+use normwd::optim::{OptimConfig, Optimizer};
 use normwd::params::{describe, DecayPolicy, ParamInfo};
 use normwd::theory;
 use normwd::train::cross_entropy;
 
 fn sgd(lr: f64, wd: f64) -> OptimConfig {
-    OptimConfig {
-        kind: OptimKind::Sgd,
-        lr,
-        momentum: 0.0,
-        nesterov: false,
-        weight_decay: wd,
-        decay: DecayMode::Coupled,
-        betas: (0.9, 0.999),
-        eps: 1e-8,
-        si_lr_scale: 1.0,
-        si_weight_decay: None,
-        remedy: Default::default(),
-    }
+    OptimConfig::sgd(lr, 0.0, wd)
 }
 
 fn constant(steps: usize) -> Schedule {
-    Schedule { kind: ScheduleKind::Constant, milestones: vec![], gamma: 0.1, warmup_steps: 0, steps_per_epoch: steps, total_steps: steps }
+    Schedule::constant(steps)
 }
 
 #[test]

@@ -8,25 +8,13 @@ use normwd::data;
 use normwd::model::{ModelKind, Net, NormKind};
 use normwd::optim::remedies::Invariance;
 use normwd::optim::schedule::{Schedule, ScheduleKind};
-use normwd::optim::{OptimConfig, OptimKind, Optimizer, RemedyConfig, UpdateStats};
+use normwd::optim::{OptimConfig, OptimKind, Optimizer, UpdateStats};
 use normwd::params::{describe, DecayPolicy, ParamInfo};
 use normwd::theory;
 use normwd::train::{cross_entropy, store};
 
 fn config(kind: OptimKind, lr: f64, wd: f64) -> OptimConfig {
-    OptimConfig {
-        kind,
-        lr,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: wd,
-        decay: kind.default_decay(),
-        betas: (0.9, 0.999),
-        eps: 1e-8,
-        si_lr_scale: 1.0,
-        si_weight_decay: None,
-        remedy: RemedyConfig::default(),
-    }
+    OptimConfig::of_kind(kind, lr, wd)
 }
 
 /// Trains `steps` updates and returns, per step, the stats of the scale-invariant tensors.
@@ -35,7 +23,7 @@ fn train(c: OptimConfig, policy: DecayPolicy, schedule: ScheduleKind, steps: usi
     let d = data::embedded();
     let mut net = Net::new(ModelKind::Convnet, NormKind::Bn, d.shape, 0.1, 2, &device);
     let params = describe(&net, policy);
-    let sched = Schedule { kind: schedule, milestones: vec![], gamma: 0.1, warmup_steps: 0, steps_per_epoch: steps, total_steps: steps };
+    let sched = Schedule { kind: schedule, ..Schedule::constant(steps) };
     let mut opt = Optimizer::new(c, sched, &params).unwrap();
     let mut out = Vec::new();
     for s in 0..steps {
@@ -59,8 +47,7 @@ fn sgdp_and_adamp_make_no_radial_update() {
         let d = data::embedded();
         let mut net = Net::new(ModelKind::Convnet, NormKind::Bn, d.shape, 0.1, 2, &device);
         let params = describe(&net, DecayPolicy::ExcludeNormBias);
-        let sched =
-            Schedule { kind: ScheduleKind::Constant, milestones: vec![], gamma: 0.1, warmup_steps: 0, steps_per_epoch: 8, total_steps: 8 };
+        let sched = Schedule::constant(8);
         let mut opt = Optimizer::new(c, sched, &params).unwrap();
         for t in 0..8 {
             let (x, y) = d.batch(&d.train, &(t * 64..(t + 1) * 64).collect::<Vec<_>>(), None, &device);

@@ -5,8 +5,8 @@
 use burn::tensor::Device;
 use normwd::data;
 use normwd::model::{ModelKind, Net, NormKind};
-use normwd::optim::schedule::{Schedule, ScheduleKind};
-use normwd::optim::{DecayMode, OptimConfig, OptimKind, Optimizer};
+use normwd::optim::schedule::Schedule;
+use normwd::optim::{OptimConfig, Optimizer};
 use normwd::params::{describe, DecayPolicy};
 use normwd::report::{window_mean, RunData};
 use normwd::theory;
@@ -14,23 +14,11 @@ use normwd::train::config::RunConfig;
 use normwd::train::{self, cross_entropy, Quiet, RunOptions};
 
 fn sgd(lr: f64, momentum: f64, wd: f64) -> OptimConfig {
-    OptimConfig {
-        kind: OptimKind::Sgd,
-        lr,
-        momentum,
-        nesterov: false,
-        weight_decay: wd,
-        decay: DecayMode::Coupled,
-        betas: (0.9, 0.999),
-        eps: 1e-8,
-        si_lr_scale: 1.0,
-        si_weight_decay: None,
-        remedy: Default::default(),
-    }
+    OptimConfig::sgd(lr, momentum, wd)
 }
 
 fn constant(steps: usize) -> Schedule {
-    Schedule { kind: ScheduleKind::Constant, milestones: vec![], gamma: 0.1, warmup_steps: 0, steps_per_epoch: steps, total_steps: steps }
+    Schedule::constant(steps)
 }
 
 #[test]

@@ -286,6 +286,28 @@ impl OptimConfig {
         }
     }
 
+    /// SGD with momentum and L2 in the gradient (PyTorch's `SGD`), every other setting at its default.
+    pub fn sgd(lr: f64, momentum: f64, weight_decay: f64) -> Self {
+        OptimConfig {
+            kind: OptimKind::Sgd,
+            lr,
+            momentum,
+            nesterov: false,
+            weight_decay,
+            decay: DecayMode::Coupled,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            si_lr_scale: 1.0,
+            si_weight_decay: None,
+            remedy: RemedyConfig::default(),
+        }
+    }
+
+    /// `kind` with its own decay mode, momentum 0.9 and Adam's default betas.
+    pub fn of_kind(kind: OptimKind, lr: f64, weight_decay: f64) -> Self {
+        OptimConfig { kind, decay: kind.default_decay(), ..Self::sgd(lr, 0.9, weight_decay) }
+    }
+
     /// Weight decay applied to a tensor (0 where the policy excludes it).
     pub fn weight_decay_for(&self, info: &ParamInfo) -> f64 {
         if !info.decayed {
@@ -584,30 +606,11 @@ mod tests {
     }
 
     fn cfg(kind: OptimKind, decay: DecayMode) -> OptimConfig {
-        OptimConfig {
-            kind,
-            lr: 0.1,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.05,
-            decay,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            si_lr_scale: 1.0,
-            si_weight_decay: None,
-            remedy: Default::default(),
-        }
+        OptimConfig { kind, decay, ..OptimConfig::sgd(0.1, 0.9, 0.05) }
     }
 
     fn constant() -> Schedule {
-        Schedule {
-            kind: schedule::ScheduleKind::Constant,
-            milestones: vec![],
-            gamma: 0.1,
-            warmup_steps: 0,
-            steps_per_epoch: 1,
-            total_steps: 5,
-        }
+        Schedule::constant(1)
     }
 
     /// Gradient of the fixed loss `sum(a_i * w_i^3 / 3 + b_i * w_i)` is `a_i*w_i^2 + b_i`.
@@ -728,19 +731,7 @@ mod remedy_tests {
     }
 
     fn cfg(kind: OptimKind) -> OptimConfig {
-        OptimConfig {
-            kind,
-            lr: 0.1,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.05,
-            decay: kind.default_decay(),
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            si_lr_scale: 1.0,
-            si_weight_decay: None,
-            remedy: RemedyConfig::default(),
-        }
+        OptimConfig::of_kind(kind, 0.1, 0.05)
     }
 
     fn step(c: OptimConfig, info: ParamInfo, w: &[f64], g: &[f64]) -> Vec<f64> {

@@ -44,6 +44,18 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// A constant rate over a run of `total_steps` updates.
+    pub fn constant(total_steps: usize) -> Self {
+        Schedule {
+            kind: ScheduleKind::Constant,
+            milestones: Vec::new(),
+            gamma: 0.1,
+            warmup_steps: 0,
+            steps_per_epoch: total_steps,
+            total_steps,
+        }
+    }
+
     /// The multiplier of the base rate for the update with 0-based index `step`.
     pub fn factor(&self, step: usize) -> f64 {
         let base = match self.kind {

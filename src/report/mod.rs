@@ -143,6 +143,11 @@ pub struct Figure {
     pub reading: String,
 }
 
+/// One solid series per run, labelled with the run's name.
+fn per_run(runs: &[RunData], points: impl Fn(&RunData) -> Vec<(f64, f64)>) -> Vec<Series> {
+    runs.iter().enumerate().map(|(i, r)| Series { label: r.name.clone(), points: points(r), color: color(i), dashed: false }).collect()
+}
+
 fn color(i: usize) -> String {
     COLORS[i % COLORS.len()].to_string()
 }
@@ -158,16 +163,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
     for layer in &layers {
         let short = layer.trim_end_matches(".weight").trim_end_matches(".weight_v").to_string();
         // Norm.
-        let series: Vec<Series> = runs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Series {
-                label: r.name.clone(),
-                points: r.series(layer).iter().map(|p| (p.step as f64, p.norm)).collect(),
-                color: color(i),
-                dashed: false,
-            })
-            .collect();
+        let series: Vec<Series> = per_run(runs, |r| r.series(layer).iter().map(|p| (p.step as f64, p.norm)).collect());
         let ends: Vec<(String, f64, f64)> = runs
             .iter()
             .filter_map(|r| {
@@ -195,16 +191,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
             reading,
         });
         // Effective lr.
-        let series: Vec<Series> = runs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Series {
-                label: r.name.clone(),
-                points: r.series(layer).iter().map(|p| (p.step as f64, p.eff_lr)).collect(),
-                color: color(i),
-                dashed: false,
-            })
-            .collect();
+        let series: Vec<Series> = per_run(runs, |r| r.series(layer).iter().map(|p| (p.step as f64, p.eff_lr)).collect());
         let ends: Vec<(String, f64)> =
             runs.iter().filter_map(|r| Some((r.name.clone(), window_mean(&r.series(layer), 0.75, 1.0, |p| Some(p.eff_lr))?))).collect();
         let (hi, lo) = (ends.iter().max_by(|a, b| a.1.total_cmp(&b.1)), ends.iter().min_by(|a, b| a.1.total_cmp(&b.1)));
@@ -278,11 +265,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
             }
             by_step.into_iter().map(|(s, (v, n))| (s as f64, v / n as f64)).collect()
         };
-        let series: Vec<Series> = runs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Series { label: r.name.clone(), points: mean_gamma(r), color: color(i), dashed: false })
-            .collect();
+        let series: Vec<Series> = per_run(runs, mean_gamma);
         let ends: Vec<(String, f64)> = series.iter().filter_map(|s| Some((s.label.clone(), s.points.last()?.1))).collect();
         let shrunk: Vec<String> = ends.iter().filter(|e| e.1 < 0.95).map(|e| format!("{} (to {:.2})", e.0, e.1)).collect();
         let reading = format!(
@@ -311,16 +294,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
         });
     }
     // Test accuracy per epoch.
-    let series: Vec<Series> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Series {
-            label: r.name.clone(),
-            points: r.epochs.iter().map(|e| (e.epoch as f64, 100.0 * e.test_acc)).collect(),
-            color: color(i),
-            dashed: false,
-        })
-        .collect();
+    let series: Vec<Series> = per_run(runs, |r| r.epochs.iter().map(|e| (e.epoch as f64, 100.0 * e.test_acc)).collect());
     let best = runs.iter().filter_map(|r| Some((r.name.clone(), r.final_acc()?))).max_by(|a, b| a.1.total_cmp(&b.1));
     let worst = runs.iter().filter_map(|r| Some((r.name.clone(), r.final_acc()?))).min_by(|a, b| a.1.total_cmp(&b.1));
     let reading = match (best, worst) {

@@ -91,6 +91,15 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     t
 }
 
+/// The opening of a chart: the `<svg>` element, a white background and the title.
+fn open_svg(title: &str, plot_width: f64) -> String {
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="12"><rect width="{W}" height="{H}" fill="white"/><text x="{}" y="20" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"#,
+        LEFT + plot_width / 2.0,
+        esc(title)
+    )
+}
+
 struct Axis {
     lo: f64,
     hi: f64,
@@ -139,17 +148,7 @@ impl LineChart {
         let ph = H - TOP - BOTTOM;
         let xa = Axis::fit(self.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)), self.log_x);
         let ya = Axis::fit(self.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)), self.log_y);
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = write!(
-            s,
-            r#"<rect width="{W}" height="{H}" fill="white"/><text x="{}" y="20" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"#,
-            LEFT + pw / 2.0,
-            esc(&self.title)
-        );
+        let mut s = open_svg(&self.title, pw);
         let _ = write!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
         for (t, label) in xa.ticks() {
             let x = LEFT + t * pw;
@@ -255,17 +254,7 @@ impl Heatmap {
         let vals: Vec<f64> = self.values.iter().flatten().flatten().copied().filter(|v| v.is_finite()).collect();
         let (lo, hi) = vals.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         let span = if hi > lo { hi - lo } else { 1.0 };
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = write!(
-            s,
-            r#"<rect width="{W}" height="{H}" fill="white"/><text x="{}" y="20" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"#,
-            LEFT + pw / 2.0,
-            esc(&self.title)
-        );
+        let mut s = open_svg(&self.title, pw);
         for (j, row) in self.values.iter().enumerate() {
             for (i, v) in row.iter().enumerate() {
                 let x = LEFT + i as f64 * cw;
