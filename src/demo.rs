@@ -223,37 +223,20 @@ pub fn train_all(
     parallel: usize,
     observer: &(dyn Fn(&str, &train::Summary) + Sync),
 ) -> Result<Vec<PathBuf>, TrainError> {
-    let dirs: Vec<PathBuf> = regimes.iter().map(|r| out.join(&r.name)).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Result<(), TrainError>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..parallel.max(1))
-            .map(|_| {
-                sc.spawn(|| -> Result<(), TrainError> {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let Some(reg) = regimes.get(i) else { return Ok(()) };
-                        let dir = &dirs[i];
-                        let finished = std::fs::read_to_string(dir.join(train::files::METRICS))
-                            .map(|t| t.contains("\"kind\":\"done\""))
-                            .unwrap_or(false);
-                        let resume = dir.join(train::files::CONFIG).exists();
-                        if finished {
-                            continue;
-                        }
-                        struct Silent;
-                        impl Observer for Silent {}
-                        let s = train::run(reg.config.clone(), RunOptions { dir: dir.clone(), resume, observer: &mut Silent })?;
-                        observer(&reg.name, &s);
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("training threads do not panic")).collect()
-    });
-    for r in results {
-        r?;
-    }
-    Ok(dirs)
+    crate::sweep::pool(regimes, parallel, &|reg: &Regime| -> Result<(), TrainError> {
+        let dir = out.join(&reg.name);
+        let finished = std::fs::read_to_string(dir.join(train::files::METRICS)).map(|t| t.contains("\"kind\":\"done\"")).unwrap_or(false);
+        if finished {
+            return Ok(());
+        }
+        let resume = dir.join(train::files::CONFIG).exists();
+        struct Silent;
+        impl Observer for Silent {}
+        let s = train::run(reg.config.clone(), RunOptions { dir, resume, observer: &mut Silent })?;
+        observer(&reg.name, &s);
+        Ok(())
+    })?;
+    Ok(regimes.iter().map(|r| out.join(&r.name)).collect())
 }
 
 fn find<'a>(runs: &'a [RunData], prefix: &str) -> Option<&'a RunData> {

@@ -271,6 +271,26 @@ impl Drop for PointLock {
     }
 }
 
+/// Runs `work` on every item, `jobs` threads at a time taking items in order; the first error
+/// is returned once all threads stop (each thread stops at its own first error).
+pub fn pool<T: Sync, E: Send>(items: &[T], jobs: usize, work: &(dyn Fn(&T) -> Result<(), E> + Sync)) -> Result<(), E> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<(), E>> = std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..jobs.max(1))
+            .map(|_| {
+                sc.spawn(|| -> Result<(), E> {
+                    while let Some(item) = items.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) {
+                        work(item)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("pool workers do not panic")).collect()
+    });
+    results.into_iter().collect()
+}
+
 /// File a diverged point leaves in its folder (the sweep goes on).
 pub const FAILED: &str = "failed.txt";
 /// The sweep file as given, kept in the sweep folder.
@@ -302,45 +322,30 @@ pub fn run(
     std::fs::create_dir_all(out).map_err(|e| StoreError::Io { file: out.display().to_string(), source: e })?;
     write_atomic(&out.join(SPEC), spec_text.as_bytes())?;
     let mine = shard(&spec.points, shard_of.0, shard_of.1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Result<(), SweepError>> = std::thread::scope(|sc| {
-        let workers: Vec<_> = (0..jobs.max(1))
-            .map(|_| {
-                sc.spawn(|| -> Result<(), SweepError> {
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let Some(p) = mine.get(k) else { return Ok(()) };
-                        let dir = out.join(&p.name);
-                        if let Outcome::Done(_) | Outcome::Diverged(_) = outcome(&dir) {
-                            continue;
-                        }
-                        let Some(_lock) = PointLock::acquire(&dir)? else { continue };
-                        // Another sweep may have finished it between the check and the lock.
-                        if let Outcome::Done(_) | Outcome::Diverged(_) = outcome(&dir) {
-                            continue;
-                        }
-                        let resume = dir.join(files::CONFIG).exists();
-                        struct Silent;
-                        impl Observer for Silent {}
-                        let o = match train::run(p.config.clone(), RunOptions { dir: dir.clone(), resume, observer: &mut Silent }) {
-                            Ok(s) => Outcome::Done(s),
-                            Err(e @ TrainError::Diverged { .. }) => {
-                                write_atomic(&dir.join(FAILED), e.to_string().as_bytes())?;
-                                Outcome::Diverged(e.to_string())
-                            }
-                            Err(e) => return Err(SweepError::Run { point: p.name.clone(), source: e }),
-                        };
-                        progress(p, &o);
-                    }
-                })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().expect("sweep workers do not panic")).collect()
-    });
-    for r in results {
-        r?;
-    }
-    Ok(())
+    pool(&mine, jobs, &|p: &&Point| -> Result<(), SweepError> {
+        let dir = out.join(&p.name);
+        if let Outcome::Done(_) | Outcome::Diverged(_) = outcome(&dir) {
+            return Ok(());
+        }
+        let Some(_lock) = PointLock::acquire(&dir)? else { return Ok(()) };
+        // Another sweep may have finished it between the check and the lock.
+        if let Outcome::Done(_) | Outcome::Diverged(_) = outcome(&dir) {
+            return Ok(());
+        }
+        let resume = dir.join(files::CONFIG).exists();
+        struct Silent;
+        impl Observer for Silent {}
+        let o = match train::run(p.config.clone(), RunOptions { dir: dir.clone(), resume, observer: &mut Silent }) {
+            Ok(s) => Outcome::Done(s),
+            Err(e @ TrainError::Diverged { .. }) => {
+                write_atomic(&dir.join(FAILED), e.to_string().as_bytes())?;
+                Outcome::Diverged(e.to_string())
+            }
+            Err(e) => return Err(SweepError::Run { point: p.name.clone(), source: e }),
+        };
+        progress(p, &o);
+        Ok(())
+    })
 }
 
 /// The outcome recorded in a point's folder.

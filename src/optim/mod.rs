@@ -736,14 +736,7 @@ mod remedy_tests {
 
     fn step(c: OptimConfig, info: ParamInfo, w: &[f64], g: &[f64]) -> Vec<f64> {
         let dev = Device::flex();
-        let sched = Schedule {
-            kind: schedule::ScheduleKind::Constant,
-            milestones: vec![],
-            gamma: 0.1,
-            warmup_steps: 0,
-            steps_per_epoch: 1,
-            total_steps: 1,
-        };
+        let sched = Schedule::constant(1);
         let mut opt = Optimizer::new(c, sched, std::slice::from_ref(&info)).unwrap();
         opt.step = 1;
         let t = |v: &[f64]| Tensor::<2>::from_data(TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), [2, 3]), &dev);
@@ -902,13 +895,6 @@ mod remedy_tests {
     }
 
     fn constant() -> Schedule {
-        Schedule {
-            kind: schedule::ScheduleKind::Constant,
-            milestones: vec![],
-            gamma: 0.1,
-            warmup_steps: 0,
-            steps_per_epoch: 1,
-            total_steps: 1,
-        }
+        Schedule::constant(1)
     }
 }
