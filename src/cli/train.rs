@@ -91,7 +91,7 @@ pub struct TrainArgs {
     /// cpu | auto
     #[arg(long)]
     pub device: Option<String>,
-    /// Probe every N steps (default: ~200 points per run, at most every 2nd step).
+    /// Probe every N steps (default: ~200 points per run, at most every 3rd step).
     #[arg(long)]
     pub probe_every: Option<usize>,
     /// sgdp/adamp: structural (from the graph) | numeric (AdamP's cosine test).

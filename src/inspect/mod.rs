@@ -142,15 +142,20 @@ pub enum ForeignRole {
 /// number) or `features.0`/`features.1` (the next index of a sequence). Weight norm's `weight_v`
 /// always is.
 pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(ForeignRole, bool)> {
+    // A 1-D `bias` whose sibling scale (`weight`, `scale`, `gamma`) is also 1-D belongs to a norm layer.
+    let sibling_scale = |n: &str| -> bool {
+        let Some((module, _)) = n.rsplit_once(['.', '/']) else { return false };
+        names.iter().any(|(m, ms)| {
+            ms.len() <= 1 && ["weight", "scale", "gamma"].iter().any(|s| *m == format!("{module}.{s}") || *m == format!("{module}/{s}"))
+        })
+    };
     let role = |n: &str, s: &[usize]| {
         let last = n.rsplit(['.', '/']).next().unwrap_or(n);
         if ["running_mean", "running_var", "num_batches_tracked", "mean", "var"].contains(&last) {
             ForeignRole::Buffer
         } else if s.len() <= 1 && ["weight", "gamma", "scale", "weight_g"].contains(&last) {
             ForeignRole::NormScale
-        } else if s.len() <= 1 && ["beta"].contains(&last)
-            || (s.len() <= 1 && last == "bias" && n.contains("norm") || (s.len() <= 1 && last == "bias" && n.contains("bn")))
-        {
+        } else if s.len() <= 1 && (last == "beta" || (last == "bias" && sibling_scale(n))) {
             ForeignRole::NormShift
         } else if last == "bias" {
             ForeignRole::Bias
@@ -158,6 +163,8 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(ForeignRole, bool)> {
             ForeignRole::Weight
         }
     };
+    // Output channels: dimension 0 in PyTorch's layout, the last one for Flax's `kernel`.
+    let out_dim = |n: &str, s: &[usize]| if n.ends_with("kernel") { s.last().copied() } else { s.first().copied() };
     let roles: Vec<ForeignRole> = names.iter().map(|(n, s)| role(n, s)).collect();
     // Splits `a.b.conv1.weight` into (`a.b`, `conv1`).
     let layer = |n: &str| -> (String, String) {
@@ -190,7 +197,7 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(ForeignRole, bool)> {
                     || names
                         .iter()
                         .zip(&roles)
-                        .any(|((m, ms), mr)| *mr == ForeignRole::NormScale && ms.first() == s.first() && neighbours(n, m)));
+                        .any(|((m, ms), mr)| *mr == ForeignRole::NormScale && ms.first().copied() == out_dim(n, s) && neighbours(n, m)));
             (r, si)
         })
         .collect()
@@ -320,6 +327,9 @@ mod tests {
         assert_eq!(step_from_name(Path::new("model-step12-final.safetensors")), Some(12));
         assert_eq!(step_from_name(Path::new("final.safetensors")), None);
         let names: Vec<(String, Vec<usize>)> = [
+            ("params/Conv_0/kernel", vec![3, 3, 1, 8]),
+            ("params/BatchNorm_0/scale", vec![8]),
+            ("params/BatchNorm_0/bias", vec![8]),
             ("conv1.weight", vec![16, 3, 3, 3]),
             ("bn1.weight", vec![16]),
             ("bn1.bias", vec![16]),
@@ -327,17 +337,35 @@ mod tests {
             ("bn1.num_batches_tracked", vec![]),
             ("fc.weight", vec![10, 16]),
             ("fc.bias", vec![10]),
+            ("layer1.0.conv2.weight", vec![16, 16, 3, 3]),
+            ("layer1.0.bn2.weight", vec![16]),
+            ("features.3.weight", vec![32, 16, 3, 3]),
+            ("features.4.weight", vec![32]),
+            ("features.4.bias", vec![32]),
         ]
         .iter()
         .map(|(n, s)| (n.to_string(), s.clone()))
         .collect();
-        let r = guess_roles(&names);
-        assert_eq!(r[0], (ForeignRole::Weight, true));
-        assert_eq!(r[1].0, ForeignRole::NormScale);
-        assert_eq!(r[2].0, ForeignRole::NormShift);
-        assert_eq!(r[3].0, ForeignRole::Buffer);
-        assert_eq!(r[4].0, ForeignRole::Buffer);
-        assert_eq!(r[5], (ForeignRole::Weight, false));
-        assert_eq!(r[6].0, ForeignRole::Bias);
+        use ForeignRole::*;
+        let expect = [
+            (Weight, true),
+            (NormScale, false),
+            (NormShift, false),
+            (Weight, true),
+            (NormScale, false),
+            (NormShift, false),
+            (Buffer, false),
+            (Buffer, false),
+            (Weight, false),
+            (Bias, false),
+            (Weight, true),
+            (NormScale, false),
+            (Weight, true),
+            (NormScale, false),
+            (NormShift, false),
+        ];
+        for ((n, _), (got, want)) in names.iter().zip(guess_roles(&names).into_iter().zip(expect)) {
+            assert_eq!(got, want, "{n}");
+        }
     }
 }
