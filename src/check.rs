@@ -5,7 +5,7 @@
 use crate::model::{Net, PathTracker};
 use crate::params::{ParamInfo, Role};
 use crate::train::cross_entropy;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Int, Tensor};
 use std::collections::HashMap;
 
@@ -105,36 +105,12 @@ pub fn loss_and_grads(model: &Net, x: Tensor<4>, y: Tensor<1, Int>) -> (f64, Gra
     (v, GradsByPath(g.out))
 }
 
-struct Scale<'a> {
-    at: PathTracker,
-    path: &'a str,
-    c: f64,
-}
-
-impl ModuleMapper for Scale<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.at.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.at.exit();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if self.at.path() != self.path {
-            return param;
-        }
-        let (id, t, mapper) = param.consume();
-        let grad = t.is_require_grad();
-        let mut s = t.inner().mul_scalar(self.c).autodiff();
-        if grad {
-            s = s.require_grad();
-        }
-        Param::from_mapped_value(id, s, mapper)
-    }
-}
-
-/// `model` with the tensor at `path` multiplied by `c`.
+/// `model` with the tensor at `path` multiplied by `c` (through the checkpoint loader's
+/// assignment, so there is one path-matching mapper).
 pub fn scaled(model: Net, path: &str, c: f64) -> Net {
-    model.map(&mut Scale { at: PathTracker::default(), path, c })
+    let Some((_, shape, v)) = crate::train::store::module_tensors(&model).into_iter().find(|t| t.0 == path) else { return model };
+    let scaled: Vec<f32> = v.iter().map(|x| x * c as f32).collect();
+    crate::train::store::assign(model, &HashMap::from([(path.to_string(), (shape, scaled))]))
 }
 
 /// Both numerical verdicts for one weight tensor, beside the structural one.

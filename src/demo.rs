@@ -225,8 +225,7 @@ pub fn train_all(
 ) -> Result<Vec<PathBuf>, TrainError> {
     crate::sweep::pool(regimes, parallel, &|reg: &Regime| -> Result<(), TrainError> {
         let dir = out.join(&reg.name);
-        let finished = std::fs::read_to_string(dir.join(train::files::METRICS)).map(|t| t.contains("\"kind\":\"done\"")).unwrap_or(false);
-        if finished {
+        if let crate::sweep::Outcome::Done(_) = crate::sweep::outcome(&dir) {
             return Ok(());
         }
         let resume = dir.join(train::files::CONFIG).exists();
