@@ -7,6 +7,7 @@ pub mod bench;
 pub mod check;
 pub mod data;
 pub mod demo;
+pub mod fault;
 pub mod inspect;
 pub mod model;
 pub mod optim;

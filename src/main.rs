@@ -37,6 +37,13 @@ enum Command {
 }
 
 fn main() {
+    // Under a file-size limit (`ulimit -f`) a write then fails with EFBIG and is reported like a
+    // full disk, keeping the previous checkpoint, instead of the signal killing the process.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(a) => cli::demo::run(a),

@@ -1,39 +1,10 @@
-//! End-to-end tests of the `normwd` program on the embedded data: a training run, exact
-//! resume after a crash, and bad input (exit code 2, one clear line, nothing half-written).
+//! End-to-end tests of the `normwd` program on the embedded data: a training run and bad input
+//! (exit code 2, one clear line, nothing half-written). Crashes and resume: `reliability.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_normwd"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("normwd-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("the binary runs")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
-/// Small, fast training settings on the embedded data.
-const QUICK: &[&str] = &["train", "--model", "mlp", "--norm", "bn", "--train-subset", "1024", "--test-subset", "256", "--batch-size", "64"];
-
-fn records(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == kind)
-        .collect()
-}
+use common::{bin, records, run, text, tmp, QUICK};
+use std::path::Path;
 
 #[test]
 fn train_writes_a_complete_run() {
@@ -65,48 +36,6 @@ fn train_writes_a_complete_run() {
     let o = bin().args(QUICK).args(["--epochs", "1", "--out", d.to_str().unwrap()]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("already holds a run"));
-}
-
-#[test]
-fn same_seed_same_numbers_and_exact_resume_after_kill() {
-    let base = tmp("resume");
-    let full = base.join("full");
-    let args = |d: &Path| {
-        let mut v: Vec<String> = QUICK.iter().map(|s| s.to_string()).collect();
-        v.extend(["--epochs", "4", "--out", d.to_str().unwrap()].map(String::from));
-        v
-    };
-    assert!(bin().args(args(&full)).output().unwrap().status.success());
-    let again = base.join("again");
-    assert!(bin().args(args(&again)).output().unwrap().status.success());
-    let ckpt = |d: &Path| std::fs::read(d.join("checkpoint.safetensors")).unwrap();
-    assert!(ckpt(&full) == ckpt(&again), "same seed and config give the same weights");
-
-    // Kill -9 once the first checkpoint exists, then resume.
-    let cut = base.join("cut");
-    let mut child = bin().args(args(&cut)).stdout(std::process::Stdio::null()).spawn().unwrap();
-    while !cut.join("state.json").exists() {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let o = run(&["train", "--resume", cut.to_str().unwrap()]);
-    assert!(o.status.success(), "{:?}", text(&o));
-    assert!(ckpt(&full) == ckpt(&cut), "resumed run ends with identical weights and optimizer state");
-    let strip = |d: &Path| -> Vec<serde_json::Value> {
-        records(d, "epoch")
-            .into_iter()
-            .map(|mut r| {
-                r.as_object_mut().unwrap().remove("images_per_sec");
-                r
-            })
-            .collect()
-    };
-    assert_eq!(strip(&full), strip(&cut));
-    assert_eq!(records(&full, "probe"), records(&cut, "probe"));
 }
 
 fn expect_usage_error(args: &[&str], needle: &str) {

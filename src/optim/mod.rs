@@ -479,13 +479,35 @@ impl Optimizer {
         self.state.clear();
         for (name, data) in tensors {
             let (p, k) = name.rsplit_once('/').ok_or_else(|| OptimError::State(format!("tensor name {name:?} is not PARAM/SLOT")))?;
-            if !self.infos.contains_key(p) {
+            let Some(info) = self.infos.get(p) else {
                 return Err(OptimError::State(format!("state for unknown parameter {p:?}")));
+            };
+            let want = slot_shape(info, k, self.chain.len(), self.config.remedy.fixed_norm_per_channel)
+                .ok_or_else(|| OptimError::State(format!("{name}: no slot {k:?} in this optimizer's chain")))?;
+            if data.shape().to_vec() != want {
+                return Err(OptimError::State(format!("{name}: shape {:?}, expected {want:?}", data.shape())));
             }
             self.state.entry(p.to_string()).or_default().insert(k.to_string(), Tensor::from_data(data, device));
         }
         self.step = step;
         Ok(())
+    }
+}
+
+/// The shape a saved slot `"{index}.{name}"` must have for parameter `info` (`None`: no such slot).
+fn slot_shape(info: &ParamInfo, key: &str, chain_len: usize, fixed_norm_per_channel: bool) -> Option<Vec<usize>> {
+    let (index, name) = key.split_once('.')?;
+    if index.parse::<usize>().ok()? >= chain_len {
+        return None;
+    }
+    let rows = info.rows();
+    let cols = info.shape.iter().product::<usize>() / rows.max(1);
+    match name {
+        "momentum" | "exp_avg" | "exp_avg_sq" => Some(vec![rows, cols]),
+        "init_norm" | "rms" => Some(vec![rows, 1]),
+        "target_norm" => Some(vec![if fixed_norm_per_channel { rows } else { 1 }, 1]),
+        "init_sq_norm" => Some(vec![1, 1]),
+        _ => None,
     }
 }
 

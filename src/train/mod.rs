@@ -233,18 +233,32 @@ impl Setup {
     }
 }
 
-fn read_state(dir: &Path) -> Result<Option<(CkptState, store::Loaded)>, TrainError> {
-    let p = dir.join(files::CHECKPOINT);
-    if !p.exists() {
-        return Ok(None);
-    }
-    let loaded = store::read_safetensors(&p)?;
+/// Restores a run from a checkpoint's contents: the state from its metadata, the model's
+/// tensors (every name and shape checked first, all mismatches listed) and the optimizer's.
+/// A file that does not fit the run is an error, never a panic later in training.
+pub fn restore(file: &str, loaded: store::Loaded, s: &mut Setup) -> Result<CkptState, TrainError> {
+    let corrupt = |what: String| StoreError::Corrupt { file: file.to_string(), what };
     let state = loaded
         .metadata
         .get("state")
         .and_then(|s| serde_json::from_str::<CkptState>(s).ok())
-        .ok_or_else(|| StoreError::Corrupt { file: p.display().to_string(), what: "metadata has no valid \"state\" entry".into() })?;
-    Ok(Some((state, loaded)))
+        .ok_or_else(|| corrupt("metadata has no valid \"state\" entry".into()))?;
+    if state.version != 1 || state.seed != s.config.seed || state.step != (state.epoch * s.steps_per_epoch) as u64 {
+        return Err(corrupt(format!(
+            "state {state:?} does not fit this run (version 1, seed {}, {} steps per epoch)",
+            s.config.seed, s.steps_per_epoch
+        ))
+        .into());
+    }
+    let (model_t, optim_t): (HashMap<_, _>, HashMap<_, _>) = loaded.tensors.into_iter().partition(|(k, _)| !k.starts_with("optim/"));
+    store::check_fits(file, &s.model, &model_t)?;
+    let optim_t = optim_t
+        .into_iter()
+        .map(|(k, (shape, v))| (k.trim_start_matches("optim/").to_string(), burn::tensor::TensorData::new(v, shape)))
+        .collect();
+    s.optim.load_state(optim_t, state.step, &s.device).map_err(|e| corrupt(e.to_string()))?;
+    s.model = store::assign(s.model.clone(), &model_t);
+    Ok(state)
 }
 
 fn save_checkpoint(dir: &Path, model: &Net, optim: &Optimizer, state: &CkptState) -> Result<(), TrainError> {
@@ -298,18 +312,13 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
     std::fs::create_dir_all(&dir).map_err(|e| TrainError::RunDir { dir: dir_s.clone(), what: format!("cannot create ({e})") })?;
     let mut start_epoch = 0;
     let mut keep_lines = Some(0);
+    // A crashed writer may have left a temporary file (never a torn finished one).
+    store::remove_stale_temporaries(&dir);
     if opts.resume {
-        if let Some((state, loaded)) = read_state(&dir)? {
-            let file = dir.join(files::CHECKPOINT).display().to_string();
-            let (model_t, optim_t): (HashMap<_, _>, HashMap<_, _>) =
-                loaded.tensors.into_iter().partition(|(k, _)| !k.starts_with("optim/"));
-            store::check_fits(&file, &s.model, &model_t)?;
-            s.model = store::assign(s.model, &model_t);
-            let optim_t = optim_t
-                .into_iter()
-                .map(|(k, (shape, v))| (k.trim_start_matches("optim/").to_string(), burn::tensor::TensorData::new(v, shape)))
-                .collect();
-            s.optim.load_state(optim_t, state.step, &s.device)?;
+        let p = dir.join(files::CHECKPOINT);
+        if p.exists() {
+            let file = p.display().to_string();
+            let state = restore(&file, store::read_safetensors(&p)?, &mut s)?;
             start_epoch = state.epoch;
             keep_lines = Some(state.metrics_lines);
         }

@@ -44,14 +44,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(path))?;
+        let (head, tail) = bytes.split_at(bytes.len() / 2);
+        f.write_all(head).map_err(io(path))?;
+        if crate::fault::is_armed() {
+            let _ = f.sync_all();
+            crate::fault::point("mid-write", name);
+        }
+        f.write_all(tail).map_err(io(path))?;
         f.sync_all().map_err(io(path))?;
+        crate::fault::point("before-rename", name);
         std::fs::rename(&tmp, path).map_err(io(path))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The prefix of [`write_atomic`]'s temporary files, so a resumed run can remove the ones a
+/// crash left behind.
+pub fn is_temporary(file_name: &str) -> bool {
+    file_name.starts_with('.') && file_name.contains(".tmp-")
+}
+
+/// Removes temporary files that crashed writers left in `dir` (never the finished files).
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if is_temporary(&e.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Appends JSON lines to `metrics.jsonl`, one whole line per write.
