@@ -124,6 +124,23 @@ fn corrupt_data_files_exit_2_naming_the_file() {
         &["train", "--data", c.to_str().unwrap(), "--out", out.to_str().unwrap()],
         "data_batch_1.bin: file is 6151 bytes, expected a positive multiple of 3073",
     );
+    // Images too small for the architecture, and a file with no images.
+    write_idx_set(&d);
+    std::fs::write(d.join("train-images-idx3-ubyte"), idx(2051, &[16, 4, 4], &[7; 256])).unwrap();
+    std::fs::write(d.join("train-labels-idx1-ubyte"), idx(2049, &[16], &[1; 16])).unwrap();
+    std::fs::write(d.join("t10k-images-idx3-ubyte"), idx(2051, &[2, 4, 4], &[7; 32])).unwrap();
+    expect_usage_error(
+        &["train", "--model", "convnet", "--data", d.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        "--model convnet: expected images of at least 8x8",
+    );
+    write_idx_set(&d);
+    std::fs::write(d.join("train-images-idx3-ubyte"), idx(2051, &[0, 8, 8], &[])).unwrap();
+    std::fs::write(d.join("train-labels-idx1-ubyte"), idx(2049, &[0], &[])).unwrap();
+    expect_usage_error(
+        &["train", "--model", "mlp", "--data", d.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        "train-images-idx3-ubyte: holds 0 images of 8x8, expected at least one non-empty image",
+    );
+    assert!(!out.exists());
     let e = tmp("empty");
     expect_usage_error(&["train", "--data", e.to_str().unwrap(), "--out", out.to_str().unwrap()], "neither IDX files");
 }

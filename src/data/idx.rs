@@ -8,7 +8,6 @@
 use super::DataError;
 use flate2::read::GzDecoder;
 use std::io::Read;
-use std::path::Path;
 
 /// Magic number of an IDX file holding `u8` images with 3 dimensions (n, rows, cols).
 pub const IMAGES_MAGIC: u32 = 2051;
@@ -87,22 +86,8 @@ fn parse(file: &str, raw: &[u8], magic: u32, ndim: usize) -> Result<(Vec<usize>,
     Ok((dims, all[header_len..].to_vec()))
 }
 
-/// Reads an IDX image file (magic 2051), raw or `.gz`.
-pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
-    let file = path.display().to_string();
-    let raw = super::read_file(path)?;
-    let (dims, pixels) = parse(&file, &raw, IMAGES_MAGIC, 3)?;
-    Ok(IdxImages { n: dims[0], rows: dims[1], cols: dims[2], pixels })
-}
-
-/// Reads an IDX label file (magic 2049), raw or `.gz`; every label must be < `classes`.
-pub fn read_labels(path: &Path, classes: u8) -> Result<Vec<u8>, DataError> {
-    let file = path.display().to_string();
-    let raw = super::read_file(path)?;
-    parse_labels(&file, &raw, classes)
-}
-
-/// Parses IDX label bytes (see [`read_labels`]); `file` names the source in errors.
+/// Parses IDX label bytes (magic 2049, raw or gzip); every label must be < `classes`;
+/// `file` names the source in errors.
 pub fn parse_labels(file: &str, raw: &[u8], classes: u8) -> Result<Vec<u8>, DataError> {
     let (_, labels) = parse(file, raw, LABELS_MAGIC, 1)?;
     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
@@ -111,7 +96,7 @@ pub fn parse_labels(file: &str, raw: &[u8], classes: u8) -> Result<Vec<u8>, Data
     Ok(labels)
 }
 
-/// Parses IDX image bytes (see [`read_images`]); `file` names the source in errors.
+/// Parses IDX image bytes (magic 2051, raw or gzip); `file` names the source in errors.
 pub fn parse_images(file: &str, raw: &[u8]) -> Result<IdxImages, DataError> {
     let (dims, pixels) = parse(file, raw, IMAGES_MAGIC, 3)?;
     Ok(IdxImages { n: dims[0], rows: dims[1], cols: dims[2], pixels })

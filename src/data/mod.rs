@@ -96,33 +96,38 @@ const EMB_TRAIN_LABELS: &[u8] = include_bytes!("../../data/embedded/train-labels
 const EMB_TEST_IMAGES: &[u8] = include_bytes!("../../data/embedded/t10k-images-idx3-ubyte.gz");
 const EMB_TEST_LABELS: &[u8] = include_bytes!("../../data/embedded/t10k-labels-idx1-ubyte.gz");
 
-fn idx_split(images: idx::IdxImages, labels: Vec<u8>, file: &str) -> Result<Split, DataError> {
+/// An images file, its labels file, and their names for messages.
+type IdxPair = (idx::IdxImages, Vec<u8>, [String; 2]);
+
+fn idx_split((images, labels, [images_file, labels_file]): IdxPair) -> Result<Split, DataError> {
+    if images.n == 0 || images.rows == 0 || images.cols == 0 {
+        return Err(DataError::Corrupt {
+            file: images_file,
+            what: format!("holds {} images of {}x{}, expected at least one non-empty image", images.n, images.rows, images.cols),
+        });
+    }
     if images.n != labels.len() {
         return Err(DataError::Corrupt {
-            file: file.to_string(),
+            file: labels_file,
             what: format!("{} labels for {} images, expected equal counts", labels.len(), images.n),
         });
     }
     Ok(Split { pixels: images.pixels, labels })
 }
 
-fn gray_dataset(
-    name: String,
-    train: (idx::IdxImages, Vec<u8>, String),
-    test: (idx::IdxImages, Vec<u8>, String),
-) -> Result<Dataset, DataError> {
+fn gray_dataset(name: String, train: IdxPair, test: IdxPair) -> Result<Dataset, DataError> {
     let shape = [1, train.0.rows, train.0.cols];
     if [1, test.0.rows, test.0.cols] != shape {
         return Err(DataError::Corrupt {
-            file: test.2,
+            file: test.2[0].clone(),
             what: format!("images are {}x{}, expected {}x{} as in the training file", test.0.rows, test.0.cols, shape[1], shape[2]),
         });
     }
     Ok(Dataset {
         name,
         shape,
-        train: idx_split(train.0, train.1, &train.2)?,
-        test: idx_split(test.0, test.1, &test.2)?,
+        train: idx_split(train)?,
+        test: idx_split(test)?,
         mean: vec![FMNIST_MEAN],
         std: vec![FMNIST_STD],
         augment: false,
@@ -132,14 +137,22 @@ fn gray_dataset(
 /// The Fashion-MNIST subset compiled into the binary: 10,000 train + 2,000 test images,
 /// class-balanced (see `data/embedded/` and `scripts/make_embedded.py`).
 pub fn embedded() -> Dataset {
-    let parse = || -> Result<Dataset, DataError> {
-        let tr = idx::parse_images("embedded train images", EMB_TRAIN_IMAGES)?;
-        let trl = idx::parse_labels("embedded train labels", EMB_TRAIN_LABELS, 10)?;
-        let te = idx::parse_images("embedded test images", EMB_TEST_IMAGES)?;
-        let tel = idx::parse_labels("embedded test labels", EMB_TEST_LABELS, 10)?;
-        gray_dataset("embedded".into(), (tr, trl, "embedded train".into()), (te, tel, "embedded test".into()))
+    let files = [
+        ("embedded train images", EMB_TRAIN_IMAGES),
+        ("embedded train labels", EMB_TRAIN_LABELS),
+        ("embedded test images", EMB_TEST_IMAGES),
+        ("embedded test labels", EMB_TEST_LABELS),
+    ];
+    idx_dataset("embedded", files).expect("the embedded dataset is compiled in and checked by tests")
+}
+
+/// Builds a grayscale dataset from the bytes of the four IDX files (train images, train
+/// labels, test images, test labels; raw or gzip), each named for error messages.
+pub fn idx_dataset(name: &str, files: [(&str, &[u8]); 4]) -> Result<Dataset, DataError> {
+    let pair = |(img, lab): ((&str, &[u8]), (&str, &[u8]))| -> Result<IdxPair, DataError> {
+        Ok((idx::parse_images(img.0, img.1)?, idx::parse_labels(lab.0, lab.1, 10)?, [img.0.to_string(), lab.0.to_string()]))
     };
-    parse().expect("the embedded dataset is compiled in and checked by tests")
+    gray_dataset(name.to_string(), pair((files[0], files[1]))?, pair((files[2], files[3]))?)
 }
 
 fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
@@ -160,11 +173,14 @@ pub fn load_idx_dir(dir: &Path) -> Result<Dataset, DataError> {
         need("t10k-images-idx3-ubyte")?,
         need("t10k-labels-idx1-ubyte")?,
     ];
-    let name = |p: &PathBuf| p.display().to_string();
-    gray_dataset(
-        dir.display().to_string(),
-        (idx::read_images(&paths[0])?, idx::read_labels(&paths[1], 10)?, name(&paths[1])),
-        (idx::read_images(&paths[2])?, idx::read_labels(&paths[3], 10)?, name(&paths[3])),
+    let names = paths.clone().map(|p| p.display().to_string());
+    let mut bytes = Vec::with_capacity(4);
+    for p in &paths {
+        bytes.push(read_file(p)?);
+    }
+    idx_dataset(
+        &dir.display().to_string(),
+        [(&names[0], &bytes[0]), (&names[1], &bytes[1]), (&names[2], &bytes[2]), (&names[3], &bytes[3])],
     )
 }
 

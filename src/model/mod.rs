@@ -41,6 +41,14 @@ impl ModelKind {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == s)
     }
+
+    /// The smallest image side the architecture accepts (the ConvNet halves it three times).
+    pub fn min_side(self) -> usize {
+        match self {
+            ModelKind::Convnet => 8,
+            ModelKind::Mlp | ModelKind::Resnet20 => 1,
+        }
+    }
 }
 
 /// A built model of any architecture. (Variants differ in size, but a model is built once

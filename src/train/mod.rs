@@ -216,6 +216,15 @@ impl Setup {
             data.truncate(tr, te);
         }
         data.augment = config.augment;
+        let side = data.shape[1].min(data.shape[2]);
+        if side < r.model.min_side() {
+            let m = r.model.min_side();
+            return Err(TrainError::Config(ConfigError::Invalid {
+                key: "model".into(),
+                value: config.model.clone(),
+                expected: format!("images of at least {m}x{m}; {} holds {}x{}", data.name, data.shape[1], data.shape[2]),
+            }));
+        }
         let device = device_for(&config.device).autodiff();
         let model = Net::new(r.model, r.norm, data.shape, config.bn_momentum, config.seed, &device);
         let params = params::describe(&model, r.policy);
