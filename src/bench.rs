@@ -1,5 +1,6 @@
-//! Benchmarks that print ratios against a reference measured in the same process: the cost of
-//! per-layer probes relative to plain training steps.
+//! Benchmarks: the cost of per-layer probes relative to plain training steps (a ratio in one
+//! process), and training throughput on synthetic batches, which `bench/compare.sh` sets
+//! beside PyTorch's on the same models (`bench/pytorch_ref.py`).
 
 use crate::data;
 use crate::model::{ModelKind, Net, NormKind};
@@ -7,7 +8,8 @@ use crate::optim::schedule::Schedule;
 use crate::optim::{OptimConfig, Optimizer};
 use crate::params::{describe, DecayPolicy};
 use crate::train::cross_entropy;
-use burn::tensor::Device;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
 /// Median seconds per training step with and without probes.
@@ -68,4 +70,78 @@ pub fn probe_overhead(model: ModelKind, steps: usize) -> ProbeOverhead {
         }
     }
     ProbeOverhead { model, plain_s: median(plain), every_step_s: median(probed), steps }
+}
+
+/// Training throughput of one model on synthetic batches.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Throughput {
+    /// Model name.
+    pub model: String,
+    /// Input shape `[c, h, w]`.
+    pub shape: [usize; 3],
+    /// Batch size.
+    pub batch: usize,
+    /// Median seconds per step (forward, backward, optimizer step, loss read back).
+    pub step_s: f64,
+    /// `batch / step_s`.
+    pub images_per_sec: f64,
+    /// Timed steps.
+    pub steps: usize,
+    /// Loss of every step, warm-up included (the run is deterministic).
+    pub losses: Vec<f64>,
+}
+
+/// The input shape the comparison uses for each model: Fashion-MNIST's for the MLP and the
+/// ConvNet, CIFAR-10's for ResNet-20.
+pub fn bench_shape(model: ModelKind) -> [usize; 3] {
+    match model {
+        ModelKind::Mlp | ModelKind::Convnet => [1, 28, 28],
+        ModelKind::Resnet20 => [3, 32, 32],
+    }
+}
+
+/// Times `steps` training steps after `warmup` untimed ones: +BN, SGD (lr 0.1, momentum 0.9,
+/// decay 5e-4 on weights only), batch `batch`, standard-normal inputs and uniform labels from
+/// a fixed seed, a fresh batch each step, prepared before the clock starts.
+pub fn train_throughput(model: ModelKind, device: &Device, batch: usize, warmup: usize, steps: usize) -> Throughput {
+    let device = device.clone().autodiff();
+    let shape = bench_shape(model);
+    let mut net = Net::new(model, NormKind::Bn, shape, 0.1, 0, &device);
+    let params = describe(&net, DecayPolicy::ExcludeNormBias);
+    let mut opt = Optimizer::new(OptimConfig::sgd(0.1, 0.9, 5e-4), Schedule::constant(1), &params).expect("valid settings");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let features = shape.iter().product::<usize>();
+    let (mut times, mut losses) = (Vec::new(), Vec::new());
+    for i in 0..warmup + steps {
+        // Box-Muller normals: the same distribution as torch.randn.
+        let x: Vec<f32> = (0..batch * features)
+            .map(|_| {
+                let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+                ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+            })
+            .collect();
+        let y: Vec<i32> = (0..batch).map(|_| rng.random_range(0..10)).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [batch, shape[0], shape[1], shape[2]]), &device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch]), &device);
+        let t = Instant::now();
+        let loss = cross_entropy(net.forward(x), y);
+        let lv = loss.clone().into_scalar::<f64>();
+        let (n, _) = opt.step(net, loss.backward(), false);
+        net = n;
+        let s = t.elapsed().as_secs_f64();
+        losses.push(lv);
+        if i >= warmup {
+            times.push(s);
+        }
+    }
+    let step_s = median(times);
+    Throughput { model: model.name().into(), shape, batch, step_s, images_per_sec: batch as f64 / step_s, steps, losses }
+}
+
+/// This process's peak resident memory in bytes (`VmHWM`), where the OS reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

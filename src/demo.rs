@@ -10,7 +10,7 @@
 use crate::report::{self, window_mean, RunData};
 use crate::theory;
 use crate::train::config::RunConfig;
-use crate::train::{self, Observer, RunOptions, TrainError};
+use crate::train::{self, RunOptions, TrainError};
 use std::path::{Path, PathBuf};
 
 /// One training regime of the demo.
@@ -41,17 +41,19 @@ pub struct DemoSettings {
     pub probe_every: usize,
     /// Regimes trained at the same time (the CPU backend leaves cores idle in one run).
     pub parallel: usize,
+    /// `--device` of every regime.
+    pub device: String,
 }
 
 impl DemoSettings {
     /// The full demo: about 400 updates per regime on the embedded data.
     pub fn full(data: &str) -> Self {
-        DemoSettings { data: data.into(), epochs: 4, train_subset: 0, test_subset: 0, seed: 0, probe_every: 2, parallel: 3 }
+        DemoSettings { data: data.into(), epochs: 4, train_subset: 0, test_subset: 0, seed: 0, probe_every: 2, parallel: 3, device: "cpu".into() }
     }
 
     /// A seconds-long version for tests and CI.
     pub fn quick(data: &str) -> Self {
-        DemoSettings { data: data.into(), epochs: 1, train_subset: 1024, test_subset: 256, seed: 0, probe_every: 1, parallel: 3 }
+        DemoSettings { data: data.into(), epochs: 1, train_subset: 1024, test_subset: 256, seed: 0, probe_every: 1, parallel: 3, device: "cpu".into() }
     }
 }
 
@@ -88,6 +90,7 @@ pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
         gamma: 0.1,
         seed: s.seed,
         probe_every: s.probe_every,
+        device: s.device.clone(),
         ..Default::default()
     };
     let r = |name: &str, about: &str, config: RunConfig| Regime { name: name.into(), about: about.into(), config };
@@ -229,9 +232,7 @@ pub fn train_all(
             return Ok(());
         }
         let resume = dir.join(train::files::CONFIG).exists();
-        struct Silent;
-        impl Observer for Silent {}
-        let s = train::run(reg.config.clone(), RunOptions { dir, resume, observer: &mut Silent })?;
+        let s = train::run(reg.config.clone(), RunOptions { dir, resume, observer: &mut train::Quiet })?;
         observer(&reg.name, &s);
         Ok(())
     })?;

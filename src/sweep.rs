@@ -5,7 +5,7 @@
 use crate::report::{window_mean, RunData};
 use crate::train::config::RunConfig;
 use crate::train::store::{write_atomic, StoreError};
-use crate::train::{self, files, Observer, RunOptions, Summary, TrainError};
+use crate::train::{self, files, RunOptions, Summary, TrainError};
 use std::path::{Path, PathBuf};
 
 /// Errors of a sweep.
@@ -333,9 +333,7 @@ pub fn run(
             return Ok(());
         }
         let resume = dir.join(files::CONFIG).exists();
-        struct Silent;
-        impl Observer for Silent {}
-        let o = match train::run(p.config.clone(), RunOptions { dir: dir.clone(), resume, observer: &mut Silent }) {
+        let o = match train::run(p.config.clone(), RunOptions { dir: dir.clone(), resume, observer: &mut train::Quiet }) {
             Ok(s) => Outcome::Done(s),
             Err(e @ TrainError::Diverged { .. }) => {
                 write_atomic(&dir.join(FAILED), e.to_string().as_bytes())?;

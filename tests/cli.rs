@@ -62,6 +62,8 @@ fn bad_flags_exit_2_with_one_line() {
     expect_usage_error(&["train", "--batch-size", "0", "--out", o], "--batch-size 0: expected an integer >= 1");
     expect_usage_error(&["train", "--data", "/nonexistent/normwd", "--out", o], "/nonexistent/normwd");
     expect_usage_error(&["audit", "--model", "vgg"], "--model \"vgg\"");
+    expect_usage_error(&["train", "--device", "tpu", "--out", o], "--device tpu: expected cpu, wgpu, cuda or auto");
+    expect_usage_error(&["train", "--device", "cuda", "--out", o], "NVIDIA GPUs through Vulkan, as --device wgpu");
     assert!(!out.exists(), "nothing is written for bad input");
     let cfg = d.join("bad.toml");
     std::fs::write(&cfg, "model = \"mlp\"\nlearning_rate = 0.1\n").unwrap();

@@ -11,27 +11,48 @@ pub struct BenchArgs {
     /// Measure the cost of per-layer probes (ratio of step times with and without).
     #[arg(long)]
     pub probe: bool,
+    /// Measure training throughput on synthetic batches (what bench/compare.sh compares with PyTorch).
+    #[arg(long)]
+    pub train: bool,
     /// Models to time (comma-separated).
     #[arg(long, default_value = "mlp,convnet")]
     pub models: String,
     /// Timed steps per variant.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// Untimed steps first (with --train).
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Batch size (with --train).
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// One JSON object per model on stdout (with --train), for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// Compute device (with --train): cpu or wgpu.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Runs `normwd bench`.
 pub fn run(a: BenchArgs) -> Result<(), Failure> {
-    if !a.probe {
-        return Err(fail(2, "nothing to measure: pass --probe (the PyTorch comparison lives in bench/compare.sh)"));
+    if !a.probe && !a.train {
+        return Err(fail(2, "nothing to measure: pass --probe or --train (bench/compare.sh sets --train beside PyTorch)"));
     }
     if a.steps == 0 {
         return Err(fail(2, "--steps 0: expected an integer >= 1"));
+    }
+    if a.batch_size == 0 {
+        return Err(fail(2, "--batch-size 0: expected an integer >= 1"));
     }
     let models: Vec<ModelKind> = a
         .models
         .split(',')
         .map(|m| ModelKind::parse(m.trim()).ok_or_else(|| fail(2, format!("--models {m:?}: expected mlp, convnet or resnet20"))))
         .collect::<Result<_, _>>()?;
+    if a.train {
+        return train(&a, &models);
+    }
     let mut rows = Vec::new();
     for m in models {
         let r = bench::probe_overhead(m, a.steps);
@@ -55,5 +76,34 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     ];
     println!("{}", table(&header, &rows));
     println!("the default interval probes ~200 times per run and at most every 3rd step");
+    Ok(())
+}
+
+fn train(a: &BenchArgs, models: &[ModelKind]) -> Result<(), Failure> {
+    let mut rows = Vec::new();
+    let device = normwd::device::open(&a.device).map_err(|e| fail(2, format!("--device {}: expected {e}", a.device)))?;
+    for &m in models {
+        let t = bench::train_throughput(m, &device, a.batch_size, a.warmup, a.steps);
+        let rss = bench::peak_rss_bytes();
+        if a.json {
+            let mut v = serde_json::to_value(&t).expect("serializes");
+            v["peak_rss_mb"] = rss.map(|b| b as f64 / 1048576.0).into();
+            v["threads"] = rayon::current_num_threads().into();
+            v["device"] = a.device.clone().into();
+            println!("{v}");
+        }
+        let [c, h, w] = t.shape;
+        rows.push(vec![
+            m.name().to_string(),
+            format!("{c}x{h}x{w}"),
+            format!("{:.2}", 1e3 * t.step_s),
+            format!("{:.0}", t.images_per_sec),
+            rss.map(|b| format!("{:.0}", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    if !a.json {
+        println!("training throughput (+BN, SGD, batch {}, medians of {} steps after {} warm-up):", a.batch_size, a.steps, a.warmup);
+        println!("{}", table(&["model", "input", "step ms", "images/s", "peak RSS MB (process, so far)"], &rows));
+    }
     Ok(())
 }

@@ -22,11 +22,16 @@ pub struct DemoArgs {
     /// A seconds-long version (tiny subset, one epoch) to check that everything works.
     #[arg(long)]
     pub quick: bool,
+    /// Compute device of every regime: cpu, wgpu (a build with `--features wgpu`) or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Runs `normwd demo`.
 pub fn run(a: DemoArgs) -> Result<(), Failure> {
-    let settings = if a.quick { DemoSettings::quick(&a.data) } else { DemoSettings::full(&a.data) };
+    let mut settings = if a.quick { DemoSettings::quick(&a.data) } else { DemoSettings::full(&a.data) };
+    normwd::device::validate(&a.device).map_err(|e| fail(2, format!("--device {}: expected {e}", a.device)))?;
+    settings.device = a.device.clone();
     let regimes = match a.suite.as_str() {
         "core" => demo::core_regimes(&settings),
         "remedies" => demo::remedy_regimes(&settings),

@@ -24,6 +24,9 @@ pub struct SweepArgs {
     /// Gather the results of a sweep folder (written by any number of shards) and report.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out", "shard"])]
     pub merge: Option<PathBuf>,
+    /// Compute device of every point, overriding the file's `device` key: cpu, wgpu or auto.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 fn load_spec(path: &Path) -> Result<(normwd::sweep::Spec, String), Failure> {
@@ -76,7 +79,13 @@ pub fn run(a: SweepArgs) -> Result<(), Failure> {
         return finish(&spec, dir);
     }
     let (config, out) = (a.config.expect("clap requires --config"), a.out.expect("clap requires --out"));
-    let (spec, text) = load_spec(&config)?;
+    let (mut spec, text) = load_spec(&config)?;
+    if let Some(d) = &a.device {
+        normwd::device::validate(d).map_err(|e| fail(2, format!("--device {d}: expected {e}")))?;
+        for p in &mut spec.points {
+            p.config.device = d.clone();
+        }
+    }
     if a.jobs == 0 {
         return Err(fail(2, "--jobs 0: expected an integer >= 1"));
     }

@@ -210,8 +210,8 @@ impl RunConfig {
         if !(self.bn_momentum.is_finite() && (0.0..=1.0).contains(&self.bn_momentum)) {
             return Err(invalid("bn_momentum", self.bn_momentum, "a number in [0, 1]"));
         }
-        if !matches!(self.device.as_str(), "cpu" | "auto") {
-            return Err(invalid("device", &self.device, "cpu or auto (this build has no GPU backend)"));
+        if let Err(expected) = crate::device::validate(&self.device) {
+            return Err(invalid("device", &self.device, expected));
         }
         if self.si_weight_decay.is_nan() {
             return Err(invalid("si_weight_decay", self.si_weight_decay, "a finite number (negative = same as --weight-decay)"));

@@ -200,16 +200,18 @@ pub struct Setup {
     pub steps_per_epoch: usize,
 }
 
-/// The compute device for a `--device` value (only the CPU backend is built in).
-pub fn device_for(_name: &str) -> Device {
-    Device::flex()
-}
 
 impl Setup {
     /// Resolves a configuration, loads data and builds model and optimizer.
     pub fn new(config: RunConfig) -> Result<Self, TrainError> {
+        config.resolve()?;
+        let data = data::load(&config.data)?;
+        Self::with_data(config, data)
+    }
+
+    /// As [`Setup::new`], on data already loaded (`config.data` is then only a label).
+    pub fn with_data(config: RunConfig, mut data: Dataset) -> Result<Self, TrainError> {
         let r = config.resolve()?;
-        let mut data = data::load(&config.data)?;
         if config.train_subset > 0 || config.test_subset > 0 {
             let tr = if config.train_subset > 0 { config.train_subset } else { usize::MAX };
             let te = if config.test_subset > 0 { config.test_subset } else { usize::MAX };
@@ -225,7 +227,9 @@ impl Setup {
                 expected: format!("images of at least {m}x{m}; {} holds {}x{}", data.name, data.shape[1], data.shape[2]),
             }));
         }
-        let device = device_for(&config.device).autodiff();
+        let device = crate::device::open(&config.device)
+            .map_err(|expected| ConfigError::Invalid { key: "device".into(), value: config.device.clone(), expected })?
+            .autodiff();
         let model = Net::new(r.model, r.norm, data.shape, config.bn_momentum, config.seed, &device);
         let params = params::describe(&model, r.policy);
         let steps_per_epoch = data.train.len().div_ceil(config.batch_size);

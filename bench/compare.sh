@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# normwd beside PyTorch on the same models, threads and batches: training images/s, the ratio
+# normwd/PyTorch, and each process's peak RSS. One process per model and framework (so peak
+# RSS is that model's), alternating normwd and PyTorch for ROUNDS rounds; the best median of
+# each is kept (the least disturbed by anything else the machine does).
+#
+#   bench/compare.sh [--models mlp,convnet,resnet20] [--steps 20] [--rounds 2] [--threads 2]
+#
+# PyTorch: $NORMWD_TORCH_PYTHON if set, else a venv in bench/.venv (created with
+# `pip install torch` on first use, about a minute).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+models=mlp,convnet,resnet20 steps=20 rounds=2 threads=2 warmup=5
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --models) models="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    --threads) threads="$2"; shift 2 ;;
+    *) echo "unknown flag $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+
+py="${NORMWD_TORCH_PYTHON:-bench/.venv/bin/python}"
+if ! "$py" -c "import torch" 2>/dev/null; then
+  echo "installing PyTorch into bench/.venv ..." >&2
+  python3 -m venv bench/.venv
+  bench/.venv/bin/pip install -q torch
+  py=bench/.venv/bin/python
+fi
+cargo build --release -q
+bin="${CARGO_TARGET_DIR:-target}/release/normwd"
+
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for m in ${models//,/ }; do
+  for r in $(seq "$rounds"); do
+    echo "  $m round $r/$rounds" >&2
+    RAYON_NUM_THREADS=$threads "$bin" bench --train --json --models "$m" --steps "$steps" --warmup "$warmup" | sed 's/^/normwd /' >> "$out"
+    OMP_NUM_THREADS=$threads "$py" bench/pytorch_ref.py --model "$m" --steps "$steps" --warmup "$warmup" --threads "$threads" | sed 's/^/pytorch /' >> "$out"
+  done
+done
+"$py" bench/table.py "$out"

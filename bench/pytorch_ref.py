@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""PyTorch twin of `normwd bench --train`: the same models (mlp, convnet on 1x28x28, resnet20
+on 3x32x32, each with batch norm), PyTorch's default init (U(+-1/sqrt(fan_in)), as normwd's),
+SGD lr 0.1 / momentum 0.9 / weight decay 5e-4 on weights only (norm parameters and biases
+excluded), cross-entropy, standard-normal batches prepared before the clock starts.
+
+Prints one JSON object: images/s from the median step time, and peak RSS (VmHWM).
+Used by bench/compare.sh; run alone: python bench/pytorch_ref.py --model convnet
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Mlp(nn.Module):
+    def __init__(self, features):
+        super().__init__()
+        self.fc1 = nn.Linear(features, 512, bias=False)
+        self.norm1 = nn.BatchNorm1d(512)
+        self.fc2 = nn.Linear(512, 512, bias=False)
+        self.norm2 = nn.BatchNorm1d(512)
+        self.fc3 = nn.Linear(512, 10)
+
+    def forward(self, x):
+        x = F.relu(self.norm1(self.fc1(x.flatten(1))))
+        x = F.relu(self.norm2(self.fc2(x)))
+        return self.fc3(x)
+
+
+class ConvNet(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        layers, c_in = [], shape[0]
+        for c in (32, 64, 128):
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(128 * (shape[1] // 8) * (shape[2] // 8), 10)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in, c, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(c)
+        self.stride, self.pad = stride, c - c_in
+
+    def forward(self, x):
+        out = F.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        short = x
+        if self.stride != 1 or self.pad:
+            # Option A: subsample, zero channels (as normwd's resnet20).
+            short = x[:, :, :: self.stride, :: self.stride]
+            half = self.pad // 2
+            short = F.pad(short, (0, 0, 0, 0, half, self.pad - half))
+        return F.relu(out + short)
+
+
+class ResNet20(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.conv1 = nn.Conv2d(shape[0], 16, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(16)
+        blocks, c_in = [], 16
+        for c, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                blocks.append(BasicBlock(c_in, c, stride if i == 0 else 1))
+                c_in = c
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.norm1(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+SHAPES = {"mlp": (1, 28, 28), "convnet": (1, 28, 28), "resnet20": (3, 32, 32)}
+
+
+def build(name):
+    shape = SHAPES[name]
+    if name == "mlp":
+        return Mlp(shape[0] * shape[1] * shape[2]), shape
+    if name == "convnet":
+        return ConvNet(shape), shape
+    return ResNet20(shape), shape
+
+
+def peak_rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=sorted(SHAPES), required=True)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    dev = torch.device(a.device)
+    model, shape = build(a.model)
+    model = model.to(dev).train()
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}], lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(7)
+    times, losses = [], []
+    for i in range(a.warmup + a.steps):
+        x = torch.randn((a.batch_size, *shape), generator=gen).to(dev)
+        y = torch.randint(0, 10, (a.batch_size,), generator=gen).to(dev)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        lv = loss.item()
+        s = time.perf_counter() - t
+        losses.append(lv)
+        if i >= a.warmup:
+            times.append(s)
+    times.sort()
+    step = times[len(times) // 2]
+    out = {
+        "model": a.model,
+        "shape": list(shape),
+        "batch": a.batch_size,
+        "step_s": step,
+        "images_per_sec": a.batch_size / step,
+        "steps": a.steps,
+        "losses": losses,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
