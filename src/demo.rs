@@ -48,12 +48,30 @@ pub struct DemoSettings {
 impl DemoSettings {
     /// The full demo: about 400 updates per regime on the embedded data.
     pub fn full(data: &str) -> Self {
-        DemoSettings { data: data.into(), epochs: 4, train_subset: 0, test_subset: 0, seed: 0, probe_every: 2, parallel: 3, device: "cpu".into() }
+        DemoSettings {
+            data: data.into(),
+            epochs: 4,
+            train_subset: 0,
+            test_subset: 0,
+            seed: 0,
+            probe_every: 2,
+            parallel: 3,
+            device: "cpu".into(),
+        }
     }
 
     /// A seconds-long version for tests and CI.
     pub fn quick(data: &str) -> Self {
-        DemoSettings { data: data.into(), epochs: 1, train_subset: 1024, test_subset: 256, seed: 0, probe_every: 1, parallel: 3, device: "cpu".into() }
+        DemoSettings {
+            data: data.into(),
+            epochs: 1,
+            train_subset: 1024,
+            test_subset: 256,
+            seed: 0,
+            probe_every: 1,
+            parallel: 3,
+            device: "cpu".into(),
+        }
     }
 }
 

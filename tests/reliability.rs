@@ -53,7 +53,8 @@ fn kill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
     let (mut kills, mut finished) = (0, false);
     for _ in 0..40 {
         let started = cut.join("config.toml").exists();
-        let args = if started { vec!["train".to_string(), "--resume".into(), cut.to_str().unwrap().into()] } else { quick_args(&cut, EPOCHS) };
+        let args =
+            if started { vec!["train".to_string(), "--resume".into(), cut.to_str().unwrap().into()] } else { quick_args(&cut, EPOCHS) };
         let mut child = bin().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let at = Duration::from_millis(20 + next() % 400);
         let t0 = Instant::now();
@@ -126,11 +127,8 @@ fn train_on_small_tmpfs(mnt: &Path, kib: usize, args: &[String], keep: &Path) ->
         m = mnt.display(),
         k = keep.display()
     );
-    let o = std::process::Command::new("unshare")
-        .args(["-rm", "sh", "-c", &script, env!("CARGO_BIN_EXE_normwd")])
-        .args(args)
-        .output()
-        .unwrap();
+    let o =
+        std::process::Command::new("unshare").args(["-rm", "sh", "-c", &script, env!("CARGO_BIN_EXE_normwd")]).args(args).output().unwrap();
     (o.status.code() != Some(99)).then_some(o)
 }
 
@@ -191,7 +189,9 @@ fn checkpoints_that_do_not_fit_the_model_are_refused_with_every_mismatch() {
     let bytes = checkpoint(&dir);
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let meta = safetensors::SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone();
-    let write = |edit: &dyn Fn(&str, Vec<usize>, Vec<u8>) -> Option<(Vec<usize>, Vec<u8>)>| {
+    // An edit maps (name, shape, bytes) to the tensor to write instead, or None to drop it.
+    type Edit<'a> = &'a dyn Fn(&str, Vec<usize>, Vec<u8>) -> Option<(Vec<usize>, Vec<u8>)>;
+    let write = |edit: Edit| {
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, v) in st.tensors() {
             if let Some((shape, data)) = edit(&name, v.shape().to_vec(), v.data().to_vec()) {

@@ -149,10 +149,10 @@ pub fn embedded() -> Dataset {
 /// Builds a grayscale dataset from the bytes of the four IDX files (train images, train
 /// labels, test images, test labels; raw or gzip), each named for error messages.
 pub fn idx_dataset(name: &str, files: [(&str, &[u8]); 4]) -> Result<Dataset, DataError> {
-    let pair = |(img, lab): ((&str, &[u8]), (&str, &[u8]))| -> Result<IdxPair, DataError> {
+    let pair = |img: (&str, &[u8]), lab: (&str, &[u8])| -> Result<IdxPair, DataError> {
         Ok((idx::parse_images(img.0, img.1)?, idx::parse_labels(lab.0, lab.1, 10)?, [img.0.to_string(), lab.0.to_string()]))
     };
-    gray_dataset(name.to_string(), pair((files[0], files[1]))?, pair((files[2], files[3]))?)
+    gray_dataset(name.to_string(), pair(files[0], files[1])?, pair(files[2], files[3])?)
 }
 
 fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {

@@ -200,7 +200,6 @@ pub struct Setup {
     pub steps_per_epoch: usize,
 }
 
-
 impl Setup {
     /// Resolves a configuration, loads data and builds model and optimizer.
     pub fn new(config: RunConfig) -> Result<Self, TrainError> {
