@@ -10,7 +10,7 @@ use crate::train::{files, restore, store, Quiet, RunOptions, Setup};
 use std::path::Path;
 
 /// An IDX file: magic, big-endian dimensions, body.
-pub fn idx_file(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
+fn idx_file(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
     let mut v = magic.to_be_bytes().to_vec();
     for d in dims {
         v.extend_from_slice(&d.to_be_bytes());
@@ -20,7 +20,7 @@ pub fn idx_file(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
 }
 
 /// The four IDX files of a tiny dataset: 16 training and 4 test images of 8x8.
-pub fn tiny_files() -> [(&'static str, Vec<u8>); 4] {
+fn tiny_files() -> [(&'static str, Vec<u8>); 4] {
     let px = |n: usize| (0..n * 64).map(|i| (i * 37 % 251) as u8).collect::<Vec<u8>>();
     let labels = |n: usize| (0..n).map(|i| (i % 10) as u8).collect::<Vec<u8>>();
     [
@@ -32,18 +32,18 @@ pub fn tiny_files() -> [(&'static str, Vec<u8>); 4] {
 }
 
 /// The tiny dataset in memory.
-pub fn tiny_data() -> Dataset {
+fn tiny_data() -> Dataset {
     let f = tiny_files();
     idx_dataset("tiny", [(f[0].0, &f[0].1), (f[1].0, &f[1].1), (f[2].0, &f[2].1), (f[3].0, &f[3].1)]).expect("valid by construction")
 }
 
 /// The run the checkpoint target restores into: a BN MLP on the tiny data, one epoch.
-pub fn tiny_config(data: &Path) -> RunConfig {
+fn tiny_config(data: &Path) -> RunConfig {
     RunConfig { model: "mlp".into(), norm: "bn".into(), data: data.display().to_string(), epochs: 1, batch_size: 8, ..RunConfig::default() }
 }
 
 /// Trains the tiny run into a temporary folder and returns its checkpoint's bytes.
-pub fn tiny_checkpoint() -> Vec<u8> {
+fn tiny_checkpoint() -> Vec<u8> {
     let dir = std::env::temp_dir().join(format!("normwd-fuzz-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).expect("temp dir");
@@ -58,13 +58,13 @@ pub fn tiny_checkpoint() -> Vec<u8> {
 }
 
 /// Splits safetensors bytes into the JSON header and the data buffer.
-pub fn split_header(bytes: &[u8]) -> (&[u8], &[u8]) {
+fn split_header(bytes: &[u8]) -> (&[u8], &[u8]) {
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
     (&bytes[8..8 + n], &bytes[8 + n..])
 }
 
 /// Joins a header and a data buffer into safetensors bytes.
-pub fn with_header(header: &[u8], data: &[u8]) -> Vec<u8> {
+fn with_header(header: &[u8], data: &[u8]) -> Vec<u8> {
     let mut v = (header.len() as u64).to_le_bytes().to_vec();
     v.extend_from_slice(header);
     v.extend_from_slice(data);

@@ -247,3 +247,20 @@ fn divergence_stops_with_step_and_layer_and_exit_1() {
         serde_json::from_str::<serde_json::Value>(l).unwrap();
     }
 }
+
+#[test]
+fn bench_smoke_prints_throughput_and_json() {
+    // A few steps only: speed is compared in bench/compare.sh, never asserted here.
+    let o = run(&["bench", "--train", "--models", "mlp,convnet", "--steps", "2", "--warmup", "1", "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert!(r["images_per_sec"].as_f64().unwrap() > 0.0 && r["peak_rss_mb"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["losses"].as_array().unwrap().len(), 3);
+    }
+    let o = run(&["bench", "--probe", "--models", "mlp", "--steps", "2"]);
+    assert!(o.status.success() && text(&o).0.contains("overhead"), "{:?}", text(&o));
+    expect_usage_error(&["bench", "--train", "--device", "cuda"], "--device cuda");
+}

@@ -203,6 +203,7 @@ pub struct Setup {
 impl Setup {
     /// Resolves a configuration, loads data and builds model and optimizer.
     pub fn new(config: RunConfig) -> Result<Self, TrainError> {
+        // Settings first: a typo should not wait for (or be hidden by) a slow or broken data load.
         config.resolve()?;
         let data = data::load(&config.data)?;
         Self::with_data(config, data)
@@ -255,10 +256,11 @@ pub fn restore(file: &str, loaded: store::Loaded, s: &mut Setup) -> Result<CkptS
         .get("state")
         .and_then(|s| serde_json::from_str::<CkptState>(s).ok())
         .ok_or_else(|| corrupt("metadata has no valid \"state\" entry".into()))?;
-    if state.version != 1 || state.seed != s.config.seed || state.step != (state.epoch * s.steps_per_epoch) as u64 {
+    let steps = state.epoch.checked_mul(s.steps_per_epoch).map(|n| n as u64);
+    if state.version != 1 || state.seed != s.config.seed || state.epoch > s.config.epochs || steps != Some(state.step) {
         return Err(corrupt(format!(
-            "state {state:?} does not fit this run (version 1, seed {}, {} steps per epoch)",
-            s.config.seed, s.steps_per_epoch
+            "state {state:?} does not fit this run (version 1, seed {}, at most {} epochs of {} steps)",
+            s.config.seed, s.config.epochs, s.steps_per_epoch
         ))
         .into());
     }

@@ -61,8 +61,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     result
 }
 
-/// The prefix of [`write_atomic`]'s temporary files, so a resumed run can remove the ones a
-/// crash left behind.
+/// Whether a file name is one of [`write_atomic`]'s temporary files (`.{name}.tmp-{pid}`), so a
+/// resumed run can remove the ones a crash left behind.
 pub fn is_temporary(file_name: &str) -> bool {
     file_name.starts_with('.') && file_name.contains(".tmp-")
 }
