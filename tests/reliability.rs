@@ -191,7 +191,7 @@ fn checkpoints_that_do_not_fit_the_model_are_refused_with_every_mismatch() {
     let meta = safetensors::SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone();
     // An edit maps (name, shape, bytes) to the tensor to write instead, or None to drop it.
     type Edit<'a> = &'a dyn Fn(&str, Vec<usize>, Vec<u8>) -> Option<(Vec<usize>, Vec<u8>)>;
-    let write = |edit: Edit| {
+    let write = |edit: Edit, meta: &Option<std::collections::HashMap<String, String>>| {
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, v) in st.tensors() {
             if let Some((shape, data)) = edit(&name, v.shape().to_vec(), v.data().to_vec()) {
@@ -202,29 +202,45 @@ fn checkpoints_that_do_not_fit_the_model_are_refused_with_every_mismatch() {
             .iter()
             .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
             .collect();
-        std::fs::write(dir.join("checkpoint.safetensors"), safetensors::serialize(views, &meta).unwrap()).unwrap();
+        std::fs::write(dir.join("checkpoint.safetensors"), safetensors::serialize(views, meta).unwrap()).unwrap();
     };
-    // A model tensor with a wrong shape, a missing one, an extra one.
-    write(&|name, shape, data| match name {
-        "fc3.bias" => None,
-        "fc1.weight" => Some((vec![shape[1], shape[0]], data)),
-        _ => Some((shape, data)),
-    });
+    // A model tensor with a wrong shape and a missing one.
+    write(
+        &|name, shape, data| match name {
+            "fc3.bias" => None,
+            "fc1.weight" => Some((vec![shape[1], shape[0]], data)),
+            _ => Some((shape, data)),
+        },
+        &meta,
+    );
     let o = resume(&dir);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("missing fc3.bias") && err.contains("fc1.weight: shape"), "every mismatch listed: {err}");
     // An optimizer slot with the wrong shape would fail inside a later step: refused at load.
-    write(&|name, shape, data| {
-        if name.starts_with("optim/") && name.ends_with("momentum") && shape[0] > 1 {
-            Some((vec![1, data.len() / 4], data))
-        } else {
-            Some((shape, data))
-        }
-    });
+    write(
+        &|name, shape, data| {
+            if name.starts_with("optim/") && name.ends_with("momentum") && shape[0] > 1 {
+                Some((vec![1, data.len() / 4], data))
+            } else {
+                Some((shape, data))
+            }
+        },
+        &meta,
+    );
     let o = resume(&dir);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("momentum") && err.contains("expected ["), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // Tensors that fit, with a state from another run (seed 7 instead of 0).
+    let mut other = meta.clone().unwrap();
+    let state = other["state"].replace("\"seed\":0", "\"seed\":7");
+    assert_ne!(state, other["state"]);
+    other.insert("state".into(), state);
+    write(&|_, shape, data| Some((shape, data)), &Some(other));
+    let o = resume(&dir);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("does not fit this run (version 1, seed 0"), "{err}");
 }
