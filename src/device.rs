@@ -1,7 +1,7 @@
 //! Compute devices by name (`--device`). The CPU backend (burn's flex) is always built in; a
 //! GPU is reached through burn's wgpu backend (Vulkan on Linux, WGSL shaders) when normwd is
 //! built with `--features wgpu`. burn 0.22's CUDA backend is not offered: its build script
-//! downloads LLVM, so it cannot build offline (see DESIGN notes in PERFORMANCE.md).
+//! downloads LLVM, so it cannot build offline (PERFORMANCE.md, "Why wgpu").
 
 use burn::tensor::Device;
 
@@ -18,8 +18,7 @@ pub fn validate(name: &str) -> Result<(), String> {
         "wgpu" if HAS_WGPU => Ok(()),
         "wgpu" => Err("a build with the GPU backend: this one has none (build with `cargo build --release --features wgpu`)".into()),
         "cuda" => Err(format!(
-            "{}: normwd reaches NVIDIA GPUs through Vulkan, as --device wgpu{}",
-            "cpu or wgpu",
+            "cpu or wgpu: normwd reaches NVIDIA GPUs through Vulkan, as --device wgpu{}",
             if HAS_WGPU { "" } else { " (in a build with `--features wgpu`)" }
         )),
         _ => Err(CHOICES.into()),
@@ -40,8 +39,9 @@ pub fn open(name: &str) -> Result<Device, String> {
 fn wgpu() -> Result<Device, String> {
     use burn::tensor::{DeviceKind, Tensor};
     use std::sync::OnceLock;
-    // wgpu finds its adapter lazily and panics when there is none; probe once, quietly,
-    // before any run starts (the hook is process-wide, so never while runs are in flight).
+    // wgpu finds its adapter lazily and panics when there is none; probe once, quietly. The
+    // panic hook is process-wide, so the commands that start runs in parallel (sweep, demo)
+    // open their devices first, before any run thread exists.
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
     let dev = Device::wgpu(DeviceKind::DefaultDevice);
     let probe = PROBE.get_or_init(|| {

@@ -81,10 +81,16 @@ pub fn run(a: SweepArgs) -> Result<(), Failure> {
     let (config, out) = (a.config.expect("clap requires --config"), a.out.expect("clap requires --out"));
     let (mut spec, text) = load_spec(&config)?;
     if let Some(d) = &a.device {
-        normwd::device::validate(d).map_err(|e| fail(2, format!("--device {d}: expected {e}")))?;
         for p in &mut spec.points {
             p.config.device = d.clone();
         }
+    }
+    // Every device the points use opens before the first run starts (see `device::open`).
+    let mut devices: Vec<&str> = spec.points.iter().map(|p| p.config.device.as_str()).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    for d in devices {
+        normwd::device::open(d).map_err(|e| fail(2, format!("--device {d}: expected {e}")))?;
     }
     if a.jobs == 0 {
         return Err(fail(2, "--jobs 0: expected an integer >= 1"));
