@@ -38,16 +38,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The model and optimizer every benchmark times: +BN, SGD (lr 0.1, momentum 0.9, decay 5e-4
+/// on weights only), the settings `bench/pytorch_ref.py` mirrors.
+fn bench_model(model: ModelKind, shape: [usize; 3], device: &Device) -> (Net, Optimizer) {
+    let net = Net::new(model, NormKind::Bn, shape, 0.1, 0, device);
+    let params = describe(&net, DecayPolicy::ExcludeNormBias);
+    let opt = Optimizer::new(OptimConfig::sgd(0.1, 0.9, 5e-4), Schedule::constant(1), &params).expect("valid settings");
+    (net, opt)
+}
+
 /// Times `steps` training steps of `model` (+BN, SGD with momentum and decay, batch 128, the
 /// embedded data) with probes off and on, interleaved so both see the same machine state.
 pub fn probe_overhead(model: ModelKind, steps: usize) -> ProbeOverhead {
     let device = Device::flex().autodiff();
     let d = data::embedded();
-    let mut net = Net::new(model, NormKind::Bn, d.shape, 0.1, 0, &device);
-    let params = describe(&net, DecayPolicy::ExcludeNormBias);
-    let cfg = OptimConfig::sgd(0.1, 0.9, 5e-4);
-    let sched = Schedule::constant(1);
-    let mut opt = Optimizer::new(cfg, sched, &params).expect("valid settings");
+    let (mut net, mut opt) = bench_model(model, d.shape, &device);
     let (mut plain, mut probed) = (Vec::new(), Vec::new());
     for i in 0..2 * (steps + 2) {
         let idx: Vec<usize> = ((i * 128) % 9000..(i * 128) % 9000 + 128).collect();
@@ -106,9 +111,7 @@ pub fn bench_shape(model: ModelKind) -> [usize; 3] {
 pub fn train_throughput(model: ModelKind, device: &Device, batch: usize, warmup: usize, steps: usize) -> Throughput {
     let device = device.clone().autodiff();
     let shape = bench_shape(model);
-    let mut net = Net::new(model, NormKind::Bn, shape, 0.1, 0, &device);
-    let params = describe(&net, DecayPolicy::ExcludeNormBias);
-    let mut opt = Optimizer::new(OptimConfig::sgd(0.1, 0.9, 5e-4), Schedule::constant(1), &params).expect("valid settings");
+    let (mut net, mut opt) = bench_model(model, shape, &device);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let features = shape.iter().product::<usize>();
     let (mut times, mut losses) = (Vec::new(), Vec::new());

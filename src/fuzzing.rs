@@ -9,32 +9,22 @@ use crate::train::config::RunConfig;
 use crate::train::{files, restore, store, Quiet, RunOptions, Setup};
 use std::path::Path;
 
-/// An IDX file: magic, big-endian dimensions, body.
-fn idx_file(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
-    let mut v = magic.to_be_bytes().to_vec();
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(body);
-    v
-}
-
 /// The four IDX files of a tiny dataset: 16 training and 4 test images of 8x8.
 fn tiny_files() -> [(&'static str, Vec<u8>); 4] {
     let px = |n: usize| (0..n * 64).map(|i| (i * 37 % 251) as u8).collect::<Vec<u8>>();
     let labels = |n: usize| (0..n).map(|i| (i % 10) as u8).collect::<Vec<u8>>();
     [
-        ("train-images-idx3-ubyte", idx_file(2051, &[16, 8, 8], &px(16))),
-        ("train-labels-idx1-ubyte", idx_file(2049, &[16], &labels(16))),
-        ("t10k-images-idx3-ubyte", idx_file(2051, &[4, 8, 8], &px(4))),
-        ("t10k-labels-idx1-ubyte", idx_file(2049, &[4], &labels(4))),
+        ("train-images-idx3-ubyte", idx::encode(2051, &[16, 8, 8], &px(16))),
+        ("train-labels-idx1-ubyte", idx::encode(2049, &[16], &labels(16))),
+        ("t10k-images-idx3-ubyte", idx::encode(2051, &[4, 8, 8], &px(4))),
+        ("t10k-labels-idx1-ubyte", idx::encode(2049, &[4], &labels(4))),
     ]
 }
 
 /// The tiny dataset in memory.
 fn tiny_data() -> Dataset {
     let f = tiny_files();
-    idx_dataset("tiny", [(f[0].0, &f[0].1), (f[1].0, &f[1].1), (f[2].0, &f[2].1), (f[3].0, &f[3].1)]).expect("valid by construction")
+    idx_dataset("tiny", std::array::from_fn(|i| (f[i].0, f[i].1.as_slice()))).expect("valid by construction")
 }
 
 /// The run the checkpoint target restores into: a BN MLP on the tiny data, one epoch.

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{bin, records, run, text, tmp, QUICK};
+use normwd::data::idx::encode as idx;
 use std::path::Path;
 
 #[test]
@@ -68,15 +69,6 @@ fn bad_flags_exit_2_with_one_line() {
     let cfg = d.join("bad.toml");
     std::fs::write(&cfg, "model = \"mlp\"\nlearning_rate = 0.1\n").unwrap();
     expect_usage_error(&["train", "--config", cfg.to_str().unwrap(), "--out", o], "learning_rate");
-}
-
-fn idx(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
-    let mut v = magic.to_be_bytes().to_vec();
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(body);
-    v
 }
 
 /// Writes a tiny valid IDX dataset into `d` (4 train, 2 test images of 8x8).

@@ -23,6 +23,20 @@ fn resume(dir: &Path) -> Output {
     run(&["train", "--resume", dir.to_str().unwrap()])
 }
 
+/// Resumes `dir` to the end and checks it finished like the uninterrupted run `full`.
+fn resume_to_the_end_like(full: &Path, dir: &Path) {
+    let o = resume(dir);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_same_run(full, dir);
+}
+
+/// Starts the `QUICK` run into `dir` and crashes it while the 2nd checkpoint is written, so
+/// `dir` holds a run stopped after its first epoch.
+fn run_stopped_after_first_checkpoint(dir: &Path, epochs: usize) {
+    let o = bin().args(quick_args(dir, epochs)).env("NORMWD_FAULT", "mid-write:checkpoint.safetensors@2").output().unwrap();
+    assert!(!o.status.success() && text(&o).1.contains("aborting at"), "{:?}", text(&o));
+}
+
 /// The epoch recorded in a run's checkpoint (from `state.json`'s twin inside the file).
 fn checkpoint_epoch(dir: &Path) -> u64 {
     let bytes = checkpoint(dir);
@@ -151,9 +165,7 @@ fn full_disk_fails_clearly_and_keeps_the_previous_checkpoint() {
     assert!(err.contains("No space left on device") && err.contains("checkpoint.safetensors"), "clear error: {err}");
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(checkpoint_epoch(&kept), 1, "the first checkpoint is intact");
-    let o = resume(&kept);
-    assert!(o.status.success(), "{:?}", text(&o));
-    assert_same_run(&full, &kept);
+    resume_to_the_end_like(&full, &kept);
 }
 
 #[test]
@@ -161,9 +173,7 @@ fn file_size_limit_fails_clearly_and_keeps_the_previous_checkpoint() {
     let base = tmp("fsize");
     let full = reference(&base);
     let dir = base.join("run");
-    // Stop after the first checkpoint.
-    let o = bin().args(quick_args(&dir, EPOCHS)).env("NORMWD_FAULT", "mid-write:checkpoint.safetensors@2").output().unwrap();
-    assert!(!o.status.success());
+    run_stopped_after_first_checkpoint(&dir, EPOCHS);
     let first = checkpoint(&dir);
     // Resume under a file-size limit below the checkpoint's size (bash counts 1024-byte blocks).
     let limit = first.len() / 1024 / 2;
@@ -175,17 +185,14 @@ fn file_size_limit_fails_clearly_and_keeps_the_previous_checkpoint() {
     assert_eq!(o.status.code(), Some(1), "an error, not a signal: {err}");
     assert!(err.contains("File too large") && err.contains("checkpoint.safetensors"), "clear error: {err}");
     assert!(checkpoint(&dir) == first, "the previous checkpoint is intact");
-    let o = resume(&dir);
-    assert!(o.status.success(), "{:?}", text(&o));
-    assert_same_run(&full, &dir);
+    resume_to_the_end_like(&full, &dir);
 }
 
 #[test]
 fn checkpoints_that_do_not_fit_the_model_are_refused_with_every_mismatch() {
     let base = tmp("misfit");
     let dir = base.join("run");
-    let o = bin().args(quick_args(&dir, 2)).env("NORMWD_FAULT", "mid-write:checkpoint.safetensors@2").output().unwrap();
-    assert!(!o.status.success());
+    run_stopped_after_first_checkpoint(&dir, 2);
     let bytes = checkpoint(&dir);
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let meta = safetensors::SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone();

@@ -1,19 +1,11 @@
 //! Sweeps from the command line: validation before any run, kill -9 and restart, shards and
 //! merge, and two sweeps on one folder.
 
+mod common;
+
+use common::{bin, tmp};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_normwd"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("normwd-sweep-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use std::process::Stdio;
 
 const SPEC: &str = "[base]\nmodel = \"mlp\"\nnorm = \"bn\"\ntrain_subset = 512\ntest_subset = 128\nepochs = 2\nbatch_size = 64\n\n[grid]\nlr = [0.05, 0.1, 0.2]\nweight_decay = [0.001, 0.01]\n";
 

@@ -102,18 +102,21 @@ pub fn parse_images(file: &str, raw: &[u8]) -> Result<IdxImages, DataError> {
     Ok(IdxImages { n: dims[0], rows: dims[1], cols: dims[2], pixels })
 }
 
+/// The bytes of a raw IDX file: magic, big-endian dimensions, body. The inverse of the parsers,
+/// for tests, fuzz seeds and small synthetic datasets.
+pub fn encode(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
+    let mut v = magic.to_be_bytes().to_vec();
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(body);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn idx(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
-        let mut v = magic.to_be_bytes().to_vec();
-        for d in dims {
-            v.extend_from_slice(&d.to_be_bytes());
-        }
-        v.extend_from_slice(body);
-        v
-    }
+    use encode as idx;
 
     fn gz(bytes: &[u8]) -> Vec<u8> {
         use flate2::write::GzEncoder;

@@ -173,15 +173,9 @@ pub fn load_idx_dir(dir: &Path) -> Result<Dataset, DataError> {
         need("t10k-images-idx3-ubyte")?,
         need("t10k-labels-idx1-ubyte")?,
     ];
-    let names = paths.clone().map(|p| p.display().to_string());
-    let mut bytes = Vec::with_capacity(4);
-    for p in &paths {
-        bytes.push(read_file(p)?);
-    }
-    idx_dataset(
-        &dir.display().to_string(),
-        [(&names[0], &bytes[0]), (&names[1], &bytes[1]), (&names[2], &bytes[2]), (&names[3], &bytes[3])],
-    )
+    let names = paths.each_ref().map(|p| p.display().to_string());
+    let bytes = paths.iter().map(|p| read_file(p)).collect::<Result<Vec<_>, _>>()?;
+    idx_dataset(&dir.display().to_string(), std::array::from_fn(|i| (names[i].as_str(), bytes[i].as_slice())))
 }
 
 /// Loads CIFAR-10 binary batches (`data_batch_1..5.bin`, `test_batch.bin`) from a folder.

@@ -11,7 +11,7 @@ pub fn bin() -> Command {
 
 /// A fresh folder for one test (unique per test process).
 pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("normwd-cli-{}-{name}", std::process::id()));
+    let d = std::env::temp_dir().join(format!("normwd-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
