@@ -1,7 +1,8 @@
 //! Does stacking K configurations into one model pay on the CPU backend? Times a ConvNet-shaped
 //! training step (3 x [conv3x3 -> per-channel normalization -> ReLU -> max-pool], batched linear
 //! head) for K configs at once as grouped convolutions (`groups = K`), against K = 1.
-//! The answer decides `sweep --fused` (PERFORMANCE.md): `cargo run --release --example fused_probe`.
+//! The answer decides `sweep --fused` (PERFORMANCE.md): `cargo run --release --example fused_probe`,
+//! or on a GPU `cargo run --release --features wgpu --example fused_probe -- wgpu`.
 
 use burn::tensor::activation::relu;
 use burn::tensor::module::{conv2d, max_pool2d};
@@ -18,7 +19,8 @@ fn step(k: usize, dev: &Device) -> f64 {
         .collect();
     let fc = Tensor::<3>::random([k, 128 * 9, 10], Distribution::Normal(0.0, 0.1), dev).require_grad();
     let mut times = vec![];
-    for _ in 0..7 {
+    // The first steps compile and autotune kernels on a GPU: not timed.
+    for i in 0..12 {
         let x = Tensor::<4>::random([b, k, 28, 28], Distribution::Normal(0.0, 1.0), dev);
         let t = Instant::now();
         let mut h = x;
@@ -35,14 +37,24 @@ fn step(k: usize, dev: &Device) -> f64 {
         for w in &ws {
             let _ = w.grad(&g).expect("a weight gradient").into_data();
         }
-        times.push(t.elapsed().as_secs_f64());
+        if i >= 3 {
+            times.push(t.elapsed().as_secs_f64());
+        }
     }
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }
 
 fn main() {
-    let dev = Device::flex().autodiff();
+    let name = std::env::args().nth(1).unwrap_or_else(|| "cpu".into());
+    let dev = match normwd::device::open(&name) {
+        Ok(d) => d.autodiff(),
+        Err(e) => {
+            eprintln!("device {name}: expected {e}");
+            std::process::exit(2);
+        }
+    };
+    println!("device {name}, batch 128, 1x28x28, median of 9 steps after 3 untimed");
     let one = step(1, &dev);
     for k in [1, 4, 16] {
         let s = if k == 1 { one } else { step(k, &dev) };

@@ -4,15 +4,19 @@
 # and this machine's Vulkan loader (Debian libvulkan1), because the GPU machines have the NVIDIA
 # Vulkan driver but no loader. bench/gpu.sh unpacks and uses them.
 #
-#   CARGO_TARGET_DIR=target-gpu cargo build --release --features wgpu && scripts/gpu-carry.sh
+#   CARGO_TARGET_DIR=target-gpu cargo build --release --features vulkan --bin normwd --example fused_probe
+#   scripts/gpu-carry.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-target-gpu/release/normwd}"
-[ -x "$bin" ] || { echo "$bin missing: CARGO_TARGET_DIR=target-gpu cargo build --release --features wgpu" >&2; exit 2; }
+[ -x "$bin" ] || { echo "$bin missing: CARGO_TARGET_DIR=target-gpu cargo build --release --features vulkan" >&2; exit 2; }
 lib=/usr/lib/x86_64-linux-gnu/libvulkan.so.1
 [ -e "$lib" ] || apt-get install -y -qq libvulkan1 >/dev/null
-mkdir -p gpu-libs
+rm -rf gpu-libs && mkdir gpu-libs
 cp -L "$lib" gpu-libs/libvulkan.so.1
 strip -o gpu-libs/normwd "$bin"
-gzip -f -9 gpu-libs/normwd
+# The fused multi-config probe, where it was built (`--example fused_probe` in the same build).
+probe="$(dirname "$bin")/examples/fused_probe"
+[ -x "$probe" ] && strip -o gpu-libs/fused_probe "$probe"
+gzip -f -9 gpu-libs/normwd gpu-libs/fused_probe 2>/dev/null || gzip -f -9 gpu-libs/normwd
 du -h gpu-libs/*

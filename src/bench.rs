@@ -108,7 +108,9 @@ pub fn bench_shape(model: ModelKind) -> [usize; 3] {
 /// Times `steps` training steps after `warmup` untimed ones: +BN, SGD (lr 0.1, momentum 0.9,
 /// decay 5e-4 on weights only), batch `batch`, standard-normal inputs and uniform labels from
 /// a fixed seed, a fresh batch each step, prepared before the clock starts.
-pub fn train_throughput(model: ModelKind, device: &Device, batch: usize, warmup: usize, steps: usize) -> Throughput {
+/// Each timed step ends with a device sync: a GPU runs asynchronously, and without it the time of
+/// one step's backward pass would land in the next step's measurement.
+pub fn train_throughput(model: ModelKind, device: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Throughput, String> {
     let device = device.clone().autodiff();
     let shape = bench_shape(model);
     let (mut net, mut opt) = bench_model(model, shape, &device);
@@ -131,6 +133,7 @@ pub fn train_throughput(model: ModelKind, device: &Device, batch: usize, warmup:
         let lv = loss.clone().into_scalar::<f64>();
         let (n, _) = opt.step(net, loss.backward(), false);
         net = n;
+        device.sync().map_err(|e| format!("the device failed during a training step: {e:?}"))?;
         let s = t.elapsed().as_secs_f64();
         losses.push(lv);
         if i >= warmup {
@@ -138,7 +141,7 @@ pub fn train_throughput(model: ModelKind, device: &Device, batch: usize, warmup:
         }
     }
     let step_s = median(times);
-    Throughput { model: model.name().into(), shape, batch, step_s, images_per_sec: batch as f64 / step_s, steps, losses }
+    Ok(Throughput { model: model.name().into(), shape, batch, step_s, images_per_sec: batch as f64 / step_s, steps, losses })
 }
 
 /// This process's peak resident memory in bytes (`VmHWM`), where the OS reports it.

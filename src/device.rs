@@ -1,7 +1,8 @@
 //! Compute devices by name (`--device`). The CPU backend (burn's flex) is always built in; a
-//! GPU is reached through burn's wgpu backend (Vulkan on Linux, WGSL shaders) when normwd is
-//! built with `--features wgpu`. burn 0.22's CUDA backend is not offered: its build script
-//! downloads LLVM, so it cannot build offline (PERFORMANCE.md, "Why wgpu").
+//! GPU is reached through burn's wgpu backend (Vulkan on Linux) when normwd is built with
+//! `--features wgpu` (WGSL kernels) or `--features vulkan` (SPIR-V kernels, for NVIDIA cards).
+//! burn 0.22's CUDA backend is not offered: its build script downloads LLVM, so it cannot build
+//! offline (PERFORMANCE.md, "Why wgpu").
 
 use burn::tensor::Device;
 
