@@ -1,4 +1,4 @@
-//! Does stacking K configurations into one model pay on the CPU backend? Times a ConvNet-shaped
+//! Does stacking K configurations into one model pay on a backend? Times a ConvNet-shaped
 //! training step (3 x [conv3x3 -> per-channel normalization -> ReLU -> max-pool], batched linear
 //! head) for K configs at once as grouped convolutions (`groups = K`), against K = 1.
 //! The answer decides `sweep --fused` (PERFORMANCE.md): `cargo run --release --example fused_probe`,

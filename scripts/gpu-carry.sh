@@ -17,6 +17,6 @@ cp -L "$lib" gpu-libs/libvulkan.so.1
 strip -o gpu-libs/normwd "$bin"
 # The fused multi-config probe, where it was built (`--example fused_probe` in the same build).
 probe="$(dirname "$bin")/examples/fused_probe"
-[ -x "$probe" ] && strip -o gpu-libs/fused_probe "$probe"
-gzip -f -9 gpu-libs/normwd gpu-libs/fused_probe 2>/dev/null || gzip -f -9 gpu-libs/normwd
+gzip -9 gpu-libs/normwd
+if [ -x "$probe" ]; then strip -o gpu-libs/fused_probe "$probe" && gzip -9 gpu-libs/fused_probe; fi
 du -h gpu-libs/*
