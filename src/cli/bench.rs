@@ -81,7 +81,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
 
 fn train(a: &BenchArgs, models: &[ModelKind]) -> Result<(), Failure> {
     let mut rows = Vec::new();
-    let device = normwd::device::open(&a.device).map_err(|e| fail(2, format!("--device {}: expected {e}", a.device)))?;
+    let device = super::open_device(&a.device)?;
     for &m in models {
         let t = bench::train_throughput(m, &device, a.batch_size, a.warmup, a.steps).map_err(|e| fail(1, e))?;
         let rss = bench::peak_rss_bytes();

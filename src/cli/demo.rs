@@ -31,7 +31,7 @@ pub struct DemoArgs {
 pub fn run(a: DemoArgs) -> Result<(), Failure> {
     let mut settings = if a.quick { DemoSettings::quick(&a.data) } else { DemoSettings::full(&a.data) };
     // Opened before the regimes start in parallel (see `device::open`).
-    normwd::device::open(&a.device).map_err(|e| fail(2, format!("--device {}: expected {e}", a.device)))?;
+    super::open_device(&a.device)?;
     settings.device = a.device.clone();
     let regimes = match a.suite.as_str() {
         "core" => demo::core_regimes(&settings),

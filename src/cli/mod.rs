@@ -24,6 +24,11 @@ pub fn fail(code: i32, message: impl Into<String>) -> Failure {
     Failure { code, message: message.into() }
 }
 
+/// Opens the `--device` named `name`, or says why it cannot (exit 2).
+pub fn open_device(name: &str) -> Result<burn::tensor::Device, Failure> {
+    normwd::device::open(name).map_err(|e| fail(2, format!("--device {name}: expected {e}")))
+}
+
 /// Formats a table with a header row, columns padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();

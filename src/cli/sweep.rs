@@ -90,7 +90,7 @@ pub fn run(a: SweepArgs) -> Result<(), Failure> {
     devices.sort_unstable();
     devices.dedup();
     for d in devices {
-        normwd::device::open(d).map_err(|e| fail(2, format!("--device {d}: expected {e}")))?;
+        super::open_device(d)?;
     }
     if a.jobs == 0 {
         return Err(fail(2, "--jobs 0: expected an integer >= 1"));
