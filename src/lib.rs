@@ -11,6 +11,7 @@ pub mod device;
 pub mod fault;
 pub mod fuzzing;
 pub mod inspect;
+pub mod kernels;
 pub mod model;
 pub mod optim;
 pub mod params;

@@ -2,11 +2,9 @@
 //! maxpool 2x2], channels 32/64/128, then a linear classifier.
 
 use super::init::Init;
-use super::layers::{maybe_norm, Conv, Dense, Norm, NormKind};
+use super::layers::{max_pool, maybe_norm, Conv, Dense, Norm, NormKind};
 use burn::module::Module;
 use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 /// Channels of the three conv blocks.
@@ -24,7 +22,7 @@ pub struct ConvBlock {
 impl ConvBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = relu(maybe_norm(&self.norm, self.conv.forward(x)));
-        max_pool2d(x, MaxPoolOptions::new([2, 2]).with_stride([2, 2]))
+        max_pool(x, 2, 2)
     }
 }
 

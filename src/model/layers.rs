@@ -7,9 +7,10 @@
 //! match PyTorch checkpoints, and one place that knows which weights are scale-invariant.
 
 use super::init::Init;
+use crate::kernels;
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::module::{batch_norm_train, conv2d};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::{batch_norm_train, conv2d, max_pool2d};
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
 
 /// Which normalization follows a linear op (the `--norm` flag).
@@ -115,6 +116,13 @@ impl Conv {
 
     /// Applies the convolution to an NCHW batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if kernels::applies(&x) {
+            let y = kernels::conv2d(x, self.kernel(), self.stride, self.padding);
+            return match &self.bias {
+                Some(b) => y.add(b.val().reshape([1, -1, 1, 1])),
+                None => y,
+            };
+        }
         let opts = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
         conv2d(x, self.kernel(), self.bias.as_ref().map(|b| b.val()), opts)
     }
@@ -247,12 +255,17 @@ impl Norm {
         let dims = x.dims();
         let device = x.device();
         let count = dims.iter().product::<usize>() / dims[1];
-        let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+        let (output, mean, variance) = if kernels::applies(&x) {
+            kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon)
+        } else {
+            let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+            (out.output, out.mean, out.variance)
+        };
         let m = self.momentum;
         // PyTorch keeps the unbiased variance in the running average.
         let unbias = if count > 1 { count as f64 / (count as f64 - 1.0) } else { 1.0 };
-        let mean = out.mean.detach();
-        let var = out.variance.detach().mul_scalar(unbias);
+        let mean = mean.detach();
+        let var = variance.detach().mul_scalar(unbias);
         let old_m = rm.value_sync().to_device(&device);
         let old_v = rv.value_sync().to_device(&device);
         rm.update(old_m.mul_scalar(1.0 - m).add(mean.mul_scalar(m)).detach());
@@ -260,7 +273,17 @@ impl Norm {
         // burn keeps updates pending per thread until the next `value_sync`; syncing now makes
         // the stored value current, so evaluation and checkpoints never see a stale average.
         let _ = (rm.value_sync(), rv.value_sync());
-        out.output
+        output
+    }
+}
+
+/// Max pooling over `kernel x kernel` windows with `stride` and no padding (the CPU kernel on
+/// the CPU, burn's op elsewhere).
+pub fn max_pool(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
+    if kernels::applies(&x) {
+        kernels::max_pool2d(x, kernel, stride)
+    } else {
+        max_pool2d(x, MaxPoolOptions::new([kernel; 2]).with_stride([stride; 2]))
     }
 }
 

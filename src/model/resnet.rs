@@ -4,11 +4,10 @@
 //! linear classifier. About 0.27M parameters.
 
 use super::init::Init;
-use super::layers::{maybe_norm, Conv, Dense, Norm, NormKind};
+use super::layers::{max_pool, maybe_norm, Conv, Dense, Norm, NormKind};
 use burn::module::Module;
 use burn::tensor::activation::relu;
-use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
-use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
 /// conv-norm-relu-conv-norm + shortcut, relu.
@@ -36,7 +35,7 @@ impl BasicBlock {
             x
         } else {
             // Option A: x[:, :, ::2, ::2] (a 1x1 max-pool with stride 2 subsamples), zero channels.
-            let s = max_pool2d(x, MaxPoolOptions::new([1, 1]).with_stride([self.stride; 2]));
+            let s = max_pool(x, 1, self.stride);
             let [n, _, h, w] = s.dims();
             let half = self.pad_channels / 2;
             let zeros = |c: usize| Tensor::<4>::zeros([n, c, h, w], &s.device());

@@ -1,0 +1,153 @@
+//! Batch-norm training kernels on contiguous `[n, c, s]` f32 data (`s` = the spatial size, 1 for
+//! dense layers). burn's generic `batch_norm_train` swaps the batch and channel axes and copies
+//! them, and its backward makes several more passes; these read the input twice forward and
+//! twice backward, with no copies.
+//!
+//! Channel sums run one channel per task, each summed in a fixed order, so the results do not
+//! depend on how many threads run them.
+
+use rayon::prelude::*;
+
+/// The shape `[n, c, s]` of a batch-norm input seen as batch, channel and the rest.
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    /// Batch size.
+    pub n: usize,
+    /// Channels (features).
+    pub c: usize,
+    /// Elements per channel and sample (product of the spatial dimensions).
+    pub s: usize,
+}
+
+impl Dims {
+    fn count(self) -> f64 {
+        (self.n * self.s) as f64
+    }
+
+    /// The `s` values of sample `i`, channel `ch`.
+    fn row(self, data: &[f32], i: usize, ch: usize) -> &[f32] {
+        &data[(i * self.c + ch) * self.s..][..self.s]
+    }
+}
+
+/// What the forward pass leaves for the backward pass (and for running statistics).
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Batch mean per channel.
+    pub mean: Vec<f32>,
+    /// Biased batch variance per channel.
+    pub var: Vec<f32>,
+    /// `1 / sqrt(var + eps)` per channel.
+    pub invstd: Vec<f32>,
+}
+
+/// Sums with eight partial accumulators (vectorizes; also more accurate than one running sum).
+fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for ch in chunks {
+        for (a, v) in acc.iter_mut().zip(ch) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `sum((x - m)^2)` and `sum(dy * (x - m))` share this shape: `sum(f(a_i, b_i))`.
+fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| f(x, y)).sum();
+    for (xa, xb) in ca.zip(cb) {
+        for ((acc, &x), &y) in acc.iter_mut().zip(xa).zip(xb) {
+            *acc += f(x, y);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Per-channel mean and biased variance (two passes: the variance of centred values).
+pub fn stats(x: &[f32], d: Dims, eps: f64) -> Stats {
+    let per: Vec<(f32, f32)> = (0..d.c)
+        .into_par_iter()
+        .map(|ch| {
+            let total: f64 = (0..d.n).map(|i| sum(d.row(x, i, ch)) as f64).sum();
+            let mean = (total / d.count()) as f32;
+            let sq: f64 = (0..d.n)
+                .map(|i| {
+                    let row = d.row(x, i, ch);
+                    sum_pairs(row, row, |v, _| (v - mean) * (v - mean)) as f64
+                })
+                .sum();
+            (mean, (sq / d.count()) as f32)
+        })
+        .collect();
+    let (mean, var): (Vec<f32>, Vec<f32>) = per.into_iter().unzip();
+    let invstd = var.iter().map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32).collect();
+    Stats { mean, var, invstd }
+}
+
+/// Applies `y = a[ch] * (x - mean[ch]) + b[ch]` per channel, one sample per task (centring
+/// first keeps the rounding of `x * a - mean * a` out when the mean is large).
+fn affine(x: &[f32], d: Dims, mean: &[f32], a: &[f32], b: &[f32], out: &mut [f32]) {
+    out.par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).for_each(|(yo, xi)| {
+        for ch in 0..d.c {
+            let (m, a, b) = (mean[ch], a[ch], b[ch]);
+            for (y, &v) in yo[ch * d.s..][..d.s].iter_mut().zip(&xi[ch * d.s..][..d.s]) {
+                *y = a * (v - m) + b;
+            }
+        }
+    });
+}
+
+/// Training forward: `y = gamma * (x - mean) / sqrt(var + eps) + beta` with batch statistics.
+pub fn forward(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Stats) {
+    let st = stats(x, d, eps);
+    let a: Vec<f32> = (0..d.c).map(|ch| gamma[ch] * st.invstd[ch]).collect();
+    let mut y = vec![0f32; x.len()];
+    affine(x, d, &st.mean, &a, beta, &mut y);
+    (y, st)
+}
+
+/// Gradients of the training forward: `(dx, dgamma, dbeta)` from the output gradient `dy`.
+///
+/// With `xhat = (x - mean) * invstd` and `M = n * s` values per channel,
+/// `dx = gamma * invstd * (dy - sum(dy)/M - xhat * sum(dy * xhat)/M)`, applied here as
+/// `dx = a * dy + b * (x - mean) + e` per channel (one pass).
+pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let sums: Vec<(f64, f64)> = (0..d.c)
+        .into_par_iter()
+        .map(|ch| {
+            let mean = st.mean[ch];
+            (0..d.n).fold((0f64, 0f64), |(s_dy, s_dyxc), i| {
+                let (xr, gr) = (d.row(x, i, ch), d.row(dy, i, ch));
+                (s_dy + sum(gr) as f64, s_dyxc + sum_pairs(gr, xr, |g, v| g * (v - mean)) as f64)
+            })
+        })
+        .collect();
+    let m = d.count();
+    let (mut a, mut b, mut e) = (vec![0f32; d.c], vec![0f32; d.c], vec![0f32; d.c]);
+    let (mut dgamma, mut dbeta) = (vec![0f32; d.c], vec![0f32; d.c]);
+    for (ch, &(s_dy, s_dyxc)) in sums.iter().enumerate() {
+        let inv = st.invstd[ch] as f64;
+        let k = gamma[ch] as f64 * inv;
+        let bx = -k * inv * inv * s_dyxc / m;
+        a[ch] = k as f32;
+        b[ch] = bx as f32;
+        e[ch] = (-k * s_dy / m) as f32;
+        dgamma[ch] = (s_dyxc * inv) as f32;
+        dbeta[ch] = s_dy as f32;
+    }
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).zip(dy.par_chunks(d.c * d.s)).for_each(|((out, xi), gi)| {
+        for ch in 0..d.c {
+            let (a, b, e, mean) = (a[ch], b[ch], e[ch], st.mean[ch]);
+            let r = ch * d.s..(ch + 1) * d.s;
+            for ((o, &v), &g) in out[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&gi[r]) {
+                *o = a * g + b * (v - mean) + e;
+            }
+        }
+    });
+    (dx, dgamma, dbeta)
+}

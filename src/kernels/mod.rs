@@ -1,0 +1,243 @@
+//! Hand-written CPU kernels for the training ops where burn flex's generic implementations
+//! cost most (PERFORMANCE.md has the profiles): batch norm in training mode, the 2-D
+//! convolution and max pooling, forward and backward. They plug into burn through its backend-extension
+//! mechanism, with the backward passes written here, and run only on the CPU (flex) device
+//! with f32 data; everywhere else the models use burn's own ops ([`applies`] decides).
+//! `tests/kernels.rs` checks values and gradients against burn's ops.
+
+pub mod batch_norm;
+pub mod conv;
+pub mod pool;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex};
+use burn::tensor::{DType, Tensor, TensorData};
+use burn_flex::FlexTensor;
+
+/// The ops normwd computes with its own kernels.
+#[backend_extension(Flex, Autodiff)]
+pub trait Kernels: Backend {
+    /// Batch-norm training forward over dimension 1: `(output, batch mean, biased batch variance)`.
+    fn nw_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// Square-kernel convolution without bias, groups or dilation.
+    fn nw_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, padding: usize) -> FloatTensor<Self>;
+    /// Max pooling over `kernel x kernel` windows, no padding.
+    fn nw_max_pool2d(x: FloatTensor<Self>, kernel: usize, stride: usize) -> FloatTensor<Self>;
+}
+
+/// True when `x` lives on the CPU (flex) device, tracked or not, and holds f32: the kernels'
+/// domain.
+pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    let device = x.device();
+    let flex = match device.as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    };
+    flex && x.dtype() == DType::F32
+}
+
+/// Batch-norm training forward with the CPU kernels: `(output, mean, biased variance)`.
+/// Call only where [`applies`] holds.
+pub fn batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    let (y, mean, var) = <Dispatch as Kernels>::nw_batch_norm(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), epsilon);
+    (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var))
+}
+
+/// Convolution with the CPU kernels. Call only where [`applies`] holds.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as Kernels>::nw_conv2d(x.into_dispatch(), weight.into_dispatch(), stride, padding))
+}
+
+/// Max pooling (`kernel x kernel` windows, no padding) with the CPU kernels. Call only where
+/// [`applies`] holds.
+pub fn max_pool2d(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as Kernels>::nw_max_pool2d(x.into_dispatch(), kernel, stride))
+}
+
+/// The contiguous f32 values of a flex tensor (a copy only when it is a strided view).
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("a contiguous copy is a slice").to_vec()),
+    }
+}
+
+fn flex(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+fn shape(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().to_vec()
+}
+
+fn bn_dims(shape: &[usize]) -> batch_norm::Dims {
+    batch_norm::Dims { n: shape[0], c: shape[1], s: shape[2..].iter().product() }
+}
+
+fn conv_geometry(x: &[usize], w: &[usize], stride: usize, padding: usize) -> conv::Geometry {
+    assert!(x.len() == 4 && w.len() == 4 && x[1] == w[1] && w[2] == w[3], "nw_conv2d: input {x:?} and weight {w:?} do not fit");
+    conv::Geometry { n: x[0], c_in: x[1], h: x[2], w: x[3], c_out: w[0], k: w[2], stride, pad: padding }
+}
+
+/// Forward on flex tensors; also returns the statistics the backward pass needs.
+fn bn_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, batch_norm::Stats) {
+    let s = shape(x);
+    let (y, st) = batch_norm::forward(&values(x), bn_dims(&s), &values(gamma), &values(beta), epsilon);
+    (flex(y, s), st)
+}
+
+fn conv_forward(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> FlexTensor {
+    let g = conv_geometry(&shape(x), &shape(weight), stride, padding);
+    let y = conv::forward(&g, &values(x), &values(weight));
+    flex(y, vec![g.n, g.c_out, g.h_out(), g.w_out()])
+}
+
+fn pool_window(x: &[usize], kernel: usize, stride: usize) -> pool::Window {
+    assert!(x.len() == 4 && stride >= 1, "nw_max_pool2d: input {x:?}, stride {stride}");
+    pool::Window { planes: x[0] * x[1], h: x[2], w: x[3], k: kernel, stride }
+}
+
+fn pool_forward(x: &FlexTensor, kernel: usize, stride: usize) -> (FlexTensor, pool::Window, Vec<u8>) {
+    let s = shape(x);
+    let p = pool_window(&s, kernel, stride);
+    let (y, winner) = pool::forward(&p, &values(x));
+    (flex(y, vec![s[0], s[1], p.h_out(), p.w_out()]), p, winner)
+}
+
+impl Kernels for Flex {
+    fn nw_batch_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (y, st) = bn_forward(&x, &gamma, &beta, epsilon);
+        let c = st.mean.len();
+        (y, flex(st.mean, vec![c]), flex(st.var, vec![c]))
+    }
+
+    fn nw_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, padding: usize) -> FlexTensor {
+        conv_forward(&x, &weight, stride, padding)
+    }
+
+    fn nw_max_pool2d(x: FlexTensor, kernel: usize, stride: usize) -> FlexTensor {
+        pool_forward(&x, kernel, stride).0
+    }
+}
+
+/// Batch norm's backward step: parents `[x, gamma, beta]`.
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl Backward<Flex, 3> for BatchNormBackward {
+    type State = (FlexTensor, FlexTensor, batch_norm::Stats);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, gamma, st) = ops.state;
+        let s = shape(&x);
+        let (dx, dgamma, dbeta) = batch_norm::backward(&values(&x), &values(&dy), bn_dims(&s), &values(&gamma), &st);
+        let c = dgamma.len();
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex(dx, s));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, flex(dgamma, vec![c]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, flex(dbeta, vec![c]));
+        }
+    }
+}
+
+/// The convolution's backward step: parents `[x, weight]`.
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (FlexTensor, FlexTensor, usize, usize);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, weight, stride, padding) = ops.state;
+        let (xs, ws) = (shape(&x), shape(&weight));
+        let g = conv_geometry(&xs, &ws, stride, padding);
+        let (dx, dw) = conv::backward(&g, &values(&x), &values(&weight), &values(&dy));
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex(dx, xs));
+        }
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, flex(dw, ws));
+        }
+    }
+}
+
+/// Max pooling's backward step: parent `[x]`.
+#[derive(Debug)]
+struct PoolBackward;
+
+impl Backward<Flex, 1> for PoolBackward {
+    type State = (pool::Window, Vec<u8>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (p, winner) = ops.state;
+        if let Some(node) = node_x {
+            let dx = pool::backward(&p, &winner, &values(&dy));
+            let s = shape(&dy);
+            grads.register::<Flex>(node.id, flex(dx, vec![s[0], s[1], p.h, p.w]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
+    fn nw_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (xp, gp) = (x.primitive().clone(), gamma.primitive().clone());
+        let (y, st) = bn_forward(&xp, &gp, beta.primitive(), epsilon);
+        let c = st.mean.len();
+        // The statistics leave as constants: they feed running averages, never the loss.
+        let mean = Self::from_inner(flex(st.mean.clone(), vec![c]));
+        let var = Self::from_inner(flex(st.var.clone(), vec![c]));
+        let out = match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((xp, gp, st), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (out, mean, var)
+    }
+
+    fn nw_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, padding: usize) -> FloatTensor<Self> {
+        let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
+        let y = conv_forward(&xp, &wp, stride, padding);
+        match ConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((xp, wp, stride, padding), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn nw_max_pool2d(x: FloatTensor<Self>, kernel: usize, stride: usize) -> FloatTensor<Self> {
+        let (y, p, winner) = pool_forward(x.primitive(), kernel, stride);
+        match PoolBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((p, winner), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}

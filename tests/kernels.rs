@@ -1,0 +1,154 @@
+//! normwd's CPU kernels against burn's own ops: outputs and every gradient, on odd shapes
+//! (sizes not multiples of the vector width, strides 1 and 2, padding 0 and 1).
+
+use burn::tensor::module::{batch_norm_train, conv2d};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor};
+use normwd::kernels;
+
+/// Deterministic values in [-1.5, 2.5) (an offset mean, as real activations have).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 1.5
+        })
+        .collect()
+}
+
+fn tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let n = shape.iter().product();
+    Tensor::<1>::from_floats(values(n, seed).as_slice(), device).reshape(shape)
+}
+
+fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    a.sub(b).abs().max().into_scalar::<f32>()
+}
+
+fn assert_close<const D: usize>(what: &str, ours: Tensor<D>, burns: Tensor<D>, tol: f32) {
+    let scale = burns.clone().abs().max().into_scalar::<f32>().max(1.0);
+    let diff = max_abs_diff(ours, burns);
+    assert!(diff <= tol * scale, "{what}: max |ours - burn| = {diff:e} > {tol:e} * {scale}");
+}
+
+fn check_batch_norm<const D: usize>(shape: [usize; D]) {
+    let device = Device::flex().autodiff();
+    let c = shape[1];
+    let make = || {
+        let x = tensor(shape, 1, &device).require_grad();
+        let gamma = tensor([c], 2, &device).add_scalar(0.5).require_grad();
+        let beta = tensor([c], 3, &device).require_grad();
+        (x, gamma, beta)
+    };
+    let weights = tensor(shape, 4, &device);
+    assert!(kernels::applies(&weights));
+
+    let (x1, g1, b1) = make();
+    let (y1, mean1, var1) = kernels::batch_norm_train(x1.clone(), g1.clone(), b1.clone(), 1e-5);
+    let grads1 = y1.clone().mul(weights.clone()).sum().backward();
+
+    let (x2, g2, b2) = make();
+    let out = batch_norm_train(x2.clone(), g2.clone(), b2.clone(), 1e-5);
+    let grads2 = out.output.clone().mul(weights).sum().backward();
+
+    let tol = 2e-5;
+    assert_close("output", y1, out.output, tol);
+    assert_close("mean", mean1, out.mean, tol);
+    assert_close("variance", var1, out.variance, tol);
+    assert_close("dx", x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), tol);
+    assert_close("dgamma", g1.grad(&grads1).unwrap(), g2.grad(&grads2).unwrap(), tol);
+    assert_close("dbeta", b1.grad(&grads1).unwrap(), b2.grad(&grads2).unwrap(), tol);
+}
+
+#[test]
+fn batch_norm_matches_burn_on_dense_and_conv_shapes() {
+    check_batch_norm([7, 5]);
+    check_batch_norm([4, 3, 5, 7]);
+    check_batch_norm([3, 17, 9, 9]);
+}
+
+fn check_conv(x_shape: [usize; 4], c_out: usize, k: usize, stride: usize, padding: usize) {
+    let device = Device::flex().autodiff();
+    let make = || (tensor(x_shape, 5, &device).require_grad(), tensor([c_out, x_shape[1], k, k], 6, &device).require_grad());
+    let (x1, w1) = make();
+    let y1 = kernels::conv2d(x1.clone(), w1.clone(), stride, padding);
+    let out_weights = tensor(y1.dims(), 7, &device);
+    let grads1 = y1.clone().mul(out_weights.clone()).sum().backward();
+
+    let (x2, w2) = make();
+    let y2 = conv2d(x2.clone(), w2.clone(), None, ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1));
+    let grads2 = y2.clone().mul(out_weights).sum().backward();
+
+    let what = format!("conv {x_shape:?} -> {c_out}, k {k}, stride {stride}, pad {padding}");
+    let tol = 2e-5;
+    assert_close(&format!("{what}: output"), y1, y2, tol);
+    assert_close(&format!("{what}: dx"), x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), tol);
+    assert_close(&format!("{what}: dweight"), w1.grad(&grads1).unwrap(), w2.grad(&grads2).unwrap(), tol);
+}
+
+#[test]
+fn conv2d_matches_burn_for_strides_and_paddings() {
+    check_conv([3, 2, 7, 9], 4, 3, 1, 1);
+    check_conv([11, 3, 8, 8], 5, 3, 2, 1);
+    check_conv([2, 4, 6, 5], 3, 3, 1, 0);
+    check_conv([5, 3, 7, 7], 2, 1, 2, 0);
+    // More samples than weight-gradient chunks, with a remainder.
+    check_conv([19, 2, 5, 5], 3, 3, 1, 1);
+}
+
+#[test]
+fn kernels_run_untracked_for_evaluation() {
+    let device = Device::flex();
+    let x = tensor([2, 3, 6, 6], 8, &device);
+    let w = tensor([4, 3, 3, 3], 9, &device);
+    assert!(kernels::applies(&x));
+    let ours = kernels::conv2d(x.clone(), w.clone(), 1, 1);
+    let burns = conv2d(x, w, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+    assert_close("untracked conv", ours, burns, 2e-5);
+}
+
+#[test]
+fn kernel_results_do_not_depend_on_thread_count() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let device = Device::flex().autodiff();
+            let x = tensor([21, 3, 8, 8], 10, &device).require_grad();
+            let w = tensor([6, 3, 3, 3], 11, &device).require_grad();
+            let g = tensor([6], 12, &device).require_grad();
+            let b = tensor([6], 13, &device).require_grad();
+            let (y, _, _) = kernels::batch_norm_train(kernels::conv2d(x.clone(), w.clone(), 1, 1), g, b, 1e-5);
+            let grads = y.powi_scalar(2).sum().backward();
+            (
+                x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+                w.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+            )
+        })
+    };
+    assert!(run(1) == run(3), "gradients differ between 1 and 3 threads");
+}
+
+fn check_max_pool(x_shape: [usize; 4], k: usize, stride: usize) {
+    use burn::tensor::module::max_pool2d;
+    let device = Device::flex().autodiff();
+    let x1 = tensor(x_shape, 14, &device).require_grad();
+    let y1 = kernels::max_pool2d(x1.clone(), k, stride);
+    let out_weights = tensor(y1.dims(), 15, &device);
+    let grads1 = y1.clone().mul(out_weights.clone()).sum().backward();
+    let x2 = tensor(x_shape, 14, &device).require_grad();
+    let y2 = max_pool2d(x2.clone(), burn::tensor::ops::MaxPoolOptions::new([k, k]).with_stride([stride, stride]));
+    let grads2 = y2.clone().mul(out_weights).sum().backward();
+    let what = format!("max pool {x_shape:?}, k {k}, stride {stride}");
+    assert_close(&format!("{what}: output"), y1, y2, 0.0);
+    assert_close(&format!("{what}: dx"), x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), 0.0);
+}
+
+#[test]
+fn max_pool_matches_burn() {
+    check_max_pool([3, 4, 8, 8], 2, 2);
+    check_max_pool([2, 3, 7, 9], 2, 2);
+    check_max_pool([2, 3, 7, 7], 3, 2);
+    check_max_pool([2, 5, 9, 8], 1, 2);
+}
