@@ -33,7 +33,7 @@ fn assert_close<const D: usize>(what: &str, ours: Tensor<D>, burns: Tensor<D>, t
     assert!(diff <= tol * scale, "{what}: max |ours - burn| = {diff:e} > {tol:e} * {scale}");
 }
 
-fn check_batch_norm<const D: usize>(shape: [usize; D]) {
+fn check_batch_norm<const D: usize>(shape: [usize; D], relu: bool) {
     let device = Device::flex().autodiff();
     let c = shape[1];
     let make = || {
@@ -46,15 +46,16 @@ fn check_batch_norm<const D: usize>(shape: [usize; D]) {
     assert!(kernels::applies(&weights));
 
     let (x1, g1, b1) = make();
-    let (y1, mean1, var1) = kernels::batch_norm_train(x1.clone(), g1.clone(), b1.clone(), 1e-5);
+    let (y1, mean1, var1) = kernels::batch_norm_train(x1.clone(), g1.clone(), b1.clone(), 1e-5, relu);
     let grads1 = y1.clone().mul(weights.clone()).sum().backward();
 
     let (x2, g2, b2) = make();
     let out = batch_norm_train(x2.clone(), g2.clone(), b2.clone(), 1e-5);
-    let grads2 = out.output.clone().mul(weights).sum().backward();
+    let output = if relu { burn::tensor::activation::relu(out.output) } else { out.output };
+    let grads2 = output.clone().mul(weights).sum().backward();
 
     let tol = 2e-5;
-    assert_close("output", y1, out.output, tol);
+    assert_close("output", y1, output, tol);
     assert_close("mean", mean1, out.mean, tol);
     assert_close("variance", var1, out.variance, tol);
     assert_close("dx", x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), tol);
@@ -64,9 +65,15 @@ fn check_batch_norm<const D: usize>(shape: [usize; D]) {
 
 #[test]
 fn batch_norm_matches_burn_on_dense_and_conv_shapes() {
-    check_batch_norm([7, 5]);
-    check_batch_norm([4, 3, 5, 7]);
-    check_batch_norm([3, 17, 9, 9]);
+    check_batch_norm([7, 5], false);
+    check_batch_norm([4, 3, 5, 7], false);
+    check_batch_norm([3, 17, 9, 9], false);
+}
+
+#[test]
+fn batch_norm_with_fused_relu_matches_burn_batch_norm_then_relu() {
+    check_batch_norm([7, 5], true);
+    check_batch_norm([3, 17, 9, 9], true);
 }
 
 fn check_conv(x_shape: [usize; 4], c_out: usize, k: usize, stride: usize, padding: usize) {
@@ -94,7 +101,7 @@ fn conv2d_matches_burn_for_strides_and_paddings() {
     check_conv([11, 3, 8, 8], 5, 3, 2, 1);
     check_conv([2, 4, 6, 5], 3, 3, 1, 0);
     check_conv([5, 3, 7, 7], 2, 1, 2, 0);
-    // More samples than weight-gradient chunks, with a remainder.
+    // More samples than one GEMM chunk (16), with a remainder.
     check_conv([19, 2, 5, 5], 3, 3, 1, 1);
 }
 
@@ -119,7 +126,7 @@ fn kernel_results_do_not_depend_on_thread_count() {
             let w = tensor([6, 3, 3, 3], 11, &device).require_grad();
             let g = tensor([6], 12, &device).require_grad();
             let b = tensor([6], 13, &device).require_grad();
-            let (y, _, _) = kernels::batch_norm_train(kernels::conv2d(x.clone(), w.clone(), 1, 1), g, b, 1e-5);
+            let (y, _, _) = kernels::batch_norm_train(kernels::conv2d(x.clone(), w.clone(), 1, 1), g, b, 1e-5, true);
             let grads = y.powi_scalar(2).sum().backward();
             (
                 x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),

@@ -54,7 +54,7 @@ fn sum(xs: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `sum((x - m)^2)` and `sum(dy * (x - m))` share this shape: `sum(f(a_i, b_i))`.
+/// `sum(f(a_i, b_i))` with eight partial accumulators.
 fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -65,6 +65,25 @@ fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Both sums of `f(a_i, b_i) = (p, q)` in one pass.
+fn sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
+    let (mut acc_p, mut acc_q) = ([0f32; 8], [0f32; 8]);
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (mut tail_p, mut tail_q) = (0f32, 0f32);
+    for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+        let (p, q) = f(x, y);
+        (tail_p, tail_q) = (tail_p + p, tail_q + q);
+    }
+    for (xa, xb) in ca.zip(cb) {
+        for i in 0..8 {
+            let (p, q) = f(xa[i], xb[i]);
+            acc_p[i] += p;
+            acc_q[i] += q;
+        }
+    }
+    (acc_p.iter().sum::<f32>() + tail_p, acc_q.iter().sum::<f32>() + tail_q)
 }
 
 /// Per-channel mean and biased variance (two passes: the variance of centred values).
@@ -88,25 +107,32 @@ pub fn stats(x: &[f32], d: Dims, eps: f64) -> Stats {
     Stats { mean, var, invstd }
 }
 
-/// Applies `y = a[ch] * (x - mean[ch]) + b[ch]` per channel, one sample per task (centring
-/// first keeps the rounding of `x * a - mean * a` out when the mean is large).
-fn affine(x: &[f32], d: Dims, mean: &[f32], a: &[f32], b: &[f32], out: &mut [f32]) {
+/// Applies `y = a[ch] * (x - mean[ch]) + b[ch]` per channel, then ReLU if `relu`, one sample
+/// per task (centring first keeps the rounding of `x * a - mean * a` out when the mean is large).
+fn affine(x: &[f32], d: Dims, mean: &[f32], a: &[f32], b: &[f32], relu: bool, out: &mut [f32]) {
     out.par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).for_each(|(yo, xi)| {
         for ch in 0..d.c {
             let (m, a, b) = (mean[ch], a[ch], b[ch]);
             for (y, &v) in yo[ch * d.s..][..d.s].iter_mut().zip(&xi[ch * d.s..][..d.s]) {
-                *y = a * (v - m) + b;
+                let z = a * (v - m) + b;
+                *y = if relu { z.max(0.0) } else { z };
             }
         }
     });
 }
 
-/// Training forward: `y = gamma * (x - mean) / sqrt(var + eps) + beta` with batch statistics.
-pub fn forward(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Stats) {
+/// `gamma * invstd` per channel: the forward's scale, recomputed bit for bit by the backward pass
+/// to find where a fused ReLU was active.
+fn scale(gamma: &[f32], st: &Stats) -> Vec<f32> {
+    gamma.iter().zip(&st.invstd).map(|(g, i)| g * i).collect()
+}
+
+/// Training forward: `y = gamma * (x - mean) / sqrt(var + eps) + beta` with batch statistics,
+/// followed by `max(y, 0)` when `relu` (one pass instead of two, and no mask tensor).
+pub fn forward(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64, relu: bool) -> (Vec<f32>, Stats) {
     let st = stats(x, d, eps);
-    let a: Vec<f32> = (0..d.c).map(|ch| gamma[ch] * st.invstd[ch]).collect();
     let mut y = vec![0f32; x.len()];
-    affine(x, d, &st.mean, &a, beta, &mut y);
+    affine(x, d, &st.mean, &scale(gamma, &st), beta, relu, &mut y);
     (y, st)
 }
 
@@ -114,15 +140,26 @@ pub fn forward(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64) -> (Ve
 ///
 /// With `xhat = (x - mean) * invstd` and `M = n * s` values per channel,
 /// `dx = gamma * invstd * (dy - sum(dy)/M - xhat * sum(dy * xhat)/M)`, applied here as
-/// `dx = a * dy + b * (x - mean) + e` per channel (one pass).
-pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// `dx = a * dy + b * (x - mean) + e` per channel (one pass). With `relu` (the forward's `beta`),
+/// `dy` is first zeroed where the fused ReLU was inactive.
+pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats, relu: Option<&[f32]>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let sc = scale(gamma, st);
+    // The gradient that reaches the normalization: dy, or dy where the ReLU passed.
+    let through = |ch: usize| {
+        let (a, m, b) = (sc[ch], st.mean[ch], relu.map_or(0.0, |beta| beta[ch]));
+        move |g: f32, v: f32| if relu.is_none() || a * (v - m) + b > 0.0 { g } else { 0.0 }
+    };
     let sums: Vec<(f64, f64)> = (0..d.c)
         .into_par_iter()
         .map(|ch| {
-            let mean = st.mean[ch];
+            let (mean, pass) = (st.mean[ch], through(ch));
             (0..d.n).fold((0f64, 0f64), |(s_dy, s_dyxc), i| {
                 let (xr, gr) = (d.row(x, i, ch), d.row(dy, i, ch));
-                (s_dy + sum(gr) as f64, s_dyxc + sum_pairs(gr, xr, |g, v| g * (v - mean)) as f64)
+                let (p, q) = sum2(gr, xr, |g, v| {
+                    let g = pass(g, v);
+                    (g, g * (v - mean))
+                });
+                (s_dy + p as f64, s_dyxc + q as f64)
             })
         })
         .collect();
@@ -142,10 +179,10 @@ pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats) -> (V
     let mut dx = vec![0f32; x.len()];
     dx.par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).zip(dy.par_chunks(d.c * d.s)).for_each(|((out, xi), gi)| {
         for ch in 0..d.c {
-            let (a, b, e, mean) = (a[ch], b[ch], e[ch], st.mean[ch]);
+            let (a, b, e, mean, pass) = (a[ch], b[ch], e[ch], st.mean[ch], through(ch));
             let r = ch * d.s..(ch + 1) * d.s;
             for ((o, &v), &g) in out[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&gi[r]) {
-                *o = a * g + b * (v - mean) + e;
+                *o = a * pass(g, v) + b * (v - mean) + e;
             }
         }
     });

@@ -1,8 +1,9 @@
 //! 2-D convolution kernels (square kernel, equal stride and zero padding on both axes, one
-//! group, no dilation, no bias) on contiguous NCHW f32 data: im2col per sample and one GEMM
-//! (the `gemm` crate that burn flex uses too). The weight gradient is summed per fixed chunk of
-//! samples and the chunks are added in order, so the result does not depend on the number of
-//! threads; burn's generic weight gradient transposes and copies both operands instead.
+//! group, no dilation, no bias) on contiguous NCHW f32 data: im2col for a chunk of samples and
+//! one GEMM per chunk (the `gemm` crate that burn flex uses too). The weight gradient is summed
+//! per fixed chunk of samples and the chunks are added in order, so the result does not depend
+//! on the number of threads; burn's generic weight gradient transposes and copies both operands
+//! instead.
 
 use rayon::prelude::*;
 
@@ -27,8 +28,10 @@ pub struct Geometry {
     pub pad: usize,
 }
 
-/// Sample chunks of the weight gradient: fixed, so the summation order is too.
-const WEIGHT_GRAD_CHUNKS: usize = 8;
+/// Samples per GEMM. Fixed, so the weight gradient's summation order does not depend on the
+/// number of threads; 16 samples make GEMMs large enough that packing the operands is cheap
+/// against the multiply, while one chunk's buffers stay at a few MB.
+const CHUNK: usize = 4;
 
 impl Geometry {
     /// Output height.
@@ -74,14 +77,16 @@ impl Geometry {
     }
 }
 
-/// Unfolds one sample `[c_in, h, w]` into `cols[c_in*k*k, h_out*w_out]` (zeros for padding).
-fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32]) {
+/// Unfolds one sample `[c_in, h, w]` into the `c_in*k*k` rows of `h_out*w_out` columns that
+/// start at `cols[0]` with row stride `stride` (zeros for padding).
+fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32], stride: usize) {
     let (ho, wo, l) = (g.h_out(), g.w_out(), g.cols());
     for ci in 0..g.c_in {
         let plane = &x[ci * g.h * g.w..][..g.h * g.w];
         for ky in 0..g.k {
             for kx in 0..g.k {
-                let row = &mut cols[((ci * g.k + ky) * g.k + kx) * l..][..l];
+                let row = &mut cols[((ci * g.k + ky) * g.k + kx) * stride..][..l];
+                let (lo, hi) = g.valid(kx, wo, g.w);
                 for oy in 0..ho {
                     let out = &mut row[oy * wo..][..wo];
                     let Some(iy) = g.source(oy, ky, g.h) else {
@@ -89,7 +94,6 @@ fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32]) {
                         continue;
                     };
                     let line = &plane[iy * g.w..][..g.w];
-                    let (lo, hi) = g.valid(kx, wo, g.w);
                     out[..lo].fill(0.0);
                     out[hi..].fill(0.0);
                     if g.stride == 1 {
@@ -106,21 +110,29 @@ fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32]) {
     }
 }
 
-/// Adds `cols[c_in*k*k, h_out*w_out]` back onto one sample's input gradient (the adjoint of
-/// [`im2col`]).
-fn col2im(g: &Geometry, cols: &[f32], dx: &mut [f32]) {
+/// Adds the rows [`im2col`] writes (same layout) back onto one sample's input gradient: its
+/// adjoint.
+fn col2im(g: &Geometry, cols: &[f32], stride: usize, dx: &mut [f32]) {
     let (ho, wo, l) = (g.h_out(), g.w_out(), g.cols());
     for ci in 0..g.c_in {
         let plane = &mut dx[ci * g.h * g.w..][..g.h * g.w];
         for ky in 0..g.k {
             for kx in 0..g.k {
-                let row = &cols[((ci * g.k + ky) * g.k + kx) * l..][..l];
+                let row = &cols[((ci * g.k + ky) * g.k + kx) * stride..][..l];
+                let (lo, hi) = g.valid(kx, wo, g.w);
                 for oy in 0..ho {
                     let Some(iy) = g.source(oy, ky, g.h) else { continue };
                     let line = &mut plane[iy * g.w..][..g.w];
-                    let (lo, hi) = g.valid(kx, wo, g.w);
-                    for (ox, &v) in (lo..hi).zip(&row[oy * wo + lo..oy * wo + hi]) {
-                        line[ox * g.stride + kx - g.pad] += v;
+                    let src = &row[oy * wo + lo..oy * wo + hi];
+                    if g.stride == 1 {
+                        let start = lo + kx - g.pad;
+                        for (d, &v) in line[start..start + src.len()].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        for (ox, &v) in (lo..hi).zip(src) {
+                            line[ox * g.stride + kx - g.pad] += v;
+                        }
                     }
                 }
             }
@@ -128,30 +140,38 @@ fn col2im(g: &Geometry, cols: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// A row-major matrix view for [`matmul`]: pointer, row stride, column stride.
+/// A matrix view for [`matmul`]: pointer, row stride, column stride, and the length of the
+/// slice it was made from (checked against the strides before any read).
 #[derive(Clone, Copy)]
 struct Mat {
     ptr: *const f32,
     rs: isize,
     cs: isize,
+    len: usize,
 }
 
 impl Mat {
     fn rows(data: &[f32], cols: usize) -> Self {
-        Mat { ptr: data.as_ptr(), rs: cols as isize, cs: 1 }
+        Mat { ptr: data.as_ptr(), rs: cols as isize, cs: 1, len: data.len() }
+    }
+
+    /// Whether a `rows x cols` matrix with these strides stays inside the slice.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || ((rows - 1) as isize * self.rs + (cols - 1) as isize * self.cs) < self.len as isize
     }
 
     /// The transpose of a row-major `[_, cols]` matrix.
     fn transposed(data: &[f32], cols: usize) -> Self {
-        Mat { ptr: data.as_ptr(), rs: 1, cs: cols as isize }
+        Mat { ptr: data.as_ptr(), rs: 1, cs: cols as isize, len: data.len() }
     }
 }
 
-/// `dst[m, n] (+)= lhs[m, k] @ rhs[k, n]` into a row-major `dst`; `accumulate` adds to `dst`.
-fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool, threads: gemm::Parallelism) {
+/// `dst[m, n] = lhs[m, k] @ rhs[k, n]` into a row-major `dst`.
+fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, threads: gemm::Parallelism) {
     assert!(dst.len() >= m * n, "matmul: destination too small");
-    // SAFETY: the callers build `lhs` and `rhs` from slices holding at least `m*k` and `k*n`
-    // elements under the given strides, and `dst` holds `m*n` (checked above).
+    assert!(lhs.fits(m, k) && rhs.fits(k, n), "matmul: an operand is smaller than its strides say");
+    // SAFETY: every element the strides address lies inside the operands' slices and `dst`
+    // (checked above); the operands are only read.
     unsafe {
         gemm::gemm(
             m,
@@ -160,7 +180,7 @@ fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, acc
             dst.as_mut_ptr(),
             1,
             n as isize,
-            accumulate,
+            false,
             lhs.ptr,
             lhs.cs,
             lhs.rs,
@@ -177,52 +197,98 @@ fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, acc
     }
 }
 
-/// GEMM threading: samples already run in parallel, so one GEMM gets the pool only when
-/// there are fewer samples than threads.
-fn inner_threads(samples: usize) -> gemm::Parallelism {
-    if samples < rayon::current_num_threads() {
+/// GEMM threading: chunks already run in parallel, so one GEMM gets the pool only when
+/// there are fewer chunks than threads.
+fn inner_threads(chunks: usize) -> gemm::Parallelism {
+    if chunks < rayon::current_num_threads() {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     }
 }
 
-/// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and `weight[c_out, c_in, k, k]`.
+/// Unfolds samples `first..first + count` side by side: `cols[rows, count * l]`.
+fn im2col_chunk(g: &Geometry, x: &[f32], first: usize, count: usize, cols: &mut [f32]) {
+    let l = g.cols();
+    for j in 0..count {
+        im2col(g, &x[(first + j) * g.in_len()..][..g.in_len()], &mut cols[j * l..], count * l);
+    }
+}
+
+/// Per-thread buffers, reused from chunk to chunk (allocating and zeroing them per chunk was a
+/// visible share of a step).
+#[derive(Default)]
+struct Scratch {
+    cols: Vec<f32>,
+    mat: Vec<f32>,
+}
+
+fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len, 0.0);
+    &mut buf[..len]
+}
+
+/// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and `weight[c_out, c_in, k, k]`: per chunk
+/// of [`CHUNK`] samples, one GEMM `[c_out, rows] @ [rows, chunk * l]`, its columns then put back
+/// in NCHW order.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (rows, l) = (g.rows(), g.cols());
-    let threads = inner_threads(g.n);
+    let threads = inner_threads(g.n.div_ceil(CHUNK));
     let mut y = vec![0f32; g.n * g.out_len()];
-    y.par_chunks_mut(g.out_len()).zip(x.par_chunks(g.in_len())).for_each_init(
-        || vec![0f32; rows * l],
-        |cols, (yo, xi)| {
-            im2col(g, xi, cols);
-            matmul(yo, g.c_out, l, rows, Mat::rows(weight, rows), Mat::rows(cols, l), false, threads);
-        },
-    );
+    y.par_chunks_mut(CHUNK * g.out_len()).enumerate().for_each_init(Scratch::default, |scratch, (chunk, yc)| {
+        let count = yc.len() / g.out_len();
+        let width = count * l;
+        let cols = sized(&mut scratch.cols, rows * width);
+        im2col_chunk(g, x, chunk * CHUNK, count, cols);
+        if count == 1 {
+            // One sample's [c_out, l] output is already in NCHW order.
+            matmul(yc, g.c_out, l, rows, Mat::rows(weight, rows), Mat::rows(cols, l), threads);
+            return;
+        }
+        let out = sized(&mut scratch.mat, g.c_out * width);
+        matmul(out, g.c_out, width, rows, Mat::rows(weight, rows), Mat::rows(cols, width), threads);
+        for (j, yi) in yc.chunks_mut(g.out_len()).enumerate() {
+            for (co, dst) in yi.chunks_mut(l).enumerate() {
+                dst.copy_from_slice(&out[co * width + j * l..][..l]);
+            }
+        }
+    });
     y
 }
 
-/// `(dx, dweight)` from the output gradient `dy[n, c_out, h_out, w_out]`.
-pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+/// Gradient rows of samples `first..first + count` as one `[c_out, count * l]` matrix (samples
+/// side by side); a single sample's gradient already is one and is borrowed.
+fn dy_chunk<'a>(g: &Geometry, dy: &'a [f32], first: usize, count: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    let (l, len) = (g.cols(), g.out_len());
+    if count == 1 {
+        return &dy[first * len..][..len];
+    }
+    let width = count * l;
+    let m = sized(buf, g.c_out * width);
+    for j in 0..count {
+        for (co, src) in dy[(first + j) * len..][..len].chunks(l).enumerate() {
+            m[co * width + j * l..][..l].copy_from_slice(src);
+        }
+    }
+    m
+}
+
+/// `(dx, dweight)` from the output gradient `dy[n, c_out, h_out, w_out]`; `dx` is empty unless
+/// `need_dx` (the first layer's input needs no gradient). Per chunk of samples,
+/// `dW_chunk = dY[c_out, chunk*l] @ cols^T`; the chunks' sums are added in chunk order.
+pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
     let (rows, l) = (g.rows(), g.cols());
     let wlen = g.c_out * rows;
-    let per_chunk = g.n.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
-    let threads = inner_threads(g.n.div_ceil(per_chunk));
-    let mut dx = vec![0f32; g.n * g.in_len()];
-    let mut partial = vec![0f32; g.n.div_ceil(per_chunk) * wlen];
-    dx.par_chunks_mut(per_chunk * g.in_len()).zip(partial.par_chunks_mut(wlen)).enumerate().for_each(|(chunk, (dxc, dw))| {
-        let mut cols = vec![0f32; rows * l];
-        let mut dcols = vec![0f32; rows * l];
-        for (j, dxi) in dxc.chunks_mut(g.in_len()).enumerate() {
-            let i = chunk * per_chunk + j;
-            let dyi = &dy[i * g.out_len()..][..g.out_len()];
-            im2col(g, &x[i * g.in_len()..][..g.in_len()], &mut cols);
-            // dW += dy_i[c_out, l] @ cols^T[l, rows]
-            matmul(dw, g.c_out, rows, l, Mat::rows(dyi, l), Mat::transposed(&cols, l), j > 0, threads);
-            // dcols = W^T[rows, c_out] @ dy_i[c_out, l]
-            matmul(&mut dcols, rows, l, g.c_out, Mat::transposed(weight, rows), Mat::rows(dyi, l), false, threads);
-            col2im(g, &dcols, dxi);
-        }
+    let threads = inner_threads(g.n.div_ceil(CHUNK));
+    let mut partial = vec![0f32; g.n.div_ceil(CHUNK) * wlen];
+    partial.par_chunks_mut(wlen).enumerate().for_each_init(Scratch::default, |scratch, (chunk, dw)| {
+        let first = chunk * CHUNK;
+        let count = CHUNK.min(g.n - first);
+        let width = count * l;
+        let dyc = dy_chunk(g, dy, first, count, &mut scratch.mat);
+        let cols = sized(&mut scratch.cols, rows * width);
+        im2col_chunk(g, x, first, count, cols);
+        matmul(dw, g.c_out, rows, width, Mat::rows(dyc, width), Mat::transposed(cols, width), threads);
     });
     let mut dweight = vec![0f32; wlen];
     for part in partial.chunks(wlen) {
@@ -230,5 +296,24 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32]) -> (Vec<f32
             *d += p;
         }
     }
+    let dx = if need_dx { input_grad_scatter(g, weight, dy) } else { Vec::new() };
     (dx, dweight)
+}
+
+/// The input gradient as `dcols = W^T[rows, c_out] @ dY` per chunk, folded back by [`col2im`].
+fn input_grad_scatter(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (rows, l) = (g.rows(), g.cols());
+    let threads = inner_threads(g.n.div_ceil(CHUNK));
+    let mut dx = vec![0f32; g.n * g.in_len()];
+    dx.par_chunks_mut(CHUNK * g.in_len()).enumerate().for_each_init(Scratch::default, |scratch, (chunk, dxc)| {
+        let count = dxc.len() / g.in_len();
+        let width = count * l;
+        let dyc = dy_chunk(g, dy, chunk * CHUNK, count, &mut scratch.mat);
+        let dcols = sized(&mut scratch.cols, rows * width);
+        matmul(dcols, rows, width, g.c_out, Mat::transposed(weight, rows), Mat::rows(dyc, width), threads);
+        for (j, dxi) in dxc.chunks_mut(g.in_len()).enumerate() {
+            col2im(g, &dcols[j * l..], width, dxi);
+        }
+    });
+    dx
 }

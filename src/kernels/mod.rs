@@ -21,12 +21,14 @@ use burn_flex::FlexTensor;
 /// The ops normwd computes with its own kernels.
 #[backend_extension(Flex, Autodiff)]
 pub trait Kernels: Backend {
-    /// Batch-norm training forward over dimension 1: `(output, batch mean, biased batch variance)`.
+    /// Batch-norm training forward over dimension 1, followed by a ReLU when `relu`:
+    /// `(output, batch mean, biased batch variance)`.
     fn nw_batch_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// Square-kernel convolution without bias, groups or dilation.
     fn nw_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, padding: usize) -> FloatTensor<Self>;
@@ -47,15 +49,17 @@ pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
     flex && x.dtype() == DType::F32
 }
 
-/// Batch-norm training forward with the CPU kernels: `(output, mean, biased variance)`.
-/// Call only where [`applies`] holds.
+/// Batch-norm training forward with the CPU kernels, and a ReLU after it when `relu`:
+/// `(output, mean, biased variance)`. Call only where [`applies`] holds.
 pub fn batch_norm_train<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
+    relu: bool,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
-    let (y, mean, var) = <Dispatch as Kernels>::nw_batch_norm(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), epsilon);
+    let (y, mean, var) =
+        <Dispatch as Kernels>::nw_batch_norm(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), epsilon, relu);
     (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var))
 }
 
@@ -70,12 +74,19 @@ pub fn max_pool2d(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as Kernels>::nw_max_pool2d(x.into_dispatch(), kernel, stride))
 }
 
-/// The contiguous f32 values of a flex tensor (a copy only when it is a strided view).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("a contiguous copy is a slice").to_vec()),
+/// A flex tensor whose values are one contiguous slice (a copy only when it is a strided view).
+struct Dense(FlexTensor);
+
+impl std::ops::Deref for Dense {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        self.0.as_slice::<f32>().expect("a contiguous f32 tensor is a slice")
     }
+}
+
+fn values(t: &FlexTensor) -> Dense {
+    Dense(if t.as_slice::<f32>().is_some() { t.clone() } else { t.to_contiguous() })
 }
 
 fn flex(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
@@ -96,9 +107,9 @@ fn conv_geometry(x: &[usize], w: &[usize], stride: usize, padding: usize) -> con
 }
 
 /// Forward on flex tensors; also returns the statistics the backward pass needs.
-fn bn_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, batch_norm::Stats) {
+fn bn_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, batch_norm::Stats) {
     let s = shape(x);
-    let (y, st) = batch_norm::forward(&values(x), bn_dims(&s), &values(gamma), &values(beta), epsilon);
+    let (y, st) = batch_norm::forward(&values(x), bn_dims(&s), &values(gamma), &values(beta), epsilon, relu);
     (flex(y, s), st)
 }
 
@@ -121,8 +132,8 @@ fn pool_forward(x: &FlexTensor, kernel: usize, stride: usize) -> (FlexTensor, po
 }
 
 impl Kernels for Flex {
-    fn nw_batch_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let (y, st) = bn_forward(&x, &gamma, &beta, epsilon);
+    fn nw_batch_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (y, st) = bn_forward(&x, &gamma, &beta, epsilon, relu);
         let c = st.mean.len();
         (y, flex(st.mean, vec![c]), flex(st.var, vec![c]))
     }
@@ -141,14 +152,16 @@ impl Kernels for Flex {
 struct BatchNormBackward;
 
 impl Backward<Flex, 3> for BatchNormBackward {
-    type State = (FlexTensor, FlexTensor, batch_norm::Stats);
+    /// Input, gamma, statistics, and beta when a ReLU was fused (it tells where the ReLU passed).
+    type State = (FlexTensor, FlexTensor, batch_norm::Stats, Option<FlexTensor>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x, gamma, st) = ops.state;
+        let (x, gamma, st, relu_beta) = ops.state;
         let s = shape(&x);
-        let (dx, dgamma, dbeta) = batch_norm::backward(&values(&x), &values(&dy), bn_dims(&s), &values(&gamma), &st);
+        let beta = relu_beta.as_ref().map(values);
+        let (dx, dgamma, dbeta) = batch_norm::backward(&values(&x), &values(&dy), bn_dims(&s), &values(&gamma), &st, beta.as_deref());
         let c = dgamma.len();
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex(dx, s));
@@ -175,7 +188,7 @@ impl Backward<Flex, 2> for ConvBackward {
         let (x, weight, stride, padding) = ops.state;
         let (xs, ws) = (shape(&x), shape(&weight));
         let g = conv_geometry(&xs, &ws, stride, padding);
-        let (dx, dw) = conv::backward(&g, &values(&x), &values(&weight), &values(&dy));
+        let (dx, dw) = conv::backward(&g, &values(&x), &values(&weight), &values(&dy), node_x.is_some());
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex(dx, xs));
         }
@@ -210,15 +223,17 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (xp, gp) = (x.primitive().clone(), gamma.primitive().clone());
-        let (y, st) = bn_forward(&xp, &gp, beta.primitive(), epsilon);
+        let (y, st) = bn_forward(&xp, &gp, beta.primitive(), epsilon, relu);
+        let relu_beta = relu.then(|| beta.primitive().clone());
         let c = st.mean.len();
         // The statistics leave as constants: they feed running averages, never the loss.
         let mean = Self::from_inner(flex(st.mean.clone(), vec![c]));
         let var = Self::from_inner(flex(st.var.clone(), vec![c]));
         let out = match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((xp, gp, st), y),
+            OpsKind::Tracked(prep) => prep.finish((xp, gp, st, relu_beta), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         (out, mean, var)

@@ -2,9 +2,8 @@
 //! maxpool 2x2], channels 32/64/128, then a linear classifier.
 
 use super::init::Init;
-use super::layers::{max_pool, maybe_norm, Conv, Dense, Norm, NormKind};
+use super::layers::{max_pool, norm_relu, Conv, Dense, Norm, NormKind};
 use burn::module::Module;
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 /// Channels of the three conv blocks.
@@ -21,7 +20,7 @@ pub struct ConvBlock {
 
 impl ConvBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = relu(maybe_norm(&self.norm, self.conv.forward(x)));
+        let x = norm_relu(&self.norm, self.conv.forward(x));
         max_pool(x, 2, 2)
     }
 }

@@ -223,12 +223,21 @@ impl Norm {
 
     /// Normalizes an `[N, C, ...]` input.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.apply(x, false)
+    }
+
+    /// Normalizes, then applies a ReLU (one fused op for batch norm in training on the CPU).
+    pub fn forward_relu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.apply(x, true)
+    }
+
+    fn apply<const D: usize>(&self, x: Tensor<D>, relu: bool) -> Tensor<D> {
         let dims = x.dims();
         let c = dims[1];
         let mut cshape = [1usize; D];
         cshape[1] = c;
         if self.groups == 0 {
-            return self.batch_norm(x, cshape);
+            return self.batch_norm(x, cshape, relu);
         }
         let n = dims[0];
         let g = self.groups;
@@ -237,10 +246,10 @@ impl Norm {
         let centered = grouped.sub(mean);
         let var = centered.clone().powi_scalar(2).mean_dim(2);
         let normed = centered.div(var.add_scalar(self.epsilon).sqrt()).reshape(dims);
-        normed.mul(self.gamma.val().reshape(cshape)).add(self.beta.val().reshape(cshape))
+        relu_if(normed.mul(self.gamma.val().reshape(cshape)).add(self.beta.val().reshape(cshape)), relu)
     }
 
-    fn batch_norm<const D: usize>(&self, x: Tensor<D>, cshape: [usize; D]) -> Tensor<D> {
+    fn batch_norm<const D: usize>(&self, x: Tensor<D>, cshape: [usize; D], relu: bool) -> Tensor<D> {
         let (rm, rv) = match (&self.running_mean, &self.running_var) {
             (Some(m), Some(v)) => (m, v),
             _ => unreachable!("batch norm has running statistics"),
@@ -250,16 +259,16 @@ impl Norm {
             let mean = rm.value().to_device(&device).reshape(cshape);
             let std = rv.value().to_device(&device).add_scalar(self.epsilon).sqrt().reshape(cshape);
             let scale = self.gamma.val().reshape(cshape).div(std);
-            return x.sub(mean).mul(scale).add(self.beta.val().reshape(cshape));
+            return relu_if(x.sub(mean).mul(scale).add(self.beta.val().reshape(cshape)), relu);
         }
         let dims = x.dims();
         let device = x.device();
         let count = dims.iter().product::<usize>() / dims[1];
         let (output, mean, variance) = if kernels::applies(&x) {
-            kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon)
+            kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon, relu)
         } else {
             let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
-            (out.output, out.mean, out.variance)
+            (relu_if(out.output, relu), out.mean, out.variance)
         };
         let m = self.momentum;
         // PyTorch keeps the unbiased variance in the running average.
@@ -284,6 +293,22 @@ pub fn max_pool(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
         kernels::max_pool2d(x, kernel, stride)
     } else {
         max_pool2d(x, MaxPoolOptions::new([kernel; 2]).with_stride([stride; 2]))
+    }
+}
+
+fn relu_if<const D: usize>(x: Tensor<D>, relu: bool) -> Tensor<D> {
+    if relu {
+        burn::tensor::activation::relu(x)
+    } else {
+        x
+    }
+}
+
+/// Applies an optional normalization layer, then a ReLU.
+pub fn norm_relu<const D: usize>(norm: &Option<Norm>, x: Tensor<D>) -> Tensor<D> {
+    match norm {
+        Some(n) => n.forward_relu(x),
+        None => burn::tensor::activation::relu(x),
     }
 }
 

@@ -2,9 +2,8 @@
 //! normalization and ReLU.
 
 use super::init::Init;
-use super::layers::{maybe_norm, Dense, Norm, NormKind};
+use super::layers::{norm_relu, Dense, Norm, NormKind};
 use burn::module::Module;
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 /// Hidden width of the MLP.
@@ -40,8 +39,8 @@ impl Mlp {
     /// Logits for an NCHW batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = relu(maybe_norm(&self.norm1, self.fc1.forward(x)));
-        let x = relu(maybe_norm(&self.norm2, self.fc2.forward(x)));
+        let x = norm_relu(&self.norm1, self.fc1.forward(x));
+        let x = norm_relu(&self.norm2, self.fc2.forward(x));
         self.fc3.forward(x)
     }
 }

@@ -4,7 +4,7 @@
 //! linear classifier. About 0.27M parameters.
 
 use super::init::Init;
-use super::layers::{max_pool, maybe_norm, Conv, Dense, Norm, NormKind};
+use super::layers::{max_pool, maybe_norm, norm_relu, Conv, Dense, Norm, NormKind};
 use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
@@ -29,7 +29,7 @@ pub struct BasicBlock {
 
 impl BasicBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(maybe_norm(&self.norm1, self.conv1.forward(x.clone())));
+        let out = norm_relu(&self.norm1, self.conv1.forward(x.clone()));
         let out = maybe_norm(&self.norm2, self.conv2.forward(out));
         let short = if self.stride == 1 && self.pad_channels == 0 {
             x
@@ -94,7 +94,7 @@ impl ResNet20 {
 
     /// Logits for an NCHW batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(maybe_norm(&self.norm1, self.conv1.forward(x)));
+        let mut x = norm_relu(&self.norm1, self.conv1.forward(x));
         for b in self.layer1.iter().chain(&self.layer2).chain(&self.layer3) {
             x = b.forward(x);
         }
