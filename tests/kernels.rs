@@ -159,3 +159,13 @@ fn max_pool_matches_burn() {
     check_max_pool([2, 3, 7, 7], 3, 2);
     check_max_pool([2, 5, 9, 8], 1, 2);
 }
+
+#[test]
+fn ops_match_burn_at_resnet20_sizes() {
+    check_conv([24, 32, 16, 16], 64, 3, 2, 1);
+    check_conv([24, 16, 32, 32], 32, 3, 2, 1);
+    check_max_pool([24, 32, 16, 16], 1, 2);
+    check_batch_norm([24, 64, 8, 8], true);
+    check_batch_norm([24, 64, 8, 8], false);
+    check_conv([24, 64, 8, 8], 64, 3, 1, 1);
+}

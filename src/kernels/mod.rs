@@ -17,6 +17,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex};
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The ops normwd computes with its own kernels.
 #[backend_extension(Flex, Autodiff)]
@@ -36,9 +37,33 @@ pub trait Kernels: Backend {
     fn nw_max_pool2d(x: FloatTensor<Self>, kernel: usize, stride: usize) -> FloatTensor<Self>;
 }
 
-/// True when `x` lives on the CPU (flex) device, tracked or not, and holds f32: the kernels'
-/// domain.
+/// Whether the kernels are used: 0 not decided yet, 1 yes, 2 no.
+static ENABLED: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the models use these kernels on the CPU: yes unless turned off by [`set_enabled`] or
+/// by `NORMWD_KERNELS=off` in the environment (for comparing with burn's own ops).
+pub fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("NORMWD_KERNELS").map_or(true, |v| v != "off");
+            ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+        v => v == 1,
+    }
+}
+
+/// Turns the kernels on or off for the whole process (models then use burn's ops).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// True when the kernels are [`enabled`] and `x` lives on the CPU (flex) device, tracked or
+/// not, and holds f32: the kernels' domain.
 pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    if !enabled() {
+        return false;
+    }
     let device = x.device();
     let flex = match device.as_dispatch() {
         DispatchDevice::Flex(_) => true,

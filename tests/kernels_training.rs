@@ -1,0 +1,69 @@
+//! Training with normwd's CPU kernels against training with burn's ops, on every built-in
+//! model: the same network and batch must give the same loss and parameter gradients, and the
+//! same seed the same first training steps. One file (its own process) because it switches the
+//! kernels off for the whole process.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use normwd::bench::train_throughput;
+use normwd::check::loss_and_grads;
+use normwd::kernels;
+use normwd::model::{ModelKind, Net, NormKind};
+
+const MODELS: [(ModelKind, [usize; 3]); 3] =
+    [(ModelKind::Mlp, [1, 28, 28]), (ModelKind::Convnet, [1, 28, 28]), (ModelKind::Resnet20, [3, 32, 32])];
+
+fn batch(shape: [usize; 3], n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    let mut s = 12345u64;
+    let mut next = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let x: Vec<f32> = (0..n * shape.iter().product::<usize>()).map(|_| next() * 4.0 - 2.0).collect();
+    let y: Vec<i32> = (0..n).map(|_| (next() * 10.0) as i32 % 10).collect();
+    (Tensor::from_data(TensorData::new(x, [n, shape[0], shape[1], shape[2]]), device), Tensor::from_data(TensorData::new(y, [n]), device))
+}
+
+fn relative_distance(a: &[f32], b: &[f32]) -> f64 {
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (diff / norm.max(1e-30)).sqrt()
+}
+
+#[test]
+fn kernels_match_burns_ops_on_whole_models() {
+    let device = Device::flex().autodiff();
+    for (model, shape) in MODELS {
+        let net = Net::new(model, NormKind::Bn, shape, 0.1, 3, &device);
+        let (x, y) = batch(shape, 24, &device);
+        kernels::set_enabled(true);
+        let (loss_k, grads_k) = loss_and_grads(&net, x.clone(), y.clone());
+        kernels::set_enabled(false);
+        let (loss_b, grads_b) = loss_and_grads(&net, x.clone(), y.clone());
+        // How far burn's own gradients move when the input moves by 1e-6 (relative): ResNet-20's
+        // deep layers sit next to ReLU kinks, where such a change flips an activation and moves
+        // some gradients by ~2e-3 (measured); the other models move by ~1e-6.
+        let (_, grads_p) = loss_and_grads(&net, x.mul_scalar(1.0 + 1e-6), y);
+        kernels::set_enabled(true);
+        assert!((loss_k - loss_b).abs() <= 1e-5 * loss_b.abs(), "{model:?}: loss {loss_k} with the kernels, {loss_b} with burn's ops");
+        assert_eq!(grads_k.0.len(), grads_b.0.len(), "{model:?}: not the same parameters got gradients");
+        for (path, gb) in &grads_b.0 {
+            let d = relative_distance(&grads_k.0[path], gb);
+            let noise = relative_distance(&grads_p.0[path], gb);
+            // A 1% error in one op moves every gradient before it by ~1e-2.
+            let tol = (3.0 * noise).max(1e-4);
+            assert!(d <= tol, "{model:?} {path}: gradients differ by {d:e} (relative L2; allowed {tol:e})");
+        }
+
+        // The first steps of the benchmark's training (SGD lr 0.1, momentum 0.9, random labels).
+        // That regime amplifies last-bit differences about 3x per step (measured), so only the
+        // first 4 steps are compared.
+        let cpu = Device::flex();
+        let ours = train_throughput(model, &cpu, 64, 0, 4).unwrap().losses;
+        kernels::set_enabled(false);
+        let burns = train_throughput(model, &cpu, 64, 0, 4).unwrap().losses;
+        kernels::set_enabled(true);
+        for (step, (a, b)) in ours.iter().zip(&burns).enumerate() {
+            assert!((a - b).abs() <= 1e-3 * b.abs(), "{model:?} step {step}: loss {a} with the kernels, {b} with burn's ops");
+        }
+    }
+}
