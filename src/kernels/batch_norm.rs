@@ -144,10 +144,11 @@ pub fn forward(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64, relu: 
 /// `dy` is first zeroed where the fused ReLU was inactive.
 pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats, relu: Option<&[f32]>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let sc = scale(gamma, st);
-    // The gradient that reaches the normalization: dy, or dy where the ReLU passed.
+    // The gradient that reaches the normalization: dy where the ReLU passed. Without a ReLU the
+    // shift is +inf, so the test always passes and the loop has no branch on `relu`.
     let through = |ch: usize| {
-        let (a, m, b) = (sc[ch], st.mean[ch], relu.map_or(0.0, |beta| beta[ch]));
-        move |g: f32, v: f32| if relu.is_none() || a * (v - m) + b > 0.0 { g } else { 0.0 }
+        let (a, m, b) = (sc[ch], st.mean[ch], relu.map_or(f32::INFINITY, |beta| beta[ch]));
+        move |g: f32, v: f32| if a * (v - m) + b > 0.0 { g } else { 0.0 }
     };
     let sums: Vec<(f64, f64)> = (0..d.c)
         .into_par_iter()

@@ -40,6 +40,9 @@ pub fn forward(p: &Window, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
     let mut out = vec![0f32; p.planes * ho * wo];
     let mut arg = vec![0u8; p.planes * ho * wo];
     out.par_chunks_mut(ho * wo).zip(arg.par_chunks_mut(ho * wo)).zip(x.par_chunks(p.h * p.w)).for_each(|((o, a), plane)| {
+        if p.k == 2 && p.stride == 2 {
+            return pool2x2(p, plane, o, a);
+        }
         for oy in 0..ho {
             for ox in 0..wo {
                 let (mut best, mut at) = (f32::NEG_INFINITY, 0u8);
@@ -47,7 +50,7 @@ pub fn forward(p: &Window, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
                 for ky in 0..p.k {
                     let row = &plane[(oy * p.stride + ky) * p.w + ox * p.stride..][..p.k];
                     for (kx, &v) in row.iter().enumerate() {
-                        if first || v > best || (v.is_nan() && !best.is_nan()) {
+                        if first || wins(v, best) {
                             (best, at, first) = (v, (ky * p.k + kx) as u8, false);
                         }
                     }
@@ -58,6 +61,30 @@ pub fn forward(p: &Window, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
         }
     });
     (out, arg)
+}
+
+/// `a` replaced by `b` when `b` is larger, or NaN where `a` is not (so NaN wins, as in PyTorch).
+fn wins(b: f32, a: f32) -> bool {
+    b > a || (b.is_nan() && !a.is_nan())
+}
+
+/// The common 2x2, stride-2 window of one plane, without per-element bounds arithmetic.
+fn pool2x2(p: &Window, plane: &[f32], out: &mut [f32], arg: &mut [u8]) {
+    let wo = p.w_out();
+    for (oy, (orow, arow)) in out.chunks_mut(wo).zip(arg.chunks_mut(wo)).enumerate() {
+        let top = &plane[2 * oy * p.w..][..2 * wo];
+        let bottom = &plane[(2 * oy + 1) * p.w..][..2 * wo];
+        for (((o, a), t), b) in orow.iter_mut().zip(arow.iter_mut()).zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
+            let (mut best, mut at) = (t[0], 0u8);
+            for (v, i) in [(t[1], 1u8), (b[0], 2), (b[1], 3)] {
+                if wins(v, best) {
+                    (best, at) = (v, i);
+                }
+            }
+            *o = best;
+            *a = at;
+        }
+    }
 }
 
 /// The input gradient: each output's gradient goes to the element that won its window.
