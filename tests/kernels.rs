@@ -169,3 +169,42 @@ fn ops_match_burn_at_resnet20_sizes() {
     check_batch_norm([24, 64, 8, 8], false);
     check_conv([24, 64, 8, 8], 64, 3, 1, 1);
 }
+
+fn check_bn_relu_pool(shape: [usize; 4]) {
+    use burn::tensor::module::max_pool2d;
+    use burn::tensor::ops::MaxPoolOptions;
+    let device = Device::flex().autodiff();
+    let c = shape[1];
+    let make = || {
+        let x = tensor(shape, 16, &device).require_grad();
+        let gamma = tensor([c], 17, &device).add_scalar(0.5).require_grad();
+        let beta = tensor([c], 18, &device).require_grad();
+        (x, gamma, beta)
+    };
+    let (x1, g1, b1) = make();
+    let (y1, mean1, var1) = kernels::bn_relu_pool(x1.clone(), g1.clone(), b1.clone(), 1e-5);
+    let weights = tensor(y1.dims(), 19, &device);
+    let grads1 = y1.clone().mul(weights.clone()).sum().backward();
+
+    let (x2, g2, b2) = make();
+    let out = batch_norm_train(x2.clone(), g2.clone(), b2.clone(), 1e-5);
+    let y2 = max_pool2d(burn::tensor::activation::relu(out.output), MaxPoolOptions::new([2, 2]).with_stride([2, 2]));
+    let grads2 = y2.clone().mul(weights).sum().backward();
+
+    let what = format!("bn+relu+pool {shape:?}");
+    let tol = 2e-5;
+    assert_close(&format!("{what}: output"), y1, y2, tol);
+    assert_close(&format!("{what}: mean"), mean1, out.mean, tol);
+    assert_close(&format!("{what}: variance"), var1, out.variance, tol);
+    assert_close(&format!("{what}: dx"), x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), tol);
+    assert_close(&format!("{what}: dgamma"), g1.grad(&grads1).unwrap(), g2.grad(&grads2).unwrap(), tol);
+    assert_close(&format!("{what}: dbeta"), b1.grad(&grads1).unwrap(), b2.grad(&grads2).unwrap(), tol);
+}
+
+#[test]
+fn fused_batch_norm_relu_pool_matches_burns_three_ops() {
+    check_bn_relu_pool([4, 3, 8, 8]);
+    // Odd sides: the last row and column are normalized but not pooled.
+    check_bn_relu_pool([3, 5, 7, 9]);
+    check_bn_relu_pool([2, 17, 28, 28]);
+}

@@ -1,11 +1,13 @@
 //! Hand-written CPU kernels for the training ops where burn flex's generic implementations
-//! cost most (PERFORMANCE.md has the profiles): batch norm in training mode, the 2-D
-//! convolution and max pooling, forward and backward. They plug into burn through its backend-extension
+//! cost most (PERFORMANCE.md has the profiles): batch norm in training mode (alone, with a ReLU,
+//! or with a ReLU and 2x2 max pooling), the 2-D convolution and max pooling, forward and
+//! backward. They plug into burn through its backend-extension
 //! mechanism, with the backward passes written here, and run only on the CPU (flex) device
 //! with f32 data; everywhere else the models use burn's own ops ([`applies`] decides).
 //! `tests/kernels.rs` checks values and gradients against burn's ops.
 
 pub mod batch_norm;
+pub mod bn_pool;
 pub mod conv;
 pub mod pool;
 
@@ -35,6 +37,14 @@ pub trait Kernels: Backend {
     fn nw_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, padding: usize) -> FloatTensor<Self>;
     /// Max pooling over `kernel x kernel` windows, no padding.
     fn nw_max_pool2d(x: FloatTensor<Self>, kernel: usize, stride: usize) -> FloatTensor<Self>;
+    /// Batch-norm training forward, ReLU and 2x2 stride-2 max pooling in one op:
+    /// `(pooled output, batch mean, biased batch variance)`.
+    fn nw_bn_relu_pool(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Whether the kernels are used: 0 not decided yet, 1 yes, 2 no.
@@ -91,6 +101,13 @@ pub fn batch_norm_train<const D: usize>(
 /// Convolution with the CPU kernels. Call only where [`applies`] holds.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as Kernels>::nw_conv2d(x.into_dispatch(), weight.into_dispatch(), stride, padding))
+}
+
+/// `maxpool2x2(relu(batch_norm_train(x)))` with the CPU kernels, one op:
+/// `(output, mean, biased variance)`. Call only where [`applies`] holds.
+pub fn bn_relu_pool(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+    let (y, mean, var) = <Dispatch as Kernels>::nw_bn_relu_pool(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), epsilon);
+    (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var))
 }
 
 /// Max pooling (`kernel x kernel` windows, no padding) with the CPU kernels. Call only where
@@ -156,6 +173,14 @@ fn pool_forward(x: &FlexTensor, kernel: usize, stride: usize) -> (FlexTensor, po
     (flex(y, vec![s[0], s[1], p.h_out(), p.w_out()]), p, winner)
 }
 
+/// The fused batch norm, ReLU and pooling on flex tensors: `(output, winners, statistics)`.
+fn bn_pool_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, Vec<u8>, batch_norm::Stats) {
+    let s = shape(x);
+    assert!(s.len() == 4, "nw_bn_relu_pool: input {s:?} is not NCHW");
+    let (y, winner, st) = bn_pool::forward(&values(x), s[0], s[1], s[2], s[3], &values(gamma), &values(beta), epsilon);
+    (flex(y, vec![s[0], s[1], s[2] / 2, s[3] / 2]), winner, st)
+}
+
 impl Kernels for Flex {
     fn nw_batch_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (y, st) = bn_forward(&x, &gamma, &beta, epsilon, relu);
@@ -169,6 +194,12 @@ impl Kernels for Flex {
 
     fn nw_max_pool2d(x: FlexTensor, kernel: usize, stride: usize) -> FlexTensor {
         pool_forward(&x, kernel, stride).0
+    }
+
+    fn nw_bn_relu_pool(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (y, _, st) = bn_pool_forward(&x, &gamma, &beta, epsilon);
+        let c = st.mean.len();
+        (y, flex(st.mean, vec![c]), flex(st.var, vec![c]))
     }
 }
 
@@ -242,6 +273,34 @@ impl Backward<Flex, 1> for PoolBackward {
     }
 }
 
+/// The fused op's backward step: parents `[x, gamma, beta]`.
+#[derive(Debug)]
+struct BnPoolBackward;
+
+impl Backward<Flex, 3> for BnPoolBackward {
+    /// Input, gamma, beta, statistics and the pooling winners.
+    type State = (FlexTensor, FlexTensor, FlexTensor, batch_norm::Stats, Vec<u8>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, gamma, beta, st, winner) = ops.state;
+        let s = shape(&x);
+        let dims = (s[0], s[1], s[2], s[3]);
+        let (dx, dgamma, dbeta) = bn_pool::backward(&values(&x), &values(&dy), &winner, dims, &values(&gamma), &values(&beta), &st);
+        let c = dgamma.len();
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex(dx, s));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, flex(dgamma, vec![c]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, flex(dbeta, vec![c]));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     fn nw_batch_norm(
         x: FloatTensor<Self>,
@@ -271,6 +330,24 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
             OpsKind::Tracked(prep) => prep.finish((xp, wp, stride, padding), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
+    }
+
+    fn nw_bn_relu_pool(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
+        let (y, winner, st) = bn_pool_forward(&xp, &gp, &bp, epsilon);
+        let c = st.mean.len();
+        let mean = Self::from_inner(flex(st.mean.clone(), vec![c]));
+        let var = Self::from_inner(flex(st.var.clone(), vec![c]));
+        let out = match BnPoolBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, st, winner), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (out, mean, var)
     }
 
     fn nw_max_pool2d(x: FloatTensor<Self>, kernel: usize, stride: usize) -> FloatTensor<Self> {

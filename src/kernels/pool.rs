@@ -64,7 +64,7 @@ pub fn forward(p: &Window, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
 }
 
 /// `a` replaced by `b` when `b` is larger, or NaN where `a` is not (so NaN wins, as in PyTorch).
-fn wins(b: f32, a: f32) -> bool {
+pub(super) fn wins(b: f32, a: f32) -> bool {
     b > a || (b.is_nan() && !a.is_nan())
 }
 

@@ -2,7 +2,7 @@
 //! maxpool 2x2], channels 32/64/128, then a linear classifier.
 
 use super::init::Init;
-use super::layers::{max_pool, norm_relu, Conv, Dense, Norm, NormKind};
+use super::layers::{norm_relu_pool, Conv, Dense, Norm, NormKind};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
@@ -20,8 +20,7 @@ pub struct ConvBlock {
 
 impl ConvBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = norm_relu(&self.norm, self.conv.forward(x));
-        max_pool(x, 2, 2)
+        norm_relu_pool(&self.norm, self.conv.forward(x))
     }
 }
 

@@ -231,6 +231,19 @@ impl Norm {
         self.apply(x, true)
     }
 
+    /// Normalizes, applies a ReLU, then 2x2 stride-2 max pooling (one fused op for batch norm in
+    /// training on the CPU: the full-size normalized map is never stored).
+    pub fn forward_relu_pool(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.groups == 0 && x.is_autodiff() && kernels::applies(&x) {
+            let count = x.dims().iter().product::<usize>() / x.dims()[1];
+            let device = x.device();
+            let (out, mean, variance) = kernels::bn_relu_pool(x, self.gamma.val(), self.beta.val(), self.epsilon);
+            self.track(mean, variance, count, &device);
+            return out;
+        }
+        max_pool(self.forward_relu(x), 2, 2)
+    }
+
     fn apply<const D: usize>(&self, x: Tensor<D>, relu: bool) -> Tensor<D> {
         let dims = x.dims();
         let c = dims[1];
@@ -249,11 +262,15 @@ impl Norm {
         relu_if(normed.mul(self.gamma.val().reshape(cshape)).add(self.beta.val().reshape(cshape)), relu)
     }
 
-    fn batch_norm<const D: usize>(&self, x: Tensor<D>, cshape: [usize; D], relu: bool) -> Tensor<D> {
-        let (rm, rv) = match (&self.running_mean, &self.running_var) {
+    fn running(&self) -> (&RunningState<Tensor<1>>, &RunningState<Tensor<1>>) {
+        match (&self.running_mean, &self.running_var) {
             (Some(m), Some(v)) => (m, v),
             _ => unreachable!("batch norm has running statistics"),
-        };
+        }
+    }
+
+    fn batch_norm<const D: usize>(&self, x: Tensor<D>, cshape: [usize; D], relu: bool) -> Tensor<D> {
+        let (rm, rv) = self.running();
         if !x.is_autodiff() {
             let device = x.device();
             let mean = rm.value().to_device(&device).reshape(cshape);
@@ -270,19 +287,26 @@ impl Norm {
             let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
             (relu_if(out.output, relu), out.mean, out.variance)
         };
+        self.track(mean, variance, count, &device);
+        output
+    }
+
+    /// Folds a batch's mean and biased variance (over `count` values per channel) into the
+    /// running averages.
+    fn track(&self, mean: Tensor<1>, variance: Tensor<1>, count: usize, device: &Device) {
+        let (rm, rv) = self.running();
         let m = self.momentum;
         // PyTorch keeps the unbiased variance in the running average.
         let unbias = if count > 1 { count as f64 / (count as f64 - 1.0) } else { 1.0 };
         let mean = mean.detach();
         let var = variance.detach().mul_scalar(unbias);
-        let old_m = rm.value_sync().to_device(&device);
-        let old_v = rv.value_sync().to_device(&device);
+        let old_m = rm.value_sync().to_device(device);
+        let old_v = rv.value_sync().to_device(device);
         rm.update(old_m.mul_scalar(1.0 - m).add(mean.mul_scalar(m)).detach());
         rv.update(old_v.mul_scalar(1.0 - m).add(var.mul_scalar(m)).detach());
         // burn keeps updates pending per thread until the next `value_sync`; syncing now makes
         // the stored value current, so evaluation and checkpoints never see a stale average.
         let _ = (rm.value_sync(), rv.value_sync());
-        output
     }
 }
 
@@ -301,6 +325,14 @@ fn relu_if<const D: usize>(x: Tensor<D>, relu: bool) -> Tensor<D> {
         burn::tensor::activation::relu(x)
     } else {
         x
+    }
+}
+
+/// Applies an optional normalization layer, a ReLU and 2x2 stride-2 max pooling.
+pub fn norm_relu_pool(norm: &Option<Norm>, x: Tensor<4>) -> Tensor<4> {
+    match norm {
+        Some(n) => n.forward_relu_pool(x),
+        None => max_pool(burn::tensor::activation::relu(x), 2, 2),
     }
 }
 
