@@ -8,6 +8,19 @@ use super::batch_norm::{scale, stats, Dims, Stats};
 use super::pool::wins;
 use rayon::prelude::*;
 
+/// Sizes of an NCHW map.
+#[derive(Debug, Clone, Copy)]
+pub struct Map {
+    /// Batch size.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+}
+
 /// Output side of the pooling (floor mode: an odd last row or column is not pooled).
 fn pooled(side: usize) -> usize {
     side / 2
@@ -15,7 +28,8 @@ fn pooled(side: usize) -> usize {
 
 /// `(pooled output, winner, statistics)`: `maxpool2x2(relu(bn(x)))` with batch statistics; the
 /// winner is the position `dy * 2 + dx` of the first maximal element of each window.
-pub fn forward(x: &[f32], n: usize, c: usize, h: usize, w: usize, gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Vec<u8>, Stats) {
+pub fn forward(x: &[f32], map: Map, gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Vec<u8>, Stats) {
+    let Map { n, c, h, w } = map;
     assert!(h >= 2 && w >= 2, "fused 2x2 pooling needs maps of at least 2x2, got {h}x{w}");
     let st = stats(x, Dims { n, c, s: h * w }, eps);
     let sc = scale(gamma, &st);
@@ -48,16 +62,8 @@ pub fn forward(x: &[f32], n: usize, c: usize, h: usize, w: usize, gamma: &[f32],
 /// Gradients `(dx, dgamma, dbeta)` from the pooled output gradient `dy[n, c, h/2, w/2]`. Only a
 /// window's winner gets gradient, and only where the ReLU passed (`bn(x) > 0` there); the batch
 /// norm backward is then as in [`super::batch_norm::backward`].
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    x: &[f32],
-    dy: &[f32],
-    winner: &[u8],
-    (n, c, h, w): (usize, usize, usize, usize),
-    gamma: &[f32],
-    beta: &[f32],
-    st: &Stats,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn backward(x: &[f32], dy: &[f32], winner: &[u8], map: Map, gamma: &[f32], beta: &[f32], st: &Stats) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Map { n, c, h, w } = map;
     let sc = scale(gamma, st);
     let (ho, wo) = (pooled(h), pooled(w));
     let position = |oy: usize, ox: usize, at: u8| (2 * oy + (at >> 1) as usize) * w + 2 * ox + (at & 1) as usize;

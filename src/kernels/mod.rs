@@ -177,7 +177,8 @@ fn pool_forward(x: &FlexTensor, kernel: usize, stride: usize) -> (FlexTensor, po
 fn bn_pool_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, Vec<u8>, batch_norm::Stats) {
     let s = shape(x);
     assert!(s.len() == 4, "nw_bn_relu_pool: input {s:?} is not NCHW");
-    let (y, winner, st) = bn_pool::forward(&values(x), s[0], s[1], s[2], s[3], &values(gamma), &values(beta), epsilon);
+    let map = bn_pool::Map { n: s[0], c: s[1], h: s[2], w: s[3] };
+    let (y, winner, st) = bn_pool::forward(&values(x), map, &values(gamma), &values(beta), epsilon);
     (flex(y, vec![s[0], s[1], s[2] / 2, s[3] / 2]), winner, st)
 }
 
@@ -286,8 +287,8 @@ impl Backward<Flex, 3> for BnPoolBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, gamma, beta, st, winner) = ops.state;
         let s = shape(&x);
-        let dims = (s[0], s[1], s[2], s[3]);
-        let (dx, dgamma, dbeta) = bn_pool::backward(&values(&x), &values(&dy), &winner, dims, &values(&gamma), &values(&beta), &st);
+        let map = bn_pool::Map { n: s[0], c: s[1], h: s[2], w: s[3] };
+        let (dx, dgamma, dbeta) = bn_pool::backward(&values(&x), &values(&dy), &winner, map, &values(&gamma), &values(&beta), &st);
         let c = dgamma.len();
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex(dx, s));
