@@ -37,6 +37,9 @@ pub struct DemoSettings {
     pub test_subset: usize,
     /// Seed shared by all regimes.
     pub seed: u64,
+    /// Seeds (from `seed` on) of regimes (c) and (d), whose accuracies (d) compares: one seed's
+    /// accuracy moves by about a point with the seed alone.
+    pub pair_seeds: usize,
     /// Probe interval.
     pub probe_every: usize,
     /// Regimes trained at the same time (the CPU backend leaves cores idle in one run).
@@ -54,6 +57,7 @@ impl DemoSettings {
             train_subset: 0,
             test_subset: 0,
             seed: 0,
+            pair_seeds: 3,
             probe_every: 2,
             parallel: 3,
             device: "cpu".into(),
@@ -68,6 +72,7 @@ impl DemoSettings {
             train_subset: 1024,
             test_subset: 256,
             seed: 0,
+            pair_seeds: 1,
             probe_every: 1,
             parallel: 3,
             device: "cpu".into(),
@@ -112,7 +117,7 @@ pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
         ..Default::default()
     };
     let r = |name: &str, about: &str, config: RunConfig| Regime { name: name.into(), about: about.into(), config };
-    vec![
+    let mut regimes = vec![
         r(
             "a-l2-on-all",
             "SGD+momentum, L2 on every parameter, BN gamma/beta included (the naive setup)",
@@ -146,10 +151,23 @@ pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
                 weight_decay: ADAM_WD,
                 decay: "decoupled".into(),
                 decay_policy: "scale-invariant-only".into(),
-                ..base
+                ..base.clone()
             },
         ),
-    ]
+    ];
+    // (c) and (d) again with further seeds, for finding (d).
+    let pair: Vec<Regime> = regimes.iter().filter(|g| g.name.starts_with("c-") || g.name.starts_with("d-")).cloned().collect();
+    for k in 1..s.pair_seeds.max(1) {
+        for g in &pair {
+            let seed = s.seed + k as u64;
+            regimes.push(r(
+                &format!("{}-seed{seed}", g.name),
+                &format!("{}, seed {seed}", g.about),
+                RunConfig { seed, ..g.config.clone() },
+            ));
+        }
+    }
+    regimes
 }
 
 /// The regimes of the remedies suite: the baseline (SGD with momentum and L2 on weights, the
@@ -257,35 +275,58 @@ pub fn train_all(
     Ok(regimes.iter().map(|r| out.join(&r.name)).collect())
 }
 
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Unbiased sample variance (0 for fewer than two values).
+fn sample_var(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+}
+
 fn find<'a>(runs: &'a [RunData], prefix: &str) -> Option<&'a RunData> {
     runs.iter().find(|r| r.name.starts_with(prefix))
+}
+
+/// F7 on each BN-followed conv weight of `run`: the angular update in the equilibrium window
+/// (after the relaxation time) against `sqrt(2*lr*wd/(1+mu))`.
+fn angle_findings(run: &RunData, tag: &str, out: &mut Vec<Finding>) {
+    for layer in run.invariant_paths() {
+        let s = run.series(&layer);
+        let (from, to) = run.equilibrium_window();
+        let m = window_mean(&s, from, to, |p| Some(p.angle));
+        let earlier = window_mean(&s, from / 2.0, from, |p| Some(p.angle));
+        let p = window_mean(&s, from, to, |p| p.pred_angle);
+        if let (Some(m), Some(p), Some(e)) = (m, p, earlier) {
+            let rel = m / p - 1.0;
+            out.push(Finding {
+                claim: format!("({tag}) {layer}: equilibrium angular update within 15% of sqrt(2*lr*wd/(1+mu))"),
+                holds: rel.abs() <= 0.15,
+                detail: format!(
+                    "measured {m:.5} rad/step over steps {:.0}-{:.0} ({:+.1}% vs the window before), predicted {p:.5}, {:+.1}%",
+                    from * run.last_step() as f64,
+                    to * run.last_step() as f64,
+                    100.0 * (m / e - 1.0),
+                    100.0 * rel
+                ),
+            });
+        }
+    }
 }
 
 /// Checks the claims of THEORY.md on the demo's runs.
 pub fn findings(runs: &[RunData]) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(c) = find(runs, "c-") {
-        // Equilibrium angle of each BN-followed conv weight, measured after the relaxation time.
-        for layer in c.invariant_paths() {
-            let s = c.series(&layer);
-            let (from, to) = c.equilibrium_window();
-            let m = window_mean(&s, from, to, |p| Some(p.angle));
-            let earlier = window_mean(&s, from / 2.0, from, |p| Some(p.angle));
-            let p = window_mean(&s, from, to, |p| p.pred_angle);
-            if let (Some(m), Some(p), Some(e)) = (m, p, earlier) {
-                let rel = m / p - 1.0;
-                out.push(Finding {
-                    claim: format!("(c) {layer}: equilibrium angular update within 15% of sqrt(2*lr*wd/(1+mu))"),
-                    holds: rel.abs() <= 0.15,
-                    detail: format!(
-                        "measured {m:.5} rad/step over steps {:.0}-{:.0} ({:+.1}% vs the window before), predicted {p:.5}, {:+.1}%",
-                        from * c.last_step() as f64,
-                        to * c.last_step() as f64,
-                        100.0 * (m / e - 1.0),
-                        100.0 * rel
-                    ),
-                });
-            }
+        // Equilibrium angle of each BN-followed conv weight, measured after the relaxation time;
+        // (d) has the same lr*wd on those weights, so F7 predicts the same angle.
+        angle_findings(c, "c", &mut out);
+        if let Some(d) = find(runs, "d-") {
+            angle_findings(d, "d", &mut out);
         }
         let (from, to) = c.equilibrium_window();
         let steps = c.last_step() as f64;
@@ -300,14 +341,26 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
                 to * steps / relax
             ),
         });
-        if let (Some(d), Some(ca)) = (find(runs, "d-"), c.final_acc()) {
-            if let Some(da) = d.final_acc() {
-                out.push(Finding {
-                    claim: "(d) same lr*wd on scale-invariant weights as (c): final test accuracy within 1 point".into(),
-                    holds: (da - ca).abs() <= 0.01,
-                    detail: format!("(c) {:.2}%, (d) {:.2}%, difference {:+.2} points", 100.0 * ca, 100.0 * da, 100.0 * (da - ca)),
-                });
-            }
+        let accs = |prefix: &str| runs.iter().filter(|r| r.name.starts_with(prefix)).filter_map(|r| r.final_acc()).collect::<Vec<_>>();
+        let (ca, da) = (accs("c-"), accs("d-"));
+        if !ca.is_empty() && !da.is_empty() {
+            let (mc, md) = (mean(&ca), mean(&da));
+            // Two standard errors of the difference of the means over seeds, and never under one
+            // point (a single seed, as in the quick demo, has no spread to estimate).
+            let se = (sample_var(&ca) / ca.len() as f64 + sample_var(&da) / da.len() as f64).sqrt();
+            let band = (2.0 * se).max(0.01);
+            out.push(Finding {
+                claim: "(d) same lr*wd on scale-invariant weights as (c): final test accuracy equal within seed noise".into(),
+                holds: (md - mc).abs() <= band,
+                detail: format!(
+                    "mean over {} seeds: (c) {:.2}%, (d) {:.2}%, difference {:+.2} points; band {:.2} points (2 standard errors over seeds, at least 1)",
+                    ca.len().min(da.len()),
+                    100.0 * mc,
+                    100.0 * md,
+                    100.0 * (md - mc),
+                    100.0 * band
+                ),
+            });
         }
     }
     if let Some(b) = find(runs, "b-") {
@@ -356,7 +409,7 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
 }
 
 /// What the core suite is about (the report's first paragraph).
-pub const CORE_ABOUT: &str = "A ConvNet with batch norm trained with the same seed and budget under six weight-decay regimes. Scale-invariant weights (conv kernels before BN) are not regularized by weight decay: decay only shrinks their norm and so raises their effective learning rate lr/||w||^2, until the norm settles at an equilibrium set by lr*wd.";
+pub const CORE_ABOUT: &str = "A ConvNet with batch norm trained with the same seed and budget under six weight-decay regimes ((c) and (d) also with further seeds, to compare their accuracies beyond seed noise). Scale-invariant weights (conv kernels before BN) are not regularized by weight decay: decay only shrinks their norm and so raises their effective learning rate lr/||w||^2, until the norm settles at an equilibrium set by lr*wd.";
 /// What the remedies suite is about.
 pub const REMEDIES_ABOUT: &str = "The same ConvNet with batch norm, seed and budget, trained with SGD+L2 (the baseline) and with each remedy from the literature at its default settings: projection (SGDP, AdamP), layer-wise trust ratios (LARS), fixed norms, the rotational wrapper, and effective-lr compensation without decay.";
 
@@ -385,4 +438,16 @@ pub fn write(
     }
     intro.push_str("</ul>");
     report::write_report(out, title, &intro, runs, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_variance_is_unbiased_and_zero_for_one_value() {
+        assert!((sample_var(&[0.86, 0.87, 0.88]) - 1e-4).abs() < 1e-12);
+        assert_eq!(sample_var(&[0.87]), 0.0);
+        assert!((mean(&[1.0, 2.0, 6.0]) - 3.0).abs() < 1e-12);
+    }
 }
