@@ -1,10 +1,10 @@
 //! Hand-written CPU kernels for the training ops where burn flex's generic implementations
 //! cost most (PERFORMANCE.md has the profiles): batch norm in training mode (alone, with a ReLU,
 //! or with a ReLU and 2x2 max pooling), the 2-D convolution and max pooling, forward and
-//! backward. They plug into burn through its backend-extension
-//! mechanism, with the backward passes written here, and run only on the CPU (flex) device
-//! with f32 data; everywhere else the models use burn's own ops ([`applies`] decides).
-//! `tests/kernels.rs` checks values and gradients against burn's ops.
+//! backward. They plug into burn through its backend-extension mechanism, with the backward
+//! passes written here, and run only on the CPU (flex) device with f32 data; everywhere else the
+//! models use burn's own ops ([`applies`] decides). `tests/kernels.rs` checks values and
+//! gradients against burn's ops, `tests/kernels_training.rs` whole models.
 
 pub mod batch_norm;
 pub mod bn_pool;
@@ -117,9 +117,9 @@ pub fn max_pool2d(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
 }
 
 /// A flex tensor whose values are one contiguous slice (a copy only when it is a strided view).
-struct Dense(FlexTensor);
+struct Contiguous(FlexTensor);
 
-impl std::ops::Deref for Dense {
+impl std::ops::Deref for Contiguous {
     type Target = [f32];
 
     fn deref(&self) -> &[f32] {
@@ -127,8 +127,8 @@ impl std::ops::Deref for Dense {
     }
 }
 
-fn values(t: &FlexTensor) -> Dense {
-    Dense(if t.as_slice::<f32>().is_some() { t.clone() } else { t.to_contiguous() })
+fn values(t: &FlexTensor) -> Contiguous {
+    Contiguous(if t.as_slice::<f32>().is_some() { t.clone() } else { t.to_contiguous() })
 }
 
 fn flex(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
