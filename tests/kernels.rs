@@ -33,15 +33,18 @@ fn assert_close<const D: usize>(what: &str, ours: Tensor<D>, burns: Tensor<D>, t
     assert!(diff <= tol * scale, "{what}: max |ours - burn| = {diff:e} > {tol:e} * {scale}");
 }
 
+/// A tracked normalization input with its gamma (around 0.5, never all-positive) and beta.
+fn norm_inputs<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    let c = shape[1];
+    let x = tensor(shape, seed, device).require_grad();
+    let gamma = tensor([c], seed + 1, device).add_scalar(0.5).require_grad();
+    let beta = tensor([c], seed + 2, device).require_grad();
+    (x, gamma, beta)
+}
+
 fn check_batch_norm<const D: usize>(shape: [usize; D], relu: bool) {
     let device = Device::flex().autodiff();
-    let c = shape[1];
-    let make = || {
-        let x = tensor(shape, 1, &device).require_grad();
-        let gamma = tensor([c], 2, &device).add_scalar(0.5).require_grad();
-        let beta = tensor([c], 3, &device).require_grad();
-        (x, gamma, beta)
-    };
+    let make = || norm_inputs(shape, 1, &device);
     let weights = tensor(shape, 4, &device);
     assert!(kernels::applies(&weights));
 
@@ -174,13 +177,7 @@ fn check_bn_relu_pool(shape: [usize; 4]) {
     use burn::tensor::module::max_pool2d;
     use burn::tensor::ops::MaxPoolOptions;
     let device = Device::flex().autodiff();
-    let c = shape[1];
-    let make = || {
-        let x = tensor(shape, 16, &device).require_grad();
-        let gamma = tensor([c], 17, &device).add_scalar(0.5).require_grad();
-        let beta = tensor([c], 18, &device).require_grad();
-        (x, gamma, beta)
-    };
+    let make = || norm_inputs(shape, 16, &device);
     let (x1, g1, b1) = make();
     let (y1, mean1, var1) = kernels::bn_relu_pool(x1.clone(), g1.clone(), b1.clone(), 1e-5);
     let weights = tensor(y1.dims(), 19, &device);

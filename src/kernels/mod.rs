@@ -15,6 +15,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex};
 use burn::tensor::{DType, Tensor, TensorData};
@@ -204,6 +205,23 @@ impl Kernels for Flex {
     }
 }
 
+/// Registers a normalization's gradients `(dx, dgamma, dbeta)` for those of its parents
+/// `[x, gamma, beta]` that are tracked.
+fn register_norm_grads(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; 3],
+    (dx, dgamma, dbeta): (Vec<f32>, Vec<f32>, Vec<f32>),
+    x_shape: Vec<usize>,
+) {
+    let c = dgamma.len();
+    let [x, gamma, beta] = parents;
+    for (id, value, shape) in [(x, dx, x_shape), (gamma, dgamma, vec![c]), (beta, dbeta, vec![c])] {
+        if let Some(id) = id {
+            grads.register::<Flex>(id, flex(value, shape));
+        }
+    }
+}
+
 /// Batch norm's backward step: parents `[x, gamma, beta]`.
 #[derive(Debug)]
 struct BatchNormBackward;
@@ -213,22 +231,12 @@ impl Backward<Flex, 3> for BatchNormBackward {
     type State = (FlexTensor, FlexTensor, batch_norm::Stats, Option<FlexTensor>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, gamma, st, relu_beta) = ops.state;
         let s = shape(&x);
         let beta = relu_beta.as_ref().map(values);
-        let (dx, dgamma, dbeta) = batch_norm::backward(&values(&x), &values(&dy), bn_dims(&s), &values(&gamma), &st, beta.as_deref());
-        let c = dgamma.len();
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, flex(dx, s));
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, flex(dgamma, vec![c]));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, flex(dbeta, vec![c]));
-        }
+        let g = batch_norm::backward(&values(&x), &values(&dy), bn_dims(&s), &values(&gamma), &st, beta.as_deref());
+        register_norm_grads(grads, ops.parents.map(|p| p.map(|n| n.id)), g, s);
     }
 }
 
@@ -283,23 +291,23 @@ impl Backward<Flex, 3> for BnPoolBackward {
     type State = (FlexTensor, FlexTensor, FlexTensor, batch_norm::Stats, Vec<u8>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, gamma, beta, st, winner) = ops.state;
         let s = shape(&x);
         let map = bn_pool::Map { n: s[0], c: s[1], h: s[2], w: s[3] };
-        let (dx, dgamma, dbeta) = bn_pool::backward(&values(&x), &values(&dy), &winner, map, &values(&gamma), &values(&beta), &st);
-        let c = dgamma.len();
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, flex(dx, s));
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, flex(dgamma, vec![c]));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, flex(dbeta, vec![c]));
-        }
+        let g = bn_pool::backward(&values(&x), &values(&dy), &winner, map, &values(&gamma), &values(&beta), &st);
+        register_norm_grads(grads, ops.parents.map(|p| p.map(|n| n.id)), g, s);
     }
+}
+
+/// A float tensor of the CPU backend under autodiff.
+type TrackedTensor<C> = FloatTensor<Autodiff<Flex, C>>;
+
+/// Batch statistics as untracked tensors: they feed running averages, never the loss.
+fn constant_stats<C: CheckpointStrategy>(st: &batch_norm::Stats) -> (TrackedTensor<C>, TrackedTensor<C>) {
+    let c = st.mean.len();
+    let constant = |v: &[f32]| <Autodiff<Flex, C> as AutodiffBackend>::from_inner(flex(v.to_vec(), vec![c]));
+    (constant(&st.mean), constant(&st.var))
 }
 
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
@@ -313,10 +321,7 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         let (xp, gp) = (x.primitive().clone(), gamma.primitive().clone());
         let (y, st) = bn_forward(&xp, &gp, beta.primitive(), epsilon, relu);
         let relu_beta = relu.then(|| beta.primitive().clone());
-        let c = st.mean.len();
-        // The statistics leave as constants: they feed running averages, never the loss.
-        let mean = Self::from_inner(flex(st.mean.clone(), vec![c]));
-        let var = Self::from_inner(flex(st.var.clone(), vec![c]));
+        let (mean, var) = constant_stats::<C>(&st);
         let out = match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((xp, gp, st, relu_beta), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
@@ -341,9 +346,7 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
         let (y, winner, st) = bn_pool_forward(&xp, &gp, &bp, epsilon);
-        let c = st.mean.len();
-        let mean = Self::from_inner(flex(st.mean.clone(), vec![c]));
-        let var = Self::from_inner(flex(st.var.clone(), vec![c]));
+        let (mean, var) = constant_stats::<C>(&st);
         let out = match BnPoolBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, st, winner), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
