@@ -205,3 +205,35 @@ fn fused_batch_norm_relu_pool_matches_burns_three_ops() {
     check_bn_relu_pool([3, 5, 7, 9]);
     check_bn_relu_pool([2, 17, 28, 28]);
 }
+
+#[test]
+fn batch_norm_on_a_channel_major_dense_input_matches_burn() {
+    // A Dense layer's output is the transpose of a contiguous [c, n] matrix; the kernel then works
+    // on channel rows in place.
+    let device = Device::flex().autodiff();
+    let (n, c) = (9, 6);
+    for relu in [false, true] {
+        let run = |ours: bool| {
+            let leaf = tensor([c, n], 20, &device).require_grad();
+            let (_, gamma, beta) = norm_inputs([n, c], 20, &device);
+            let x: Tensor<2> = leaf.clone().transpose();
+            let y = if ours {
+                kernels::batch_norm_train(x, gamma.clone(), beta.clone(), 1e-5, relu).0
+            } else {
+                let y = batch_norm_train(x, gamma.clone(), beta.clone(), 1e-5).output;
+                if relu {
+                    burn::tensor::activation::relu(y)
+                } else {
+                    y
+                }
+            };
+            let grads = y.clone().mul(tensor([n, c], 21, &device)).sum().backward();
+            (y, leaf.grad(&grads).unwrap(), gamma.grad(&grads).unwrap(), beta.grad(&grads).unwrap())
+        };
+        let (a, b) = (run(true), run(false));
+        assert_close("output", a.0, b.0, 2e-5);
+        assert_close("dx", a.1, b.1, 2e-5);
+        assert_close("dgamma", a.2, b.2, 2e-5);
+        assert_close("dbeta", a.3, b.3, 2e-5);
+    }
+}

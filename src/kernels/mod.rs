@@ -150,10 +150,38 @@ fn conv_geometry(x: &[usize], w: &[usize], stride: usize, padding: usize) -> con
 }
 
 /// Forward on flex tensors; also returns the statistics the backward pass needs.
-fn bn_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, batch_norm::Stats) {
+/// Whether `t` is a 2-D `[n, c]` tensor stored channel-major (the transpose of a contiguous
+/// `[c, n]`), as a `Dense` layer's `(w x^T)^T` output is. Batch norm then runs on `c` rows of `n`
+/// values in place: copying it to `[n, c]` first and reading channels with stride `c` made the
+/// MLP's batch norm slower than burn's, which gets this layout for free from its axis swap.
+fn channel_major(t: &FlexTensor) -> bool {
+    let l = t.layout();
+    l.num_dims() == 2 && !l.is_contiguous() && t.transpose(0, 1).as_slice::<f32>().is_some()
+}
+
+/// Runs a batch-norm kernel on `x` (and the tensors read with it, laid out like `x`) as
+/// `[n, c, rest]` data, or as channel rows when `x` is [`channel_major`]; the result tensor comes
+/// back in `x`'s layout.
+fn in_layout<R>(
+    x: &FlexTensor,
+    others: &[&FlexTensor],
+    f: impl FnOnce(&[f32], &[Contiguous], batch_norm::Dims) -> (Vec<f32>, R),
+) -> (FlexTensor, R) {
     let s = shape(x);
-    let (y, st) = batch_norm::forward(&values(x), bn_dims(&s), &values(gamma), &values(beta), epsilon, relu);
-    (flex(y, s), st)
+    if channel_major(x) {
+        let (n, c) = (s[0], s[1]);
+        let rows: Vec<Contiguous> = others.iter().map(|t| values(&t.transpose(0, 1))).collect();
+        let (out, r) = f(&values(&x.transpose(0, 1)), &rows, batch_norm::Dims { n: 1, c, s: n });
+        return (flex(out, vec![c, n]).transpose(0, 1), r);
+    }
+    let dense: Vec<Contiguous> = others.iter().map(|t| values(t)).collect();
+    let (out, r) = f(&values(x), &dense, bn_dims(&s));
+    (flex(out, s), r)
+}
+
+fn bn_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, batch_norm::Stats) {
+    let (g, b) = (values(gamma), values(beta));
+    in_layout(x, &[], |xs, _, d| batch_norm::forward(xs, d, &g, &b, epsilon, relu))
 }
 
 fn conv_forward(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> FlexTensor {
@@ -207,17 +235,15 @@ impl Kernels for Flex {
 
 /// Registers a normalization's gradients `(dx, dgamma, dbeta)` for those of its parents
 /// `[x, gamma, beta]` that are tracked.
-fn register_norm_grads(
-    grads: &mut Gradients,
-    parents: [Option<NodeId>; 3],
-    (dx, dgamma, dbeta): (Vec<f32>, Vec<f32>, Vec<f32>),
-    x_shape: Vec<usize>,
-) {
+fn register_norm_grads(grads: &mut Gradients, parents: [Option<NodeId>; 3], dx: FlexTensor, (dgamma, dbeta): (Vec<f32>, Vec<f32>)) {
     let c = dgamma.len();
     let [x, gamma, beta] = parents;
-    for (id, value, shape) in [(x, dx, x_shape), (gamma, dgamma, vec![c]), (beta, dbeta, vec![c])] {
+    if let Some(id) = x {
+        grads.register::<Flex>(id, dx);
+    }
+    for (id, value) in [(gamma, dgamma), (beta, dbeta)] {
         if let Some(id) = id {
-            grads.register::<Flex>(id, flex(value, shape));
+            grads.register::<Flex>(id, flex(value, vec![c]));
         }
     }
 }
@@ -233,10 +259,12 @@ impl Backward<Flex, 3> for BatchNormBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, gamma, st, relu_beta) = ops.state;
-        let s = shape(&x);
-        let beta = relu_beta.as_ref().map(values);
-        let g = batch_norm::backward(&values(&x), &values(&dy), bn_dims(&s), &values(&gamma), &st, beta.as_deref());
-        register_norm_grads(grads, ops.parents.map(|p| p.map(|n| n.id)), g, s);
+        let (gamma, beta) = (values(&gamma), relu_beta.as_ref().map(values));
+        let (dx, g) = in_layout(&x, &[&dy], |xs, dys, d| {
+            let (dx, dgamma, dbeta) = batch_norm::backward(xs, &dys[0], d, &gamma, &st, beta.as_deref());
+            (dx, (dgamma, dbeta))
+        });
+        register_norm_grads(grads, ops.parents.map(|p| p.map(|n| n.id)), dx, g);
     }
 }
 
@@ -295,8 +323,8 @@ impl Backward<Flex, 3> for BnPoolBackward {
         let (x, gamma, beta, st, winner) = ops.state;
         let s = shape(&x);
         let map = bn_pool::Map { n: s[0], c: s[1], h: s[2], w: s[3] };
-        let g = bn_pool::backward(&values(&x), &values(&dy), &winner, map, &values(&gamma), &values(&beta), &st);
-        register_norm_grads(grads, ops.parents.map(|p| p.map(|n| n.id)), g, s);
+        let (dx, dgamma, dbeta) = bn_pool::backward(&values(&x), &values(&dy), &winner, map, &values(&gamma), &values(&beta), &st);
+        register_norm_grads(grads, ops.parents.map(|p| p.map(|n| n.id)), flex(dx, s), (dgamma, dbeta));
     }
 }
 
