@@ -29,8 +29,8 @@ pub struct Geometry {
 }
 
 /// Samples per GEMM. Fixed, so the weight gradient's summation order does not depend on the
-/// number of threads; 16 samples make GEMMs large enough that packing the operands is cheap
-/// against the multiply, while one chunk's buffers stay at a few MB.
+/// number of threads. Of 1, 2, 4 and 16 measured, 4 was fastest: larger GEMMs amortize operand
+/// packing, while a chunk's im2col buffer (2.3 MB for ResNet-20's first stage) stays in L2.
 const CHUNK: usize = 4;
 
 impl Geometry {
@@ -78,14 +78,14 @@ impl Geometry {
 }
 
 /// Unfolds one sample `[c_in, h, w]` into the `c_in*k*k` rows of `h_out*w_out` columns that
-/// start at `cols[0]` with row stride `stride` (zeros for padding).
-fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32], stride: usize) {
+/// start at `cols[0]` with row stride `row_stride` (zeros for padding).
+fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32], row_stride: usize) {
     let (ho, wo, l) = (g.h_out(), g.w_out(), g.cols());
     for ci in 0..g.c_in {
         let plane = &x[ci * g.h * g.w..][..g.h * g.w];
         for ky in 0..g.k {
             for kx in 0..g.k {
-                let row = &mut cols[((ci * g.k + ky) * g.k + kx) * stride..][..l];
+                let row = &mut cols[((ci * g.k + ky) * g.k + kx) * row_stride..][..l];
                 let (lo, hi) = g.valid(kx, wo, g.w);
                 for oy in 0..ho {
                     let out = &mut row[oy * wo..][..wo];
@@ -112,13 +112,13 @@ fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32], stride: usize) {
 
 /// Adds the rows [`im2col`] writes (same layout) back onto one sample's input gradient: its
 /// adjoint.
-fn col2im(g: &Geometry, cols: &[f32], stride: usize, dx: &mut [f32]) {
+fn col2im(g: &Geometry, cols: &[f32], row_stride: usize, dx: &mut [f32]) {
     let (ho, wo, l) = (g.h_out(), g.w_out(), g.cols());
     for ci in 0..g.c_in {
         let plane = &mut dx[ci * g.h * g.w..][..g.h * g.w];
         for ky in 0..g.k {
             for kx in 0..g.k {
-                let row = &cols[((ci * g.k + ky) * g.k + kx) * stride..][..l];
+                let row = &cols[((ci * g.k + ky) * g.k + kx) * row_stride..][..l];
                 let (lo, hi) = g.valid(kx, wo, g.w);
                 for oy in 0..ho {
                     let Some(iy) = g.source(oy, ky, g.h) else { continue };
@@ -215,8 +215,7 @@ fn im2col_chunk(g: &Geometry, x: &[f32], first: usize, count: usize, cols: &mut 
     }
 }
 
-/// Per-thread buffers, reused from chunk to chunk (allocating and zeroing them per chunk was a
-/// visible share of a step).
+/// Per-thread buffers, reused from chunk to chunk instead of allocated per chunk.
 #[derive(Default)]
 struct Scratch {
     cols: Vec<f32>,
