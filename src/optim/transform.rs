@@ -35,6 +35,62 @@ pub trait Transform: Send + Sync {
     fn name(&self) -> &'static str;
     /// Maps the update `u` for parameter `w`; `slot(name)` namespaces this piece's state.
     fn apply(&self, u: Tensor<2>, w: &Tensor<2>, state: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2>;
+    /// The same map written per element, where it is one (no norms, no projections): a chain
+    /// made only of such pieces runs as one pass over memory ([`super::fused`]) instead of one
+    /// tensor op per arithmetic step.
+    fn elementwise(&self, _ctx: &Ctx) -> Option<Elementwise> {
+        None
+    }
+}
+
+/// A transform as a per-element map, with its scalars as the tensor ops use them (`f32`, cast
+/// from the `f64` settings), so the fused pass reproduces [`Transform::apply`] bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Elementwise {
+    /// `u + w * wd`.
+    AddDecayed {
+        /// The decay coefficient.
+        wd: f32,
+    },
+    /// `buf = buf * mu + u`; output `buf`, or `u + buf * mu` with Nesterov. State: `momentum`.
+    Trace {
+        /// Momentum.
+        mu: f32,
+        /// Nesterov's variant.
+        nesterov: bool,
+    },
+    /// Adam's bias-corrected scaling. State: `exp_avg`, `exp_avg_sq`.
+    Adam {
+        /// `beta1` and `1 - beta1`.
+        b1: (f32, f32),
+        /// `beta2` and `1 - beta2`.
+        b2: (f32, f32),
+        /// Bias corrections `1 - beta1^t`, `1 - beta2^t`.
+        bc: (f32, f32),
+        /// Added to the denominator.
+        eps: f32,
+    },
+    /// `u * by`.
+    Scale {
+        /// The factor.
+        by: f32,
+    },
+    /// `u - w * by`.
+    SubScaledWeights {
+        /// The factor.
+        by: f32,
+    },
+}
+
+impl Elementwise {
+    /// Names of the state slots the piece keeps, in the order the fused pass takes them.
+    pub fn slots(&self) -> &'static [&'static str] {
+        match self {
+            Elementwise::Trace { .. } => &["momentum"],
+            Elementwise::Adam { .. } => &["exp_avg", "exp_avg_sq"],
+            _ => &[],
+        }
+    }
 }
 
 /// A transform's view of the chain state: its slots are prefixed by its index.
@@ -76,6 +132,10 @@ impl Transform for AddDecayedWeights {
         }
         u.add(w.clone().mul_scalar(ctx.weight_decay))
     }
+    fn elementwise(&self, ctx: &Ctx) -> Option<Elementwise> {
+        // A zero decay is skipped by `apply`; adding `w * 0` could turn a -0 update into +0.
+        Some(if ctx.weight_decay == 0.0 { Elementwise::Scale { by: 1.0 } } else { Elementwise::AddDecayed { wd: ctx.weight_decay as f32 } })
+    }
 }
 
 /// Heavy-ball momentum with PyTorch's semantics (dampening 0): `buf = mu*buf + u`,
@@ -105,6 +165,13 @@ impl Transform for Trace {
         } else {
             buf
         }
+    }
+    fn elementwise(&self, _: &Ctx) -> Option<Elementwise> {
+        Some(if self.momentum == 0.0 {
+            Elementwise::Scale { by: 1.0 }
+        } else {
+            Elementwise::Trace { mu: self.momentum as f32, nesterov: self.nesterov }
+        })
     }
 }
 
@@ -141,6 +208,15 @@ impl Transform for ScaleByAdam {
         let denom = v.div_scalar(bc2).sqrt().add_scalar(self.eps);
         m.div_scalar(bc1).div(denom)
     }
+    fn elementwise(&self, ctx: &Ctx) -> Option<Elementwise> {
+        let t = ctx.step as i32;
+        Some(Elementwise::Adam {
+            b1: (self.b1 as f32, (1.0 - self.b1) as f32),
+            b2: (self.b2 as f32, (1.0 - self.b2) as f32),
+            bc: ((1.0 - self.b1.powi(t)) as f32, (1.0 - self.b2.powi(t)) as f32),
+            eps: self.eps as f32,
+        })
+    }
 }
 
 /// Turns a descent direction into a step: `-lr * u`.
@@ -152,6 +228,9 @@ impl Transform for ScaleByLr {
     }
     fn apply(&self, u: Tensor<2>, _: &Tensor<2>, _: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
         u.mul_scalar(-ctx.lr)
+    }
+    fn elementwise(&self, ctx: &Ctx) -> Option<Elementwise> {
+        Some(Elementwise::Scale { by: -ctx.lr as f32 })
     }
 }
 
@@ -171,5 +250,12 @@ impl Transform for DecoupledDecay {
             return u;
         }
         u.sub(w.clone().mul_scalar(ctx.lr * ctx.weight_decay * self.factor * ctx.wd_scale.get()))
+    }
+    fn elementwise(&self, ctx: &Ctx) -> Option<Elementwise> {
+        Some(if ctx.weight_decay == 0.0 {
+            Elementwise::Scale { by: 1.0 }
+        } else {
+            Elementwise::SubScaledWeights { by: (ctx.lr * ctx.weight_decay * self.factor * ctx.wd_scale.get()) as f32 }
+        })
     }
 }
