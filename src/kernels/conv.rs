@@ -294,26 +294,35 @@ fn dy_chunk<'a>(g: &Geometry, dy: &'a [f32], first: usize, count: usize, buf: &'
 
 /// `(dx, dweight)` from the output gradient `dy[n, c_out, h_out, w_out]`; `dx` is empty unless
 /// `need_dx` (the first layer's input needs no gradient). Per chunk of samples,
-/// `dW_chunk = dY[c_out, chunk*l] @ cols^T`; the chunks' sums are added in chunk order.
+/// `dW_chunk^T = cols @ dY[c_out, chunk*l]^T`; the chunks' sums are added in chunk order, then transposed.
 pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
     let (rows, l) = (g.rows(), g.cols());
     let wlen = g.c_out * rows;
     let size = g.chunk();
     let threads = inner_threads(g.n.div_ceil(size));
     let mut partial = vec![0f32; g.n.div_ceil(size) * wlen];
-    partial.par_chunks_mut(wlen).enumerate().for_each_init(Scratch::default, |scratch, (chunk, dw)| {
+    partial.par_chunks_mut(wlen).enumerate().for_each_init(Scratch::default, |scratch, (chunk, dwt)| {
         let first = chunk * size;
         let count = size.min(g.n - first);
         let width = count * l;
         let dyc = dy_chunk(g, dy, first, count, &mut scratch.mat);
         let cols = sized(&mut scratch.cols, rows * width);
         im2col_chunk(g, x, first, count, cols);
-        matmul(dw, g.c_out, rows, width, Mat::rows(dyc, width), Mat::transposed(cols, width), threads);
+        // dW^T[rows, c_out] = cols @ dY^T rather than dW = dY @ cols^T: the GEMM then packs only
+        // dY's c_out rows instead of the whole im2col matrix (9 * c_in / c_out times larger),
+        // which was ~14% of a ResNet-20 step.
+        matmul(dwt, rows, g.c_out, width, Mat::rows(cols, width), Mat::transposed(dyc, width), threads);
     });
-    let mut dweight = vec![0f32; wlen];
+    let mut sum = vec![0f32; wlen];
     for part in partial.chunks(wlen) {
-        for (d, p) in dweight.iter_mut().zip(part) {
+        for (d, p) in sum.iter_mut().zip(part) {
             *d += p;
+        }
+    }
+    let mut dweight = vec![0f32; wlen];
+    for (r, row) in sum.chunks(g.c_out).enumerate() {
+        for (co, &v) in row.iter().enumerate() {
+            dweight[co * rows + r] = v;
         }
     }
     let dx = if need_dx { input_grad_scatter(g, weight, dy) } else { Vec::new() };
