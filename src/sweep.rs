@@ -242,26 +242,49 @@ impl PointLock {
     pub fn acquire(dir: &Path) -> Result<Option<Self>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io { file: dir.display().to_string(), source: e })?;
         let path = dir.join(".lock");
+        let io = |file: &Path, e| StoreError::Io { file: file.display().to_string(), source: e };
         for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(Some(PointLock { path }));
-                }
+            match create_with_pid(&path) {
+                Ok(()) => return Ok(Some(PointLock { path })),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
                     let alive = holder.map(|pid| Path::new(&format!("/proc/{pid}")).exists()).unwrap_or(false);
                     if alive {
                         return Ok(None);
                     }
-                    // Stale (holder gone, or the file was never completed): remove and retry once.
+                    // Stale (its holder is gone): remove and retry once. The file always holds
+                    // a pid ([`create_with_pid`]), so a lock being created is never taken for one.
                     let _ = std::fs::remove_file(&path);
                 }
-                Err(e) => return Err(StoreError::Io { file: path.display().to_string(), source: e }),
+                Err(e) => return Err(io(&path, e)),
             }
         }
         Ok(None)
+    }
+}
+
+/// Creates `path` holding this process's pid, failing with `AlreadyExists` if it exists. The pid
+/// is written to a private file first and linked into place, so no other process can see the
+/// lock without its pid: with create-then-write, a second sweep that read the still empty file
+/// took it for stale, removed it and trained the same point too (seen in the shared-folder test).
+/// Where the filesystem has no hard links, the file is created and then written.
+fn create_with_pid(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    // Unique per call, not only per process: rewriting a private file that another thread had
+    // just linked would empty that thread's lock for a moment.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let pid = std::process::id();
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let private = path.with_file_name(format!(".lock.{pid}.{call}.tmp"));
+    std::fs::write(&private, format!("{pid}\n"))?;
+    let linked = std::fs::hard_link(&private, path);
+    let _ = std::fs::remove_file(&private);
+    match linked {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+            writeln!(f, "{pid}")
+        }
+        r => r,
     }
 }
 
@@ -453,6 +476,31 @@ mod tests {
         assert!(e.starts_with("s.toml") && e.contains("line 1"), "{e}");
         assert!(parse_shard("3/3").is_err() && parse_shard("x").is_err());
         assert_eq!(parse_shard("2/4").unwrap(), (2, 4));
+    }
+
+    /// Many claimants at once, 200 times: exactly one gets the lock each time. With the lock
+    /// created first and its pid written after, a claimant that read the file in between took
+    /// it for stale and got the lock too.
+    #[test]
+    fn a_lock_being_created_is_never_taken_for_stale() {
+        let dir = std::env::temp_dir().join(format!("normwd-lock-race-{}", std::process::id()));
+        for _ in 0..200 {
+            let _ = std::fs::remove_dir_all(&dir);
+            let start = std::sync::Barrier::new(6);
+            let held: Vec<Option<PointLock>> = std::thread::scope(|sc| {
+                let claims: Vec<_> = (0..6)
+                    .map(|_| {
+                        sc.spawn(|| {
+                            start.wait();
+                            PointLock::acquire(&dir).unwrap()
+                        })
+                    })
+                    .collect();
+                claims.into_iter().map(|c| c.join().unwrap()).collect()
+            });
+            assert_eq!(held.iter().filter(|l| l.is_some()).count(), 1, "one holder per lock");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

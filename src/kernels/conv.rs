@@ -46,7 +46,7 @@ impl Geometry {
     /// Samples per GEMM: as many (up to 4) as keep one chunk's im2col buffer within the per-core
     /// L2 cache. Larger GEMMs amortize operand packing, but a buffer that spills out of L2 costs
     /// more: ResNet-20's first stage (590 KB per sample) took 17% longer per step with 4 samples
-    /// than with 1 on a 1 MiB-L2 AMD EPYC; on a 2 MiB-L2 Xeon 4 was measured fastest. It depends
+    /// than with 1 on a 1 MiB-L2 AMD EPYC, while 4 was fastest on the Xeon of earlier sessions. It depends
     /// on the machine, not on the thread count, so the weight gradient's summation order (chunks
     /// added in order) is the same for any number of threads.
     pub fn chunk(&self) -> usize {
