@@ -242,7 +242,6 @@ impl PointLock {
     pub fn acquire(dir: &Path) -> Result<Option<Self>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io { file: dir.display().to_string(), source: e })?;
         let path = dir.join(".lock");
-        let io = |file: &Path, e| StoreError::Io { file: file.display().to_string(), source: e };
         for _ in 0..2 {
             match create_with_pid(&path) {
                 Ok(()) => return Ok(Some(PointLock { path })),
@@ -256,7 +255,7 @@ impl PointLock {
                     // a pid ([`create_with_pid`]), so a lock being created is never taken for one.
                     let _ = std::fs::remove_file(&path);
                 }
-                Err(e) => return Err(io(&path, e)),
+                Err(e) => return Err(StoreError::Io { file: path.display().to_string(), source: e }),
             }
         }
         Ok(None)
