@@ -59,9 +59,11 @@ pub fn probe_overhead(model: ModelKind, steps: usize) -> ProbeOverhead {
         let (x, y) = d.batch(&d.train, &idx, None, &device);
         let measure = i % 2 == 1;
         let t = Instant::now();
-        let loss = cross_entropy(net.forward(x), y);
-        let _ = loss.clone().into_scalar::<f64>();
-        let (n, stats) = opt.step(net, loss.backward(), measure);
+        let (n, stats) = crate::kernels::on_workers(|| {
+            let loss = cross_entropy(net.forward(x), y);
+            let _ = loss.clone().into_scalar::<f64>();
+            opt.step(net, loss.backward(), measure)
+        });
         net = n;
         let _ = std::hint::black_box(stats);
         let s = t.elapsed().as_secs_f64();
@@ -129,9 +131,11 @@ pub fn train_throughput(model: ModelKind, device: &Device, batch: usize, warmup:
         let x = Tensor::<4>::from_data(TensorData::new(x, [batch, shape[0], shape[1], shape[2]]), &device);
         let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch]), &device);
         let t = Instant::now();
-        let loss = cross_entropy(net.forward(x), y);
-        let lv = loss.clone().into_scalar::<f64>();
-        let (n, _) = opt.step(net, loss.backward(), false);
+        let (n, lv) = crate::kernels::on_workers(|| {
+            let loss = cross_entropy(net.forward(x), y);
+            let lv = loss.clone().into_scalar::<f64>();
+            (opt.step(net, loss.backward(), false).0, lv)
+        });
         net = n;
         device.sync().map_err(|e| format!("the device failed during a training step: {e:?}"))?;
         let s = t.elapsed().as_secs_f64();

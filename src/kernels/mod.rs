@@ -117,6 +117,26 @@ pub fn max_pool2d(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as Kernels>::nw_max_pool2d(x.into_dispatch(), kernel, stride))
 }
 
+/// Runs `f`, a training or evaluation step, on a thread of rayon's global pool (which the CPU
+/// ops split their work over) and waits for it. Called from another thread, every parallel op
+/// hands its work to the pool and the caller sleeps until it is done: one wake-up per op, 25-90
+/// us on this project's VM (`examples/rayon_latency.rs`), which was a third of an MLP step in
+/// `normwd bench`. From a pool thread the op's halves are split without that round trip.
+/// One step at a time holds the pool this way; a concurrent caller (sweep jobs, tests) runs `f`
+/// on its own thread as before, so two steps are never nested on one pool thread.
+pub fn on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static HOLDER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let _held = match HOLDER.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return f(),
+    };
+    rayon::scope(|_| f())
+}
+
 /// A flex tensor whose values are one contiguous slice (a copy only when it is a strided view).
 struct Contiguous(FlexTensor);
 

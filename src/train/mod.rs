@@ -5,6 +5,7 @@ pub mod config;
 pub mod store;
 
 use crate::data::{self, Dataset};
+use crate::kernels;
 use crate::model::Net;
 use crate::optim::schedule::Schedule;
 use crate::optim::{OptimError, Optimizer};
@@ -353,22 +354,32 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         let (mut loss_sum, mut ok, mut seen) = (0.0, 0i64, 0usize);
         for batch in order.chunks(cfg.batch_size) {
             let (x, y) = data.batch(&data.train, batch, aug.as_mut(), &device);
-            let logits = model.forward(x);
-            let loss = cross_entropy(logits.clone(), y.clone());
-            let lv = loss.clone().into_scalar::<f64>();
             let step = optim.step + 1;
-            if !lv.is_finite() {
-                let what = first_non_finite(&model).unwrap_or_else(|| format!("loss is {lv}"));
-                log.flush()?;
-                return Err(TrainError::Diverged { epoch: epoch + 1, step, what, last_good: epoch });
-            }
-            ok += correct(logits.detach(), y);
-            loss_sum += lv * batch.len() as f64;
-            seen += batch.len();
-            let grads = loss.backward();
             let measure = step % probe_every as u64 == 0;
             let lrs = (optim.lr(params::Group::ScaleInvariant), optim.lr(params::Group::Default));
-            let (m, stats) = optim.step(model, grads, measure);
+            let opt = &mut optim;
+            let done = kernels::on_workers(move || {
+                let logits = model.forward(x);
+                let loss = cross_entropy(logits.clone(), y.clone());
+                let lv = loss.clone().into_scalar::<f64>();
+                if !lv.is_finite() {
+                    return Err((Box::new(model), lv));
+                }
+                let ok = correct(logits.detach(), y);
+                let (m, stats) = opt.step(model, loss.backward(), measure);
+                Ok((m, lv, ok, stats))
+            });
+            let (m, lv, right, stats) = match done {
+                Ok(r) => r,
+                Err((m, lv)) => {
+                    let what = first_non_finite(&m).unwrap_or_else(|| format!("loss is {lv}"));
+                    log.flush()?;
+                    return Err(TrainError::Diverged { epoch: epoch + 1, step, what, last_good: epoch });
+                }
+            };
+            ok += right;
+            loss_sum += lv * batch.len() as f64;
+            seen += batch.len();
             model = m;
             for st in &stats {
                 let info = &infos[&st.path];
@@ -394,7 +405,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         let secs = t0.elapsed().as_secs_f64();
         wall += secs;
         images += seen;
-        let (test_loss, test_acc) = evaluate(&model, &data, &device);
+        let (test_loss, test_acc) = kernels::on_workers(|| evaluate(&model, &data, &device));
         let rec = EpochRecord {
             kind: "epoch".into(),
             epoch: epoch + 1,
