@@ -44,7 +44,7 @@ fn main() {
         );
         let y = Tensor::<1, Int>::from_data(TensorData::new((0..128).map(|i: i32| i % 10).collect::<Vec<_>>(), [128]), &device);
         let mut t = [vec![], vec![], vec![], vec![]];
-        let steps = if m == ModelKind::Resnet20 { 15 } else { 100 };
+        let steps = std::env::var("STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(if m == ModelKind::Resnet20 { 15 } else { 100 });
         for i in 0..steps {
             let t0 = Instant::now();
             let loss = cross_entropy(net.forward(x.clone()), y.clone());

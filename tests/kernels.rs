@@ -171,6 +171,10 @@ fn ops_match_burn_at_resnet20_sizes() {
     check_batch_norm([24, 64, 8, 8], true);
     check_batch_norm([24, 64, 8, 8], false);
     check_conv([24, 64, 8, 8], 64, 3, 1, 1);
+    // The stride-1 layers of the first two stages take the shifted form (src/kernels/conv/shifted.rs).
+    check_conv([6, 16, 32, 32], 16, 3, 1, 1);
+    check_conv([5, 32, 16, 16], 32, 3, 1, 1);
+    check_conv([3, 8, 20, 17], 8, 3, 1, 0);
 }
 
 fn check_bn_relu_pool(shape: [usize; 4]) {

@@ -1,11 +1,14 @@
 //! 2-D convolution kernels (square kernel, equal stride and zero padding on both axes, one
 //! group, no dilation, no bias) on contiguous NCHW f32 data: im2col for a chunk of samples and
-//! one GEMM per chunk (the `gemm` crate that burn flex uses too). The weight gradient is summed
+//! one GEMM per chunk (the `gemm` crate that burn flex uses too), or, for the stride-1 layers
+//! with enough channels, the [`shifted`] form without im2col. The weight gradient is summed
 //! per fixed chunk of samples and the chunks are added in order, so the result does not depend
 //! on the number of threads; burn's generic weight gradient transposes and copies both operands
 //! instead.
 
 use rayon::prelude::*;
+
+pub mod shifted;
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
@@ -185,8 +188,9 @@ impl Mat {
     }
 }
 
-/// `dst[m, n] = lhs[m, k] @ rhs[k, n]` into a row-major `dst`.
-fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, threads: gemm::Parallelism) {
+/// `dst[m, n] = lhs[m, k] @ rhs[k, n]` into a row-major `dst` (`+=` when `add`).
+#[allow(clippy::too_many_arguments)] // gemm's own call, narrowed to what the kernels vary
+fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, threads: gemm::Parallelism, add: bool) {
     assert!(dst.len() >= m * n, "matmul: destination too small");
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "matmul: an operand is smaller than its strides say");
     // SAFETY: every element the strides address lies inside the operands' slices and `dst`
@@ -199,7 +203,7 @@ fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, thr
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            add,
             lhs.ptr,
             lhs.cs,
             lhs.rs,
@@ -246,10 +250,19 @@ fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[..len]
 }
 
-/// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and `weight[c_out, c_in, k, k]`: per chunk
-/// of [`Geometry::chunk`] samples, one GEMM `[c_out, rows] @ [rows, chunk * l]`, its columns then put back
-/// in NCHW order.
+/// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and `weight[c_out, c_in, k, k]`: in the
+/// [`shifted`] form where it [`suits`](shifted::suits), else through im2col.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    if shifted::suits(g) {
+        shifted::forward(g, x, weight)
+    } else {
+        im2col_forward(g, x, weight)
+    }
+}
+
+/// [`forward`] through im2col, any geometry: per chunk of [`Geometry::chunk`] samples, one GEMM
+/// `[c_out, rows] @ [rows, chunk * l]`, its columns then put back in NCHW order.
+fn im2col_forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (rows, l) = (g.rows(), g.cols());
     let size = g.chunk();
     let threads = inner_threads(g.n.div_ceil(size));
@@ -261,11 +274,11 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
         im2col_chunk(g, x, chunk * size, count, cols);
         if count == 1 {
             // One sample's [c_out, l] output is already in NCHW order.
-            matmul(yc, g.c_out, l, rows, Mat::rows(weight, rows), Mat::rows(cols, l), threads);
+            matmul(yc, g.c_out, l, rows, Mat::rows(weight, rows), Mat::rows(cols, l), threads, false);
             return;
         }
         let out = sized(&mut scratch.mat, g.c_out * width);
-        matmul(out, g.c_out, width, rows, Mat::rows(weight, rows), Mat::rows(cols, width), threads);
+        matmul(out, g.c_out, width, rows, Mat::rows(weight, rows), Mat::rows(cols, width), threads, false);
         for (j, yi) in yc.chunks_mut(g.out_len()).enumerate() {
             for (co, dst) in yi.chunks_mut(l).enumerate() {
                 dst.copy_from_slice(&out[co * width + j * l..][..l]);
@@ -293,9 +306,22 @@ fn dy_chunk<'a>(g: &Geometry, dy: &'a [f32], first: usize, count: usize, buf: &'
 }
 
 /// `(dx, dweight)` from the output gradient `dy[n, c_out, h_out, w_out]`; `dx` is empty unless
-/// `need_dx` (the first layer's input needs no gradient). Per chunk of samples,
-/// `dW_chunk^T = cols @ dY[c_out, chunk*l]^T`; the chunks' sums are added in chunk order, then transposed.
+/// `need_dx` (the first layer's input needs no gradient). Each in the [`shifted`] form where it
+/// suits, else through im2col.
 pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
+    let dweight = if shifted::suits(g) { shifted::weight_grad(g, x, dy) } else { im2col_weight_grad(g, x, dy) };
+    let dx = match (need_dx, shifted::input_grad_geometry(g)) {
+        (false, _) => Vec::new(),
+        (true, Some(t)) => shifted::forward(&t, dy, &shifted::flipped_transpose(g, weight)),
+        (true, None) => input_grad_scatter(g, weight, dy),
+    };
+    (dx, dweight)
+}
+
+/// The weight gradient through im2col, any geometry: per chunk of samples,
+/// `dW_chunk^T = cols @ dY[c_out, chunk*l]^T`; the chunks' sums are added in chunk order, then
+/// transposed.
+fn im2col_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (rows, l) = (g.rows(), g.cols());
     let wlen = g.c_out * rows;
     let size = g.chunk();
@@ -311,7 +337,7 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], need_dx: bo
         // dW^T[rows, c_out] = cols @ dY^T rather than dW = dY @ cols^T: the GEMM then packs only
         // dY's c_out rows instead of the whole im2col matrix (9 * c_in / c_out times larger),
         // which was ~14% of a ResNet-20 step.
-        matmul(dwt, rows, g.c_out, width, Mat::rows(cols, width), Mat::transposed(dyc, width), threads);
+        matmul(dwt, rows, g.c_out, width, Mat::rows(cols, width), Mat::transposed(dyc, width), threads, false);
     });
     let mut sum = vec![0f32; wlen];
     for part in partial.chunks(wlen) {
@@ -325,8 +351,7 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], need_dx: bo
             dweight[co * rows + r] = v;
         }
     }
-    let dx = if need_dx { input_grad_scatter(g, weight, dy) } else { Vec::new() };
-    (dx, dweight)
+    dweight
 }
 
 /// The input gradient as `dcols = W^T[rows, c_out] @ dY` per chunk, folded back by [`col2im`].
@@ -340,7 +365,7 @@ fn input_grad_scatter(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
         let width = count * l;
         let dyc = dy_chunk(g, dy, chunk * size, count, &mut scratch.mat);
         let dcols = sized(&mut scratch.cols, rows * width);
-        matmul(dcols, rows, width, g.c_out, Mat::transposed(weight, rows), Mat::rows(dyc, width), threads);
+        matmul(dcols, rows, width, g.c_out, Mat::transposed(weight, rows), Mat::rows(dyc, width), threads, false);
         for (j, dxi) in dxc.chunks_mut(g.in_len()).enumerate() {
             col2im(g, &dcols[j * l..], width, dxi);
         }
