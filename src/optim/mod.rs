@@ -448,7 +448,9 @@ impl Optimizer {
         (model, stats)
     }
 
-    fn update(&mut self, path: &str, w: Tensor<2>, g: Tensor<2>) -> Option<Tensor<2>> {
+    /// One parameter's update; with `measure`, also its probes' per-row sums (a `[rows, 5]`
+    /// tensor, see [`row_sums`]).
+    fn update(&mut self, path: &str, w: Tensor<2>, g: Tensor<2>, measure: bool) -> Option<(Tensor<2>, Option<Tensor<2>>)> {
         let info = self.infos.get(path)?.clone();
         let ctx = Ctx {
             lr: self.lr_at(info.group, self.step as usize - 1),
@@ -462,13 +464,15 @@ impl Optimizer {
         let state = self.state.entry(path.to_string()).or_default();
         let ops: Option<Vec<_>> = self.chain.iter().map(|t| t.elementwise(&ctx)).collect();
         if let Some(ops) = ops.filter(|_| self.fused && crate::kernels::applies(&w)) {
-            return Some(update_fused(&ops, w, g, state));
+            return Some(update_fused(&ops, w, g, state, measure));
         }
         let mut u = g.clone();
         for (index, t) in self.chain.iter().enumerate() {
             u = t.apply(u, &w, &mut Slots { state, index }, &ctx);
         }
-        Some(w.add(u))
+        let w2 = w.clone().add(u);
+        let sums = measure.then(|| row_sums(&w, &g, &w2));
+        Some((w2, sums))
     }
 
     /// The first value of a parameter's state slot named `name` (whichever transform owns it).
@@ -521,8 +525,15 @@ fn slot_shape(info: &ParamInfo, key: &str, chain_len: usize, fixed_norm_per_chan
 }
 
 /// `w + chain(g)` for a chain of element-wise pieces (`ops`), in place where `w`, `g` and the
-/// slots are not shared; missing slots are created (the chain's first step).
-fn update_fused(ops: &[transform::Elementwise], w: Tensor<2>, g: Tensor<2>, state: &mut State) -> Tensor<2> {
+/// slots are not shared; missing slots are created (the chain's first step). With `measure`,
+/// also the per-row sums, taken in the same pass.
+fn update_fused(
+    ops: &[transform::Elementwise],
+    w: Tensor<2>,
+    g: Tensor<2>,
+    state: &mut State,
+    measure: bool,
+) -> (Tensor<2>, Option<Tensor<2>>) {
     let (dims, device) = (w.dims(), w.device());
     let len = dims[0] * dims[1];
     let names: Vec<String> = ops.iter().enumerate().flat_map(|(i, op)| op.slots().iter().map(move |n| format!("{i}.{n}"))).collect();
@@ -538,11 +549,16 @@ fn update_fused(ops: &[transform::Elementwise], w: Tensor<2>, g: Tensor<2>, stat
         .iter_mut()
         .map(|(d, fresh)| fused::Slot { values: d.as_mut_slice::<f32>().expect("f32 optimizer state"), fresh: *fresh })
         .collect();
-    fused::apply(ops, wd.as_mut_slice::<f32>().expect("f32 weights"), gd.as_slice::<f32>().expect("f32 gradient"), slots);
+    let cols = measure.then_some(dims[1]);
+    let sums = fused::apply(ops, wd.as_mut_slice::<f32>().expect("f32 weights"), gd.as_slice::<f32>().expect("f32 gradient"), slots, cols);
     for (k, (d, _)) in names.into_iter().zip(held) {
         state.insert(k, Tensor::from_data(d, &device));
     }
-    Tensor::from_data(wd, &device)
+    let sums = measure.then(|| {
+        let flat: Vec<f32> = sums.iter().flat_map(|s| s.map(|v| v as f32)).collect();
+        Tensor::from_data(TensorData::new(flat, [dims[0], 5]), &device)
+    });
+    (Tensor::from_data(wd, &device), sums)
 }
 
 fn to_rows<const D: usize>(t: Tensor<D>) -> Tensor<2> {
@@ -558,6 +574,14 @@ fn host(t: Tensor<2>) -> Vec<f64> {
 /// Per-row sums `[||w_r||^2, ||g_r||^2, <w_r,g_r>, <w_r,w'_r>, ||w'_r||^2]` as a `[rows, 5]` tensor,
 /// left on the device so all tensors of a step reach the host in one transfer.
 fn row_sums(w: &Tensor<2>, g: &Tensor<2>, w2: &Tensor<2>) -> Tensor<2> {
+    if crate::kernels::applies(w) {
+        return crate::kernels::row_sums(w, g, w2);
+    }
+    row_sums_ops(w, g, w2)
+}
+
+/// [`row_sums`] with tensor ops (any device).
+fn row_sums_ops(w: &Tensor<2>, g: &Tensor<2>, w2: &Tensor<2>) -> Tensor<2> {
     Tensor::cat(
         vec![
             w.clone().powi_scalar(2).sum_dim(1),
@@ -632,14 +656,12 @@ impl ModuleMapper for StepMapper<'_> {
             return Param::from_mapped_value(id, tensor, mapper);
         }
         let dims = tensor.dims();
-        // Without measurements nothing else holds the weight or the gradient, so the fused
-        // update can work on them in place.
         let w = to_rows(tensor.inner());
         let g = to_rows(grad);
-        let kept = self.measure.then(|| (w.clone(), g.clone()));
-        let w2 = self.opt.update(&path, w, g).expect("the parameter is known");
-        if let Some((w, g)) = kept {
-            self.pending.push((path.clone(), w.dims()[0], row_sums(&w, &g, &w2)));
+        let rows = w.dims()[0];
+        let (w2, sums) = self.opt.update(&path, w, g, self.measure).expect("the parameter is known");
+        if let Some(sums) = sums {
+            self.pending.push((path.clone(), rows, sums));
         }
         let new = Tensor::from_inner(w2.reshape(dims)).require_grad();
         Param::from_mapped_value(id, new, mapper)
@@ -689,7 +711,7 @@ mod tests {
             opt.step += 1;
             let wt = Tensor::<2>::from_data(TensorData::new(w.iter().map(|&x| x as f32).collect::<Vec<_>>(), [2, 2]), &dev);
             let gt = Tensor::<2>::from_data(TensorData::new(g.iter().map(|&x| x as f32).collect::<Vec<_>>(), [2, 2]), &dev);
-            w = host(opt.update("w", wt, gt).unwrap());
+            w = host(opt.update("w", wt, gt, false).unwrap().0);
         }
         w
     }
@@ -727,7 +749,9 @@ mod tests {
     }
 
     /// The fused pass against the chain of tensor ops it replaces, on a tensor spanning several
-    /// parallel jobs and a partial block: equal bit for bit, weights and state, over 5 steps.
+    /// parallel jobs and a partial block: equal bit for bit, weights and state, over 5 steps; the
+    /// probes' row sums it takes in the same pass (rows straddling jobs) equal the tensor ops'
+    /// within f32 summation error.
     #[test]
     fn fused_pass_equals_the_tensor_ops() {
         let dev = Device::flex();
@@ -748,7 +772,7 @@ mod tests {
             cfg(OptimKind::Adamw, DecayMode::Decoupled),
         ];
         for c in configs {
-            let mut runs = Vec::new();
+            let (mut runs, mut measured) = (Vec::new(), Vec::new());
             for fused in [true, false] {
                 let mut opt = Optimizer::new(c.clone(), constant(), std::slice::from_ref(&big)).unwrap();
                 opt.fused = fused;
@@ -757,7 +781,11 @@ mod tests {
                 for step in 0..5 {
                     let g = Tensor::<2>::from_data(TensorData::new(values(100 + step), [rows, cols]), &dev);
                     opt.step += 1;
-                    w = opt.update("w", w, g).unwrap();
+                    let (before, grad) = (w.clone(), g.clone());
+                    let (w2, sums) = opt.update("w", w, g, true).unwrap();
+                    // The fused run's own sums; for the other, burn's ops on the same tensors.
+                    measured.push(host(if fused { sums.expect("measured") } else { row_sums_ops(&before, &grad, &w2) }));
+                    w = w2;
                 }
                 let state: Vec<(String, Vec<f32>)> =
                     opt.state_tensors().into_iter().map(|(k, d)| (k, d.convert::<f32>().try_into_vec().unwrap())).collect();
@@ -769,6 +797,11 @@ mod tests {
             for ((k, a), (_, b)) in runs[0].1.iter().zip(&runs[1].1) {
                 assert!(bits(a) == bits(b), "{:?}: slot {k} differs", c.kind);
             }
+            let (a, b) = measured.split_at(5);
+            for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{:?}: row sums {x} (fused) vs {y}", c.kind);
+            }
+            assert_eq!(a.iter().flatten().count(), 5 * rows * 5, "{:?}: one [rows, 5] per step", c.kind);
         }
     }
 
@@ -846,7 +879,7 @@ mod remedy_tests {
         let mut opt = Optimizer::new(c, sched, std::slice::from_ref(&info)).unwrap();
         opt.step = 1;
         let t = |v: &[f64]| Tensor::<2>::from_data(TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), [2, 3]), &dev);
-        host(opt.update("w", t(w), t(g)).unwrap())
+        host(opt.update("w", t(w), t(g), false).unwrap().0)
     }
 
     fn rows(v: &[f64]) -> [&[f64]; 2] {
