@@ -132,6 +132,19 @@ pub fn row_sums(w: &Tensor<2>, g: &Tensor<2>, w2: &Tensor<2>) -> Tensor<2> {
     ))
 }
 
+/// Adds the probes' five terms of an update `w -> w2` with gradient `g` to `t`:
+/// `||w||^2, ||g||^2, <w,g>, <w,w2>, ||w2||^2`, in f64, in element order.
+pub fn add_row_terms(t: &mut [f64; 5], w: &[f32], g: &[f32], w2: &[f32]) {
+    for ((&a, &b), &c) in w.iter().zip(g).zip(w2) {
+        let (a, b, c) = (a as f64, b as f64, c as f64);
+        t[0] += a * a;
+        t[1] += b * b;
+        t[2] += a * b;
+        t[3] += a * c;
+        t[4] += c * c;
+    }
+}
+
 fn row_sums_flex(w: &FlexTensor, g: &FlexTensor, w2: &FlexTensor) -> FlexTensor {
     let s = shape(w);
     assert!(s.len() == 2 && shape(g) == s && shape(w2) == s, "nw_row_sums: shapes {s:?}, {:?}, {:?}", shape(g), shape(w2));
@@ -143,14 +156,7 @@ fn row_sums_flex(w: &FlexTensor, g: &FlexTensor, w2: &FlexTensor) -> FlexTensor 
         .zip(w2.par_chunks(cols))
         .flat_map_iter(|((a, b), c)| {
             let mut t = [0f64; 5];
-            for ((&a, &b), &c) in a.iter().zip(b).zip(c) {
-                let (a, b, c) = (a as f64, b as f64, c as f64);
-                t[0] += a * a;
-                t[1] += b * b;
-                t[2] += a * b;
-                t[3] += a * c;
-                t[4] += c * c;
-            }
+            add_row_terms(&mut t, a, b, c);
             t.map(|v| v as f32)
         })
         .collect();

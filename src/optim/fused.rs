@@ -95,15 +95,7 @@ fn accumulate(sums: &mut [[f64; 5]], first: usize, cols: usize, at: usize, old: 
     while i < old.len() {
         let row = (at + i) / cols;
         let end = ((row + 1) * cols - at).min(old.len());
-        let t = &mut sums[row - first];
-        for ((&a, &b), &c) in old[i..end].iter().zip(&g[i..end]).zip(&new[i..end]) {
-            let (a, b, c) = (a as f64, b as f64, c as f64);
-            t[0] += a * a;
-            t[1] += b * b;
-            t[2] += a * b;
-            t[3] += a * c;
-            t[4] += c * c;
-        }
+        crate::kernels::add_row_terms(&mut sums[row - first], &old[i..end], &g[i..end], &new[i..end]);
         i = end;
     }
 }

@@ -185,6 +185,12 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 mod tests {
     use super::super::{im2col_forward, im2col_weight_grad, input_grad_scatter, Geometry};
 
+    /// The largest difference between two results of equal length.
+    fn worst(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max)
+    }
+
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5).collect()
     }
@@ -207,9 +213,8 @@ mod tests {
             let x = values(n * c_in * h * w, 1);
             let wt = values(c_out * c_in * k * k, 2);
             let (a, b) = (super::forward(&g, &x, &wt), im2col_forward(&g, &x, &wt));
-            assert_eq!(a.len(), b.len());
-            let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-            assert!(worst < 1e-5, "{g:?}: shifted and im2col outputs differ by {worst}");
+            let d = worst(&a, &b);
+            assert!(d < 1e-5, "{g:?}: shifted and im2col outputs differ by {d}");
         }
     }
 
@@ -224,9 +229,8 @@ mod tests {
             let dy = values(n * g.out_len(), 3);
             let wt = values(c_out * c_in * k * k, 4);
             let (a, b) = (super::forward(&t, &dy, &super::flipped_transpose(&g, &wt)), input_grad_scatter(&g, &wt, &dy));
-            assert_eq!(a.len(), b.len());
-            let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-            assert!(worst < 1e-5, "{g:?}: shifted and col2im input gradients differ by {worst}");
+            let d = worst(&a, &b);
+            assert!(d < 1e-5, "{g:?}: shifted and col2im input gradients differ by {d}");
         }
     }
 
@@ -240,9 +244,8 @@ mod tests {
             let x = values(n * c_in * h * w, 5);
             let dy = values(n * g.out_len(), 6);
             let (a, b) = (super::weight_grad(&g, &x, &dy), im2col_weight_grad(&g, &x, &dy));
-            assert_eq!(a.len(), b.len());
-            let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-            assert!(worst < 1e-3, "{g:?}: shifted and im2col weight gradients differ by {worst}");
+            let d = worst(&a, &b);
+            assert!(d < 1e-3, "{g:?}: shifted and im2col weight gradients differ by {d}");
         }
     }
 }
