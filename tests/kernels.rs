@@ -106,6 +106,9 @@ fn conv2d_matches_burn_for_strides_and_paddings() {
     check_conv([5, 3, 7, 7], 2, 1, 2, 0);
     // More samples than one GEMM chunk (16), with a remainder.
     check_conv([19, 2, 5, 5], 3, 3, 1, 1);
+    // "Same" convolutions, whose taps im2col and col2im move in one copy each: k 5, k 1.
+    check_conv([2, 3, 6, 7], 4, 5, 1, 2);
+    check_conv([3, 4, 5, 6], 2, 1, 1, 0);
 }
 
 #[test]
