@@ -11,6 +11,7 @@
 pub mod batch_norm;
 pub mod bn_pool;
 pub mod conv;
+pub mod linear;
 pub mod pool;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -39,6 +40,8 @@ pub trait Kernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// Square-kernel convolution without bias, groups or dilation.
     fn nw_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, padding: usize) -> FloatTensor<Self>;
+    /// `x[n, in] @ w[out, in]^T`, stored channel-major (see [`linear`]).
+    fn nw_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Max pooling over `kernel x kernel` windows, no padding.
     fn nw_max_pool2d(x: FloatTensor<Self>, kernel: usize, stride: usize) -> FloatTensor<Self>;
     /// The probes' per-row sums of an update `w -> w2` with gradient `g` (all `[rows, cols]`):
@@ -115,6 +118,34 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) ->
 pub fn bn_relu_pool(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
     let (y, mean, var) = <Dispatch as Kernels>::nw_bn_relu_pool(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), epsilon);
     (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var))
+}
+
+/// `x @ w^T` for `x[n, in]`, `w[out, in]` with the CPU kernels. Call only where [`applies`] holds.
+pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as Kernels>::nw_linear(x.into_dispatch(), w.into_dispatch()))
+}
+
+/// A 2-D flex tensor as a strided [`linear::View`] of its storage.
+fn view(t: &FlexTensor) -> linear::View<'_> {
+    let l = t.layout();
+    assert_eq!(l.num_dims(), 2, "nw_linear: a 2-D tensor");
+    linear::View { data: t.storage::<f32>(), offset: l.start_offset(), rs: l.strides()[0], cs: l.strides()[1] }
+}
+
+/// `(rows, cols)` of a 2-D flex tensor.
+fn dims2(t: &FlexTensor) -> (usize, usize) {
+    let s = shape(t);
+    assert_eq!(s.len(), 2, "nw_linear: {s:?} is not 2-D");
+    (s[0], s[1])
+}
+
+/// `y = x w^T` on flex tensors: the transpose of a contiguous `[out, n]`.
+fn linear_forward(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let ((n, d_in), (d_out, w_in)) = (dims2(x), dims2(w));
+    assert_eq!(d_in, w_in, "nw_linear: input has {d_in} features, the weight {w_in}");
+    // y^T[out, n] = w[out, in] @ x^T[in, n], stored contiguous: channel-major y.
+    let yt = linear::matmul_cm(n, d_out, d_in, view(x), view(w).t());
+    flex(yt, vec![d_out, n]).transpose(0, 1)
 }
 
 /// Max pooling (`kernel x kernel` windows, no padding) with the CPU kernels. Call only where
@@ -298,6 +329,10 @@ impl Kernels for Flex {
         row_sums_flex(&w, &g, &w2)
     }
 
+    fn nw_linear(x: FlexTensor, w: FlexTensor) -> FlexTensor {
+        linear_forward(&x, &w)
+    }
+
     fn nw_bn_relu_pool(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (y, _, st) = bn_pool_forward(&x, &gamma, &beta, epsilon);
         let c = st.mean.len();
@@ -359,6 +394,31 @@ impl Backward<Flex, 2> for ConvBackward {
         }
         if let Some(node) = node_w {
             grads.register::<Flex>(node.id, flex(dw, ws));
+        }
+    }
+}
+
+/// The linear product's backward step: parents `[x, w]`.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 2> for LinearBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, w) = ops.state;
+        let ((n, d_in), (d_out, _)) = (dims2(&x), dims2(&w));
+        if let Some(node) = node_x {
+            // dx[n, in] = dy[n, out] @ w[out, in], channel-major like y.
+            let dx = linear::matmul_cm(n, d_in, d_out, view(&dy), view(&w));
+            grads.register::<Flex>(node.id, flex(dx, vec![d_in, n]).transpose(0, 1));
+        }
+        if let Some(node) = node_w {
+            // dw^T[in, out] = x^T[in, n] @ dy[n, out] stored channel-major: dw[out, in] contiguous.
+            let dw = linear::matmul_cm(d_in, d_out, n, view(&x).t(), view(&dy));
+            grads.register::<Flex>(node.id, flex(dw, vec![d_out, d_in]));
         }
     }
 }
@@ -456,6 +516,15 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
 
     fn nw_row_sums(w: FloatTensor<Self>, g: FloatTensor<Self>, w2: FloatTensor<Self>) -> FloatTensor<Self> {
         <Self as AutodiffBackend>::from_inner(row_sums_flex(w.primitive(), g.primitive(), w2.primitive()))
+    }
+
+    fn nw_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (xp, wp) = (x.primitive().clone(), w.primitive().clone());
+        let y = linear_forward(&xp, &wp);
+        match LinearBackward.prepare::<C>([x.node(), w.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((xp, wp), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
     }
 
     fn nw_max_pool2d(x: FloatTensor<Self>, kernel: usize, stride: usize) -> FloatTensor<Self> {

@@ -169,9 +169,13 @@ impl Dense {
     /// Applies `x W^T + b` to a `[batch, in]` input.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let w = effective_weight(&self.weight, &self.weight_v, &self.weight_g);
-        // y = (w x^T)^T rather than x w^T: the weight's gradient then comes out of autodiff as a
-        // contiguous [out, in] matrix instead of a transposed view the optimizer has to copy.
-        let y = w.matmul(x.transpose()).transpose();
+        let y = if crate::kernels::applies(&x) {
+            crate::kernels::linear(x, w)
+        } else {
+            // y = (w x^T)^T rather than x w^T: the weight's gradient then comes out of autodiff
+            // as a contiguous [out, in] matrix instead of a transposed view the optimizer copies.
+            w.matmul(x.transpose()).transpose()
+        };
         match &self.bias {
             Some(b) => y.add(b.val().unsqueeze_dim(0)),
             None => y,
