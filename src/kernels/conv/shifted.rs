@@ -77,13 +77,18 @@ fn shifted_copy(g: &Geometry, x: &[f32], first: usize, count: usize, x3: &mut [f
     for ci in 0..g.c_in {
         let rows = &mut x3[ci * g.k * row..][..g.k * row];
         let (base, shifted) = rows.split_at_mut(row);
-        base.fill(0.0);
-        for s in 0..count {
+        // Only the padding is zeroed: a whole-row fill first was ~3% of a ResNet-20 step.
+        for (s, padded) in base[..count * pp].chunks_mut(pp).enumerate() {
             let src = &x[((first + s) * g.c_in + ci) * g.h * g.w..][..g.h * g.w];
-            for (y, line) in src.chunks(g.w).enumerate() {
-                base[s * pp + (y + p) * wp + p..][..g.w].copy_from_slice(line);
+            padded[..p * wp].fill(0.0);
+            padded[(p + g.h) * wp..].fill(0.0);
+            for (line, out) in src.chunks(g.w).zip(padded[p * wp..].chunks_mut(wp)) {
+                out[..p].fill(0.0);
+                out[p..p + g.w].copy_from_slice(line);
+                out[p + g.w..].fill(0.0);
             }
         }
+        base[count * pp..].fill(0.0);
         for (kx, dst) in (1..g.k).zip(shifted.chunks_mut(row)) {
             dst[..row - kx].copy_from_slice(&base[kx..]);
             dst[row - kx..].fill(0.0);
@@ -146,14 +151,14 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let x3 = sized(&mut scratch.cols, depth * row);
         shifted_copy(g, x, first, count, x3, row);
         let dyp = sized(&mut scratch.mat, g.c_out * positions);
-        dyp.fill(0.0);
-        for s in 0..count {
-            for co in 0..g.c_out {
+        for (co, planes) in dyp.chunks_mut(positions).enumerate() {
+            for (s, padded) in planes.chunks_mut(pp).enumerate() {
                 let src = &dy[((first + s) * g.c_out + co) * l..][..l];
-                let dst = &mut dyp[co * positions + s * pp..];
-                for (oy, line) in src.chunks(wo).enumerate().take(ho) {
-                    dst[oy * wp..][..wo].copy_from_slice(line);
+                for (line, out) in src.chunks(wo).zip(padded.chunks_mut(wp)) {
+                    out[..wo].copy_from_slice(line);
+                    out[wo..].fill(0.0);
                 }
+                padded[ho * wp..].fill(0.0);
             }
         }
         for (ky, dst) in dwt.chunks_mut(depth * g.c_out).enumerate() {
