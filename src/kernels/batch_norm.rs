@@ -108,16 +108,21 @@ pub fn stats(x: &[f32], d: Dims, eps: f64) -> Stats {
 
 /// Applies `y = a[ch] * (x - mean[ch]) + b[ch]` per channel, then ReLU if `relu`, one sample
 /// per task (centring first keeps the rounding of `x * a - mean * a` out when the mean is large).
-fn affine(x: &[f32], d: Dims, mean: &[f32], a: &[f32], b: &[f32], relu: bool, out: &mut [f32]) {
-    out.par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).for_each(|(yo, xi)| {
+fn affine(x: &[f32], d: Dims, mean: &[f32], a: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    out.spare_capacity_mut()[..x.len()].par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).for_each(|(yo, xi)| {
         for ch in 0..d.c {
             let (m, a, b) = (mean[ch], a[ch], b[ch]);
             for (y, &v) in yo[ch * d.s..][..d.s].iter_mut().zip(&xi[ch * d.s..][..d.s]) {
                 let z = a * (v - m) + b;
-                *y = if relu { z.max(0.0) } else { z };
+                y.write(if relu { z.max(0.0) } else { z });
             }
         }
     });
+    // SAFETY: the chunks of `c * s` values cover all `x.len()` (= n * c * s) slots and each
+    // chunk's loop writes every one of its slots; nothing read them before.
+    unsafe { out.set_len(x.len()) };
+    out
 }
 
 /// `gamma * invstd` per channel: the forward's scale, recomputed bit for bit by the backward pass
@@ -130,8 +135,9 @@ pub(super) fn scale(gamma: &[f32], st: &Stats) -> Vec<f32> {
 /// followed by `max(y, 0)` when `relu` (one pass instead of two, and no mask tensor).
 pub fn forward(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64, relu: bool) -> (Vec<f32>, Stats) {
     let st = stats(x, d, eps);
-    let mut y = vec![0f32; x.len()];
-    affine(x, d, &st.mean, &scale(gamma, &st), beta, relu, &mut y);
+    // Written slot by slot without zeroing first: zeroing megabytes on the calling thread was a
+    // visible part of the step.
+    let y = affine(x, d, &st.mean, &scale(gamma, &st), beta, relu);
     (y, st)
 }
 
@@ -169,17 +175,22 @@ pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats, relu:
         dgamma[ch] = (s_dyxc * inv) as f32;
         dbeta[ch] = s_dy as f32;
     }
-    let mut dx = vec![0f32; x.len()];
-    dx.par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).zip(dy.par_chunks(d.c * d.s)).for_each(|((out, xi), gi)| {
-        for ch in 0..d.c {
-            let (a, b, e, mean, sa, sb) = (a[ch], b[ch], e[ch], st.mean[ch], sc[ch], shift(ch));
-            let r = ch * d.s..(ch + 1) * d.s;
-            for ((o, &v), &g) in out[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&gi[r]) {
-                let v = v - mean;
-                let g = if sa * v + sb > 0.0 { g } else { 0.0 };
-                *o = a * g + b * v + e;
+    assert_eq!(dy.len(), x.len(), "batch-norm backward: gradient and input differ in size");
+    let mut dx = Vec::with_capacity(x.len());
+    dx.spare_capacity_mut()[..x.len()].par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).zip(dy.par_chunks(d.c * d.s)).for_each(
+        |((out, xi), gi)| {
+            for ch in 0..d.c {
+                let (a, b, e, mean, sa, sb) = (a[ch], b[ch], e[ch], st.mean[ch], sc[ch], shift(ch));
+                let r = ch * d.s..(ch + 1) * d.s;
+                for ((o, &v), &g) in out[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&gi[r]) {
+                    let v = v - mean;
+                    let g = if sa * v + sb > 0.0 { g } else { 0.0 };
+                    o.write(a * g + b * v + e);
+                }
             }
-        }
-    });
+        },
+    );
+    // SAFETY: as in `affine`, the chunks cover every slot and each writes all of its own.
+    unsafe { dx.set_len(x.len()) };
     (dx, dgamma, dbeta)
 }
