@@ -6,6 +6,7 @@
 //! on the number of threads; burn's generic weight gradient transposes and copies both operands
 //! instead.
 
+use super::gemm::{matmul, Mat};
 use rayon::prelude::*;
 
 pub mod shifted;
@@ -229,64 +230,6 @@ fn col2im(g: &Geometry, cols: &mut [f32], row_stride: usize, dx: &mut [f32]) {
     }
 }
 
-/// A matrix view for [`matmul`]: pointer, row stride, column stride, and the length of the
-/// slice it was made from (checked against the strides before any read).
-#[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
-    len: usize,
-}
-
-impl Mat {
-    fn rows(data: &[f32], cols: usize) -> Self {
-        Mat { ptr: data.as_ptr(), rs: cols as isize, cs: 1, len: data.len() }
-    }
-
-    /// Whether a `rows x cols` matrix with these strides stays inside the slice.
-    fn fits(&self, rows: usize, cols: usize) -> bool {
-        rows == 0 || cols == 0 || ((rows - 1) as isize * self.rs + (cols - 1) as isize * self.cs) < self.len as isize
-    }
-
-    /// The transpose of a row-major `[_, cols]` matrix.
-    fn transposed(data: &[f32], cols: usize) -> Self {
-        Mat { ptr: data.as_ptr(), rs: 1, cs: cols as isize, len: data.len() }
-    }
-}
-
-/// `dst[m, n] = lhs[m, k] @ rhs[k, n]` into a row-major `dst` (`+=` when `add`).
-#[allow(clippy::too_many_arguments)] // gemm's own call, narrowed to what the kernels vary
-fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, threads: gemm::Parallelism, add: bool) {
-    assert!(dst.len() >= m * n, "matmul: destination too small");
-    assert!(lhs.fits(m, k) && rhs.fits(k, n), "matmul: an operand is smaller than its strides say");
-    // SAFETY: every element the strides address lies inside the operands' slices and `dst`
-    // (checked above); the operands are only read.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            add,
-            lhs.ptr,
-            lhs.cs,
-            lhs.rs,
-            rhs.ptr,
-            rhs.cs,
-            rhs.rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            threads,
-        );
-    }
-}
-
 /// GEMM threading: chunks already run in parallel, so one GEMM gets the pool only when
 /// there are fewer chunks than threads.
 fn inner_threads(chunks: usize) -> gemm::Parallelism {
@@ -406,12 +349,7 @@ fn im2col_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         // which was ~14% of a ResNet-20 step.
         matmul(dwt, rows, g.c_out, width, Mat::rows(cols, width), Mat::transposed(dyc, width), threads, false);
     });
-    let mut sum = vec![0f32; wlen];
-    for part in partial.chunks(wlen) {
-        for (d, p) in sum.iter_mut().zip(part) {
-            *d += p;
-        }
-    }
+    let sum = sum_in_order(&partial, wlen);
     let mut dweight = vec![0f32; wlen];
     for (r, row) in sum.chunks(g.c_out).enumerate() {
         for (co, &v) in row.iter().enumerate() {
@@ -419,6 +357,18 @@ fn im2col_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         }
     }
     dweight
+}
+
+/// The sum of the per-chunk weight gradients (`part` values each), added in chunk order: the
+/// same order for any number of threads.
+fn sum_in_order(partial: &[f32], part: usize) -> Vec<f32> {
+    let mut sum = vec![0f32; part];
+    for p in partial.chunks(part) {
+        for (d, v) in sum.iter_mut().zip(p) {
+            *d += v;
+        }
+    }
+    sum
 }
 
 /// The input gradient as `dcols = W^T[rows, c_out] @ dY` per chunk, folded back by [`col2im`].

@@ -11,6 +11,7 @@
 pub mod batch_norm;
 pub mod bn_pool;
 pub mod conv;
+mod gemm;
 pub mod linear;
 pub mod pool;
 
@@ -125,11 +126,11 @@ pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as Kernels>::nw_linear(x.into_dispatch(), w.into_dispatch()))
 }
 
-/// A 2-D flex tensor as a strided [`linear::View`] of its storage.
-fn view(t: &FlexTensor) -> linear::View<'_> {
+/// A 2-D flex tensor as a strided matrix view of its storage.
+fn view(t: &FlexTensor) -> gemm::Mat<'_> {
     let l = t.layout();
     assert_eq!(l.num_dims(), 2, "nw_linear: a 2-D tensor");
-    linear::View { data: t.storage::<f32>(), offset: l.start_offset(), rs: l.strides()[0], cs: l.strides()[1] }
+    gemm::Mat::strided(t.storage::<f32>(), l.start_offset(), l.strides()[0], l.strides()[1])
 }
 
 /// `(rows, cols)` of a 2-D flex tensor.

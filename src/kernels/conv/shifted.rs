@@ -7,7 +7,7 @@
 //! (ResNet-20: 24% of the convolution's forward time); this builds a `k` times larger one, mostly
 //! from plane-sized copies, at the price of the positions cropped away.
 
-use super::{inner_threads, l2_bytes, matmul, sized, Geometry, Mat, Scratch};
+use super::{inner_threads, l2_bytes, matmul, sized, sum_in_order, Geometry, Mat, Scratch};
 use rayon::prelude::*;
 
 /// Whether the shifted form suits `g`: stride 1, a kernel wider than 1, at least 8 input
@@ -115,7 +115,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
         shifted_copy(g, x, chunk * size, count, x3, row);
         let out = sized(&mut scratch.mat, g.c_out * positions);
         for ky in 0..k {
-            let rhs = Mat { ptr: x3[ky * wp..].as_ptr(), rs: row as isize, cs: 1, len: x3.len() - ky * wp };
+            let rhs = Mat::rows(&x3[ky * wp..], row);
             matmul(out, g.c_out, positions, depth, Mat::rows(&wr[ky * g.c_out * depth..], depth), rhs, threads, ky > 0);
         }
         for (s, ys) in yc.chunks_mut(g.out_len()).enumerate() {
@@ -162,16 +162,10 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             }
         }
         for (ky, dst) in dwt.chunks_mut(depth * g.c_out).enumerate() {
-            let lhs = Mat { ptr: x3[ky * wp..].as_ptr(), rs: row as isize, cs: 1, len: x3.len() - ky * wp };
-            matmul(dst, depth, g.c_out, positions, lhs, Mat::transposed(dyp, positions), threads, false);
+            matmul(dst, depth, g.c_out, positions, Mat::rows(&x3[ky * wp..], row), Mat::transposed(dyp, positions), threads, false);
         }
     });
-    let mut sum = vec![0f32; part];
-    for p in partial.chunks(part) {
-        for (d, v) in sum.iter_mut().zip(p) {
-            *d += v;
-        }
-    }
+    let sum = sum_in_order(&partial, part);
     let mut dweight = vec![0f32; part];
     for ky in 0..k {
         for ci in 0..g.c_in {
@@ -190,10 +184,19 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 mod tests {
     use super::super::{im2col_forward, im2col_weight_grad, input_grad_scatter, Geometry};
 
-    /// The largest difference between two results of equal length.
-    fn worst(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max)
+    /// `(n, c_in, h, w, c_out, k, pad)` of a stride-1 convolution.
+    type Case = (usize, usize, usize, usize, usize, usize, usize);
+
+    /// Runs `pair` (the shifted result and its reference) on each case's geometry and checks
+    /// that they differ by less than `tol` anywhere.
+    fn compare(cases: &[Case], tol: f32, what: &str, pair: impl Fn(&Geometry) -> (Vec<f32>, Vec<f32>)) {
+        for &(n, c_in, h, w, c_out, k, pad) in cases {
+            let g = Geometry { n, c_in, h, w, c_out, k, stride: 1, pad };
+            let (a, b) = pair(&g);
+            assert_eq!(a.len(), b.len(), "{g:?}: {what} of different lengths");
+            let d = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+            assert!(d < tol, "{g:?}: shifted and reference {what} differ by {d}");
+        }
     }
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -212,15 +215,12 @@ mod tests {
             (7, 16, 32, 32, 16, 3, 1),
             (3, 16, 16, 16, 32, 3, 1),
         ];
-        for (n, c_in, h, w, c_out, k, pad) in cases {
-            let g = Geometry { n, c_in, h, w, c_out, k, stride: 1, pad };
-            assert!(super::suits(&g), "{g:?} should take the shifted form");
-            let x = values(n * c_in * h * w, 1);
-            let wt = values(c_out * c_in * k * k, 2);
-            let (a, b) = (super::forward(&g, &x, &wt), im2col_forward(&g, &x, &wt));
-            let d = worst(&a, &b);
-            assert!(d < 1e-5, "{g:?}: shifted and im2col outputs differ by {d}");
-        }
+        compare(&cases, 1e-5, "outputs", |g| {
+            assert!(super::suits(g), "{g:?} should take the shifted form");
+            let x = values(g.n * g.c_in * g.h * g.w, 1);
+            let wt = values(g.c_out * g.c_in * g.k * g.k, 2);
+            (super::forward(g, &x, &wt), im2col_forward(g, &x, &wt))
+        });
     }
 
     /// The input gradient through the flipped, transposed shifted convolution equals im2col's
@@ -228,15 +228,12 @@ mod tests {
     #[test]
     fn shifted_input_gradient_equals_col2im() {
         let cases = [(3, 4, 20, 17, 8, 3, 1), (2, 3, 26, 22, 9, 3, 2), (2, 2, 30, 30, 8, 5, 2), (5, 16, 32, 32, 16, 3, 1)];
-        for (n, c_in, h, w, c_out, k, pad) in cases {
-            let g = Geometry { n, c_in, h, w, c_out, k, stride: 1, pad };
-            let t = super::input_grad_geometry(&g).unwrap_or_else(|| panic!("{g:?} should take the shifted form"));
-            let dy = values(n * g.out_len(), 3);
-            let wt = values(c_out * c_in * k * k, 4);
-            let (a, b) = (super::forward(&t, &dy, &super::flipped_transpose(&g, &wt)), input_grad_scatter(&g, &wt, &dy));
-            let d = worst(&a, &b);
-            assert!(d < 1e-5, "{g:?}: shifted and col2im input gradients differ by {d}");
-        }
+        compare(&cases, 1e-5, "input gradients", |g| {
+            let t = super::input_grad_geometry(g).unwrap_or_else(|| panic!("{g:?} should take the shifted form"));
+            let dy = values(g.n * g.out_len(), 3);
+            let wt = values(g.c_out * g.c_in * g.k * g.k, 4);
+            (super::forward(&t, &dy, &super::flipped_transpose(g, &wt)), input_grad_scatter(g, &wt, &dy))
+        });
     }
 
     /// The weight gradient of the shifted form equals im2col's (sums over up to 4 samples of
@@ -244,13 +241,10 @@ mod tests {
     #[test]
     fn shifted_weight_gradient_equals_im2col() {
         let cases = [(5, 8, 20, 17, 4, 3, 1), (3, 9, 24, 20, 3, 3, 0), (2, 8, 30, 30, 2, 5, 2), (7, 16, 32, 32, 16, 3, 1)];
-        for (n, c_in, h, w, c_out, k, pad) in cases {
-            let g = Geometry { n, c_in, h, w, c_out, k, stride: 1, pad };
-            let x = values(n * c_in * h * w, 5);
-            let dy = values(n * g.out_len(), 6);
-            let (a, b) = (super::weight_grad(&g, &x, &dy), im2col_weight_grad(&g, &x, &dy));
-            let d = worst(&a, &b);
-            assert!(d < 1e-3, "{g:?}: shifted and im2col weight gradients differ by {d}");
-        }
+        compare(&cases, 1e-3, "weight gradients", |g| {
+            let x = values(g.n * g.c_in * g.h * g.w, 5);
+            let dy = values(g.n * g.out_len(), 6);
+            (super::weight_grad(g, &x, &dy), im2col_weight_grad(g, &x, &dy))
+        });
     }
 }
