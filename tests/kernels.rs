@@ -174,10 +174,20 @@ fn ops_match_burn_at_resnet20_sizes() {
     check_batch_norm([24, 64, 8, 8], true);
     check_batch_norm([24, 64, 8, 8], false);
     check_conv([24, 64, 8, 8], 64, 3, 1, 1);
-    // The stride-1 layers of the first two stages take the shifted form (src/kernels/conv/shifted.rs).
+    // The 3x3 "same" layers take the direct form on CPUs with AVX2 or AVX-512
+    // (src/kernels/conv/direct.rs), a stride-1 layer without padding the shifted one.
     check_conv([6, 16, 32, 32], 16, 3, 1, 1);
     check_conv([5, 32, 16, 16], 32, 3, 1, 1);
     check_conv([3, 8, 20, 17], 8, 3, 1, 0);
+}
+
+#[test]
+fn conv_matches_burn_at_convnet_sizes() {
+    // Planes whose rows are no whole number of vectors: the direct form runs along the padded
+    // positions and crops.
+    check_conv([4, 1, 28, 28], 32, 3, 1, 1);
+    check_conv([3, 32, 14, 14], 64, 3, 1, 1);
+    check_conv([3, 64, 7, 7], 128, 3, 1, 1);
 }
 
 fn check_bn_relu_pool(shape: [usize; 4]) {

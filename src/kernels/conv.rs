@@ -1,7 +1,8 @@
 //! 2-D convolution kernels (square kernel, equal stride and zero padding on both axes, one
 //! group, no dilation, no bias) on contiguous NCHW f32 data: im2col for a chunk of samples and
-//! one GEMM per chunk (the `gemm` crate that burn flex uses too), or, for the stride-1 layers
-//! with enough channels, the [`shifted`] form without im2col. The weight gradient is summed
+//! one GEMM per chunk (the `gemm` crate that burn flex uses too); for the 3x3 "same" layers the
+//! [`direct`] SIMD form, and for other stride-1 layers with enough channels the [`shifted`] form
+//! without im2col. The weight gradient is summed
 //! per fixed chunk of samples and the chunks are added in order, so the result does not depend
 //! on the number of threads; burn's generic weight gradient transposes and copies both operands
 //! instead.
@@ -9,6 +10,7 @@
 use super::gemm::{matmul, Mat};
 use rayon::prelude::*;
 
+pub mod direct;
 pub mod shifted;
 
 /// Sizes of one convolution.
@@ -260,10 +262,48 @@ fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[..len]
 }
 
+/// Copies an `h x w` plane into the middle of a zero-bordered `(h + 2p) x (w + 2p)` one,
+/// writing each slot once (a whole-plane fill first was ~3% of a ResNet-20 step).
+fn pad_plane(src: &[f32], h: usize, w: usize, p: usize, dst: &mut [f32]) {
+    let wp = w + 2 * p;
+    dst[..p * wp].fill(0.0);
+    dst[(p + h) * wp..].fill(0.0);
+    for (line, out) in src.chunks(w).zip(dst[p * wp..].chunks_mut(wp)) {
+        out[..p].fill(0.0);
+        out[p..p + w].copy_from_slice(line);
+        out[p + w..].fill(0.0);
+    }
+}
+
+/// For a stride-1 convolution, the convolution that computes its input gradient from the output
+/// gradient: `dx = conv(dy, w')` with `w'` the [`flipped_transpose`] and padding `k - 1 - pad`.
+fn transposed_geometry(g: &Geometry) -> Option<Geometry> {
+    let pad = g.k.checked_sub(1 + g.pad)?;
+    (g.stride == 1).then(|| Geometry { n: g.n, c_in: g.c_out, h: g.h_out(), w: g.w_out(), c_out: g.c_in, k: g.k, stride: 1, pad })
+}
+
+/// `w'[ci, co, ky, kx] = w[co, ci, k-1-ky, k-1-kx]`, the weight of [`transposed_geometry`].
+fn flipped_transpose(g: &Geometry, weight: &[f32]) -> Vec<f32> {
+    let k = g.k;
+    let mut out = vec![0f32; weight.len()];
+    for co in 0..g.c_out {
+        for ci in 0..g.c_in {
+            let src = &weight[(co * g.c_in + ci) * k * k..][..k * k];
+            let dst = &mut out[(ci * g.c_out + co) * k * k..][..k * k];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    out
+}
+
 /// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and `weight[c_out, c_in, k, k]`: in the
-/// [`shifted`] form where it [`suits`](shifted::suits), else through im2col.
+/// [`direct`] or [`shifted`] form where one suits, else through im2col.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
-    if shifted::suits(g) {
+    if direct::suits(g) {
+        direct::forward(g, x, weight)
+    } else if shifted::suits(g) {
         shifted::forward(g, x, weight)
     } else {
         im2col_forward(g, x, weight)
@@ -316,14 +356,21 @@ fn dy_chunk<'a>(g: &Geometry, dy: &'a [f32], first: usize, count: usize, buf: &'
 }
 
 /// `(dx, dweight)` from the output gradient `dy[n, c_out, h_out, w_out]`; `dx` is empty unless
-/// `need_dx` (the first layer's input needs no gradient). Each in the [`shifted`] form where it
-/// suits, else through im2col.
+/// `need_dx` (the first layer's input needs no gradient). Each in the [`direct`] or [`shifted`] form where it
+/// suits, else through im2col. For a stride-1 layer the input gradient is the forward of the
+/// [`transposed_geometry`] when the direct or shifted form takes that.
 pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
-    let dweight = if shifted::suits(g) { shifted::weight_grad(g, x, dy) } else { im2col_weight_grad(g, x, dy) };
-    let dx = match (need_dx, shifted::input_grad_geometry(g)) {
+    let dweight = if direct::suits(g) {
+        direct::weight_grad(g, x, dy)
+    } else if shifted::suits(g) {
+        shifted::weight_grad(g, x, dy)
+    } else {
+        im2col_weight_grad(g, x, dy)
+    };
+    let dx = match (need_dx, transposed_geometry(g)) {
         (false, _) => Vec::new(),
-        (true, Some(t)) => shifted::forward(&t, dy, &shifted::flipped_transpose(g, weight)),
-        (true, None) => input_grad_scatter(g, weight, dy),
+        (true, Some(t)) if direct::suits(&t) || shifted::suits(&t) => forward(&t, dy, &flipped_transpose(g, weight)),
+        (true, _) => input_grad_scatter(g, weight, dy),
     };
     (dx, dweight)
 }

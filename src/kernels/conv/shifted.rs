@@ -7,7 +7,7 @@
 //! (ResNet-20: 24% of the convolution's forward time); this builds a `k` times larger one, mostly
 //! from plane-sized copies, at the price of the positions cropped away.
 
-use super::{inner_threads, l2_bytes, matmul, sized, sum_in_order, Geometry, Mat, Scratch};
+use super::{inner_threads, l2_bytes, matmul, pad_plane, sized, sum_in_order, Geometry, Mat, Scratch};
 use rayon::prelude::*;
 
 /// Whether the shifted form suits `g`: stride 1, a kernel wider than 1, at least 8 input
@@ -17,32 +17,6 @@ use rayon::prelude::*;
 /// 7% slower this way, with one GEMM of `c_in * k * k` terms on im2col it does not.
 pub fn suits(g: &Geometry) -> bool {
     g.stride == 1 && g.k > 1 && g.c_in >= 8 && 10 * plane(g) <= 13 * g.cols()
-}
-
-/// For a stride-1 convolution, the convolution that computes its input gradient from the output
-/// gradient, when that one [`suits`] the shifted form: `dx = conv(dy, w')` with
-/// `w'[ci, co, ky, kx] = w[co, ci, k-1-ky, k-1-kx]` ([`flipped_transpose`]) and padding
-/// `k - 1 - pad`. It replaces im2col's GEMM into a `k * k` times larger matrix and its fold-back.
-pub fn input_grad_geometry(g: &Geometry) -> Option<Geometry> {
-    let t =
-        Geometry { n: g.n, c_in: g.c_out, h: g.h_out(), w: g.w_out(), c_out: g.c_in, k: g.k, stride: 1, pad: g.k.checked_sub(1 + g.pad)? };
-    (g.stride == 1 && suits(&t)).then_some(t)
-}
-
-/// `w'[ci, co, ky, kx] = w[co, ci, k-1-ky, k-1-kx]`, the weight of [`input_grad_geometry`].
-pub fn flipped_transpose(g: &Geometry, weight: &[f32]) -> Vec<f32> {
-    let k = g.k;
-    let mut out = vec![0f32; weight.len()];
-    for co in 0..g.c_out {
-        for ci in 0..g.c_in {
-            let src = &weight[(co * g.c_in + ci) * k * k..][..k * k];
-            let dst = &mut out[(ci * g.c_out + co) * k * k..][..k * k];
-            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = *s;
-            }
-        }
-    }
-    out
 }
 
 /// Positions per padded plane.
@@ -73,20 +47,13 @@ fn weight_rows(g: &Geometry, weight: &[f32]) -> Vec<f32> {
 /// Fills `x3` (`c_in * k` rows of `row` values) for samples `first..first + count`, their
 /// padded planes side by side; everything outside the images is zero.
 fn shifted_copy(g: &Geometry, x: &[f32], first: usize, count: usize, x3: &mut [f32], row: usize) {
-    let (wp, pp, p) = (g.w + 2 * g.pad, plane(g), g.pad);
+    let (pp, p) = (plane(g), g.pad);
     for ci in 0..g.c_in {
         let rows = &mut x3[ci * g.k * row..][..g.k * row];
         let (base, shifted) = rows.split_at_mut(row);
         // Only the padding is zeroed: a whole-row fill first was ~3% of a ResNet-20 step.
         for (s, padded) in base[..count * pp].chunks_mut(pp).enumerate() {
-            let src = &x[((first + s) * g.c_in + ci) * g.h * g.w..][..g.h * g.w];
-            padded[..p * wp].fill(0.0);
-            padded[(p + g.h) * wp..].fill(0.0);
-            for (line, out) in src.chunks(g.w).zip(padded[p * wp..].chunks_mut(wp)) {
-                out[..p].fill(0.0);
-                out[p..p + g.w].copy_from_slice(line);
-                out[p + g.w..].fill(0.0);
-            }
+            pad_plane(&x[((first + s) * g.c_in + ci) * g.h * g.w..][..g.h * g.w], g.h, g.w, p, padded);
         }
         base[count * pp..].fill(0.0);
         for (kx, dst) in (1..g.k).zip(shifted.chunks_mut(row)) {
@@ -182,7 +149,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{im2col_forward, im2col_weight_grad, input_grad_scatter, Geometry};
+    use super::super::{flipped_transpose, im2col_forward, im2col_weight_grad, input_grad_scatter, transposed_geometry, Geometry};
 
     /// `(n, c_in, h, w, c_out, k, pad)` of a stride-1 convolution.
     type Case = (usize, usize, usize, usize, usize, usize, usize);
@@ -229,10 +196,10 @@ mod tests {
     fn shifted_input_gradient_equals_col2im() {
         let cases = [(3, 4, 20, 17, 8, 3, 1), (2, 3, 26, 22, 9, 3, 2), (2, 2, 30, 30, 8, 5, 2), (5, 16, 32, 32, 16, 3, 1)];
         compare(&cases, 1e-5, "input gradients", |g| {
-            let t = super::input_grad_geometry(g).unwrap_or_else(|| panic!("{g:?} should take the shifted form"));
+            let t = transposed_geometry(g).filter(super::suits).unwrap_or_else(|| panic!("{g:?} should take the shifted form"));
             let dy = values(g.n * g.out_len(), 3);
             let wt = values(g.c_out * g.c_in * g.k * g.k, 4);
-            (super::forward(&t, &dy, &super::flipped_transpose(g, &wt)), input_grad_scatter(g, &wt, &dy))
+            (super::forward(&t, &dy, &flipped_transpose(g, &wt)), input_grad_scatter(g, &wt, &dy))
         });
     }
 

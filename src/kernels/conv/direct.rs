@@ -1,0 +1,582 @@
+//! "Same" 3x3 stride-1 convolutions computed directly from a zero-padded copy of the input with
+//! hand-written SIMD tiles, no im2col and no GEMM. The GEMM forms spend much of their time on
+//! what the products' thin shapes cost (16-64 output channels, 27-576 terms): packing, edge
+//! tiles that fill a quarter of the registers (the weight gradient's `x1x6`), the shifted
+//! copies and the crop. Here each tile keeps `C` output channels x `P` vectors of output pixels
+//! in registers for the whole sum over input channels and taps, loading each input vector once
+//! per tap straight from the padded plane (a tap is a constant offset there).
+//!
+//! Vectors are 16 lanes with AVX-512, else 8 with AVX2 and FMA. Where a row is a whole number
+//! of vectors wide, vectors are rows' pieces ([`Walk::rows`]); otherwise they run along the
+//! padded plane's positions, rows and their padding columns alike ([`Walk::spread`]), and the
+//! padding columns' results are dropped (8x8 planes: 80 positions in 5 vectors instead of 8
+//! half-empty ones). Without those instructions, or with `NORMWD_CONV_DIRECT=off`, [`suits`] is
+//! false and the convolution takes the other forms. Every sum runs in a fixed order that depends
+//! only on the geometry and the vector width, never on the thread count.
+
+use super::{pad_plane, sum_in_order, Geometry};
+use rayon::prelude::*;
+
+/// The vector instructions the kernels run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// 16 lanes, 32 registers.
+    Avx512,
+    /// 8 lanes, 16 registers.
+    Avx2,
+}
+
+impl Isa {
+    /// Lanes per vector.
+    fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 8,
+        }
+    }
+
+    /// Output channels per tile (the weight is rearranged in blocks of this many).
+    fn block(self) -> usize {
+        match self {
+            Isa::Avx512 => 8,
+            Isa::Avx2 => 4,
+        }
+    }
+}
+
+/// What this CPU offers, read once; `None` off x86-64, without AVX2 and FMA, or when
+/// `NORMWD_CONV_DIRECT=off` (for timing the other forms in the same build).
+fn isa() -> Option<Isa> {
+    static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        if std::env::var("NORMWD_CONV_DIRECT").is_ok_and(|v| v == "off") {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Some(Isa::Avx512);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Some(Isa::Avx2);
+            }
+        }
+        None
+    })
+}
+
+/// Whether the direct form computes `g`: a 3x3 stride-1 convolution with padding 1 (output as
+/// large as the input) whose output channels are a multiple of the tile's block, on a CPU with
+/// the instructions.
+pub fn suits(g: &Geometry) -> bool {
+    g.k == 3 && g.stride == 1 && g.pad == 1 && isa().is_some_and(|i| g.c_out.is_multiple_of(i.block()))
+}
+
+/// The padded plane's width and size.
+fn padded(g: &Geometry) -> (usize, usize) {
+    let wp = g.w + 2 * g.pad;
+    (wp, (g.h + 2 * g.pad) * wp)
+}
+
+/// Room after the last padded plane for the reads of a [`Walk::spread`]'s last vector, which
+/// run past the plane's end by up to a vector and a kernel row.
+const SLACK: usize = 64;
+
+/// How a plane's output vectors are laid: `rows x per_row` vectors of `lanes`; vector `(r, j)`
+/// reads the padded plane from `r * x_row + j * lanes` (its top-left tap) and writes (or, for
+/// the weight gradient, reads the output gradient) at `r * y_row + j * lanes` of a plane of
+/// `y_plane` values.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    rows: usize,
+    per_row: usize,
+    lanes: usize,
+    x_row: usize,
+    y_row: usize,
+    y_plane: usize,
+}
+
+impl Walk {
+    /// The walk for `g` with vectors of `lanes`.
+    fn of(g: &Geometry, lanes: usize) -> Walk {
+        if g.w.is_multiple_of(lanes) {
+            Walk::rows(g, lanes)
+        } else {
+            Walk::spread(g, lanes)
+        }
+    }
+
+    /// Pieces of the output rows, written in place.
+    fn rows(g: &Geometry, lanes: usize) -> Walk {
+        let (wp, _) = padded(g);
+        Walk { rows: g.h, per_row: g.w / lanes, lanes, x_row: wp, y_row: g.w, y_plane: g.h * g.w }
+    }
+
+    /// The padded plane's first `h` rows, padding columns included, as one run of vectors; the
+    /// output planes are then that wide ([`Walk::spread_plane`]) and cropped afterwards.
+    fn spread(g: &Geometry, lanes: usize) -> Walk {
+        let (wp, _) = padded(g);
+        let per_row = (g.h * wp).div_ceil(lanes);
+        Walk { rows: 1, per_row, lanes, x_row: 0, y_row: 0, y_plane: per_row * lanes }
+    }
+
+    fn is_spread(&self) -> bool {
+        self.rows == 1 && self.x_row == 0
+    }
+
+    fn count(&self) -> usize {
+        self.rows * self.per_row
+    }
+
+    /// `(padded-plane offset, output offset)` of vector `v`.
+    fn at(&self, v: usize) -> (usize, usize) {
+        let (r, j) = (v / self.per_row, v % self.per_row * self.lanes);
+        (r * self.x_row + j, r * self.y_row + j)
+    }
+}
+
+/// Copies one sample's `c_in` planes into `out` (`c_in` padded planes, zero borders).
+fn pad_sample(g: &Geometry, x: &[f32], out: &mut [f32]) {
+    let (_, pp) = padded(g);
+    for (src, dst) in x.chunks(g.h * g.w).zip(out.chunks_mut(pp)) {
+        pad_plane(src, g.h, g.w, g.pad, dst);
+    }
+}
+
+/// The weight `[c_out, c_in, 3, 3]` as blocks `[c_out / b][c_in][3][3][b]`: a tile's `b`
+/// weights of one tap are then adjacent.
+fn weight_blocks(g: &Geometry, weight: &[f32], b: usize) -> Vec<f32> {
+    let taps = g.c_in * 9;
+    let mut out = vec![0f32; weight.len()];
+    for (co, w) in weight.chunks(taps).enumerate() {
+        let block = &mut out[co / b * taps * b..][..taps * b];
+        for (t, &v) in w.iter().enumerate() {
+            block[t * b + co % b] = v;
+        }
+    }
+    out
+}
+
+/// `y[n, c_out, h, w]` from `x[n, c_in, h, w]` and `weight[c_out, c_in, 3, 3]` for a geometry
+/// that [`suits`] this form. One sample per task.
+pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    let isa = isa().filter(|_| suits(g)).expect("direct::forward on a geometry it does not suit");
+    assert!(x.len() == g.n * g.in_len() && weight.len() == g.c_out * g.c_in * 9, "direct::forward: operands do not fit {g:?}");
+    let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
+    let wt = weight_blocks(g, weight, b);
+    let (wp, pp) = padded(g);
+    let len = g.n * g.out_len();
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    y.spare_capacity_mut()[..len].par_chunks_mut(g.out_len()).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(xpad, wide), (i, ys)| {
+            xpad.resize(g.c_in * pp + SLACK, 0.0);
+            pad_sample(g, &x[i * g.in_len()..][..g.in_len()], xpad);
+            for block in 0..g.c_out / b {
+                let yb = &mut ys[block * b * g.cols()..][..b * g.cols()];
+                let wb = &wt[block * g.c_in * 9 * b..][..g.c_in * 9 * b];
+                if !walk.is_spread() {
+                    // SAFETY: `yb` is this block's `b` output planes; `block_forward` writes each of
+                    // their slots once and reads inside `xpad` and `wb` (see `Walk::rows`). The
+                    // instruction set was detected.
+                    unsafe { x86::block_forward(isa, g, walk, xpad, wb, yb.as_mut_ptr().cast()) };
+                    continue;
+                }
+                wide.resize(b * walk.y_plane, 0.0);
+                // SAFETY: as above, into `wide` (`b` spread planes); the reads past a plane's end
+                // stay inside `xpad`'s slack.
+                unsafe { x86::block_forward(isa, g, walk, xpad, wb, wide.as_mut_ptr()) };
+                for (dst, src) in yb.chunks_mut(g.cols()).zip(wide.chunks(walk.y_plane)) {
+                    for (line, from) in dst.chunks_mut(g.w).zip(src.chunks(wp)) {
+                        for (d, &v) in line.iter_mut().zip(from) {
+                            d.write(v);
+                        }
+                    }
+                }
+            }
+        },
+    );
+    // SAFETY: every sample's task wrote all of its `out_len` slots, block by block.
+    unsafe { y.set_len(len) };
+    y
+}
+
+/// `dweight[c_out, c_in, 3, 3]` from `x` and the output gradient `dy`, for a geometry that
+/// [`suits`] this form: per chunk of samples and block of output channels, the products of
+/// each input channel and kernel row summed over the chunk's pixels in vector lanes, then over
+/// the lanes; the chunks' sums are added in chunk order.
+pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let isa = isa().filter(|_| suits(g)).expect("direct::weight_grad on a geometry it does not suit");
+    assert!(x.len() == g.n * g.in_len() && dy.len() == g.n * g.out_len(), "direct::weight_grad: operands do not fit {g:?}");
+    let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
+    let (wp, pp) = padded(g);
+    let mut xpad = vec![0f32; g.n * g.c_in * pp + SLACK];
+    xpad[..g.n * g.c_in * pp].par_chunks_mut(g.c_in * pp).zip(x.par_chunks(g.in_len())).for_each(|(dst, src)| pad_sample(g, src, dst));
+    // Enough samples per chunk to keep the partial sums few (each is a whole weight), about
+    // 256 vectors' worth.
+    let size = 256usize.div_ceil(walk.count()).clamp(1, g.n);
+    let part = g.c_out * g.c_in * 9;
+    let blocks = g.c_out / b;
+    let mut partial = vec![0f32; g.n.div_ceil(size) * part];
+    partial.par_chunks_mut(b * g.c_in * 9).enumerate().for_each_init(Vec::new, |placed, (task, dw)| {
+        let (chunk, block) = (task / blocks, task % blocks);
+        let first = chunk * size;
+        let count = size.min(g.n - first);
+        if walk.is_spread() {
+            // The block's output gradient at the spread planes' positions, zero at the padding
+            // columns (their products must add nothing), sample after sample.
+            placed.clear();
+            placed.resize(count * b * walk.y_plane, 0.0);
+            for (s, planes) in placed.chunks_mut(b * walk.y_plane).enumerate() {
+                let src = &dy[((first + s) * g.c_out + block * b) * g.cols()..][..b * g.cols()];
+                for (from, to) in src.chunks(g.cols()).zip(planes.chunks_mut(walk.y_plane)) {
+                    for (line, out) in from.chunks(g.w).zip(to.chunks_mut(wp)) {
+                        out[..g.w].copy_from_slice(line);
+                    }
+                }
+            }
+        }
+        let (grad, stride) =
+            if walk.is_spread() { (&placed[..], b * walk.y_plane) } else { (&dy[(first * g.c_out + block * b) * g.cols()..], g.out_len()) };
+        // SAFETY: `grad` holds the chunk's `count` samples of the block's `b` planes at
+        // `stride` per sample, `xpad` the chunk's padded inputs (plus slack); `dw` holds the
+        // block's `b * c_in * 9` values, each written once. The instruction set was detected.
+        unsafe { x86::block_weight_grad(isa, g, walk, &xpad[first * g.c_in * pp..], (grad, stride), count, dw) }
+    });
+    sum_in_order(&partial, part)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The tiles, generic over the vector type, and their entry points compiled for each
+    //! instruction set (the generic code is inlined into them, so it gets their features).
+
+    use super::{padded, Geometry, Isa, Walk};
+    use std::arch::x86_64::*;
+
+    /// One vector type's operations.
+    trait Lanes {
+        /// Lanes per vector.
+        const W: usize;
+        /// The register type.
+        type V: Copy;
+        unsafe fn zero() -> Self::V;
+        unsafe fn load(p: *const f32) -> Self::V;
+        unsafe fn splat(v: f32) -> Self::V;
+        /// `a * b + c`.
+        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        unsafe fn store(p: *mut f32, v: Self::V);
+    }
+
+    /// 16 f32 lanes.
+    struct Wide;
+    /// 8 f32 lanes.
+    struct Narrow;
+
+    impl Lanes for Wide {
+        const W: usize = 16;
+        type V = __m512;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m512 {
+            _mm512_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            _mm512_storeu_ps(p, v)
+        }
+    }
+
+    impl Lanes for Narrow {
+        const W: usize = 8;
+        type V = __m256;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m256 {
+            _mm256_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            _mm256_storeu_ps(p, v)
+        }
+    }
+
+    /// `C` output channels x `P` output vectors: the sum over input channels and taps, in that
+    /// order, then one store per vector. `xs` is the sample's padded planes, `wt` the block's
+    /// `[c_in][9][C]` weights, `outs[p]` where vector `p` of the block's first channel goes
+    /// (channel `c` at `+ c * plane`).
+    #[inline(always)]
+    unsafe fn forward_tile<L: Lanes, const C: usize, const P: usize>(
+        xs: *const f32,
+        offs: [usize; P],
+        wt: *const f32,
+        c_in: usize,
+        (wp, pp): (usize, usize),
+        outs: [*mut f32; P],
+        plane: usize,
+    ) {
+        let mut acc = [[L::zero(); P]; C];
+        for ci in 0..c_in {
+            let (xc, wc) = (xs.add(ci * pp), wt.add(ci * 9 * C));
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let mut xv = [L::zero(); P];
+                    for p in 0..P {
+                        xv[p] = L::load(xc.add(offs[p] + ky * wp + kx));
+                    }
+                    let wk = wc.add((ky * 3 + kx) * C);
+                    for (c, row) in acc.iter_mut().enumerate() {
+                        let b = L::splat(*wk.add(c));
+                        for p in 0..P {
+                            row[p] = L::fma(b, xv[p], row[p]);
+                        }
+                    }
+                }
+            }
+        }
+        for (c, row) in acc.iter().enumerate() {
+            for p in 0..P {
+                L::store(outs[p].add(c * plane), row[p]);
+            }
+        }
+    }
+
+    /// One block of `C` output channels of one sample (at `y`, planes `walk.y_plane` apart):
+    /// the walk's vectors `P` at a time, the rest one by one.
+    #[inline(always)]
+    unsafe fn forward_with<L: Lanes, const C: usize, const P: usize>(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
+        let padded = padded(g);
+        let vectors = walk.count();
+        let mut v = 0;
+        while v + P <= vectors {
+            let (mut offs, mut outs) = ([0; P], [y; P]);
+            for p in 0..P {
+                let (a, b) = walk.at(v + p);
+                (offs[p], outs[p]) = (a, y.add(b));
+            }
+            forward_tile::<L, C, P>(xpad.as_ptr(), offs, wt.as_ptr(), g.c_in, padded, outs, walk.y_plane);
+            v += P;
+        }
+        for v in v..vectors {
+            let (a, b) = walk.at(v);
+            forward_tile::<L, C, 1>(xpad.as_ptr(), [a], wt.as_ptr(), g.c_in, padded, [y.add(b)], walk.y_plane);
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn forward_wide(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
+        forward_with::<Wide, 8, 3>(g, walk, xpad, wt, y)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
+        forward_with::<Narrow, 4, 2>(g, walk, xpad, wt, y)
+    }
+
+    /// One block of output channels of one sample from its padded planes and the block's weights.
+    pub(super) unsafe fn block_forward(isa: Isa, g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
+        match isa {
+            Isa::Avx512 => forward_wide(g, walk, xpad, wt, y),
+            Isa::Avx2 => forward_avx2(g, walk, xpad, wt, y),
+        }
+    }
+
+    /// The weight gradient of a block of `C` output channels over `count` samples: for each
+    /// sample, input channel and kernel row, `C x 3` lane sums (`kx` = 0..3) over the walk's
+    /// vectors, carried from sample to sample in `sums`; at the end each is summed over its
+    /// lanes in order into `dw[c][ci][ky][kx]`. One sample's `C` gradient planes are read for
+    /// every input channel and row while they sit in L1 (32 KB at 32x32); running over all
+    /// samples per input channel instead streamed them from L2 and ran at half the rate.
+    #[inline(always)]
+    unsafe fn weight_grad_with<L: Lanes, const C: usize>(
+        g: &Geometry,
+        walk: Walk,
+        xpad: &[f32],
+        (dy, stride): (&[f32], usize),
+        count: usize,
+        dw: &mut [f32],
+    ) {
+        let (wp, pp) = padded(g);
+        let mut sums = vec![[[L::zero(); 3]; C]; g.c_in * 3];
+        for s in 0..count {
+            let ds = dy.as_ptr().add(s * stride);
+            for ci in 0..g.c_in {
+                for ky in 0..3 {
+                    let xs = xpad.as_ptr().add((s * g.c_in + ci) * pp + ky * wp);
+                    let slot = &mut sums[ci * 3 + ky];
+                    let mut acc = *slot;
+                    for r in 0..walk.rows {
+                        for j in (0..walk.per_row * L::W).step_by(L::W) {
+                            let (a, b) = (r * walk.x_row + j, r * walk.y_row + j);
+                            let xv = [L::load(xs.add(a)), L::load(xs.add(a + 1)), L::load(xs.add(a + 2))];
+                            for (c, row) in acc.iter_mut().enumerate() {
+                                let d = L::load(ds.add(c * walk.y_plane + b));
+                                for kx in 0..3 {
+                                    row[kx] = L::fma(d, xv[kx], row[kx]);
+                                }
+                            }
+                        }
+                    }
+                    *slot = acc;
+                }
+            }
+        }
+        let mut lanes = [0f32; 16];
+        for (t, slot) in sums.iter().enumerate() {
+            let (ci, ky) = (t / 3, t % 3);
+            for (c, row) in slot.iter().enumerate() {
+                for (kx, &v) in row.iter().enumerate() {
+                    L::store(lanes.as_mut_ptr(), v);
+                    dw[(c * g.c_in + ci) * 9 + ky * 3 + kx] = lanes[..L::W].iter().sum();
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn weight_grad_wide(g: &Geometry, walk: Walk, xpad: &[f32], dy: (&[f32], usize), count: usize, dw: &mut [f32]) {
+        weight_grad_with::<Wide, 8>(g, walk, xpad, dy, count, dw)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn weight_grad_avx2(g: &Geometry, walk: Walk, xpad: &[f32], dy: (&[f32], usize), count: usize, dw: &mut [f32]) {
+        weight_grad_with::<Narrow, 4>(g, walk, xpad, dy, count, dw)
+    }
+
+    /// The weight gradient of one block of output channels over `count` samples (padded inputs
+    /// from `xpad`, the block's output gradient planes at `dy.0`, `dy.1` apart per sample),
+    /// into `dw` (`[block][c_in][3][3]`).
+    pub(super) unsafe fn block_weight_grad(
+        isa: Isa,
+        g: &Geometry,
+        walk: Walk,
+        xpad: &[f32],
+        dy: (&[f32], usize),
+        count: usize,
+        dw: &mut [f32],
+    ) {
+        match isa {
+            Isa::Avx512 => weight_grad_wide(g, walk, xpad, dy, count, dw),
+            Isa::Avx2 => weight_grad_avx2(g, walk, xpad, dy, count, dw),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    //! Off x86-64 [`super::suits`] is false and nothing here is reached.
+
+    use super::{Geometry, Isa, Walk};
+
+    pub(super) unsafe fn block_forward(_: Isa, _: &Geometry, _: Walk, _: &[f32], _: &[f32], _: *mut f32) {
+        unreachable!("the direct convolution needs x86-64")
+    }
+
+    pub(super) unsafe fn block_weight_grad(_: Isa, _: &Geometry, _: Walk, _: &[f32], _: (&[f32], usize), _: usize, _: &mut [f32]) {
+        unreachable!("the direct convolution needs x86-64")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{flipped_transpose, im2col_forward, im2col_weight_grad, input_grad_scatter, transposed_geometry, Geometry};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5).collect()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max)
+    }
+
+    /// `(n, c_in, h, w, c_out)` of 3x3 "same" convolutions: ResNet-20's three stages (rows of
+    /// whole vectors, then an 8x8 plane spread over its padded positions), a plane with one
+    /// vector per row, a batch that leaves a partial chunk, a 3-channel input (ResNet's stem),
+    /// the ConvNet's layers (28x28 from 1 channel, 14x14, 7x7: all spread).
+    const CASES: [(usize, usize, usize, usize, usize); 9] = [
+        (3, 16, 32, 32, 16),
+        (5, 32, 16, 16, 32),
+        (7, 64, 8, 8, 64),
+        (2, 8, 5, 16, 24),
+        (41, 8, 8, 8, 8),
+        (2, 3, 32, 32, 16),
+        (3, 1, 28, 28, 32),
+        (3, 32, 14, 14, 64),
+        (2, 64, 7, 7, 128),
+    ];
+
+    fn geometries() -> Vec<Geometry> {
+        let all: Vec<Geometry> =
+            CASES.iter().map(|&(n, c_in, h, w, c_out)| Geometry { n, c_in, h, w, c_out, k: 3, stride: 1, pad: 1 }).collect();
+        if !all.iter().all(super::suits) {
+            // A CPU without AVX2 and FMA (or NORMWD_CONV_DIRECT=off): the form is never used.
+            eprintln!("direct convolution not available here: its tests compare nothing");
+            return Vec::new();
+        }
+        all
+    }
+
+    /// The direct forward equals im2col's GEMM (different summation orders: a tolerance of f32
+    /// rounding over `c_in * 9` terms of size <= 0.25).
+    #[test]
+    fn direct_forward_equals_im2col() {
+        for g in geometries() {
+            let x = values(g.n * g.in_len(), 1);
+            let wt = values(g.c_out * g.c_in * 9, 2);
+            let d = max_diff(&super::forward(&g, &x, &wt), &im2col_forward(&g, &x, &wt));
+            assert!(d < 1e-7 * (g.c_in * 9) as f32 + 1e-5, "{g:?}: direct and im2col outputs differ by {d}");
+        }
+    }
+
+    /// The input gradient as the direct forward of the flipped, transposed weight equals
+    /// im2col's GEMM and fold-back.
+    #[test]
+    fn direct_input_gradient_equals_col2im() {
+        for g in geometries().into_iter().filter(|g| g.c_in % 8 == 0) {
+            let t = transposed_geometry(&g).expect("a stride-1 geometry");
+            assert!(super::suits(&t), "{t:?} should take the direct form");
+            let dy = values(g.n * g.out_len(), 3);
+            let wt = values(g.c_out * g.c_in * 9, 4);
+            let ours = super::forward(&t, &dy, &flipped_transpose(&g, &wt));
+            let d = max_diff(&ours, &input_grad_scatter(&g, &wt, &dy));
+            assert!(d < 1e-7 * (g.c_out * 9) as f32 + 1e-5, "{g:?}: direct and col2im input gradients differ by {d}");
+        }
+    }
+
+    /// The weight gradient equals im2col's (sums over up to 41 samples x 1024 pixels of
+    /// products ~0.25: a tolerance relative to the largest value).
+    #[test]
+    fn direct_weight_gradient_equals_im2col() {
+        for g in geometries() {
+            let x = values(g.n * g.in_len(), 5);
+            let dy = values(g.n * g.out_len(), 6);
+            let (ours, reference) = (super::weight_grad(&g, &x, &dy), im2col_weight_grad(&g, &x, &dy));
+            let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let d = max_diff(&ours, &reference);
+            assert!(d < 1e-5 * scale * (g.n * g.h * g.w) as f32 / 1024.0 + 1e-4, "{g:?}: weight gradients differ by {d} (largest {scale})");
+        }
+    }
+}
