@@ -223,6 +223,40 @@ fn fused_batch_norm_relu_pool_matches_burns_three_ops() {
     check_bn_relu_pool([2, 17, 28, 28]);
 }
 
+fn check_bn_add_relu(shape: [usize; 4]) {
+    let device = Device::flex().autodiff();
+    let make = || {
+        let (x, g, b) = norm_inputs(shape, 30, &device);
+        (x, g, b, tensor(shape, 33, &device).require_grad())
+    };
+    let weights = tensor(shape, 34, &device);
+    let (x1, g1, b1, s1) = make();
+    let (y1, mean1, var1) = kernels::bn_add_relu(x1.clone(), g1.clone(), b1.clone(), s1.clone(), 1e-5);
+    let grads1 = y1.clone().mul(weights.clone()).sum().backward();
+
+    let (x2, g2, b2, s2) = make();
+    let out = batch_norm_train(x2.clone(), g2.clone(), b2.clone(), 1e-5);
+    let y2 = burn::tensor::activation::relu(out.output.add(s2.clone()));
+    let grads2 = y2.clone().mul(weights).sum().backward();
+
+    let what = format!("bn+add+relu {shape:?}");
+    let tol = 2e-5;
+    assert_close(&format!("{what}: output"), y1, y2, tol);
+    assert_close(&format!("{what}: mean"), mean1, out.mean, tol);
+    assert_close(&format!("{what}: variance"), var1, out.variance, tol);
+    assert_close(&format!("{what}: dx"), x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), tol);
+    assert_close(&format!("{what}: dgamma"), g1.grad(&grads1).unwrap(), g2.grad(&grads2).unwrap(), tol);
+    assert_close(&format!("{what}: dbeta"), b1.grad(&grads1).unwrap(), b2.grad(&grads2).unwrap(), tol);
+    assert_close(&format!("{what}: dshortcut"), s1.grad(&grads1).unwrap(), s2.grad(&grads2).unwrap(), tol);
+}
+
+#[test]
+fn fused_batch_norm_add_relu_matches_burns_three_ops() {
+    check_bn_add_relu([4, 3, 8, 8]);
+    check_bn_add_relu([3, 17, 7, 9]);
+    check_bn_add_relu([6, 16, 32, 32]);
+}
+
 #[test]
 fn batch_norm_on_a_channel_major_dense_input_matches_burn() {
     // A Dense layer's output is the transpose of a contiguous [c, n] matrix; the kernel then works

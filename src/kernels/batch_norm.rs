@@ -106,16 +106,36 @@ pub fn stats(x: &[f32], d: Dims, eps: f64) -> Stats {
     Stats { mean, var, invstd }
 }
 
-/// Applies `y = a[ch] * (x - mean[ch]) + b[ch]` per channel, then ReLU if `relu`, one sample
-/// per task (centring first keeps the rounding of `x * a - mean * a` out when the mean is large).
-fn affine(x: &[f32], d: Dims, mean: &[f32], a: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+/// What follows the normalization in one pass.
+#[derive(Clone, Copy)]
+enum After<'a> {
+    /// Nothing.
+    Nothing,
+    /// A ReLU.
+    Relu,
+    /// A residual added (laid out like the input), then a ReLU.
+    AddRelu(&'a [f32]),
+}
+
+/// Applies `y = a[ch] * (x - mean[ch]) + b[ch]` per channel, then what `after` says, one
+/// sample per task (centring first keeps the rounding of `x * a - mean * a` out when the mean is
+/// large).
+fn affine(x: &[f32], d: Dims, mean: &[f32], a: &[f32], b: &[f32], after: After<'_>) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len());
-    out.spare_capacity_mut()[..x.len()].par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).for_each(|(yo, xi)| {
+    let len = d.c * d.s;
+    out.spare_capacity_mut()[..x.len()].par_chunks_mut(len).zip(x.par_chunks(len)).enumerate().for_each(|(i, (yo, xi))| {
         for ch in 0..d.c {
             let (m, a, b) = (mean[ch], a[ch], b[ch]);
-            for (y, &v) in yo[ch * d.s..][..d.s].iter_mut().zip(&xi[ch * d.s..][..d.s]) {
-                let z = a * (v - m) + b;
-                y.write(if relu { z.max(0.0) } else { z });
+            let r = ch * d.s..(ch + 1) * d.s;
+            let pairs = yo[r.clone()].iter_mut().zip(&xi[r.clone()]);
+            // One loop per case, so that each is a branch-free loop the compiler vectorizes.
+            match after {
+                After::Nothing => pairs.for_each(|(y, &v)| _ = y.write(a * (v - m) + b)),
+                After::Relu => pairs.for_each(|(y, &v)| _ = y.write((a * (v - m) + b).max(0.0))),
+                After::AddRelu(res) => {
+                    let res = &res[i * len..][r];
+                    pairs.zip(res).for_each(|((y, &v), &s)| _ = y.write((a * (v - m) + b + s).max(0.0)));
+                }
             }
         }
     });
@@ -137,8 +157,35 @@ pub fn forward(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64, relu: 
     let st = stats(x, d, eps);
     // Written slot by slot without zeroing first: zeroing megabytes on the calling thread was a
     // visible part of the step.
-    let y = affine(x, d, &st.mean, &scale(gamma, &st), beta, relu);
+    let y = affine(x, d, &st.mean, &scale(gamma, &st), beta, if relu { After::Relu } else { After::Nothing });
     (y, st)
+}
+
+/// Training forward of a residual block's end: `max(batch_norm(x) + residual, 0)` in the
+/// normalization's pass, instead of two more full passes (the sum, the ReLU) and their
+/// outputs. The backward pass is [`relu_mask`] of the output gradient (the residual's
+/// gradient), then [`backward`] of that.
+pub fn forward_add_relu(x: &[f32], residual: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Stats) {
+    assert_eq!(residual.len(), x.len(), "batch-norm forward: residual and input differ in size");
+    let st = stats(x, d, eps);
+    let y = affine(x, d, &st.mean, &scale(gamma, &st), beta, After::AddRelu(residual));
+    (y, st)
+}
+
+/// `dy` where the ReLU's output `y` is positive, 0 elsewhere: the gradient through a ReLU.
+pub fn relu_mask(dy: &[f32], y: &[f32]) -> Vec<f32> {
+    assert_eq!(dy.len(), y.len(), "relu backward: gradient and output differ in size");
+    let mut out = Vec::with_capacity(y.len());
+    out.spare_capacity_mut()[..y.len()].par_chunks_mut(1 << 14).zip(dy.par_chunks(1 << 14)).zip(y.par_chunks(1 << 14)).for_each(
+        |((o, g), y)| {
+            for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+                o.write(if y > 0.0 { g } else { 0.0 });
+            }
+        },
+    );
+    // SAFETY: the chunks cover all `y.len()` slots, each written once.
+    unsafe { out.set_len(y.len()) };
+    out
 }
 
 /// Gradients of the training forward: `(dx, dgamma, dbeta)` from the output gradient `dy`.

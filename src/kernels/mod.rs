@@ -1,6 +1,6 @@
 //! Hand-written CPU kernels for the training ops where burn flex's generic implementations
 //! cost most (PERFORMANCE.md has the profiles): batch norm in training mode (alone, with a ReLU,
-//! or with a ReLU and 2x2 max pooling), the 2-D convolution and max pooling, forward and
+//! with a residual sum and a ReLU, or with a ReLU and 2x2 max pooling), the 2-D convolution and max pooling, forward and
 //! backward. They plug into burn through its backend-extension mechanism, with the backward
 //! passes written here, and run only on the CPU (flex) device with f32 data; everywhere else the
 //! models use burn's own ops ([`applies`] decides). `tests/kernels.rs` checks values and
@@ -48,6 +48,15 @@ pub trait Kernels: Backend {
     /// The probes' per-row sums of an update `w -> w2` with gradient `g` (all `[rows, cols]`):
     /// `[rows, 5]` holding `||w_r||^2, ||g_r||^2, <w_r,g_r>, <w_r,w2_r>, ||w2_r||^2`, untracked.
     fn nw_row_sums(w: FloatTensor<Self>, g: FloatTensor<Self>, w2: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// A residual block's end in one op: `max(batch_norm_train(x) + shortcut, 0)`, the shortcut
+    /// laid out like `x`: `(output, batch mean, biased batch variance)`.
+    fn nw_bn_add_relu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        shortcut: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// Batch-norm training forward, ReLU and 2x2 stride-2 max pooling in one op:
     /// `(pooled output, batch mean, biased batch variance)`.
     fn nw_bn_relu_pool(
@@ -118,6 +127,26 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) ->
 /// `(output, mean, biased variance)`. Call only where [`applies`] holds.
 pub fn bn_relu_pool(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
     let (y, mean, var) = <Dispatch as Kernels>::nw_bn_relu_pool(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), epsilon);
+    (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var))
+}
+
+/// `max(batch_norm_train(x) + shortcut, 0)` with the CPU kernels, one op: `(output, mean,
+/// biased variance)`. Call only where [`applies`] holds.
+pub fn bn_add_relu<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    shortcut: Tensor<D>,
+    epsilon: f64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    assert_eq!(x.dims(), shortcut.dims(), "bn_add_relu: input and shortcut differ in shape");
+    let (y, mean, var) = <Dispatch as Kernels>::nw_bn_add_relu(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        shortcut.into_dispatch(),
+        epsilon,
+    );
     (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var))
 }
 
@@ -284,6 +313,11 @@ fn bn_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f6
     in_layout(x, &[], |xs, _, d| batch_norm::forward(xs, d, &g, &b, epsilon, relu))
 }
 
+fn bn_add_relu_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, shortcut: &FlexTensor, epsilon: f64) -> (FlexTensor, batch_norm::Stats) {
+    let (g, b) = (values(gamma), values(beta));
+    in_layout(x, &[shortcut], |xs, res, d| batch_norm::forward_add_relu(xs, &res[0], d, &g, &b, epsilon))
+}
+
 fn conv_forward(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> FlexTensor {
     let g = conv_geometry(&shape(x), &shape(weight), stride, padding);
     let y = conv::forward(&g, &values(x), &values(weight));
@@ -334,6 +368,12 @@ impl Kernels for Flex {
         linear_forward(&x, &w)
     }
 
+    fn nw_bn_add_relu(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, shortcut: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (y, st) = bn_add_relu_forward(&x, &gamma, &beta, &shortcut, epsilon);
+        let c = st.mean.len();
+        (y, flex(st.mean, vec![c]), flex(st.var, vec![c]))
+    }
+
     fn nw_bn_relu_pool(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (y, _, st) = bn_pool_forward(&x, &gamma, &beta, epsilon);
         let c = st.mean.len();
@@ -373,6 +413,32 @@ impl Backward<Flex, 3> for BatchNormBackward {
             (dx, (dgamma, dbeta))
         });
         register_norm_grads(grads, ops.parents.map(|p| p.map(|n| n.id)), dx, g);
+    }
+}
+
+/// The residual block end's backward step: parents `[x, gamma, beta, shortcut]`.
+#[derive(Debug)]
+struct BnAddReluBackward;
+
+impl Backward<Flex, 4> for BnAddReluBackward {
+    /// Input, gamma, statistics and the output (positive where the ReLU passed).
+    type State = (FlexTensor, FlexTensor, batch_norm::Stats, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, gamma, st, y) = ops.state;
+        let [node_x, node_gamma, node_beta, node_shortcut] = ops.parents.map(|p| p.map(|n| n.id));
+        // The gradient past the ReLU is the shortcut's and the normalization's output's.
+        let (through, ()) = in_layout(&y, &[&dy], |ys, dys, _| (batch_norm::relu_mask(&dys[0], ys), ()));
+        let gamma = values(&gamma);
+        let (dx, g) = in_layout(&x, &[&through], |xs, ds, d| {
+            let (dx, dgamma, dbeta) = batch_norm::backward(xs, &ds[0], d, &gamma, &st, None);
+            (dx, (dgamma, dbeta))
+        });
+        register_norm_grads(grads, [node_x, node_gamma, node_beta], dx, g);
+        if let Some(id) = node_shortcut {
+            grads.register::<Flex>(id, through);
+        }
     }
 }
 
@@ -510,6 +576,23 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         let (mean, var) = constant_stats::<C>(&st);
         let out = match BnPoolBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, st, winner), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (out, mean, var)
+    }
+
+    fn nw_bn_add_relu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        shortcut: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (xp, gp) = (x.primitive().clone(), gamma.primitive().clone());
+        let (y, st) = bn_add_relu_forward(&xp, &gp, beta.primitive(), shortcut.primitive(), epsilon);
+        let (mean, var) = constant_stats::<C>(&st);
+        let out = match BnAddReluBackward.prepare::<C>([x.node(), gamma.node(), beta.node(), shortcut.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((xp, gp, st, y.clone()), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         (out, mean, var)

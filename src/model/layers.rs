@@ -248,6 +248,19 @@ impl Norm {
         max_pool(self.forward_relu(x), 2, 2)
     }
 
+    /// `relu(norm(x) + shortcut)`, a residual block's end (one fused op for batch norm in
+    /// training on the CPU: neither the sum nor the normalized map is stored).
+    pub fn forward_add_relu<const D: usize>(&self, x: Tensor<D>, shortcut: Tensor<D>) -> Tensor<D> {
+        if self.groups == 0 && x.is_autodiff() && kernels::applies(&x) {
+            let count = x.dims().iter().product::<usize>() / x.dims()[1];
+            let device = x.device();
+            let (out, mean, variance) = kernels::bn_add_relu(x, self.gamma.val(), self.beta.val(), shortcut, self.epsilon);
+            self.track(mean, variance, count, &device);
+            return out;
+        }
+        burn::tensor::activation::relu(self.forward(x).add(shortcut))
+    }
+
     fn apply<const D: usize>(&self, x: Tensor<D>, relu: bool) -> Tensor<D> {
         let dims = x.dims();
         let c = dims[1];
@@ -345,13 +358,5 @@ pub fn norm_relu<const D: usize>(norm: &Option<Norm>, x: Tensor<D>) -> Tensor<D>
     match norm {
         Some(n) => n.forward_relu(x),
         None => burn::tensor::activation::relu(x),
-    }
-}
-
-/// Applies an optional normalization layer.
-pub fn maybe_norm<const D: usize>(norm: &Option<Norm>, x: Tensor<D>) -> Tensor<D> {
-    match norm {
-        Some(n) => n.forward(x),
-        None => x,
     }
 }

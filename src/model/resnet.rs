@@ -4,7 +4,7 @@
 //! linear classifier. About 0.27M parameters.
 
 use super::init::Init;
-use super::layers::{max_pool, maybe_norm, norm_relu, Conv, Dense, Norm, NormKind};
+use super::layers::{max_pool, norm_relu, Conv, Dense, Norm, NormKind};
 use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
@@ -30,7 +30,7 @@ pub struct BasicBlock {
 impl BasicBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let out = norm_relu(&self.norm1, self.conv1.forward(x.clone()));
-        let out = maybe_norm(&self.norm2, self.conv2.forward(out));
+        let out = self.conv2.forward(out);
         let short = if self.stride == 1 && self.pad_channels == 0 {
             x
         } else {
@@ -41,7 +41,10 @@ impl BasicBlock {
             let zeros = |c: usize| Tensor::<4>::zeros([n, c, h, w], &s.device());
             Tensor::cat(vec![zeros(half), s.clone(), zeros(self.pad_channels - half)], 1)
         };
-        relu(out.add(short))
+        match &self.norm2 {
+            Some(norm) => norm.forward_add_relu(out, short),
+            None => relu(out.add(short)),
+        }
     }
 }
 

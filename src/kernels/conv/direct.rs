@@ -14,7 +14,8 @@
 //! false and the convolution takes the other forms. Every sum runs in a fixed order that depends
 //! only on the geometry and the vector width, never on the thread count.
 
-use super::{pad_plane, sum_in_order, Geometry};
+use super::{as_uninit, pad_plane, sum_in_order, Geometry};
+use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 /// The vector instructions the kernels run with.
@@ -44,32 +45,42 @@ impl Isa {
     }
 }
 
-/// What this CPU offers, read once; `None` off x86-64, without AVX2 and FMA, or when
-/// `NORMWD_CONV_DIRECT=off` (for timing the other forms in the same build).
-fn isa() -> Option<Isa> {
-    static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
-    *ISA.get_or_init(|| {
+/// The instruction sets this CPU runs, widest first, read once; none off x86-64, without AVX2
+/// and FMA, or when `NORMWD_CONV_DIRECT=off` (for timing the other forms in the same build).
+fn available() -> &'static [Isa] {
+    static ISAS: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
+    ISAS.get_or_init(|| {
+        let mut found = Vec::new();
         if std::env::var("NORMWD_CONV_DIRECT").is_ok_and(|v| v == "off") {
-            return None;
+            return found;
         }
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx512f") {
-                return Some(Isa::Avx512);
+                found.push(Isa::Avx512);
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Some(Isa::Avx2);
+                found.push(Isa::Avx2);
             }
         }
-        None
+        found
     })
+}
+
+/// The widest instruction set available.
+fn isa() -> Option<Isa> {
+    available().first().copied()
 }
 
 /// Whether the direct form computes `g`: a 3x3 stride-1 convolution with padding 1 (output as
 /// large as the input) whose output channels are a multiple of the tile's block, on a CPU with
 /// the instructions.
 pub fn suits(g: &Geometry) -> bool {
-    g.k == 3 && g.stride == 1 && g.pad == 1 && isa().is_some_and(|i| g.c_out.is_multiple_of(i.block()))
+    isa().is_some_and(|i| suits_on(i, g))
+}
+
+fn suits_on(isa: Isa, g: &Geometry) -> bool {
+    g.k == 3 && g.stride == 1 && g.pad == 1 && g.c_out.is_multiple_of(isa.block())
 }
 
 /// The padded plane's width and size.
@@ -135,8 +146,9 @@ impl Walk {
     }
 }
 
-/// Copies one sample's `c_in` planes into `out` (`c_in` padded planes, zero borders).
-fn pad_sample(g: &Geometry, x: &[f32], out: &mut [f32]) {
+/// Copies one sample's `c_in` planes into `out` (`c_in` padded planes, zero borders; every
+/// slot written, so `out` may be uninitialized).
+fn pad_sample(g: &Geometry, x: &[f32], out: &mut [MaybeUninit<f32>]) {
     let (_, pp) = padded(g);
     for (src, dst) in x.chunks(g.h * g.w).zip(out.chunks_mut(pp)) {
         pad_plane(src, g.h, g.w, g.pad, dst);
@@ -160,7 +172,12 @@ fn weight_blocks(g: &Geometry, weight: &[f32], b: usize) -> Vec<f32> {
 /// `y[n, c_out, h, w]` from `x[n, c_in, h, w]` and `weight[c_out, c_in, 3, 3]` for a geometry
 /// that [`suits`] this form. One sample per task.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
-    let isa = isa().filter(|_| suits(g)).expect("direct::forward on a geometry it does not suit");
+    forward_on(isa().expect("direct::forward without the instructions"), g, x, weight)
+}
+
+/// [`forward`] with the given instruction set (one of [`available`]).
+fn forward_on(isa: Isa, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    assert!(available().contains(&isa) && suits_on(isa, g), "direct::forward on {g:?}, which it does not suit");
     assert!(x.len() == g.n * g.in_len() && weight.len() == g.c_out * g.c_in * 9, "direct::forward: operands do not fit {g:?}");
     let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
     let wt = weight_blocks(g, weight, b);
@@ -171,7 +188,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
         || (Vec::new(), Vec::new()),
         |(xpad, wide), (i, ys)| {
             xpad.resize(g.c_in * pp + SLACK, 0.0);
-            pad_sample(g, &x[i * g.in_len()..][..g.in_len()], xpad);
+            pad_sample(g, &x[i * g.in_len()..][..g.in_len()], as_uninit(xpad));
             for block in 0..g.c_out / b {
                 let yb = &mut ys[block * b * g.cols()..][..b * g.cols()];
                 let wb = &wt[block * g.c_in * 9 * b..][..g.c_in * 9 * b];
@@ -206,12 +223,24 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 /// each input channel and kernel row summed over the chunk's pixels in vector lanes, then over
 /// the lanes; the chunks' sums are added in chunk order.
 pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let isa = isa().filter(|_| suits(g)).expect("direct::weight_grad on a geometry it does not suit");
+    weight_grad_on(isa().expect("direct::weight_grad without the instructions"), g, x, dy)
+}
+
+/// [`weight_grad`] with the given instruction set (one of [`available`]).
+fn weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert!(available().contains(&isa) && suits_on(isa, g), "direct::weight_grad on {g:?}, which it does not suit");
     assert!(x.len() == g.n * g.in_len() && dy.len() == g.n * g.out_len(), "direct::weight_grad: operands do not fit {g:?}");
     let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
     let (wp, pp) = padded(g);
-    let mut xpad = vec![0f32; g.n * g.c_in * pp + SLACK];
-    xpad[..g.n * g.c_in * pp].par_chunks_mut(g.c_in * pp).zip(x.par_chunks(g.in_len())).for_each(|(dst, src)| pad_sample(g, src, dst));
+    // Written plane by plane without zeroing first (megabytes per layer), the slack zeroed.
+    let len = g.n * g.c_in * pp;
+    let mut xpad: Vec<f32> = Vec::with_capacity(len + SLACK);
+    let room = &mut xpad.spare_capacity_mut()[..len + SLACK];
+    room[len..].fill(MaybeUninit::new(0.0));
+    room[..len].par_chunks_mut(g.c_in * pp).zip(x.par_chunks(g.in_len())).for_each(|(dst, src)| pad_sample(g, src, dst));
+    // SAFETY: the samples' padded planes cover the first `len` slots, each written by
+    // `pad_sample`, and the slack was filled.
+    unsafe { xpad.set_len(len + SLACK) };
     // Enough samples per chunk to keep the partial sums few (each is a whole weight), about
     // 256 vectors' worth.
     let size = 256usize.div_ceil(walk.count()).clamp(1, g.n);
@@ -529,25 +558,29 @@ mod tests {
     ];
 
     fn geometries() -> Vec<Geometry> {
-        let all: Vec<Geometry> =
-            CASES.iter().map(|&(n, c_in, h, w, c_out)| Geometry { n, c_in, h, w, c_out, k: 3, stride: 1, pad: 1 }).collect();
-        if !all.iter().all(super::suits) {
+        CASES.iter().map(|&(n, c_in, h, w, c_out)| Geometry { n, c_in, h, w, c_out, k: 3, stride: 1, pad: 1 }).collect()
+    }
+
+    /// Every instruction set this CPU runs (AVX-512 and AVX2 on an AVX-512 machine), so each
+    /// kernel is checked where it can run.
+    fn isas() -> &'static [super::Isa] {
+        let isas = super::available();
+        if isas.is_empty() {
             // A CPU without AVX2 and FMA (or NORMWD_CONV_DIRECT=off): the form is never used.
             eprintln!("direct convolution not available here: its tests compare nothing");
-            return Vec::new();
         }
-        all
+        isas
     }
 
     /// The direct forward equals im2col's GEMM (different summation orders: a tolerance of f32
     /// rounding over `c_in * 9` terms of size <= 0.25).
     #[test]
     fn direct_forward_equals_im2col() {
-        for g in geometries() {
+        for (&isa, g) in isas().iter().flat_map(|i| std::iter::repeat(i).zip(geometries())) {
             let x = values(g.n * g.in_len(), 1);
             let wt = values(g.c_out * g.c_in * 9, 2);
-            let d = max_diff(&super::forward(&g, &x, &wt), &im2col_forward(&g, &x, &wt));
-            assert!(d < 1e-7 * (g.c_in * 9) as f32 + 1e-5, "{g:?}: direct and im2col outputs differ by {d}");
+            let d = max_diff(&super::forward_on(isa, &g, &x, &wt), &im2col_forward(&g, &x, &wt));
+            assert!(d < 1e-7 * (g.c_in * 9) as f32 + 1e-5, "{isa:?} {g:?}: direct and im2col outputs differ by {d}");
         }
     }
 
@@ -555,14 +588,13 @@ mod tests {
     /// im2col's GEMM and fold-back.
     #[test]
     fn direct_input_gradient_equals_col2im() {
-        for g in geometries().into_iter().filter(|g| g.c_in % 8 == 0) {
-            let t = transposed_geometry(&g).expect("a stride-1 geometry");
-            assert!(super::suits(&t), "{t:?} should take the direct form");
+        for (&isa, g) in isas().iter().flat_map(|i| std::iter::repeat(i).zip(geometries())) {
+            let Some(t) = transposed_geometry(&g).filter(|t| super::suits_on(isa, t)) else { continue };
             let dy = values(g.n * g.out_len(), 3);
             let wt = values(g.c_out * g.c_in * 9, 4);
-            let ours = super::forward(&t, &dy, &flipped_transpose(&g, &wt));
+            let ours = super::forward_on(isa, &t, &dy, &flipped_transpose(&g, &wt));
             let d = max_diff(&ours, &input_grad_scatter(&g, &wt, &dy));
-            assert!(d < 1e-7 * (g.c_out * 9) as f32 + 1e-5, "{g:?}: direct and col2im input gradients differ by {d}");
+            assert!(d < 1e-7 * (g.c_out * 9) as f32 + 1e-5, "{isa:?} {g:?}: direct and col2im input gradients differ by {d}");
         }
     }
 
@@ -570,13 +602,14 @@ mod tests {
     /// products ~0.25: a tolerance relative to the largest value).
     #[test]
     fn direct_weight_gradient_equals_im2col() {
-        for g in geometries() {
+        for (&isa, g) in isas().iter().flat_map(|i| std::iter::repeat(i).zip(geometries())) {
             let x = values(g.n * g.in_len(), 5);
             let dy = values(g.n * g.out_len(), 6);
-            let (ours, reference) = (super::weight_grad(&g, &x, &dy), im2col_weight_grad(&g, &x, &dy));
+            let (ours, reference) = (super::weight_grad_on(isa, &g, &x, &dy), im2col_weight_grad(&g, &x, &dy));
             let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
             let d = max_diff(&ours, &reference);
-            assert!(d < 1e-5 * scale * (g.n * g.h * g.w) as f32 / 1024.0 + 1e-4, "{g:?}: weight gradients differ by {d} (largest {scale})");
+            let tol = 1e-5 * scale * (g.n * g.h * g.w) as f32 / 1024.0 + 1e-4;
+            assert!(d < tol, "{isa:?} {g:?}: weight gradients differ by {d} (largest {scale})");
         }
     }
 }

@@ -7,7 +7,7 @@
 //! (ResNet-20: 24% of the convolution's forward time); this builds a `k` times larger one, mostly
 //! from plane-sized copies, at the price of the positions cropped away.
 
-use super::{inner_threads, l2_bytes, matmul, pad_plane, sized, sum_in_order, Geometry, Mat, Scratch};
+use super::{as_uninit, inner_threads, l2_bytes, matmul, pad_plane, sized, sum_in_order, Geometry, Mat, Scratch};
 use rayon::prelude::*;
 
 /// Whether the shifted form suits `g`: stride 1, a kernel wider than 1, at least 8 input
@@ -53,7 +53,7 @@ fn shifted_copy(g: &Geometry, x: &[f32], first: usize, count: usize, x3: &mut [f
         let (base, shifted) = rows.split_at_mut(row);
         // Only the padding is zeroed: a whole-row fill first was ~3% of a ResNet-20 step.
         for (s, padded) in base[..count * pp].chunks_mut(pp).enumerate() {
-            pad_plane(&x[((first + s) * g.c_in + ci) * g.h * g.w..][..g.h * g.w], g.h, g.w, p, padded);
+            pad_plane(&x[((first + s) * g.c_in + ci) * g.h * g.w..][..g.h * g.w], g.h, g.w, p, as_uninit(padded));
         }
         base[count * pp..].fill(0.0);
         for (kx, dst) in (1..g.k).zip(shifted.chunks_mut(row)) {
