@@ -393,7 +393,9 @@ mod x86 {
     }
 
     /// One block of `C` output channels of one sample (at `y`, planes `walk.y_plane` apart):
-    /// the walk's vectors `P` at a time, the rest one by one.
+    /// the walk's vectors `P` at a time, the rest in one smaller tile (a 1-vector tile has too
+    /// few independent sums to hide the FMA latency: 7x7 planes are 4 vectors, 3 + 1 ran the
+    /// last one at a fraction of the rate).
     #[inline(always)]
     unsafe fn forward_with<L: Lanes, const C: usize, const P: usize>(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
         let padded = padded(g);
@@ -408,9 +410,21 @@ mod x86 {
             forward_tile::<L, C, P>(xpad.as_ptr(), offs, wt.as_ptr(), g.c_in, padded, outs, walk.y_plane);
             v += P;
         }
-        for v in v..vectors {
-            let (a, b) = walk.at(v);
-            forward_tile::<L, C, 1>(xpad.as_ptr(), [a], wt.as_ptr(), g.c_in, padded, [y.add(b)], walk.y_plane);
+        match vectors - v {
+            0 => {}
+            1 => {
+                let (a, b) = walk.at(v);
+                forward_tile::<L, C, 1>(xpad.as_ptr(), [a], wt.as_ptr(), g.c_in, padded, [y.add(b)], walk.y_plane);
+            }
+            _ => {
+                // Two left (P = 3), or with P = 2 never more: then a tile of 2.
+                let ((a0, b0), (a1, b1)) = (walk.at(v), walk.at(v + 1));
+                forward_tile::<L, C, 2>(xpad.as_ptr(), [a0, a1], wt.as_ptr(), g.c_in, padded, [y.add(b0), y.add(b1)], walk.y_plane);
+                for v in v + 2..vectors {
+                    let (a, b) = walk.at(v);
+                    forward_tile::<L, C, 1>(xpad.as_ptr(), [a], wt.as_ptr(), g.c_in, padded, [y.add(b)], walk.y_plane);
+                }
+            }
         }
     }
 
