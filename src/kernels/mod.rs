@@ -313,7 +313,13 @@ fn bn_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f6
     in_layout(x, &[], |xs, _, d| batch_norm::forward(xs, d, &g, &b, epsilon, relu))
 }
 
-fn bn_add_relu_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, shortcut: &FlexTensor, epsilon: f64) -> (FlexTensor, batch_norm::Stats) {
+fn bn_add_relu_forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    shortcut: &FlexTensor,
+    epsilon: f64,
+) -> (FlexTensor, batch_norm::Stats) {
     let (g, b) = (values(gamma), values(beta));
     in_layout(x, &[shortcut], |xs, res, d| batch_norm::forward_add_relu(xs, &res[0], d, &g, &b, epsilon))
 }
@@ -368,7 +374,13 @@ impl Kernels for Flex {
         linear_forward(&x, &w)
     }
 
-    fn nw_bn_add_relu(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, shortcut: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn nw_bn_add_relu(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        shortcut: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (y, st) = bn_add_relu_forward(&x, &gamma, &beta, &shortcut, epsilon);
         let c = st.mean.len();
         (y, flex(st.mean, vec![c]), flex(st.var, vec![c]))

@@ -15,8 +15,8 @@
 //! only on the geometry and the vector width, never on the thread count.
 
 use super::{as_uninit, pad_plane, sum_in_order, Geometry};
-use std::mem::MaybeUninit;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The vector instructions the kernels run with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
