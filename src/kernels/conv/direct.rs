@@ -451,7 +451,8 @@ mod x86 {
     /// vectors, carried from sample to sample in `sums`; at the end each is summed over its
     /// lanes in order into `dw[c][ci][ky][kx]`. One sample's `C` gradient planes are read for
     /// every input channel and row while they sit in L1 (32 KB at 32x32); running over all
-    /// samples per input channel instead streamed them from L2 and ran at half the rate.
+    /// samples per input channel instead streamed them from L2 and ran at half the rate. Both
+    /// walks' planes (`y_plane`) are whole vectors.
     #[inline(always)]
     unsafe fn weight_grad_with<L: Lanes, const C: usize>(
         g: &Geometry,
@@ -463,8 +464,14 @@ mod x86 {
     ) {
         let (wp, pp) = padded(g);
         let mut sums = vec![[[L::zero(); 3]; C]; g.c_in * 3];
+        // Each sample's `C` gradient planes copied to vector-aligned memory: read unaligned, every
+        // one of the 8 loads per 24 FMAs straddled two cache lines, which made the loop
+        // load-bound.
+        assert!(dy.len() >= (count - 1) * stride + C * walk.y_plane, "direct weight gradient: output gradient too short");
+        let mut aligned = vec![L::zero(); C * walk.y_plane / L::W];
         for s in 0..count {
-            let ds = dy.as_ptr().add(s * stride);
+            std::ptr::copy_nonoverlapping(dy.as_ptr().add(s * stride), aligned.as_mut_ptr().cast::<f32>(), C * walk.y_plane);
+            let ds = aligned.as_ptr().cast::<f32>();
             for ci in 0..g.c_in {
                 for ky in 0..3 {
                     let xs = xpad.as_ptr().add((s * g.c_in + ci) * pp + ky * wp);
