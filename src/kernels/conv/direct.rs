@@ -155,6 +155,24 @@ fn pad_sample(g: &Geometry, x: &[f32], out: &mut [MaybeUninit<f32>]) {
     }
 }
 
+/// Copies output-gradient planes (`h x w` each, from `src`) into `dst`'s planes of
+/// `walk.y_plane`: as they are for [`Walk::rows`]; for [`Walk::spread`] row by row at the padded
+/// width, the padding columns and the tail zero (their products must add nothing).
+fn place_planes(g: &Geometry, walk: Walk, src: &[f32], dst: &mut [f32]) {
+    let (wp, _) = padded(g);
+    for (from, to) in src.chunks(g.cols()).zip(dst.chunks_mut(walk.y_plane)) {
+        if !walk.is_spread() {
+            to.copy_from_slice(from);
+            continue;
+        }
+        for (line, out) in from.chunks(g.w).zip(to.chunks_mut(wp)) {
+            out[..g.w].copy_from_slice(line);
+            out[g.w..].fill(0.0);
+        }
+        to[g.h * wp..].fill(0.0);
+    }
+}
+
 /// The weight `[c_out, c_in, 3, 3]` as blocks `[c_out / b][c_in][3][3][b]`: a tile's `b`
 /// weights of one tap are then adjacent.
 fn weight_blocks(g: &Geometry, weight: &[f32], b: usize) -> Vec<f32> {
@@ -231,7 +249,7 @@ fn weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert!(available().contains(&isa) && suits_on(isa, g), "direct::weight_grad on {g:?}, which it does not suit");
     assert!(x.len() == g.n * g.in_len() && dy.len() == g.n * g.out_len(), "direct::weight_grad: operands do not fit {g:?}");
     let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
-    let (wp, pp) = padded(g);
+    let (_, pp) = padded(g);
     // Written plane by plane without zeroing first (megabytes per layer), the slack zeroed.
     let len = g.n * g.c_in * pp;
     let mut xpad: Vec<f32> = Vec::with_capacity(len + SLACK);
@@ -243,34 +261,20 @@ fn weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     unsafe { xpad.set_len(len + SLACK) };
     // Enough samples per chunk to keep the partial sums few (each is a whole weight), about
     // 256 vectors' worth.
-    let size = 256usize.div_ceil(walk.count()).clamp(1, g.n);
+    let size = 256usize.div_ceil(walk.count()).min(g.n).max(1);
     let part = g.c_out * g.c_in * 9;
     let blocks = g.c_out / b;
     let mut partial = vec![0f32; g.n.div_ceil(size) * part];
-    partial.par_chunks_mut(b * g.c_in * 9).enumerate().for_each_init(Vec::new, |placed, (task, dw)| {
+    partial.par_chunks_mut(b * g.c_in * 9).enumerate().for_each(|(task, dw)| {
         let (chunk, block) = (task / blocks, task % blocks);
         let first = chunk * size;
         let count = size.min(g.n - first);
-        if walk.is_spread() {
-            // The block's output gradient at the spread planes' positions, zero at the padding
-            // columns (their products must add nothing), sample after sample.
-            placed.clear();
-            placed.resize(count * b * walk.y_plane, 0.0);
-            for (s, planes) in placed.chunks_mut(b * walk.y_plane).enumerate() {
-                let src = &dy[((first + s) * g.c_out + block * b) * g.cols()..][..b * g.cols()];
-                for (from, to) in src.chunks(g.cols()).zip(planes.chunks_mut(walk.y_plane)) {
-                    for (line, out) in from.chunks(g.w).zip(to.chunks_mut(wp)) {
-                        out[..g.w].copy_from_slice(line);
-                    }
-                }
-            }
-        }
-        let (grad, stride) =
-            if walk.is_spread() { (&placed[..], b * walk.y_plane) } else { (&dy[(first * g.c_out + block * b) * g.cols()..], g.out_len()) };
-        // SAFETY: `grad` holds the chunk's `count` samples of the block's `b` planes at
-        // `stride` per sample, `xpad` the chunk's padded inputs (plus slack); `dw` holds the
-        // block's `b * c_in * 9` values, each written once. The instruction set was detected.
-        unsafe { x86::block_weight_grad(isa, g, walk, &xpad[first * g.c_in * pp..], (grad, stride), count, dw) }
+        let grad = &dy[(first * g.c_out + block * b) * g.cols()..];
+        // SAFETY: `grad` holds the chunk's `count` samples of the block's `b` planes, `out_len`
+        // apart (checked again inside), `xpad` the chunk's padded inputs (plus slack); `dw`
+        // holds the block's `b * c_in * 9` values, each written once. The instruction set was
+        // detected.
+        unsafe { x86::block_weight_grad(isa, g, walk, &xpad[first * g.c_in * pp..], (grad, g.out_len()), count, dw) }
     });
     sum_in_order(&partial, part)
 }
@@ -280,7 +284,7 @@ mod x86 {
     //! The tiles, generic over the vector type, and their entry points compiled for each
     //! instruction set (the generic code is inlined into them, so it gets their features).
 
-    use super::{padded, Geometry, Isa, Walk};
+    use super::{padded, place_planes, Geometry, Isa, Walk};
     use std::arch::x86_64::*;
 
     /// One vector type's operations.
@@ -464,14 +468,17 @@ mod x86 {
     ) {
         let (wp, pp) = padded(g);
         let mut sums = vec![[[L::zero(); 3]; C]; g.c_in * 3];
-        // Each sample's `C` gradient planes copied to vector-aligned memory: read unaligned, every
-        // one of the 8 loads per 24 FMAs straddled two cache lines, which made the loop
-        // load-bound.
-        assert!(dy.len() >= (count - 1) * stride + C * walk.y_plane, "direct weight gradient: output gradient too short");
+        // Each sample's `C` gradient planes placed in vector-aligned memory (a spread walk's at
+        // the padded width): read unaligned, every one of the 8 loads per 24 FMAs straddled two
+        // cache lines.
+        let cols = g.cols();
+        assert!(count >= 1 && dy.len() >= (count - 1) * stride + C * cols, "direct weight gradient: output gradient too short");
         let mut aligned = vec![L::zero(); C * walk.y_plane / L::W];
+        // SAFETY: `aligned` holds `C * y_plane` f32 (`y_plane` is whole vectors), initialized.
+        let planes = std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<f32>(), C * walk.y_plane);
         for s in 0..count {
-            std::ptr::copy_nonoverlapping(dy.as_ptr().add(s * stride), aligned.as_mut_ptr().cast::<f32>(), C * walk.y_plane);
-            let ds = aligned.as_ptr().cast::<f32>();
+            place_planes(g, walk, &dy[s * stride..][..C * cols], planes);
+            let ds = planes.as_ptr();
             for ci in 0..g.c_in {
                 for ky in 0..3 {
                     let xs = xpad.as_ptr().add((s * g.c_in + ci) * pp + ky * wp);
