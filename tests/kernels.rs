@@ -42,6 +42,37 @@ fn norm_inputs<const D: usize>(shape: [usize; D], seed: u64, device: &Device) ->
     (x, gamma, beta)
 }
 
+/// One normalization run's results: output, batch statistics and the gradients of x, gamma, beta.
+struct NormRun<const D: usize> {
+    y: Tensor<D>,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    dx: Tensor<D>,
+    dgamma: Tensor<1>,
+    dbeta: Tensor<1>,
+}
+
+impl<const D: usize> NormRun<D> {
+    fn new(
+        y: Tensor<D>,
+        (mean, var): (Tensor<1>, Tensor<1>),
+        grads: &burn::tensor::Gradients,
+        (x, g, b): (&Tensor<D>, &Tensor<1>, &Tensor<1>),
+    ) -> Self {
+        NormRun { y, mean, var, dx: x.grad(grads).unwrap(), dgamma: g.grad(grads).unwrap(), dbeta: b.grad(grads).unwrap() }
+    }
+
+    /// Asserts that every result is within `tol` (relative to burn's largest value) of burn's.
+    fn assert_close_to(self, burns: NormRun<D>, what: &str, tol: f32) {
+        assert_close(&format!("{what}: output"), self.y, burns.y, tol);
+        assert_close(&format!("{what}: mean"), self.mean, burns.mean, tol);
+        assert_close(&format!("{what}: variance"), self.var, burns.var, tol);
+        assert_close(&format!("{what}: dx"), self.dx, burns.dx, tol);
+        assert_close(&format!("{what}: dgamma"), self.dgamma, burns.dgamma, tol);
+        assert_close(&format!("{what}: dbeta"), self.dbeta, burns.dbeta, tol);
+    }
+}
+
 fn check_batch_norm<const D: usize>(shape: [usize; D], relu: bool) {
     let device = Device::flex().autodiff();
     let make = || norm_inputs(shape, 1, &device);
@@ -57,13 +88,9 @@ fn check_batch_norm<const D: usize>(shape: [usize; D], relu: bool) {
     let output = if relu { burn::tensor::activation::relu(out.output) } else { out.output };
     let grads2 = output.clone().mul(weights).sum().backward();
 
-    let tol = 2e-5;
-    assert_close("output", y1, output, tol);
-    assert_close("mean", mean1, out.mean, tol);
-    assert_close("variance", var1, out.variance, tol);
-    assert_close("dx", x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), tol);
-    assert_close("dgamma", g1.grad(&grads1).unwrap(), g2.grad(&grads2).unwrap(), tol);
-    assert_close("dbeta", b1.grad(&grads1).unwrap(), b2.grad(&grads2).unwrap(), tol);
+    let ours = NormRun::new(y1, (mean1, var1), &grads1, (&x1, &g1, &b1));
+    let burns = NormRun::new(output, (out.mean, out.variance), &grads2, (&x2, &g2, &b2));
+    ours.assert_close_to(burns, &format!("batch norm {shape:?}, relu {relu}"), 2e-5);
 }
 
 #[test]
@@ -205,14 +232,9 @@ fn check_bn_relu_pool(shape: [usize; 4]) {
     let y2 = max_pool2d(burn::tensor::activation::relu(out.output), MaxPoolOptions::new([2, 2]).with_stride([2, 2]));
     let grads2 = y2.clone().mul(weights).sum().backward();
 
-    let what = format!("bn+relu+pool {shape:?}");
-    let tol = 2e-5;
-    assert_close(&format!("{what}: output"), y1, y2, tol);
-    assert_close(&format!("{what}: mean"), mean1, out.mean, tol);
-    assert_close(&format!("{what}: variance"), var1, out.variance, tol);
-    assert_close(&format!("{what}: dx"), x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), tol);
-    assert_close(&format!("{what}: dgamma"), g1.grad(&grads1).unwrap(), g2.grad(&grads2).unwrap(), tol);
-    assert_close(&format!("{what}: dbeta"), b1.grad(&grads1).unwrap(), b2.grad(&grads2).unwrap(), tol);
+    let ours = NormRun::new(y1, (mean1, var1), &grads1, (&x1, &g1, &b1));
+    let burns = NormRun::new(y2, (out.mean, out.variance), &grads2, (&x2, &g2, &b2));
+    ours.assert_close_to(burns, &format!("bn+relu+pool {shape:?}"), 2e-5);
 }
 
 #[test]
@@ -240,14 +262,10 @@ fn check_bn_add_relu(shape: [usize; 4]) {
     let grads2 = y2.clone().mul(weights).sum().backward();
 
     let what = format!("bn+add+relu {shape:?}");
-    let tol = 2e-5;
-    assert_close(&format!("{what}: output"), y1, y2, tol);
-    assert_close(&format!("{what}: mean"), mean1, out.mean, tol);
-    assert_close(&format!("{what}: variance"), var1, out.variance, tol);
-    assert_close(&format!("{what}: dx"), x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), tol);
-    assert_close(&format!("{what}: dgamma"), g1.grad(&grads1).unwrap(), g2.grad(&grads2).unwrap(), tol);
-    assert_close(&format!("{what}: dbeta"), b1.grad(&grads1).unwrap(), b2.grad(&grads2).unwrap(), tol);
-    assert_close(&format!("{what}: dshortcut"), s1.grad(&grads1).unwrap(), s2.grad(&grads2).unwrap(), tol);
+    assert_close(&format!("{what}: dshortcut"), s1.grad(&grads1).unwrap(), s2.grad(&grads2).unwrap(), 2e-5);
+    let ours = NormRun::new(y1, (mean1, var1), &grads1, (&x1, &g1, &b1));
+    let burns = NormRun::new(y2, (out.mean, out.variance), &grads2, (&x2, &g2, &b2));
+    ours.assert_close_to(burns, &what, 2e-5);
 }
 
 #[test]
