@@ -2,10 +2,9 @@
 //! group, no dilation, no bias) on contiguous NCHW f32 data: im2col for a chunk of samples and
 //! one GEMM per chunk (the `gemm` crate that burn flex uses too); for the 3x3 "same" layers the
 //! [`direct`] SIMD form, and for other stride-1 layers with enough channels the [`shifted`] form
-//! without im2col. The weight gradient is summed
-//! per fixed chunk of samples and the chunks are added in order, so the result does not depend
-//! on the number of threads; burn's generic weight gradient transposes and copies both operands
-//! instead.
+//! without im2col. The weight gradient is summed per fixed chunk of samples and the chunks are
+//! added in order, so the result does not depend on the number of threads; burn's generic
+//! weight gradient transposes and copies both operands instead.
 
 use super::gemm::{matmul, Mat};
 use rayon::prelude::*;
@@ -367,9 +366,9 @@ fn dy_chunk<'a>(g: &Geometry, dy: &'a [f32], first: usize, count: usize, buf: &'
 }
 
 /// `(dx, dweight)` from the output gradient `dy[n, c_out, h_out, w_out]`; `dx` is empty unless
-/// `need_dx` (the first layer's input needs no gradient). Each in the [`direct`] or [`shifted`] form where it
-/// suits, else through im2col. For a stride-1 layer the input gradient is the forward of the
-/// [`transposed_geometry`] when the direct or shifted form takes that.
+/// `need_dx` (the first layer's input needs no gradient). Each in the [`direct`] or [`shifted`]
+/// form where one suits, else through im2col. For a stride-1 layer the input gradient is the
+/// forward of the [`transposed_geometry`] when the direct or shifted form takes that.
 pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
     let dweight = if direct::suits(g) {
         direct::weight_grad(g, x, dy)

@@ -1,12 +1,12 @@
 //! Hand-written CPU kernels for the training ops where burn flex's generic implementations
 //! cost most (PERFORMANCE.md has the profiles): batch norm in training mode (alone, with a ReLU,
-//! with a residual sum and a ReLU, or with a ReLU and 2x2 max pooling), the 2-D convolution and max pooling, forward and
-//! backward. They plug into burn through its backend-extension mechanism, with the backward
-//! passes written here, and run only on the CPU (flex) device with f32 data; everywhere else the
-//! models use burn's own ops ([`applies`] decides). `tests/kernels.rs` checks values and
-//! gradients against burn's ops, `tests/kernels_training.rs` whole models. Also here: the probes'
-//! per-row sums ([`row_sums`]) and [`on_workers`], which runs a training step on the CPU pool's
-//! threads.
+//! with a residual sum and a ReLU, or with a ReLU and 2x2 max pooling), the 2-D convolution and
+//! max pooling, forward and backward. They plug into burn through its backend-extension
+//! mechanism, with the backward passes written here, and run only on the CPU (flex) device with
+//! f32 data; everywhere else the models use burn's own ops ([`applies`] decides).
+//! `tests/kernels.rs` checks values and gradients against burn's ops, `tests/kernels_training.rs`
+//! whole models. Also here: the probes' per-row sums ([`row_sums`]) and [`on_workers`], which
+//! runs a training step on the CPU pool's threads.
 
 pub mod batch_norm;
 pub mod bn_pool;
