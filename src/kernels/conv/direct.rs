@@ -46,17 +46,19 @@ impl Isa {
 }
 
 /// The instruction sets this CPU runs, widest first, read once; none off x86-64, without AVX2
-/// and FMA, or when `NORMWD_CONV_DIRECT=off` (for timing the other forms in the same build).
+/// and FMA, or when `NORMWD_CONV_DIRECT=off` (for timing the other forms in the same build);
+/// `NORMWD_CONV_DIRECT=avx2` leaves AVX-512 out (for timing the AVX2 tiles on an AVX-512 CPU).
 fn available() -> &'static [Isa] {
     static ISAS: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
     ISAS.get_or_init(|| {
         let mut found = Vec::new();
-        if std::env::var("NORMWD_CONV_DIRECT").is_ok_and(|v| v == "off") {
+        let choice = std::env::var("NORMWD_CONV_DIRECT").unwrap_or_default();
+        if choice == "off" {
             return found;
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") {
+            if is_x86_feature_detected!("avx512f") && choice != "avx2" {
                 found.push(Isa::Avx512);
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
