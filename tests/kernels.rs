@@ -151,23 +151,28 @@ fn kernels_run_untracked_for_evaluation() {
 
 #[test]
 fn kernel_results_do_not_depend_on_thread_count() {
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| {
-            let device = Device::flex().autodiff();
-            let x = tensor([21, 3, 8, 8], 10, &device).require_grad();
-            let w = tensor([6, 3, 3, 3], 11, &device).require_grad();
-            let g = tensor([6], 12, &device).require_grad();
-            let b = tensor([6], 13, &device).require_grad();
-            let (y, _, _) = kernels::batch_norm_train(kernels::conv2d(x.clone(), w.clone(), 1, 1), g, b, 1e-5, true);
-            let grads = y.powi_scalar(2).sum().backward();
-            (
-                x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
-                w.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
-            )
-        })
-    };
-    assert!(run(1) == run(3), "gradients differ between 1 and 3 threads");
+    // `[n, c_in, h, w]` and `c_out`: im2col (6 output channels), then the direct form's two walks
+    // (8x8 spread over its padded positions; 32x32 rows of whole vectors, the weight gradient in
+    // three chunks of samples x two blocks of channels).
+    for (shape, c_out) in [([21, 3, 8, 8], 6), ([21, 8, 8, 8], 8), ([9, 8, 32, 32], 16)] {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let device = Device::flex().autodiff();
+                let x = tensor(shape, 10, &device).require_grad();
+                let w = tensor([c_out, shape[1], 3, 3], 11, &device).require_grad();
+                let g = tensor([c_out], 12, &device).require_grad();
+                let b = tensor([c_out], 13, &device).require_grad();
+                let (y, _, _) = kernels::batch_norm_train(kernels::conv2d(x.clone(), w.clone(), 1, 1), g, b, 1e-5, true);
+                let grads = y.powi_scalar(2).sum().backward();
+                (
+                    x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+                    w.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+                )
+            })
+        };
+        assert!(run(1) == run(3), "{shape:?} -> {c_out}: gradients differ between 1 and 3 threads");
+    }
 }
 
 fn check_max_pool(x_shape: [usize; 4], k: usize, stride: usize) {
