@@ -238,12 +238,8 @@ impl Norm {
     /// Normalizes, applies a ReLU, then 2x2 stride-2 max pooling (one fused op for batch norm in
     /// training on the CPU: the full-size normalized map is never stored).
     pub fn forward_relu_pool(&self, x: Tensor<4>) -> Tensor<4> {
-        if self.groups == 0 && x.is_autodiff() && kernels::applies(&x) {
-            let count = x.dims().iter().product::<usize>() / x.dims()[1];
-            let device = x.device();
-            let (out, mean, variance) = kernels::bn_relu_pool(x, self.gamma.val(), self.beta.val(), self.epsilon);
-            self.track(mean, variance, count, &device);
-            return out;
+        if self.fuses(&x) {
+            return self.train_step(x, |x| kernels::bn_relu_pool(x, self.gamma.val(), self.beta.val(), self.epsilon));
         }
         max_pool(self.forward_relu(x), 2, 2)
     }
@@ -251,14 +247,29 @@ impl Norm {
     /// `relu(norm(x) + shortcut)`, a residual block's end (one fused op for batch norm in
     /// training on the CPU: neither the sum nor the normalized map is stored).
     pub fn forward_add_relu<const D: usize>(&self, x: Tensor<D>, shortcut: Tensor<D>) -> Tensor<D> {
-        if self.groups == 0 && x.is_autodiff() && kernels::applies(&x) {
-            let count = x.dims().iter().product::<usize>() / x.dims()[1];
-            let device = x.device();
-            let (out, mean, variance) = kernels::bn_add_relu(x, self.gamma.val(), self.beta.val(), shortcut, self.epsilon);
-            self.track(mean, variance, count, &device);
-            return out;
+        if self.fuses(&x) {
+            return self.train_step(x, |x| kernels::bn_add_relu(x, self.gamma.val(), self.beta.val(), shortcut, self.epsilon));
         }
         burn::tensor::activation::relu(self.forward(x).add(shortcut))
+    }
+
+    /// Whether batch norm in training mode on `x` runs as one of the fused CPU kernels.
+    fn fuses<const D: usize>(&self, x: &Tensor<D>) -> bool {
+        self.groups == 0 && x.is_autodiff() && kernels::applies(x)
+    }
+
+    /// A training-mode batch norm `op` of `x` (returning the output, the batch mean and the
+    /// biased batch variance), its statistics folded into the running averages.
+    fn train_step<const D: usize, const E: usize>(
+        &self,
+        x: Tensor<D>,
+        op: impl FnOnce(Tensor<D>) -> (Tensor<E>, Tensor<1>, Tensor<1>),
+    ) -> Tensor<E> {
+        let dims = x.dims();
+        let device = x.device();
+        let (out, mean, variance) = op(x);
+        self.track(mean, variance, dims.iter().product::<usize>() / dims[1], &device);
+        out
     }
 
     fn apply<const D: usize>(&self, x: Tensor<D>, relu: bool) -> Tensor<D> {
@@ -295,17 +306,14 @@ impl Norm {
             let scale = self.gamma.val().reshape(cshape).div(std);
             return relu_if(x.sub(mean).mul(scale).add(self.beta.val().reshape(cshape)), relu);
         }
-        let dims = x.dims();
-        let device = x.device();
-        let count = dims.iter().product::<usize>() / dims[1];
-        let (output, mean, variance) = if kernels::applies(&x) {
-            kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon, relu)
-        } else {
-            let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
-            (relu_if(out.output, relu), out.mean, out.variance)
-        };
-        self.track(mean, variance, count, &device);
-        output
+        self.train_step(x, |x| {
+            if kernels::applies(&x) {
+                kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon, relu)
+            } else {
+                let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+                (relu_if(out.output, relu), out.mean, out.variance)
+            }
+        })
     }
 
     /// Folds a batch's mean and biased variance (over `count` values per channel) into the

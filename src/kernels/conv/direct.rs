@@ -416,6 +416,7 @@ mod x86 {
             forward_tile::<L, C, P>(xpad.as_ptr(), offs, wt.as_ptr(), g.c_in, padded, outs, walk.y_plane);
             v += P;
         }
+        // Fewer than `P` (at most 3) are left.
         match vectors - v {
             0 => {}
             1 => {
@@ -423,25 +424,25 @@ mod x86 {
                 forward_tile::<L, C, 1>(xpad.as_ptr(), [a], wt.as_ptr(), g.c_in, padded, [y.add(b)], walk.y_plane);
             }
             _ => {
-                // Two left (P = 3), or with P = 2 never more: then a tile of 2.
                 let ((a0, b0), (a1, b1)) = (walk.at(v), walk.at(v + 1));
                 forward_tile::<L, C, 2>(xpad.as_ptr(), [a0, a1], wt.as_ptr(), g.c_in, padded, [y.add(b0), y.add(b1)], walk.y_plane);
-                for v in v + 2..vectors {
-                    let (a, b) = walk.at(v);
-                    forward_tile::<L, C, 1>(xpad.as_ptr(), [a], wt.as_ptr(), g.c_in, padded, [y.add(b)], walk.y_plane);
-                }
             }
         }
     }
 
+    // `forward_with`'s remainder takes at most 2 vectors.
+    const _: () = assert!(WIDE_P <= 3 && NARROW_P <= 3);
+    const WIDE_P: usize = 3;
+    const NARROW_P: usize = 2;
+
     #[target_feature(enable = "avx512f")]
     unsafe fn forward_wide(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
-        forward_with::<Wide, 8, 3>(g, walk, xpad, wt, y)
+        forward_with::<Wide, 8, WIDE_P>(g, walk, xpad, wt, y)
     }
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn forward_avx2(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
-        forward_with::<Narrow, 4, 2>(g, walk, xpad, wt, y)
+        forward_with::<Narrow, 4, NARROW_P>(g, walk, xpad, wt, y)
     }
 
     /// One block of output channels of one sample from its padded planes and the block's weights.
@@ -560,11 +561,8 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::shifted::tests::values;
     use super::super::{flipped_transpose, im2col_forward, im2col_weight_grad, input_grad_scatter, transposed_geometry, Geometry};
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5).collect()
-    }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());

@@ -148,7 +148,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::{flipped_transpose, im2col_forward, im2col_weight_grad, input_grad_scatter, transposed_geometry, Geometry};
 
     /// `(n, c_in, h, w, c_out, k, pad)` of a stride-1 convolution.
@@ -166,7 +166,8 @@ mod tests {
         }
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic values in [-0.5, 0.5) (also the direct form's tests').
+    pub(in super::super) fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5).collect()
     }
 
