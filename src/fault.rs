@@ -16,16 +16,28 @@ struct Armed {
     seen: AtomicUsize,
 }
 
+/// The fault a value names: point, file and occurrence (from 1), if the value is well formed.
+fn parse(v: &str) -> Option<(&str, &str, usize)> {
+    let (point, rest) = v.split_once(':')?;
+    let (file, occurrence) = match rest.rsplit_once('@') {
+        Some((f, n)) => (f, n.parse().ok()?),
+        None => (rest, 1),
+    };
+    let known = matches!(point, "mid-write" | "before-rename");
+    (known && !file.is_empty() && occurrence >= 1).then_some((point, file, occurrence))
+}
+
+/// Whether `v` is a well-formed [`VAR`] value (checked at start by [`crate::env::check`]).
+pub fn valid(v: &str) -> bool {
+    parse(v).is_some()
+}
+
 fn armed() -> Option<&'static Armed> {
     static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
     ARMED
         .get_or_init(|| {
             let v = std::env::var(VAR).ok()?;
-            let (point, rest) = v.split_once(':')?;
-            let (file, occurrence) = match rest.rsplit_once('@') {
-                Some((f, n)) => (f, n.parse().ok()?),
-                None => (rest, 1),
-            };
+            let (point, file, occurrence) = parse(&v)?;
             Some(Armed { point: point.into(), file: file.into(), occurrence, seen: AtomicUsize::new(0) })
         })
         .as_ref()

@@ -8,6 +8,7 @@ pub mod check;
 pub mod data;
 pub mod demo;
 pub mod device;
+pub mod env;
 pub mod fault;
 pub mod fuzzing;
 pub mod inspect;

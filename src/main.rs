@@ -58,6 +58,10 @@ fn main() {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
     let cli = Cli::parse();
+    if let Err(message) = normwd::env::check() {
+        eprintln!("error: {message}");
+        std::process::exit(2);
+    }
     let result = match cli.command {
         Command::Demo(a) => cli::demo::run(a),
         Command::Report(a) => cli::report::run(a),

@@ -231,64 +231,62 @@ pub fn shard(points: &[Point], i: usize, n: usize) -> Vec<&Point> {
     points.iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, p)| p).collect()
 }
 
-/// A lock on one point's folder, held while it trains; removed on drop. A lock left by a
-/// process that no longer runs is stale and taken over.
+/// A lock on one point's folder, held while it trains; removed on drop. The lock is the
+/// kernel's (`flock` on `.lock`), so it ends with its holder: a lock left by a killed sweep is
+/// free, and taking it over needs no guess about whether its holder still runs. (Deciding that
+/// from a pid in the file let two sweeps that found the same stale lock both remove it and
+/// both train the point.) The file holds the holder's pid, for people.
 pub struct PointLock {
     path: PathBuf,
+    _file: std::fs::File,
 }
 
 impl PointLock {
-    /// Tries to lock `dir`; `None` when a live process holds it.
+    /// Tries to lock `dir`; `None` when another sweep (or thread) holds it.
     pub fn acquire(dir: &Path) -> Result<Option<Self>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io { file: dir.display().to_string(), source: e })?;
         let path = dir.join(".lock");
-        for _ in 0..2 {
-            match create_with_pid(&path) {
-                Ok(()) => return Ok(Some(PointLock { path })),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
-                    let alive = holder.map(|pid| Path::new(&format!("/proc/{pid}")).exists()).unwrap_or(false);
-                    if alive {
-                        return Ok(None);
-                    }
-                    // Stale (its holder is gone): remove and retry once. The file always holds
-                    // a pid ([`create_with_pid`]), so a lock being created is never taken for one.
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) => return Err(StoreError::Io { file: path.display().to_string(), source: e }),
+        let io = |e| StoreError::Io { file: path.display().to_string(), source: e };
+        loop {
+            let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+            // A holder that let go between our open and our lock removed the file first, so
+            // this lock may be on a file no one else can find: it counts only if the path
+            // still names it.
+            if still_at(&file, &path) {
+                use std::io::Write;
+                file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id())).map_err(io)?;
+                return Ok(Some(PointLock { path, _file: file }));
             }
         }
-        Ok(None)
     }
 }
 
-/// Creates `path` holding this process's pid, failing with `AlreadyExists` if it exists. The pid
-/// is written to a private file first and linked into place, so no other process can see the
-/// lock without its pid: with create-then-write, a second sweep that read the still empty file
-/// took it for stale, removed it and trained the same point too (seen in the shared-folder test).
-/// Where the filesystem has no hard links, the file is created and then written.
-fn create_with_pid(path: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    // Unique per call, not only per process: rewriting a private file that another thread had
-    // just linked would empty that thread's lock for a moment.
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let pid = std::process::id();
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let private = path.with_file_name(format!(".lock.{pid}.{call}.tmp"));
-    std::fs::write(&private, format!("{pid}\n"))?;
-    let linked = std::fs::hard_link(&private, path);
-    let _ = std::fs::remove_file(&private);
-    match linked {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-            writeln!(f, "{pid}")
+/// Whether `path` still names the open `file`.
+fn still_at(file: &std::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
         }
-        r => r,
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        path.exists()
     }
 }
 
 impl Drop for PointLock {
     fn drop(&mut self) {
+        // Removed while still locked (the file closes after this), so a claimant that opened
+        // it meanwhile sees, once it gets the lock, that the path no longer names it.
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -477,14 +475,18 @@ mod tests {
         assert_eq!(parse_shard("2/4").unwrap(), (2, 4));
     }
 
-    /// Many claimants at once, 200 times: exactly one gets the lock each time. With the lock
-    /// created first and its pid written after, a claimant that read the file in between took
-    /// it for stale and got the lock too.
+    /// Six claimants at once, 200 times, on a free point and on one whose lock a killed sweep
+    /// left behind: exactly one gets the lock each time. (Judged by the pid in the file, two
+    /// claimants of a stale lock could both remove it and both take the point.)
     #[test]
-    fn a_lock_being_created_is_never_taken_for_stale() {
+    fn one_claimant_wins_a_free_or_stale_lock() {
         let dir = std::env::temp_dir().join(format!("normwd-lock-race-{}", std::process::id()));
-        for _ in 0..200 {
+        for round in 0..400 {
             let _ = std::fs::remove_dir_all(&dir);
+            if round % 2 == 1 {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join(".lock"), "999999999\n").unwrap();
+            }
             let start = std::sync::Barrier::new(6);
             let held: Vec<Option<PointLock>> = std::thread::scope(|sc| {
                 let claims: Vec<_> = (0..6)
@@ -497,8 +499,35 @@ mod tests {
                     .collect();
                 claims.into_iter().map(|c| c.join().unwrap()).collect()
             });
-            assert_eq!(held.iter().filter(|l| l.is_some()).count(), 1, "one holder per lock");
+            assert_eq!(held.iter().filter(|l| l.is_some()).count(), 1, "one holder per lock (round {round})");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Claimants that take and release the same point over and over are never two at once,
+    /// including while one releases (removes the file) as another locks what it opened.
+    #[test]
+    fn released_locks_pass_to_one_claimant_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = std::env::temp_dir().join(format!("normwd-lock-pass-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (holders, taken) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|sc| {
+            for _ in 0..4 {
+                sc.spawn(|| {
+                    for _ in 0..2000 {
+                        if let Some(lock) = PointLock::acquire(&dir).unwrap() {
+                            assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                            taken.fetch_add(1, Ordering::Relaxed);
+                            std::thread::yield_now();
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            drop(lock);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(taken.load(Ordering::Relaxed) > 100, "the lock changed hands");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -508,9 +537,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let a = PointLock::acquire(&dir).unwrap().expect("free");
         assert!(PointLock::acquire(&dir).unwrap().is_none(), "held by a live process (this one)");
+        assert_eq!(std::fs::read_to_string(dir.join(".lock")).unwrap(), format!("{}\n", std::process::id()), "names its holder");
         drop(a);
+        assert!(!dir.join(".lock").exists(), "removed on release");
         std::fs::write(dir.join(".lock"), "999999999\n").unwrap();
-        assert!(PointLock::acquire(&dir).unwrap().is_some(), "stale lock of a dead pid is taken over");
+        assert!(PointLock::acquire(&dir).unwrap().is_some(), "a lock file without a living lock is taken over");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -71,6 +71,24 @@ fn bad_flags_exit_2_with_one_line() {
     expect_usage_error(&["train", "--config", cfg.to_str().unwrap(), "--out", o], "learning_rate");
 }
 
+#[test]
+fn misspelt_environment_switches_exit_2_naming_the_variable() {
+    // Each switch is read deep inside a kernel or the thread pool; a bad value must not
+    // quietly mean the default.
+    for (name, value, needle) in [
+        ("NORMWD_POOL_SPIN_US", "5ms", "NORMWD_POOL_SPIN_US=\"5ms\": expected a whole number of microseconds"),
+        ("NORMWD_CONV_DIRECT", "avx512", "NORMWD_CONV_DIRECT=\"avx512\": expected on, off or avx2"),
+        ("NORMWD_KERNELS", "0", "NORMWD_KERNELS=\"0\": expected on or off"),
+    ] {
+        let o = bin().args(["audit", "--model", "mlp"]).env(name, value).output().unwrap();
+        let err = text(&o).1;
+        assert_eq!(o.status.code(), Some(2), "{name}={value}: {err}");
+        assert!(err.contains(needle), "{name}={value}: {err}");
+    }
+    let o = bin().args(["audit", "--model", "mlp"]).env("NORMWD_CONV_DIRECT", "off").output().unwrap();
+    assert!(o.status.success(), "a valid value runs: {:?}", text(&o));
+}
+
 /// Writes a tiny valid IDX dataset into `d` (4 train, 2 test images of 8x8).
 fn write_idx_set(d: &Path) {
     std::fs::write(d.join("train-images-idx3-ubyte"), idx(2051, &[4, 8, 8], &[7; 256])).unwrap();
