@@ -7,7 +7,7 @@
 #   bench/compare.sh [--models mlp,convnet,resnet20] [--steps 20] [--rounds 2] [--threads 2]
 #
 # PyTorch: $NORMWD_TORCH_PYTHON if set, else a venv in bench/.venv (created with
-# `pip install torch` on first use, about a minute).
+# `pip install torch numpy` on first use, about a minute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models=mlp,convnet,resnet20 steps=20 rounds=2 threads=2 warmup=5
@@ -26,7 +26,9 @@ py="${NORMWD_TORCH_PYTHON:-bench/.venv/bin/python}"
 if ! "$py" -c "import torch" 2>/dev/null; then
   echo "installing PyTorch into bench/.venv ..." >&2
   python3 -m venv bench/.venv
-  bench/.venv/bin/pip install -q torch
+  # numpy too: without it every PyTorch process warns that it could not load it, burying the
+  # progress lines (the benchmark itself does not use it).
+  bench/.venv/bin/pip install -q torch numpy
   py=bench/.venv/bin/python
 fi
 cargo build --release -q
