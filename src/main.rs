@@ -40,9 +40,13 @@ fn main() {
     // Under a file-size limit (`ulimit -f`) a write then fails with EFBIG and is reported like a
     // full disk, keeping the previous checkpoint, instead of the signal killing the process.
     #[cfg(unix)]
-    // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
+    // SAFETY: setting signals' dispositions before any thread starts.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        // Output piped into `head` ends like any Unix tool's when the reader goes away,
+        // instead of `println!` panicking on the broken pipe (Rust ignores SIGPIPE). Files
+        // are written to a temporary and renamed, so this never leaves half of one.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     // A training step frees and reallocates the same large activation buffers every step. With
     // glibc's defaults they go back to the kernel and return as fresh zeroed pages (page faults

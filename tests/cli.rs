@@ -89,6 +89,21 @@ fn misspelt_environment_switches_exit_2_naming_the_variable() {
     assert!(o.status.success(), "a valid value runs: {:?}", text(&o));
 }
 
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `normwd audit | head -1`: the reader leaves after one line.
+    let mut child = bin()
+        .args(["audit", "--model", "resnet20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+}
+
 /// Writes a tiny valid IDX dataset into `d` (4 train, 2 test images of 8x8).
 fn write_idx_set(d: &Path) {
     std::fs::write(d.join("train-images-idx3-ubyte"), idx(2051, &[4, 8, 8], &[7; 256])).unwrap();

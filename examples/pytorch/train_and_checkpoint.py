@@ -10,6 +10,10 @@ Writes into OUT (default: checkpoints/):
 
 Then:  normwd inspect OUT --graph OUT/model.onnx --optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 5e-4
 
+`torch.save(model.state_dict(), f"ckpt_{step}.pt")` (or a whole training checkpoint with the
+weights under "model") is read the same way; tests/fixtures/pytorch/torch_save.py writes the
+fixtures again in those forms.
+
 Needs: pip install torch safetensors onnx (not needed by normwd's tests, which use the
 committed output of this script in tests/fixtures/pytorch/).
 """

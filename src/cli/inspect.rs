@@ -10,9 +10,12 @@ use std::path::PathBuf;
 /// Flags of `inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// safetensors checkpoints, or folders of them (ordered by the step in the file name).
+    /// Checkpoints (safetensors, or torch.save's .pt/.pth/.bin/.ckpt), or folders of them (ordered by the step in the file name).
     #[arg(required = true)]
     pub checkpoints: Vec<PathBuf>,
+    /// The top-level key holding the weights in torch.save checkpoints (default: the first of state_dict, model_state_dict, model, module, net that the file has, else the whole file).
+    #[arg(long)]
+    pub key: Option<String>,
     /// ONNX export of the model, to know which weights feed a normalization layer.
     #[arg(long)]
     pub graph: Option<PathBuf>,
@@ -106,7 +109,7 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         ),
         None => None,
     };
-    let series = inspect::load_series(&a.checkpoints, steps.as_deref()).map_err(|e| fail(2, e.to_string()))?;
+    let series = inspect::load_series(&a.checkpoints, steps.as_deref(), a.key.as_deref()).map_err(|e| fail(2, e.to_string()))?;
     let si = match &a.graph {
         Some(g) => {
             let bytes = std::fs::read(g).map_err(|e| fail(2, format!("{}: cannot read ({e})", g.display())))?;

@@ -1,9 +1,11 @@
 //! `inspect`: the same measurements as a normwd run, on a series of checkpoints saved by any
-//! framework (safetensors from PyTorch's `state_dict` or flattened Flax/JAX parameters):
+//! framework (safetensors from PyTorch's `state_dict` or flattened Flax/JAX parameters, or
+//! PyTorch's own `torch.save` files):
 //! norms, angles between consecutive checkpoints, effective learning rates, the theory's
 //! equilibrium, and flags for the common mistakes.
 
 pub mod onnx;
+pub mod torch;
 
 use crate::theory::{self, Family};
 use crate::train::store::{self, StoreError};
@@ -27,6 +29,9 @@ pub enum InspectError {
     },
 }
 
+/// Tensors by name: shape and values.
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// One checkpoint of the series.
 pub struct Checkpoint {
     /// File path.
@@ -34,7 +39,7 @@ pub struct Checkpoint {
     /// Training step.
     pub step: u64,
     /// Tensors by name.
-    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    pub tensors: Tensors,
 }
 
 /// The last run of digits in a file stem (`ckpt_000300.safetensors` -> 300).
@@ -44,7 +49,12 @@ pub fn step_from_name(path: &Path) -> Option<u64> {
     digits.chars().rev().collect::<String>().parse().ok()
 }
 
-/// Expands folders into their `*.safetensors` files.
+/// File extensions a folder's checkpoints are recognized by: safetensors, and what
+/// `torch.save` files are usually called (`.bin`: Hugging Face's `pytorch_model.bin`;
+/// `.ckpt`: Lightning).
+pub const EXTENSIONS: [&str; 5] = ["safetensors", "pt", "pth", "bin", "ckpt"];
+
+/// Expands folders into their checkpoint files ([`EXTENSIONS`]).
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InspectError> {
     let mut out = Vec::new();
     for p in paths {
@@ -52,7 +62,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InspectError> {
             let mut v: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| InspectError::Series { file: p.display().to_string(), what: format!("cannot read folder ({e})") })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().map(|e| e == "safetensors").unwrap_or(false))
+                .filter(|f| f.extension().is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x)))
                 .collect();
             v.sort();
             out.extend(v);
@@ -64,8 +74,9 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InspectError> {
 }
 
 /// Reads a series of checkpoints, ordered by step (from `steps`, or the file names), and checks
-/// that every checkpoint holds the same tensor names and shapes.
-pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>) -> Result<Vec<Checkpoint>, InspectError> {
+/// that every checkpoint holds the same tensor names and shapes and that no two share a step.
+/// `key` picks the dictionary holding the weights in `torch.save` files ([`torch::read`]).
+pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>, key: Option<&str>) -> Result<Vec<Checkpoint>, InspectError> {
     let files = expand(paths)?;
     if files.len() < 2 {
         return Err(InspectError::Series {
@@ -90,10 +101,19 @@ pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>) -> Result<Vec<Check
                 what: "no step number in the file name: pass --steps".into(),
             })?,
         };
-        let loaded = store::read_safetensors(f)?;
-        series.push(Checkpoint { file: f.display().to_string(), step, tensors: loaded.tensors.into_iter().collect() });
+        let tensors =
+            if torch::is_safetensors(f)? { store::read_safetensors(f)?.tensors.into_iter().collect() } else { torch::read(f, key)? };
+        series.push(Checkpoint { file: f.display().to_string(), step, tensors });
     }
     series.sort_by_key(|c| c.step);
+    // The same step twice is the same checkpoint saved twice (ckpt_20.pt beside
+    // ckpt_20.safetensors): its angle of 0 would read as a frozen layer.
+    if let Some(w) = series.windows(2).find(|w| w[0].step == w[1].step) {
+        return Err(InspectError::Series {
+            file: w[1].file.clone(),
+            what: format!("step {} is also the step of {}", w[1].step, w[0].file),
+        });
+    }
     let first = &series[0];
     for c in &series[1..] {
         for (name, (shape, _)) in &first.tensors {

@@ -1,0 +1,110 @@
+//! Checkpoints written by `torch.save` (`.pt`, `.pth`, `.bin`, `.ckpt`), the form most PyTorch
+//! trainings leave. burn's `pytorch-reader` parses them without Python: every container
+//! `torch.save` has written (zip, the legacy pickle stream, tar), strided views gathered into
+//! row-major order, and sizes checked against the file before anything is allocated.
+
+use super::{InspectError, Tensors};
+use pytorch_reader::{DType, PickleValue, PytorchReader};
+use std::io::Read;
+use std::path::Path;
+
+/// Where training scripts nest the weights of a whole checkpoint, tried in this order: Lightning
+/// writes `state_dict`, and `{"model": ..., "optimizer": ..., "epoch": ...}` is the common
+/// hand-written form. Its optimizer state (momentum buffers) must not be read as weights.
+pub const WEIGHT_KEYS: [&str; 5] = ["state_dict", "model_state_dict", "model", "module", "net"];
+
+/// Whether `path` starts like a safetensors file (an 8-byte header length, then the JSON
+/// header's `{`); every other file is read as a `torch.save` checkpoint. Sniffed rather than
+/// judged by extension, since `.bin` and `.ckpt` name either.
+pub fn is_safetensors(path: &Path) -> Result<bool, InspectError> {
+    let mut head = [0u8; 9];
+    let mut f = std::fs::File::open(path).map_err(|e| series(path, format!("cannot read ({e})")))?;
+    let n = f.read(&mut head).map_err(|e| series(path, format!("cannot read ({e})")))?;
+    Ok(n == head.len() && head[8] == b'{')
+}
+
+fn series(path: &Path, what: String) -> InspectError {
+    InspectError::Series { file: path.display().to_string(), what }
+}
+
+/// The float tensors of a `torch.save` checkpoint, under `key` when given; otherwise under
+/// the first of [`WEIGHT_KEYS`] that holds a dictionary, else the whole file (a plain
+/// `state_dict`, or a whole module saved with `torch.save(model)`). Integer tensors, such as
+/// batch norm's `num_batches_tracked`, are counters and left out, as for safetensors.
+pub fn read(path: &Path, key: Option<&str>) -> Result<Tensors, InspectError> {
+    let bad = |e: pytorch_reader::PytorchError| series(path, format!("not a safetensors or PyTorch checkpoint ({e})"));
+    let key = match key {
+        Some(k) => Some(k.to_string()),
+        None => weights_key(path, &PytorchReader::read_pickle_data(path, None).map_err(bad)?)?,
+    };
+    let reader = match &key {
+        Some(k) => PytorchReader::with_top_level_key(path, k).map_err(|e| series(path, format!("--key {k}: {e}")))?,
+        None => PytorchReader::new(path).map_err(bad)?,
+    };
+    let mut out = Tensors::new();
+    for (name, t) in reader.into_tensors() {
+        let bytes = t.read().map_err(|e| series(path, format!("cannot read ({e})")))?;
+        let v: Vec<f32> = match t.dtype() {
+            DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            DType::F64 => bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+            DType::BF16 => bytes.chunks_exact(2).map(|c| f32::from_bits((u16::from_ne_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+            DType::F16 => bytes.chunks_exact(2).map(|c| crate::train::store::f16_to_f32(u16::from_ne_bytes([c[0], c[1]]))).collect(),
+            DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U64 | DType::U32 | DType::U16 | DType::U8 | DType::Bool => continue,
+        };
+        out.insert(name, (t.shape().to_vec(), v));
+    }
+    if out.is_empty() {
+        let under = key.map(|k| format!(" under key {k}")).unwrap_or_default();
+        return Err(series(path, format!("no float tensors{under}: expected a state_dict or a checkpoint holding one")));
+    }
+    Ok(out)
+}
+
+/// The key of [`WEIGHT_KEYS`] to read the weights from, if the file is a dictionary holding
+/// one as a dictionary. A dictionary of several dictionaries and no tensors of its own, none
+/// of them a known key, is ambiguous (weights beside optimizer state, say): the error lists
+/// its keys for `--key`.
+fn weights_key(path: &Path, root: &PickleValue) -> Result<Option<String>, InspectError> {
+    let PickleValue::Dict(d) = root else { return Ok(None) };
+    if let Some(k) = WEIGHT_KEYS.iter().find(|k| matches!(d.get(**k), Some(PickleValue::Dict(_)))) {
+        return Ok(Some(k.to_string()));
+    }
+    let mut nested: Vec<&String> = d.iter().filter(|(_, v)| matches!(v, PickleValue::Dict(_))).map(|(k, _)| k).collect();
+    let own_tensors = d.values().any(|v| matches!(v, PickleValue::Unsupported(_)));
+    if nested.len() >= 2 && !own_tensors {
+        nested.sort();
+        let keys: Vec<&str> = nested.iter().map(|k| k.as_str()).collect();
+        return Err(series(path, format!("holds several dictionaries ({}): pass --key with the one holding the weights", keys.join(", "))));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dict(entries: &[(&str, PickleValue)]) -> PickleValue {
+        PickleValue::Dict(entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    }
+
+    #[test]
+    fn the_weights_key_is_a_known_one_or_asked_for() {
+        let p = Path::new("c.pt");
+        let tensor = PickleValue::Unsupported("torch.Tensor".into());
+        let weights = dict(&[("conv.weight", tensor.clone())]);
+        // A plain state_dict: the whole file.
+        assert_eq!(weights_key(p, &weights).unwrap(), None);
+        // Known keys, in order, and only when they hold a dictionary.
+        let whole = dict(&[("optimizer", weights.clone()), ("model", weights.clone()), ("epoch", PickleValue::Int(3))]);
+        assert_eq!(weights_key(p, &whole).unwrap().as_deref(), Some("model"));
+        let both = dict(&[("model", weights.clone()), ("state_dict", weights.clone())]);
+        assert_eq!(weights_key(p, &both).unwrap().as_deref(), Some("state_dict"));
+        let not_dict = dict(&[("model", tensor.clone()), ("other.weight", tensor.clone())]);
+        assert_eq!(weights_key(p, &not_dict).unwrap(), None);
+        // Two unknown dictionaries: ambiguous, and the error lists them.
+        let e = weights_key(p, &dict(&[("weights", weights.clone()), ("opt", weights.clone())])).unwrap_err().to_string();
+        assert!(e.contains("c.pt") && e.contains("(opt, weights)") && e.contains("--key"), "{e}");
+        // A whole module saved with torch.save(model) is no dictionary at the root.
+        assert_eq!(weights_key(p, &tensor).unwrap(), None);
+    }
+}
