@@ -6,7 +6,9 @@
 //! Channel sums run one channel per task, each summed in a fixed order, so the results do not
 //! depend on how many threads run them.
 
+use super::uninit::filled;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The shape `[n, c, s]` of a batch-norm input seen as batch, channel and the rest.
 #[derive(Debug, Clone, Copy)]
@@ -121,28 +123,28 @@ enum After<'a> {
 /// sample per task (centring first keeps the rounding of `x * a - mean * a` out when the mean is
 /// large).
 fn affine(x: &[f32], d: Dims, mean: &[f32], a: &[f32], b: &[f32], after: After<'_>) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len());
     let len = d.c * d.s;
-    out.spare_capacity_mut()[..x.len()].par_chunks_mut(len).zip(x.par_chunks(len)).enumerate().for_each(|(i, (yo, xi))| {
-        for ch in 0..d.c {
-            let (m, a, b) = (mean[ch], a[ch], b[ch]);
-            let r = ch * d.s..(ch + 1) * d.s;
-            let pairs = yo[r.clone()].iter_mut().zip(&xi[r.clone()]);
-            // One loop per case, so that each is a branch-free loop the compiler vectorizes.
-            match after {
-                After::Nothing => pairs.for_each(|(y, &v)| _ = y.write(a * (v - m) + b)),
-                After::Relu => pairs.for_each(|(y, &v)| _ = y.write((a * (v - m) + b).max(0.0))),
-                After::AddRelu(res) => {
-                    let res = &res[i * len..][r];
-                    pairs.zip(res).for_each(|((y, &v), &s)| _ = y.write((a * (v - m) + b + s).max(0.0)));
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(len).zip(x.par_chunks(len)).enumerate().for_each(|(i, (yo, xi))| {
+            for ch in 0..d.c {
+                let (m, a, b) = (mean[ch], a[ch], b[ch]);
+                let r = ch * d.s..(ch + 1) * d.s;
+                let pairs = yo[r.clone()].iter_mut().zip(&xi[r.clone()]);
+                // One loop per case, so that each is a branch-free loop the compiler vectorizes.
+                match after {
+                    After::Nothing => pairs.for_each(|(y, &v)| _ = y.write(a * (v - m) + b)),
+                    After::Relu => pairs.for_each(|(y, &v)| _ = y.write((a * (v - m) + b).max(0.0))),
+                    After::AddRelu(res) => {
+                        let res = &res[i * len..][r];
+                        pairs.zip(res).for_each(|((y, &v), &s)| _ = y.write((a * (v - m) + b + s).max(0.0)));
+                    }
                 }
             }
-        }
-    });
+        })
+    };
     // SAFETY: the chunks of `c * s` values cover all `x.len()` (= n * c * s) slots and each
-    // chunk's loop writes every one of its slots; nothing read them before.
-    unsafe { out.set_len(x.len()) };
-    out
+    // chunk's loop writes every one of its slots; nothing reads them before.
+    unsafe { filled(x.len(), fill) }
 }
 
 /// `gamma * invstd` per channel: the forward's scale, recomputed bit for bit by the backward pass
@@ -175,17 +177,15 @@ pub fn forward_add_relu(x: &[f32], residual: &[f32], d: Dims, gamma: &[f32], bet
 /// `dy` where the ReLU's output `y` is positive, 0 elsewhere: the gradient through a ReLU.
 pub fn relu_mask(dy: &[f32], y: &[f32]) -> Vec<f32> {
     assert_eq!(dy.len(), y.len(), "relu backward: gradient and output differ in size");
-    let mut out = Vec::with_capacity(y.len());
-    out.spare_capacity_mut()[..y.len()].par_chunks_mut(1 << 14).zip(dy.par_chunks(1 << 14)).zip(y.par_chunks(1 << 14)).for_each(
-        |((o, g), y)| {
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(1 << 14).zip(dy.par_chunks(1 << 14)).zip(y.par_chunks(1 << 14)).for_each(|((o, g), y)| {
             for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
                 o.write(if y > 0.0 { g } else { 0.0 });
             }
-        },
-    );
+        })
+    };
     // SAFETY: the chunks cover all `y.len()` slots, each written once.
-    unsafe { out.set_len(y.len()) };
-    out
+    unsafe { filled(y.len(), fill) }
 }
 
 /// Gradients of the training forward: `(dx, dgamma, dbeta)` from the output gradient `dy`.
@@ -223,9 +223,8 @@ pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats, relu:
         dbeta[ch] = s_dy as f32;
     }
     assert_eq!(dy.len(), x.len(), "batch-norm backward: gradient and input differ in size");
-    let mut dx = Vec::with_capacity(x.len());
-    dx.spare_capacity_mut()[..x.len()].par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).zip(dy.par_chunks(d.c * d.s)).for_each(
-        |((out, xi), gi)| {
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        dx.par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).zip(dy.par_chunks(d.c * d.s)).for_each(|((out, xi), gi)| {
             for ch in 0..d.c {
                 let (a, b, e, mean, sa, sb) = (a[ch], b[ch], e[ch], st.mean[ch], sc[ch], shift(ch));
                 let r = ch * d.s..(ch + 1) * d.s;
@@ -235,9 +234,9 @@ pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats, relu:
                     o.write(a * g + b * v + e);
                 }
             }
-        },
-    );
+        })
+    };
     // SAFETY: as in `affine`, the chunks cover every slot and each writes all of its own.
-    unsafe { dx.set_len(x.len()) };
+    let dx = unsafe { filled(x.len(), fill) };
     (dx, dgamma, dbeta)
 }

@@ -6,6 +6,7 @@
 
 use super::batch_norm::{scale, stats, Dims, Stats};
 use super::pool::wins;
+use super::uninit::{assume_written, filled};
 use rayon::prelude::*;
 
 /// Sizes of an NCHW map.
@@ -99,28 +100,27 @@ pub fn backward(x: &[f32], dy: &[f32], winner: &[u8], map: Map, gamma: &[f32], b
         dgamma[ch] = (s_dyxc * inv) as f32;
         dbeta[ch] = s_dy as f32;
     }
-    // Written plane by plane without zeroing first (megabytes per layer).
-    let mut dx: Vec<f32> = Vec::with_capacity(x.len());
-    dx.spare_capacity_mut()[..x.len()].par_chunks_mut(h * w).zip(x.par_chunks(h * w)).enumerate().for_each(|(plane, (dp, xp))| {
-        let ch = plane % c;
-        let ((a, b, e), m) = (coef[ch], st.mean[ch]);
-        // Every element gets the normalization's share; the winners add their pooled gradient.
-        for (d, &v) in dp.iter_mut().zip(xp) {
-            d.write(b * (v - m) + e);
-        }
-        // SAFETY: the loop above wrote every slot of the plane, and `MaybeUninit<f32>` has
-        // `f32`'s layout.
-        let dp = unsafe { &mut *(dp as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-        let (gp, ap) = (&dy[plane * ho * wo..][..ho * wo], &winner[plane * ho * wo..][..ho * wo]);
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let at = ap[oy * wo + ox];
-                let (g, _) = through(ch, xp, oy, ox, gp[oy * wo + ox], at);
-                dp[position(oy, ox, at)] += a * g;
+    let fill = |dx: &mut [std::mem::MaybeUninit<f32>]| {
+        dx.par_chunks_mut(h * w).zip(x.par_chunks(h * w)).enumerate().for_each(|(plane, (dp, xp))| {
+            let ch = plane % c;
+            let ((a, b, e), m) = (coef[ch], st.mean[ch]);
+            // Every element gets the normalization's share; the winners add their pooled gradient.
+            for (d, &v) in dp.iter_mut().zip(xp) {
+                d.write(b * (v - m) + e);
             }
-        }
-    });
+            // SAFETY: the loop above wrote every slot of the plane.
+            let dp = unsafe { assume_written(dp) };
+            let (gp, ap) = (&dy[plane * ho * wo..][..ho * wo], &winner[plane * ho * wo..][..ho * wo]);
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let at = ap[oy * wo + ox];
+                    let (g, _) = through(ch, xp, oy, ox, gp[oy * wo + ox], at);
+                    dp[position(oy, ox, at)] += a * g;
+                }
+            }
+        })
+    };
     // SAFETY: the planes cover all `x.len()` slots, each written in its plane's first loop.
-    unsafe { dx.set_len(x.len()) };
+    let dx = unsafe { filled(x.len(), fill) };
     (dx, dgamma, dbeta)
 }

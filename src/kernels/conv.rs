@@ -278,13 +278,6 @@ fn pad_plane(src: &[f32], h: usize, w: usize, p: usize, dst: &mut [MaybeUninit<f
     }
 }
 
-/// An initialized slice seen as one that [`pad_plane`] may write.
-fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and what is written through the view is
-    // always an initialized `f32`, so `s` stays initialized.
-    unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
-}
-
 /// For a stride-1 convolution, the convolution that computes its input gradient from the output
 /// gradient: `dx = conv(dy, w')` with `w'` the [`flipped_transpose`] and padding `k - 1 - pad`.
 fn transposed_geometry(g: &Geometry) -> Option<Geometry> {

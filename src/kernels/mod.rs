@@ -14,6 +14,7 @@ pub mod conv;
 mod gemm;
 pub mod linear;
 pub mod pool;
+mod uninit;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

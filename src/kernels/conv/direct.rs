@@ -14,7 +14,8 @@
 //! false and the convolution takes the other forms. Every sum runs in a fixed order that depends
 //! only on the geometry and the vector width, never on the thread count.
 
-use super::{as_uninit, pad_plane, sum_in_order, Geometry};
+use super::super::uninit::{as_uninit, filled};
+use super::{pad_plane, sum_in_order, Geometry};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -202,40 +203,39 @@ fn forward_on(isa: Isa, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
     let wt = weight_blocks(g, weight, b);
     let (wp, pp) = padded(g);
-    let len = g.n * g.out_len();
-    let mut y: Vec<f32> = Vec::with_capacity(len);
-    y.spare_capacity_mut()[..len].par_chunks_mut(g.out_len()).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(xpad, wide), (i, ys)| {
-            xpad.resize(g.c_in * pp + SLACK, 0.0);
-            pad_sample(g, &x[i * g.in_len()..][..g.in_len()], as_uninit(xpad));
-            for block in 0..g.c_out / b {
-                let yb = &mut ys[block * b * g.cols()..][..b * g.cols()];
-                let wb = &wt[block * g.c_in * 9 * b..][..g.c_in * 9 * b];
-                if !walk.is_spread() {
-                    // SAFETY: `yb` is this block's `b` output planes; `block_forward` writes each of
-                    // their slots once and reads inside `xpad` and `wb` (see `Walk::rows`). The
-                    // instruction set was detected.
-                    unsafe { x86::block_forward(isa, g, walk, xpad, wb, yb.as_mut_ptr().cast()) };
-                    continue;
-                }
-                wide.resize(b * walk.y_plane, 0.0);
-                // SAFETY: as above, into `wide` (`b` spread planes); the reads past a plane's end
-                // stay inside `xpad`'s slack.
-                unsafe { x86::block_forward(isa, g, walk, xpad, wb, wide.as_mut_ptr()) };
-                for (dst, src) in yb.chunks_mut(g.cols()).zip(wide.chunks(walk.y_plane)) {
-                    for (line, from) in dst.chunks_mut(g.w).zip(src.chunks(wp)) {
-                        for (d, &v) in line.iter_mut().zip(from) {
-                            d.write(v);
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(g.out_len()).enumerate().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(xpad, wide), (i, ys)| {
+                xpad.resize(g.c_in * pp + SLACK, 0.0);
+                pad_sample(g, &x[i * g.in_len()..][..g.in_len()], as_uninit(xpad));
+                for block in 0..g.c_out / b {
+                    let yb = &mut ys[block * b * g.cols()..][..b * g.cols()];
+                    let wb = &wt[block * g.c_in * 9 * b..][..g.c_in * 9 * b];
+                    if !walk.is_spread() {
+                        // SAFETY: `yb` is this block's `b` output planes; `block_forward` writes each of
+                        // their slots once and reads inside `xpad` and `wb` (see `Walk::rows`). The
+                        // instruction set was detected.
+                        unsafe { x86::block_forward(isa, g, walk, xpad, wb, yb.as_mut_ptr().cast()) };
+                        continue;
+                    }
+                    wide.resize(b * walk.y_plane, 0.0);
+                    // SAFETY: as above, into `wide` (`b` spread planes); the reads past a plane's end
+                    // stay inside `xpad`'s slack.
+                    unsafe { x86::block_forward(isa, g, walk, xpad, wb, wide.as_mut_ptr()) };
+                    for (dst, src) in yb.chunks_mut(g.cols()).zip(wide.chunks(walk.y_plane)) {
+                        for (line, from) in dst.chunks_mut(g.w).zip(src.chunks(wp)) {
+                            for (d, &v) in line.iter_mut().zip(from) {
+                                d.write(v);
+                            }
                         }
                     }
                 }
-            }
-        },
-    );
-    // SAFETY: every sample's task wrote all of its `out_len` slots, block by block.
-    unsafe { y.set_len(len) };
-    y
+            },
+        )
+    };
+    // SAFETY: every sample's task writes all of its `out_len` slots, block by block.
+    unsafe { filled(g.n * g.out_len(), fill) }
 }
 
 /// `dweight[c_out, c_in, 3, 3]` from `x` and the output gradient `dy`, for a geometry that
@@ -252,15 +252,14 @@ fn weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert!(x.len() == g.n * g.in_len() && dy.len() == g.n * g.out_len(), "direct::weight_grad: operands do not fit {g:?}");
     let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
     let (_, pp) = padded(g);
-    // Written plane by plane without zeroing first (megabytes per layer), the slack zeroed.
     let len = g.n * g.c_in * pp;
-    let mut xpad: Vec<f32> = Vec::with_capacity(len + SLACK);
-    let room = &mut xpad.spare_capacity_mut()[..len + SLACK];
-    room[len..].fill(MaybeUninit::new(0.0));
-    room[..len].par_chunks_mut(g.c_in * pp).zip(x.par_chunks(g.in_len())).for_each(|(dst, src)| pad_sample(g, src, dst));
+    let pad_all = |room: &mut [MaybeUninit<f32>]| {
+        room[len..].fill(MaybeUninit::new(0.0));
+        room[..len].par_chunks_mut(g.c_in * pp).zip(x.par_chunks(g.in_len())).for_each(|(dst, src)| pad_sample(g, src, dst));
+    };
     // SAFETY: the samples' padded planes cover the first `len` slots, each written by
-    // `pad_sample`, and the slack was filled.
-    unsafe { xpad.set_len(len + SLACK) };
+    // `pad_sample`, and the slack is filled.
+    let xpad = unsafe { filled(len + SLACK, pad_all) };
     // Enough samples per chunk to keep the partial sums few (each is a whole weight), about
     // 256 vectors' worth.
     let size = 256usize.div_ceil(walk.count()).min(g.n).max(1);

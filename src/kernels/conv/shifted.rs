@@ -7,7 +7,8 @@
 //! (ResNet-20: 24% of the convolution's forward time); this builds a `k` times larger one, mostly
 //! from plane-sized copies, at the price of the positions cropped away.
 
-use super::{as_uninit, inner_threads, l2_bytes, matmul, pad_plane, sized, sum_in_order, Geometry, Mat, Scratch};
+use super::super::uninit::as_uninit;
+use super::{inner_threads, l2_bytes, matmul, pad_plane, sized, sum_in_order, Geometry, Mat, Scratch};
 use rayon::prelude::*;
 
 /// Whether the shifted form suits `g`: stride 1, a kernel wider than 1, at least 8 input
