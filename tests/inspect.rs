@@ -193,3 +193,37 @@ fn damaged_torch_save_files_never_panic() {
         assert!(errors >= 150, "{}: every cut file is refused ({errors} errors)", src.display());
     }
 }
+
+/// A graph exported from the bare model still marks the weights of a checkpoint saved from
+/// `DistributedDataParallel` (`module.` in front of every name); one from another model is
+/// refused rather than marking nothing.
+#[test]
+fn the_graph_matches_prefixed_names_and_refuses_another_model() {
+    let f = fixtures();
+    let graph = f.join("model.onnx");
+    let rename = |name: &str, prefix: &str| {
+        let d = tmp(name);
+        for step in ["000000", "000020"] {
+            let l = normwd::train::store::read_safetensors(&f.join(format!("ckpt_{step}.safetensors"))).unwrap();
+            let mut all: Vec<(String, Vec<usize>, Vec<f32>)> =
+                l.tensors.into_iter().map(|(k, (s, v))| (format!("{prefix}{k}"), s, v)).collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            std::fs::write(d.join(format!("ckpt_{step}.safetensors")), normwd::train::store::to_safetensors(&all, HashMap::new())).unwrap();
+        }
+        d
+    };
+    let d = rename("ddp", "module.");
+    let o = bin()
+        .args(["inspect", d.to_str().unwrap(), "--graph", graph.to_str().unwrap(), "--json", "--out", tmp("ddp-out").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let si = |n: &str| v["tensors"].as_array().unwrap().iter().find(|t| t["name"] == n).unwrap()["scale_invariant"].as_bool().unwrap();
+    assert!(si("module.conv1.weight") && si("module.conv2.weight") && !si("module.fc.weight"));
+    let d = rename("other", "encoder_");
+    expect_error(
+        &[d.to_str().unwrap(), "--graph", graph.to_str().unwrap()],
+        &["--graph", "none of its 2 weights before a normalization", "encoder_"],
+    );
+}

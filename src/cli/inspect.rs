@@ -114,7 +114,32 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         Some(g) => {
             let bytes = std::fs::read(g).map_err(|e| fail(2, format!("{}: cannot read ({e})", g.display())))?;
             let graph = onnx::parse(&bytes).map_err(|e| fail(2, format!("{}: {e}", g.display())))?;
-            Some(onnx::weights_before_norm(&graph))
+            let before_norm = onnx::weights_before_norm(&graph);
+            let names: Vec<&str> = series[0].tensors.keys().map(|k| k.as_str()).collect();
+            let (found, missing) = inspect::graph_names_in(&names, &before_norm);
+            let some = |v: &[String]| v.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+            if found.is_empty() && !missing.is_empty() {
+                let theirs: Vec<String> = names.iter().take(3).map(|n| n.to_string()).collect();
+                return Err(fail(
+                    2,
+                    format!(
+                        "--graph {}: none of its {} weights before a normalization ({}, ...) is in the checkpoints (whose names run {}, ...): expected the same model's export",
+                        g.display(),
+                        missing.len(),
+                        some(&missing),
+                        theirs.join(", ")
+                    ),
+                ));
+            }
+            if !missing.is_empty() {
+                eprintln!(
+                    "warning: --graph {}: {} weights before a normalization are in no checkpoint ({}); the scale-invariant column leaves them out",
+                    g.display(),
+                    missing.len(),
+                    some(&missing)
+                );
+            }
+            Some(found)
         }
         None => None,
     };

@@ -278,6 +278,31 @@ fn angle(a: &[f32], b: &[f32]) -> f64 {
     theory::angle_from_dot(dot, norm(a), norm(b))
 }
 
+/// The checkpoint names of an ONNX graph's weights before a normalization, and the graph
+/// names found in no checkpoint. A name matches as it is, or under a leading component that
+/// every checkpoint name has and the graph's lack (`module.` from DistributedDataParallel, a
+/// wrapper's `model.`, a `torch.save` checkpoint's nesting key): a graph exported from the bare
+/// model then still marks the weights, instead of marking none without a word.
+pub fn graph_names_in(checkpoint: &[&str], graph: &[String]) -> (Vec<String>, Vec<String>) {
+    let has = |n: &str| checkpoint.contains(&n);
+    let direct: Vec<String> = graph.iter().filter(|g| has(g)).cloned().collect();
+    let prefix = checkpoint.first().and_then(|n| n.split_once('.')).map(|(p, _)| format!("{p}."));
+    let prefixed: Vec<String> = match &prefix {
+        Some(p) if checkpoint.iter().all(|n| n.starts_with(p.as_str())) => {
+            graph.iter().map(|g| format!("{p}{g}")).filter(|g| has(g)).collect()
+        }
+        _ => Vec::new(),
+    };
+    if prefixed.len() > direct.len() {
+        let p = prefix.unwrap_or_default();
+        let missing = graph.iter().filter(|g| !has(&format!("{p}{g}"))).cloned().collect();
+        (prefixed, missing)
+    } else {
+        let missing = graph.iter().filter(|g| !has(g)).cloned().collect();
+        (direct, missing)
+    }
+}
+
 /// Measures every tensor of the series; `si_from_graph` lists the weights an ONNX graph shows
 /// feeding a normalization layer (None: guess from names).
 pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hyper) -> Vec<TensorReport> {
@@ -340,6 +365,19 @@ pub fn run_flags(h: &Hyper) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn graph_names_match_as_they_are_or_under_a_common_prefix() {
+        let graph = vec!["conv1.weight".to_string(), "conv2.weight".to_string()];
+        let bare = ["conv1.weight", "conv2.weight", "fc.weight"];
+        assert_eq!(graph_names_in(&bare, &graph), (graph.clone(), vec![]));
+        let ddp = ["module.conv1.weight", "module.conv2.weight", "module.fc.weight"];
+        assert_eq!(graph_names_in(&ddp, &graph), (vec!["module.conv1.weight".into(), "module.conv2.weight".into()], vec![]));
+        let partial = ["conv1.weight", "fc.weight"];
+        assert_eq!(graph_names_in(&partial, &graph), (vec!["conv1.weight".into()], vec!["conv2.weight".into()]));
+        let other = ["encoder.w", "decoder.w"];
+        assert_eq!(graph_names_in(&other, &graph), (vec![], graph.clone()));
+    }
 
     #[test]
     fn steps_from_names_and_guessed_roles() {
