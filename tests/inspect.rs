@@ -227,3 +227,38 @@ fn the_graph_matches_prefixed_names_and_refuses_another_model() {
         &["--graph", "none of its 2 weights before a normalization", "encoder_"],
     );
 }
+
+/// Checkpoints of a Flax training (tests/fixtures/flax, made by its make.py with
+/// `flax.serialization.to_bytes`): every float array's angles match those computed in NumPy
+/// (to 1e-5), and without a graph the convolutions' kernels are guessed scale-invariant from
+/// their BatchNorm neighbours (Flax's layout: output channels last).
+#[test]
+fn flax_msgpack_checkpoints_match_numpy() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flax");
+    let o = bin().args(["inspect", f.to_str().unwrap(), "--json", "--out", tmp("flax").to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reference: HashMap<String, Vec<f64>> = serde_json::from_str(&std::fs::read_to_string(f.join("angles.json")).unwrap()).unwrap();
+    let tensors = v["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), reference.len(), "every float array, nothing else");
+    for t in tensors {
+        let name = t["name"].as_str().unwrap();
+        let ours: Vec<f64> = t["angles"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let theirs = &reference[name];
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        for (a, b) in ours.iter().zip(theirs) {
+            assert!((a - b).abs() < 1e-5, "{name}: {a} vs NumPy {b}");
+        }
+    }
+    let si = |n: &str| tensors.iter().find(|t| t["name"] == n).unwrap()["scale_invariant"].as_bool().unwrap();
+    assert!(si("params/Conv_0/kernel") && si("params/Conv_1/kernel") && !si("params/Dense_0/kernel"));
+    // A damaged file names itself.
+    let d = tmp("flax-cut");
+    for s in ["000000", "000020"] {
+        std::fs::copy(f.join(format!("ckpt_{s}.msgpack")), d.join(format!("ckpt_{s}.msgpack"))).unwrap();
+    }
+    let p = d.join("ckpt_000020.msgpack");
+    let b = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &b[..b.len() - 7]).unwrap();
+    expect_error(&[d.to_str().unwrap()], &["ckpt_000020.msgpack", "not a Flax msgpack checkpoint", "truncated"]);
+}

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// Flags of `inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Checkpoints (safetensors, or torch.save's .pt/.pth/.bin/.ckpt), or folders of them (ordered by the step in the file name).
+    /// Checkpoints (safetensors, torch.save's .pt/.pth/.bin/.ckpt, Flax's .msgpack), or folders of them (ordered by the step in the file name).
     #[arg(required = true)]
     pub checkpoints: Vec<PathBuf>,
     /// The top-level key holding the weights in torch.save checkpoints (default: the first of state_dict, model_state_dict, model, module, net that the file has, else the whole file).

@@ -1,9 +1,10 @@
 //! `inspect`: the same measurements as a normwd run, on a series of checkpoints saved by any
-//! framework (safetensors from PyTorch's `state_dict` or flattened Flax/JAX parameters, or
-//! PyTorch's own `torch.save` files):
+//! framework (safetensors from PyTorch's `state_dict` or flattened Flax/JAX parameters,
+//! PyTorch's own `torch.save` files, Flax's msgpack files):
 //! norms, angles between consecutive checkpoints, effective learning rates, the theory's
 //! equilibrium, and flags for the common mistakes.
 
+pub mod flax;
 pub mod onnx;
 pub mod torch;
 
@@ -29,8 +30,11 @@ pub enum InspectError {
     },
 }
 
-/// Tensors by name: shape and values.
-pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+/// One tensor: shape and values.
+pub type Array = (Vec<usize>, Vec<f32>);
+
+/// Tensors by name.
+pub type Tensors = BTreeMap<String, Array>;
 
 /// One checkpoint of the series.
 pub struct Checkpoint {
@@ -51,8 +55,8 @@ pub fn step_from_name(path: &Path) -> Option<u64> {
 
 /// File extensions a folder's checkpoints are recognized by: safetensors, and what
 /// `torch.save` files are usually called (`.bin`: Hugging Face's `pytorch_model.bin`;
-/// `.ckpt`: Lightning).
-pub const EXTENSIONS: [&str; 5] = ["safetensors", "pt", "pth", "bin", "ckpt"];
+/// `.ckpt`: Lightning), and Flax's msgpack.
+pub const EXTENSIONS: [&str; 6] = ["safetensors", "pt", "pth", "bin", "ckpt", "msgpack"];
 
 /// Expands folders into their checkpoint files ([`EXTENSIONS`]).
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InspectError> {
@@ -101,8 +105,20 @@ pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>, key: Option<&str>) 
                 what: "no step number in the file name: pass --steps".into(),
             })?,
         };
-        let tensors =
-            if torch::is_safetensors(f)? { store::read_safetensors(f)?.tensors.into_iter().collect() } else { torch::read(f, key)? };
+        // Flax's by name, first: a msgpack map's first byte can equal a pickle's, and its
+        // ninth a safetensors header's.
+        let tensors = if f.extension().is_some_and(|e| e == "msgpack") {
+            let bytes =
+                std::fs::read(f).map_err(|e| InspectError::Series { file: f.display().to_string(), what: format!("cannot read ({e})") })?;
+            flax::parse(&bytes).map_err(|what| InspectError::Series {
+                file: f.display().to_string(),
+                what: format!("not a Flax msgpack checkpoint: {what}"),
+            })?
+        } else if torch::is_safetensors(f)? {
+            store::read_safetensors(f)?.tensors.into_iter().collect()
+        } else {
+            torch::read(f, key)?
+        };
         series.push(Checkpoint { file: f.display().to_string(), step, tensors });
     }
     series.sort_by_key(|c| c.step);
