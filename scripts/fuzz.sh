@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes normwd's readers with libFuzzer (cargo fuzz): IDX, CIFAR-10, run/sweep configs,
-# checkpoints (safetensors + run state) and ONNX graphs.
+# checkpoints (safetensors + run state), ONNX graphs and Flax msgpack checkpoints.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     default: 600 s each, all targets
 #
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(idx cifar config checkpoint onnx)
+[ ${#targets[@]} -eq 0 ] && targets=(idx cifar config checkpoint onnx flax)
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 rustup run nightly rustc --version >/dev/null 2>&1 || { echo "cargo fuzz needs a nightly toolchain: rustup toolchain install nightly" >&2; exit 2; }

@@ -64,6 +64,7 @@ for ex in sorted((root / "examples").glob("*.toml")):
 
 fixtures = root / "tests" / "fixtures" / "pytorch"
 put("onnx", "pytorch-model", (fixtures / "model.onnx").read_bytes())
+put("flax", "flax-checkpoint", (root / "tests" / "fixtures" / "flax" / "ckpt_000000.msgpack").read_bytes())
 # A small whole file in each float dtype (the tiny run's own header seed comes from the target).
 header = (
     b'{"__metadata__":{"state":"{}"},"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},'

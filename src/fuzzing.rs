@@ -125,6 +125,15 @@ pub fn onnx(input: &[u8]) {
     }
 }
 
+/// Flax msgpack checkpoints: a successful parse holds arrays whose values fit their shapes.
+pub fn flax(input: &[u8]) {
+    if let Ok(t) = crate::inspect::flax::parse(input) {
+        for (name, (shape, v)) in &t {
+            assert_eq!(shape.iter().product::<usize>(), v.len(), "{name}: values fit the shape");
+        }
+    }
+}
+
 /// Checkpoints restored into the tiny run. Mode byte 0: the rest replaces the header of a
 /// real checkpoint of that run (names, shapes, dtypes, offsets, state), so inputs reach the
 /// checks behind a valid header without carrying megabytes of weights; 1: a whole file.

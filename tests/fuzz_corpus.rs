@@ -48,6 +48,11 @@ fn onnx_corpus_replays() {
 }
 
 #[test]
+fn flax_corpus_replays() {
+    replay("flax", 1, &mut fuzzing::flax);
+}
+
+#[test]
 fn checkpoint_corpus_replays() {
     let mut t = fuzzing::CheckpointTarget::new();
     // The seed header restores cleanly: the target reaches the checks behind a valid file.

@@ -262,3 +262,30 @@ fn flax_msgpack_checkpoints_match_numpy() {
     std::fs::write(&p, &b[..b.len() - 7]).unwrap();
     expect_error(&[d.to_str().unwrap()], &["ckpt_000020.msgpack", "not a Flax msgpack checkpoint", "truncated"]);
 }
+
+/// 5000 damaged copies of a Flax checkpoint (bytes overwritten, inserted or cut) through the
+/// fuzz target's entry: errors, or arrays that fit their shapes; never a panic.
+#[test]
+fn damaged_flax_files_never_panic() {
+    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flax/ckpt_000000.msgpack")).unwrap();
+    let mut state = 0x2545f4914f6cdd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as usize
+    };
+    for k in 0..5000 {
+        let mut b = bytes.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = next() % b.len();
+            match next() % 3 {
+                0 => b[at] = next() as u8,
+                1 => b.insert(at, next() as u8),
+                _ => b.truncate(at.max(1)),
+            }
+        }
+        let r = std::panic::catch_unwind(|| normwd::fuzzing::flax(&b));
+        assert!(r.is_ok(), "damage {k} panics");
+    }
+}
