@@ -475,7 +475,7 @@ mod tests {
         assert_eq!(parse_shard("2/4").unwrap(), (2, 4));
     }
 
-    /// Six claimants at once, 200 times, on a free point and on one whose lock a killed sweep
+    /// Six claimants at once, 400 times, every other time on a lock file a killed sweep
     /// left behind: exactly one gets the lock each time. (Judged by the pid in the file, two
     /// claimants of a stale lock could both remove it and both take the point.)
     #[test]
