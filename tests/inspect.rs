@@ -115,14 +115,15 @@ fn broken_series_name_the_file_and_tensor() {
 }
 
 /// The same checkpoints written by `torch.save` (tests/fixtures/pytorch/torch_save.py): a
-/// plain state_dict in the zip container with a strided tensor, and whole training
-/// checkpoints (`{"model", "optimizer", "step"}`) in the legacy container, whose momentum
-/// buffers must not be taken for weights.
+/// plain state_dict in the zip container with a strided tensor, whole training checkpoints
+/// (`{"model", "optimizer", "step"}`) in the legacy container, whose momentum buffers must not
+/// be taken for weights, and whole modules of the example's own class.
 #[test]
 fn torch_save_checkpoints_read_like_safetensors() {
     let t = fixtures().join("torch-save");
     angles_match_pytorch(&t.join("zip"), 3);
     angles_match_pytorch(&t.join("legacy"), 1);
+    angles_match_pytorch(&t.join("whole"), 1);
     // The optimizer's dictionary asked for by name is read, and is not the model.
     let (out, legacy) = (tmp("torch-key"), t.join("legacy"));
     let args = ["inspect", legacy.to_str().unwrap(), "--key", "optimizer", "--json", "--out", out.to_str().unwrap()];

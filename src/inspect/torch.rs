@@ -61,20 +61,24 @@ pub fn read(path: &Path, key: Option<&str>) -> Result<Tensors, InspectError> {
 }
 
 /// The key of [`WEIGHT_KEYS`] to read the weights from, if the file is a dictionary holding
-/// one as a dictionary. A dictionary of several dictionaries and no tensors of its own, none
-/// of them a known key, is ambiguous (weights beside optimizer state, say): the error lists
-/// its keys for `--key`.
+/// one as a dictionary. Without one, a dictionary beside an optimizer's `state_dict()` (an
+/// entry holding `state` and `param_groups`) is ambiguous: reading the whole file would take
+/// momentum buffers for weights, so the error lists the keys for `--key`. Any other file is
+/// read whole (a `state_dict`, nested dictionaries of tensors, a module).
 fn weights_key(path: &Path, root: &PickleValue) -> Result<Option<String>, InspectError> {
     let PickleValue::Dict(d) = root else { return Ok(None) };
     if let Some(k) = WEIGHT_KEYS.iter().find(|k| matches!(d.get(**k), Some(PickleValue::Dict(_)))) {
         return Ok(Some(k.to_string()));
     }
-    let mut nested: Vec<&String> = d.iter().filter(|(_, v)| matches!(v, PickleValue::Dict(_))).map(|(k, _)| k).collect();
-    let own_tensors = d.values().any(|v| matches!(v, PickleValue::Unsupported(_)));
-    if nested.len() >= 2 && !own_tensors {
-        nested.sort();
-        let keys: Vec<&str> = nested.iter().map(|k| k.as_str()).collect();
-        return Err(series(path, format!("holds several dictionaries ({}): pass --key with the one holding the weights", keys.join(", "))));
+    let optimizer = |v: &PickleValue| matches!(v, PickleValue::Dict(e) if e.contains_key("state") && e.contains_key("param_groups"));
+    if d.values().any(optimizer) {
+        let mut keys: Vec<&str> =
+            d.iter().filter(|(_, v)| matches!(v, PickleValue::Dict(_)) && !optimizer(v)).map(|(k, _)| k.as_str()).collect();
+        keys.sort();
+        return Err(series(
+            path,
+            format!("holds an optimizer's state beside other entries ({}): pass --key with the one holding the weights", keys.join(", ")),
+        ));
     }
     Ok(None)
 }
@@ -101,9 +105,12 @@ mod tests {
         assert_eq!(weights_key(p, &both).unwrap().as_deref(), Some("state_dict"));
         let not_dict = dict(&[("model", tensor.clone()), ("other.weight", tensor.clone())]);
         assert_eq!(weights_key(p, &not_dict).unwrap(), None);
-        // Two unknown dictionaries: ambiguous, and the error lists them.
-        let e = weights_key(p, &dict(&[("weights", weights.clone()), ("opt", weights.clone())])).unwrap_err().to_string();
-        assert!(e.contains("c.pt") && e.contains("(opt, weights)") && e.contains("--key"), "{e}");
+        // Nested dictionaries of tensors are read whole; beside an optimizer's state, the
+        // file is ambiguous and the error lists the other entries.
+        assert_eq!(weights_key(p, &dict(&[("encoder", weights.clone()), ("decoder", weights.clone())])).unwrap(), None);
+        let opt = dict(&[("state", dict(&[])), ("param_groups", PickleValue::List(vec![]))]);
+        let e = weights_key(p, &dict(&[("weights", weights.clone()), ("opt", opt), ("ema", weights.clone())])).unwrap_err().to_string();
+        assert!(e.contains("c.pt") && e.contains("(ema, weights)") && e.contains("--key"), "{e}");
         // A whole module saved with torch.save(model) is no dictionary at the root.
         assert_eq!(weights_key(p, &tensor).unwrap(), None);
     }
