@@ -167,7 +167,8 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
                         Some(false) => "no".into(),
                         None => "-".into(),
                     },
-                    format!("{:.2e}", r.eff_lr.last().unwrap()),
+                    // lr / ||w||^2 of an all-zero tensor (an untrained BN shift): no number to show.
+                    Some(*r.eff_lr.last().unwrap()).filter(|v| v.is_finite()).map(|v| format!("{v:.2e}")).unwrap_or("-".into()),
                 ]
             })
             .collect();
