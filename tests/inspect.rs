@@ -133,6 +133,10 @@ fn torch_save_checkpoints_read_like_safetensors() {
         o.status.success() && v["tensors"].as_array().is_some_and(|a| a.iter().all(|t| t["name"].as_str().unwrap().starts_with("state."))),
         "{o:?}"
     );
+    assert_eq!(v["checkpoints"][0]["key"], "optimizer");
+    // Without --key the weights' key is found, and said.
+    let o = bin().args(["inspect", legacy.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("weights read under the key model"), "{o:?}");
 }
 
 #[test]

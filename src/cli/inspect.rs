@@ -148,7 +148,7 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
     let run_flags = inspect::run_flags(&h);
     let steps: Vec<u64> = series.iter().map(|c| c.step).collect();
     if a.json {
-        let v = serde_json::json!({"checkpoints": series.iter().map(|c| serde_json::json!({"file": c.file, "step": c.step})).collect::<Vec<_>>(), "tensors": reports, "flags": run_flags});
+        let v = serde_json::json!({"checkpoints": series.iter().map(|c| serde_json::json!({"file": c.file, "step": c.step, "key": c.key})).collect::<Vec<_>>(), "tensors": reports, "flags": run_flags});
         println!("{}", serde_json::to_string_pretty(&v).expect("reports serialize"));
     } else {
         let rows: Vec<Vec<String>> = reports
@@ -173,6 +173,11 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
             })
             .collect();
         println!("{} checkpoints, steps {:?}", series.len(), steps);
+        let mut keys: Vec<&str> = series.iter().filter_map(|c| c.key.as_deref()).collect();
+        keys.dedup();
+        if !keys.is_empty() {
+            println!("weights read under the key {} of the torch.save files (--key to choose another)", keys.join(", "));
+        }
         println!(
             "{}",
             table(

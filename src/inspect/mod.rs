@@ -44,6 +44,8 @@ pub struct Checkpoint {
     pub step: u64,
     /// Tensors by name.
     pub tensors: Tensors,
+    /// The top-level key a `torch.save` file's weights were read under, if any.
+    pub key: Option<String>,
 }
 
 /// The last run of digits in a file stem (`ckpt_000300.safetensors` -> 300).
@@ -107,19 +109,20 @@ pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>, key: Option<&str>) 
         };
         // Flax's by name, first: a msgpack map's first byte can equal a pickle's, and its
         // ninth a safetensors header's.
-        let tensors = if f.extension().is_some_and(|e| e == "msgpack") {
+        let (key_used, tensors) = if f.extension().is_some_and(|e| e == "msgpack") {
             let bytes =
                 std::fs::read(f).map_err(|e| InspectError::Series { file: f.display().to_string(), what: format!("cannot read ({e})") })?;
-            flax::parse(&bytes).map_err(|what| InspectError::Series {
+            let t = flax::parse(&bytes).map_err(|what| InspectError::Series {
                 file: f.display().to_string(),
                 what: format!("not a Flax msgpack checkpoint: {what}"),
-            })?
+            })?;
+            (None, t)
         } else if torch::is_safetensors(f)? {
-            store::read_safetensors(f)?.tensors.into_iter().collect()
+            (None, store::read_safetensors(f)?.tensors.into_iter().collect())
         } else {
             torch::read(f, key)?
         };
-        series.push(Checkpoint { file: f.display().to_string(), step, tensors });
+        series.push(Checkpoint { file: f.display().to_string(), step, tensors, key: key_used });
     }
     series.sort_by_key(|c| c.step);
     // The same step twice is the same checkpoint saved twice (ckpt_20.pt beside

@@ -30,8 +30,9 @@ fn series(path: &Path, what: String) -> InspectError {
 /// The float tensors of a `torch.save` checkpoint, under `key` when given; otherwise under
 /// the first of [`WEIGHT_KEYS`] that holds a dictionary, else the whole file (a plain
 /// `state_dict`, or a whole module saved with `torch.save(model)`). Integer tensors, such as
-/// batch norm's `num_batches_tracked`, are counters and left out, as for safetensors.
-pub fn read(path: &Path, key: Option<&str>) -> Result<Tensors, InspectError> {
+/// batch norm's `num_batches_tracked`, are counters and left out, as for safetensors. Also
+/// returns the key the weights were read under, if any (printed, so a guess is visible).
+pub fn read(path: &Path, key: Option<&str>) -> Result<(Option<String>, Tensors), InspectError> {
     let bad = |e: pytorch_reader::PytorchError| series(path, format!("not a safetensors or PyTorch checkpoint ({e})"));
     let key = match key {
         Some(k) => Some(k.to_string()),
@@ -57,7 +58,7 @@ pub fn read(path: &Path, key: Option<&str>) -> Result<Tensors, InspectError> {
         let under = key.map(|k| format!(" under key {k}")).unwrap_or_default();
         return Err(series(path, format!("no float tensors{under}: expected a state_dict or a checkpoint holding one")));
     }
-    Ok(out)
+    Ok((key, out))
 }
 
 /// The key of [`WEIGHT_KEYS`] to read the weights from, if the file is a dictionary holding
