@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes normwd's readers with libFuzzer (cargo fuzz): IDX, CIFAR-10, run/sweep configs,
-# checkpoints (safetensors + run state), ONNX graphs and Flax msgpack checkpoints.
+# checkpoints (safetensors + run state), ONNX graphs, Flax msgpack and torch.save checkpoints
+# (fuzz/corpus/torch/ holds two small torch.save files as seeds, made with torch 2.x).
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     default: 600 s each, all targets
 #
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(idx cifar config checkpoint onnx flax)
+[ ${#targets[@]} -eq 0 ] && targets=(idx cifar config checkpoint onnx flax torch)
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 rustup run nightly rustc --version >/dev/null 2>&1 || { echo "cargo fuzz needs a nightly toolchain: rustup toolchain install nightly" >&2; exit 2; }

@@ -134,6 +134,19 @@ pub fn flax(input: &[u8]) {
     }
 }
 
+/// `torch.save` checkpoints: the reader works on files (a zip's entries are read by offset), so
+/// the input is written to one first. A successful read holds tensors that fit their shapes.
+pub fn torch(input: &[u8]) {
+    let path = std::env::temp_dir().join(format!("normwd-fuzz-torch-{}-{:?}.pt", std::process::id(), std::thread::current().id()));
+    std::fs::write(&path, input).expect("temp file");
+    if let Ok((_, t)) = crate::inspect::torch::read(&path, None) {
+        for (name, (shape, v)) in &t {
+            assert_eq!(shape.iter().product::<usize>(), v.len(), "{name}: values fit the shape");
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
 /// Checkpoints restored into the tiny run. Mode byte 0: the rest replaces the header of a
 /// real checkpoint of that run (names, shapes, dtypes, offsets, state), so inputs reach the
 /// checks behind a valid header without carrying megabytes of weights; 1: a whole file.

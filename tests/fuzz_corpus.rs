@@ -53,6 +53,11 @@ fn flax_corpus_replays() {
 }
 
 #[test]
+fn torch_corpus_replays() {
+    replay("torch", 2, &mut fuzzing::torch);
+}
+
+#[test]
 fn checkpoint_corpus_replays() {
     let mut t = fuzzing::CheckpointTarget::new();
     // The seed header restores cleanly: the target reaches the checks behind a valid file.
