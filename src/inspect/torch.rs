@@ -61,17 +61,23 @@ pub fn read(path: &Path, key: Option<&str>) -> Result<(Option<String>, Tensors),
     Ok((key, out))
 }
 
-/// The key of [`WEIGHT_KEYS`] to read the weights from, if the file is a dictionary holding
-/// one as a dictionary. Without one, a dictionary beside an optimizer's `state_dict()` (an
-/// entry holding `state` and `param_groups`) is ambiguous: reading the whole file would take
-/// momentum buffers for weights, so the error lists the keys for `--key`. Any other file is
-/// read whole (a `state_dict`, nested dictionaries of tensors, a module).
+/// The key of [`WEIGHT_KEYS`] to read the weights from, if the file is a training checkpoint
+/// holding one as a dictionary: the key is its only entry, or it sits beside bookkeeping
+/// (numbers, strings, lists, an optimizer's `state_dict()`). A root of nothing but tensors and
+/// dictionaries is read whole even when it has such a key, since a whole module saved with
+/// `torch.save(model)` reads as exactly that, and its submodule `net` is not all its weights.
+/// Without a key, a dictionary beside an optimizer's state is ambiguous: reading the whole file
+/// would take momentum buffers for weights, so the error lists the keys for `--key`.
 fn weights_key(path: &Path, root: &PickleValue) -> Result<Option<String>, InspectError> {
     let PickleValue::Dict(d) = root else { return Ok(None) };
-    if let Some(k) = WEIGHT_KEYS.iter().find(|k| matches!(d.get(**k), Some(PickleValue::Dict(_)))) {
-        return Ok(Some(k.to_string()));
-    }
     let optimizer = |v: &PickleValue| matches!(v, PickleValue::Dict(e) if e.contains_key("state") && e.contains_key("param_groups"));
+    // Tensors come back as `Unsupported` (the reader's name for values it does not convert).
+    let bookkeeping = d.values().any(|v| optimizer(v) || !matches!(v, PickleValue::Dict(_) | PickleValue::Unsupported(_)));
+    if let Some(k) = WEIGHT_KEYS.iter().find(|k| matches!(d.get(**k), Some(PickleValue::Dict(_)))) {
+        if d.len() == 1 || bookkeeping {
+            return Ok(Some(k.to_string()));
+        }
+    }
     if d.values().any(optimizer) {
         let mut keys: Vec<&str> =
             d.iter().filter(|(_, v)| matches!(v, PickleValue::Dict(_)) && !optimizer(v)).map(|(k, _)| k.as_str()).collect();
@@ -102,8 +108,12 @@ mod tests {
         // Known keys, in order, and only when they hold a dictionary.
         let whole = dict(&[("optimizer", weights.clone()), ("model", weights.clone()), ("epoch", PickleValue::Int(3))]);
         assert_eq!(weights_key(p, &whole).unwrap().as_deref(), Some("model"));
-        let both = dict(&[("model", weights.clone()), ("state_dict", weights.clone())]);
+        let both = dict(&[("model", weights.clone()), ("state_dict", weights.clone()), ("epoch", PickleValue::Int(3))]);
         assert_eq!(weights_key(p, &both).unwrap().as_deref(), Some("state_dict"));
+        assert_eq!(weights_key(p, &dict(&[("state_dict", weights.clone())])).unwrap().as_deref(), Some("state_dict"));
+        // A whole module with a submodule called `net`: tensors and dictionaries only, read whole.
+        let module = dict(&[("net", weights.clone()), ("head", weights.clone()), ("scale", tensor.clone())]);
+        assert_eq!(weights_key(p, &module).unwrap(), None);
         let not_dict = dict(&[("model", tensor.clone()), ("other.weight", tensor.clone())]);
         assert_eq!(weights_key(p, &not_dict).unwrap(), None);
         // Nested dictionaries of tensors are read whole; beside an optimizer's state, the
