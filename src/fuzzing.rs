@@ -125,12 +125,17 @@ pub fn onnx(input: &[u8]) {
     }
 }
 
+/// What a successful read of any checkpoint format promises: values that fit their shapes.
+fn assert_fit(t: &crate::inspect::Tensors) {
+    for (name, (shape, v)) in t {
+        assert_eq!(shape.iter().product::<usize>(), v.len(), "{name}: values fit the shape");
+    }
+}
+
 /// Flax msgpack checkpoints: a successful parse holds arrays whose values fit their shapes.
 pub fn flax(input: &[u8]) {
     if let Ok(t) = crate::inspect::flax::parse(input) {
-        for (name, (shape, v)) in &t {
-            assert_eq!(shape.iter().product::<usize>(), v.len(), "{name}: values fit the shape");
-        }
+        assert_fit(&t);
     }
 }
 
@@ -140,9 +145,7 @@ pub fn torch(input: &[u8]) {
     let path = std::env::temp_dir().join(format!("normwd-fuzz-torch-{}-{:?}.pt", std::process::id(), std::thread::current().id()));
     std::fs::write(&path, input).expect("temp file");
     if let Ok((_, t)) = crate::inspect::torch::read(&path, None) {
-        for (name, (shape, v)) in &t {
-            assert_eq!(shape.iter().product::<usize>(), v.len(), "{name}: values fit the shape");
-        }
+        assert_fit(&t);
     }
     let _ = std::fs::remove_file(&path);
 }

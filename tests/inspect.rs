@@ -12,6 +12,22 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch")
 }
 
+/// Checks each reported tensor's angles against the first `n` of `reference` (a fixture's
+/// angles.json, computed by `by`) to 1e-5; returns how many tensors were compared.
+fn assert_angles(tensors: &[serde_json::Value], reference: &Path, n: usize, by: &str) -> usize {
+    let reference: HashMap<String, Vec<f64>> = serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
+    for t in tensors {
+        let name = t["name"].as_str().unwrap();
+        let ours: Vec<f64> = t["angles"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let theirs = &reference[name][..n];
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        for (a, b) in ours.iter().zip(theirs) {
+            assert!((a - b).abs() < 1e-5, "{name}: {a} vs {by} {b}");
+        }
+    }
+    tensors.len()
+}
+
 /// Runs `inspect --json` with the fixtures' graph on `dir` and checks every float tensor's
 /// angles against the first `n` that PyTorch computed (angles.json, to 1e-5) and the graph's
 /// marks; returns the output folder.
@@ -32,19 +48,8 @@ fn angles_match_pytorch(dir: &Path, n: usize) -> PathBuf {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let reference: HashMap<String, Vec<f64>> = serde_json::from_str(&std::fs::read_to_string(f.join("angles.json")).unwrap()).unwrap();
     let tensors = v["tensors"].as_array().unwrap();
-    let mut compared = 0;
-    for t in tensors {
-        let name = t["name"].as_str().unwrap();
-        let ours: Vec<f64> = t["angles"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let theirs = &reference[name][..n];
-        assert_eq!(ours.len(), theirs.len(), "{name} in {dir:?}");
-        for (a, b) in ours.iter().zip(theirs) {
-            assert!((a - b).abs() < 1e-5, "{name} in {dir:?}: {a} vs PyTorch {b}");
-        }
-        compared += 1;
-    }
+    let compared = assert_angles(tensors, &f.join("angles.json"), n, &format!("PyTorch (in {dir:?})"));
     assert_eq!(compared, 12, "every float tensor, nothing else (the int64 counters are skipped) in {dir:?}");
     let si = |n: &str| tensors.iter().find(|t| t["name"] == n).unwrap()["scale_invariant"].as_bool().unwrap();
     assert!(si("conv1.weight") && si("conv2.weight") && !si("fc.weight") && !si("bn1.weight"));
@@ -243,18 +248,10 @@ fn flax_msgpack_checkpoints_match_numpy() {
     let o = bin().args(["inspect", f.to_str().unwrap(), "--json", "--out", tmp("flax").to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let reference: HashMap<String, Vec<f64>> = serde_json::from_str(&std::fs::read_to_string(f.join("angles.json")).unwrap()).unwrap();
     let tensors = v["tensors"].as_array().unwrap();
-    assert_eq!(tensors.len(), reference.len(), "every float array, nothing else");
-    for t in tensors {
-        let name = t["name"].as_str().unwrap();
-        let ours: Vec<f64> = t["angles"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let theirs = &reference[name];
-        assert_eq!(ours.len(), theirs.len(), "{name}");
-        for (a, b) in ours.iter().zip(theirs) {
-            assert!((a - b).abs() < 1e-5, "{name}: {a} vs NumPy {b}");
-        }
-    }
+    let reference = f.join("angles.json");
+    let arrays = serde_json::from_str::<HashMap<String, serde_json::Value>>(&std::fs::read_to_string(&reference).unwrap()).unwrap().len();
+    assert_eq!(assert_angles(tensors, &reference, 2, "NumPy"), arrays, "every float array, nothing else");
     let si = |n: &str| tensors.iter().find(|t| t["name"] == n).unwrap()["scale_invariant"].as_bool().unwrap();
     assert!(si("params/Conv_0/kernel") && si("params/Conv_1/kernel") && !si("params/Dense_0/kernel"));
     // A damaged file names itself.

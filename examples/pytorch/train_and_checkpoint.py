@@ -22,7 +22,6 @@ import json
 import os
 
 import torch
-from safetensors.torch import save_file
 
 
 class Net(torch.nn.Module):
@@ -41,6 +40,10 @@ class Net(torch.nn.Module):
 
 
 def main():
+    # Imported here, so that importing this file for `Net` (tests/fixtures/pytorch/torch_save.py)
+    # needs only torch.
+    from safetensors.torch import save_file
+
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="checkpoints")
     p.add_argument("--steps", type=int, default=60)

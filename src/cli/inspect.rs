@@ -174,6 +174,7 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
             .collect();
         println!("{} checkpoints, steps {:?}", series.len(), steps);
         let mut keys: Vec<&str> = series.iter().filter_map(|c| c.key.as_deref()).collect();
+        keys.sort_unstable();
         keys.dedup();
         if !keys.is_empty() {
             println!("weights read under the key {} of the torch.save files (--key to choose another)", keys.join(", "));

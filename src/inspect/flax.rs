@@ -5,7 +5,8 @@
 //! joined with `/` (`params/Conv_0/kernel`), as `flax.traverse_util.flatten_dict` gives them.
 //! Every length is checked against the bytes left before anything is allocated.
 
-use super::{Array, Tensors};
+use super::{at, Array, InspectError, Tensors};
+use std::path::Path;
 
 /// A decoded msgpack value (the kinds a Flax checkpoint holds).
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +126,12 @@ fn decode(bytes: &[u8]) -> Result<Value, String> {
         return Err(format!("{} bytes after the end of the msgpack value", bytes.len() - r.at));
     }
     Ok(v)
+}
+
+/// [`parse`] of the file at `path`, the error naming it.
+pub fn read(path: &Path) -> Result<Tensors, InspectError> {
+    let bytes = std::fs::read(path).map_err(|e| at(path, format!("cannot read ({e})")))?;
+    parse(&bytes).map_err(|what| at(path, format!("not a Flax msgpack checkpoint: {what}")))
 }
 
 /// The float arrays of a Flax msgpack checkpoint by `/`-joined path; integer arrays (step

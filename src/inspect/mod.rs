@@ -30,6 +30,11 @@ pub enum InspectError {
     },
 }
 
+/// The [`InspectError::Series`] for `path`.
+fn at(path: &Path, what: String) -> InspectError {
+    InspectError::Series { file: path.display().to_string(), what }
+}
+
 /// One tensor: shape and values.
 pub type Array = (Vec<usize>, Vec<f32>);
 
@@ -110,13 +115,7 @@ pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>, key: Option<&str>) 
         // Flax's by name, first: a msgpack map's first byte can equal a pickle's, and its
         // ninth a safetensors header's.
         let (key_used, tensors) = if f.extension().is_some_and(|e| e == "msgpack") {
-            let bytes =
-                std::fs::read(f).map_err(|e| InspectError::Series { file: f.display().to_string(), what: format!("cannot read ({e})") })?;
-            let t = flax::parse(&bytes).map_err(|what| InspectError::Series {
-                file: f.display().to_string(),
-                what: format!("not a Flax msgpack checkpoint: {what}"),
-            })?;
-            (None, t)
+            (None, flax::read(f)?)
         } else if torch::is_safetensors(f)? {
             (None, store::read_safetensors(f)?.tensors.into_iter().collect())
         } else {
@@ -128,10 +127,7 @@ pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>, key: Option<&str>) 
     // The same step twice is the same checkpoint saved twice (ckpt_20.pt beside
     // ckpt_20.safetensors): its angle of 0 would read as a frozen layer.
     if let Some(w) = series.windows(2).find(|w| w[0].step == w[1].step) {
-        return Err(InspectError::Series {
-            file: w[1].file.clone(),
-            what: format!("step {} is also the step of {}", w[1].step, w[0].file),
-        });
+        return Err(at(Path::new(&w[1].file), format!("step {} is also the step of {}", w[1].step, w[0].file)));
     }
     let first = &series[0];
     for c in &series[1..] {
@@ -303,22 +299,21 @@ fn angle(a: &[f32], b: &[f32]) -> f64 {
 /// wrapper's `model.`, a `torch.save` checkpoint's nesting key): a graph exported from the bare
 /// model then still marks the weights, instead of marking none without a word.
 pub fn graph_names_in(checkpoint: &[&str], graph: &[String]) -> (Vec<String>, Vec<String>) {
-    let has = |n: &str| checkpoint.contains(&n);
-    let direct: Vec<String> = graph.iter().filter(|g| has(g)).cloned().collect();
-    let prefix = checkpoint.first().and_then(|n| n.split_once('.')).map(|(p, _)| format!("{p}."));
-    let prefixed: Vec<String> = match &prefix {
-        Some(p) if checkpoint.iter().all(|n| n.starts_with(p.as_str())) => {
-            graph.iter().map(|g| format!("{p}{g}")).filter(|g| has(g)).collect()
-        }
-        _ => Vec::new(),
+    // (found under `p`, missing) for one prefix.
+    let under = |p: &str| {
+        let (found, missing): (Vec<String>, Vec<String>) =
+            graph.iter().cloned().partition(|g| checkpoint.contains(&format!("{p}{g}").as_str()));
+        (found.into_iter().map(|g| format!("{p}{g}")).collect::<Vec<_>>(), missing)
     };
-    if prefixed.len() > direct.len() {
-        let p = prefix.unwrap_or_default();
-        let missing = graph.iter().filter(|g| !has(&format!("{p}{g}"))).cloned().collect();
-        (prefixed, missing)
-    } else {
-        let missing = graph.iter().filter(|g| !has(g)).cloned().collect();
-        (direct, missing)
+    let direct = under("");
+    let common = checkpoint
+        .first()
+        .and_then(|n| n.split_once('.'))
+        .map(|(p, _)| format!("{p}."))
+        .filter(|p| checkpoint.iter().all(|n| n.starts_with(p.as_str())));
+    match common.map(|p| under(&p)) {
+        Some(prefixed) if prefixed.0.len() > direct.0.len() => prefixed,
+        _ => direct,
     }
 }
 

@@ -3,7 +3,7 @@
 //! `torch.save` has written (zip, the legacy pickle stream, tar), strided views gathered into
 //! row-major order, and sizes checked against the file before anything is allocated.
 
-use super::{InspectError, Tensors};
+use super::{at, InspectError, Tensors};
 use pytorch_reader::{DType, PickleValue, PytorchReader};
 use std::io::Read;
 use std::path::Path;
@@ -18,13 +18,9 @@ pub const WEIGHT_KEYS: [&str; 5] = ["state_dict", "model_state_dict", "model", "
 /// judged by extension, since `.bin` and `.ckpt` name either.
 pub fn is_safetensors(path: &Path) -> Result<bool, InspectError> {
     let mut head = [0u8; 9];
-    let mut f = std::fs::File::open(path).map_err(|e| series(path, format!("cannot read ({e})")))?;
-    let n = f.read(&mut head).map_err(|e| series(path, format!("cannot read ({e})")))?;
+    let mut f = std::fs::File::open(path).map_err(|e| at(path, format!("cannot read ({e})")))?;
+    let n = f.read(&mut head).map_err(|e| at(path, format!("cannot read ({e})")))?;
     Ok(n == head.len() && head[8] == b'{')
-}
-
-fn series(path: &Path, what: String) -> InspectError {
-    InspectError::Series { file: path.display().to_string(), what }
 }
 
 /// The float tensors of a `torch.save` checkpoint, under `key` when given; otherwise under
@@ -33,18 +29,18 @@ fn series(path: &Path, what: String) -> InspectError {
 /// batch norm's `num_batches_tracked`, are counters and left out, as for safetensors. Also
 /// returns the key the weights were read under, if any (printed, so a guess is visible).
 pub fn read(path: &Path, key: Option<&str>) -> Result<(Option<String>, Tensors), InspectError> {
-    let bad = |e: pytorch_reader::PytorchError| series(path, format!("not a safetensors or PyTorch checkpoint ({e})"));
+    let bad = |e: pytorch_reader::PytorchError| at(path, format!("not a safetensors or PyTorch checkpoint ({e})"));
     let key = match key {
         Some(k) => Some(k.to_string()),
         None => weights_key(path, &PytorchReader::read_pickle_data(path, None).map_err(bad)?)?,
     };
     let reader = match &key {
-        Some(k) => PytorchReader::with_top_level_key(path, k).map_err(|e| series(path, format!("--key {k}: {e}")))?,
+        Some(k) => PytorchReader::with_top_level_key(path, k).map_err(|e| at(path, format!("--key {k}: {e}")))?,
         None => PytorchReader::new(path).map_err(bad)?,
     };
     let mut out = Tensors::new();
     for (name, t) in reader.into_tensors() {
-        let bytes = t.read().map_err(|e| series(path, format!("cannot read ({e})")))?;
+        let bytes = t.read().map_err(|e| at(path, format!("cannot read ({e})")))?;
         let v: Vec<f32> = match t.dtype() {
             DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect(),
             DType::F64 => bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
@@ -56,7 +52,7 @@ pub fn read(path: &Path, key: Option<&str>) -> Result<(Option<String>, Tensors),
     }
     if out.is_empty() {
         let under = key.map(|k| format!(" under key {k}")).unwrap_or_default();
-        return Err(series(path, format!("no float tensors{under}: expected a state_dict or a checkpoint holding one")));
+        return Err(at(path, format!("no float tensors{under}: expected a state_dict or a checkpoint holding one")));
     }
     Ok((key, out))
 }
@@ -82,7 +78,7 @@ fn weights_key(path: &Path, root: &PickleValue) -> Result<Option<String>, Inspec
         let mut keys: Vec<&str> =
             d.iter().filter(|(_, v)| matches!(v, PickleValue::Dict(_)) && !optimizer(v)).map(|(k, _)| k.as_str()).collect();
         keys.sort();
-        return Err(series(
+        return Err(at(
             path,
             format!("holds an optimizer's state beside other entries ({}): pass --key with the one holding the weights", keys.join(", ")),
         ));
