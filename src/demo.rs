@@ -7,6 +7,10 @@
 //! relaxes in about 50 steps; the constant-lr phase lasts ~240 steps, then a 10x lower lr
 //! anneals for the last epoch.
 
+use crate::model::{ModelKind, NormKind};
+use crate::optim::schedule::ScheduleKind;
+use crate::optim::{DecayMode, OptimKind};
+use crate::params::DecayPolicy;
 use crate::report::{self, window_mean, RunData};
 use crate::theory;
 use crate::train::config::RunConfig;
@@ -95,20 +99,20 @@ pub const ADAM_WD: f64 = 4.0;
 /// The regimes of the core suite.
 pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
     let base = RunConfig {
-        model: "convnet".into(),
-        norm: "bn".into(),
+        model: ModelKind::Convnet,
+        norm: NormKind::Bn,
         data: s.data.clone(),
         train_subset: s.train_subset,
         test_subset: s.test_subset,
         epochs: s.epochs,
         batch_size: 128,
-        optimizer: "sgd".into(),
+        optimizer: OptimKind::Sgd,
         lr: SGD_LR,
         momentum: SGD_MOMENTUM,
         weight_decay: SGD_WD,
         // Constant lr (the equilibrium is measured there), then a 10x drop for the last epoch so
         // the final accuracies compare trained models rather than the noise of a high lr.
-        schedule: "step".into(),
+        schedule: ScheduleKind::Step,
         milestones: vec![s.epochs.saturating_sub(1).max(1)],
         gamma: 0.1,
         seed: s.seed,
@@ -121,24 +125,24 @@ pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
         r(
             "a-l2-on-all",
             "SGD+momentum, L2 on every parameter, BN gamma/beta included (the naive setup)",
-            RunConfig { decay_policy: "all".into(), ..base.clone() },
+            RunConfig { decay_policy: Some(DecayPolicy::All), ..base.clone() },
         ),
         r("b-no-decay", "no weight decay at all", RunConfig { weight_decay: 0.0, ..base.clone() }),
         r("c-default", "decay on weights, none on norm scales/shifts and biases (the default policy)", base.clone()),
         r(
             "d-10x-wd-0.1x-lr",
             "as (c) but 10x weight decay and 0.1x lr on the scale-invariant weights: same lr*wd",
-            RunConfig { si_lr_scale: 0.1, si_weight_decay: 10.0 * SGD_WD, ..base.clone() },
+            RunConfig { si_lr_scale: 0.1, si_weight_decay: Some(10.0 * SGD_WD), ..base.clone() },
         ),
         r(
             "e1-adam-l2",
             "Adam with L2 in the gradient, decay on scale-invariant weights only",
             RunConfig {
-                optimizer: "adam".into(),
+                optimizer: OptimKind::Adam,
                 lr: ADAM_LR,
                 weight_decay: ADAM_WD,
-                decay: "coupled".into(),
-                decay_policy: "scale-invariant-only".into(),
+                decay: Some(DecayMode::Coupled),
+                decay_policy: Some(DecayPolicy::ScaleInvariantOnly),
                 ..base.clone()
             },
         ),
@@ -146,11 +150,11 @@ pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
             "e2-adamw",
             "AdamW (decoupled), same lr and decay as e1",
             RunConfig {
-                optimizer: "adamw".into(),
+                optimizer: OptimKind::Adamw,
                 lr: ADAM_LR,
                 weight_decay: ADAM_WD,
-                decay: "decoupled".into(),
-                decay_policy: "scale-invariant-only".into(),
+                decay: Some(DecayMode::Decoupled),
+                decay_policy: Some(DecayPolicy::ScaleInvariantOnly),
                 ..base.clone()
             },
         ),
@@ -175,33 +179,33 @@ pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
 pub fn remedy_regimes(s: &DemoSettings) -> Vec<Regime> {
     let base = core_regimes(s).into_iter().find(|r| r.name == "c-default").expect("the core suite has (c)").config;
     let r = |name: &str, about: &str, config: RunConfig| Regime { name: name.into(), about: about.into(), config };
-    let no_si_decay = || RunConfig { decay_policy: "none-on-scale-invariant".into(), ..base.clone() };
+    let no_si_decay = || RunConfig { decay_policy: Some(DecayPolicy::NoneOnScaleInvariant), ..base.clone() };
     vec![
         r("0-baseline-sgd-l2", "SGD with momentum, L2 on weights (the core suite's c)", base.clone()),
         r(
             "1-sgdp",
             "SGDP: radial part of the update removed on scale-invariant weights, decay x0.1/(1-mu) there",
-            RunConfig { optimizer: "sgdp".into(), ..base.clone() },
+            RunConfig { optimizer: OptimKind::Sgdp, ..base.clone() },
         ),
         r(
             "2-adamp",
             "AdamP at the reference defaults (lr 1e-3, betas 0.9/0.999)",
-            RunConfig { optimizer: "adamp".into(), lr: 1e-3, ..base.clone() },
+            RunConfig { optimizer: OptimKind::Adamp, lr: 1e-3, ..base.clone() },
         ),
         r(
             "3-lars",
             "LARS (trust coefficient 0.001, norm/bias excluded from adaptation), lr 1",
-            RunConfig { optimizer: "lars".into(), lr: 1.0, ..base.clone() },
+            RunConfig { optimizer: OptimKind::Lars, lr: 1.0, ..base.clone() },
         ),
         r(
             "4-fixed-norm",
             "scale-invariant weights held at their initial norm (no decay there)",
-            RunConfig { optimizer: "fixed-norm".into(), ..no_si_decay() },
+            RunConfig { optimizer: OptimKind::FixedNorm, ..no_si_decay() },
         ),
         r(
             "5-rv-sgd",
             "rotational wrapper around SGD with momentum: F7's equilibrium angle from step 1",
-            RunConfig { optimizer: "rv-sgd".into(), ..base.clone() },
+            RunConfig { optimizer: OptimKind::RvSgd, ..base.clone() },
         ),
         r(
             "6-compensate-elr",
@@ -262,7 +266,7 @@ pub fn train_all(
     parallel: usize,
     observer: &(dyn Fn(&str, &train::Summary) + Sync),
 ) -> Result<Vec<PathBuf>, TrainError> {
-    crate::sweep::pool(regimes, parallel, &|reg: &Regime| -> Result<(), TrainError> {
+    crate::jobs::run_each(regimes, parallel, &|reg: &Regime| -> Result<(), TrainError> {
         let dir = out.join(&reg.name);
         if let crate::sweep::Outcome::Done(_) = crate::sweep::outcome(&dir) {
             return Ok(());

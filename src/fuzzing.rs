@@ -29,7 +29,14 @@ fn tiny_data() -> Dataset {
 
 /// The run the checkpoint target restores into: a BN MLP on the tiny data, one epoch.
 fn tiny_config(data: &Path) -> RunConfig {
-    RunConfig { model: "mlp".into(), norm: "bn".into(), data: data.display().to_string(), epochs: 1, batch_size: 8, ..RunConfig::default() }
+    RunConfig {
+        model: crate::model::ModelKind::Mlp,
+        norm: crate::model::NormKind::Bn,
+        data: data.display().to_string(),
+        epochs: 1,
+        batch_size: 8,
+        ..RunConfig::default()
+    }
 }
 
 /// Trains the tiny run into a temporary folder and returns its checkpoint's bytes.

@@ -36,6 +36,27 @@ enum Command {
     Bench(cli::bench::BenchArgs),
 }
 
+/// Exits on a flag clap refused. A bad value gets the one line every other bad input gets
+/// (`--model "vgg": expected one of mlp, convnet, resnet20`); the rest (help, unknown flags)
+/// is clap's own.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        if let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) =
+            (e.get(ContextKind::InvalidArg), e.get(ContextKind::InvalidValue))
+        {
+            let flag = arg.split_whitespace().next().unwrap_or(arg);
+            let expected = match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(names)) => format!("expected one of {}", names.join(", ")),
+                _ => std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| "a valid value".into()),
+            };
+            eprintln!("error: {flag} {value:?}: {expected}");
+            std::process::exit(2);
+        }
+    }
+    e.exit()
+}
+
 fn main() {
     // Under a file-size limit (`ulimit -f`) a write then fails with EFBIG and is reported like a
     // full disk, keeping the previous checkpoint, instead of the signal killing the process.
@@ -61,7 +82,7 @@ fn main() {
         // each kept a whole step's buffers, doubling ResNet-20's peak RSS (255 -> 489 MB).
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     if let Err(message) = normwd::env::check() {
         eprintln!("error: {message}");
         std::process::exit(2);

@@ -6,42 +6,7 @@
 use crate::optim::{DecayMode, OptimConfig, OptimKind, UpdateStats};
 use crate::params::{ParamInfo, Role};
 use crate::theory::{self, Family};
-use serde::{Deserialize, Serialize};
-
-/// One probe record (`{"kind":"probe", ...}` in `metrics.jsonl`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Probe {
-    /// Record kind, always `"probe"`.
-    pub kind: String,
-    /// Update number (1-based) the measurement belongs to.
-    pub step: u64,
-    /// Parameter path.
-    pub path: String,
-    /// `||w||` before the update.
-    pub norm: f64,
-    /// `||g||`.
-    pub grad_norm: f64,
-    /// Effective learning rate: `lr/||w||^2` (SGD) or `lr/||w||` (Adam family).
-    pub eff_lr: f64,
-    /// Angle between `w` before and after the update (radians).
-    pub angle: f64,
-    /// `cos(w, g)`.
-    pub cos_wg: f64,
-    /// Predicted equilibrium angle (radians), where the theory gives one.
-    pub pred_angle: Option<f64>,
-    /// Predicted equilibrium norm (F5, plain SGD only).
-    pub pred_norm: Option<f64>,
-    /// Whether the tensor is scale-invariant.
-    pub scale_invariant: bool,
-    /// Learning rate used for this tensor at this step.
-    pub lr: f64,
-    /// Per output channel norms (scale-invariant tensors only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub channel_norm: Vec<f64>,
-    /// Per output channel angular updates (scale-invariant tensors only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub channel_angle: Vec<f64>,
-}
+pub use normwd_core::records::Probe;
 
 /// The theory's family for an optimizer configuration.
 pub fn family(c: &OptimConfig) -> Family {
@@ -79,7 +44,6 @@ pub fn record(step: u64, c: &OptimConfig, info: &ParamInfo, lr: f64, s: &UpdateS
         .then(|| theory::equilibrium_norm_sgd(s.grad_norm * s.norm, lr, wd));
     let per_channel = info.scale_invariant && s.rows.len() > 1;
     Probe {
-        kind: "probe".into(),
         step,
         path: s.path.clone(),
         norm: s.norm,

@@ -24,6 +24,13 @@ pub fn fail(code: i32, message: impl Into<String>) -> Failure {
     Failure { code, message: message.into() }
 }
 
+/// A flag's parser for a closed set of names: `--help` and a misspelt value list the names of
+/// the enum itself.
+pub fn choice<T: normwd_core::choice::Choice + Clone + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(T::ALL.iter().map(|v| v.name())).map(|s| T::parse(&s).expect("a listed name"))
+}
+
 /// Opens the `--device` named `name`, or says why it cannot (exit 2).
 pub fn open_device(name: &str) -> Result<burn::tensor::Device, Failure> {
     normwd::device::open(name).map_err(|e| fail(2, format!("--device {name}: expected {e}")))

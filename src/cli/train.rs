@@ -1,24 +1,45 @@
 //! `normwd train`: flags and `--config` merged into a [`RunConfig`], progress bars, summary.
 
+use super::choice;
 use super::{fail, Failure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use normwd::train::config::RunConfig;
+use normwd::model::{ModelKind, NormKind};
+use normwd::optim::schedule::ScheduleKind;
+use normwd::optim::{DecayMode, FixedNormGranularity, Invariance, NormTarget, OptimKind};
+use normwd::params::DecayPolicy;
+use normwd::train::config::{self, RunConfig};
 use normwd::train::{self, EpochRecord, Observer, RunOptions};
+use serde::Serialize;
 use std::path::PathBuf;
 
-/// Flags of `train`; each overrides the key of the same name in `--config`.
+/// Flags of `train`: the run's settings, and where the run goes.
 #[derive(Args, Debug, Default, Clone)]
 pub struct TrainArgs {
     /// TOML file with run settings (keys = flag names with `_`).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// mlp | convnet | resnet20
+    /// The settings; each overrides the key of the same name in `--config`.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// Run directory (default: runs/MODEL-NORM-OPTIMIZER-sSEED).
     #[arg(long)]
-    pub model: Option<String>,
-    /// bn | ln | gn | wn | none
-    #[arg(long)]
-    pub norm: Option<String>,
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+}
+
+/// The settings of a run as flags, typed by the same enums the config file uses; those given
+/// become a TOML table laid over `--config` (unset flags and `false` switches are left out).
+#[derive(Args, Debug, Default, Clone, Serialize)]
+pub struct Settings {
+    /// Architecture.
+    #[arg(long, value_parser = choice::<ModelKind>())]
+    pub model: Option<ModelKind>,
+    /// Normalization after each linear layer.
+    #[arg(long, value_parser = choice::<NormKind>())]
+    pub norm: Option<NormKind>,
     /// embedded | fashion-mnist | cifar10 | PATH
     #[arg(long)]
     pub data: Option<String>,
@@ -30,6 +51,7 @@ pub struct TrainArgs {
     pub test_subset: Option<usize>,
     /// Random crop + flip augmentation (CIFAR).
     #[arg(long)]
+    #[serde(skip_serializing_if = "off")]
     pub augment: bool,
     /// Passes over the training set.
     #[arg(long)]
@@ -37,9 +59,9 @@ pub struct TrainArgs {
     /// Examples per update.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// sgd | adam | adamw | sgdp | adamp | lars | lamb | fixed-norm | rv-sgd | rv-adamw
-    #[arg(long)]
-    pub optimizer: Option<String>,
+    /// The optimizer.
+    #[arg(long, value_parser = choice::<OptimKind>())]
+    pub optimizer: Option<OptimKind>,
     /// Learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -48,16 +70,18 @@ pub struct TrainArgs {
     pub momentum: Option<f64>,
     /// Nesterov momentum.
     #[arg(long)]
+    #[serde(skip_serializing_if = "off")]
     pub nesterov: bool,
     /// Weight decay lambda (coupled: adds lambda*w to the gradient; decoupled: w -= lr*lambda*w).
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// coupled | decoupled (default: decoupled for adamw, coupled otherwise)
-    #[arg(long)]
-    pub decay: Option<String>,
-    /// exclude-norm-bias | all | scale-invariant-only | none-on-scale-invariant
-    #[arg(long)]
-    pub decay_policy: Option<String>,
+    /// Where decay enters (default: the optimizer's own, decoupled for adamw).
+    #[arg(long, value_parser = choice::<DecayMode>())]
+    pub decay: Option<DecayMode>,
+    /// Which tensors are decayed (default: exclude-norm-bias; none-on-scale-invariant for
+    /// fixed-norm and --compensate-elr).
+    #[arg(long, value_parser = choice::<DecayPolicy>())]
+    pub decay_policy: Option<DecayPolicy>,
     /// Learning-rate multiplier of the scale-invariant group.
     #[arg(long)]
     pub si_lr_scale: Option<f64>,
@@ -65,17 +89,17 @@ pub struct TrainArgs {
     #[arg(long)]
     pub si_weight_decay: Option<f64>,
     /// Adam betas as `b1,b2`.
-    #[arg(long)]
-    pub betas: Option<String>,
+    #[arg(long, value_parser = betas)]
+    pub betas: Option<Betas>,
     /// Adam epsilon.
     #[arg(long)]
     pub eps: Option<f64>,
-    /// constant | step | cosine
-    #[arg(long)]
-    pub schedule: Option<String>,
+    /// Learning-rate schedule.
+    #[arg(long, value_parser = choice::<ScheduleKind>())]
+    pub schedule: Option<ScheduleKind>,
     /// Epochs where `step` multiplies the lr by gamma, as `30,60`.
-    #[arg(long)]
-    pub milestones: Option<String>,
+    #[arg(long, value_parser = milestones)]
+    pub milestones: Option<Milestones>,
     /// Factor of the step schedule.
     #[arg(long)]
     pub gamma: Option<f64>,
@@ -88,15 +112,15 @@ pub struct TrainArgs {
     /// Seed of weights, data order and augmentation.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// cpu | auto
+    /// cpu | wgpu | auto
     #[arg(long)]
     pub device: Option<String>,
     /// Probe every N steps (default: ~200 points per run, at most every 3rd step).
     #[arg(long)]
     pub probe_every: Option<usize>,
-    /// sgdp/adamp: structural (from the graph) | numeric (AdamP's cosine test).
-    #[arg(long)]
-    pub invariance: Option<String>,
+    /// sgdp/adamp: where scale-invariance comes from (numeric: AdamP's cosine test).
+    #[arg(long, value_parser = choice::<Invariance>())]
+    pub invariance: Option<Invariance>,
     /// sgdp/adamp: cosine-test delta (0.1).
     #[arg(long)]
     pub delta: Option<f64>,
@@ -108,36 +132,55 @@ pub struct TrainArgs {
     pub trust_coeff: Option<f64>,
     /// lars: LARC clipping of the trust ratio.
     #[arg(long)]
+    #[serde(skip_serializing_if = "off")]
     pub lars_clip: bool,
-    /// fixed-norm: channel | tensor.
-    #[arg(long)]
-    pub fixed_norm_granularity: Option<String>,
-    /// fixed-norm: init | unit.
-    #[arg(long)]
-    pub fixed_norm_target: Option<String>,
+    /// fixed-norm: hold the norm per output channel or per tensor.
+    #[arg(long, value_parser = choice::<FixedNormGranularity>())]
+    pub fixed_norm_granularity: Option<FixedNormGranularity>,
+    /// fixed-norm: the norm held (the initial one, or 1).
+    #[arg(long, value_parser = choice::<NormTarget>())]
+    pub fixed_norm_target: Option<NormTarget>,
     /// Scale gradients of scale-invariant weights by ||w||^2/||w_0||^2 instead of decaying them (sgd).
     #[arg(long)]
+    #[serde(skip_serializing_if = "off")]
     pub compensate_elr: bool,
     /// rv-sgd/rv-adamw: decay of the running RMS of update sizes (0 = each step's own; the paper's 0.9).
     #[arg(long)]
     pub rv_rms_decay: Option<f64>,
-    /// Run directory (default: runs/MODEL-NORM-OPTIMIZER-sSEED).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Continue the run in this directory from its last checkpoint.
-    #[arg(long, conflicts_with = "out")]
-    pub resume: Option<PathBuf>,
 }
 
-fn list<T: std::str::FromStr>(flag: &str, s: &str) -> Result<Vec<T>, Failure> {
+fn off(on: &bool) -> bool {
+    !*on
+}
+
+/// `--betas b1,b2`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Betas([f64; 2]);
+
+fn betas(s: &str) -> Result<Betas, String> {
+    match numbers::<f64>(s)?[..] {
+        [b1, b2] => Ok(Betas([b1, b2])),
+        _ => Err("expected two numbers b1,b2".into()),
+    }
+}
+
+/// `--milestones 30,60`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Milestones(Vec<usize>);
+
+fn milestones(s: &str) -> Result<Milestones, String> {
+    numbers(s).map(Milestones)
+}
+
+fn numbers<T: std::str::FromStr>(s: &str) -> Result<Vec<T>, String> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
-        .map(|p| p.trim().parse::<T>().map_err(|_| fail(2, format!("--{flag} {s:?}: expected comma-separated numbers"))))
+        .map(|p| p.trim().parse::<T>().map_err(|_| "expected comma-separated numbers".to_string()))
         .collect()
 }
 
 impl TrainArgs {
-    /// The configuration: defaults, then `--config`, then flags.
+    /// The configuration: defaults, then `--config`, then flags; resolved once to check it.
     pub fn config(&self) -> Result<RunConfig, Failure> {
         let mut table: toml::Table = match &self.config {
             Some(p) => {
@@ -148,75 +191,9 @@ impl TrainArgs {
             }
             None => toml::Table::new(),
         };
-        let mut set = |k: &str, v: toml::Value| {
-            table.insert(k.to_string(), v);
-        };
-        macro_rules! opt {
-            ($field:ident, $conv:expr) => {
-                if let Some(v) = &self.$field {
-                    set(stringify!($field), $conv(v.clone()));
-                }
-            };
-        }
-        let s = |v: String| toml::Value::String(v);
-        let f = toml::Value::Float;
-        let i = |v: usize| toml::Value::Integer(v as i64);
-        opt!(model, s);
-        opt!(norm, s);
-        opt!(data, s);
-        opt!(train_subset, i);
-        opt!(test_subset, i);
-        opt!(epochs, i);
-        opt!(batch_size, i);
-        opt!(optimizer, s);
-        opt!(lr, f);
-        opt!(momentum, f);
-        opt!(weight_decay, f);
-        opt!(decay, s);
-        opt!(decay_policy, s);
-        opt!(si_lr_scale, f);
-        opt!(si_weight_decay, f);
-        opt!(eps, f);
-        opt!(schedule, s);
-        opt!(gamma, f);
-        opt!(warmup_steps, i);
-        opt!(bn_momentum, f);
-        opt!(device, s);
-        opt!(probe_every, i);
-        opt!(invariance, s);
-        opt!(rv_rms_decay, f);
-        opt!(delta, f);
-        opt!(wd_ratio, f);
-        opt!(trust_coeff, f);
-        opt!(fixed_norm_granularity, s);
-        opt!(fixed_norm_target, s);
-        for (flag, on) in [("lars_clip", self.lars_clip), ("compensate_elr", self.compensate_elr)] {
-            if on {
-                set(flag, toml::Value::Boolean(true));
-            }
-        }
-        if let Some(seed) = self.seed {
-            set("seed", toml::Value::Integer(seed as i64));
-        }
-        if self.nesterov {
-            set("nesterov", toml::Value::Boolean(true));
-        }
-        if self.augment {
-            set("augment", toml::Value::Boolean(true));
-        }
-        if let Some(b) = &self.betas {
-            let v: Vec<f64> = list("betas", b)?;
-            if v.len() != 2 {
-                return Err(fail(2, format!("--betas {b:?}: expected two numbers b1,b2")));
-            }
-            set("betas", toml::Value::Array(v.into_iter().map(toml::Value::Float).collect()));
-        }
-        if let Some(m) = &self.milestones {
-            let v: Vec<i64> = list("milestones", m)?;
-            set("milestones", toml::Value::Array(v.into_iter().map(toml::Value::Integer).collect()));
-        }
+        table.extend(toml::Table::try_from(&self.settings).map_err(|e| fail(2, format!("flags: {e}")))?);
         let c: RunConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| fail(2, format!("settings: {e}")))?;
-        c.resolve().map_err(|e| fail(2, e.to_string()))?;
+        config::resolve(&c).map_err(|e| fail(2, e.to_string()))?;
         Ok(c)
     }
 }

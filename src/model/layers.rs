@@ -13,50 +13,7 @@ use burn::tensor::module::{batch_norm_train, conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
 
-/// Which normalization follows a linear op (the `--norm` flag).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NormKind {
-    /// Batch normalization (batch statistics in training, running averages in eval).
-    Bn,
-    /// Layer normalization: over all features of a sample (`GroupNorm(1, C)` for conv maps).
-    Ln,
-    /// Group normalization with [`GN_GROUPS`] groups.
-    Gn,
-    /// Weight normalization `w = g * v / ||v||` per output channel, no activation norm.
-    Wn,
-    /// No normalization.
-    None,
-}
-
-/// Number of groups used by `--norm gn` (every channel count in the built-in models divides by it).
-pub const GN_GROUPS: usize = 8;
-
-impl NormKind {
-    /// All choices, in the order the CLI lists them.
-    pub const ALL: [NormKind; 5] = [NormKind::Bn, NormKind::Ln, NormKind::Gn, NormKind::Wn, NormKind::None];
-
-    /// The CLI name.
-    pub fn name(self) -> &'static str {
-        match self {
-            NormKind::Bn => "bn",
-            NormKind::Ln => "ln",
-            NormKind::Gn => "gn",
-            NormKind::Wn => "wn",
-            NormKind::None => "none",
-        }
-    }
-
-    /// Parses a CLI name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == s)
-    }
-
-    /// True when a normalization layer follows the linear op (so the op needs no bias).
-    pub fn has_layer(self) -> bool {
-        matches!(self, NormKind::Bn | NormKind::Ln | NormKind::Gn)
-    }
-}
+pub use normwd_core::kinds::{NormKind, GN_GROUPS};
 
 /// Weight of a layer: plain, or weight-normalized as `g * v / ||v||` (per output channel).
 fn effective_weight<const D: usize>(

@@ -12,44 +12,7 @@ pub use layers::{NormKind, GN_GROUPS};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 
-/// Which architecture (the `--model` flag).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    /// 784-512-512-10 MLP.
-    Mlp,
-    /// 4-layer ConvNet (32/64/128 channels).
-    Convnet,
-    /// CIFAR ResNet-20 v1.
-    Resnet20,
-}
-
-impl ModelKind {
-    /// All choices.
-    pub const ALL: [ModelKind; 3] = [ModelKind::Mlp, ModelKind::Convnet, ModelKind::Resnet20];
-
-    /// The CLI name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::Mlp => "mlp",
-            ModelKind::Convnet => "convnet",
-            ModelKind::Resnet20 => "resnet20",
-        }
-    }
-
-    /// Parses a CLI name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == s)
-    }
-
-    /// The smallest image side the architecture accepts (the ConvNet halves it three times).
-    pub fn min_side(self) -> usize {
-        match self {
-            ModelKind::Convnet => 8,
-            ModelKind::Mlp | ModelKind::Resnet20 => 1,
-        }
-    }
-}
+pub use normwd_core::kinds::ModelKind;
 
 /// A built model of any architecture. (Variants differ in size, but a model is built once
 /// per run and moved, never stored in bulk, so boxing would buy nothing.)

@@ -7,7 +7,7 @@
 
 pub mod fused;
 pub mod remedies;
-pub mod schedule;
+pub use normwd_core::schedule;
 pub mod transform;
 
 use crate::model::PathTracker;
@@ -16,363 +16,64 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Gradients;
 use burn::tensor::{Device, Tensor, TensorData};
 use schedule::Schedule;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use transform::{Ctx, Slots, State, Transform};
 
-/// Errors in optimizer settings.
-#[derive(Debug, thiserror::Error)]
-pub enum OptimError {
-    /// A hyperparameter is out of its domain.
-    #[error("--{flag} {value}: expected {expected}")]
-    Invalid {
-        /// The flag / config key.
-        flag: &'static str,
-        /// The value seen.
-        value: String,
-        /// What is allowed.
-        expected: &'static str,
-    },
-    /// A saved optimizer state does not fit the model.
-    #[error("optimizer state: {0}")]
-    State(String),
-}
+pub use normwd_core::optim::{DecayMode, FixedNormGranularity, Invariance, NormTarget, OptimConfig, OptimError, OptimKind, RemedyConfig};
 
-/// The optimizer (the `--optimizer` flag).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OptimKind {
-    /// SGD with (optional) momentum / Nesterov, PyTorch semantics.
-    Sgd,
-    /// Adam (coupled L2 by default).
-    Adam,
-    /// AdamW (decoupled decay by default).
-    Adamw,
-    /// SGDP (Heo et al. 2021): SGD whose update loses its radial part on scale-invariant tensors.
-    Sgdp,
-    /// AdamP (Heo et al. 2021).
-    Adamp,
-    /// LARS (You et al. 2017): SGD with a layer-wise trust ratio.
-    Lars,
-    /// LAMB (You et al. 2020): Adam with a layer-wise trust ratio.
-    Lamb,
-    /// SGD with momentum, scale-invariant weights held at a fixed norm (van Laarhoven 2017).
-    FixedNorm,
-    /// RV-SGDM (Kosson et al. 2024): rotational wrapper around SGD with momentum.
-    RvSgd,
-    /// RV-AdamW (Kosson et al. 2024): rotational wrapper around AdamW.
-    RvAdamw,
-}
-
-impl OptimKind {
-    /// All choices.
-    pub const ALL: [OptimKind; 10] = [
-        OptimKind::Sgd,
-        OptimKind::Adam,
-        OptimKind::Adamw,
-        OptimKind::Sgdp,
-        OptimKind::Adamp,
-        OptimKind::Lars,
-        OptimKind::Lamb,
-        OptimKind::FixedNorm,
-        OptimKind::RvSgd,
-        OptimKind::RvAdamw,
-    ];
-
-    /// The CLI name.
-    pub fn name(self) -> &'static str {
-        match self {
-            OptimKind::Sgd => "sgd",
-            OptimKind::Adam => "adam",
-            OptimKind::Adamw => "adamw",
-            OptimKind::Sgdp => "sgdp",
-            OptimKind::Adamp => "adamp",
-            OptimKind::Lars => "lars",
-            OptimKind::Lamb => "lamb",
-            OptimKind::FixedNorm => "fixed-norm",
-            OptimKind::RvSgd => "rv-sgd",
-            OptimKind::RvAdamw => "rv-adamw",
-        }
+/// The transform chain of an optimizer (`params` gives the rotational wrapper its angle).
+pub fn chain(c: &OptimConfig, params: &[ParamInfo]) -> Vec<Box<dyn Transform>> {
+    let this = c;
+    use remedies::*;
+    use transform::*;
+    let r = &this.remedy;
+    let trace = || -> Box<dyn Transform> { Box::new(Trace { momentum: this.momentum, nesterov: this.nesterov }) };
+    let adam = || -> Box<dyn Transform> { Box::new(ScaleByAdam { b1: this.betas.0, b2: this.betas.1, eps: this.eps }) };
+    let project = || -> Box<dyn Transform> { Box::new(Project { delta: r.delta, wd_ratio: r.wd_ratio, invariance: r.invariance }) };
+    let lr = || -> Box<dyn Transform> { Box::new(ScaleByLr) };
+    let mut c: Vec<Box<dyn Transform>> = Vec::new();
+    if r.compensate_elr {
+        c.push(Box::new(CompensateElr));
     }
-
-    /// Parses a CLI name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == s)
-    }
-
-    /// The decay mode used when `--decay` is not given (the remedies fix their own).
-    pub fn default_decay(self) -> DecayMode {
-        match self {
-            OptimKind::Adamw | OptimKind::Sgdp | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw => DecayMode::Decoupled,
-            _ => DecayMode::Coupled,
-        }
-    }
-
-    /// True for the Adam family (effective lr `lr/||w||`).
-    pub fn adam_like(self) -> bool {
-        matches!(self, OptimKind::Adam | OptimKind::Adamw | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw)
-    }
-
-    /// True when the kind fixes its decay mode (`--decay` may only restate it).
-    pub fn fixed_decay(self) -> bool {
-        !matches!(self, OptimKind::Sgd | OptimKind::Adam | OptimKind::Adamw)
-    }
-}
-
-/// Settings of the remedies (ignored by the plain optimizers).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RemedyConfig {
-    /// Where SGDP / AdamP learn scale-invariance.
-    pub invariance: remedies::Invariance,
-    /// AdamP's cosine-test `delta`.
-    pub delta: f64,
-    /// AdamP's decay multiplier on projected tensors.
-    pub wd_ratio: f64,
-    /// LARS trust coefficient.
-    pub trust_coeff: f64,
-    /// LARC clipping.
-    pub lars_clip: bool,
-    /// Fixed norm per output channel (else per tensor).
-    pub fixed_norm_per_channel: bool,
-    /// Fixed norm target.
-    pub fixed_norm_target: remedies::NormTarget,
-    /// Jane Street's effective-lr compensation (scale-invariant weights, no decay there).
-    pub compensate_elr: bool,
-    /// Decay of the rotational wrapper's running RMS of update sizes (0 = each step's own).
-    pub rv_rms_decay: f64,
-}
-
-impl Default for RemedyConfig {
-    fn default() -> Self {
-        RemedyConfig {
-            invariance: remedies::Invariance::Structural,
-            delta: 0.1,
-            wd_ratio: 0.1,
-            trust_coeff: 0.001,
-            lars_clip: false,
-            fixed_norm_per_channel: true,
-            fixed_norm_target: remedies::NormTarget::Init,
-            compensate_elr: false,
-            rv_rms_decay: 0.0,
-        }
-    }
-}
-
-/// How weight decay enters the update (the `--decay` flag).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DecayMode {
-    /// L2 added to the gradient, before momentum / Adam scaling.
-    Coupled,
-    /// Applied to the weights directly, scaled by the learning rate only.
-    Decoupled,
-}
-
-impl DecayMode {
-    /// Parses a CLI name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "coupled" => Some(Self::Coupled),
-            "decoupled" => Some(Self::Decoupled),
-            _ => None,
-        }
-    }
-}
-
-/// Hyperparameters of an optimizer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OptimConfig {
-    /// Base optimizer.
-    pub kind: OptimKind,
-    /// Base learning rate.
-    pub lr: f64,
-    /// SGD momentum.
-    pub momentum: f64,
-    /// SGD Nesterov momentum.
-    pub nesterov: bool,
-    /// Weight decay `lambda` (THEORY.md convention).
-    pub weight_decay: f64,
-    /// Coupled or decoupled decay.
-    pub decay: DecayMode,
-    /// Adam betas.
-    pub betas: (f64, f64),
-    /// Adam epsilon.
-    pub eps: f64,
-    /// Learning-rate multiplier for the scale-invariant group.
-    pub si_lr_scale: f64,
-    /// Weight decay for the scale-invariant group (defaults to `weight_decay`).
-    pub si_weight_decay: Option<f64>,
-    /// Settings of the remedies.
-    pub remedy: RemedyConfig,
-}
-
-fn check(flag: &'static str, v: f64, ok: bool, expected: &'static str) -> Result<(), OptimError> {
-    if v.is_finite() && ok {
-        Ok(())
-    } else {
-        Err(OptimError::Invalid { flag, value: v.to_string(), expected })
-    }
-}
-
-impl OptimConfig {
-    /// Checks every hyperparameter's domain.
-    pub fn validate(&self) -> Result<(), OptimError> {
-        check("lr", self.lr, self.lr > 0.0, "a finite number > 0")?;
-        check("weight-decay", self.weight_decay, self.weight_decay >= 0.0, "a finite number >= 0")?;
-        check("momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "a number in [0, 1)")?;
-        check("betas", self.betas.0, (0.0..1.0).contains(&self.betas.0), "beta1 in [0, 1)")?;
-        check("betas", self.betas.1, (0.0..1.0).contains(&self.betas.1), "beta2 in [0, 1)")?;
-        check("eps", self.eps, self.eps > 0.0, "a finite number > 0")?;
-        check("si-lr-scale", self.si_lr_scale, self.si_lr_scale > 0.0, "a finite number > 0")?;
-        if let Some(w) = self.si_weight_decay {
-            check("si-weight-decay", w, w >= 0.0, "a finite number >= 0")?;
-        }
-        if self.nesterov
-            && (!matches!(self.kind, OptimKind::Sgd | OptimKind::Sgdp | OptimKind::FixedNorm | OptimKind::RvSgd) || self.momentum == 0.0)
-        {
-            return Err(OptimError::Invalid {
-                flag: "nesterov",
-                value: "true".into(),
-                expected: "an SGD-type optimizer with --momentum > 0",
-            });
-        }
-        let r = &self.remedy;
-        check("trust-coeff", r.trust_coeff, r.trust_coeff > 0.0, "a finite number > 0 (LARS's trust coefficient)")?;
-        check("delta", r.delta, r.delta > 0.0, "a finite number > 0")?;
-        check("wd-ratio", r.wd_ratio, r.wd_ratio >= 0.0, "a finite number >= 0")?;
-        check("rv-rms-decay", r.rv_rms_decay, (0.0..1.0).contains(&r.rv_rms_decay), "a number in [0, 1)")?;
-        if self.kind.fixed_decay() && self.decay != self.kind.default_decay() {
-            return Err(OptimError::Invalid {
-                flag: "decay",
-                value: format!("{:?}", self.decay).to_lowercase(),
-                expected: "the optimizer's own decay mode (leave --decay unset for sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw)",
-            });
-        }
-        if r.compensate_elr && self.kind != OptimKind::Sgd {
-            return Err(OptimError::Invalid { flag: "compensate-elr", value: "true".into(), expected: "--optimizer sgd" });
-        }
-        Ok(())
-    }
-
-    /// Checks settings that depend on which tensors are decayed.
-    pub fn validate_for(&self, params: &[ParamInfo]) -> Result<(), OptimError> {
-        let si_decayed = params.iter().any(|p| p.scale_invariant && self.weight_decay_for(p) > 0.0);
-        match self.kind {
-            OptimKind::FixedNorm if si_decayed => Err(OptimError::Invalid {
-                flag: "weight-decay",
-                value: self.si_weight_decay.unwrap_or(self.weight_decay).to_string(),
-                expected: "0 on scale-invariant weights with fixed-norm: their norm is held fixed, so decay there would do nothing (use --decay-policy none-on-scale-invariant or --si-weight-decay 0)",
-            }),
-            _ if self.remedy.compensate_elr && si_decayed => Err(OptimError::Invalid {
-                flag: "weight-decay",
-                value: self.si_weight_decay.unwrap_or(self.weight_decay).to_string(),
-                expected: "0 on scale-invariant weights with --compensate-elr (the compensation replaces decay there: use --decay-policy none-on-scale-invariant)",
-            }),
-            OptimKind::RvSgd | OptimKind::RvAdamw if params.iter().any(|p| p.scale_invariant) && self.rotation_angle(params) == 0.0 => Err(OptimError::Invalid {
-                flag: "weight-decay",
-                value: "0".into(),
-                expected: "> 0 on scale-invariant weights for the rotational wrapper: its target angle sqrt(2*lr*wd*...) would be 0",
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// The rotational wrapper's target angle per step at the base lr (F7 for RV-SGDM, F8 for RV-AdamW).
-    pub fn rotation_angle(&self, params: &[ParamInfo]) -> f64 {
-        let wd = params.iter().find(|p| p.scale_invariant).map(|p| self.weight_decay_for(p)).unwrap_or(0.0);
-        let lr = self.lr * self.si_lr_scale;
-        match self.kind {
-            OptimKind::RvAdamw => crate::theory::angle_adamw(lr, wd, self.betas.0),
-            _ => crate::theory::angle_sgdm(lr, wd, self.momentum),
-        }
-    }
-
-    /// SGD with momentum and L2 in the gradient (PyTorch's `SGD`), every other setting at its default.
-    pub fn sgd(lr: f64, momentum: f64, weight_decay: f64) -> Self {
-        OptimConfig {
-            kind: OptimKind::Sgd,
-            lr,
-            momentum,
-            nesterov: false,
-            weight_decay,
-            decay: DecayMode::Coupled,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            si_lr_scale: 1.0,
-            si_weight_decay: None,
-            remedy: RemedyConfig::default(),
-        }
-    }
-
-    /// `kind` with its own decay mode, momentum 0.9 and Adam's default betas.
-    pub fn of_kind(kind: OptimKind, lr: f64, weight_decay: f64) -> Self {
-        OptimConfig { kind, decay: kind.default_decay(), ..Self::sgd(lr, 0.9, weight_decay) }
-    }
-
-    /// Weight decay applied to a tensor (0 where the policy excludes it).
-    pub fn weight_decay_for(&self, info: &ParamInfo) -> f64 {
-        if !info.decayed {
-            0.0
-        } else if info.group == Group::ScaleInvariant {
-            self.si_weight_decay.unwrap_or(self.weight_decay)
-        } else {
-            self.weight_decay
-        }
-    }
-
-    /// The transform chain of this optimizer (`params` gives the rotational wrapper its angle).
-    pub fn chain(&self, params: &[ParamInfo]) -> Vec<Box<dyn Transform>> {
-        use remedies::*;
-        use transform::*;
-        let r = &self.remedy;
-        let trace = || -> Box<dyn Transform> { Box::new(Trace { momentum: self.momentum, nesterov: self.nesterov }) };
-        let adam = || -> Box<dyn Transform> { Box::new(ScaleByAdam { b1: self.betas.0, b2: self.betas.1, eps: self.eps }) };
-        let project = || -> Box<dyn Transform> { Box::new(Project { delta: r.delta, wd_ratio: r.wd_ratio, invariance: r.invariance }) };
-        let lr = || -> Box<dyn Transform> { Box::new(ScaleByLr) };
-        let mut c: Vec<Box<dyn Transform>> = Vec::new();
-        if r.compensate_elr {
-            c.push(Box::new(CompensateElr));
-        }
-        match self.kind {
-            OptimKind::Sgd | OptimKind::Adam | OptimKind::Adamw => {
-                if self.decay == DecayMode::Coupled {
-                    c.push(Box::new(AddDecayedWeights));
-                }
-                c.push(if self.kind == OptimKind::Sgd { trace() } else { adam() });
-                c.push(lr());
-                if self.decay == DecayMode::Decoupled {
-                    c.push(Box::new(DecoupledDecay { factor: 1.0 }));
-                }
+    match this.kind {
+        OptimKind::Sgd | OptimKind::Adam | OptimKind::Adamw => {
+            if this.decay == DecayMode::Coupled {
+                c.push(Box::new(AddDecayedWeights));
             }
-            OptimKind::Sgdp => c.extend([trace(), project(), lr(), Box::new(DecoupledDecay { factor: 1.0 / (1.0 - self.momentum) })]),
-            OptimKind::Adamp => c.extend([adam(), project(), lr(), Box::new(DecoupledDecay { factor: 1.0 })]),
-            OptimKind::Lars => c.extend([
-                Box::new(TrustRatio { trust_coeff: r.trust_coeff, eps: 1e-8, clip: r.lars_clip }) as Box<dyn Transform>,
-                trace(),
-                lr(),
-            ]),
-            OptimKind::Lamb => c.extend([adam(), Box::new(LambTrust), lr()]),
-            OptimKind::FixedNorm => c.extend([
-                Box::new(AddDecayedWeights) as Box<dyn Transform>,
-                trace(),
-                lr(),
-                Box::new(FixedNorm { per_channel: r.fixed_norm_per_channel, target: r.fixed_norm_target }),
-            ]),
-            OptimKind::RvSgd => c.extend([
-                Box::new(AddDecayedWeights) as Box<dyn Transform>,
-                trace(),
-                lr(),
-                Box::new(Rotational { angle: self.rotation_angle(params), beta: r.rv_rms_decay }),
-            ]),
-            OptimKind::RvAdamw => c.extend([
-                adam(),
-                lr(),
-                Box::new(DecoupledDecay { factor: 1.0 }),
-                Box::new(Rotational { angle: self.rotation_angle(params), beta: r.rv_rms_decay }),
-            ]),
+            c.push(if this.kind == OptimKind::Sgd { trace() } else { adam() });
+            c.push(lr());
+            if this.decay == DecayMode::Decoupled {
+                c.push(Box::new(DecoupledDecay { factor: 1.0 }));
+            }
         }
-        c
+        OptimKind::Sgdp => c.extend([trace(), project(), lr(), Box::new(DecoupledDecay { factor: 1.0 / (1.0 - this.momentum) })]),
+        OptimKind::Adamp => c.extend([adam(), project(), lr(), Box::new(DecoupledDecay { factor: 1.0 })]),
+        OptimKind::Lars => c.extend([
+            Box::new(TrustRatio { trust_coeff: r.trust_coeff, eps: 1e-8, clip: r.lars_clip }) as Box<dyn Transform>,
+            trace(),
+            lr(),
+        ]),
+        OptimKind::Lamb => c.extend([adam(), Box::new(LambTrust), lr()]),
+        OptimKind::FixedNorm => c.extend([
+            Box::new(AddDecayedWeights) as Box<dyn Transform>,
+            trace(),
+            lr(),
+            Box::new(FixedNorm { per_channel: r.fixed_norm_per_channel, target: r.fixed_norm_target }),
+        ]),
+        OptimKind::RvSgd => c.extend([
+            Box::new(AddDecayedWeights) as Box<dyn Transform>,
+            trace(),
+            lr(),
+            Box::new(Rotational { angle: this.rotation_angle(params), beta: r.rv_rms_decay }),
+        ]),
+        OptimKind::RvAdamw => c.extend([
+            adam(),
+            lr(),
+            Box::new(DecoupledDecay { factor: 1.0 }),
+            Box::new(Rotational { angle: this.rotation_angle(params), beta: r.rv_rms_decay }),
+        ]),
     }
+    c
 }
 
 /// An optimizer over a model described by `params`: a chain of transforms, per-parameter
@@ -417,7 +118,7 @@ impl Optimizer {
         config.validate()?;
         config.validate_for(params)?;
         Ok(Optimizer {
-            chain: config.chain(params),
+            chain: chain(&config, params),
             config,
             schedule,
             infos: params.iter().filter(|p| p.role != crate::params::Role::Buffer).map(|p| (p.path.clone(), p.clone())).collect(),

@@ -15,16 +15,7 @@
 use super::transform::{Ctx, Slots, Transform};
 use crate::params::Granularity;
 use burn::tensor::Tensor;
-
-/// How a remedy learns which tensors are scale-invariant (the `--invariance` flag).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Invariance {
-    /// From the graph (`params`): weights that feed a normalization layer.
-    Structural,
-    /// From the data, each step: AdamP's cosine test on the gradient.
-    Numeric,
-}
+pub use normwd_core::optim::{Invariance, NormTarget};
 
 fn scalar(t: Tensor<2>) -> f64 {
     t.sum().into_scalar::<f64>()
@@ -167,16 +158,6 @@ fn norms(w: &Tensor<2>, per_channel: bool) -> Tensor<2> {
     } else {
         w.clone().powi_scalar(2).sum().sqrt().reshape([1, 1])
     }
-}
-
-/// Where the fixed-norm update holds each scale-invariant weight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NormTarget {
-    /// The norm it had before the first update.
-    Init,
-    /// Unit norm (then the effective learning rate equals the learning rate).
-    Unit,
 }
 
 /// van Laarhoven's fix: after the step, rescale every scale-invariant weight (per output channel

@@ -14,9 +14,9 @@ use crate::probe;
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
-use config::{ConfigError, RunConfig};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use config::{ConfigError, Resolved, RunConfig};
+pub use normwd_core::records::{EpochRecord, Record, Summary};
+pub use normwd_core::run::{files, CkptState};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -70,50 +70,6 @@ impl TrainError {
     }
 }
 
-/// Per-epoch record (`{"kind":"epoch", ...}`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// Always `"epoch"`.
-    pub kind: String,
-    /// Epoch number (1-based).
-    pub epoch: usize,
-    /// Updates so far.
-    pub step: u64,
-    /// Base learning rate at the end of the epoch (schedule applied).
-    pub lr: f64,
-    /// Mean training loss over the epoch's batches.
-    pub train_loss: f64,
-    /// Training accuracy over the epoch (model in training mode).
-    pub train_acc: f64,
-    /// Test loss.
-    pub test_loss: f64,
-    /// Test accuracy.
-    pub test_acc: f64,
-    /// Training throughput of the epoch.
-    pub images_per_sec: f64,
-}
-
-/// What a finished run reports (`{"kind":"done", ...}`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Summary {
-    /// Always `"done"`.
-    pub kind: String,
-    /// Epochs trained.
-    pub epochs: usize,
-    /// Updates taken.
-    pub steps: u64,
-    /// Final test accuracy.
-    pub test_acc: f64,
-    /// Final test loss.
-    pub test_loss: f64,
-    /// Final training loss.
-    pub train_loss: f64,
-    /// Mean training throughput over the epochs run in this process.
-    pub images_per_sec: f64,
-    /// Wall time of the epochs run in this process.
-    pub wall_s: f64,
-}
-
 /// Receives progress for people (the CLI draws bars; tests ignore it).
 pub trait Observer {
     /// An epoch begins with `batches` batches.
@@ -127,33 +83,6 @@ pub trait Observer {
 /// An observer that ignores everything.
 pub struct Quiet;
 impl Observer for Quiet {}
-
-/// State saved with each checkpoint (also mirrored in `state.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CkptState {
-    /// Format version.
-    pub version: u32,
-    /// Epochs completed.
-    pub epoch: usize,
-    /// Updates taken.
-    pub step: u64,
-    /// Lines of `metrics.jsonl` that belong to the completed epochs.
-    pub metrics_lines: usize,
-    /// Seed (data order and augmentation are functions of seed and epoch).
-    pub seed: u64,
-}
-
-/// File names inside a run directory.
-pub mod files {
-    /// The resolved configuration.
-    pub const CONFIG: &str = "config.toml";
-    /// JSON lines of epoch / probe / done records.
-    pub const METRICS: &str = "metrics.jsonl";
-    /// Model and optimizer tensors, and the state in the metadata.
-    pub const CHECKPOINT: &str = "checkpoint.safetensors";
-    /// Human-readable copy of the checkpoint state.
-    pub const STATE: &str = "state.json";
-}
 
 /// Mean cross-entropy of logits against integer labels.
 pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
@@ -205,14 +134,18 @@ impl Setup {
     /// Resolves a configuration, loads data and builds model and optimizer.
     pub fn new(config: RunConfig) -> Result<Self, TrainError> {
         // Settings first: a typo should not wait for (or be hidden by) a slow or broken data load.
-        config.resolve()?;
+        let r = config::resolve(&config)?;
         let data = data::load(&config.data)?;
-        Self::with_data(config, data)
+        Self::build(config, r, data)
     }
 
     /// As [`Setup::new`], on data already loaded (`config.data` is then only a label).
-    pub fn with_data(config: RunConfig, mut data: Dataset) -> Result<Self, TrainError> {
-        let r = config.resolve()?;
+    pub fn with_data(config: RunConfig, data: Dataset) -> Result<Self, TrainError> {
+        let r = config::resolve(&config)?;
+        Self::build(config, r, data)
+    }
+
+    fn build(config: RunConfig, r: Resolved, mut data: Dataset) -> Result<Self, TrainError> {
         if config.train_subset > 0 || config.test_subset > 0 {
             let tr = if config.train_subset > 0 { config.train_subset } else { usize::MAX };
             let te = if config.test_subset > 0 { config.test_subset } else { usize::MAX };
@@ -224,7 +157,7 @@ impl Setup {
             let m = r.model.min_side();
             return Err(TrainError::Config(ConfigError::Invalid {
                 key: "model".into(),
-                value: config.model.clone(),
+                value: config.model.to_string(),
                 expected: format!("images of at least {m}x{m}; {} holds {}x{}", data.name, data.shape[1], data.shape[2]),
             }));
         }
@@ -398,7 +331,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
                 }
                 let n0 = if optim.config.remedy.compensate_elr { optim.slot(&st.path, "init_sq_norm") } else { None };
                 let rec = probe::record(step, &optim.config, info, lr, st, n0);
-                log.write(&serde_json::to_value(rec).expect("probe serializes"))?;
+                log.write(&Record::Probe(rec))?;
             }
             opts.observer.batch(lv);
         }
@@ -407,7 +340,6 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         images += seen;
         let (test_loss, test_acc) = kernels::on_workers(|| evaluate(&model, &data, &device));
         let rec = EpochRecord {
-            kind: "epoch".into(),
             epoch: epoch + 1,
             step: optim.step,
             lr: optim.lr(params::Group::Default),
@@ -417,7 +349,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
             test_acc,
             images_per_sec: seen as f64 / secs,
         };
-        log.write(&serde_json::to_value(&rec).expect("epoch serializes"))?;
+        log.write(&Record::Epoch(rec.clone()))?;
         log.flush()?;
         opts.observer.epoch_end(&rec);
         let state = CkptState { version: 1, epoch: epoch + 1, step: optim.step, metrics_lines: log.lines, seed: cfg.seed };
@@ -429,12 +361,14 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         None => {
             // Nothing left to train (resuming a finished run): report the last epoch on disk.
             let text = std::fs::read_to_string(dir.join(files::METRICS)).unwrap_or_default();
-            let rec = text.lines().rev().filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok()).find(|r| r.kind == "epoch");
+            let rec = text.lines().rev().find_map(|l| match Record::parse(l) {
+                Some(Record::Epoch(e)) => Some(e),
+                _ => None,
+            });
             rec.ok_or_else(|| TrainError::RunDir { dir: dir_s.clone(), what: "has a checkpoint but no epoch record".into() })?
         }
     };
     let summary = Summary {
-        kind: "done".into(),
         epochs: cfg.epochs,
         steps: optim.step,
         test_acc: last.test_acc,
@@ -444,10 +378,12 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         wall_s: wall,
     };
     // A resumed finished run already has its done record.
-    let done_already =
-        std::fs::read_to_string(dir.join(files::METRICS)).unwrap_or_default().lines().any(|l| l.contains("\"kind\":\"done\""));
+    let done_already = std::fs::read_to_string(dir.join(files::METRICS))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| matches!(Record::parse(l), Some(Record::Done(_))));
     if !done_already {
-        log.write(&json!(summary))?;
+        log.write(&Record::Done(summary.clone()))?;
         log.flush()?;
     }
     Ok(summary)

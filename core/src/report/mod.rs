@@ -5,133 +5,13 @@
 pub mod svg;
 pub mod sweep;
 
-use crate::probe::Probe;
-use crate::train::config::RunConfig;
-use crate::train::store::{write_atomic, StoreError};
-use crate::train::{files, EpochRecord, Summary};
+pub use crate::run::{window_mean, ReportError, RunData};
+
+use crate::store::{write_atomic, StoreError};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use svg::{LineChart, Series, COLORS};
-
-/// Errors while reading runs or writing a report.
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    /// A run directory cannot be read.
-    #[error("{dir}: {what}")]
-    Run {
-        /// The folder.
-        dir: String,
-        /// What is missing or wrong.
-        what: String,
-    },
-    /// Writing failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// A run read back from its directory.
-#[derive(Debug, Clone)]
-pub struct RunData {
-    /// Label used in legends (the folder name).
-    pub name: String,
-    /// The folder.
-    pub dir: PathBuf,
-    /// Its settings.
-    pub config: RunConfig,
-    /// Epoch records.
-    pub epochs: Vec<EpochRecord>,
-    /// Probe records.
-    pub probes: Vec<Probe>,
-    /// The final record, if the run finished.
-    pub done: Option<Summary>,
-}
-
-impl RunData {
-    /// Reads `config.toml` and `metrics.jsonl` of a run (lines that do not parse are skipped).
-    pub fn load(dir: &Path) -> Result<Self, ReportError> {
-        let d = dir.display().to_string();
-        let cfg_text = std::fs::read_to_string(dir.join(files::CONFIG))
-            .map_err(|e| ReportError::Run { dir: d.clone(), what: format!("no readable {} ({e}): not a run directory", files::CONFIG) })?;
-        let config = RunConfig::from_toml(&dir.join(files::CONFIG).display().to_string(), &cfg_text)
-            .map_err(|e| ReportError::Run { dir: d.clone(), what: e.to_string() })?;
-        let text = std::fs::read_to_string(dir.join(files::METRICS))
-            .map_err(|e| ReportError::Run { dir: d.clone(), what: format!("no readable {} ({e})", files::METRICS) })?;
-        let (mut epochs, mut probes, mut done) = (Vec::new(), Vec::new(), None);
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            match v["kind"].as_str() {
-                Some("epoch") => epochs.extend(serde_json::from_value::<EpochRecord>(v).ok()),
-                Some("probe") => probes.extend(serde_json::from_value::<Probe>(v).ok()),
-                Some("done") => done = serde_json::from_value::<Summary>(v).ok(),
-                _ => {}
-            }
-        }
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(d);
-        Ok(RunData { name, dir: dir.to_path_buf(), config, epochs, probes, done })
-    }
-
-    /// Probes of one tensor, in step order.
-    pub fn series(&self, path: &str) -> Vec<&Probe> {
-        self.probes.iter().filter(|p| p.path == path).collect()
-    }
-
-    /// Paths of the scale-invariant tensors that were probed, in model order.
-    pub fn invariant_paths(&self) -> Vec<String> {
-        let mut v: Vec<String> = Vec::new();
-        for p in self.probes.iter().filter(|p| p.scale_invariant) {
-            if !v.contains(&p.path) {
-                v.push(p.path.clone());
-            }
-        }
-        v
-    }
-
-    /// Paths of probed norm-layer scales (gamma).
-    pub fn gamma_paths(&self) -> Vec<String> {
-        let mut v: Vec<String> = Vec::new();
-        for p in self.probes.iter().filter(|p| p.path.ends_with(".gamma") || p.path.ends_with("weight_g")) {
-            if !v.contains(&p.path) {
-                v.push(p.path.clone());
-            }
-        }
-        v
-    }
-
-    /// Last step recorded.
-    pub fn last_step(&self) -> u64 {
-        self.probes.iter().map(|p| p.step).max().unwrap_or(0).max(self.epochs.last().map(|e| e.step).unwrap_or(0))
-    }
-
-    /// The window of the run (as fractions of its steps) where the equilibrium is measured:
-    /// from half of the constant-lr phase to its end (the first milestone of a step schedule).
-    pub fn equilibrium_window(&self) -> (f64, f64) {
-        let end = match (self.config.schedule.as_str(), self.config.milestones.first()) {
-            ("step", Some(&m)) if m > 0 && m < self.config.epochs => m as f64 / self.config.epochs as f64,
-            _ => 1.0,
-        };
-        (end / 2.0, end)
-    }
-
-    /// Final test accuracy (last epoch).
-    pub fn final_acc(&self) -> Option<f64> {
-        self.epochs.last().map(|e| e.test_acc)
-    }
-}
-
-/// Mean of a window `[from, to)` of step fractions of a probe series.
-pub fn window_mean(series: &[&Probe], from: f64, to: f64, f: impl Fn(&Probe) -> Option<f64>) -> Option<f64> {
-    let last = series.last()?.step as f64;
-    let v: Vec<f64> = series
-        .iter()
-        .filter(|p| (p.step as f64) >= from * last && (p.step as f64) < to * last.max(1.0) + 0.5)
-        .filter_map(|p| f(p))
-        .filter(|x| x.is_finite())
-        .collect();
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-}
 
 /// A chart with the sentences that read it.
 pub struct Figure {
@@ -334,10 +214,10 @@ pub fn results_row(r: &RunData) -> Vec<String> {
         format!(
             "{} {} lr={} wd={} ({})",
             r.config.optimizer,
-            if r.config.decay.is_empty() { "" } else { r.config.decay.as_str() },
+            r.config.decay.map(|d| d.name()).unwrap_or(""),
             r.config.lr,
             r.config.weight_decay,
-            r.config.decay_policy
+            r.policy()
         )
         .replace("  ", " "),
         last.map(|e| pct(e.test_acc)).unwrap_or("-".into()),

@@ -27,7 +27,7 @@ fn parse(v: &str) -> Option<(&str, &str, usize)> {
     (known && !file.is_empty() && occurrence >= 1).then_some((point, file, occurrence))
 }
 
-/// Whether `v` is a well-formed [`VAR`] value (checked at start by [`crate::env::check`]).
+/// Whether `v` is a well-formed [`VAR`] value (checked at start by the engine at start (`normwd::env::check`)).
 pub fn valid(v: &str) -> bool {
     parse(v).is_some()
 }

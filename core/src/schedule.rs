@@ -1,28 +1,14 @@
 //! Learning-rate schedules: pure functions of the step, as multipliers of the base rate.
 
-use serde::{Deserialize, Serialize};
-
-/// Shape of the schedule (the `--schedule` flag).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScheduleKind {
-    /// Constant rate.
-    Constant,
-    /// Multiply by `gamma` at each milestone epoch (PyTorch's `MultiStepLR`).
-    Step,
-    /// Cosine annealing to zero over the whole run (PyTorch's `CosineAnnealingLR`, per step).
-    Cosine,
-}
-
-impl ScheduleKind {
-    /// Parses a CLI name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "constant" => Some(Self::Constant),
-            "step" => Some(Self::Step),
-            "cosine" => Some(Self::Cosine),
-            _ => None,
-        }
+crate::choice! {
+    /// Shape of the schedule (the `--schedule` flag).
+    pub enum ScheduleKind {
+        /// Constant rate.
+        Constant = "constant",
+        /// Multiply by `gamma` at each milestone epoch (PyTorch's `MultiStepLR`).
+        Step = "step",
+        /// Cosine annealing to zero over the whole run (PyTorch's `CosineAnnealingLR`, per step).
+        Cosine = "cosine",
     }
 }
 

@@ -1,0 +1,332 @@
+//! A run's settings: one flat table whose keys are the `train` flags with `_` for `-`
+//! (`config.toml` in every run directory, `--config run.toml`, the `[base]` of a sweep).
+//! Names are typed ([`crate::choice`]) and parsed once, by serde here and by the same enums
+//! on the command line; [`RunConfig::resolve`] checks every value and fills in what the user
+//! left to the optimizer (decay mode, decay policy).
+
+use crate::kinds::{ModelKind, NormKind};
+use crate::optim::{DecayMode, FixedNormGranularity, Invariance, NormTarget, OptimConfig, OptimError, OptimKind, RemedyConfig};
+use crate::roles::DecayPolicy;
+use crate::schedule::ScheduleKind;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Errors in a run configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML does not parse or has an unknown key / a value of the wrong type.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file (or `flags`).
+        file: String,
+        /// The parser's message (with line and key).
+        message: String,
+    },
+    /// A value is outside what the key allows.
+    #[error("--{key} {value}: expected {expected}")]
+    Invalid {
+        /// The key, spelled as a flag.
+        key: String,
+        /// The value seen.
+        value: String,
+        /// What is allowed.
+        expected: String,
+    },
+}
+
+fn invalid(key: &str, value: impl ToString, expected: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.replace('_', "-"), value: value.to_string(), expected: expected.into() }
+}
+
+/// Every setting of a run. Field names are the config keys; `None` is "not set" (the
+/// optimizer's own choice), and is left out of `config.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Architecture.
+    pub model: ModelKind,
+    /// Normalization after each linear layer.
+    pub norm: NormKind,
+    /// `embedded`, `fashion-mnist`, `cifar10` or a folder.
+    pub data: String,
+    /// Use only the first N training examples (0 = all).
+    pub train_subset: usize,
+    /// Use only the first N test examples (0 = all).
+    pub test_subset: usize,
+    /// Random crop + flip for training batches (CIFAR-style inputs).
+    pub augment: bool,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples per update.
+    pub batch_size: usize,
+    /// The optimizer.
+    pub optimizer: OptimKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Nesterov momentum (SGD).
+    pub nesterov: bool,
+    /// Weight decay `lambda` (adds `lambda*w` to the gradient, or `w -= lr*lambda*w`).
+    pub weight_decay: f64,
+    /// Coupled or decoupled decay; unset: the optimizer's own (decoupled for AdamW).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "empty_is_unset")]
+    pub decay: Option<DecayMode>,
+    /// Which tensors are decayed; unset: the optimizer's fitting policy
+    /// ([`OptimConfig::default_policy`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decay_policy: Option<DecayPolicy>,
+    /// Learning-rate multiplier for scale-invariant weights.
+    pub si_lr_scale: f64,
+    /// Weight decay of scale-invariant weights; unset: `weight_decay`.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "negative_one_is_unset")]
+    pub si_weight_decay: Option<f64>,
+    /// Adam betas.
+    pub betas: [f64; 2],
+    /// Adam epsilon.
+    pub eps: f64,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleKind,
+    /// Epochs at which the `step` schedule multiplies the rate by `gamma`.
+    pub milestones: Vec<usize>,
+    /// Factor of the `step` schedule.
+    pub gamma: f64,
+    /// Steps of linear warmup.
+    pub warmup_steps: usize,
+    /// Batch-norm running-average momentum (PyTorch convention).
+    pub bn_momentum: f64,
+    /// Seed for weights, data order and augmentation.
+    pub seed: u64,
+    /// `cpu`, `wgpu`, `cuda` or `auto` (what a build can open is the engine's to check).
+    pub device: String,
+    /// SGDP / AdamP: where scale-invariance comes from.
+    pub invariance: Invariance,
+    /// SGDP / AdamP cosine-test `delta`.
+    pub delta: f64,
+    /// SGDP / AdamP decay multiplier on projected tensors.
+    pub wd_ratio: f64,
+    /// LARS trust coefficient.
+    pub trust_coeff: f64,
+    /// LARS with LARC's clipping.
+    pub lars_clip: bool,
+    /// Fixed-norm: per output channel or per tensor.
+    pub fixed_norm_granularity: FixedNormGranularity,
+    /// Fixed-norm target: the initial norm or unit norm.
+    pub fixed_norm_target: NormTarget,
+    /// Scale gradients of scale-invariant weights by ||w||^2/||w_0||^2 (Jane Street 2019).
+    pub compensate_elr: bool,
+    /// Rotational wrapper: decay of the running RMS of update sizes (0 = each step's own).
+    pub rv_rms_decay: f64,
+    /// Record per-layer probes every N steps (0 = about 200 points per run).
+    pub probe_every: usize,
+}
+
+/// Runs written before `decay` was typed hold `decay = ""` for "unset".
+fn empty_is_unset<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DecayMode>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e: String| serde::de::Error::custom(format!("{s:?}: {e}")))
+}
+
+/// Runs written before `si_weight_decay` was an option hold `-1.0` for "unset"; any other
+/// negative value is refused by [`RunConfig::resolve`].
+fn negative_one_is_unset<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = f64::deserialize(d)?;
+    Ok((v != -1.0).then_some(v))
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            model: ModelKind::Convnet,
+            norm: NormKind::Bn,
+            data: "embedded".into(),
+            train_subset: 0,
+            test_subset: 0,
+            augment: false,
+            epochs: 5,
+            batch_size: 128,
+            optimizer: OptimKind::Sgd,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+            decay: None,
+            decay_policy: None,
+            si_lr_scale: 1.0,
+            si_weight_decay: None,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            schedule: ScheduleKind::Cosine,
+            milestones: Vec::new(),
+            gamma: 0.1,
+            warmup_steps: 0,
+            bn_momentum: 0.1,
+            seed: 0,
+            device: "cpu".into(),
+            probe_every: 0,
+            invariance: Invariance::Structural,
+            delta: 0.1,
+            wd_ratio: 0.1,
+            trust_coeff: 0.001,
+            lars_clip: false,
+            fixed_norm_granularity: FixedNormGranularity::Channel,
+            fixed_norm_target: NormTarget::Init,
+            compensate_elr: false,
+            rv_rms_decay: 0.0,
+        }
+    }
+}
+
+/// A configuration checked, with what the user left unset filled in: what the engine builds from.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Architecture.
+    pub model: ModelKind,
+    /// Normalization.
+    pub norm: NormKind,
+    /// Decay policy (the user's, or the optimizer's fitting one).
+    pub policy: DecayPolicy,
+    /// Optimizer hyperparameters.
+    pub optim: OptimConfig,
+    /// Schedule shape.
+    pub schedule: ScheduleKind,
+}
+
+impl RunConfig {
+    /// Parses a TOML table (the content of `file`), rejecting unknown keys and unknown names.
+    pub fn from_toml(file: &str, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.to_string().trim().replace('\n', " ") })
+    }
+
+    /// Serializes to TOML (what `config.toml` holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a RunConfig always serializes")
+    }
+
+    /// The defaults with every optional setting set: every key `config.toml` can hold, with its
+    /// type (how sweep files check their keys).
+    pub fn every_key_set() -> Self {
+        RunConfig {
+            decay: Some(DecayMode::Coupled),
+            decay_policy: Some(DecayPolicy::ExcludeNormBias),
+            si_weight_decay: Some(0.0),
+            ..Default::default()
+        }
+    }
+
+    /// The optimizer's hyperparameters (the optimizer's decay mode where `decay` is unset).
+    pub fn optim(&self) -> OptimConfig {
+        OptimConfig {
+            kind: self.optimizer,
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            decay: self.decay.unwrap_or(self.optimizer.default_decay()),
+            betas: (self.betas[0], self.betas[1]),
+            eps: self.eps,
+            si_lr_scale: self.si_lr_scale,
+            si_weight_decay: self.si_weight_decay,
+            remedy: RemedyConfig {
+                invariance: self.invariance,
+                delta: self.delta,
+                wd_ratio: self.wd_ratio,
+                trust_coeff: self.trust_coeff,
+                lars_clip: self.lars_clip,
+                fixed_norm_per_channel: self.fixed_norm_granularity == FixedNormGranularity::Channel,
+                fixed_norm_target: self.fixed_norm_target,
+                compensate_elr: self.compensate_elr,
+                rv_rms_decay: self.rv_rms_decay,
+            },
+        }
+    }
+
+    /// Checks every value (the device's availability is the engine's to check) and fills in
+    /// what is unset.
+    pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        if self.epochs == 0 {
+            return Err(invalid("epochs", 0, "an integer >= 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid("batch_size", 0, "an integer >= 1"));
+        }
+        if !(self.gamma.is_finite() && self.gamma > 0.0) {
+            return Err(invalid("gamma", self.gamma, "a finite number > 0"));
+        }
+        if !(self.bn_momentum.is_finite() && (0.0..=1.0).contains(&self.bn_momentum)) {
+            return Err(invalid("bn_momentum", self.bn_momentum, "a number in [0, 1]"));
+        }
+        let optim = self.optim();
+        optim.validate().map_err(|e| match e {
+            OptimError::Invalid { flag, value, expected } => invalid(flag, value, expected),
+            other => invalid("optimizer", "", other.to_string()),
+        })?;
+        let policy = self.decay_policy.unwrap_or(optim.default_policy());
+        Ok(Resolved { model: self.model, norm: self.norm, policy, optim, schedule: self.schedule })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_unknown_keys() {
+        let c = RunConfig { lr: 0.05, model: ModelKind::Mlp, ..Default::default() };
+        assert_eq!(RunConfig::from_toml("x", &c.to_toml()).unwrap(), c);
+        let e = RunConfig::from_toml("run.toml", "lr = 0.1\nlearning_rate = 3\n").unwrap_err().to_string();
+        assert!(e.contains("run.toml") && e.contains("learning_rate"), "{e}");
+        let e = RunConfig::from_toml("run.toml", "lr = \"fast\"\n").unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+        // Unset settings are left out of the file, not written as markers.
+        let text = RunConfig::default().to_toml();
+        for key in ["decay", "decay_policy", "si_weight_decay"] {
+            assert!(!text.lines().any(|l| l.starts_with(&format!("{key} "))), "{key} is unset: {text}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked_where_they_are_read() {
+        let bad = |text: &str| RunConfig::from_toml("run.toml", text).unwrap_err().to_string();
+        let e = bad("model = \"vgg\"\n");
+        assert!(e.contains("\"vgg\": expected one of mlp, convnet, resnet20") && e.contains("model"), "{e}");
+        assert!(bad("norm = \"xx\"\n").contains("expected one of bn, ln, gn, wn, none"));
+        let e = bad("optimizer = \"rmsprop\"\n");
+        assert!(e.contains("expected one of sgd, adam, adamw, sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw"), "{e}");
+        assert!(bad("decay_policy = \"some\"\n").contains("exclude-norm-bias"));
+        assert!(bad("schedule = \"linear\"\n").contains("expected one of constant, step, cosine"));
+    }
+
+    #[test]
+    fn resolve_ranges() {
+        let bad = |c: RunConfig| c.resolve().unwrap_err().to_string();
+        assert!(bad(RunConfig { batch_size: 0, ..Default::default() }).contains("--batch-size 0"));
+        assert!(bad(RunConfig { lr: -1.0, ..Default::default() }).contains("--lr -1"));
+        assert!(bad(RunConfig { weight_decay: f64::NAN, ..Default::default() }).contains("--weight-decay NaN"));
+        assert!(bad(RunConfig { si_weight_decay: Some(-0.5), ..Default::default() }).contains("--si-weight-decay -0.5"));
+        let r = RunConfig { optimizer: OptimKind::Adamw, ..Default::default() }.resolve().unwrap();
+        assert_eq!(r.optim.decay, DecayMode::Decoupled);
+        assert_eq!(r.policy, DecayPolicy::ExcludeNormBias);
+    }
+
+    #[test]
+    fn runs_written_before_typed_settings_still_load() {
+        let old = "model = \"mlp\"\ndecay = \"\"\ndecay_policy = \"exclude-norm-bias\"\nsi_weight_decay = -1.0\n";
+        let c = RunConfig::from_toml("old.toml", old).unwrap();
+        assert_eq!((c.decay, c.si_weight_decay, c.decay_policy), (None, None, Some(DecayPolicy::ExcludeNormBias)));
+        let c = RunConfig::from_toml("x", "decay = \"decoupled\"\nsi_weight_decay = 0.0\n").unwrap();
+        assert_eq!((c.decay, c.si_weight_decay), (Some(DecayMode::Decoupled), Some(0.0)));
+    }
+
+    #[test]
+    fn unset_policy_fits_the_optimizer() {
+        let r = RunConfig { optimizer: OptimKind::FixedNorm, ..Default::default() }.resolve().unwrap();
+        assert_eq!(r.policy, DecayPolicy::NoneOnScaleInvariant);
+        let r = RunConfig { compensate_elr: true, ..Default::default() }.resolve().unwrap();
+        assert_eq!(r.policy, DecayPolicy::NoneOnScaleInvariant);
+        let explicit = RunConfig { optimizer: OptimKind::FixedNorm, decay_policy: Some(DecayPolicy::All), ..Default::default() };
+        assert_eq!(explicit.resolve().unwrap().policy, DecayPolicy::All, "an explicit choice is kept (the optimizer refuses it)");
+    }
+}

@@ -1,0 +1,28 @@
+//! normwd's core: everything about normalized networks and weight decay that needs no tensors.
+//! The engine (`normwd`, on burn) and the Python package stand on it; other tools can read and
+//! write normwd runs with it alone.
+//!
+//! Layers, each importing only those above it:
+//! - [`choice`]: closed sets of names (the macro every typed setting uses);
+//! - [`theory`]: the closed forms of THEORY.md;
+//! - [`kinds`], [`roles`], [`schedule`], [`optim`]: what a run is made of (architecture and
+//!   norm names, parameter roles and the decay rule, lr schedules, optimizer settings);
+//! - [`config`]: a run's typed settings, resolved once;
+//! - [`records`], [`fault`], [`store`], [`run`]: the run directory (metrics lines, crash points
+//!   for tests, atomic files and checkpoints, a run read back);
+//! - [`sweep`]: sweep files and their results table;
+//! - [`report`]: charts, sentences and HTML from runs on disk.
+
+pub mod choice;
+pub mod config;
+pub mod fault;
+pub mod kinds;
+pub mod optim;
+pub mod records;
+pub mod report;
+pub mod roles;
+pub mod run;
+pub mod schedule;
+pub mod store;
+pub mod sweep;
+pub mod theory;

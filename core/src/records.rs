@@ -1,0 +1,119 @@
+//! The records of `metrics.jsonl`: one JSON object per line, told apart by its `kind`
+//! (`epoch`, `probe`, `done`). Anything that reads or writes normwd runs uses these types.
+
+use serde::{Deserialize, Serialize};
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    /// The end of an epoch.
+    Epoch(EpochRecord),
+    /// A per-layer measurement.
+    Probe(Probe),
+    /// The end of the run.
+    Done(Summary),
+}
+
+impl Record {
+    /// Parses one line; `None` for a line that is not a record (a torn last line, another tool's).
+    pub fn parse(line: &str) -> Option<Record> {
+        serde_json::from_str(line).ok()
+    }
+
+    /// The record as one line of JSON, without the newline.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("records serialize")
+    }
+}
+
+/// Per-epoch record (`{"kind":"epoch", ...}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch number (1-based).
+    pub epoch: usize,
+    /// Updates so far.
+    pub step: u64,
+    /// Base learning rate at the end of the epoch (schedule applied).
+    pub lr: f64,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Training accuracy over the epoch (model in training mode).
+    pub train_acc: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Test accuracy.
+    pub test_acc: f64,
+    /// Training throughput of the epoch.
+    pub images_per_sec: f64,
+}
+
+/// What a finished run reports (`{"kind":"done", ...}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Updates taken.
+    pub steps: u64,
+    /// Final test accuracy.
+    pub test_acc: f64,
+    /// Final test loss.
+    pub test_loss: f64,
+    /// Final training loss.
+    pub train_loss: f64,
+    /// Mean training throughput over the epochs run in this process.
+    pub images_per_sec: f64,
+    /// Wall time of the epochs run in this process.
+    pub wall_s: f64,
+}
+
+/// One probe record (`{"kind":"probe", ...}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Probe {
+    /// Update number (1-based) the measurement belongs to.
+    pub step: u64,
+    /// Parameter path.
+    pub path: String,
+    /// `||w||` before the update.
+    pub norm: f64,
+    /// `||g||`.
+    pub grad_norm: f64,
+    /// Effective learning rate: `lr/||w||^2` (SGD) or `lr/||w||` (Adam family).
+    pub eff_lr: f64,
+    /// Angle between `w` before and after the update (radians).
+    pub angle: f64,
+    /// `cos(w, g)`.
+    pub cos_wg: f64,
+    /// Predicted equilibrium angle (radians), where the theory gives one.
+    pub pred_angle: Option<f64>,
+    /// Predicted equilibrium norm (F5, plain SGD only).
+    pub pred_norm: Option<f64>,
+    /// Whether the tensor is scale-invariant.
+    pub scale_invariant: bool,
+    /// Learning rate used for this tensor at this step.
+    pub lr: f64,
+    /// Per output channel norms (scale-invariant tensors only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_norm: Vec<f64>,
+    /// Per output channel angular updates (scale-invariant tensors only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_angle: Vec<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_keep_their_kind_first_and_round_trip() {
+        let s = Summary { epochs: 2, steps: 10, test_acc: 0.5, test_loss: 1.0, train_loss: 1.2, images_per_sec: 100.0, wall_s: 3.0 };
+        let line = Record::Done(s).to_line();
+        assert!(line.starts_with("{\"kind\":\"done\",\"epochs\":2,"), "{line}");
+        assert!(matches!(Record::parse(&line), Some(Record::Done(d)) if d.steps == 10));
+        // A line written before records were one type reads the same.
+        let old = r#"{"kind":"epoch","epoch":1,"step":5,"lr":0.1,"train_loss":1.0,"train_acc":0.5,"test_loss":1.1,"test_acc":0.4,"images_per_sec":9.0}"#;
+        assert!(matches!(Record::parse(old), Some(Record::Epoch(e)) if e.step == 5));
+        assert!(Record::parse(r#"{"kind":"other"}"#).is_none());
+        assert!(Record::parse(r#"{"kind":"done","epochs":2"#).is_none(), "a torn line is no record");
+    }
+}

@@ -1,0 +1,173 @@
+//! Parameter roles, scale-invariance granularity and decay rules: the types every layer
+//! shares (the engine's `params`, `check` and `inspect`, the Python package) and the one rule
+//! that decides, from a tensor's role and invariance, whether weight decay touches it.
+//! Finding roles and invariance in a model is the engine's job; this module holds no tensors.
+
+use serde::{Deserialize, Serialize};
+
+/// What a tensor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A conv kernel or linear matrix (or weight norm's direction `v`).
+    Weight,
+    /// An additive bias.
+    Bias,
+    /// A normalization layer's per-channel scale (gamma, or weight norm's gain `g`).
+    NormScale,
+    /// A normalization layer's per-channel shift (beta).
+    NormShift,
+    /// Running statistics: never optimized, never decayed.
+    Buffer,
+}
+
+impl Role {
+    /// Short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Weight => "weight",
+            Role::Bias => "bias",
+            Role::NormScale => "norm-scale",
+            Role::NormShift => "norm-shift",
+            Role::Buffer => "buffer",
+        }
+    }
+}
+
+/// Over which slices of a weight the loss is invariant to positive rescaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Granularity {
+    /// Each output channel separately (batch norm, weight norm).
+    Channel,
+    /// Each group of `n` output channels jointly (group norm with `n` channels per group).
+    Group(usize),
+    /// Only the whole tensor (layer norm).
+    Tensor,
+}
+
+impl Granularity {
+    /// Short name for tables.
+    pub fn name(self) -> String {
+        match self {
+            Granularity::Channel => "channel".into(),
+            Granularity::Group(n) => format!("group of {n}"),
+            Granularity::Tensor => "tensor".into(),
+        }
+    }
+}
+
+crate::choice! {
+    /// Which tensors weight decay applies to (the `--decay-policy` flag).
+    pub enum DecayPolicy {
+        /// Every trainable tensor, norm gamma/beta and biases included (the naive setup).
+        All = "all",
+        /// Weights only; no decay on norm scales/shifts and biases (timm, fastai, Keras).
+        ExcludeNormBias = "exclude-norm-bias",
+        /// Only the scale-invariant weights (decay as an effective-learning-rate control).
+        ScaleInvariantOnly = "scale-invariant-only",
+        /// Weights that are not scale-invariant (decay only where it regularizes the function).
+        NoneOnScaleInvariant = "none-on-scale-invariant",
+    }
+}
+
+impl DecayPolicy {
+    /// Whether a tensor with this role and invariance is decayed under the policy.
+    pub fn decays(self, role: Role, scale_invariant: bool) -> bool {
+        match (self, role) {
+            (_, Role::Buffer) => false,
+            (DecayPolicy::All, _) => true,
+            (DecayPolicy::ExcludeNormBias, r) => r == Role::Weight,
+            (DecayPolicy::ScaleInvariantOnly, _) => scale_invariant,
+            (DecayPolicy::NoneOnScaleInvariant, r) => r == Role::Weight && !scale_invariant,
+        }
+    }
+}
+
+crate::choice! {
+    /// The learning-rate / decay group of a parameter. Scale-invariant weights form their own
+    /// group so their `lr` and `weight_decay` can be set apart (only `lr*weight_decay` matters
+    /// for them at equilibrium).
+    pub enum Group {
+        /// Scale-invariant weights.
+        ScaleInvariant = "scale-invariant",
+        /// Everything else.
+        Default = "default",
+    }
+}
+
+/// Everything normwd knows about one tensor of a model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParamInfo {
+    /// Dotted path, PyTorch-style (`block1.conv.weight`).
+    pub path: String,
+    /// Shape; dimension 0 is the output channel for weights.
+    pub shape: Vec<usize>,
+    /// What the tensor is.
+    pub role: Role,
+    /// True when the loss is invariant to rescaling it (it feeds a normalization layer).
+    pub scale_invariant: bool,
+    /// The slices over which invariance holds (meaningful when `scale_invariant`).
+    pub granularity: Granularity,
+    /// Whether weight decay applies under the chosen policy.
+    pub decayed: bool,
+    /// Learning-rate / decay group.
+    pub group: Group,
+}
+
+impl ParamInfo {
+    /// A tensor's description under `policy`, from its role and the slices over which the loss
+    /// is invariant to its scale (`None`: not scale-invariant). Whether it is decayed and its
+    /// group follow from those here, and only here.
+    pub fn new(path: impl Into<String>, shape: Vec<usize>, role: Role, invariance: Option<Granularity>, policy: DecayPolicy) -> Self {
+        let scale_invariant = invariance.is_some();
+        ParamInfo {
+            path: path.into(),
+            shape,
+            role,
+            scale_invariant,
+            granularity: invariance.unwrap_or(Granularity::Tensor),
+            decayed: policy.decays(role, scale_invariant),
+            group: if scale_invariant { Group::ScaleInvariant } else { Group::Default },
+        }
+    }
+
+    /// Number of output channels (rows of the `[out, rest]` view).
+    pub fn rows(&self) -> usize {
+        if self.shape.len() >= 2 {
+            self.shape[0]
+        } else {
+            1
+        }
+    }
+
+    /// Number of scalars.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_policy_decays_what_it_names() {
+        let si = |p| ParamInfo::new("w", vec![4, 3], Role::Weight, Some(Granularity::Channel), p);
+        let plain = |p| ParamInfo::new("fc", vec![4, 3], Role::Weight, None, p);
+        let gamma = |p| ParamInfo::new("g", vec![4], Role::NormScale, None, p);
+        let buffer = |p| ParamInfo::new("m", vec![4], Role::Buffer, None, p);
+        use DecayPolicy::*;
+        let table = [
+            (All, [true, true, true]),
+            (ExcludeNormBias, [true, true, false]),
+            (ScaleInvariantOnly, [true, false, false]),
+            (NoneOnScaleInvariant, [false, true, false]),
+        ];
+        for (p, [a, b, c]) in table {
+            assert_eq!([si(p).decayed, plain(p).decayed, gamma(p).decayed], [a, b, c], "{p}");
+            assert!(!buffer(p).decayed, "{p}: buffers are never decayed");
+        }
+        assert_eq!(si(All).group, Group::ScaleInvariant);
+        assert_eq!(plain(All).group, Group::Default);
+        assert_eq!(DecayPolicy::parse("exclude-norm-bias"), Some(ExcludeNormBias));
+    }
+}

@@ -1,0 +1,157 @@
+//! A run directory as files: what each file is called, the checkpoint bookkeeping in
+//! `state.json`, and a run read back ([`RunData`]) for reports and sweeps.
+
+use crate::config::RunConfig;
+use crate::records::{EpochRecord, Probe, Record, Summary};
+use crate::roles::DecayPolicy;
+use crate::schedule::ScheduleKind;
+use crate::store::StoreError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// State saved with each checkpoint (also mirrored in `state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CkptState {
+    /// Format version.
+    pub version: u32,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Updates taken.
+    pub step: u64,
+    /// Lines of `metrics.jsonl` that belong to the completed epochs.
+    pub metrics_lines: usize,
+    /// Seed (data order and augmentation are functions of seed and epoch).
+    pub seed: u64,
+}
+
+/// File names inside a run directory.
+pub mod files {
+    /// The resolved configuration.
+    pub const CONFIG: &str = "config.toml";
+    /// JSON lines of epoch / probe / done records.
+    pub const METRICS: &str = "metrics.jsonl";
+    /// Model and optimizer tensors, and the state in the metadata.
+    pub const CHECKPOINT: &str = "checkpoint.safetensors";
+    /// Human-readable copy of the checkpoint state.
+    pub const STATE: &str = "state.json";
+}
+
+/// Errors while reading runs or writing a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A run directory cannot be read.
+    #[error("{dir}: {what}")]
+    Run {
+        /// The folder.
+        dir: String,
+        /// What is missing or wrong.
+        what: String,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A run read back from its directory.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    /// Label used in legends (the folder name).
+    pub name: String,
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its settings.
+    pub config: RunConfig,
+    /// Epoch records.
+    pub epochs: Vec<EpochRecord>,
+    /// Probe records.
+    pub probes: Vec<Probe>,
+    /// The final record, if the run finished.
+    pub done: Option<Summary>,
+}
+
+impl RunData {
+    /// Reads `config.toml` and `metrics.jsonl` of a run (lines that do not parse are skipped).
+    pub fn load(dir: &Path) -> Result<Self, ReportError> {
+        let d = dir.display().to_string();
+        let cfg_text = std::fs::read_to_string(dir.join(files::CONFIG))
+            .map_err(|e| ReportError::Run { dir: d.clone(), what: format!("no readable {} ({e}): not a run directory", files::CONFIG) })?;
+        let config = RunConfig::from_toml(&dir.join(files::CONFIG).display().to_string(), &cfg_text)
+            .map_err(|e| ReportError::Run { dir: d.clone(), what: e.to_string() })?;
+        let text = std::fs::read_to_string(dir.join(files::METRICS))
+            .map_err(|e| ReportError::Run { dir: d.clone(), what: format!("no readable {} ({e})", files::METRICS) })?;
+        let (mut epochs, mut probes, mut done) = (Vec::new(), Vec::new(), None);
+        for record in text.lines().filter_map(Record::parse) {
+            match record {
+                Record::Epoch(e) => epochs.push(e),
+                Record::Probe(p) => probes.push(p),
+                Record::Done(s) => done = Some(s),
+            }
+        }
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(d);
+        Ok(RunData { name, dir: dir.to_path_buf(), config, epochs, probes, done })
+    }
+
+    /// Probes of one tensor, in step order.
+    pub fn series(&self, path: &str) -> Vec<&Probe> {
+        self.probes.iter().filter(|p| p.path == path).collect()
+    }
+
+    /// Paths of the scale-invariant tensors that were probed, in model order.
+    pub fn invariant_paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for p in self.probes.iter().filter(|p| p.scale_invariant) {
+            if !v.contains(&p.path) {
+                v.push(p.path.clone());
+            }
+        }
+        v
+    }
+
+    /// Paths of probed norm-layer scales (gamma).
+    pub fn gamma_paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for p in self.probes.iter().filter(|p| p.path.ends_with(".gamma") || p.path.ends_with("weight_g")) {
+            if !v.contains(&p.path) {
+                v.push(p.path.clone());
+            }
+        }
+        v
+    }
+
+    /// Last step recorded.
+    pub fn last_step(&self) -> u64 {
+        self.probes.iter().map(|p| p.step).max().unwrap_or(0).max(self.epochs.last().map(|e| e.step).unwrap_or(0))
+    }
+
+    /// The window of the run (as fractions of its steps) where the equilibrium is measured:
+    /// from half of the constant-lr phase to its end (the first milestone of a step schedule).
+    pub fn equilibrium_window(&self) -> (f64, f64) {
+        let end = match (self.config.schedule, self.config.milestones.first()) {
+            (ScheduleKind::Step, Some(&m)) if m > 0 && m < self.config.epochs => m as f64 / self.config.epochs as f64,
+            _ => 1.0,
+        };
+        (end / 2.0, end)
+    }
+
+    /// The decay policy the run trained with (its own, or its optimizer's fitting one).
+    pub fn policy(&self) -> DecayPolicy {
+        self.config.decay_policy.unwrap_or_else(|| self.config.optim().default_policy())
+    }
+
+    /// Final test accuracy (last epoch).
+    pub fn final_acc(&self) -> Option<f64> {
+        self.epochs.last().map(|e| e.test_acc)
+    }
+}
+
+/// Mean of a window `[from, to)` of step fractions of a probe series.
+pub fn window_mean(series: &[&Probe], from: f64, to: f64, f: impl Fn(&Probe) -> Option<f64>) -> Option<f64> {
+    let last = series.last()?.step as f64;
+    let v: Vec<f64> = series
+        .iter()
+        .filter(|p| (p.step as f64) >= from * last && (p.step as f64) < to * last.max(1.0) + 0.5)
+        .filter_map(|p| f(p))
+        .filter(|x| x.is_finite())
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
