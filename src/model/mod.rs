@@ -11,6 +11,7 @@ pub mod walk;
 pub use layers::{NormKind, GN_GROUPS};
 pub use walk::PathTracker;
 
+use crate::params::Granularity;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
@@ -72,12 +73,21 @@ pub enum Net {
 pub struct Link {
     /// Path of the layer (`block1.conv`).
     pub layer: String,
-    /// Path of the norm layer that follows it and its group count (0 = batch norm).
-    pub norm: Option<(String, usize)>,
+    /// The norm layer that follows it, if any.
+    pub norm: Option<LinkNorm>,
+}
+
+/// The norm layer of a [`Link`], and what it implies for the layer's weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkNorm {
+    /// Path of the norm layer (`block1.norm`).
+    pub path: String,
+    /// The slices of the layer's weight over which the loss is scale-invariant.
+    pub granularity: Granularity,
 }
 
 fn link(layer: impl Into<String>, norm: &Option<layers::Norm>, norm_path: impl Into<String>) -> Link {
-    Link { layer: layer.into(), norm: norm.as_ref().map(|n| (norm_path.into(), n.groups)) }
+    Link { layer: layer.into(), norm: norm.as_ref().map(|n| LinkNorm { path: norm_path.into(), granularity: n.granularity() }) }
 }
 
 impl Net {
