@@ -127,16 +127,19 @@ mod tests {
 
     #[test]
     fn visit_and_map_see_the_same_paths_in_the_same_order() {
-        let net = Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 1, &Device::flex());
+        let build = || Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 1, &Device::flex());
+        let net = build();
         let mut seen = Paths(Vec::new());
         visit(&net, &mut seen);
         assert_eq!(seen.0[0], ("block1.conv.weight".to_string(), "Conv".to_string()));
         assert!(seen.0.contains(&("block1.norm.running_var".to_string(), "Norm".to_string())));
         let mut neg = Negate(Vec::new());
-        let mapped = map(net.clone(), &mut neg);
+        // A fresh copy, not a clone: clones share burn's running statistics, which `map` updates in place.
+        let mapped = map(build(), &mut neg);
         assert_eq!(neg.0, seen.0.iter().map(|p| p.0.clone()).collect::<Vec<_>>());
         let a = crate::train::store::module_tensors(&net);
         let b = crate::train::store::module_tensors(&mapped);
+        assert_eq!(a.len(), b.len());
         for ((pa, _, va), (pb, _, vb)) in a.iter().zip(&b) {
             assert_eq!(pa, pb);
             assert!(va.iter().zip(vb).all(|(x, y)| *x == -*y), "{pa}");
