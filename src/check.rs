@@ -2,10 +2,11 @@
 //! AdamP's cosine test (`|cos(grad, w)| < delta/sqrt(dim)`, per output channel first, then for
 //! the whole tensor) and a direct test (scale the weight by `c`, the loss must not change).
 
-use crate::model::{Net, PathTracker};
+use crate::model::walk::{self, host, VisitFloat};
+use crate::model::Net;
 use crate::params::{ParamInfo, Role};
 use crate::train::cross_entropy;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Param;
 use burn::tensor::{Gradients, Int, Tensor};
 use std::collections::HashMap;
 
@@ -73,24 +74,17 @@ pub fn cosine_test(w: &[f32], g: &[f32], rows: usize, delta: f64) -> CosineVerdi
 pub struct GradsByPath(pub HashMap<String, Vec<f32>>);
 
 struct GradVisitor<'a> {
-    at: PathTracker,
     grads: &'a Gradients,
     out: HashMap<String, Vec<f32>>,
 }
 
-impl ModuleVisitor for GradVisitor<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.at.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.at.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+impl VisitFloat for GradVisitor<'_> {
+    fn float<const D: usize>(&mut self, path: &str, _: &str, param: &Param<Tensor<D>>) {
         if !param.is_require_grad() {
             return;
         }
         if let Some(g) = param.val().grad(self.grads) {
-            self.out.insert(self.at.path(), g.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default());
+            self.out.insert(path.to_string(), host(g));
         }
     }
 }
@@ -100,8 +94,8 @@ pub fn loss_and_grads(model: &Net, x: Tensor<4>, y: Tensor<1, Int>) -> (f64, Gra
     let loss = cross_entropy(model.forward(x), y);
     let v = loss.clone().into_scalar::<f64>();
     let grads = loss.backward();
-    let mut g = GradVisitor { at: PathTracker::default(), grads: &grads, out: HashMap::new() };
-    model.visit(&mut g);
+    let mut g = GradVisitor { grads: &grads, out: HashMap::new() };
+    walk::visit(model, &mut g);
     (v, GradsByPath(g.out))
 }
 

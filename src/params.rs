@@ -24,10 +24,8 @@ pub fn describe(net: &Net, policy: DecayPolicy) -> Vec<ParamInfo> {
             };
             let (scale_invariant, granularity) = match (role, t.field.as_str()) {
                 (Role::Weight, "weight_v") => (true, Granularity::Channel),
-                (Role::Weight, _) => match links.iter().find(|l| l.layer == layer).and_then(|l| l.norm.clone()) {
-                    Some((_, 0)) => (true, Granularity::Channel),
-                    Some((_, 1)) => (true, Granularity::Tensor),
-                    Some((_, g)) => (true, Granularity::Group(t.shape[0] / g)),
+                (Role::Weight, _) => match links.iter().find(|l| l.layer == layer).and_then(|l| l.norm.as_ref()) {
+                    Some(n) => (true, n.granularity),
                     None => (false, Granularity::Tensor),
                 },
                 _ => (false, Granularity::Tensor),

@@ -29,8 +29,10 @@ pub struct AuditArgs {
 
 /// Resolves model, norm and input shape flags.
 pub fn model_flags(model: &str, norm: &str, input: &Option<String>) -> Result<(ModelKind, NormKind, [usize; 3]), Failure> {
-    let m = ModelKind::parse(model).ok_or_else(|| fail(2, format!("--model {model:?}: expected one of mlp, convnet, resnet20")))?;
-    let n = NormKind::parse(norm).ok_or_else(|| fail(2, format!("--norm {norm:?}: expected one of bn, ln, gn, wn, none")))?;
+    let m = ModelKind::parse(model)
+        .ok_or_else(|| fail(2, format!("--model {model:?}: expected one of {}", ModelKind::ALL.map(|k| k.name()).join(", "))))?;
+    let n = NormKind::parse(norm)
+        .ok_or_else(|| fail(2, format!("--norm {norm:?}: expected one of {}", NormKind::ALL.map(|k| k.name()).join(", "))))?;
     let shape = match input {
         Some(s) => {
             let v: Vec<usize> = s

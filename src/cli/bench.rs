@@ -45,10 +45,13 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     if a.batch_size == 0 {
         return Err(fail(2, "--batch-size 0: expected an integer >= 1"));
     }
+    let names = ModelKind::ALL.map(|k| k.name());
+    let (last, rest) = names.split_last().expect("there are models");
+    let expected = format!("{} or {last}", rest.join(", "));
     let models: Vec<ModelKind> = a
         .models
         .split(',')
-        .map(|m| ModelKind::parse(m.trim()).ok_or_else(|| fail(2, format!("--models {m:?}: expected mlp, convnet or resnet20"))))
+        .map(|m| ModelKind::parse(m.trim()).ok_or_else(|| fail(2, format!("--models {m:?}: expected {expected}"))))
         .collect::<Result<_, _>>()?;
     if a.train {
         return train(&a, &models);

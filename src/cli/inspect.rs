@@ -3,6 +3,7 @@
 use super::{fail, table, Failure};
 use clap::Args;
 use normwd::inspect::{self, onnx, Hyper, TensorReport};
+use normwd::params::Role;
 use normwd::report::svg::{LineChart, Series, COLORS};
 use normwd::report::{self, Figure};
 use std::path::PathBuf;
@@ -46,7 +47,7 @@ pub struct InspectArgs {
 }
 
 fn figures(reports: &[TensorReport], steps: &[u64]) -> Vec<Figure> {
-    let pick: Vec<&TensorReport> = reports.iter().filter(|r| r.scale_invariant || r.role == inspect::ForeignRole::NormScale).collect();
+    let pick: Vec<&TensorReport> = reports.iter().filter(|r| r.scale_invariant || r.role == Role::NormScale).collect();
     let series = |f: &dyn Fn(&TensorReport) -> Vec<(f64, f64)>, dashed: bool| -> Vec<Series> {
         pick.iter()
             .enumerate()
@@ -153,7 +154,7 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
     } else {
         let rows: Vec<Vec<String>> = reports
             .iter()
-            .filter(|r| r.role != inspect::ForeignRole::Buffer)
+            .filter(|r| r.role != Role::Buffer)
             .map(|r| {
                 vec![
                     r.name.clone(),

@@ -8,6 +8,7 @@ pub mod flax;
 pub mod onnx;
 pub mod torch;
 
+use crate::params::Role;
 use crate::theory::{self, Family};
 use crate::train::store::{self, StoreError};
 use serde::Serialize;
@@ -155,20 +156,10 @@ pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>, key: Option<&str>) 
     Ok(series)
 }
 
-/// Role of a tensor in a foreign checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ForeignRole {
-    /// Conv / linear weight.
-    Weight,
-    /// Bias.
-    Bias,
-    /// Norm layer scale.
-    NormScale,
-    /// Norm layer shift.
-    NormShift,
-    /// Running statistics / counters.
-    Buffer,
+/// Writes a role in inspect's JSON as its table name (`norm-scale`), the spelling inspect's
+/// JSON has always used.
+fn role_name<S: serde::Serializer>(role: &Role, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(role.name())
 }
 
 /// Roles from names and shapes (no graph): buffers by name, biases by suffix, 1-D weights as
@@ -176,7 +167,7 @@ pub enum ForeignRole {
 /// scale of the same width sits next to it by name: `conv1`/`bn1` (same parent, same trailing
 /// number) or `features.0`/`features.1` (the next index of a sequence). Weight norm's `weight_v`
 /// always is.
-pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(ForeignRole, bool)> {
+pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
     // A 1-D `bias` whose sibling scale (`weight`, `scale`, `gamma`) is also 1-D belongs to a norm layer.
     let sibling_scale = |n: &str| -> bool {
         let Some((module, _)) = n.rsplit_once(['.', '/']) else { return false };
@@ -187,20 +178,20 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(ForeignRole, bool)> {
     let role = |n: &str, s: &[usize]| {
         let last = n.rsplit(['.', '/']).next().unwrap_or(n);
         if ["running_mean", "running_var", "num_batches_tracked", "mean", "var"].contains(&last) {
-            ForeignRole::Buffer
+            Role::Buffer
         } else if s.len() <= 1 && ["weight", "gamma", "scale", "weight_g"].contains(&last) {
-            ForeignRole::NormScale
+            Role::NormScale
         } else if s.len() <= 1 && (last == "beta" || (last == "bias" && sibling_scale(n))) {
-            ForeignRole::NormShift
+            Role::NormShift
         } else if last == "bias" {
-            ForeignRole::Bias
+            Role::Bias
         } else {
-            ForeignRole::Weight
+            Role::Weight
         }
     };
     // Output channels: dimension 0 in PyTorch's layout, the last one for Flax's `kernel`.
     let out_dim = |n: &str, s: &[usize]| if n.ends_with("kernel") { s.last().copied() } else { s.first().copied() };
-    let roles: Vec<ForeignRole> = names.iter().map(|(n, s)| role(n, s)).collect();
+    let roles: Vec<Role> = names.iter().map(|(n, s)| role(n, s)).collect();
     // Splits `a.b.conv1.weight` into (`a.b`, `conv1`).
     let layer = |n: &str| -> (String, String) {
         let module = n.rsplit_once(['.', '/']).map(|(m, _)| m).unwrap_or("");
@@ -226,13 +217,13 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(ForeignRole, bool)> {
         .enumerate()
         .map(|(i, (n, s))| {
             let r = roles[i];
-            let si = r == ForeignRole::Weight
+            let si = r == Role::Weight
                 && s.len() >= 2
                 && (n.ends_with("weight_v")
                     || names
                         .iter()
                         .zip(&roles)
-                        .any(|((m, ms), mr)| *mr == ForeignRole::NormScale && ms.first().copied() == out_dim(n, s) && neighbours(n, m)));
+                        .any(|((m, ms), mr)| *mr == Role::NormScale && ms.first().copied() == out_dim(n, s) && neighbours(n, m)));
             (r, si)
         })
         .collect()
@@ -262,8 +253,9 @@ pub struct TensorReport {
     pub name: String,
     /// Shape.
     pub shape: Vec<usize>,
-    /// Role.
-    pub role: ForeignRole,
+    /// Role (running statistics and counters such as `num_batches_tracked` are buffers).
+    #[serde(serialize_with = "role_name")]
+    pub role: Role,
     /// Whether it is scale-invariant.
     pub scale_invariant: bool,
     /// `graph` when an ONNX graph said so, `guess` when inferred from names and shapes.
@@ -341,16 +333,16 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hype
             let angles: Vec<f64> = vals.windows(2).map(|w| angle(w[0], w[1])).collect();
             let angle_per_step: Vec<f64> = series.windows(2).zip(&angles).map(|(c, a)| a / (c[1].step - c[0].step).max(1) as f64).collect();
             let eff_lr = norms.iter().map(|n| if adam { theory::effective_lr_adam(h.lr, *n) } else { theory::effective_lr_sgd(h.lr, *n) }).collect();
-            let pred = if si && role == ForeignRole::Weight { theory::predicted_angle(family, h.lr, h.weight_decay) } else { None };
+            let pred = if si && role == Role::Weight { theory::predicted_angle(family, h.lr, h.weight_decay) } else { None };
             let at_eq = pred.and_then(|p| angle_per_step.last().map(|a| (a / p - 1.0).abs() < 0.2));
             let mut flags = Vec::new();
             let shrinking = norms.windows(2).all(|w| w[1] < w[0]);
             let growing = norms.windows(2).all(|w| w[1] > w[0]);
             let change = norms.last().unwrap_or(&1.0) / norms.first().unwrap_or(&1.0);
-            if role == ForeignRole::NormScale && shrinking && change < 0.9 && norms.len() >= 3 {
+            if role == Role::NormScale && shrinking && change < 0.9 && norms.len() >= 3 {
                 flags.push(format!("norm-layer scale shrinks at every checkpoint (to {:.2} of its first value): it looks decayed; exclude norm layers from weight decay", change));
             }
-            if si && role == ForeignRole::Weight && growing && norms.len() >= 3 {
+            if si && role == Role::Weight && growing && norms.len() >= 3 {
                 let span = series.last().map(|c| c.step).unwrap_or(0) - series[0].step;
                 if h.weight_decay == 0.0 {
                     flags.push(format!("scale-invariant weight without weight decay: its norm grows at every checkpoint (x{change:.2}), so its effective learning rate keeps falling (F4)"));
@@ -394,6 +386,15 @@ mod tests {
     }
 
     #[test]
+    fn json_spells_roles_as_the_table_does() {
+        let spelled: Vec<String> = [Role::Weight, Role::Bias, Role::NormScale, Role::NormShift, Role::Buffer]
+            .into_iter()
+            .map(|role| role_name(&role, serde_json::value::Serializer).unwrap().as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(spelled, ["weight", "bias", "norm-scale", "norm-shift", "buffer"]);
+    }
+
+    #[test]
     fn steps_from_names_and_guessed_roles() {
         assert_eq!(step_from_name(Path::new("ckpt_000300.safetensors")), Some(300));
         assert_eq!(step_from_name(Path::new("model-step12-final.safetensors")), Some(12));
@@ -418,7 +419,7 @@ mod tests {
         .iter()
         .map(|(n, s)| (n.to_string(), s.clone()))
         .collect();
-        use ForeignRole::*;
+        use Role::*;
         let expect = [
             (Weight, true),
             (NormScale, false),

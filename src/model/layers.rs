@@ -8,6 +8,7 @@
 
 use super::init::Init;
 use crate::kernels;
+use crate::params::Granularity;
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::module::{batch_norm_train, conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
@@ -153,8 +154,10 @@ pub struct Norm {
     pub running_mean: Option<RunningState<Tensor<1>>>,
     /// Running unbiased variance of batch statistics (batch norm only).
     pub running_var: Option<RunningState<Tensor<1>>>,
-    /// Number of groups the channels are split into (0 for batch norm).
-    pub groups: usize,
+    /// What it normalizes over: each channel across the batch (`Bn`), all of a sample (`Ln`)
+    /// or groups of channels of a sample (`Gn`); never `Wn` or `None`, which have no layer.
+    #[module(skip)]
+    pub kind: NormKind,
     /// Running-average momentum (PyTorch convention: `new = (1-m)*old + m*batch`).
     pub momentum: f64,
     /// Added to the variance.
@@ -164,22 +167,45 @@ pub struct Norm {
 impl Norm {
     /// A normalization layer of kind `kind` over `channels`; `None` for kinds without a layer.
     pub fn new(kind: NormKind, channels: usize, bn_momentum: f64, device: &Device) -> Option<Self> {
-        let groups = match kind {
-            NormKind::Bn => 0,
-            NormKind::Ln => 1,
-            NormKind::Gn => GN_GROUPS.min(channels),
-            NormKind::Wn | NormKind::None => return None,
-        };
+        if !kind.has_layer() {
+            return None;
+        }
         let bn = kind == NormKind::Bn;
         Some(Norm {
             gamma: Param::from_tensor(Tensor::ones([channels], device)),
             beta: Param::from_tensor(Tensor::zeros([channels], device)),
             running_mean: bn.then(|| RunningState::new(Tensor::zeros([channels], device))),
             running_var: bn.then(|| RunningState::new(Tensor::ones([channels], device))),
-            groups,
+            kind,
             momentum: bn_momentum,
             epsilon: 1e-5,
         })
+    }
+
+    /// Groups of channels normalized together within a sample (`None` for batch norm, which
+    /// normalizes each channel across the batch).
+    fn groups(&self) -> Option<usize> {
+        match self.kind {
+            NormKind::Bn => None,
+            NormKind::Ln => Some(1),
+            NormKind::Gn => Some(GN_GROUPS.min(self.channels())),
+            NormKind::Wn | NormKind::None => unreachable!("{:?} builds no Norm layer", self.kind),
+        }
+    }
+
+    fn channels(&self) -> usize {
+        self.gamma.dims()[0]
+    }
+
+    /// Over which slices of the weight that feeds this layer the loss is invariant to positive
+    /// rescaling: each output channel (batch norm), the whole tensor (one group: layer norm), or
+    /// each group of channels (group norm).
+    pub fn granularity(&self) -> Granularity {
+        match self.groups() {
+            None => Granularity::Channel,
+            Some(1) => Granularity::Tensor,
+            Some(g) => Granularity::Group(self.channels() / g),
+        }
     }
 
     /// Normalizes an `[N, C, ...]` input.
@@ -212,7 +238,7 @@ impl Norm {
 
     /// Whether batch norm in training mode on `x` runs as one of the fused CPU kernels.
     fn fuses<const D: usize>(&self, x: &Tensor<D>) -> bool {
-        self.groups == 0 && x.is_autodiff() && kernels::applies(x)
+        self.kind == NormKind::Bn && x.is_autodiff() && kernels::applies(x)
     }
 
     /// A training-mode batch norm `op` of `x` (returning the output, the batch mean and the
@@ -234,11 +260,10 @@ impl Norm {
         let c = dims[1];
         let mut cshape = [1usize; D];
         cshape[1] = c;
-        if self.groups == 0 {
+        let Some(g) = self.groups() else {
             return self.batch_norm(x, cshape, relu);
-        }
+        };
         let n = dims[0];
-        let g = self.groups;
         let grouped: Tensor<3> = x.reshape([n as i32, g as i32, -1]);
         let mean = grouped.clone().mean_dim(2);
         let centered = grouped.sub(mean);

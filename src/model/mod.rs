@@ -6,10 +6,13 @@ pub mod init;
 pub mod layers;
 pub mod mlp;
 pub mod resnet;
+pub mod walk;
 
 pub use layers::{NormKind, GN_GROUPS};
+pub use walk::PathTracker;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use crate::params::Granularity;
+use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
 pub use normwd_core::kinds::ModelKind;
@@ -33,12 +36,21 @@ pub enum Net {
 pub struct Link {
     /// Path of the layer (`block1.conv`).
     pub layer: String,
-    /// Path of the norm layer that follows it and its group count (0 = batch norm).
-    pub norm: Option<(String, usize)>,
+    /// The norm layer that follows it, if any.
+    pub norm: Option<LinkNorm>,
+}
+
+/// The norm layer of a [`Link`], and what it implies for the layer's weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkNorm {
+    /// Path of the norm layer (`block1.norm`).
+    pub path: String,
+    /// The slices of the layer's weight over which the loss is scale-invariant.
+    pub granularity: Granularity,
 }
 
 fn link(layer: impl Into<String>, norm: &Option<layers::Norm>, norm_path: impl Into<String>) -> Link {
-    Link { layer: layer.into(), norm: norm.as_ref().map(|n| (norm_path.into(), n.groups)) }
+    Link { layer: layer.into(), norm: norm.as_ref().map(|n| LinkNorm { path: norm_path.into(), granularity: n.granularity() }) }
 }
 
 impl Net {
@@ -104,66 +116,26 @@ pub struct TensorEntry {
     pub trainable: bool,
 }
 
-/// Tracks the dotted path during a module walk; enum variants do not add a component.
-#[derive(Default)]
-pub struct PathTracker {
-    parts: Vec<(String, String)>,
-}
+struct Lister(Vec<TensorEntry>);
 
-impl PathTracker {
-    /// Enters a submodule.
-    pub fn enter(&mut self, name: &str, container: &str) {
-        self.parts.push((name.to_string(), container.to_string()));
-    }
-
-    /// Leaves a submodule.
-    pub fn exit(&mut self) {
-        self.parts.pop();
-    }
-
-    /// The current path (the field name of a tensor is its last component).
-    pub fn path(&self) -> String {
-        self.parts.iter().filter(|(_, c)| !c.starts_with("Enum:")).map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(".")
-    }
-
-    /// Type of the struct that holds the current field (`Norm` for `block1.norm.gamma`):
-    /// burn passes the holder's type when it enters a field.
-    pub fn owner(&self) -> String {
-        let c = self.parts.last().map(|p| p.1.as_str()).unwrap_or("");
-        c.strip_prefix("Struct:").unwrap_or(c).to_string()
-    }
-}
-
-struct Lister {
-    at: PathTracker,
-    out: Vec<TensorEntry>,
-}
-
-impl ModuleVisitor for Lister {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.at.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.at.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.at.path();
+impl walk::VisitFloat for Lister {
+    fn float<const D: usize>(&mut self, path: &str, owner: &str, param: &Param<Tensor<D>>) {
         let field = path.rsplit('.').next().unwrap_or("").to_string();
-        self.out.push(TensorEntry {
-            path,
-            owner: self.at.owner(),
-            field: field.clone(),
-            shape: param.lazy_shape().to_vec(),
+        self.0.push(TensorEntry {
+            path: path.to_string(),
+            owner: owner.to_string(),
             trainable: !field.starts_with("running_"),
+            field,
+            shape: param.lazy_shape().to_vec(),
         });
     }
 }
 
 /// Lists every float tensor of a module (parameters and buffers) in a stable order.
 pub fn tensors<M: Module>(m: &M) -> Vec<TensorEntry> {
-    let mut l = Lister { at: PathTracker::default(), out: Vec::new() };
-    m.visit(&mut l);
-    l.out
+    let mut l = Lister(Vec::new());
+    walk::visit(m, &mut l);
+    l.0
 }
 
 /// Number of trainable scalars.

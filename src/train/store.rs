@@ -1,37 +1,27 @@
 //! Model tensors to and from checkpoint files: the run files themselves (atomic writes, the
 //! metrics log, safetensors) are the core's ([`normwd_core::store`]), re-exported here.
 
-use crate::model::{tensors, PathTracker};
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use crate::model::tensors;
+use crate::model::walk::{self, host, MapFloat, VisitFloat};
+use burn::module::{Module, Param};
 use burn::tensor::{Tensor, TensorData};
 pub use normwd_core::store::*;
 use std::collections::HashMap;
 
-struct Collect {
-    at: PathTracker,
-    out: Vec<(String, Vec<usize>, Vec<f32>)>,
-}
+struct Collect(Vec<(String, Vec<usize>, Vec<f32>)>);
 
-impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.at.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.at.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+impl VisitFloat for Collect {
+    fn float<const D: usize>(&mut self, path: &str, _: &str, param: &Param<Tensor<D>>) {
         let t = param.val();
-        let shape = t.dims().to_vec();
-        let v = t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
-        self.out.push((self.at.path(), shape, v));
+        self.0.push((path.to_string(), t.dims().to_vec(), host(t)));
     }
 }
 
 /// Every float tensor of a module (parameters and buffers) by path, as host data.
 pub fn module_tensors<M: Module>(m: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut c = Collect { at: PathTracker::default(), out: Vec::new() };
-    m.visit(&mut c);
-    c.out
+    let mut c = Collect(Vec::new());
+    walk::visit(m, &mut c);
+    c.0
 }
 
 /// Checks that `loaded` holds exactly the tensors of `m` with the same shapes; the error
@@ -56,35 +46,23 @@ pub fn check_fits<M: Module>(file: &str, m: &M, loaded: &HashMap<String, (Vec<us
     }
 }
 
-struct Assign<'a> {
-    at: PathTracker,
-    from: &'a HashMap<String, (Vec<usize>, Vec<f32>)>,
-}
+struct Assign<'a>(&'a HashMap<String, (Vec<usize>, Vec<f32>)>);
 
-impl ModuleMapper for Assign<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.at.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.at.exit();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let Some((shape, v)) = self.from.get(&self.at.path()) else {
-            return Param::from_mapped_value(id, tensor, mapper);
-        };
-        let grad = tensor.is_require_grad();
-        let mut t = Tensor::<D>::from_data(TensorData::new(v.clone(), shape.clone()), &tensor.device());
-        if grad {
-            t = t.require_grad();
+impl MapFloat for Assign<'_> {
+    fn float<const D: usize>(&mut self, path: &str, tensor: Tensor<D>) -> Tensor<D> {
+        let Some((shape, v)) = self.0.get(path) else { return tensor };
+        let t = Tensor::<D>::from_data(TensorData::new(v.clone(), shape.clone()), &tensor.device());
+        if tensor.is_require_grad() {
+            t.require_grad()
+        } else {
+            t
         }
-        Param::from_mapped_value(id, t, mapper)
     }
 }
 
 /// Replaces `m`'s tensors by the loaded ones (call [`check_fits`] first).
 pub fn assign<M: Module>(m: M, from: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> M {
-    m.map(&mut Assign { at: PathTracker::default(), from })
+    walk::map(m, &mut Assign(from))
 }
 
 #[cfg(test)]
