@@ -5,8 +5,8 @@
 use burn::tensor::Device;
 use normwd::data;
 use normwd::model::{ModelKind, Net, NormKind};
-use normwd::optim::schedule::Schedule;
-use normwd::optim::{OptimConfig, Optimizer};
+use normwd::optim::schedule::{Schedule, ScheduleKind};
+use normwd::optim::{OptimConfig, OptimKind, Optimizer};
 use normwd::params::{describe, DecayPolicy};
 use normwd::report::{window_mean, RunData};
 use normwd::theory;
@@ -56,13 +56,13 @@ fn train_mlp(name: &str, config: RunConfig) -> RunData {
 
 fn mlp_config() -> RunConfig {
     RunConfig {
-        model: "mlp".into(),
-        norm: "bn".into(),
+        model: ModelKind::Mlp,
+        norm: NormKind::Bn,
         epochs: 8,
         batch_size: 128,
-        schedule: "constant".into(),
+        schedule: ScheduleKind::Constant,
         probe_every: 1,
-        decay_policy: "exclude-norm-bias".into(),
+        decay_policy: Some(DecayPolicy::ExcludeNormBias),
         ..Default::default()
     }
 }
@@ -89,10 +89,10 @@ fn f5_f7_f8_equilibrium_angle_on_real_training_runs() {
         (
             "f8-adamw",
             RunConfig {
-                optimizer: "adamw".into(),
+                optimizer: OptimKind::Adamw,
                 lr: 0.004,
                 weight_decay: 4.0,
-                decay_policy: "scale-invariant-only".into(),
+                decay_policy: Some(DecayPolicy::ScaleInvariantOnly),
                 ..mlp_config()
             },
             theory::angle_adamw(0.004, 4.0, 0.9),

@@ -196,3 +196,49 @@ pub fn f16_to_f32(h: u16) -> f32 {
     };
     f32::from_bits(bits)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Summary;
+
+    #[test]
+    fn metrics_log_drops_torn_line_and_truncates() {
+        let dir = std::env::temp_dir().join(format!("normwd-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("metrics.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let log = MetricsLog::open(&p, None).unwrap();
+        assert_eq!(log.lines, 2);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        drop(log);
+        let mut log = MetricsLog::open(&p, Some(1)).unwrap();
+        let done = Summary { epochs: 1, steps: 3, test_acc: 0.5, test_loss: 1.0, train_loss: 1.0, images_per_sec: 1.0, wall_s: 1.0 };
+        log.write(&Record::Done(done.clone())).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{{\"a\":1}}\n{}\n", Record::Done(done).to_line()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn half_precision_conversion() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x3555), 0.33325195);
+        assert_eq!(f16_to_f32(0x0001), 5.9604645e-8);
+        assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+
+    #[test]
+    fn safetensors_round_trip_and_corrupt_input() {
+        let named = vec![("a.w".to_string(), vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])];
+        let bytes = to_safetensors(&named, HashMap::from([("k".into(), "v".into())]));
+        let l = parse_safetensors("c", &bytes).unwrap();
+        assert_eq!(l.tensors["a.w"], (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(l.metadata["k"], "v");
+        let e = parse_safetensors("ckpt.safetensors", &bytes[..bytes.len() - 3]).unwrap_err().to_string();
+        assert!(e.contains("ckpt.safetensors") && e.contains("not a valid safetensors"), "{e}");
+        let mut huge = bytes.clone();
+        huge[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        assert!(parse_safetensors("c", &huge).is_err());
+    }
+}

@@ -1,6 +1,6 @@
 //! `normwd audit`: one row per tensor with its role, scale-invariance, decay and lr group.
 
-use super::{fail, table, Failure};
+use super::{choice, fail, table, Failure};
 use burn::tensor::Device;
 use clap::Args;
 use normwd::model::{ModelKind, Net, NormKind};
@@ -9,15 +9,15 @@ use normwd::params::{describe, DecayPolicy};
 /// Flags of `audit`.
 #[derive(Args, Debug)]
 pub struct AuditArgs {
-    /// mlp | convnet | resnet20
-    #[arg(long, default_value = "convnet")]
-    pub model: String,
-    /// bn | ln | gn | wn | none
-    #[arg(long, default_value = "bn")]
-    pub norm: String,
-    /// exclude-norm-bias | all | scale-invariant-only | none-on-scale-invariant
-    #[arg(long, default_value = "exclude-norm-bias")]
-    pub decay_policy: String,
+    /// Architecture.
+    #[arg(long, default_value = "convnet", value_parser = choice::<ModelKind>())]
+    pub model: ModelKind,
+    /// Normalization after each linear layer.
+    #[arg(long, default_value = "bn", value_parser = choice::<NormKind>())]
+    pub norm: NormKind,
+    /// Which tensors are decayed.
+    #[arg(long, default_value = "exclude-norm-bias", value_parser = choice::<DecayPolicy>())]
+    pub decay_policy: DecayPolicy,
     /// Input shape as C,H,W (default 1,28,28; 3,32,32 for resnet20).
     #[arg(long)]
     pub input: Option<String>,
@@ -27,12 +27,8 @@ pub struct AuditArgs {
     pub check: bool,
 }
 
-/// Resolves model, norm and input shape flags.
-pub fn model_flags(model: &str, norm: &str, input: &Option<String>) -> Result<(ModelKind, NormKind, [usize; 3]), Failure> {
-    let m = ModelKind::parse(model)
-        .ok_or_else(|| fail(2, format!("--model {model:?}: expected one of {}", ModelKind::ALL.map(|k| k.name()).join(", "))))?;
-    let n = NormKind::parse(norm)
-        .ok_or_else(|| fail(2, format!("--norm {norm:?}: expected one of {}", NormKind::ALL.map(|k| k.name()).join(", "))))?;
+/// The input shape for model `m` from `--input`.
+pub fn input_shape(m: ModelKind, input: &Option<String>) -> Result<[usize; 3], Failure> {
     let shape = match input {
         Some(s) => {
             let v: Vec<usize> = s
@@ -47,15 +43,13 @@ pub fn model_flags(model: &str, norm: &str, input: &Option<String>) -> Result<(M
         None if m == ModelKind::Resnet20 => [3, 32, 32],
         None => [1, 28, 28],
     };
-    Ok((m, n, shape))
+    Ok(shape)
 }
 
 /// Runs `normwd audit`.
 pub fn run(a: AuditArgs) -> Result<(), Failure> {
-    let (m, n, shape) = model_flags(&a.model, &a.norm, &a.input)?;
-    let policy = DecayPolicy::parse(&a.decay_policy).ok_or_else(|| {
-        fail(2, format!("--decay-policy {:?}: expected one of {}", a.decay_policy, DecayPolicy::ALL.map(|p| p.name()).join(", ")))
-    })?;
+    let (m, n, policy) = (a.model, a.norm, a.decay_policy);
+    let shape = input_shape(m, &a.input)?;
     let net = Net::new(m, n, shape, 0.1, 0, &Device::flex());
     let infos = describe(&net, policy);
     let rows: Vec<Vec<String>> = infos

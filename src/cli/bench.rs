@@ -1,6 +1,6 @@
 //! `normwd bench`: ratios measured in one process.
 
-use super::{fail, table, Failure};
+use super::{choice, fail, table, Failure};
 use clap::Args;
 use normwd::bench;
 use normwd::model::ModelKind;
@@ -15,8 +15,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub train: bool,
     /// Models to time (comma-separated).
-    #[arg(long, default_value = "mlp,convnet")]
-    pub models: String,
+    #[arg(long, default_value = "mlp,convnet", value_delimiter = ',', value_parser = choice::<ModelKind>())]
+    pub models: Vec<ModelKind>,
     /// Timed steps per variant.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -45,14 +45,7 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     if a.batch_size == 0 {
         return Err(fail(2, "--batch-size 0: expected an integer >= 1"));
     }
-    let names = ModelKind::ALL.map(|k| k.name());
-    let (last, rest) = names.split_last().expect("there are models");
-    let expected = format!("{} or {last}", rest.join(", "));
-    let models: Vec<ModelKind> = a
-        .models
-        .split(',')
-        .map(|m| ModelKind::parse(m.trim()).ok_or_else(|| fail(2, format!("--models {m:?}: expected {expected}"))))
-        .collect::<Result<_, _>>()?;
+    let models = a.models.clone();
     if a.train {
         return train(&a, &models);
     }
