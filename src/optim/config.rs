@@ -1,0 +1,402 @@
+//! What an optimizer is, as data: its kind, hyperparameters and remedy settings, their domains,
+//! the decay each tensor gets, and which closed form of THEORY.md describes it.
+//!
+//! This module may import only `serde`, `thiserror`, `std`, [`crate::params`]' types and
+//! [`crate::theory`]: no burn, no tensors, nothing of `model`, `train` or `kernels`, so that it
+//! can move into the burn-free core crate that other programs link alone.
+//!
+//! Weight-decay convention (THEORY.md): `weight_decay = lambda` adds `lambda * w` to the
+//! gradient (`coupled`, the loss term `lambda/2 ||w||^2`) or applies `w -= lr * lambda * w`
+//! (`decoupled`, SGDW / AdamW, PyTorch's `AdamW`).
+
+use crate::params::{DecayPolicy, Group, ParamInfo};
+use crate::theory::{self, Family};
+use serde::{Deserialize, Serialize};
+
+/// How a remedy learns which tensors are scale-invariant (the `--invariance` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Invariance {
+    /// From the graph (`params`): weights that feed a normalization layer.
+    Structural,
+    /// From the data, each step: AdamP's cosine test on the gradient.
+    Numeric,
+}
+
+/// Where the fixed-norm update holds each scale-invariant weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormTarget {
+    /// The norm it had before the first update.
+    Init,
+    /// Unit norm (then the effective learning rate equals the learning rate).
+    Unit,
+}
+
+/// The update rule a closed form of THEORY.md is written for: what decides an optimizer's
+/// [`Family`] together with its decay mode. Programs that name optimizers by strings (`predict`,
+/// `inspect`'s hyperparameters) map their names to a rule and share [`Rule::family`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// SGD with momentum.
+    Sgd,
+    /// Adam / AdamW.
+    Adam,
+    /// Lion (no [`OptimKind`] yet; `predict` knows its closed form, F9).
+    Lion,
+}
+
+impl Rule {
+    /// The theory's family of this rule with L2 in the gradient (`coupled`) or decoupled decay.
+    pub fn family(self, coupled: bool, momentum: f64, betas: (f64, f64)) -> Family {
+        match (self, coupled) {
+            (Rule::Sgd, coupled) => Family::Sgd { mu: momentum, coupled },
+            (Rule::Adam, true) => Family::AdamL2,
+            (Rule::Adam, false) => Family::AdamW { b1: betas.0 },
+            (Rule::Lion, _) => Family::Lion { b1: betas.0, b2: betas.1 },
+        }
+    }
+}
+
+/// Errors in optimizer settings.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimError {
+    /// A hyperparameter is out of its domain.
+    #[error("--{flag} {value}: expected {expected}")]
+    Invalid {
+        /// The flag / config key.
+        flag: &'static str,
+        /// The value seen.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+    /// A saved optimizer state does not fit the model.
+    #[error("optimizer state: {0}")]
+    State(String),
+}
+
+/// The optimizer (the `--optimizer` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimKind {
+    /// SGD with (optional) momentum / Nesterov, PyTorch semantics.
+    Sgd,
+    /// Adam (coupled L2 by default).
+    Adam,
+    /// AdamW (decoupled decay by default).
+    Adamw,
+    /// SGDP (Heo et al. 2021): SGD whose update loses its radial part on scale-invariant tensors.
+    Sgdp,
+    /// AdamP (Heo et al. 2021).
+    Adamp,
+    /// LARS (You et al. 2017): SGD with a layer-wise trust ratio.
+    Lars,
+    /// LAMB (You et al. 2020): Adam with a layer-wise trust ratio.
+    Lamb,
+    /// SGD with momentum, scale-invariant weights held at a fixed norm (van Laarhoven 2017).
+    FixedNorm,
+    /// RV-SGDM (Kosson et al. 2024): rotational wrapper around SGD with momentum.
+    RvSgd,
+    /// RV-AdamW (Kosson et al. 2024): rotational wrapper around AdamW.
+    RvAdamw,
+}
+
+impl OptimKind {
+    /// All choices.
+    pub const ALL: [OptimKind; 10] = [
+        OptimKind::Sgd,
+        OptimKind::Adam,
+        OptimKind::Adamw,
+        OptimKind::Sgdp,
+        OptimKind::Adamp,
+        OptimKind::Lars,
+        OptimKind::Lamb,
+        OptimKind::FixedNorm,
+        OptimKind::RvSgd,
+        OptimKind::RvAdamw,
+    ];
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimKind::Sgd => "sgd",
+            OptimKind::Adam => "adam",
+            OptimKind::Adamw => "adamw",
+            OptimKind::Sgdp => "sgdp",
+            OptimKind::Adamp => "adamp",
+            OptimKind::Lars => "lars",
+            OptimKind::Lamb => "lamb",
+            OptimKind::FixedNorm => "fixed-norm",
+            OptimKind::RvSgd => "rv-sgd",
+            OptimKind::RvAdamw => "rv-adamw",
+        }
+    }
+
+    /// Parses a CLI name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The decay mode used when `--decay` is not given (the remedies fix their own).
+    pub fn default_decay(self) -> DecayMode {
+        match self {
+            OptimKind::Adamw | OptimKind::Sgdp | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw => DecayMode::Decoupled,
+            _ => DecayMode::Coupled,
+        }
+    }
+
+    /// True for the Adam family (effective lr `lr/||w||`).
+    pub fn adam_like(self) -> bool {
+        matches!(self, OptimKind::Adam | OptimKind::Adamw | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw)
+    }
+
+    /// True when the kind fixes its decay mode (`--decay` may only restate it).
+    pub fn fixed_decay(self) -> bool {
+        !matches!(self, OptimKind::Sgd | OptimKind::Adam | OptimKind::Adamw)
+    }
+}
+
+/// Settings of the remedies (ignored by the plain optimizers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemedyConfig {
+    /// Where SGDP / AdamP learn scale-invariance.
+    pub invariance: Invariance,
+    /// AdamP's cosine-test `delta`.
+    pub delta: f64,
+    /// AdamP's decay multiplier on projected tensors.
+    pub wd_ratio: f64,
+    /// LARS trust coefficient.
+    pub trust_coeff: f64,
+    /// LARC clipping.
+    pub lars_clip: bool,
+    /// Fixed norm per output channel (else per tensor).
+    pub fixed_norm_per_channel: bool,
+    /// Fixed norm target.
+    pub fixed_norm_target: NormTarget,
+    /// Jane Street's effective-lr compensation (scale-invariant weights, no decay there).
+    pub compensate_elr: bool,
+    /// Decay of the rotational wrapper's running RMS of update sizes (0 = each step's own).
+    pub rv_rms_decay: f64,
+}
+
+impl Default for RemedyConfig {
+    fn default() -> Self {
+        RemedyConfig {
+            invariance: Invariance::Structural,
+            delta: 0.1,
+            wd_ratio: 0.1,
+            trust_coeff: 0.001,
+            lars_clip: false,
+            fixed_norm_per_channel: true,
+            fixed_norm_target: NormTarget::Init,
+            compensate_elr: false,
+            rv_rms_decay: 0.0,
+        }
+    }
+}
+
+/// How weight decay enters the update (the `--decay` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecayMode {
+    /// L2 added to the gradient, before momentum / Adam scaling.
+    Coupled,
+    /// Applied to the weights directly, scaled by the learning rate only.
+    Decoupled,
+}
+
+impl DecayMode {
+    /// Parses a CLI name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "coupled" => Some(Self::Coupled),
+            "decoupled" => Some(Self::Decoupled),
+            _ => None,
+        }
+    }
+}
+
+/// Hyperparameters of an optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
+    /// Base optimizer.
+    pub kind: OptimKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    pub nesterov: bool,
+    /// Weight decay `lambda` (THEORY.md convention).
+    pub weight_decay: f64,
+    /// Coupled or decoupled decay.
+    pub decay: DecayMode,
+    /// Adam betas.
+    pub betas: (f64, f64),
+    /// Adam epsilon.
+    pub eps: f64,
+    /// Learning-rate multiplier for the scale-invariant group.
+    pub si_lr_scale: f64,
+    /// Weight decay for the scale-invariant group (defaults to `weight_decay`).
+    pub si_weight_decay: Option<f64>,
+    /// Settings of the remedies.
+    pub remedy: RemedyConfig,
+}
+
+fn check(flag: &'static str, v: f64, ok: bool, expected: &'static str) -> Result<(), OptimError> {
+    if v.is_finite() && ok {
+        Ok(())
+    } else {
+        Err(OptimError::Invalid { flag, value: v.to_string(), expected })
+    }
+}
+
+impl OptimConfig {
+    /// Checks every hyperparameter's domain.
+    pub fn validate(&self) -> Result<(), OptimError> {
+        check("lr", self.lr, self.lr > 0.0, "a finite number > 0")?;
+        check("weight-decay", self.weight_decay, self.weight_decay >= 0.0, "a finite number >= 0")?;
+        check("momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "a number in [0, 1)")?;
+        check("betas", self.betas.0, (0.0..1.0).contains(&self.betas.0), "beta1 in [0, 1)")?;
+        check("betas", self.betas.1, (0.0..1.0).contains(&self.betas.1), "beta2 in [0, 1)")?;
+        check("eps", self.eps, self.eps > 0.0, "a finite number > 0")?;
+        check("si-lr-scale", self.si_lr_scale, self.si_lr_scale > 0.0, "a finite number > 0")?;
+        if let Some(w) = self.si_weight_decay {
+            check("si-weight-decay", w, w >= 0.0, "a finite number >= 0")?;
+        }
+        if self.nesterov
+            && (!matches!(self.kind, OptimKind::Sgd | OptimKind::Sgdp | OptimKind::FixedNorm | OptimKind::RvSgd) || self.momentum == 0.0)
+        {
+            return Err(OptimError::Invalid {
+                flag: "nesterov",
+                value: "true".into(),
+                expected: "an SGD-type optimizer with --momentum > 0",
+            });
+        }
+        let r = &self.remedy;
+        check("trust-coeff", r.trust_coeff, r.trust_coeff > 0.0, "a finite number > 0 (LARS's trust coefficient)")?;
+        check("delta", r.delta, r.delta > 0.0, "a finite number > 0")?;
+        check("wd-ratio", r.wd_ratio, r.wd_ratio >= 0.0, "a finite number >= 0")?;
+        check("rv-rms-decay", r.rv_rms_decay, (0.0..1.0).contains(&r.rv_rms_decay), "a number in [0, 1)")?;
+        if self.kind.fixed_decay() && self.decay != self.kind.default_decay() {
+            return Err(OptimError::Invalid {
+                flag: "decay",
+                value: format!("{:?}", self.decay).to_lowercase(),
+                expected: "the optimizer's own decay mode (leave --decay unset for sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw)",
+            });
+        }
+        if r.compensate_elr && self.kind != OptimKind::Sgd {
+            return Err(OptimError::Invalid { flag: "compensate-elr", value: "true".into(), expected: "--optimizer sgd" });
+        }
+        Ok(())
+    }
+
+    /// Checks settings that depend on which tensors are decayed.
+    pub fn validate_for(&self, params: &[ParamInfo]) -> Result<(), OptimError> {
+        let si_decayed = params.iter().any(|p| p.scale_invariant && self.weight_decay_for(p) > 0.0);
+        match self.kind {
+            OptimKind::FixedNorm if si_decayed => Err(OptimError::Invalid {
+                flag: "weight-decay",
+                value: self.si_weight_decay.unwrap_or(self.weight_decay).to_string(),
+                expected: "0 on scale-invariant weights with fixed-norm: their norm is held fixed, so decay there would do nothing (use --decay-policy none-on-scale-invariant or --si-weight-decay 0)",
+            }),
+            _ if self.remedy.compensate_elr && si_decayed => Err(OptimError::Invalid {
+                flag: "weight-decay",
+                value: self.si_weight_decay.unwrap_or(self.weight_decay).to_string(),
+                expected: "0 on scale-invariant weights with --compensate-elr (the compensation replaces decay there: use --decay-policy none-on-scale-invariant)",
+            }),
+            OptimKind::RvSgd | OptimKind::RvAdamw if params.iter().any(|p| p.scale_invariant) && self.rotation_angle(params) == 0.0 => Err(OptimError::Invalid {
+                flag: "weight-decay",
+                value: "0".into(),
+                expected: "> 0 on scale-invariant weights for the rotational wrapper: its target angle sqrt(2*lr*wd*...) would be 0",
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The rotational wrapper's target angle per step at the base lr (F7 for RV-SGDM, F8 for RV-AdamW).
+    pub fn rotation_angle(&self, params: &[ParamInfo]) -> f64 {
+        let wd = params.iter().find(|p| p.scale_invariant).map(|p| self.weight_decay_for(p)).unwrap_or(0.0);
+        let lr = self.lr * self.si_lr_scale;
+        match self.kind {
+            OptimKind::RvAdamw => theory::angle_adamw(lr, wd, self.betas.0),
+            _ => theory::angle_sgdm(lr, wd, self.momentum),
+        }
+    }
+
+    /// SGD with momentum and L2 in the gradient (PyTorch's `SGD`), every other setting at its default.
+    pub fn sgd(lr: f64, momentum: f64, weight_decay: f64) -> Self {
+        OptimConfig {
+            kind: OptimKind::Sgd,
+            lr,
+            momentum,
+            nesterov: false,
+            weight_decay,
+            decay: DecayMode::Coupled,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            si_lr_scale: 1.0,
+            si_weight_decay: None,
+            remedy: RemedyConfig::default(),
+        }
+    }
+
+    /// `kind` with its own decay mode, momentum 0.9 and Adam's default betas.
+    pub fn of_kind(kind: OptimKind, lr: f64, weight_decay: f64) -> Self {
+        OptimConfig { kind, decay: kind.default_decay(), ..Self::sgd(lr, 0.9, weight_decay) }
+    }
+
+    /// Weight decay applied to a tensor (0 where the policy excludes it).
+    pub fn weight_decay_for(&self, info: &ParamInfo) -> f64 {
+        if !info.decayed {
+            0.0
+        } else if info.group == Group::ScaleInvariant {
+            self.si_weight_decay.unwrap_or(self.weight_decay)
+        } else {
+            self.weight_decay
+        }
+    }
+
+    /// The decay policy that fits this optimizer when the user chose none: optimizers that hold
+    /// scale-invariant weights at a norm or compensate their effective lr must not decay them
+    /// (decay there would be refused by [`OptimConfig::validate_for`]), the others exclude norm
+    /// layers and biases as timm and fastai do.
+    pub fn default_policy(&self) -> DecayPolicy {
+        if self.kind == OptimKind::FixedNorm || self.remedy.compensate_elr {
+            DecayPolicy::NoneOnScaleInvariant
+        } else {
+            DecayPolicy::ExcludeNormBias
+        }
+    }
+
+    /// The theory's family of this optimizer, the one mapping probes, `predict` and `inspect`
+    /// share. The remedies have no closed form (`Other`) except the rotational wrappers, which
+    /// impose F7 / F8 from the first step; the compensation replaces decay, so plain SGD's
+    /// equilibrium does not apply to it.
+    pub fn family(&self) -> Family {
+        let coupled = self.decay == DecayMode::Coupled;
+        match self.kind {
+            OptimKind::Sgd if !self.remedy.compensate_elr => Rule::Sgd.family(coupled, self.momentum, self.betas),
+            OptimKind::Adam | OptimKind::Adamw => Rule::Adam.family(coupled, self.momentum, self.betas),
+            OptimKind::RvSgd => Rule::Sgd.family(true, self.momentum, self.betas),
+            OptimKind::RvAdamw => Rule::Adam.family(false, self.momentum, self.betas),
+            _ => Family::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy_spares_what_the_optimizer_holds_fixed() {
+        let c = OptimConfig::of_kind(OptimKind::FixedNorm, 0.1, 5e-4);
+        assert_eq!(c.default_policy(), DecayPolicy::NoneOnScaleInvariant);
+        let mut c = OptimConfig::sgd(0.1, 0.9, 5e-4);
+        assert_eq!(c.default_policy(), DecayPolicy::ExcludeNormBias);
+        c.remedy.compensate_elr = true;
+        assert_eq!(c.default_policy(), DecayPolicy::NoneOnScaleInvariant);
+    }
+}
