@@ -17,27 +17,7 @@ pub const SCALE: f64 = 3.0;
 /// Relative loss change under which the direct test calls a tensor invariant.
 pub const LOSS_TOL: f64 = 1e-4;
 
-/// Result of the cosine test for one tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CosineVerdict {
-    /// Every output channel passes: invariant per channel.
-    Channel,
-    /// Only the whole tensor passes.
-    Tensor,
-    /// Neither: not scale-invariant.
-    No,
-}
-
-impl CosineVerdict {
-    /// Short name for tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            CosineVerdict::Channel => "channel",
-            CosineVerdict::Tensor => "tensor",
-            CosineVerdict::No => "no",
-        }
-    }
-}
+pub use crate::optim::remedies::CosineVerdict;
 
 fn cos(a: &[f32], b: &[f32]) -> f64 {
     let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
@@ -54,20 +34,13 @@ fn cos(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
-/// AdamP's test on host data: `rows` output channels of `w` and `g` (same layout).
+/// AdamP's test ([`crate::optim::remedies::cosine_verdict`]) on host data: `rows` output
+/// channels of `w` and `g` (same layout).
 pub fn cosine_test(w: &[f32], g: &[f32], rows: usize, delta: f64) -> CosineVerdict {
-    let cols = w.len() / rows.max(1);
-    if rows > 1 && cols > 1 {
-        let max = (0..rows).map(|r| cos(&w[r * cols..(r + 1) * cols], &g[r * cols..(r + 1) * cols]).abs()).fold(0.0, f64::max);
-        if max < delta / (cols as f64).sqrt() {
-            return CosineVerdict::Channel;
-        }
-    }
-    if cos(w, g).abs() < delta / (w.len() as f64).sqrt() {
-        CosineVerdict::Tensor
-    } else {
-        CosineVerdict::No
-    }
+    crate::optim::remedies::cosine_verdict(rows, w.len(), delta, |groups| {
+        let n = w.len() / groups.max(1);
+        (0..groups).map(|r| cos(&w[r * n..(r + 1) * n], &g[r * n..(r + 1) * n]).abs()).fold(0.0, f64::max)
+    })
 }
 
 /// Gradients of every parameter by path, as host data.

@@ -3,22 +3,14 @@
 //! The raw sums come from the optimizer step ([`crate::optim::UpdateStats`]), computed on the
 //! device in one reduction per tensor, so probing costs one small host transfer per tensor.
 
-use crate::optim::{DecayMode, OptimConfig, OptimKind, UpdateStats};
+use crate::optim::{OptimConfig, UpdateStats};
 use crate::params::{ParamInfo, Role};
 use crate::theory::{self, Family};
 pub use normwd_core::records::Probe;
 
-/// The theory's family for an optimizer configuration.
+/// The theory's family for an optimizer configuration ([`OptimConfig::family`]).
 pub fn family(c: &OptimConfig) -> Family {
-    match (c.kind, c.decay) {
-        (OptimKind::Sgd, d) if !c.remedy.compensate_elr => Family::Sgd { mu: c.momentum, coupled: d == DecayMode::Coupled },
-        (OptimKind::Adam | OptimKind::Adamw, DecayMode::Coupled) => Family::AdamL2,
-        (OptimKind::Adam | OptimKind::Adamw, DecayMode::Decoupled) => Family::AdamW { b1: c.betas.0 },
-        // The rotational wrapper imposes F7 / F8 from the first step.
-        (OptimKind::RvSgd, _) => Family::Sgd { mu: c.momentum, coupled: true },
-        (OptimKind::RvAdamw, _) => Family::AdamW { b1: c.betas.0 },
-        _ => Family::Other,
-    }
+    c.family()
 }
 
 /// Predicted equilibrium angle of a tensor (scale-invariant weights only).

@@ -1,10 +1,14 @@
-//! Optimizer settings: the kinds, their hyperparameters and the checks on them, with the rules
-//! that depend on which tensors are decayed. The engine turns an [`OptimConfig`] into a chain
-//! of transforms; here there are no tensors. Weight-decay convention (THEORY.md):
-//! `weight_decay = lambda` adds `lambda * w` to the gradient (`coupled`) or applies
-//! `w -= lr * lambda * w` (`decoupled`, SGDW / AdamW).
+//! Optimizer settings as data: the kinds, their hyperparameters and remedy settings, their
+//! domains, the decay each tensor gets, and which closed form of THEORY.md describes each
+//! optimizer. The engine turns an [`OptimConfig`] into a chain of transforms; here there are
+//! no tensors. May import [`crate::roles`] and [`crate::theory`].
+//!
+//! Weight-decay convention (THEORY.md): `weight_decay = lambda` adds `lambda * w` to the
+//! gradient (`coupled`, the loss term `lambda/2 ||w||^2`) or applies `w -= lr * lambda * w`
+//! (`decoupled`, SGDW / AdamW, PyTorch's `AdamW`).
 
 use crate::roles::{DecayPolicy, Group, ParamInfo};
+use crate::theory::{self, Family};
 use serde::{Deserialize, Serialize};
 
 crate::choice! {
@@ -34,6 +38,31 @@ crate::choice! {
         Channel = "channel",
         /// The whole tensor.
         Tensor = "tensor",
+    }
+}
+
+/// The update rule a closed form of THEORY.md is written for: what decides an optimizer's
+/// [`Family`] together with its decay mode. Programs that name optimizers by strings (`predict`,
+/// `inspect`'s hyperparameters) map their names to a rule and share [`Rule::family`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// SGD with momentum.
+    Sgd,
+    /// Adam / AdamW.
+    Adam,
+    /// Lion (no [`OptimKind`] yet; `predict` knows its closed form, F9).
+    Lion,
+}
+
+impl Rule {
+    /// The theory's family of this rule with L2 in the gradient (`coupled`) or decoupled decay.
+    pub fn family(self, coupled: bool, momentum: f64, betas: (f64, f64)) -> Family {
+        match (self, coupled) {
+            (Rule::Sgd, coupled) => Family::Sgd { mu: momentum, coupled },
+            (Rule::Adam, true) => Family::AdamL2,
+            (Rule::Adam, false) => Family::AdamW { b1: betas.0 },
+            (Rule::Lion, _) => Family::Lion { b1: betas.0, b2: betas.1 },
+        }
     }
 }
 
@@ -253,8 +282,8 @@ impl OptimConfig {
         let wd = params.iter().find(|p| p.scale_invariant).map(|p| self.weight_decay_for(p)).unwrap_or(0.0);
         let lr = self.lr * self.si_lr_scale;
         match self.kind {
-            OptimKind::RvAdamw => crate::theory::angle_adamw(lr, wd, self.betas.0),
-            _ => crate::theory::angle_sgdm(lr, wd, self.momentum),
+            OptimKind::RvAdamw => theory::angle_adamw(lr, wd, self.betas.0),
+            _ => theory::angle_sgdm(lr, wd, self.momentum),
         }
     }
 
@@ -280,17 +309,6 @@ impl OptimConfig {
         OptimConfig { kind, decay: kind.default_decay(), ..Self::sgd(lr, 0.9, weight_decay) }
     }
 
-    /// The decay policy that fits this optimizer when the user chose none: fixed-norm holds
-    /// scale-invariant weights at a fixed norm and the effective-lr compensation replaces decay
-    /// there, so neither decays them; everything else decays weights only (timm's default).
-    pub fn default_policy(&self) -> DecayPolicy {
-        if self.kind == OptimKind::FixedNorm || self.remedy.compensate_elr {
-            DecayPolicy::NoneOnScaleInvariant
-        } else {
-            DecayPolicy::ExcludeNormBias
-        }
-    }
-
     /// Weight decay applied to a tensor (0 where the policy excludes it).
     pub fn weight_decay_for(&self, info: &ParamInfo) -> f64 {
         if !info.decayed {
@@ -300,5 +318,47 @@ impl OptimConfig {
         } else {
             self.weight_decay
         }
+    }
+
+    /// The decay policy that fits this optimizer when the user chose none: optimizers that hold
+    /// scale-invariant weights at a norm or compensate their effective lr must not decay them
+    /// (decay there would be refused by [`OptimConfig::validate_for`]), the others exclude norm
+    /// layers and biases as timm and fastai do.
+    pub fn default_policy(&self) -> DecayPolicy {
+        if self.kind == OptimKind::FixedNorm || self.remedy.compensate_elr {
+            DecayPolicy::NoneOnScaleInvariant
+        } else {
+            DecayPolicy::ExcludeNormBias
+        }
+    }
+
+    /// The theory's family of this optimizer, the one mapping probes, `predict` and `inspect`
+    /// share. The remedies have no closed form (`Other`) except the rotational wrappers, which
+    /// impose F7 / F8 from the first step; the compensation replaces decay, so plain SGD's
+    /// equilibrium does not apply to it.
+    pub fn family(&self) -> Family {
+        let coupled = self.decay == DecayMode::Coupled;
+        match self.kind {
+            OptimKind::Sgd if !self.remedy.compensate_elr => Rule::Sgd.family(coupled, self.momentum, self.betas),
+            OptimKind::Adam | OptimKind::Adamw => Rule::Adam.family(coupled, self.momentum, self.betas),
+            OptimKind::RvSgd => Rule::Sgd.family(true, self.momentum, self.betas),
+            OptimKind::RvAdamw => Rule::Adam.family(false, self.momentum, self.betas),
+            _ => Family::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy_spares_what_the_optimizer_holds_fixed() {
+        let c = OptimConfig::of_kind(OptimKind::FixedNorm, 0.1, 5e-4);
+        assert_eq!(c.default_policy(), DecayPolicy::NoneOnScaleInvariant);
+        let mut c = OptimConfig::sgd(0.1, 0.9, 5e-4);
+        assert_eq!(c.default_policy(), DecayPolicy::ExcludeNormBias);
+        c.remedy.compensate_elr = true;
+        assert_eq!(c.default_policy(), DecayPolicy::NoneOnScaleInvariant);
     }
 }

@@ -3,6 +3,8 @@
 
 use super::{fail, table, Failure};
 use clap::Args;
+use normwd::optim::schedule::{Schedule, ScheduleKind};
+use normwd::optim::Rule;
 use normwd::theory::{self, Family};
 use serde_json::json;
 
@@ -82,13 +84,13 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         Some("decoupled") => true,
         Some(d) => return Err(fail(2, format!("--decay {d:?}: expected coupled or decoupled"))),
     };
-    let family = match a.optimizer.as_str() {
-        "sgd" => Family::Sgd { mu: a.momentum, coupled: !decoupled },
-        "adam" | "adamw" if !decoupled => Family::AdamL2,
-        "adam" | "adamw" => Family::AdamW { b1 },
-        "lion" => Family::Lion { b1, b2 },
+    let rule = match a.optimizer.as_str() {
+        "sgd" => Rule::Sgd,
+        "adam" | "adamw" => Rule::Adam,
+        "lion" => Rule::Lion,
         o => return Err(fail(2, format!("--optimizer {o:?}: expected one of sgd, adam, adamw, lion"))),
     };
+    let family = rule.family(!decoupled, a.momentum, (b1, b2));
     let milestones: Vec<usize> = a
         .milestones
         .split(',')
@@ -106,10 +108,17 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
             }
             p
         }
-        "cosine" => [0.0, 0.25, 0.5, 0.75, 0.9]
-            .iter()
-            .map(|&f| (format!("at {:.0}% of training", f * 100.0), f * a.epochs as f64, 0.5 * (1.0 + (std::f64::consts::PI * f).cos())))
-            .collect(),
+        "cosine" => {
+            // The training schedule itself, over a run of 1000 updates (the phases are fractions of it).
+            let s = Schedule { kind: ScheduleKind::Cosine, ..Schedule::constant(1000) };
+            [0, 250, 500, 750, 900]
+                .iter()
+                .map(|&t| {
+                    let f = t as f64 / 1000.0;
+                    (format!("at {:.0}% of training", f * 100.0), f * a.epochs as f64, s.factor(t))
+                })
+                .collect()
+        }
         s => return Err(fail(2, format!("--schedule {s:?}: expected constant, step or cosine"))),
     };
     let rows: Vec<serde_json::Value> = phases

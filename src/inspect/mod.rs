@@ -9,7 +9,7 @@ pub mod onnx;
 pub mod torch;
 
 use crate::params::Role;
-use crate::theory::{self, Family};
+use crate::theory;
 use crate::train::store::{self, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -315,11 +315,8 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hype
     let names: Vec<(String, Vec<usize>)> = series[0].tensors.iter().map(|(n, (s, _))| (n.clone(), s.clone())).collect();
     let guessed = guess_roles(&names);
     let adam = h.optimizer != "sgd";
-    let family = match (adam, h.coupled) {
-        (false, c) => Family::Sgd { mu: h.momentum, coupled: c },
-        (true, true) => Family::AdamL2,
-        (true, false) => Family::AdamW { b1: h.beta1 },
-    };
+    let rule = if adam { crate::optim::Rule::Adam } else { crate::optim::Rule::Sgd };
+    let family = rule.family(h.coupled, h.momentum, (h.beta1, 0.999));
     names
         .iter()
         .zip(guessed)

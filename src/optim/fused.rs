@@ -7,7 +7,8 @@
 //! The arithmetic is the tensor ops' own (same `f32` scalars, same order, no fused multiply-add),
 //! so the result is bit for bit that of [`super::transform::Transform::apply`] (tested).
 
-use super::transform::Elementwise;
+use super::transform::{Elementwise, State};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 /// Elements per parallel job (a job's arrays stay in L2) and per pass of one piece (in L1).
@@ -144,4 +145,39 @@ fn step_block(ops: &[Elementwise], w: &mut [f32], g: &[f32], slots: &mut [&mut [
         }
     }
     w.iter_mut().zip(u.iter()).for_each(|(w, &u)| *w += u);
+}
+
+/// `w + chain(g)` for a chain of element-wise pieces (`ops`), in place where `w`, `g` and the
+/// slots are not shared; missing slots are created (the chain's first step). With `measure`,
+/// also the per-row sums, taken in the same pass.
+pub(super) fn update_fused(
+    ops: &[Elementwise],
+    w: Tensor<2>,
+    g: Tensor<2>,
+    state: &mut State,
+    measure: bool,
+) -> (Tensor<2>, Option<Tensor<2>>) {
+    let (dims, device) = (w.dims(), w.device());
+    let len = dims[0] * dims[1];
+    let names: Vec<String> = ops.iter().enumerate().flat_map(|(i, op)| op.slots().iter().map(move |s| format!("{i}.{}", s.name))).collect();
+    let mut held: Vec<(TensorData, bool)> = names
+        .iter()
+        .map(|k| match state.remove(k) {
+            Some(t) => (t.into_data().convert::<f32>(), false),
+            None => (TensorData::new(vec![0f32; len], dims), true),
+        })
+        .collect();
+    let (mut wd, gd) = (w.into_data(), g.into_data().convert::<f32>());
+    let slots =
+        held.iter_mut().map(|(d, fresh)| Slot { values: d.as_mut_slice::<f32>().expect("f32 optimizer state"), fresh: *fresh }).collect();
+    let cols = measure.then_some(dims[1]);
+    let sums = apply(ops, wd.as_mut_slice::<f32>().expect("f32 weights"), gd.as_slice::<f32>().expect("f32 gradient"), slots, cols);
+    for (k, (d, _)) in names.into_iter().zip(held) {
+        state.insert(k, Tensor::from_data(d, &device));
+    }
+    let sums = measure.then(|| {
+        let flat: Vec<f32> = sums.iter().flat_map(|s| s.map(|v| v as f32)).collect();
+        Tensor::from_data(TensorData::new(flat, [dims[0], 5]), &device)
+    });
+    (Tensor::from_data(wd, &device), sums)
 }

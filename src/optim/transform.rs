@@ -1,10 +1,15 @@
-//! Optimizers as chains of small transforms (optax's design): each piece turns the incoming
-//! update (at first the gradient) into the next one, keeping its own per-parameter state.
-//! The chain's output is the delta added to the parameter. Tensors are seen as
-//! `[rows, cols]` views with the output channel as the row, so per-channel pieces
-//! (projections, rotations) need no special cases.
+//! The pieces optimizers are chained from (optax's design) and the trait they share: each
+//! piece turns the incoming update (at first the gradient) into the next one, keeping its own
+//! per-parameter state; a chain's output is the delta added to the parameter. A piece's place
+//! in the chain is its meaning (decay after the preconditioner is decoupled decay), and no piece
+//! tests a tensor's role itself: [`masked`] applies a piece where a [`Mask`] holds, so the rules
+//! of which tensors a remedy touches are written in [`super::alias`], once per optimizer.
+//!
+//! Tensors are seen as `[rows, cols]` views with the output channel as the row, so per-channel
+//! pieces (projections, rotations) need no special cases. This module may import burn's tensors
+//! and [`crate::params`]; the remedies' pieces live in [`super::remedies`].
 
-use crate::params::ParamInfo;
+use crate::params::{ParamInfo, Role};
 use burn::tensor::Tensor;
 use std::collections::BTreeMap;
 
@@ -22,12 +27,50 @@ pub struct Ctx<'a> {
     pub grad: &'a Tensor<2>,
     /// The lr schedule's factor at this step (the rotational wrapper scales its angle by it).
     pub lr_factor: f64,
-    /// Multiplier of decoupled decay set by earlier pieces (AdamP's `wd_ratio`).
-    pub wd_scale: std::cell::Cell<f64>,
 }
 
-/// Per-parameter state of a whole chain: named tensors, keyed `"{index}.{slot}"`.
+/// Per-parameter state of a whole chain: named tensors, keyed `"{index}.{slot}"` (the names
+/// saved runs hold, so they must not change).
 pub type State = BTreeMap<String, Tensor<2>>;
+
+/// The shape of a state slot, as a function of the parameter's `[rows, cols]` view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotShape {
+    /// `[rows, cols]`: one value per element (moments).
+    Param,
+    /// `[rows, 1]`: one value per output channel.
+    Row,
+    /// `[1, 1]`: one value per tensor.
+    One,
+}
+
+impl SlotShape {
+    /// The shape for a parameter viewed as `[rows, cols]`.
+    pub fn of(self, rows: usize, cols: usize) -> [usize; 2] {
+        match self {
+            SlotShape::Param => [rows, cols],
+            SlotShape::Row => [rows, 1],
+            SlotShape::One => [1, 1],
+        }
+    }
+}
+
+/// A state slot a piece keeps: declared once, so saving, loading (its shape check) and the
+/// fused pass name it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotSpec {
+    /// The slot's name (the part after `"{index}."` in saved state).
+    pub name: &'static str,
+    /// Its shape.
+    pub shape: SlotShape,
+}
+
+/// [`Trace`]'s momentum buffer.
+pub const MOMENTUM: SlotSpec = SlotSpec { name: "momentum", shape: SlotShape::Param };
+/// [`ScaleByAdam`]'s first moment.
+pub const EXP_AVG: SlotSpec = SlotSpec { name: "exp_avg", shape: SlotShape::Param };
+/// [`ScaleByAdam`]'s second moment.
+pub const EXP_AVG_SQ: SlotSpec = SlotSpec { name: "exp_avg_sq", shape: SlotShape::Param };
 
 /// One piece of an optimizer.
 pub trait Transform: Send + Sync {
@@ -40,6 +83,10 @@ pub trait Transform: Send + Sync {
     /// tensor op per arithmetic step.
     fn elementwise(&self, _ctx: &Ctx) -> Option<Elementwise> {
         None
+    }
+    /// The state slots this piece may keep (none by default).
+    fn slots(&self) -> Vec<SlotSpec> {
+        Vec::new()
     }
 }
 
@@ -83,11 +130,12 @@ pub enum Elementwise {
 }
 
 impl Elementwise {
-    /// Names of the state slots the piece keeps, in the order the fused pass takes them.
-    pub fn slots(&self) -> &'static [&'static str] {
+    /// The state slots the piece keeps, in the order the fused pass takes them (the same
+    /// declarations as the tensor pieces').
+    pub fn slots(&self) -> &'static [SlotSpec] {
         match self {
-            Elementwise::Trace { .. } => &["momentum"],
-            Elementwise::Adam { .. } => &["exp_avg", "exp_avg_sq"],
+            Elementwise::Trace { .. } => &[MOMENTUM],
+            Elementwise::Adam { .. } => &[EXP_AVG, EXP_AVG_SQ],
             _ => &[],
         }
     }
@@ -107,15 +155,141 @@ impl Slots<'_> {
     }
 
     /// Takes a slot out (to update and put back).
-    pub fn take(&mut self, name: &str) -> Option<Tensor<2>> {
-        let k = self.key(name);
+    pub fn take(&mut self, slot: SlotSpec) -> Option<Tensor<2>> {
+        let k = self.key(slot.name);
         self.state.remove(&k)
     }
 
     /// Stores a slot.
-    pub fn put(&mut self, name: &str, t: Tensor<2>) {
-        let k = self.key(name);
+    pub fn put(&mut self, slot: SlotSpec, t: Tensor<2>) {
+        let k = self.key(slot.name);
         self.state.insert(k, t);
+    }
+}
+
+/// Pieces applied in order, itself a piece (optax's `chain`). Nested in another chain it takes
+/// one index there: its pieces share that index's slots, so they must declare distinct names.
+pub struct Chain(pub Vec<Box<dyn Transform>>);
+
+/// A chain of `pieces`.
+pub fn chain<const N: usize>(pieces: [Box<dyn Transform>; N]) -> Chain {
+    Chain(pieces.into_iter().collect())
+}
+
+impl Transform for Chain {
+    fn name(&self) -> &'static str {
+        "chain"
+    }
+    fn apply(&self, u: Tensor<2>, w: &Tensor<2>, s: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
+        self.0.iter().fold(u, |u, t| t.apply(u, w, s, ctx))
+    }
+    fn elementwise(&self, ctx: &Ctx) -> Option<Elementwise> {
+        // One piece keeps its map; several would need a list, which no optimizer needs yet.
+        match &self.0[..] {
+            [one] => one.elementwise(ctx),
+            _ => None,
+        }
+    }
+    fn slots(&self) -> Vec<SlotSpec> {
+        self.0.iter().flat_map(|t| t.slots()).collect()
+    }
+}
+
+/// Which tensors a masked piece applies to: a predicate on [`ParamInfo`], named so chains can
+/// be printed and compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mask {
+    /// Tensors `params` marks scale-invariant.
+    ScaleInvariant,
+    /// Scale-invariant tensors with at least two dimensions (per-channel pieces).
+    ScaleInvariantMatrix,
+    /// Weights (not norm scales/shifts, biases or buffers).
+    Weight,
+    /// Tensors with at least two dimensions.
+    Matrix,
+}
+
+impl Mask {
+    /// Whether the mask holds for a tensor.
+    pub fn holds(self, info: &ParamInfo) -> bool {
+        match self {
+            Mask::ScaleInvariant => info.scale_invariant,
+            Mask::ScaleInvariantMatrix => info.scale_invariant && info.shape.len() >= 2,
+            Mask::Weight => info.role == Role::Weight,
+            Mask::Matrix => info.shape.len() >= 2,
+        }
+    }
+}
+
+/// `inner` where `mask` holds, the identity elsewhere (optax's `masked`).
+pub struct Masked {
+    /// The piece.
+    pub inner: Box<dyn Transform>,
+    /// Where it applies.
+    pub mask: Mask,
+}
+
+/// `inner` applied only where `mask` holds.
+pub fn masked(inner: impl Transform + 'static, mask: Mask) -> Box<dyn Transform> {
+    Box::new(Masked { inner: Box::new(inner), mask })
+}
+
+impl Transform for Masked {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn apply(&self, u: Tensor<2>, w: &Tensor<2>, s: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
+        if self.mask.holds(ctx.info) {
+            self.inner.apply(u, w, s, ctx)
+        } else {
+            u
+        }
+    }
+    fn elementwise(&self, ctx: &Ctx) -> Option<Elementwise> {
+        if self.mask.holds(ctx.info) {
+            self.inner.elementwise(ctx)
+        } else {
+            Some(Elementwise::Scale { by: 1.0 })
+        }
+    }
+    fn slots(&self) -> Vec<SlotSpec> {
+        self.inner.slots()
+    }
+}
+
+/// `on` where `mask` holds, `off` elsewhere (optax's `partition` of two): for optimizers whose
+/// later pieces differ by role, such as SGDP's decay on projected tensors.
+pub struct Partition {
+    /// Where `on` applies.
+    pub mask: Mask,
+    /// The pieces where the mask holds.
+    pub on: Box<dyn Transform>,
+    /// The pieces elsewhere.
+    pub off: Box<dyn Transform>,
+}
+
+impl Transform for Partition {
+    fn name(&self) -> &'static str {
+        "partition"
+    }
+    fn apply(&self, u: Tensor<2>, w: &Tensor<2>, s: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
+        if self.mask.holds(ctx.info) {
+            self.on.apply(u, w, s, ctx)
+        } else {
+            self.off.apply(u, w, s, ctx)
+        }
+    }
+    fn elementwise(&self, ctx: &Ctx) -> Option<Elementwise> {
+        if self.mask.holds(ctx.info) {
+            self.on.elementwise(ctx)
+        } else {
+            self.off.elementwise(ctx)
+        }
+    }
+    fn slots(&self) -> Vec<SlotSpec> {
+        let mut s = self.on.slots();
+        s.extend(self.off.slots());
+        s
     }
 }
 
@@ -155,11 +329,11 @@ impl Transform for Trace {
         if self.momentum == 0.0 {
             return u;
         }
-        let buf = match s.take("momentum") {
+        let buf = match s.take(MOMENTUM) {
             Some(b) => b.mul_scalar(self.momentum).add(u.clone()),
             None => u.clone(),
         };
-        s.put("momentum", buf.clone());
+        s.put(MOMENTUM, buf.clone());
         if self.nesterov {
             u.add(buf.mul_scalar(self.momentum))
         } else {
@@ -172,6 +346,9 @@ impl Transform for Trace {
         } else {
             Elementwise::Trace { mu: self.momentum as f32, nesterov: self.nesterov }
         })
+    }
+    fn slots(&self) -> Vec<SlotSpec> {
+        vec![MOMENTUM]
     }
 }
 
@@ -191,17 +368,17 @@ impl Transform for ScaleByAdam {
         "scale_by_adam"
     }
     fn apply(&self, u: Tensor<2>, _: &Tensor<2>, s: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
-        let m = match s.take("exp_avg") {
+        let m = match s.take(EXP_AVG) {
             Some(m) => m.mul_scalar(self.b1).add(u.clone().mul_scalar(1.0 - self.b1)),
             None => u.clone().mul_scalar(1.0 - self.b1),
         };
         let sq = u.clone().mul(u);
-        let v = match s.take("exp_avg_sq") {
+        let v = match s.take(EXP_AVG_SQ) {
             Some(v) => v.mul_scalar(self.b2).add(sq.mul_scalar(1.0 - self.b2)),
             None => sq.mul_scalar(1.0 - self.b2),
         };
-        s.put("exp_avg", m.clone());
-        s.put("exp_avg_sq", v.clone());
+        s.put(EXP_AVG, m.clone());
+        s.put(EXP_AVG_SQ, v.clone());
         let t = ctx.step as i32;
         let bc1 = 1.0 - self.b1.powi(t);
         let bc2 = 1.0 - self.b2.powi(t);
@@ -216,6 +393,9 @@ impl Transform for ScaleByAdam {
             bc: ((1.0 - self.b1.powi(t)) as f32, (1.0 - self.b2.powi(t)) as f32),
             eps: self.eps as f32,
         })
+    }
+    fn slots(&self) -> Vec<SlotSpec> {
+        vec![EXP_AVG, EXP_AVG_SQ]
     }
 }
 
@@ -234,11 +414,14 @@ impl Transform for ScaleByLr {
     }
 }
 
-/// Decoupled weight decay (SGDW / AdamW): subtracts `lr * weight_decay * w` from the step,
-/// times `factor` and any `wd_scale` set earlier in the chain.
+/// Decoupled weight decay (SGDW / AdamW, optax's `add_decayed_weights` after the lr): subtracts
+/// `lr * weight_decay * factor * ratio` times `w` from the step.
 pub struct DecoupledDecay {
     /// Extra factor (SGDP divides its decay by `1 - momentum`).
     pub factor: f64,
+    /// SGDP / AdamP's `wd_ratio` on projected tensors (1 elsewhere); apart from `factor` so the
+    /// product is taken in the order it always was, which keeps the `f32` scalar bit for bit.
+    pub ratio: f64,
 }
 
 impl Transform for DecoupledDecay {
@@ -249,13 +432,13 @@ impl Transform for DecoupledDecay {
         if ctx.weight_decay == 0.0 {
             return u;
         }
-        u.sub(w.clone().mul_scalar(ctx.lr * ctx.weight_decay * self.factor * ctx.wd_scale.get()))
+        u.sub(w.clone().mul_scalar(ctx.lr * ctx.weight_decay * self.factor * self.ratio))
     }
     fn elementwise(&self, ctx: &Ctx) -> Option<Elementwise> {
         Some(if ctx.weight_decay == 0.0 {
             Elementwise::Scale { by: 1.0 }
         } else {
-            Elementwise::SubScaledWeights { by: (ctx.lr * ctx.weight_decay * self.factor * ctx.wd_scale.get()) as f32 }
+            Elementwise::SubScaledWeights { by: (ctx.lr * ctx.weight_decay * self.factor * self.ratio) as f32 }
         })
     }
 }
