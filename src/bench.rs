@@ -3,11 +3,11 @@
 //! beside PyTorch's on the same models (`bench/pytorch_ref.py`).
 
 use crate::data;
+use crate::model::cross_entropy;
 use crate::model::{ModelKind, Net, NormKind};
 use crate::optim::schedule::Schedule;
 use crate::optim::{OptimConfig, Optimizer};
 use crate::params::{describe, DecayPolicy};
-use crate::train::cross_entropy;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;

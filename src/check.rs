@@ -2,10 +2,10 @@
 //! AdamP's cosine test (`|cos(grad, w)| < delta/sqrt(dim)`, per output channel first, then for
 //! the whole tensor) and a direct test (scale the weight by `c`, the loss must not change).
 
+use crate::model::cross_entropy;
 use crate::model::walk::{self, host, VisitFloat};
 use crate::model::Net;
 use crate::params::{ParamInfo, Role};
-use crate::train::cross_entropy;
 use burn::module::Param;
 use burn::tensor::{Gradients, Int, Tensor};
 use std::collections::HashMap;
@@ -75,9 +75,9 @@ pub fn loss_and_grads(model: &Net, x: Tensor<4>, y: Tensor<1, Int>) -> (f64, Gra
 /// `model` with the tensor at `path` multiplied by `c` (through the checkpoint loader's
 /// assignment, so there is one path-matching mapper).
 pub fn scaled(model: Net, path: &str, c: f64) -> Net {
-    let Some((_, shape, v)) = crate::train::store::module_tensors(&model).into_iter().find(|t| t.0 == path) else { return model };
+    let Some((_, shape, v)) = crate::model::state::module_tensors(&model).into_iter().find(|t| t.0 == path) else { return model };
     let scaled: Vec<f32> = v.iter().map(|x| x * c as f32).collect();
-    crate::train::store::assign(model, &HashMap::from([(path.to_string(), (shape, scaled))]))
+    crate::model::state::assign(model, &HashMap::from([(path.to_string(), (shape, scaled))]))
 }
 
 /// Both numerical verdicts for one weight tensor, beside the structural one.
@@ -110,7 +110,7 @@ impl InvarianceCheck {
 /// with one batch, and compares them with the structural flags in `params`.
 pub fn check(model: &Net, params: &[ParamInfo], x: Tensor<4>, y: Tensor<1, Int>) -> Vec<InvarianceCheck> {
     let (loss, grads) = loss_and_grads(model, x.clone(), y.clone());
-    let weights = crate::train::store::module_tensors(model);
+    let weights = crate::model::state::module_tensors(model);
     params
         .iter()
         .filter(|p| p.role == Role::Weight)
@@ -165,7 +165,7 @@ mod tests {
                 let params = describe(&net, DecayPolicy::ExcludeNormBias);
                 let (x, y) = batch(kind, &device);
                 let (loss, grads) = loss_and_grads(&net, x.clone(), y.clone());
-                let host = crate::train::store::module_tensors(&net);
+                let host = crate::model::state::module_tensors(&net);
                 let si: Vec<&ParamInfo> = params.iter().filter(|p| p.scale_invariant).collect();
                 assert_eq!(si.is_empty(), norm == NormKind::None, "{kind:?} {norm:?}");
                 for p in &si {

@@ -130,7 +130,9 @@ fn bad_remedy_settings_exit_2() {
     let o = d.join("run");
     for (args, needle) in [
         (vec!["--optimizer", "rv-sgd", "--weight-decay", "0"], "rotational"),
-        (vec!["--optimizer", "fixed-norm", "--weight-decay", "5e-4"], "fixed-norm"),
+        // Unset, the policy fits fixed-norm (no decay on the weights it holds fixed); chosen
+        // explicitly, the conflict is refused.
+        (vec!["--optimizer", "fixed-norm", "--weight-decay", "5e-4", "--decay-policy", "exclude-norm-bias"], "fixed-norm"),
         (vec!["--optimizer", "lars", "--trust-coeff", "-0.001"], "--trust-coeff -0.001"),
     ] {
         let out = bin().arg("train").args(&args).args(["--model", "mlp", "--out", o.to_str().unwrap()]).output().unwrap();

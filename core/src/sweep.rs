@@ -130,7 +130,15 @@ pub fn parse(file: &str, text: &str) -> Result<Spec, SpecError> {
                 format!("[{section}] unknown key {k:?} (keys are those of `train`, e.g. lr, weight_decay, optimizer)"),
             )
         })?;
-        coerce(d, v).map_err(|e| err(line_of(text, section, k), format!("[{section}] {k}: {e}")))
+        let v = coerce(d, v).map_err(|e| err(line_of(text, section, k), format!("[{section}] {k}: {e}")))?;
+        // Names (`model = "vgg"`) are checked here, with the line, by the setting's own type.
+        if let toml::Value::String(_) = v {
+            let one = toml::Value::Table(toml::Table::from_iter([(k.to_string(), v.clone())]));
+            if let Err(e) = one.try_into::<RunConfig>() {
+                return Err(err(line_of(text, section, k), format!("--{} {}", k.replace('_', "-"), e.message())));
+            }
+        }
+        Ok(v)
     };
     let mut base = toml::Table::new();
     for (k, v) in table("base")? {
@@ -340,6 +348,8 @@ mod tests {
     fn invalid_files_name_line_and_key() {
         let e = parse("s.toml", "[base]\nmodel = \"mlp\"\n[grid]\nlr = [0.1]\nlearning_rate = [1]\n").unwrap_err().to_string();
         assert!(e.starts_with("s.toml:5:") && e.contains("unknown key \"learning_rate\""), "{e}");
+        let e = parse("s.toml", "[base]\nlr = 0.1\nmodel = \"vgg\"\n[grid]\nlr = [0.1]\n").unwrap_err().to_string();
+        assert!(e.starts_with("s.toml:3: --model \"vgg\": expected one of mlp, convnet, resnet20"), "{e}");
         let e = parse("s.toml", "[grid]\nlr = []\n").unwrap_err().to_string();
         assert!(e.starts_with("s.toml:2:") && e.contains("lr: empty list"), "{e}");
         let e = parse("s.toml", "[grid]\nlr = [0.1, \"fast\"]\n").unwrap_err().to_string();

@@ -29,9 +29,9 @@ pub struct PredictArgs {
     /// Betas as `b1,b2` (default 0.9,0.999; Lion 0.9,0.99).
     #[arg(long)]
     pub betas: Option<String>,
-    /// constant | step | cosine
-    #[arg(long, default_value = "constant")]
-    pub schedule: String,
+    /// Learning-rate schedule.
+    #[arg(long, default_value = "constant", value_parser = super::choice::<ScheduleKind>())]
+    pub schedule: ScheduleKind,
     /// Epochs where `step` multiplies the lr by gamma, as `30,60`.
     #[arg(long, default_value = "")]
     pub milestones: String,
@@ -97,30 +97,15 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse().map_err(|_| fail(2, format!("--milestones {:?}: expected comma-separated epochs", a.milestones))))
         .collect::<Result<_, _>>()?;
-    // Phases of the schedule: (label, first epoch, lr factor).
-    let phases: Vec<(String, f64, f64)> = match a.schedule.as_str() {
-        "constant" => vec![("whole run".into(), 0.0, 1.0)],
-        "step" => {
-            let mut p = vec![(format!("epochs 0-{}", milestones.first().copied().unwrap_or(a.epochs)), 0.0, 1.0)];
-            for (i, &m) in milestones.iter().enumerate() {
-                let end = milestones.get(i + 1).copied().unwrap_or(a.epochs);
-                p.push((format!("epochs {m}-{end}"), m as f64, a.gamma.powi(i as i32 + 1)));
-            }
-            p
-        }
-        "cosine" => {
-            // The training schedule itself, over a run of 1000 updates (the phases are fractions of it).
-            let s = Schedule { kind: ScheduleKind::Cosine, ..Schedule::constant(1000) };
-            [0, 250, 500, 750, 900]
-                .iter()
-                .map(|&t| {
-                    let f = t as f64 / 1000.0;
-                    (format!("at {:.0}% of training", f * 100.0), f * a.epochs as f64, s.factor(t))
-                })
-                .collect()
-        }
-        s => return Err(fail(2, format!("--schedule {s:?}: expected constant, step or cosine"))),
+    let schedule = Schedule {
+        kind: a.schedule,
+        milestones,
+        gamma: a.gamma,
+        warmup_steps: 0,
+        steps_per_epoch: a.steps_per_epoch,
+        total_steps: a.epochs * a.steps_per_epoch,
     };
+    let phases: Vec<(String, f64, f64)> = schedule.phases(a.epochs).into_iter().map(|p| (p.label, p.from_epoch, p.factor)).collect();
     let rows: Vec<serde_json::Value> = phases
         .iter()
         .map(|(label, from, f)| {

@@ -205,7 +205,7 @@ fn array(payload: &[u8]) -> Result<Option<Array>, String> {
         "float32" => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         "float64" => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
         "bfloat16" => data.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
-        _ => data.chunks_exact(2).map(|c| crate::train::store::f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        _ => data.chunks_exact(2).map(|c| normwd_core::store::f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
     };
     Ok(Some((shape, v)))
 }

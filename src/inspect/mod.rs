@@ -4,13 +4,14 @@
 //! norms, angles between consecutive checkpoints, effective learning rates, the theory's
 //! equilibrium, and flags for the common mistakes.
 
+pub mod charts;
 pub mod flax;
 pub mod onnx;
 pub mod torch;
 
 use crate::params::Role;
 use crate::theory;
-use crate::train::store::{self, StoreError};
+use normwd_core::store::{self, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

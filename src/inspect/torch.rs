@@ -45,7 +45,7 @@ pub fn read(path: &Path, key: Option<&str>) -> Result<(Option<String>, Tensors),
             DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect(),
             DType::F64 => bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
             DType::BF16 => bytes.chunks_exact(2).map(|c| f32::from_bits((u16::from_ne_bytes([c[0], c[1]]) as u32) << 16)).collect(),
-            DType::F16 => bytes.chunks_exact(2).map(|c| crate::train::store::f16_to_f32(u16::from_ne_bytes([c[0], c[1]]))).collect(),
+            DType::F16 => bytes.chunks_exact(2).map(|c| normwd_core::store::f16_to_f32(u16::from_ne_bytes([c[0], c[1]]))).collect(),
             DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U64 | DType::U32 | DType::U16 | DType::U8 | DType::Bool => continue,
         };
         out.insert(name, (t.shape().to_vec(), v));

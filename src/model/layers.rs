@@ -8,11 +8,11 @@
 
 use super::init::Init;
 use crate::kernels;
-use crate::params::Granularity;
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::module::{batch_norm_train, conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
+use normwd_core::roles::Granularity;
 
 pub use normwd_core::kinds::{NormKind, GN_GROUPS};
 

@@ -6,14 +6,15 @@ pub mod init;
 pub mod layers;
 pub mod mlp;
 pub mod resnet;
+pub mod state;
 pub mod walk;
 
 pub use layers::{NormKind, GN_GROUPS};
-pub use walk::PathTracker;
 
-use crate::params::Granularity;
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor};
+use normwd_core::roles::Granularity;
 
 pub use normwd_core::kinds::ModelKind;
 
@@ -143,6 +144,13 @@ pub fn num_params<M: Module>(m: &M) -> usize {
     tensors(m).iter().filter(|t| t.trainable).map(|t| t.shape.iter().product::<usize>()).sum()
 }
 
+/// Mean cross-entropy of logits against integer labels.
+pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let n = labels.dims()[0];
+    let logp = log_softmax(logits, 1);
+    logp.gather(1, labels.reshape([n, 1])).mean().neg()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,9 +175,9 @@ mod tests {
     #[test]
     fn same_seed_same_weights() {
         let dev = Device::flex();
-        let a = crate::train::store::module_tensors(&Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 5, &dev));
-        let b = crate::train::store::module_tensors(&Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 5, &dev));
-        let c = crate::train::store::module_tensors(&Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 6, &dev));
+        let a = state::module_tensors(&Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 5, &dev));
+        let b = state::module_tensors(&Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 5, &dev));
+        let c = state::module_tensors(&Net::new(ModelKind::Convnet, NormKind::Bn, [1, 28, 28], 0.1, 6, &dev));
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -4,8 +4,8 @@
 //!
 //! burn's `ModuleVisitor` / `ModuleMapper` hand out tensors with a const-generic rank and only
 //! enter/exit callbacks for the path, so a walker is a small trait with a generic method
-//! ([`VisitFloat`], [`MapFloat`]) rather than a closure; the path bookkeeping lives in
-//! [`PathTracker`], used by this module alone once every walker goes through [`visit`] / [`map`].
+//! ([`VisitFloat`], [`MapFloat`]) rather than a closure; the path bookkeeping lives here
+//! alone, and every walker goes through [`visit`] / [`map`].
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
@@ -72,31 +72,30 @@ impl<F: MapFloat> ModuleMapper for Walker<'_, F> {
 }
 
 /// Tracks the dotted path during a module walk; enum variants do not add a component.
-/// (Public only while the optimizer's own mapper still uses it; new walkers use [`visit`] / [`map`].)
 #[derive(Default)]
-pub struct PathTracker {
+struct PathTracker {
     parts: Vec<(String, String)>,
 }
 
 impl PathTracker {
     /// Enters a submodule.
-    pub fn enter(&mut self, name: &str, container: &str) {
+    fn enter(&mut self, name: &str, container: &str) {
         self.parts.push((name.to_string(), container.to_string()));
     }
 
     /// Leaves a submodule.
-    pub fn exit(&mut self) {
+    fn exit(&mut self) {
         self.parts.pop();
     }
 
     /// The current path (the field name of a tensor is its last component).
-    pub fn path(&self) -> String {
+    fn path(&self) -> String {
         self.parts.iter().filter(|(_, c)| !c.starts_with("Enum:")).map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(".")
     }
 
     /// Type of the struct that holds the current field (`Norm` for `block1.norm.gamma`):
     /// burn passes the holder's type when it enters a field.
-    pub fn owner(&self) -> String {
+    fn owner(&self) -> String {
         let c = self.parts.last().map(|p| p.1.as_str()).unwrap_or("");
         c.strip_prefix("Struct:").unwrap_or(c).to_string()
     }
@@ -137,8 +136,8 @@ mod tests {
         // A fresh copy, not a clone: clones share burn's running statistics, which `map` updates in place.
         let mapped = map(build(), &mut neg);
         assert_eq!(neg.0, seen.0.iter().map(|p| p.0.clone()).collect::<Vec<_>>());
-        let a = crate::train::store::module_tensors(&net);
-        let b = crate::train::store::module_tensors(&mapped);
+        let a = crate::model::state::module_tensors(&net);
+        let b = crate::model::state::module_tensors(&mapped);
         assert_eq!(a.len(), b.len());
         for ((pa, _, va), (pb, _, vb)) in a.iter().zip(&b) {
             assert_eq!(pa, pb);

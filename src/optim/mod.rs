@@ -25,9 +25,9 @@ pub use normwd_core::optim::{
 };
 pub use stats::UpdateStats;
 
-use crate::model::PathTracker;
+use crate::model::walk::{self, MapFloat};
 use crate::params::{Group, ParamInfo};
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Module;
 use burn::tensor::Gradients;
 use burn::tensor::Tensor;
 use schedule::Schedule;
@@ -83,8 +83,8 @@ impl Optimizer {
     /// With `measure`, also returns per-parameter [`UpdateStats`].
     pub fn step<M: Module>(&mut self, model: M, grads: Gradients, measure: bool) -> (M, Vec<UpdateStats>) {
         self.step += 1;
-        let mut mapper = StepMapper { opt: self, grads, at: PathTracker::default(), measure, pending: Vec::new() };
-        let model = model.map(&mut mapper);
+        let mut mapper = StepMapper { opt: self, grads, measure, pending: Vec::new() };
+        let model = walk::map(model, &mut mapper);
         let stats = collect_stats(mapper.pending);
         (model, stats)
     }
@@ -119,40 +119,27 @@ impl Optimizer {
 struct StepMapper<'a> {
     opt: &'a mut Optimizer,
     grads: Gradients,
-    at: PathTracker,
     measure: bool,
     pending: Vec<(String, usize, Tensor<2>)>,
 }
 
-impl ModuleMapper for StepMapper<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.at.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.at.exit();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        if !tensor.is_require_grad() {
-            return Param::from_mapped_value(id, tensor, mapper);
+impl MapFloat for StepMapper<'_> {
+    fn float<const D: usize>(&mut self, path: &str, tensor: Tensor<D>) -> Tensor<D> {
+        if !tensor.is_require_grad() || !self.opt.infos.contains_key(path) {
+            return tensor;
         }
         let Some(grad) = tensor.grad_remove(&mut self.grads) else {
-            return Param::from_mapped_value(id, tensor, mapper);
+            return tensor;
         };
-        let path = self.at.path();
-        if !self.opt.infos.contains_key(&path) {
-            return Param::from_mapped_value(id, tensor, mapper);
-        }
         let dims = tensor.dims();
         let w = to_rows(tensor.inner());
         let g = to_rows(grad);
         let rows = w.dims()[0];
-        let (w2, sums) = self.opt.update(&path, w, g, self.measure).expect("the parameter is known");
+        let (w2, sums) = self.opt.update(path, w, g, self.measure).expect("the parameter is known");
         if let Some(sums) = sums {
-            self.pending.push((path.clone(), rows, sums));
+            self.pending.push((path.to_string(), rows, sums));
         }
-        let new = Tensor::from_inner(w2.reshape(dims)).require_grad();
-        Param::from_mapped_value(id, new, mapper)
+        Tensor::from_inner(w2.reshape(dims)).require_grad()
     }
 }
 

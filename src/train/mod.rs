@@ -12,7 +12,8 @@ use crate::optim::{OptimError, Optimizer};
 use crate::params::{self, ParamInfo};
 use crate::probe;
 use burn::module::Module;
-use burn::tensor::activation::log_softmax;
+
+pub use crate::model::cross_entropy;
 use burn::tensor::{Device, Int, Tensor};
 use config::{ConfigError, Resolved, RunConfig};
 pub use normwd_core::records::{EpochRecord, Record, Summary};
@@ -83,13 +84,6 @@ pub trait Observer {
 /// An observer that ignores everything.
 pub struct Quiet;
 impl Observer for Quiet {}
-
-/// Mean cross-entropy of logits against integer labels.
-pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
-    let n = labels.dims()[0];
-    let logp = log_softmax(logits, 1);
-    logp.gather(1, labels.reshape([n, 1])).mean().neg()
-}
 
 fn correct(logits: Tensor<2>, labels: Tensor<1, Int>) -> i64 {
     let n = labels.dims()[0];
