@@ -296,7 +296,7 @@ mod tests {
         let e = bad("optimizer = \"rmsprop\"\n");
         assert!(e.contains("expected one of sgd, adam, adamw, sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw"), "{e}");
         assert!(bad("decay_policy = \"some\"\n").contains("exclude-norm-bias"));
-        assert!(bad("schedule = \"exponential\"\n").contains("expected one of constant, step, cosine"));
+        assert!(bad("schedule = \"exponential\"\n").contains("expected one of constant, step, cosine, linear"));
     }
 
     #[test]

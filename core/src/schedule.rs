@@ -9,6 +9,8 @@ crate::choice! {
         Step = "step",
         /// Cosine annealing to zero over the whole run (PyTorch's `CosineAnnealingLR`, per step).
         Cosine = "cosine",
+        /// Linear decay to zero over the whole run (PyTorch's `LinearLR` to 0, per step).
+        Linear = "linear",
     }
 }
 
@@ -52,6 +54,7 @@ impl Schedule {
                 self.gamma.powi(passed as i32)
             }
             ScheduleKind::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * self.progress(step)).cos()),
+            ScheduleKind::Linear => 1.0 - self.progress(step),
         };
         let warm = if self.warmup_steps > 0 { ((step + 1) as f64 / self.warmup_steps as f64).min(1.0) } else { 1.0 };
         base * warm
@@ -123,6 +126,8 @@ mod tests {
         assert_eq!(c.factor(0), 1.0);
         assert!((c.factor(30) - 0.5).abs() < 1e-12);
         assert!(c.factor(60).abs() < 1e-12);
+        let l = sched(ScheduleKind::Linear, 0);
+        assert_eq!([l.factor(0), l.factor(15), l.factor(60)], [1.0, 0.75, 0.0]);
         let w = sched(ScheduleKind::Constant, 4);
         assert_eq!([w.factor(0), w.factor(1), w.factor(3), w.factor(10)], [0.25, 0.5, 1.0, 1.0]);
     }
