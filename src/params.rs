@@ -22,23 +22,12 @@ pub fn describe(net: &Net, policy: DecayPolicy) -> Vec<ParamInfo> {
                 (_, "bias") => Role::Bias,
                 _ => Role::Weight,
             };
-            let (scale_invariant, granularity) = match (role, t.field.as_str()) {
-                (Role::Weight, "weight_v") => (true, Granularity::Channel),
-                (Role::Weight, _) => match links.iter().find(|l| l.layer == layer).and_then(|l| l.norm.as_ref()) {
-                    Some(n) => (true, n.granularity),
-                    None => (false, Granularity::Tensor),
-                },
-                _ => (false, Granularity::Tensor),
+            let invariance = match (role, t.field.as_str()) {
+                (Role::Weight, "weight_v") => Some(Granularity::Channel),
+                (Role::Weight, _) => links.iter().find(|l| l.layer == layer).and_then(|l| l.norm.as_ref()).map(|n| n.granularity),
+                _ => None,
             };
-            ParamInfo {
-                decayed: policy.decays(role, scale_invariant),
-                group: if scale_invariant { Group::ScaleInvariant } else { Group::Default },
-                path: t.path,
-                shape: t.shape,
-                role,
-                scale_invariant,
-                granularity,
-            }
+            ParamInfo::new(t.path, t.shape, role, invariance, policy)
         })
         .collect()
 }

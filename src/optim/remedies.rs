@@ -328,22 +328,14 @@ mod remedy_tests {
     use crate::optim::schedule::Schedule;
     use crate::optim::stats::host;
     use crate::optim::{DecayMode, OptimConfig, OptimKind, Optimizer};
-    use crate::params::{Granularity, Group, ParamInfo, Role};
+    use crate::params::{DecayPolicy, Granularity, ParamInfo, Role};
     use burn::tensor::{Device, Tensor, TensorData};
 
     const W: [f64; 6] = [3.0, 0.0, 4.0, 1.0, 2.0, -2.0];
     const G: [f64; 6] = [0.5, -1.0, 0.2, 0.3, 0.1, 0.4];
 
     fn si() -> ParamInfo {
-        ParamInfo {
-            path: "w".into(),
-            shape: vec![2, 3],
-            role: Role::Weight,
-            scale_invariant: true,
-            granularity: Granularity::Channel,
-            decayed: true,
-            group: Group::ScaleInvariant,
-        }
+        ParamInfo::new("w", vec![2, 3], Role::Weight, Some(Granularity::Channel), DecayPolicy::All)
     }
 
     fn cfg(kind: OptimKind) -> OptimConfig {

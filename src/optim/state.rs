@@ -61,19 +61,11 @@ mod tests {
     use super::*;
     use crate::optim::schedule::Schedule;
     use crate::optim::{OptimConfig, OptimKind};
-    use crate::params::{Granularity, Group, Role};
+    use crate::params::{DecayPolicy, Granularity, Role};
 
     #[test]
     fn state_names_stay_and_load_back() {
-        let info = ParamInfo {
-            path: "w".into(),
-            shape: vec![2, 3],
-            role: Role::Weight,
-            scale_invariant: true,
-            granularity: Granularity::Channel,
-            decayed: true,
-            group: Group::ScaleInvariant,
-        };
+        let info = ParamInfo::new("w", vec![2, 3], Role::Weight, Some(Granularity::Channel), DecayPolicy::All);
         let m = ["1.momentum"];
         let adam = ["0.exp_avg", "0.exp_avg_sq"];
         let cases: [(OptimKind, &[&str]); 10] = [
