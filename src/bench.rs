@@ -1,6 +1,8 @@
 //! Benchmarks: the cost of per-layer probes relative to plain training steps (a ratio in one
 //! process), and training throughput on synthetic batches, which `bench/compare.sh` sets
 //! beside PyTorch's on the same models (`bench/pytorch_ref.py`).
+//!
+//! May import every layer above it.
 
 use crate::data;
 use crate::model::cross_entropy;

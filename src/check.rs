@@ -1,6 +1,8 @@
 //! Numerical detection of scale-invariance, to set beside the structural flag of `params`:
 //! AdamP's cosine test (`|cos(grad, w)| < delta/sqrt(dim)`, per output channel first, then for
 //! the whole tensor) and a direct test (scale the weight by `c`, the loss must not change).
+//!
+//! May import `model`, `params` and `optim` (AdamP's cosine test).
 
 use crate::model::cross_entropy;
 use crate::model::walk::{self, host, VisitFloat};

@@ -6,6 +6,8 @@
 //! `lr = 0.1`, `weight_decay = 0.02`, so the decay acts at `lr*wd/(1-mu) = 0.02` per step and
 //! relaxes in about 50 steps; the constant-lr phase lasts ~240 steps, then a 10x lower lr
 //! anneals for the last epoch.
+//!
+//! May import every layer above it (it runs a study end to end).
 
 use crate::model::{ModelKind, NormKind};
 use crate::optim::schedule::ScheduleKind;

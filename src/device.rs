@@ -3,6 +3,8 @@
 //! `--features wgpu` (WGSL kernels) or `--features vulkan` (SPIR-V kernels, for NVIDIA cards).
 //! burn 0.22's CUDA backend is not offered: its build script downloads LLVM, so it cannot build
 //! offline (PERFORMANCE.md, "Why wgpu").
+//!
+//! May import burn; nothing of the engine.
 
 use burn::tensor::Device;
 

@@ -1,6 +1,8 @@
 //! The `NORMWD_*` environment variables that switch or tune kernels, checked once at start.
 //! Each is read where it acts (one inside the vendored thread pool, where no error can be
 //! returned), so without this check a misspelt value would quietly mean the default.
+//!
+//! May import the core (the fault switch).
 
 /// A variable, the values it takes (for the message) and its check.
 struct Var {

@@ -2,6 +2,8 @@
 //! the committed corpus and every input that once crashed replay in the ordinary test suite
 //! (`tests/fuzz_corpus.rs`) on a stable toolchain. Each function feeds arbitrary bytes to a
 //! reader and checks what a successful read promises; a panic is a bug.
+//!
+//! May import the readers it exercises (`data`, `inspect`, `sweep`, `train`).
 
 use crate::data::{cifar, idx, idx_dataset, Dataset};
 use crate::inspect::onnx;

@@ -1,5 +1,7 @@
 //! Work spread over a few OS threads (`--jobs`): sweep points and demo regimes run side by
 //! side, each a whole training run. (Not the CPU kernels' rayon workers, nor max pooling.)
+//!
+//! Imports nothing of the engine.
 
 /// Runs `work` on every item, `jobs` threads at a time taking items in order; the first error
 /// is returned once all threads stop (each thread stops at its own first error).

@@ -2,6 +2,8 @@
 //! learning rate, angular update, `cos(w, g)`, and the theory's predictions beside them.
 //! The raw sums come from the optimizer step ([`crate::optim::UpdateStats`]), computed on the
 //! device in one reduction per tensor, so probing costs one small host transfer per tensor.
+//!
+//! May import `optim`, `params` and the core's theory.
 
 use crate::optim::{OptimConfig, UpdateStats};
 use crate::params::{ParamInfo, Role};

@@ -2,6 +2,8 @@
 //! each a normal training run. Resumable (finished points are skipped, interrupted ones resume
 //! from their checkpoint), shardable (`--shard i/n` for job arrays), safe for two sweeps on one
 //! folder (per-point lock files).
+//!
+//! May import `train` and `jobs`.
 
 pub use normwd_core::sweep::*;
 

@@ -1,6 +1,8 @@
 //! Datasets: IDX (MNIST / Fashion-MNIST, raw or `.gz`), CIFAR-10 binary batches, and the
 //! Fashion-MNIST subset compiled into the binary; normalization, seeded shuffling, batching
 //! and CIFAR augmentation.
+//!
+//! May import only the core; nothing of the engine.
 
 pub mod cifar;
 pub mod idx;

@@ -3,6 +3,8 @@
 //! PyTorch's own `torch.save` files, Flax's msgpack files):
 //! norms, angles between consecutive checkpoints, effective learning rates, the theory's
 //! equilibrium, and flags for the common mistakes.
+//!
+//! May import `params`, `optim` (the theory family of named optimizers) and the core.
 
 pub mod charts;
 pub mod flax;

@@ -7,6 +7,8 @@
 //! `tests/kernels.rs` checks values and gradients against burn's ops, `tests/kernels_training.rs`
 //! whole models. Also here: the probes' per-row sums ([`row_sums`]) and [`on_workers`], which
 //! runs a training step on the CPU pool's threads.
+//!
+//! May import burn and the core; nothing of the engine's other layers.
 
 pub mod batch_norm;
 pub mod bn_pool;

@@ -1,5 +1,7 @@
 //! Models (`mlp`, `convnet`, `resnet20`) with the normalization choice in one place
 //! ([`NormKind`]), and the structural facts `params` needs: which layer feeds which norm.
+//!
+//! May import `kernels` and the core (roles, kinds).
 
 pub mod convnet;
 pub mod init;

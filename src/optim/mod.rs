@@ -11,6 +11,8 @@
 //! - [`state`]: saving and restoring the optimizer's state;
 //! - [`stats`]: the probes' raw measurements of each update;
 //! - [`schedule`]: learning-rate schedules.
+//!
+//! May import `kernels`, `model` (its walker) and `params`.
 
 pub mod alias;
 pub mod fused;

@@ -1,5 +1,7 @@
 //! The training loop: epochs, evaluation, metrics, probes, atomic checkpoints, exact resume
 //! and a divergence guard. People-facing output goes through an [`Observer`].
+//!
+//! May import `data`, `device`, `kernels`, `model`, `params`, `optim` and `probe`.
 
 pub mod config;
 pub mod store;
