@@ -10,7 +10,18 @@ pub use normwd_core::sweep::*;
 use crate::jobs;
 use crate::train::store::{write_atomic, StoreError};
 use crate::train::{self, files, RunOptions, TrainError};
+use normwd_core::exit::ExitCode;
 use std::path::{Path, PathBuf};
+
+impl ExitCode for SweepError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            SweepError::Spec(e) => e.exit_code(),
+            SweepError::Store(_) => 1,
+            SweepError::Run { source, .. } => source.exit_code(),
+        }
+    }
+}
 
 /// Errors of running a sweep.
 #[derive(Debug, thiserror::Error)]

@@ -11,10 +11,12 @@
 //! - [`records`], [`fault`], [`store`], [`run`]: the run directory (metrics lines, crash points
 //!   for tests, atomic files and checkpoints, a run read back);
 //! - [`sweep`]: sweep files and their results table;
-//! - [`report`]: charts, sentences and HTML from runs on disk.
+//! - [`report`]: charts, sentences and HTML from runs on disk;
+//! - [`exit`]: what each error above means for a process (its exit code).
 
 pub mod choice;
 pub mod config;
+pub mod exit;
 pub mod fault;
 pub mod kinds;
 pub mod optim;

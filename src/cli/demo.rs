@@ -44,14 +44,14 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
     let print = |name: &str, s: &normwd::train::Summary| {
         println!("  {name:<18} test acc {:.2}%  ({:.0} img/s)", 100.0 * s.test_acc, s.images_per_sec)
     };
-    let dirs = demo::train_all(&regimes, &out, settings.parallel, &print).map_err(|e| fail(e.exit_code(), e.to_string()))?;
-    let runs: Vec<RunData> = dirs.iter().map(|d| RunData::load(d)).collect::<Result<_, _>>().map_err(|e| fail(1, e.to_string()))?;
+    let dirs = demo::train_all(&regimes, &out, settings.parallel, &print)?;
+    let runs: Vec<RunData> = dirs.iter().map(|d| RunData::load(d)).collect::<Result<_, _>>()?;
     let (findings, title, about) = if a.suite == "core" {
         (demo::findings(&runs), "normwd demo: weight decay on a normalized network", demo::CORE_ABOUT)
     } else {
         (demo::remedy_findings(&runs), "normwd demo: remedies compared", demo::REMEDIES_ABOUT)
     };
-    let path = demo::write(&out, title, about, &regimes, &runs, &findings).map_err(|e| fail(1, e.to_string()))?;
+    let path = demo::write(&out, title, about, &regimes, &runs, &findings)?;
     println!();
     let rows: Vec<Vec<String>> = runs.iter().map(report::results_row).collect();
     println!("{}", table(&report::RESULTS_HEADER, &rows));

@@ -73,7 +73,7 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         ),
         None => None,
     };
-    let series = inspect::load_series(&a.checkpoints, steps.as_deref(), a.key.as_deref()).map_err(|e| fail(2, e.to_string()))?;
+    let series = inspect::load_series(&a.checkpoints, steps.as_deref(), a.key.as_deref())?;
     let si = match &a.graph {
         Some(g) => {
             let bytes = std::fs::read(g).map_err(|e| fail(2, format!("{}: cannot read ({e})", g.display())))?;
@@ -192,8 +192,7 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
             flags.iter().map(|f| format!("<li>{}</li>", report::html_escape(f))).collect::<String>()
         ));
     }
-    let path = report::write_report(&out, "normwd inspect", &intro, &[], inspect::charts::figures(&reports, &steps))
-        .map_err(|e| fail(1, e.to_string()))?;
+    let path = report::write_report(&out, "normwd inspect", &intro, &[], inspect::charts::figures(&reports, &steps))?;
     if !a.json {
         println!("report: {}", path.display());
     }

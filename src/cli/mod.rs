@@ -10,6 +10,8 @@ pub mod report;
 pub mod sweep;
 pub mod train;
 
+use normwd_core::exit::ExitCode;
+
 /// A failure to report: message and exit code.
 #[derive(Debug)]
 pub struct Failure {
@@ -17,6 +19,13 @@ pub struct Failure {
     pub code: i32,
     /// One-line message.
     pub message: String,
+}
+
+/// Any library error becomes a failure with the exit code its type decides.
+impl<E: std::error::Error + ExitCode> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure { code: e.exit_code(), message: e.to_string() }
+    }
 }
 
 /// Builds a [`Failure`].

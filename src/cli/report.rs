@@ -39,15 +39,15 @@ pub fn run_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
 pub fn run(a: ReportArgs) -> Result<(), Failure> {
     // A sweep folder gets the sweep report.
     if a.dirs.len() == 1 && a.dirs[0].join(normwd::sweep::SPEC).is_file() {
-        let text = std::fs::read_to_string(a.dirs[0].join(normwd::sweep::SPEC)).map_err(|e| fail(2, e.to_string()))?;
-        let spec =
-            normwd::sweep::parse(&a.dirs[0].join(normwd::sweep::SPEC).display().to_string(), &text).map_err(|e| fail(2, e.to_string()))?;
+        let spec = a.dirs[0].join(normwd::sweep::SPEC);
+        let text = std::fs::read_to_string(&spec).map_err(|e| fail(2, format!("{}: cannot read ({e})", spec.display())))?;
+        let spec = normwd::sweep::parse(&a.dirs[0].join(normwd::sweep::SPEC).display().to_string(), &text)?;
         return super::sweep::finish(&spec, &a.dirs[0]);
     }
     let dirs = run_dirs(&a.dirs)?;
-    let runs: Vec<RunData> = dirs.iter().map(|d| RunData::load(d)).collect::<Result<_, _>>().map_err(|e| fail(2, e.to_string()))?;
+    let runs: Vec<RunData> = dirs.iter().map(|d| RunData::load(d)).collect::<Result<_, _>>()?;
     let out = a.out.unwrap_or_else(|| a.dirs[0].clone());
-    let path = report::write_report(&out, "normwd report", "", &runs, Vec::new()).map_err(|e| fail(1, e.to_string()))?;
+    let path = report::write_report(&out, "normwd report", "", &runs, Vec::new())?;
     let rows: Vec<Vec<String>> = runs.iter().map(report::results_row).collect();
     println!("{}", table(&report::RESULTS_HEADER, &rows));
     println!("report: {}", path.display());

@@ -31,14 +31,14 @@ pub struct SweepArgs {
 
 fn load_spec(path: &Path) -> Result<(normwd::sweep::Spec, String), Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| fail(2, format!("{}: cannot read ({e})", path.display())))?;
-    let spec = sweep::parse(&path.display().to_string(), &text).map_err(|e| fail(2, e.to_string()))?;
+    let spec = sweep::parse(&path.display().to_string(), &text)?;
     Ok((spec, text))
 }
 
 /// Collects results, writes results.csv and the report, prints the table and spreads.
 pub fn finish(spec: &sweep::Spec, out: &Path) -> Result<(), Failure> {
     let rows = sweep::collect(spec, out);
-    sweep::write_results(spec, &rows, out).map_err(|e| fail(1, e.to_string()))?;
+    sweep::write_results(spec, &rows, out)?;
     let mut figs = Vec::new();
     let mut statements = Vec::new();
     let mut spreads = Vec::new();
@@ -49,8 +49,7 @@ pub fn finish(spec: &sweep::Spec, out: &Path) -> Result<(), Failure> {
         spreads.extend(sp.map(|sp| (if s.label.is_empty() { "this sweep".to_string() } else { s.label.clone() }, sp)));
     }
     statements.extend(sreport::comparison(&spreads));
-    let path =
-        report::write_report(out, "normwd sweep", &sreport::intro(spec, &statements), &[], figs).map_err(|e| fail(1, e.to_string()))?;
+    let path = report::write_report(out, "normwd sweep", &sreport::intro(spec, &statements), &[], figs)?;
     let mut header: Vec<&str> = vec!["point"];
     header.extend(["status", "test acc", "test loss", "eff. lr (end)"]);
     let t: Vec<Vec<String>> = rows
@@ -96,7 +95,7 @@ pub fn run(a: SweepArgs) -> Result<(), Failure> {
         return Err(fail(2, "--jobs 0: expected an integer >= 1"));
     }
     let shard = match &a.shard {
-        Some(s) => sweep::parse_shard(s).map_err(|e| fail(2, e.to_string()))?,
+        Some(s) => sweep::parse_shard(s)?,
         None => (0, 1),
     };
     let mine = sweep::shard(&spec.points, shard.0, shard.1).len();
@@ -106,6 +105,6 @@ pub fn run(a: SweepArgs) -> Result<(), Failure> {
         Outcome::Diverged(m) => println!("  {:<40} DIVERGED: {m}", p.name),
         Outcome::Pending => {}
     };
-    sweep::run(&spec, &text, &out, a.jobs, shard, &progress).map_err(|e| fail(1, e.to_string()))?;
+    sweep::run(&spec, &text, &out, a.jobs, shard, &progress)?;
     finish(&spec, &out)
 }

@@ -186,14 +186,14 @@ impl TrainArgs {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| fail(2, format!("{}: cannot read ({e})", p.display())))?;
                 // Parse once as a RunConfig for unknown-key and type errors with line numbers.
-                RunConfig::from_toml(&p.display().to_string(), &text).map_err(|e| fail(2, e.to_string()))?;
+                RunConfig::from_toml(&p.display().to_string(), &text)?;
                 text.parse().map_err(|e: toml::de::Error| fail(2, format!("{}: {e}", p.display())))?
             }
             None => toml::Table::new(),
         };
         table.extend(toml::Table::try_from(&self.settings).map_err(|e| fail(2, format!("flags: {e}")))?);
         let c: RunConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| fail(2, format!("settings: {e}")))?;
-        config::resolve(&c).map_err(|e| fail(2, e.to_string()))?;
+        config::resolve(&c)?;
         Ok(c)
     }
 }
@@ -269,8 +269,7 @@ pub fn run(args: TrainArgs) -> Result<(), Failure> {
     };
     println!("run directory: {}", dir.display());
     let mut bars = Bars::new();
-    let s =
-        train::run(config, RunOptions { dir: dir.clone(), resume, observer: &mut bars }).map_err(|e| fail(e.exit_code(), e.to_string()))?;
+    let s = train::run(config, RunOptions { dir: dir.clone(), resume, observer: &mut bars })?;
     println!(
         "done: {} epochs, {} steps, test acc {:.2}%, test loss {:.4}, training throughput {:.0} images/s; metrics in {}",
         s.epochs,

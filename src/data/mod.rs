@@ -42,6 +42,13 @@ pub enum DataError {
     },
 }
 
+impl normwd_core::exit::ExitCode for DataError {
+    /// Data is the run's input.
+    fn exit_code(&self) -> i32 {
+        2
+    }
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     std::fs::read(path).map_err(|source| DataError::Io { file: path.display().to_string(), source })
 }

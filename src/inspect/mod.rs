@@ -34,6 +34,13 @@ pub enum InspectError {
     },
 }
 
+impl normwd_core::exit::ExitCode for InspectError {
+    /// Checkpoints are the command's input.
+    fn exit_code(&self) -> i32 {
+        2
+    }
+}
+
 /// The [`InspectError::Series`] for `path`.
 fn at(path: &Path, what: String) -> InspectError {
     InspectError::Series { file: path.display().to_string(), what }

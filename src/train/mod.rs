@@ -18,6 +18,7 @@ use burn::module::Module;
 pub use crate::model::cross_entropy;
 use burn::tensor::{Device, Int, Tensor};
 use config::{ConfigError, Resolved, RunConfig};
+use normwd_core::exit::ExitCode;
 pub use normwd_core::records::{EpochRecord, Record, Summary};
 pub use normwd_core::run::{files, CkptState};
 use std::collections::HashMap;
@@ -62,9 +63,8 @@ pub enum TrainError {
     },
 }
 
-impl TrainError {
-    /// Process exit code: 2 for bad usage or input, 1 for failures during a run.
-    pub fn exit_code(&self) -> i32 {
+impl ExitCode for TrainError {
+    fn exit_code(&self) -> i32 {
         match self {
             TrainError::Config(_) | TrainError::Data(_) | TrainError::RunDir { .. } => 2,
             TrainError::Store(StoreError::Corrupt { .. }) | TrainError::Optim(_) => 2,
