@@ -8,12 +8,12 @@
 //! - [`kernels`], [`device`]: CPU kernels plugged into burn, and the `--device` choice;
 //! - [`model`]: the architectures and their norm layers, and the one parameter walker;
 //! - [`params`]: each tensor's role, scale-invariance and decay group, read from the model;
-//! - [`check`]: scale-invariance confirmed numerically;
 //! - [`optim`]: optimizers as chains of masked transforms;
+//! - [`check`]: scale-invariance confirmed numerically (AdamP's cosine test and rescaling);
 //! - [`probe`]: per-layer measurements beside the theory's predictions;
 //! - [`train`]: the loop, run files, resume;
 //! - [`jobs`], [`sweep`], [`demo`]: many runs (side by side, grids, the study);
-//! - [`inspect`]: foreign checkpoints (PyTorch, JAX) and ONNX graphs;
+//! - [`inspect`]: foreign checkpoints (PyTorch, JAX) and ONNX graphs (imports down to `optim`);
 //! - [`bench`], [`env`], [`fuzzing`]: benchmarks, `NORMWD_*` switches, fuzz entry points.
 //!
 //! The command-line program (`src/cli`) is a thin layer over these.
