@@ -33,6 +33,11 @@ fn train_writes_a_complete_run() {
     let leftovers: Vec<_> =
         std::fs::read_dir(&d).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
     assert!(leftovers.is_empty());
+    // A resumed run keeps its settings: a flag beside --resume is refused, not ignored.
+    let o = bin().args(["train", "--resume", d.to_str().unwrap(), "--epochs", "3"]).output().unwrap();
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--epochs cannot be changed by --resume") && err.trim().lines().count() == 1, "{err}");
     // The same directory cannot be reused by accident.
     let o = bin().args(QUICK).args(["--epochs", "1", "--out", d.to_str().unwrap()]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));

@@ -115,8 +115,61 @@ fn broken_series_name_the_file_and_tensor() {
     std::fs::write(d.join("ckpt_000080.safetensors"), normwd::train::store::to_safetensors(&all, HashMap::new())).unwrap();
     expect_error(&[d.to_str().unwrap()], &["ckpt_000080.safetensors", "conv1.weight", "shape [8, 9]"]);
     // A graph that is not ONNX, and a single checkpoint.
-    expect_error(&[f.to_str().unwrap(), "--graph", f.join("angles.json").to_str().unwrap()], &["angles.json"]);
+    expect_error(&[f.to_str().unwrap(), "--graph", f.join("angles.json").to_str().unwrap()], &["angles.json", "not a readable ONNX model"]);
     expect_error(&[f.join("ckpt_000000.safetensors").to_str().unwrap()], &["need at least 2"]);
+    // A path that does not exist is named as such, not counted as zero checkpoints.
+    expect_error(&["/nonexistent/normwd-ckpts"], &["/nonexistent/normwd-ckpts: no such file or folder"]);
+}
+
+/// A checkpoint of a diverged training (the fixture's step-40 weights with NaN and inf written
+/// into one tensor) is named with the tensor and the step, exit 1, instead of a table of NaN.
+#[test]
+fn non_finite_checkpoints_fail_naming_the_tensor() {
+    let f = fixtures();
+    let d = tmp("nonfinite");
+    for s in ["000000", "000020"] {
+        std::fs::copy(f.join(format!("ckpt_{s}.safetensors")), d.join(format!("ckpt_{s}.safetensors"))).unwrap();
+    }
+    let l = normwd::train::store::read_safetensors(&f.join("ckpt_000040.safetensors")).unwrap();
+    let mut all: Vec<(String, Vec<usize>, Vec<f32>)> = l.tensors.into_iter().map(|(k, (s, v))| (k, s, v)).collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let w = all.iter_mut().find(|t| t.0 == "conv2.weight").unwrap();
+    (w.2[0], w.2[5]) = (f32::NAN, f32::INFINITY);
+    std::fs::write(d.join("ckpt_000040.safetensors"), normwd::train::store::to_safetensors(&all, HashMap::new())).unwrap();
+    let o = bin().args(["inspect", d.to_str().unwrap(), "--out", tmp("nonfinite-out").to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("ckpt_000040.safetensors: tensor conv2.weight holds 2 NaN/inf values") && err.contains("step 40"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// A Hugging Face Trainer output folder (`checkpoint-N/model.safetensors` beside the
+/// optimizer's, scheduler's and RNG files, and the final model at the top) is read as its
+/// checkpoints, their steps taken from the folder names; the same folders given one by one too.
+#[test]
+fn trainer_folders_are_a_series() {
+    let f = fixtures();
+    let d = tmp("trainer").join("output");
+    for s in [0, 20, 40, 60] {
+        let c = d.join(format!("checkpoint-{s}"));
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::copy(f.join(format!("ckpt_{s:06}.safetensors")), c.join("model.safetensors")).unwrap();
+        for other in ["optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin"] {
+            std::fs::write(c.join(other), b"not weights").unwrap();
+        }
+        std::fs::write(c.join("trainer_state.json"), "{}").unwrap();
+    }
+    std::fs::copy(f.join("ckpt_000060.safetensors"), d.join("model.safetensors")).unwrap();
+    angles_match_pytorch(&d, 3);
+    let one_by_one: Vec<String> = [0, 20].iter().map(|s| d.join(format!("checkpoint-{s}")).display().to_string()).collect();
+    let o =
+        bin().args(["inspect", &one_by_one[0], &one_by_one[1], "--json", "--out", tmp("trainer-out").to_str().unwrap()]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let steps: Vec<u64> = v["checkpoints"].as_array().map(|a| a.iter().filter_map(|c| c["step"].as_u64()).collect()).unwrap_or_default();
+    assert_eq!(steps, [0, 20], "{}", String::from_utf8_lossy(&o.stderr));
+    // A checkpoint folder without weights says what it expected.
+    std::fs::remove_file(d.join("checkpoint-40/model.safetensors")).unwrap();
+    expect_error(&[d.to_str().unwrap()], &["checkpoint-40: a Trainer checkpoint folder without weights", "model.safetensors"]);
 }
 
 /// The same checkpoints written by `torch.save` (tests/fixtures/pytorch/torch_save.py): a

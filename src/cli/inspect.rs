@@ -77,7 +77,7 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
     let si = match &a.graph {
         Some(g) => {
             let bytes = std::fs::read(g).map_err(|e| fail(2, format!("{}: cannot read ({e})", g.display())))?;
-            let graph = onnx::parse(&bytes).map_err(|e| fail(2, format!("{}: {e}", g.display())))?;
+            let graph = onnx::parse(&bytes).map_err(|e| fail(2, format!("{}: not a readable ONNX model ({e})", g.display())))?;
             let before_norm = onnx::weights_before_norm(&graph);
             let names: Vec<&str> = series[0].tensors.keys().map(|k| k.as_str()).collect();
             let (found, missing) = inspect::graph_names_in(&names, &before_norm);

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 #[derive(Args, Debug, Default, Clone)]
 pub struct TrainArgs {
     /// TOML file with run settings (keys = flag names with `_`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub config: Option<PathBuf>,
     /// The settings; each overrides the key of the same name in `--config`.
     #[command(flatten)]
@@ -260,7 +260,22 @@ pub fn default_out(c: &RunConfig) -> PathBuf {
 /// Runs `normwd train`.
 pub fn run(args: TrainArgs) -> Result<(), Failure> {
     let (config, dir, resume) = match &args.resume {
-        Some(d) => (RunConfig::default(), d.clone(), true),
+        Some(d) => {
+            // A resumed run keeps the settings it started with (its schedule, data order and
+            // checkpoints depend on them): a flag here would be silently ignored, so refuse it.
+            let given = toml::Table::try_from(&args.settings).map_err(|e| fail(2, format!("flags: {e}")))?;
+            if let Some(key) = given.keys().next() {
+                return Err(fail(
+                    2,
+                    format!(
+                        "--{} cannot be changed by --resume: the run keeps the settings of {} (start a new run with --out to change them)",
+                        key.replace('_', "-"),
+                        d.join(train::files::CONFIG).display()
+                    ),
+                ));
+            }
+            (RunConfig::default(), d.clone(), true)
+        }
         None => {
             let c = args.config()?;
             let d = args.out.clone().unwrap_or_else(|| default_out(&c));

@@ -32,12 +32,29 @@ pub enum InspectError {
         /// What is wrong, naming the tensor.
         what: String,
     },
+    /// A checkpoint holds NaN or inf: the training it comes from diverged.
+    #[error("{file}: tensor {tensor} holds {bad} NaN/inf values of {of}: the training diverged by step {step}")]
+    NonFinite {
+        /// The file.
+        file: String,
+        /// The first tensor with such values.
+        tensor: String,
+        /// How many of its values are not finite.
+        bad: usize,
+        /// How many values it has.
+        of: usize,
+        /// The checkpoint's step.
+        step: u64,
+    },
 }
 
 impl normwd_core::exit::ExitCode for InspectError {
-    /// Checkpoints are the command's input.
+    /// Checkpoints are the command's input; one that holds NaN/inf is a failed training (1).
     fn exit_code(&self) -> i32 {
-        2
+        match self {
+            InspectError::NonFinite { .. } => 1,
+            _ => 2,
+        }
     }
 }
 
@@ -64,8 +81,39 @@ pub struct Checkpoint {
     pub key: Option<String>,
 }
 
-/// The last run of digits in a file stem (`ckpt_000300.safetensors` -> 300).
+/// The weights files of a Hugging Face Trainer checkpoint folder, in the order they are looked for.
+pub const TRAINER_WEIGHTS: [&str; 3] = ["model.safetensors", "pytorch_model.bin", "flax_model.msgpack"];
+
+/// The step of a Hugging Face Trainer checkpoint folder (`checkpoint-500` -> 500).
+fn trainer_step(dir: &Path) -> Option<u64> {
+    dir.file_name()?.to_str()?.strip_prefix("checkpoint-")?.parse().ok()
+}
+
+/// The weights file of the Trainer checkpoint folder `dir` (the optimizer's, scheduler's and
+/// RNG files beside it are not weights).
+fn trainer_weights(dir: &Path) -> Result<PathBuf, InspectError> {
+    if let Some(w) = TRAINER_WEIGHTS.iter().map(|w| dir.join(w)).find(|w| w.is_file()) {
+        return Ok(w);
+    }
+    let sharded = ["model.safetensors.index.json", "pytorch_model.bin.index.json"].iter().any(|i| dir.join(i).is_file());
+    Err(at(
+        dir,
+        if sharded {
+            "holds a sharded checkpoint (model-0000N-of-0000M files): not supported, save with a larger max_shard_size".into()
+        } else {
+            format!("a Trainer checkpoint folder without weights: expected one of {}", TRAINER_WEIGHTS.join(", "))
+        },
+    ))
+}
+
+/// A checkpoint's step from its name: the Trainer folder it sits in (`checkpoint-500/model.safetensors`
+/// -> 500), else the last run of digits in the file stem (`ckpt_000300.safetensors` -> 300,
+/// Lightning's `epoch=1-step=10.ckpt` -> 10).
 pub fn step_from_name(path: &Path) -> Option<u64> {
+    let in_trainer_folder = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| TRAINER_WEIGHTS.contains(&n));
+    if let Some(step) = path.parent().filter(|_| in_trainer_folder).and_then(trainer_step) {
+        return Some(step);
+    }
     let stem = path.file_stem()?.to_string_lossy();
     let digits: String = stem.chars().rev().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
     digits.chars().rev().collect::<String>().parse().ok()
@@ -76,16 +124,32 @@ pub fn step_from_name(path: &Path) -> Option<u64> {
 /// `.ckpt`: Lightning), and Flax's msgpack.
 pub const EXTENSIONS: [&str; 6] = ["safetensors", "pt", "pth", "bin", "ckpt", "msgpack"];
 
-/// Expands folders into their checkpoint files ([`EXTENSIONS`]).
+/// Expands folders into their checkpoint files ([`EXTENSIONS`]). A Hugging Face Trainer
+/// output folder gives the weights of each of its `checkpoint-N/` folders, and such a folder
+/// given itself gives its weights file.
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InspectError> {
     let mut out = Vec::new();
     for p in paths {
-        if p.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| InspectError::Series { file: p.display().to_string(), what: format!("cannot read folder ({e})") })?
+        if !p.exists() {
+            return Err(at(p, "no such file or folder".into()));
+        }
+        if p.is_dir() && trainer_step(p).is_some() {
+            out.push(trainer_weights(p)?);
+        } else if p.is_dir() {
+            let entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| at(p, format!("cannot read folder ({e})")))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x)))
                 .collect();
+            let mut trainer: Vec<&PathBuf> = entries.iter().filter(|d| d.is_dir() && trainer_step(d).is_some()).collect();
+            if !trainer.is_empty() {
+                trainer.sort_by_key(|d| trainer_step(d));
+                for d in trainer {
+                    out.push(trainer_weights(d)?);
+                }
+                continue;
+            }
+            let mut v: Vec<PathBuf> =
+                entries.into_iter().filter(|f| f.extension().is_some_and(|e| EXTENSIONS.iter().any(|x| e == *x))).collect();
             v.sort();
             out.extend(v);
         } else {
@@ -132,6 +196,10 @@ pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>, key: Option<&str>) 
         } else {
             torch::read(f, key)?
         };
+        if let Some((name, (_, v))) = tensors.iter().find(|(_, (_, v))| v.iter().any(|x| !x.is_finite())) {
+            let bad = v.iter().filter(|x| !x.is_finite()).count();
+            return Err(InspectError::NonFinite { file: f.display().to_string(), tensor: name.clone(), bad, of: v.len(), step });
+        }
         series.push(Checkpoint { file: f.display().to_string(), step, tensors, key: key_used });
     }
     series.sort_by_key(|c| c.step);
