@@ -124,8 +124,8 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
                     format!("{:?}", r.role).to_lowercase(),
                     if r.scale_invariant { format!("yes ({})", r.invariance_source) } else { format!("no ({})", r.invariance_source) },
                     format!("{:.4} -> {:.4}", r.norms[0], r.norms.last().unwrap()),
-                    format!("{:.2e}", r.angle_per_step.last().unwrap()),
-                    r.pred_angle.map(|p| format!("{p:.2e}")).unwrap_or("-".into()),
+                    format!("{:.2e}", r.last_gap_angle),
+                    r.pred_last_gap_angle.map(|p| format!("{p:.2e}")).unwrap_or("-".into()),
                     match r.at_equilibrium {
                         Some(true) => "yes".into(),
                         Some(false) => "no".into(),
@@ -143,22 +143,21 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         if !keys.is_empty() {
             println!("weights read under the key {} of the torch.save files (--key to choose another)", keys.join(", "));
         }
-        println!(
-            "{}",
-            table(
-                &[
-                    "tensor",
-                    "role",
-                    "scale-invariant",
-                    "norm first -> last",
-                    "angle/step (last)",
-                    "predicted",
-                    "at equilibrium",
-                    "eff. lr (last)"
-                ],
-                &rows
-            )
-        );
+        // The verdict compares like with like: the angle over the last gap against the
+        // equilibrium angle for a gap of that length (F13), not an angle per step.
+        let gap = steps[steps.len() - 1] - steps[steps.len() - 2];
+        let (measured, predicted) = (format!("angle over last {gap} steps"), format!("predicted for {gap} steps"));
+        let header = [
+            "tensor",
+            "role",
+            "scale-invariant",
+            "norm first -> last",
+            measured.as_str(),
+            predicted.as_str(),
+            "at equilibrium",
+            "eff. lr (last)",
+        ];
+        println!("{}", table(&header, &rows));
         if si.is_none() {
             println!("note: without --graph the scale-invariance column is a guess from names and shapes");
         }

@@ -17,9 +17,9 @@ pub fn figures(reports: &[TensorReport], steps: &[u64]) -> Vec<Figure> {
     };
     let norms = series(&|r| steps.iter().zip(&r.norms).map(|(s, n)| (*s as f64, *n)).collect(), false);
     let mut angles =
-        series(&|r| steps.windows(2).zip(&r.angle_per_step).filter(|_| r.scale_invariant).map(|(s, a)| (s[1] as f64, *a)).collect(), false);
+        series(&|r| steps.windows(2).zip(&r.angles).filter(|_| r.scale_invariant).map(|(s, a)| (s[1] as f64, *a)).collect(), false);
     angles.extend(
-        series(&|r| r.pred_angle.map(|p| vec![(steps[0] as f64, p), (*steps.last().unwrap() as f64, p)]).unwrap_or_default(), true)
+        series(&|r| steps.windows(2).zip(&r.pred_gap_angles).map(|(s, a)| (s[1] as f64, *a)).collect(), true)
             .into_iter()
             .filter(|s| !s.points.is_empty())
             .map(|mut s| {
@@ -37,8 +37,8 @@ pub fn figures(reports: &[TensorReport], steps: &[u64]) -> Vec<Figure> {
         },
         Figure {
             name: "inspect-angles".into(),
-            svg: LineChart { title: "Angular update per step between checkpoints".into(), x_label: "step".into(), y_label: "angle / step gap (rad)".into(), log_y: true, series: angles, ..Default::default() }.to_svg(),
-            reading: "Angle between consecutive checkpoints divided by the steps between them (a lower bound of the per-step angle when steps do not align); dashed: the equilibrium the theory predicts for the given optimizer settings.".into(),
+            svg: LineChart { title: "Angle between consecutive checkpoints".into(), x_label: "step".into(), y_label: "angle over the gap (rad)".into(), log_y: true, series: angles, ..Default::default() }.to_svg(),
+            reading: "Angle between each checkpoint and the one before it; dashed: the equilibrium angle over a gap of the same length for the given optimizer settings (F13, docs/theory-f13.md: exact for gaps of a few steps, an upper bound over long gaps, where real gradients turn the weight less).".into(),
         },
     ]
 }

@@ -7,6 +7,7 @@
 //! May import `params`, `optim` (the theory family of named optimizers) and the core.
 
 pub mod charts;
+pub mod equilibrium;
 pub mod flax;
 pub mod onnx;
 pub mod torch;
@@ -342,14 +343,25 @@ pub struct TensorReport {
     pub norms: Vec<f64>,
     /// Angle between consecutive checkpoints (radians).
     pub angles: Vec<f64>,
-    /// Angle per step between consecutive checkpoints (`angle / step gap`, small-angle approximation).
-    pub angle_per_step: Vec<f64>,
     /// Effective learning rate at each checkpoint (`lr/||w||^2`, Adam: `lr/||w||`), given `--lr`.
     pub eff_lr: Vec<f64>,
     /// Predicted equilibrium angle per step (scale-invariant weights with decay).
     pub pred_angle: Option<f64>,
-    /// Whether the last interval's angle per step is within 20% of the prediction.
+    /// F13's equilibrium angle over each gap between consecutive checkpoints (empty without a
+    /// prediction).
+    pub pred_gap_angles: Vec<f64>,
+    /// Steps between the last two checkpoints (the gap the verdict compares over).
+    pub last_gap_steps: u64,
+    /// Angle between the last two checkpoints (radians): `angles`' last entry.
+    pub last_gap_angle: f64,
+    /// Predicted equilibrium angle between weights `last_gap_steps` apart (F13), which is not
+    /// `last_gap_steps` times the angle per step once the gap nears the relaxation time.
+    pub pred_last_gap_angle: Option<f64>,
+    /// Whether the weight is at equilibrium ([`equilibrium::verdict`]); `None` without a
+    /// prediction (not scale-invariant, no decay, or no closed form for the optimizer).
     pub at_equilibrium: Option<bool>,
+    /// What the verdict was read from: `angle` (gaps against F13) or `norm` (stationary norm).
+    pub equilibrium_basis: Option<&'static str>,
     /// Common mistakes seen on this tensor.
     pub flags: Vec<String>,
 }
@@ -395,6 +407,8 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hype
     let adam = h.optimizer != "sgd";
     let rule = if adam { crate::optim::Rule::Adam } else { crate::optim::Rule::Sgd };
     let family = rule.family(h.coupled, h.momentum, (h.beta1, 0.999));
+    // The norm's relaxation rate per step (F6): L2 in the gradient passes through the momentum.
+    let relax_rate = h.lr * if adam || !h.coupled { h.weight_decay } else { h.weight_decay / (1.0 - h.momentum) };
     names
         .iter()
         .zip(guessed)
@@ -406,10 +420,20 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hype
             let vals: Vec<&Vec<f32>> = series.iter().map(|c| &c.tensors[name].1).collect();
             let norms: Vec<f64> = vals.iter().map(|v| norm(v)).collect();
             let angles: Vec<f64> = vals.windows(2).map(|w| angle(w[0], w[1])).collect();
-            let angle_per_step: Vec<f64> = series.windows(2).zip(&angles).map(|(c, a)| a / (c[1].step - c[0].step).max(1) as f64).collect();
             let eff_lr = norms.iter().map(|n| if adam { theory::effective_lr_adam(h.lr, *n) } else { theory::effective_lr_sgd(h.lr, *n) }).collect();
             let pred = if si && role == Role::Weight { theory::predicted_angle(family, h.lr, h.weight_decay) } else { None };
-            let at_eq = pred.and_then(|p| angle_per_step.last().map(|a| (a / p - 1.0).abs() < 0.2));
+            let gap = series.last().map(|c| c.step).unwrap_or(0) - series[series.len() - 2].step;
+            let last_angle = angles.last().copied().unwrap_or(0.0);
+            let pred_gap = pred.and_then(|_| theory::gap_angle(family, h.lr, h.weight_decay, gap));
+            let steps: Vec<u64> = series.iter().map(|c| c.step).collect();
+            let pred_gap_angles: Vec<f64> = if pred.is_some() {
+                steps.windows(2).filter_map(|s| theory::gap_angle(family, h.lr, h.weight_decay, s[1] - s[0])).collect()
+            } else {
+                Vec::new()
+            };
+            let verdict = pred.and_then(|_| {
+                equilibrium::verdict(&steps, &norms, &angles, relax_rate, |k| theory::gap_angle(family, h.lr, h.weight_decay, k))
+            });
             let mut flags = Vec::new();
             let shrinking = norms.windows(2).all(|w| w[1] < w[0]);
             let growing = norms.windows(2).all(|w| w[1] > w[0]);
@@ -422,14 +446,14 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hype
                 if h.weight_decay == 0.0 {
                     flags.push(format!("scale-invariant weight without weight decay: its norm grows at every checkpoint (x{change:.2}), so its effective learning rate keeps falling (F4)"));
                 } else {
-                    let relax = theory::relaxation_steps(h.lr, if adam || !h.coupled { h.weight_decay } else { h.weight_decay / (1.0 - h.momentum) });
+                    let relax = 1.0 / relax_rate;
                     flags.push(format!(
                         "norm still grows at every checkpoint (x{change:.2}): not at equilibrium yet; with these settings it relaxes over ~{relax:.0} steps, the series covers {span}{}",
                         if (span as f64) > 3.0 * relax { ", so the decay that reaches it is weaker than --weight-decay says (is it excluded from decay?)" } else { "" }
                     ));
                 }
             }
-            TensorReport { name: name.clone(), shape: shape.clone(), role, scale_invariant: si, invariance_source: source.into(), norms, angles, angle_per_step, eff_lr, pred_angle: pred, at_equilibrium: at_eq, flags }
+            TensorReport { name: name.clone(), shape: shape.clone(), role, scale_invariant: si, invariance_source: source.into(), norms, angles, eff_lr, pred_angle: pred, pred_gap_angles, last_gap_steps: gap, last_gap_angle: last_angle, pred_last_gap_angle: pred_gap, at_equilibrium: verdict.map(|v| v.at_equilibrium), equilibrium_basis: verdict.map(|v| v.basis), flags }
         })
         .collect()
 }
