@@ -269,6 +269,8 @@ fn divergence_stops_with_step_and_layer_and_exit_1() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("training diverged at epoch 1, step"), "{err}");
+    // Diverged in its first epoch, it has no checkpoint, and does not promise one.
+    assert!(err.contains("no checkpoint was written") && !d.join("checkpoint.safetensors").exists(), "{err}");
     assert!(!err.contains("panicked"));
     // What was written is whole: the config parses and every metrics line is JSON.
     let cfg = std::fs::read_to_string(d.join("config.toml")).unwrap();

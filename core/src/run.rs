@@ -133,6 +133,22 @@ impl RunData {
         (end / 2.0, end)
     }
 
+    /// What [`RunData::equilibrium_window`] covers, in words.
+    pub fn window_label(&self) -> String {
+        match (self.config.schedule, self.config.milestones.first()) {
+            (ScheduleKind::Step, Some(&m)) if m > 0 && m < self.config.epochs => {
+                format!("the second half of its constant-lr phase (before epoch {m})")
+            }
+            (ScheduleKind::Constant | ScheduleKind::Step, _) => "the second half of the run (constant lr)".into(),
+            _ => format!("the second half of the run (the {} lr falls; the prediction follows each step's lr)", self.config.schedule),
+        }
+    }
+
+    /// Whether the norm-layer scales were decayed in this run (its policy and weight decay).
+    pub fn decays_norm_scales(&self) -> bool {
+        self.config.weight_decay > 0.0 && self.policy().decays(crate::roles::Role::NormScale, false)
+    }
+
     /// The decay policy the run trained with (its own, or its optimizer's fitting one).
     pub fn policy(&self) -> DecayPolicy {
         self.config.decay_policy.unwrap_or_else(|| self.config.optim().default_policy())

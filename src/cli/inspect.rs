@@ -131,8 +131,12 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
                         Some(false) => "no".into(),
                         None => "-".into(),
                     },
-                    // lr / ||w||^2 of an all-zero tensor (an untrained BN shift): no number to show.
-                    Some(*r.eff_lr.last().unwrap()).filter(|v| v.is_finite()).map(|v| format!("{v:.2e}")).unwrap_or("-".into()),
+                    // lr/||w||^2 is the effective lr of a scale-invariant weight only: for a bias
+                    // or a norm scale it would be a number without a meaning.
+                    Some(*r.eff_lr.last().unwrap())
+                        .filter(|v| v.is_finite() && r.scale_invariant)
+                        .map(|v| format!("{v:.2e}"))
+                        .unwrap_or("-".into()),
                 ]
             })
             .collect();

@@ -50,7 +50,7 @@ pub enum TrainError {
         what: String,
     },
     /// Loss or weights became NaN/inf.
-    #[error("training diverged at epoch {epoch}, step {step}: {what}; the last good checkpoint (epoch {last_good}) is kept")]
+    #[error("training diverged at epoch {epoch}, step {step}: {what}; {}", kept(last_good))]
     Diverged {
         /// Epoch (1-based).
         epoch: usize,
@@ -61,6 +61,14 @@ pub enum TrainError {
         /// Epochs in the last checkpoint.
         last_good: usize,
     },
+}
+
+/// What a diverged run leaves behind: a checkpoint only once an epoch has finished.
+fn kept(last_good: &usize) -> String {
+    match last_good {
+        0 => "no epoch finished, so no checkpoint was written (lower --lr)".into(),
+        n => format!("the last good checkpoint (epoch {n}) is kept"),
+    }
 }
 
 impl ExitCode for TrainError {

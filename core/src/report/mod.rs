@@ -51,12 +51,30 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
                 Some((r.name.clone(), s.first()?.norm, s.last()?.norm))
             })
             .collect();
-        let grow = ends.iter().filter(|e| e.2 > e.1).map(|e| e.0.clone()).collect::<Vec<_>>();
-        let shrink = ends.iter().filter(|e| e.2 <= e.1).map(|e| format!("{} ({:.2} to {:.2})", e.0, e.1, e.2)).collect::<Vec<_>>();
+        let moved = |e: &(String, f64, f64), solo: bool| {
+            let verb = if e.2 > e.1 { "grows" } else { "shrinks" };
+            if solo {
+                format!("{verb} from {:.2} to {:.2}", e.1, e.2)
+            } else {
+                format!("{} ({:.2} to {:.2})", e.0, e.1, e.2)
+            }
+        };
+        let trend = if let [only] = &ends[..] {
+            moved(only, true)
+        } else {
+            let grow: Vec<String> = ends.iter().filter(|e| e.2 > e.1).map(|e| moved(e, false)).collect();
+            let shrink: Vec<String> = ends.iter().filter(|e| e.2 <= e.1).map(|e| moved(e, false)).collect();
+            let mut parts = Vec::new();
+            if !grow.is_empty() {
+                parts.push(format!("grows in {}", grow.join(", ")));
+            }
+            if !shrink.is_empty() {
+                parts.push(format!("shrinks in {}", shrink.join(", ")));
+            }
+            parts.join(" and ")
+        };
         let reading = format!(
-            "The norm of {layer} grows in {} and shrinks in {}. Without weight decay the norm can only grow (F4); with decay it settles where shrinking balances growth.",
-            if grow.is_empty() { "no run".into() } else { grow.join(", ") },
-            if shrink.is_empty() { "no run".into() } else { shrink.join(", ") }
+            "The norm of {layer} {trend}. Without weight decay the norm can only grow (F4); with decay it settles where shrinking balances growth."
         );
         out.push(Figure {
             name: format!("{short}-norm"),
@@ -76,6 +94,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
             runs.iter().filter_map(|r| Some((r.name.clone(), window_mean(&r.series(layer), 0.75, 1.0, |p| Some(p.eff_lr))?))).collect();
         let (hi, lo) = (ends.iter().max_by(|a, b| a.1.total_cmp(&b.1)), ends.iter().min_by(|a, b| a.1.total_cmp(&b.1)));
         let reading = match (hi, lo) {
+            (Some(h), Some(_)) if ends.len() == 1 => format!("Over the last quarter of training the effective learning rate of {layer} is {:.3e}. Shrinking the norm raises it: that, not regularization, is what weight decay does to this layer.", h.1),
             (Some(h), Some(l)) => format!("Over the last quarter of training the effective learning rate of {layer} is highest in {} ({:.3e}) and lowest in {} ({:.3e}), a factor {:.1}. Shrinking the norm raises it: that, not regularization, is what weight decay does to this layer.", h.0, h.1, l.0, l.1, h.1 / l.1),
             _ => "No probe data.".into(),
         };
@@ -108,14 +127,21 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
                 series.push(Series { label: format!("{} predicted", r.name), points: pred, color: color(i), dashed: true });
                 let (from, to) = r.equilibrium_window();
                 if let (Some(m), Some(p)) = (window_mean(&s, from, to, |p| Some(p.angle)), window_mean(&s, from, to, |p| p.pred_angle)) {
-                    sentences.push(format!("{} {:.4} rad measured vs {:.4} predicted ({:+.0}%)", r.name, m, p, 100.0 * (m / p - 1.0)));
+                    sentences.push(format!(
+                        "{} {:.4} rad measured vs {:.4} predicted ({:+.0}%) over {}",
+                        r.name,
+                        m,
+                        p,
+                        100.0 * (m / p - 1.0),
+                        r.window_label()
+                    ));
                 }
             }
         }
         let reading = if sentences.is_empty() {
             format!("No run has a predicted equilibrium for {layer} (no decay, or Adam with L2). The angular update is set by the gradient and the norm alone.")
         } else {
-            format!("Mean angular update per step of {layer} in the second half of the constant-lr phase: {}. Dashed lines are the equilibrium predicted by THEORY.md (F7 for SGD with momentum, F8 for AdamW).", sentences.join("; "))
+            format!("Mean angular update per step of {layer}: {}. Dashed lines are the equilibrium predicted by THEORY.md (F7 for SGD with momentum, F8 for AdamW).", sentences.join("; "))
         };
         out.push(Figure {
             name: format!("{short}-angle"),
@@ -134,32 +160,47 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
     // Norm-layer scales.
     let gammas: Vec<String> = runs.first().map(|r| r.gamma_paths()).unwrap_or_default();
     if !gammas.is_empty() {
+        // Relative to the initial norm; a scale that starts at zero (zero-init residual
+        // branches) has no relative size and is left out.
         let mean_gamma = |r: &RunData| -> Vec<(f64, f64)> {
             let mut by_step: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
             for p in r.probes.iter().filter(|p| gammas.contains(&p.path)) {
-                let e = by_step.entry(p.step).or_default();
-                // ||gamma|| / sqrt(C): the RMS of gamma, 1 at initialization.
                 let c = r.probes.iter().find(|q| q.path == p.path).map(|q| q.norm).unwrap_or(1.0);
-                e.0 += p.norm / c;
-                e.1 += 1;
+                if c > 0.0 {
+                    let e = by_step.entry(p.step).or_default();
+                    e.0 += p.norm / c;
+                    e.1 += 1;
+                }
             }
             by_step.into_iter().map(|(s, (v, n))| (s as f64, v / n as f64)).collect()
         };
         let series: Vec<Series> = per_run(runs, mean_gamma);
-        let ends: Vec<(String, f64)> = series.iter().filter_map(|s| Some((s.label.clone(), s.points.last()?.1))).collect();
-        let shrunk: Vec<String> = ends.iter().filter(|e| e.1 < 0.95).map(|e| format!("{} (to {:.2})", e.0, e.1)).collect();
-        let reading = format!(
-            "The norm-layer scales gamma end at {} of their initial size. {}",
-            ends.iter().map(|e| format!("{:.2} in {}", e.1, e.0)).collect::<Vec<_>>().join(", "),
-            if shrunk.is_empty() {
-                "None shrinks by more than 5%.".to_string()
-            } else {
-                format!(
-                    "They shrink where gamma is decayed: {}; gamma is not scale-invariant, so this decay changes the function.",
-                    shrunk.join(", ")
-                )
+        let ends: Vec<(&RunData, f64)> = runs.iter().zip(&series).filter_map(|(r, s)| Some((r, s.points.last()?.1))).collect();
+        let size = if let [(_, v)] = &ends[..] {
+            format!("{v:.2}")
+        } else {
+            ends.iter().map(|(r, v)| format!("{v:.2} in {}", r.name)).collect::<Vec<_>>().join(", ")
+        };
+        let names = |decayed: bool, shrunk: bool| -> Vec<String> {
+            ends.iter().filter(|(r, v)| r.decays_norm_scales() == decayed && (*v < 0.95) == shrunk).map(|(r, _)| r.name.clone()).collect()
+        };
+        let one = runs.len() == 1;
+        let mut said = Vec::new();
+        for (decayed, shrunk, text) in [
+            (true, true, "shrink under the decay their policy puts on gamma"),
+            (true, false, "are decayed but do not shrink by more than 5% (their gradient holds them up)"),
+            (false, true, "shrink by more than 5% without being decayed (their gradient does it)"),
+            (false, false, "are not decayed and do not shrink by more than 5%"),
+        ] {
+            let n = names(decayed, shrunk);
+            if !n.is_empty() {
+                said.push(if one { format!("They {text}.") } else { format!("They {text} in {}.", n.join(", ")) });
             }
-        );
+        }
+        if names(true, true).len() + names(true, false).len() > 0 {
+            said.push("Gamma is not scale-invariant, so decaying it changes the function.".into());
+        }
+        let reading = format!("The norm-layer scales gamma end at {size} of their initial size. {}", said.join(" "));
         out.push(Figure {
             name: "gamma".into(),
             svg: LineChart {
@@ -178,6 +219,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
     let best = runs.iter().filter_map(|r| Some((r.name.clone(), r.final_acc()?))).max_by(|a, b| a.1.total_cmp(&b.1));
     let worst = runs.iter().filter_map(|r| Some((r.name.clone(), r.final_acc()?))).min_by(|a, b| a.1.total_cmp(&b.1));
     let reading = match (best, worst) {
+        (Some(b), Some(_)) if runs.len() == 1 => format!("Final test accuracy: {}.", pct(b.1)),
         (Some(b), Some(w)) => format!(
             "Final test accuracy ranges from {} ({}) to {} ({}). The spread is {:.2} percentage points.",
             pct(w.1),
@@ -270,4 +312,81 @@ pub fn write_report(out: &Path, title: &str, intro: &str, runs: &[RunData], extr
 /// Escapes text for HTML.
 pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunConfig;
+    use crate::records::{EpochRecord, Probe};
+    use crate::roles::DecayPolicy;
+    use crate::schedule::ScheduleKind;
+
+    fn probe(step: u64, path: &str, norm: f64, si: bool) -> Probe {
+        Probe {
+            step,
+            path: path.into(),
+            norm,
+            grad_norm: 1.0,
+            eff_lr: 0.1 / (norm * norm),
+            angle: 0.01,
+            cos_wg: 0.0,
+            pred_angle: si.then_some(0.011),
+            pred_norm: None,
+            scale_invariant: si,
+            lr: 0.1,
+            channel_norm: Vec::new(),
+            channel_angle: Vec::new(),
+        }
+    }
+
+    /// A one-epoch run whose gamma shrinks 10% under the default policy (which does not decay
+    /// it), one gamma starting at zero, on a cosine schedule.
+    fn run(name: &str, policy: Option<DecayPolicy>) -> RunData {
+        let mut probes = Vec::new();
+        for step in 1..=10u64 {
+            probes.push(probe(step, "block1.conv.weight", 3.0 - 0.1 * step as f64, true));
+            probes.push(probe(step, "block1.norm.gamma", 4.0 * (1.0 - 0.01 * step as f64), false));
+            probes.push(probe(step, "block2.norm.gamma", 0.1 * (step - 1) as f64, false));
+        }
+        let epoch = EpochRecord {
+            epoch: 1,
+            step: 10,
+            lr: 0.0,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            test_loss: 1.0,
+            test_acc: 0.6,
+            images_per_sec: 1.0,
+        };
+        RunData {
+            name: name.into(),
+            dir: PathBuf::from(name),
+            config: RunConfig { epochs: 1, schedule: ScheduleKind::Cosine, decay_policy: policy, ..Default::default() },
+            epochs: vec![epoch],
+            probes,
+            done: None,
+        }
+    }
+
+    #[test]
+    fn every_sentence_follows_from_the_runs_config_and_reads_well_for_one_run() {
+        let figs = figures(&[run("r1", None)]);
+        let text: String = figs.iter().map(|f| format!("{}\n", f.reading)).collect();
+        for wrong in ["no run", "lowest in", "a factor 1.0", "constant-lr phase", "xinf", "inf", "NaN", "are decayed", "under the decay"] {
+            assert!(!text.contains(wrong), "{wrong:?} in:\n{text}");
+        }
+        for right in ["shrinks from 2.90 to 2.00", "the cosine lr falls", "without being decayed", "Final test accuracy: 60.00%"] {
+            assert!(text.contains(right), "{right:?} missing in:\n{text}");
+        }
+        assert!(figs.iter().find(|f| f.name == "test-acc").unwrap().svg.contains("<circle"), "one epoch's accuracy is drawn");
+        // Two runs, one decaying everything: each is told apart by its own policy.
+        let figs = figures(&[run("exclude", None), run("all", Some(DecayPolicy::All))]);
+        let gamma = &figs.iter().find(|f| f.name == "gamma").unwrap().reading;
+        assert!(
+            gamma.contains("under the decay their policy puts on gamma in all.")
+                && gamma.contains("without being decayed (their gradient does it) in exclude."),
+            "{gamma}"
+        );
+    }
 }

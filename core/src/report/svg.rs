@@ -92,9 +92,9 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
 }
 
 /// The opening of a chart: the `<svg>` element, a white background and the title.
-fn open_svg(title: &str, plot_width: f64) -> String {
+fn open_svg(title: &str, plot_width: f64, height: f64) -> String {
     format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="12"><rect width="{W}" height="{H}" fill="white"/><text x="{}" y="20" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" width="{W}" height="{height}" font-family="sans-serif" font-size="12"><rect width="{W}" height="{height}" fill="white"/><text x="{}" y="20" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"#,
         LEFT + plot_width / 2.0,
         esc(title)
     )
@@ -148,7 +148,9 @@ impl LineChart {
         let ph = H - TOP - BOTTOM;
         let xa = Axis::fit(self.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)), self.log_x);
         let ya = Axis::fit(self.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)), self.log_y);
-        let mut s = open_svg(&self.title, pw);
+        // Taller than the plot when the legend needs it: every series keeps its entry.
+        let height = H.max(TOP + 10.0 + self.series.len() as f64 * 18.0 + 8.0);
+        let mut s = open_svg(&self.title, pw, height);
         let _ = write!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
         for (t, label) in xa.ticks() {
             let x = LEFT + t * pw;
@@ -192,6 +194,12 @@ impl LineChart {
                 continue;
             }
             let dash = if ser.dashed { r#" stroke-dasharray="6,4""# } else { "" };
+            if let [only] = &pts[..] {
+                // A line needs two points: a one-epoch run's accuracy is a dot.
+                let (cx, cy) = only.split_once(',').expect("formatted as x,y");
+                let _ = write!(s, r#"<circle cx="{cx}" cy="{cy}" r="3.5" fill="{}"/>"#, ser.color);
+                continue;
+            }
             let _ = write!(s, r#"<polyline fill="none" stroke="{}" stroke-width="1.6"{dash} points="{}"/>"#, ser.color, pts.join(" "));
         }
         s.push_str("</g>");
@@ -254,7 +262,7 @@ impl Heatmap {
         let vals: Vec<f64> = self.values.iter().flatten().flatten().copied().filter(|v| v.is_finite()).collect();
         let (lo, hi) = vals.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         let span = if hi > lo { hi - lo } else { 1.0 };
-        let mut s = open_svg(&self.title, pw);
+        let mut s = open_svg(&self.title, pw, H);
         for (j, row) in self.values.iter().enumerate() {
             for (i, v) in row.iter().enumerate() {
                 let x = LEFT + i as f64 * cw;
@@ -397,6 +405,21 @@ mod tests {
         for needle in [">Angle<", ">step<", ">angle (rad)<", ">measured<", ">predicted<", "stroke-dasharray", ">0.1<"] {
             assert!(s.contains(needle), "missing {needle}");
         }
+    }
+
+    #[test]
+    fn one_point_is_a_dot_and_every_series_keeps_its_legend_entry() {
+        let one =
+            |i: usize| Series { label: format!("run{i}"), points: vec![(1.0, 80.0 + i as f64)], color: COLORS[0].into(), dashed: false };
+        let s = LineChart { title: "Test accuracy".into(), series: (0..40).map(one).collect(), ..Default::default() }.to_svg();
+        assert_eq!(s.matches("<circle").count(), 40, "each one-point series is drawn");
+        let height: f64 = s.split("height=\"").nth(1).and_then(|h| h.split('"').next()).unwrap().parse().unwrap();
+        let last_entry_y: f64 =
+            s.rsplit("<text x=\"").next().and_then(|t| t.split("y=\"").nth(1)).and_then(|y| y.split('"').next()).unwrap().parse().unwrap();
+        assert!(
+            s.contains(">run39<") && last_entry_y < height,
+            "the 40th legend entry at y={last_entry_y} is inside the {height}-high chart"
+        );
     }
 
     #[test]
