@@ -2,7 +2,7 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Train normalized networks with correct weight decay; measure and predict the effective
 /// learning rate.
@@ -34,6 +34,29 @@ enum Command {
     Inspect(cli::inspect::InspectArgs),
     /// Benchmarks printed as ratios against a reference in the same process.
     Bench(cli::bench::BenchArgs),
+}
+
+/// The command line, with `train --help` showing each setting's default from the one place
+/// defaults are kept (`RunConfig::default`), not from copies in help texts.
+fn command() -> clap::Command {
+    let defaults = toml::Table::try_from(normwd::train::config::RunConfig::default()).expect("the defaults serialize");
+    let shown = |v: &toml::Value| match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Array(a) if a.is_empty() => None,
+        toml::Value::Array(a) => Some(a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")),
+        toml::Value::Boolean(_) => None,
+        other => Some(other.to_string()),
+    };
+    Cli::command().mut_subcommand("train", |train| {
+        let ids: Vec<String> = train.get_arguments().map(|a| a.get_id().to_string()).collect();
+        ids.into_iter().fold(train, |c, id| match defaults.get(&id).and_then(shown) {
+            Some(d) => c.mut_arg(&id, |a| {
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                a.help(format!("{help} [default: {d}]"))
+            }),
+            None => c,
+        })
+    })
 }
 
 /// Exits on a flag clap refused. A bad value gets the one line every other bad input gets
@@ -82,7 +105,8 @@ fn main() {
         // each kept a whole step's buffers, doubling ResNet-20's peak RSS (255 -> 489 MB).
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
+    let matches = command().try_get_matches().unwrap_or_else(|e| usage_error(e));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage_error(e));
     if let Err(message) = normwd::env::check() {
         eprintln!("error: {message}");
         std::process::exit(2);

@@ -296,3 +296,32 @@ fn bench_smoke_prints_throughput_and_json() {
     assert!(o.status.success() && text(&o).0.contains("overhead"), "{:?}", text(&o));
     expect_usage_error(&["bench", "--train", "--device", "cuda"], "--device cuda");
 }
+
+/// Ctrl-C during training ends the run with exit 130 and a line saying how to continue it,
+/// and the run then resumes from its last checkpoint.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_says_how_to_resume() {
+    let d = tmp("ctrl-c").join("run");
+    let child = bin()
+        .args(QUICK)
+        .args(["--epochs", "40", "--out", d.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the first epoch's checkpoint is written (or after 60 s regardless).
+    let t0 = std::time::Instant::now();
+    while !d.join("checkpoint.safetensors").exists() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: sending SIGINT to the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains(&format!("normwd train --resume {}", d.display())), "{err}");
+    let o = bin().args(["train", "--resume", d.to_str().unwrap()]).output().unwrap();
+    let (_, err) = text(&o);
+    assert!(o.status.success() && err.contains("resuming after epoch"), "{err}");
+}

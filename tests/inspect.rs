@@ -344,3 +344,24 @@ fn damaged_flax_files_never_panic() {
         assert!(r.is_ok(), "damage {k} panics");
     }
 }
+
+/// A Hugging Face GPT-2 trained here (tests/fixtures/hf/make.py) in the Trainer's
+/// `checkpoint-N/model.safetensors` layout: read as a series with the folders' steps, and no
+/// embedding guessed scale-invariant. (The position table `transformer.wpe.weight` shares its
+/// parent and width with `transformer.ln_f.weight`, which once counted as evidence.)
+#[test]
+fn gpt2_trainer_checkpoints_and_no_embedding_guessed_scale_invariant() {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/gpt2");
+    let out = tmp("gpt2");
+    let o = bin().args(["inspect", d.to_str().unwrap(), "--json", "--out", out.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let steps: Vec<u64> = v["checkpoints"].as_array().unwrap().iter().map(|c| c["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [20, 40]);
+    let tensors = v["tensors"].as_array().unwrap();
+    let si = |n: &str| tensors.iter().find(|t| t["name"] == n).unwrap_or_else(|| panic!("no {n}"))["scale_invariant"].as_bool().unwrap();
+    for embedding in ["transformer.wpe.weight", "transformer.wte.weight"] {
+        assert!(!si(embedding), "{embedding} is an embedding");
+    }
+    assert_eq!(tensors.iter().filter(|t| t["scale_invariant"] == true).count(), 0, "no GPT-2 weight feeds a norm directly (pre-LN)");
+}

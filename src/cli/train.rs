@@ -198,34 +198,69 @@ impl TrainArgs {
     }
 }
 
-/// Draws one progress bar per epoch on stderr (hidden when stderr is not a terminal) and
-/// prints one line per epoch on stdout.
+/// Shows progress on stderr: a bar per epoch on a terminal, else a line every tenth of an
+/// epoch (a batch job's log shows progress within an epoch); one line per epoch on stdout.
+/// Rates are images per second, and the ETA covers the whole run.
 pub struct Bars {
     bar: Option<ProgressBar>,
+    tty: bool,
+    images: usize,
+    epoch: usize,
+    epochs: usize,
+    batches: usize,
+    done: usize,
+    started: Option<std::time::Instant>,
 }
 
 impl Bars {
     /// A new observer.
     pub fn new() -> Self {
-        Bars { bar: None }
+        use std::io::IsTerminal;
+        Bars { bar: None, tty: std::io::stderr().is_terminal(), images: 0, epoch: 0, epochs: 0, batches: 0, done: 0, started: None }
+    }
+
+    /// Images per second in this epoch and the time left for the whole run.
+    fn rate_and_eta(&self) -> (f64, String) {
+        let secs = self.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0).max(1e-9);
+        let batches_per_s = self.done as f64 / secs;
+        let left = (self.batches - self.done) + (self.epochs - self.epoch) * self.batches;
+        let eta = left as f64 / batches_per_s.max(1e-9);
+        (self.images as f64 / secs, format!("{:.0}m{:02.0}s", (eta / 60.0).floor(), eta % 60.0))
     }
 }
 
 impl Observer for Bars {
-    fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
-        let b = ProgressBar::new(batches as u64);
-        b.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches, loss {msg} ({per_sec}, eta {eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        b.set_prefix(format!("{epoch}/{epochs}"));
-        self.bar = Some(b);
+    fn resumed(&mut self, epochs_done: usize, step: u64, epochs: usize) {
+        if step > 0 {
+            eprintln!("resuming after epoch {epochs_done} of {epochs} (step {step})");
+        }
     }
-    fn batch(&mut self, loss: f64) {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
+        (self.epoch, self.epochs, self.batches, self.done, self.images) = (epoch, epochs, batches, 0, 0);
+        self.started = Some(std::time::Instant::now());
+        if self.tty {
+            let b = ProgressBar::new(batches as u64);
+            b.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches, {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{epoch}/{epochs}"));
+            self.bar = Some(b);
+        }
+    }
+    fn batch(&mut self, loss: f64, images: usize) {
+        self.done += 1;
+        self.images += images;
+        let (img_s, eta) = self.rate_and_eta();
         if let Some(b) = &self.bar {
-            b.set_message(format!("{loss:.4}"));
+            b.set_message(format!("loss {loss:.4}, {img_s:.0} img/s, run eta {eta}"));
             b.inc(1);
+        } else if self.done.is_multiple_of((self.batches / 10).max(1)) && self.done < self.batches {
+            eprintln!(
+                "epoch {}/{} batch {}/{}: loss {loss:.4}, {img_s:.0} img/s, run eta {eta}",
+                self.epoch, self.epochs, self.done, self.batches
+            );
         }
     }
     fn epoch_end(&mut self, r: &EpochRecord) {
@@ -243,6 +278,36 @@ impl Observer for Bars {
             r.images_per_sec
         );
     }
+}
+
+/// What Ctrl-C prints before the process ends; set once, before the handler is installed.
+#[cfg(unix)]
+static RESUME_HINT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+#[cfg(unix)]
+extern "C" fn interrupted(_: libc::c_int) {
+    // Only async-signal-safe calls here: write(2) and _exit(2). Every run file is written to a
+    // temporary and renamed, so stopping anywhere leaves the last checkpoint whole.
+    if let Some(m) = RESUME_HINT.get() {
+        // SAFETY: writing a buffer that lives for the whole process to stderr.
+        unsafe { libc::write(2, m.as_ptr().cast(), m.len()) };
+    }
+    // SAFETY: ends the process at once, as the default SIGINT action would.
+    unsafe { libc::_exit(130) };
+}
+
+/// On Ctrl-C, says how to continue the run in `dir` (exit 130).
+fn on_interrupt_say_how_to_resume(dir: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        let hint = format!("\ninterrupted: continue from the last finished epoch with `normwd train --resume {}`\n", dir.display());
+        if RESUME_HINT.set(hint.into_bytes()).is_ok() {
+            // SAFETY: installing a handler that only calls async-signal-safe functions.
+            unsafe { libc::signal(libc::SIGINT, interrupted as *const () as libc::sighandler_t) };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 /// Picks `runs/NAME`, or `runs/NAME-2`, ... if taken.
@@ -283,6 +348,7 @@ pub fn run(args: TrainArgs) -> Result<(), Failure> {
         }
     };
     println!("run directory: {}", dir.display());
+    on_interrupt_say_how_to_resume(&dir);
     let mut bars = Bars::new();
     let s = train::run(config, RunOptions { dir: dir.clone(), resume, observer: &mut bars })?;
     println!(

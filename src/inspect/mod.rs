@@ -281,6 +281,14 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
     };
     let trailing =
         |s: &str| -> String { s.chars().rev().take_while(|c| c.is_ascii_digit()).collect::<Vec<_>>().into_iter().rev().collect() };
+    // Evidence that norm `b` is the layer right after `a`: the next index of a sequence
+    // (`0.weight`, `1.weight`), or a module named as a norm with the same number in the same
+    // block (`conv1`/`bn1`, `conv`/`norm`). Two siblings are not evidence by themselves: GPT-2's
+    // `wpe` and `ln_f` share a parent and, in small models, a width.
+    let normish = |m: &str| {
+        let m = m.to_ascii_lowercase();
+        ["bn", "norm", "ln", "gn"].iter().any(|k| m.contains(k))
+    };
     let neighbours = |a: &str, b: &str| -> bool {
         let ((pa, la), (pb, lb)) = (layer(a), layer(b));
         if pa != pb {
@@ -288,8 +296,19 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
         }
         match (la.parse::<u64>(), lb.parse::<u64>()) {
             (Ok(x), Ok(y)) => y == x + 1,
-            _ => trailing(&la) == trailing(&lb) && la.trim_end_matches(char::is_numeric) != lb.trim_end_matches(char::is_numeric),
+            _ => {
+                normish(&lb)
+                    && !normish(&la)
+                    && trailing(&la) == trailing(&lb)
+                    && la.trim_end_matches(char::is_numeric) != lb.trim_end_matches(char::is_numeric)
+            }
         }
+    };
+    // Embedding tables are looked up, not multiplied into a normalized output: never
+    // scale-invariant by name.
+    let embedding = |n: &str| {
+        let module = layer(n).1.to_ascii_lowercase();
+        ["embed", "wte", "wpe", "emb"].iter().any(|k| module.contains(k))
     };
     names
         .iter()
@@ -298,6 +317,7 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
             let r = roles[i];
             let si = r == Role::Weight
                 && s.len() >= 2
+                && !embedding(n)
                 && (n.ends_with("weight_v")
                     || names
                         .iter()

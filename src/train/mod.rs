@@ -83,10 +83,12 @@ impl ExitCode for TrainError {
 
 /// Receives progress for people (the CLI draws bars; tests ignore it).
 pub trait Observer {
+    /// A resumed run continues after `epochs_done` epochs (`step` updates) of `epochs`.
+    fn resumed(&mut self, _epochs_done: usize, _step: u64, _epochs: usize) {}
     /// An epoch begins with `batches` batches.
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
-    /// A batch finished with this loss.
-    fn batch(&mut self, _loss: f64) {}
+    /// A batch of `images` images finished with this loss.
+    fn batch(&mut self, _loss: f64, _images: usize) {}
     /// An epoch finished.
     fn epoch_end(&mut self, _rec: &EpochRecord) {}
 }
@@ -273,6 +275,9 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
             let state = restore(&file, store::read_safetensors(&p)?, &mut s)?;
             start_epoch = state.epoch;
             keep_lines = Some(state.metrics_lines);
+            opts.observer.resumed(state.epoch, state.step, s.config.epochs);
+        } else {
+            opts.observer.resumed(0, 0, s.config.epochs);
         }
     } else {
         store::write_atomic(&config_path, s.config.to_toml().as_bytes())?;
@@ -337,7 +342,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
                 let rec = probe::record(step, &optim.config, info, lr, st, n0);
                 log.write(&Record::Probe(rec))?;
             }
-            opts.observer.batch(lv);
+            opts.observer.batch(lv, batch.len());
         }
         let secs = t0.elapsed().as_secs_f64();
         wall += secs;

@@ -253,15 +253,21 @@ pub fn results_row(r: &RunData) -> Vec<String> {
     let last = r.epochs.last();
     vec![
         r.name.clone(),
-        format!(
-            "{} {} lr={} wd={} ({})",
-            r.config.optimizer,
-            r.config.decay.map(|d| d.name()).unwrap_or(""),
-            r.config.lr,
-            r.config.weight_decay,
-            r.policy()
-        )
-        .replace("  ", " "),
+        {
+            // The scale-invariant group's own lr and decay, where set: (d) of the demo differs
+            // from (c) only there.
+            let c = &r.config;
+            let mut si = Vec::new();
+            if c.si_lr_scale != 1.0 {
+                si.push(format!("lr x{}", c.si_lr_scale));
+            }
+            if let Some(w) = c.si_weight_decay {
+                si.push(format!("wd={w}"));
+            }
+            let si = if si.is_empty() { String::new() } else { format!(", scale-invariant {}", si.join(" ")) };
+            format!("{} {} lr={} wd={} ({}{si})", c.optimizer, c.decay.map(|d| d.name()).unwrap_or(""), c.lr, c.weight_decay, r.policy())
+                .replace("  ", " ")
+        },
         last.map(|e| pct(e.test_acc)).unwrap_or("-".into()),
         last.map(|e| format!("{:.4}", e.test_loss)).unwrap_or("-".into()),
         eff,
