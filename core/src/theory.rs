@@ -247,6 +247,30 @@ mod tests {
         AdamW { b1: f64, b2: f64 },
     }
 
+    /// One update of `w` (momentum or Adam's first moment in `buf`, Adam's second in `v`) at
+    /// the 1-based step `t`.
+    #[allow(clippy::too_many_arguments)]
+    fn step(opt: &Opt, w: &mut [f64], buf: &mut [f64], v: &mut [f64], g: &[f64], lr: f64, wd: f64, t: usize) {
+        match *opt {
+            Opt::Sgd { mu, coupled } => {
+                for i in 0..w.len() {
+                    let gi = g[i] + if coupled { wd * w[i] } else { 0.0 };
+                    buf[i] = mu * buf[i] + gi;
+                    w[i] -= lr * buf[i] + if coupled { 0.0 } else { lr * wd * w[i] };
+                }
+            }
+            Opt::AdamW { b1, b2 } => {
+                for i in 0..w.len() {
+                    buf[i] = b1 * buf[i] + (1.0 - b1) * g[i];
+                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                    let mh = buf[i] / (1.0 - b1.powi(t as i32));
+                    let vh = v[i] / (1.0 - b2.powi(t as i32));
+                    w[i] = w[i] * (1.0 - lr * wd) - lr * mh / (vh.sqrt() + 1e-12);
+                }
+            }
+        }
+    }
+
     /// Runs `steps` updates and returns (mean angle over the last quarter, final norm).
     fn simulate(opt: Opt, lr: f64, wd: f64, steps: usize) -> (f64, f64) {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -257,24 +281,7 @@ mod tests {
         for t in 1..=steps {
             let g = grad(&w, &mut rng);
             let old = w.clone();
-            match opt {
-                Opt::Sgd { mu, coupled } => {
-                    for i in 0..DIM {
-                        let gi = g[i] + if coupled { wd * w[i] } else { 0.0 };
-                        buf[i] = mu * buf[i] + gi;
-                        w[i] -= lr * buf[i] + if coupled { 0.0 } else { lr * wd * w[i] };
-                    }
-                }
-                Opt::AdamW { b1, b2 } => {
-                    for i in 0..DIM {
-                        buf[i] = b1 * buf[i] + (1.0 - b1) * g[i];
-                        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                        let mh = buf[i] / (1.0 - b1.powi(t as i32));
-                        let vh = v[i] / (1.0 - b2.powi(t as i32));
-                        w[i] = w[i] * (1.0 - lr * wd) - lr * mh / (vh.sqrt() + 1e-12);
-                    }
-                }
-            }
+            step(&opt, &mut w, &mut buf, &mut v, &g, lr, wd, t);
             if t > steps * 3 / 4 {
                 sum += angle_from_dot(dot(&old, &w), norm(&old), norm(&w));
                 n += 1;
@@ -294,23 +301,7 @@ mod tests {
         let (mut sums, mut n) = (vec![0.0; gaps.len()], vec![0usize; gaps.len()]);
         for t in 1..=steps {
             let g = grad(&w, &mut rng);
-            match opt {
-                Opt::Sgd { mu, coupled } => {
-                    for i in 0..DIM {
-                        buf[i] = mu * buf[i] + g[i] + if coupled { wd * w[i] } else { 0.0 };
-                        w[i] -= lr * buf[i] + if coupled { 0.0 } else { lr * wd * w[i] };
-                    }
-                }
-                Opt::AdamW { b1, b2 } => {
-                    for i in 0..DIM {
-                        buf[i] = b1 * buf[i] + (1.0 - b1) * g[i];
-                        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                        let mh = buf[i] / (1.0 - b1.powi(t as i32));
-                        let vh = v[i] / (1.0 - b2.powi(t as i32));
-                        w[i] = w[i] * (1.0 - lr * wd) - lr * mh / (vh.sqrt() + 1e-12);
-                    }
-                }
-            }
+            step(&opt, &mut w, &mut buf, &mut v, &g, lr, wd, t);
             if t > steps / 2 {
                 for (gi, &k) in gaps.iter().enumerate() {
                     if let Some(old) = past.len().checked_sub(k).map(|i| &past[i]) {
