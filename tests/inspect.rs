@@ -365,3 +365,22 @@ fn gpt2_trainer_checkpoints_and_no_embedding_guessed_scale_invariant() {
     }
     assert_eq!(tensors.iter().filter(|t| t["scale_invariant"] == true).count(), 0, "no GPT-2 weight feeds a norm directly (pre-LN)");
 }
+
+/// The graph most people export (`torch.onnx.export(model.eval(), x, f, dynamo=False)`, made by
+/// tests/fixtures/pytorch/folded_onnx.py) folds batch norm into the convolutions. It lacks the
+/// fact, so it is refused with the export that keeps it, instead of marking every conv "no
+/// (graph)" with exit 0.
+#[test]
+fn a_graph_with_folded_batch_norm_is_refused_naming_the_export_that_keeps_it() {
+    let f = fixtures();
+    expect_error(
+        &[f.to_str().unwrap(), "--graph", f.join("model-folded.onnx").to_str().unwrap()],
+        &[
+            "model-folded.onnx",
+            "folded into the convolutions",
+            "onnx::Conv_",
+            "training=torch.onnx.TrainingMode.TRAINING",
+            "do_constant_folding=False",
+        ],
+    );
+}

@@ -78,8 +78,15 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         Some(g) => {
             let bytes = std::fs::read(g).map_err(|e| fail(2, format!("{}: cannot read ({e})", g.display())))?;
             let graph = onnx::parse(&bytes).map_err(|e| fail(2, format!("{}: not a readable ONNX model ({e})", g.display())))?;
-            let before_norm = onnx::weights_before_norm(&graph);
             let names: Vec<&str> = series[0].tensors.keys().map(|k| k.as_str()).collect();
+            // A graph whose norms were folded away lacks the fact, which is not "no": refuse it.
+            let shapes: Vec<(String, Vec<usize>)> = series[0].tensors.iter().map(|(n, (s, _))| (n.clone(), s.clone())).collect();
+            let has_norms = inspect::guess_roles(&shapes).iter().any(|(r, _)| *r == Role::NormScale);
+            let in_checkpoint = |w: &str| names.iter().any(|n| *n == w || n.ends_with(&format!(".{w}")));
+            if let Some(why) = onnx::folded_norms(&graph, has_norms, in_checkpoint) {
+                return Err(fail(2, format!("--graph {}: {why}", g.display())));
+            }
+            let before_norm = onnx::weights_before_norm(&graph);
             let (found, missing) = inspect::graph_names_in(&names, &before_norm);
             let some = |v: &[String]| v.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
             if found.is_empty() && !missing.is_empty() {

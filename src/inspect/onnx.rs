@@ -165,6 +165,29 @@ pub fn weights_before_norm(g: &Graph) -> Vec<String> {
     out
 }
 
+/// Why a graph cannot tell which weights feed a normalization although the checkpoints have
+/// norm layers (`has_norms`): its exporter folded them into the convolutions (the default
+/// `torch.onnx.export` of an eval-mode model does). Then it has no normalization node, and its
+/// conv weights are new initializers (`onnx::Conv_193`) named in no checkpoint (`in_checkpoint`).
+/// `None` when the graph keeps its norms.
+pub fn folded_norms(g: &Graph, has_norms: bool, in_checkpoint: impl Fn(&str) -> bool) -> Option<String> {
+    if !has_norms || g.nodes.iter().any(|n| NORM_OPS.contains(&n.op.as_str())) {
+        return None;
+    }
+    let renamed: Vec<&String> = g
+        .nodes
+        .iter()
+        .filter(|n| n.op == "Conv")
+        .filter_map(|n| n.inputs.get(1))
+        .filter(|w| g.initializers.contains(w) && !in_checkpoint(w))
+        .collect();
+    let first = renamed.first()?;
+    Some(format!(
+        "its normalization layers were folded into the convolutions (no BatchNormalization node; {} conv weights such as {first} are in no checkpoint), so it cannot show which weights feed a norm: export with torch.onnx.export(model, x, f, training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False, dynamo=False), or leave out --graph to guess from names",
+        renamed.len()
+    ))
+}
+
 /// Encodes a graph as ONNX bytes (the fields [`parse`] reads): for tests and fixtures.
 pub fn encode(g: &Graph) -> Vec<u8> {
     fn varint(mut v: u64, out: &mut Vec<u8>) {
