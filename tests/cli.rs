@@ -325,3 +325,26 @@ fn ctrl_c_says_how_to_resume() {
     let (_, err) = text(&o);
     assert!(o.status.success() && err.contains("resuming after epoch"), "{err}");
 }
+
+/// `predict` and `inspect` read the training's hyperparameters with one parser: the same names
+/// (lion included), the same checks, and what was not given is said, not silently assumed.
+#[test]
+fn predict_and_inspect_share_one_hyperparameter_parser() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch");
+    let out = tmp("hyper");
+    for cmd in [vec!["predict"], vec!["inspect", fixtures.to_str().unwrap(), "--out", out.to_str().unwrap()]] {
+        expect_usage_error(
+            &[&cmd[..], &["--optimizer", "rmsprop", "--lr", "0.1", "--weight-decay", "0"]].concat(),
+            "--optimizer \"rmsprop\": expected one of sgd, adam, adamw, lion",
+        );
+        expect_usage_error(&[&cmd[..], &["--lr", "-1", "--weight-decay", "0"]].concat(), "--lr -1: expected a finite number > 0");
+        let o = run(&[&cmd[..], &["--optimizer", "lion", "--lr", "1e-4", "--weight-decay", "1"]].concat());
+        assert!(o.status.success(), "{cmd:?} takes lion: {}", text(&o).1);
+        let o = run(&[&cmd[..], &["--optimizer", "sgd", "--lr", "0.1", "--weight-decay", "5e-4"]].concat());
+        assert!(o.status.success() && text(&o).1.contains("--momentum 0.9"), "{cmd:?}: the assumed momentum is said: {}", text(&o).1);
+    }
+    // predict needs the two numbers it predicts from; inspect assumes them, and says so.
+    expect_usage_error(&["predict", "--weight-decay", "5e-4"], "--lr: required");
+    let o = run(&["inspect", fixtures.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(text(&o).1.contains("predictions assume --lr 0.1, --weight-decay 0.0005, --momentum 0.9"), "{}", text(&o).1);
+}

@@ -214,7 +214,7 @@ fn f13_gap_angles_on_a_real_run_and_inspects_verdict_at_every_gap() {
             );
         }
     }
-    let h = Hyper { optimizer: "sgd".into(), lr, momentum: mu, weight_decay: wd, coupled: true, beta1: 0.9 };
+    let h = Hyper { optimizer: normwd::optim::Rule::Sgd, lr, momentum: mu, weight_decay: wd, coupled: true, betas: (0.9, 0.999) };
     for (dir, expected) in [(&every, true), (&epochs, true), (&early, false)] {
         let series = inspect::load_series(std::slice::from_ref(dir), None, None).unwrap();
         let reports = inspect::measure(&series, None, &h);

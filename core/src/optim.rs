@@ -41,17 +41,20 @@ crate::choice! {
     }
 }
 
-/// The update rule a closed form of THEORY.md is written for: what decides an optimizer's
-/// [`Family`] together with its decay mode. Programs that name optimizers by strings (`predict`,
-/// `inspect`'s hyperparameters) map their names to a rule and share [`Rule::family`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    /// SGD with momentum.
-    Sgd,
-    /// Adam / AdamW.
-    Adam,
-    /// Lion (no [`OptimKind`] yet; `predict` knows its closed form, F9).
-    Lion,
+crate::choice! {
+    /// An optimizer as the closed forms of THEORY.md name it: what `predict` takes, and what
+    /// `inspect` is told a training used. With its decay mode it decides the theory's
+    /// [`Family`] ([`Rule::family`]).
+    pub enum Rule {
+        /// SGD with momentum.
+        Sgd = "sgd",
+        /// Adam (L2 in the gradient unless `--decay decoupled`).
+        Adam = "adam",
+        /// AdamW (decoupled decay unless `--decay coupled`).
+        Adamw = "adamw",
+        /// Lion (no [`OptimKind`] yet; `predict` knows its closed form, F9).
+        Lion = "lion",
+    }
 }
 
 impl Rule {
@@ -59,10 +62,29 @@ impl Rule {
     pub fn family(self, coupled: bool, momentum: f64, betas: (f64, f64)) -> Family {
         match (self, coupled) {
             (Rule::Sgd, coupled) => Family::Sgd { mu: momentum, coupled },
-            (Rule::Adam, true) => Family::AdamL2,
-            (Rule::Adam, false) => Family::AdamW { b1: betas.0 },
+            (Rule::Adam | Rule::Adamw, true) => Family::AdamL2,
+            (Rule::Adam | Rule::Adamw, false) => Family::AdamW { b1: betas.0 },
             (Rule::Lion, _) => Family::Lion { b1: betas.0, b2: betas.1 },
         }
+    }
+
+    /// Whether decay is decoupled when the user did not say (as PyTorch's AdamW and Lion).
+    pub fn decoupled_by_default(self) -> bool {
+        matches!(self, Rule::Adamw | Rule::Lion)
+    }
+
+    /// The betas when the user gave none (PyTorch's Adam; Lion's paper).
+    pub fn default_betas(self) -> (f64, f64) {
+        if self == Rule::Lion {
+            (0.9, 0.99)
+        } else {
+            (0.9, 0.999)
+        }
+    }
+
+    /// Whether updates are normalized per element (effective lr `lr/||w||`, not `lr/||w||^2`).
+    pub fn sign_like(self) -> bool {
+        self != Rule::Sgd
     }
 }
 

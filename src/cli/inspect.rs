@@ -1,5 +1,6 @@
 //! `normwd inspect`: measurements and predictions on checkpoints saved by PyTorch / JAX.
 
+use super::hyper::HyperArgs;
 use super::{fail, table, Failure};
 use clap::Args;
 use normwd::inspect::{self, onnx, Hyper};
@@ -22,21 +23,10 @@ pub struct InspectArgs {
     /// Steps of the checkpoints, comma-separated, when the file names hold none.
     #[arg(long)]
     pub steps: Option<String>,
-    /// sgd | adam | adamw (the training's optimizer, for predictions).
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: String,
-    /// The training's learning rate.
-    #[arg(long, default_value_t = 0.1)]
-    pub lr: f64,
-    /// The training's momentum (SGD).
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-    /// The training's weight decay.
-    #[arg(long, default_value_t = 5e-4)]
-    pub weight_decay: f64,
-    /// coupled | decoupled (default: decoupled for adamw).
-    #[arg(long)]
-    pub decay: Option<String>,
+    /// The training's optimizer and hyperparameters, for predictions (unset: SGD, lr 0.1,
+    /// momentum 0.9, weight decay 5e-4, said on stderr).
+    #[command(flatten)]
+    pub hyper: HyperArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -47,24 +37,8 @@ pub struct InspectArgs {
 
 /// Runs `normwd inspect`.
 pub fn run(a: InspectArgs) -> Result<(), Failure> {
-    for (flag, v, ok) in [
-        ("lr", a.lr, a.lr > 0.0),
-        ("momentum", a.momentum, (0.0..1.0).contains(&a.momentum)),
-        ("weight-decay", a.weight_decay, a.weight_decay >= 0.0),
-    ] {
-        if !(v.is_finite() && ok) {
-            return Err(fail(2, format!("--{flag} {v}: out of range")));
-        }
-    }
-    if !["sgd", "adam", "adamw"].contains(&a.optimizer.as_str()) {
-        return Err(fail(2, format!("--optimizer {:?}: expected sgd, adam or adamw", a.optimizer)));
-    }
-    let coupled = match a.decay.as_deref() {
-        None => a.optimizer != "adamw",
-        Some("coupled") => true,
-        Some("decoupled") => false,
-        Some(d) => return Err(fail(2, format!("--decay {d:?}: expected coupled or decoupled"))),
-    };
+    let hp = a.hyper.resolve(Some((0.1, 5e-4)))?;
+    let coupled = !hp.decoupled;
     let steps: Option<Vec<u64>> = match &a.steps {
         Some(s) => Some(
             s.split(',')
@@ -114,7 +88,10 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         }
         None => None,
     };
-    let h = Hyper { optimizer: a.optimizer.clone(), lr: a.lr, momentum: a.momentum, weight_decay: a.weight_decay, coupled, beta1: 0.9 };
+    if !hp.assumed.is_empty() {
+        eprintln!("note: predictions assume {} (the training's settings were not given)", hp.assumed.join(", "));
+    }
+    let h = Hyper { optimizer: hp.rule, lr: hp.lr, momentum: hp.momentum, weight_decay: hp.weight_decay, coupled, betas: hp.betas };
     let reports = inspect::measure(&series, si.as_deref(), &h);
     let run_flags = inspect::run_flags(&h);
     let steps: Vec<u64> = series.iter().map(|c| c.step).collect();
@@ -188,10 +165,10 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         "<p>{} checkpoints at steps {:?}; optimizer settings given: {} lr={} momentum={} weight decay={} ({}).</p>",
         series.len(),
         steps,
-        a.optimizer,
-        a.lr,
-        a.momentum,
-        a.weight_decay,
+        h.optimizer,
+        h.lr,
+        h.momentum,
+        h.weight_decay,
         if coupled { "L2 in the gradient" } else { "decoupled" }
     );
     let flags: Vec<String> =

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bench;
 pub mod demo;
+pub mod hyper;
 pub mod inspect;
 pub mod predict;
 pub mod report;

@@ -1,34 +1,19 @@
 //! `normwd predict`: the theory's equilibrium for given hyperparameters, per phase of an lr
 //! schedule, as a table or JSON.
 
+use super::hyper::HyperArgs;
 use super::{fail, table, Failure};
 use clap::Args;
 use normwd::optim::schedule::{Schedule, ScheduleKind};
-use normwd::optim::Rule;
 use normwd::theory::{self, Family};
 use serde_json::json;
 
 /// Flags of `predict`.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// sgd | adam | adamw | lion
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: String,
-    /// Learning rate.
-    #[arg(long)]
-    pub lr: f64,
-    /// Momentum (SGD).
-    #[arg(long, default_value_t = 0.0)]
-    pub momentum: f64,
-    /// Weight decay lambda.
-    #[arg(long)]
-    pub weight_decay: f64,
-    /// coupled | decoupled (default: decoupled for adamw and lion, coupled otherwise)
-    #[arg(long)]
-    pub decay: Option<String>,
-    /// Betas as `b1,b2` (default 0.9,0.999; Lion 0.9,0.99).
-    #[arg(long)]
-    pub betas: Option<String>,
+    /// The optimizer and its hyperparameters (`--lr` and `--weight-decay` required).
+    #[command(flatten)]
+    pub hyper: HyperArgs,
     /// Learning-rate schedule.
     #[arg(long, default_value = "constant", value_parser = super::choice::<ScheduleKind>())]
     pub schedule: ScheduleKind,
@@ -59,38 +44,13 @@ fn finite(flag: &str, v: f64, ok: bool, expected: &str) -> Result<(), Failure> {
 
 /// Runs `normwd predict`.
 pub fn run(a: PredictArgs) -> Result<(), Failure> {
-    finite("lr", a.lr, a.lr > 0.0, "a finite number > 0")?;
-    finite("weight-decay", a.weight_decay, a.weight_decay >= 0.0, "a finite number >= 0")?;
-    finite("momentum", a.momentum, (0.0..1.0).contains(&a.momentum), "a number in [0, 1)")?;
     finite("gamma", a.gamma, a.gamma > 0.0, "a finite number > 0")?;
-    let lion = a.optimizer == "lion";
-    let (b1, b2) = match &a.betas {
-        Some(s) => {
-            let v: Vec<f64> = s
-                .split(',')
-                .map(|x| x.trim().parse().map_err(|_| fail(2, format!("--betas {s:?}: expected b1,b2"))))
-                .collect::<Result<_, _>>()?;
-            match v[..] {
-                [x, y] if (0.0..1.0).contains(&x) && (0.0..1.0).contains(&y) => (x, y),
-                _ => return Err(fail(2, format!("--betas {s:?}: expected two numbers in [0, 1)"))),
-            }
-        }
-        None if lion => (0.9, 0.99),
-        None => (0.9, 0.999),
-    };
-    let decoupled = match a.decay.as_deref() {
-        None => matches!(a.optimizer.as_str(), "adamw" | "lion"),
-        Some("coupled") => false,
-        Some("decoupled") => true,
-        Some(d) => return Err(fail(2, format!("--decay {d:?}: expected coupled or decoupled"))),
-    };
-    let rule = match a.optimizer.as_str() {
-        "sgd" => Rule::Sgd,
-        "adam" | "adamw" => Rule::Adam,
-        "lion" => Rule::Lion,
-        o => return Err(fail(2, format!("--optimizer {o:?}: expected one of sgd, adam, adamw, lion"))),
-    };
-    let family = rule.family(!decoupled, a.momentum, (b1, b2));
+    let h = a.hyper.resolve(None)?;
+    if !h.assumed.is_empty() {
+        eprintln!("note: assuming {} (not given)", h.assumed.join(", "));
+    }
+    let (decoupled, (b1, b2)) = (h.decoupled, h.betas);
+    let family = h.rule.family(!decoupled, h.momentum, h.betas);
     let milestones: Vec<usize> = a
         .milestones
         .split(',')
@@ -109,11 +69,11 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
     let rows: Vec<serde_json::Value> = phases
         .iter()
         .map(|(label, from, f)| {
-            let lr = a.lr * f;
-            let angle = theory::predicted_angle(family, lr, a.weight_decay);
-            let relax = (a.weight_decay > 0.0).then(|| theory::relaxation_steps(lr, a.weight_decay));
+            let lr = h.lr * f;
+            let angle = theory::predicted_angle(family, lr, h.weight_decay);
+            let relax = (h.weight_decay > 0.0).then(|| theory::relaxation_steps(lr, h.weight_decay));
             json!({
-                "phase": label, "from_epoch": from, "lr": lr, "lr_times_wd": lr * a.weight_decay,
+                "phase": label, "from_epoch": from, "lr": lr, "lr_times_wd": lr * h.weight_decay,
                 "angle_rad": angle, "angle_deg": angle.map(f64::to_degrees),
                 "relaxation_steps": relax, "relaxation_epochs": relax.map(|r| r / a.steps_per_epoch as f64),
             })
@@ -121,13 +81,13 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         .collect();
     let note = match family {
         Family::AdamL2 => Some("Adam with L2 in the gradient has no fixed rotational equilibrium: it depends on the gradient norm (use AdamW for a predictable one)"),
-        _ if a.weight_decay == 0.0 => Some("without weight decay the norm of scale-invariant weights only grows (F4): the effective lr decays like 1/t and there is no equilibrium"),
+        _ if h.weight_decay == 0.0 => Some("without weight decay the norm of scale-invariant weights only grows (F4): the effective lr decays like 1/t and there is no equilibrium"),
         _ => None,
     };
     if a.json {
         println!(
             "{}",
-            json!({"optimizer": a.optimizer, "decay": if decoupled {"decoupled"} else {"coupled"}, "momentum": a.momentum, "betas": [b1, b2], "weight_decay": a.weight_decay, "phases": rows, "note": note})
+            json!({"optimizer": h.rule, "decay": if decoupled {"decoupled"} else {"coupled"}, "momentum": h.momentum, "betas": [b1, b2], "weight_decay": h.weight_decay, "phases": rows, "note": note})
         );
         return Ok(());
     }
@@ -148,21 +108,21 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         .collect();
     println!(
         "predicted equilibrium of scale-invariant weights: {} ({}), momentum {}, betas ({b1}, {b2}), weight decay {}",
-        a.optimizer,
+        h.rule,
         if decoupled { "decoupled decay" } else { "L2 in the gradient" },
-        a.momentum,
-        a.weight_decay
+        h.momentum,
+        h.weight_decay
     );
     println!("{}", table(&["phase", "lr", "lr*wd", "angle/step (rad)", "angle/step (deg)", "relaxation (steps)", "(epochs)"], &table_rows));
     if let Some(n) = note {
         println!("note: {n}");
     }
-    if a.weight_decay > 0.0 {
+    if h.weight_decay > 0.0 {
         println!(
             "transfer: the same equilibrium holds for any (lr, wd) with lr*wd = {:.3e}, e.g. lr {} with wd {:.3e}",
-            a.lr * a.weight_decay,
-            a.lr / 10.0,
-            theory::transfer_weight_decay(a.lr, a.weight_decay, a.lr / 10.0)
+            h.lr * h.weight_decay,
+            h.lr / 10.0,
+            theory::transfer_weight_decay(h.lr, h.weight_decay, h.lr / 10.0)
         );
     }
     Ok(())

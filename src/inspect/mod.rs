@@ -331,8 +331,8 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
 /// Optimizer settings the user gives for predictions.
 #[derive(Debug, Clone)]
 pub struct Hyper {
-    /// `sgd`, `adam` or `adamw`.
-    pub optimizer: String,
+    /// The training's optimizer.
+    pub optimizer: crate::optim::Rule,
     /// Learning rate.
     pub lr: f64,
     /// Momentum.
@@ -341,8 +341,8 @@ pub struct Hyper {
     pub weight_decay: f64,
     /// L2 in the gradient (true) or decoupled.
     pub coupled: bool,
-    /// Adam beta1.
-    pub beta1: f64,
+    /// Adam / Lion betas.
+    pub betas: (f64, f64),
 }
 
 /// Measurements of one tensor over the series.
@@ -424,9 +424,8 @@ pub fn graph_names_in(checkpoint: &[&str], graph: &[String]) -> (Vec<String>, Ve
 pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hyper) -> Vec<TensorReport> {
     let names: Vec<(String, Vec<usize>)> = series[0].tensors.iter().map(|(n, (s, _))| (n.clone(), s.clone())).collect();
     let guessed = guess_roles(&names);
-    let adam = h.optimizer != "sgd";
-    let rule = if adam { crate::optim::Rule::Adam } else { crate::optim::Rule::Sgd };
-    let family = rule.family(h.coupled, h.momentum, (h.beta1, 0.999));
+    let adam = h.optimizer.sign_like();
+    let family = h.optimizer.family(h.coupled, h.momentum, h.betas);
     // The norm's relaxation rate per step (F6): L2 in the gradient passes through the momentum.
     let relax_rate = h.lr * if adam || !h.coupled { h.weight_decay } else { h.weight_decay / (1.0 - h.momentum) };
     names
@@ -481,7 +480,7 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hype
 /// Flags about the whole run (not one tensor).
 pub fn run_flags(h: &Hyper) -> Vec<String> {
     let mut v = Vec::new();
-    if h.optimizer != "sgd" && h.coupled && h.weight_decay > 0.0 {
+    if h.optimizer.sign_like() && h.coupled && h.weight_decay > 0.0 {
         v.push("Adam with L2 in the gradient (coupled): the decay is rescaled by Adam's denominator, so it neither regularizes nor sets a fixed equilibrium; use AdamW (decoupled) for a predictable effective learning rate".into());
     }
     v
