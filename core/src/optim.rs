@@ -88,6 +88,38 @@ impl Rule {
     }
 }
 
+/// A training's optimizer as the closed forms see it: what `predict` predicts for, and what
+/// `inspect` is told a training used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hyper {
+    /// The optimizer.
+    pub optimizer: Rule,
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// L2 in the gradient (true) or decoupled.
+    pub coupled: bool,
+    /// Adam / Lion betas.
+    pub betas: (f64, f64),
+}
+
+impl Hyper {
+    /// The theory's family of this training.
+    pub fn family(&self) -> Family {
+        self.optimizer.family(self.coupled, self.momentum, self.betas)
+    }
+
+    /// The rate per step at which a scale-invariant weight's norm relaxes (F6): `lr*wd`, with
+    /// L2 in an SGD gradient divided by `1-mu` (the decay passes through the momentum).
+    pub fn relax_rate(&self) -> f64 {
+        let sgd_l2 = self.optimizer == Rule::Sgd && self.coupled;
+        self.lr * if sgd_l2 { self.weight_decay / (1.0 - self.momentum) } else { self.weight_decay }
+    }
+}
+
 /// Errors in optimizer settings.
 #[derive(Debug, thiserror::Error)]
 pub enum OptimError {

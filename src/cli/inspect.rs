@@ -1,9 +1,9 @@
 //! `normwd inspect`: measurements and predictions on checkpoints saved by PyTorch / JAX.
 
-use super::hyper::HyperArgs;
+use super::hyper::{HyperArgs, Resolved};
 use super::{fail, table, Failure};
 use clap::Args;
-use normwd::inspect::{self, onnx, Hyper};
+use normwd::inspect::{self, onnx};
 use normwd::params::Role;
 use normwd::report;
 use std::path::PathBuf;
@@ -37,8 +37,7 @@ pub struct InspectArgs {
 
 /// Runs `normwd inspect`.
 pub fn run(a: InspectArgs) -> Result<(), Failure> {
-    let hp = a.hyper.resolve(Some((0.1, 5e-4)))?;
-    let coupled = !hp.decoupled;
+    let Resolved { hyper: h, assumed } = a.hyper.resolve(Some((0.1, 5e-4)))?;
     let steps: Option<Vec<u64>> = match &a.steps {
         Some(s) => Some(
             s.split(',')
@@ -88,10 +87,9 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         }
         None => None,
     };
-    if !hp.assumed.is_empty() {
-        eprintln!("note: predictions assume {} (the training's settings were not given)", hp.assumed.join(", "));
+    if !assumed.is_empty() {
+        eprintln!("note: predictions assume {} (the training's settings were not given)", assumed.join(", "));
     }
-    let h = Hyper { optimizer: hp.rule, lr: hp.lr, momentum: hp.momentum, weight_decay: hp.weight_decay, coupled, betas: hp.betas };
     let reports = inspect::measure(&series, si.as_deref(), &h);
     let run_flags = inspect::run_flags(&h);
     let steps: Vec<u64> = series.iter().map(|c| c.step).collect();
@@ -169,7 +167,7 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         h.lr,
         h.momentum,
         h.weight_decay,
-        if coupled { "L2 in the gradient" } else { "decoupled" }
+        if h.coupled { "L2 in the gradient" } else { "decoupled" }
     );
     let flags: Vec<String> =
         reports.iter().flat_map(|r| r.flags.iter().map(move |f| format!("{}: {f}", r.name))).chain(run_flags).collect();

@@ -10,6 +10,7 @@ pub mod predict;
 pub mod report;
 pub mod sweep;
 pub mod train;
+pub mod values;
 
 use normwd_core::exit::ExitCode;
 

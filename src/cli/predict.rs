@@ -1,7 +1,8 @@
 //! `normwd predict`: the theory's equilibrium for given hyperparameters, per phase of an lr
 //! schedule, as a table or JSON.
 
-use super::hyper::HyperArgs;
+use super::hyper::{HyperArgs, Resolved};
+use super::values::{milestones, Milestones};
 use super::{fail, table, Failure};
 use clap::Args;
 use normwd::optim::schedule::{Schedule, ScheduleKind};
@@ -18,8 +19,8 @@ pub struct PredictArgs {
     #[arg(long, default_value = "constant", value_parser = super::choice::<ScheduleKind>())]
     pub schedule: ScheduleKind,
     /// Epochs where `step` multiplies the lr by gamma, as `30,60`.
-    #[arg(long, default_value = "")]
-    pub milestones: String,
+    #[arg(long, value_parser = milestones)]
+    pub milestones: Option<Milestones>,
     /// Factor of the step schedule.
     #[arg(long, default_value_t = 0.1)]
     pub gamma: f64,
@@ -45,18 +46,13 @@ fn finite(flag: &str, v: f64, ok: bool, expected: &str) -> Result<(), Failure> {
 /// Runs `normwd predict`.
 pub fn run(a: PredictArgs) -> Result<(), Failure> {
     finite("gamma", a.gamma, a.gamma > 0.0, "a finite number > 0")?;
-    let h = a.hyper.resolve(None)?;
-    if !h.assumed.is_empty() {
-        eprintln!("note: assuming {} (not given)", h.assumed.join(", "));
+    let Resolved { hyper: h, assumed } = a.hyper.resolve(None)?;
+    if !assumed.is_empty() {
+        eprintln!("note: assuming {} (not given)", assumed.join(", "));
     }
-    let (decoupled, (b1, b2)) = (h.decoupled, h.betas);
-    let family = h.rule.family(!decoupled, h.momentum, h.betas);
-    let milestones: Vec<usize> = a
-        .milestones
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().map_err(|_| fail(2, format!("--milestones {:?}: expected comma-separated epochs", a.milestones))))
-        .collect::<Result<_, _>>()?;
+    let (decoupled, (b1, b2)) = (!h.coupled, h.betas);
+    let family = h.family();
+    let milestones = a.milestones.clone().unwrap_or_default().0;
     let schedule = Schedule {
         kind: a.schedule,
         milestones,
@@ -87,7 +83,7 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
     if a.json {
         println!(
             "{}",
-            json!({"optimizer": h.rule, "decay": if decoupled {"decoupled"} else {"coupled"}, "momentum": h.momentum, "betas": [b1, b2], "weight_decay": h.weight_decay, "phases": rows, "note": note})
+            json!({"optimizer": h.optimizer, "decay": if decoupled {"decoupled"} else {"coupled"}, "momentum": h.momentum, "betas": [b1, b2], "weight_decay": h.weight_decay, "phases": rows, "note": note})
         );
         return Ok(());
     }
@@ -108,7 +104,7 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         .collect();
     println!(
         "predicted equilibrium of scale-invariant weights: {} ({}), momentum {}, betas ({b1}, {b2}), weight decay {}",
-        h.rule,
+        h.optimizer,
         if decoupled { "decoupled decay" } else { "L2 in the gradient" },
         h.momentum,
         h.weight_decay

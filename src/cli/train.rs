@@ -1,6 +1,7 @@
 //! `normwd train`: flags and `--config` merged into a [`RunConfig`], progress bars, summary.
 
 use super::choice;
+use super::values::{betas, milestones, Betas, Milestones};
 use super::{fail, Failure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -151,32 +152,6 @@ pub struct Settings {
 
 fn off(on: &bool) -> bool {
     !*on
-}
-
-/// `--betas b1,b2`.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Betas([f64; 2]);
-
-fn betas(s: &str) -> Result<Betas, String> {
-    match numbers::<f64>(s)?[..] {
-        [b1, b2] => Ok(Betas([b1, b2])),
-        _ => Err("expected two numbers b1,b2".into()),
-    }
-}
-
-/// `--milestones 30,60`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Milestones(Vec<usize>);
-
-fn milestones(s: &str) -> Result<Milestones, String> {
-    numbers(s).map(Milestones)
-}
-
-fn numbers<T: std::str::FromStr>(s: &str) -> Result<Vec<T>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| p.trim().parse::<T>().map_err(|_| "expected comma-separated numbers".to_string()))
-        .collect()
 }
 
 impl TrainArgs {

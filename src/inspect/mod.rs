@@ -328,22 +328,8 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
         .collect()
 }
 
-/// Optimizer settings the user gives for predictions.
-#[derive(Debug, Clone)]
-pub struct Hyper {
-    /// The training's optimizer.
-    pub optimizer: crate::optim::Rule,
-    /// Learning rate.
-    pub lr: f64,
-    /// Momentum.
-    pub momentum: f64,
-    /// Weight decay.
-    pub weight_decay: f64,
-    /// L2 in the gradient (true) or decoupled.
-    pub coupled: bool,
-    /// Adam / Lion betas.
-    pub betas: (f64, f64),
-}
+/// The training's optimizer settings, for predictions (the core's).
+pub use normwd_core::optim::Hyper;
 
 /// Measurements of one tensor over the series.
 #[derive(Debug, Clone, Serialize)]
@@ -425,9 +411,13 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hype
     let names: Vec<(String, Vec<usize>)> = series[0].tensors.iter().map(|(n, (s, _))| (n.clone(), s.clone())).collect();
     let guessed = guess_roles(&names);
     let adam = h.optimizer.sign_like();
-    let family = h.optimizer.family(h.coupled, h.momentum, h.betas);
-    // The norm's relaxation rate per step (F6): L2 in the gradient passes through the momentum.
-    let relax_rate = h.lr * if adam || !h.coupled { h.weight_decay } else { h.weight_decay / (1.0 - h.momentum) };
+    let family = h.family();
+    let relax_rate = h.relax_rate();
+    // The same for every tensor: the checkpoints' steps and F13's angle over each gap.
+    let steps: Vec<u64> = series.iter().map(|c| c.step).collect();
+    let gap = steps[steps.len() - 1] - steps[steps.len() - 2];
+    let f13 = |k: u64| theory::gap_angle(family, h.lr, h.weight_decay, k);
+    let gap_angles: Vec<f64> = steps.windows(2).filter_map(|s| f13(s[1] - s[0])).collect();
     names
         .iter()
         .zip(guessed)
@@ -441,18 +431,10 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hype
             let angles: Vec<f64> = vals.windows(2).map(|w| angle(w[0], w[1])).collect();
             let eff_lr = norms.iter().map(|n| if adam { theory::effective_lr_adam(h.lr, *n) } else { theory::effective_lr_sgd(h.lr, *n) }).collect();
             let pred = if si && role == Role::Weight { theory::predicted_angle(family, h.lr, h.weight_decay) } else { None };
-            let gap = series.last().map(|c| c.step).unwrap_or(0) - series[series.len() - 2].step;
             let last_angle = angles.last().copied().unwrap_or(0.0);
-            let pred_gap = pred.and_then(|_| theory::gap_angle(family, h.lr, h.weight_decay, gap));
-            let steps: Vec<u64> = series.iter().map(|c| c.step).collect();
-            let pred_gap_angles: Vec<f64> = if pred.is_some() {
-                steps.windows(2).filter_map(|s| theory::gap_angle(family, h.lr, h.weight_decay, s[1] - s[0])).collect()
-            } else {
-                Vec::new()
-            };
-            let verdict = pred.and_then(|_| {
-                equilibrium::verdict(&steps, &norms, &angles, relax_rate, |k| theory::gap_angle(family, h.lr, h.weight_decay, k))
-            });
+            let pred_gap_angles = if pred.is_some() { gap_angles.clone() } else { Vec::new() };
+            let pred_gap = pred_gap_angles.last().copied();
+            let verdict = pred.and_then(|_| equilibrium::verdict(&steps, &norms, &angles, relax_rate, f13));
             let mut flags = Vec::new();
             let shrinking = norms.windows(2).all(|w| w[1] < w[0]);
             let growing = norms.windows(2).all(|w| w[1] > w[0]);

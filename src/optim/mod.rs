@@ -23,7 +23,7 @@ pub mod stats;
 pub mod transform;
 
 pub use normwd_core::optim::{
-    DecayMode, FixedNormGranularity, Invariance, NormTarget, OptimConfig, OptimError, OptimKind, RemedyConfig, Rule,
+    DecayMode, FixedNormGranularity, Hyper, Invariance, NormTarget, OptimConfig, OptimError, OptimKind, RemedyConfig, Rule,
 };
 pub use stats::UpdateStats;
 
