@@ -346,5 +346,5 @@ fn predict_and_inspect_share_one_hyperparameter_parser() {
     // predict needs the two numbers it predicts from; inspect assumes them, and says so.
     expect_usage_error(&["predict", "--weight-decay", "5e-4"], "--lr: required");
     let o = run(&["inspect", fixtures.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert!(text(&o).1.contains("predictions assume --lr 0.1, --weight-decay 0.0005, --momentum 0.9"), "{}", text(&o).1);
+    assert!(text(&o).1.contains("predictions assume --optimizer sgd, --lr 0.1, --weight-decay 0.0005, --momentum 0.9"), "{}", text(&o).1);
 }

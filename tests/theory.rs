@@ -217,7 +217,7 @@ fn f13_gap_angles_on_a_real_run_and_inspects_verdict_at_every_gap() {
     let h = Hyper { optimizer: normwd::optim::Rule::Sgd, lr, momentum: mu, weight_decay: wd, coupled: true, betas: (0.9, 0.999) };
     for (dir, expected) in [(&every, true), (&epochs, true), (&early, false)] {
         let series = inspect::load_series(std::slice::from_ref(dir), None, None).unwrap();
-        let reports = inspect::measure(&series, None, &h);
+        let reports = inspect::measure(&series, None, &inspect::Training::uniform(&series, &h));
         let invariant: Vec<_> = reports.iter().filter(|r| r.scale_invariant).collect();
         assert_eq!(invariant.len(), 2, "fc1 and fc2 feed batch norm");
         for r in invariant {

@@ -90,7 +90,7 @@ impl Rule {
 
 /// A training's optimizer as the closed forms see it: what `predict` predicts for, and what
 /// `inspect` is told a training used.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hyper {
     /// The optimizer.
     pub optimizer: Rule,
@@ -117,6 +117,14 @@ impl Hyper {
     pub fn relax_rate(&self) -> f64 {
         let sgd_l2 = self.optimizer == Rule::Sgd && self.coupled;
         self.lr * if sgd_l2 { self.weight_decay / (1.0 - self.momentum) } else { self.weight_decay }
+    }
+
+    /// The rate per step at which decay alone shrinks any tensor it reaches: [`Hyper::relax_rate`],
+    /// except for L2 in an Adam gradient, which Adam's denominator rescales per coordinate by an
+    /// amount the hyperparameters do not tell (`None`).
+    pub fn decay_rate(&self) -> Option<f64> {
+        let adam_l2 = matches!(self.optimizer, Rule::Adam | Rule::Adamw) && self.coupled;
+        (!adam_l2).then(|| self.relax_rate())
     }
 }
 

@@ -9,9 +9,9 @@ use normwd::optim::{DecayMode, Hyper, Rule};
 /// Flags naming an optimizer and its hyperparameters (PyTorch's names).
 #[derive(Args, Debug, Clone)]
 pub struct HyperArgs {
-    /// The optimizer.
-    #[arg(long, default_value = "sgd", value_parser = choice::<Rule>())]
-    pub optimizer: Rule,
+    /// The optimizer [default: sgd].
+    #[arg(long, value_parser = choice::<Rule>())]
+    pub optimizer: Option<Rule>,
     /// Learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -51,6 +51,12 @@ impl HyperArgs {
     /// [`Resolved::assumed`]), or is required when `assume` is `None`.
     pub fn resolve(&self, assume: Option<(f64, f64)>) -> Result<Resolved, Failure> {
         let mut assumed = Vec::new();
+        let optimizer = self.optimizer.unwrap_or_else(|| {
+            if assume.is_some() {
+                assumed.push("--optimizer sgd".into());
+            }
+            Rule::Sgd
+        });
         let mut given = |flag: &str, v: Option<f64>, default: Option<f64>| -> Result<f64, Failure> {
             match (v, default) {
                 (Some(v), _) => Ok(v),
@@ -63,18 +69,18 @@ impl HyperArgs {
         };
         let lr = given("lr", self.lr, assume.map(|a| a.0))?;
         let weight_decay = given("weight-decay", self.weight_decay, assume.map(|a| a.1))?;
-        let momentum = match self.optimizer {
+        let momentum = match optimizer {
             Rule::Sgd => given("momentum", self.momentum, Some(0.9))?,
             _ => self.momentum.unwrap_or(0.0),
         };
         let betas = match self.betas {
             Some(Betas([x, y])) if (0.0..1.0).contains(&x) && (0.0..1.0).contains(&y) => (x, y),
             Some(Betas([x, y])) => return Err(fail(2, format!("--betas {x},{y}: expected two numbers in [0, 1)"))),
-            None => self.optimizer.default_betas(),
+            None => optimizer.default_betas(),
         };
-        let decoupled = self.decay.map(|d| d == DecayMode::Decoupled).unwrap_or(self.optimizer.decoupled_by_default());
+        let decoupled = self.decay.map(|d| d == DecayMode::Decoupled).unwrap_or(optimizer.decoupled_by_default());
         let hyper = Hyper {
-            optimizer: self.optimizer,
+            optimizer,
             lr: check("lr", lr, lr > 0.0, "a finite number > 0")?,
             momentum: check("momentum", momentum, (0.0..1.0).contains(&momentum), "a number in [0, 1)")?,
             weight_decay: check("weight-decay", weight_decay, weight_decay >= 0.0, "a finite number >= 0")?,
@@ -82,5 +88,23 @@ impl HyperArgs {
             betas,
         };
         Ok(Resolved { hyper, assumed })
+    }
+
+    /// The flags laid over `base` (settings a training saved): what a flag gives replaces the
+    /// saved value, the rest is kept, and the result is checked as [`HyperArgs::resolve`] checks.
+    /// Naming another optimizer keeps only the learning rate and weight decay.
+    pub fn over(&self, base: &Hyper) -> Result<Hyper, Failure> {
+        let optimizer = self.optimizer.unwrap_or(base.optimizer);
+        let same = optimizer == base.optimizer;
+        let mode = if base.coupled { DecayMode::Coupled } else { DecayMode::Decoupled };
+        let filled = HyperArgs {
+            optimizer: Some(optimizer),
+            lr: self.lr.or(Some(base.lr)),
+            momentum: self.momentum.or(Some(base.momentum).filter(|_| same)),
+            weight_decay: self.weight_decay.or(Some(base.weight_decay)),
+            decay: self.decay.or(Some(mode).filter(|_| same)),
+            betas: self.betas.or(Some(Betas([base.betas.0, base.betas.1])).filter(|_| same)),
+        };
+        Ok(filled.resolve(None)?.hyper)
     }
 }

@@ -3,7 +3,8 @@
 use super::hyper::{HyperArgs, Resolved};
 use super::{fail, table, Failure};
 use clap::Args;
-use normwd::inspect::{self, onnx};
+use normwd::inspect::decay::Decayed;
+use normwd::inspect::{self, onnx, Checkpoint, Hyper, Training};
 use normwd::params::Role;
 use normwd::report;
 use std::path::PathBuf;
@@ -23,8 +24,10 @@ pub struct InspectArgs {
     /// Steps of the checkpoints, comma-separated, when the file names hold none.
     #[arg(long)]
     pub steps: Option<String>,
-    /// The training's optimizer and hyperparameters, for predictions (unset: SGD, lr 0.1,
-    /// momentum 0.9, weight decay 5e-4, said on stderr).
+    /// The training's optimizer and hyperparameters, for predictions: read from the optimizer
+    /// state the checkpoints hold (a training checkpoint's `optimizer`, a Trainer folder's
+    /// `optimizer.pt`), a flag replacing the saved value; without a saved state, unset ones are
+    /// SGD, lr 0.1, momentum 0.9, weight decay 5e-4, said on stderr.
     #[command(flatten)]
     pub hyper: HyperArgs,
     /// Print JSON instead of a table.
@@ -37,7 +40,6 @@ pub struct InspectArgs {
 
 /// Runs `normwd inspect`.
 pub fn run(a: InspectArgs) -> Result<(), Failure> {
-    let Resolved { hyper: h, assumed } = a.hyper.resolve(Some((0.1, 5e-4)))?;
     let steps: Option<Vec<u64>> = match &a.steps {
         Some(s) => Some(
             s.split(',')
@@ -87,14 +89,14 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         }
         None => None,
     };
-    if !assumed.is_empty() {
-        eprintln!("note: predictions assume {} (the training's settings were not given)", assumed.join(", "));
-    }
-    let reports = inspect::measure(&series, si.as_deref(), &h);
-    let run_flags = inspect::run_flags(&h);
+    let (trainings, settings) = trainings(&a.hyper, &series)?;
+    let reports = inspect::measure(&series, si.as_deref(), &trainings);
+    let hypers: Vec<Hyper> = settings.iter().map(|s| s.1.clone()).collect();
+    let run_flags = inspect::run_flags(&hypers);
     let steps: Vec<u64> = series.iter().map(|c| c.step).collect();
     if a.json {
-        let v = serde_json::json!({"checkpoints": series.iter().map(|c| serde_json::json!({"file": c.file, "step": c.step, "key": c.key})).collect::<Vec<_>>(), "tensors": reports, "flags": run_flags});
+        let settings: Vec<_> = settings.iter().map(|(source, h)| serde_json::json!({"source": source, "hyper": h})).collect();
+        let v = serde_json::json!({"checkpoints": series.iter().map(|c| serde_json::json!({"file": c.file, "step": c.step, "key": c.key})).collect::<Vec<_>>(), "settings": settings, "tensors": reports, "flags": run_flags});
         println!("{}", serde_json::to_string_pretty(&v).expect("reports serialize"));
     } else {
         let rows: Vec<Vec<String>> = reports
@@ -103,7 +105,7 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
             .map(|r| {
                 vec![
                     r.name.clone(),
-                    format!("{:?}", r.role).to_lowercase(),
+                    r.role.name().to_string(),
                     if r.scale_invariant { format!("yes ({})", r.invariance_source) } else { format!("no ({})", r.invariance_source) },
                     format!("{:.4} -> {:.4}", r.norms[0], r.norms.last().unwrap()),
                     format!("{:.2e}", r.last_gap_angle),
@@ -112,6 +114,15 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
                         Some(true) => "yes".into(),
                         Some(false) => "no".into(),
                         None => "-".into(),
+                    },
+                    match (&r.decay, r.optimizer_group) {
+                        (Some(d), Some(g)) => format!("{} (group {g})", if d.decayed == Decayed::Yes { "yes" } else { "no" }),
+                        (Some(d), None) => match d.decayed {
+                            Decayed::LooksDecayed => "looks so".into(),
+                            Decayed::NoSign => "no sign".into(),
+                            _ => "cannot tell".into(),
+                        },
+                        (None, _) => "-".into(),
                     },
                     // lr/||w||^2 is the effective lr of a scale-invariant weight only: for a bias
                     // or a norm scale it would be a number without a meaning.
@@ -141,16 +152,29 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
             measured.as_str(),
             predicted.as_str(),
             "at equilibrium",
+            "decayed",
             "eff. lr (last)",
         ];
         println!("{}", table(&header, &rows));
         if si.is_none() {
             println!("note: without --graph the scale-invariance column is a guess from names and shapes");
         }
+        // A flag that many tensors share (every gamma of a run that decays all) is one line.
+        let mut shared: Vec<(&str, Vec<&str>)> = Vec::new();
         for r in &reports {
             for f in &r.flags {
-                println!("FLAG {}: {f}", r.name);
+                match shared.iter_mut().find(|(t, _)| *t == f.as_str()) {
+                    Some((_, names)) => names.push(&r.name),
+                    None => shared.push((f, vec![&r.name])),
+                }
             }
+        }
+        for (f, names) in &shared {
+            let who = match names.len() {
+                1..=3 => names.join(", "),
+                n => format!("{} and {} more", names[..2].join(", "), n - 2),
+            };
+            println!("FLAG {who}: {f}");
         }
         for f in &run_flags {
             println!("FLAG run: {f}");
@@ -159,16 +183,8 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from(&series[0].file).parent().map(|p| p.join("inspect-report")).unwrap_or_else(|| PathBuf::from("inspect-report"))
     });
-    let mut intro = format!(
-        "<p>{} checkpoints at steps {:?}; optimizer settings given: {} lr={} momentum={} weight decay={} ({}).</p>",
-        series.len(),
-        steps,
-        h.optimizer,
-        h.lr,
-        h.momentum,
-        h.weight_decay,
-        if h.coupled { "L2 in the gradient" } else { "decoupled" }
-    );
+    let described: Vec<String> = settings.iter().map(|(source, h)| format!("{}: {}", report::html_escape(source), describe(h))).collect();
+    let mut intro = format!("<p>{} checkpoints at steps {:?}; optimizer settings: {}.</p>", series.len(), steps, described.join("; "));
     let flags: Vec<String> =
         reports.iter().flat_map(|r| r.flags.iter().map(move |f| format!("{}: {f}", r.name))).chain(run_flags).collect();
     if !flags.is_empty() {
@@ -182,4 +198,56 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
         println!("report: {}", path.display());
     }
     Ok(())
+}
+
+/// A training's settings in one line.
+fn describe(h: &Hyper) -> String {
+    let mut s = format!("{} lr {} weight_decay {}", h.optimizer, h.lr, h.weight_decay);
+    if h.optimizer == normwd::optim::Rule::Sgd {
+        s.push_str(&format!(" momentum {}", h.momentum));
+    } else {
+        s.push_str(&format!(" betas {},{}", h.betas.0, h.betas.1));
+    }
+    s.push_str(if h.coupled { " (L2 in the gradient)" } else { " (decoupled)" });
+    s
+}
+
+/// Sets of settings, each with where it came from (`flags`, or a saved optimizer's group).
+type Settings = Vec<(String, Hyper)>;
+
+/// Each tensor's settings and, for the report, where each set came from: the optimizer state
+/// of the last checkpoint with the flags laid over it, or the flags alone (unset ones assumed,
+/// said on stderr).
+fn trainings(flags: &HyperArgs, series: &[Checkpoint]) -> Result<(Vec<Training>, Settings), Failure> {
+    match &series[series.len() - 1].optimizer {
+        Some(Ok(opt)) => {
+            let hypers = opt.groups.iter().map(|g| flags.over(&g.hyper)).collect::<Result<Vec<_>, _>>()?;
+            if opt.groups.iter().any(|g| !g.decay_mode_known) && flags.optimizer.is_none() && flags.decay.is_none() {
+                eprintln!("note: {}: the saved state does not say Adam or AdamW (PyTorch before 2.6 saved both alike): predictions assume adamw; pass --optimizer adam if it was Adam", opt.source);
+            }
+            let ts = Training::from_optimizer(series, opt, &hypers, flags.lr.is_some());
+            let settings: Vec<(String, Hyper)> =
+                hypers.iter().enumerate().map(|(g, h)| (format!("{} group {g}", opt.source), h.clone())).collect();
+            for (g, (saved, used)) in opt.groups.iter().zip(&hypers).enumerate() {
+                let n = ts.iter().filter(|t| t.group.is_some_and(|(x, _)| x == g)).count();
+                let over =
+                    if saved.hyper != *used { format!(" (the flags replace the saved {})", describe(&saved.hyper)) } else { String::new() };
+                eprintln!("settings of group {g} ({n} tensors), read from {}: {}{over}", opt.source, describe(used));
+            }
+            Ok((ts, settings))
+        }
+        other => {
+            if let Some(Err(why)) = other {
+                eprintln!("note: the saved optimizer state is not used: {why}");
+            }
+            let Resolved { hyper, assumed } = flags.resolve(Some((0.1, 5e-4)))?;
+            if !assumed.is_empty() {
+                eprintln!(
+                    "note: predictions assume {} (the training's settings were not given, and the checkpoints hold no optimizer state)",
+                    assumed.join(", ")
+                );
+            }
+            Ok((Training::uniform(series, &hyper), vec![("flags".into(), hyper)]))
+        }
+    }
 }

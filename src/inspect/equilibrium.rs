@@ -28,9 +28,9 @@ pub struct Verdict {
 const BAND: f64 = 1.0 - 1.0 / 1.2;
 
 /// Reads the verdict from checkpoints at `steps` with norms `norms` and consecutive angles
-/// `angles`; `gap_angle(k)` is F13's angle for a gap of `k` steps and `rate` the relaxation rate
-/// per step. `None` when the series gives nothing to compare.
-pub fn verdict(steps: &[u64], norms: &[f64], angles: &[f64], rate: f64, gap_angle: impl Fn(u64) -> Option<f64>) -> Option<Verdict> {
+/// `angles`; `gap_angle(i)` is F13's angle for gap `i` (between checkpoints `i` and `i+1`) and
+/// `rate` the relaxation rate per step. `None` when the series gives nothing to compare.
+pub fn verdict(steps: &[u64], norms: &[f64], angles: &[f64], rate: f64, gap_angle: impl Fn(usize) -> Option<f64>) -> Option<Verdict> {
     let last = steps.len().checked_sub(1).filter(|&l| l >= 1)?;
     if rate.is_nan() || rate <= 0.0 {
         return None;
@@ -46,7 +46,7 @@ pub fn verdict(steps: &[u64], norms: &[f64], angles: &[f64], rate: f64, gap_angl
     let from = last.saturating_sub(30);
     let ratios: Vec<f64> = (from..last)
         .filter(|&i| rate * (steps[i + 1] - steps[i]) as f64 <= 0.05)
-        .filter_map(|i| gap_angle(steps[i + 1] - steps[i]).filter(|p| *p > 0.0).map(|p| angles[i] / p))
+        .filter_map(|i| gap_angle(i).filter(|p| *p > 0.0).map(|p| angles[i] / p))
         .collect();
     (!ratios.is_empty()).then(|| {
         let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
@@ -60,18 +60,19 @@ mod tests {
 
     #[test]
     fn each_reading_where_it_applies() {
-        let f13 = |k: u64| Some(0.03 * (k as f64).sqrt());
+        // F13 for gap `i` of a series at `steps`.
+        let f13 = |steps: &'static [u64]| move |i: usize| Some(0.03 * ((steps[i + 1] - steps[i]) as f64).sqrt());
         // Short span, angles as F13 says: yes, read from the angles; 40% off: no.
-        let v = verdict(&[0, 1, 2], &[1.0, 1.0, 1.0], &[0.031, 0.029], 0.01, f13).unwrap();
+        let v = verdict(&[0, 1, 2], &[1.0, 1.0, 1.0], &[0.031, 0.029], 0.01, f13(&[0, 1, 2])).unwrap();
         assert_eq!(v, Verdict { at_equilibrium: true, basis: "angle" });
-        assert!(!verdict(&[0, 1, 2], &[1.0, 1.0, 1.0], &[0.018, 0.018], 0.01, f13).unwrap().at_equilibrium);
+        assert!(!verdict(&[0, 1, 2], &[1.0, 1.0, 1.0], &[0.018, 0.018], 0.01, f13(&[0, 1, 2])).unwrap().at_equilibrium);
         // An epoch apart: a stationary norm is at equilibrium whatever the angle over the gap.
-        let v = verdict(&[0, 78, 156], &[5.0, 5.1, 5.05], &[0.7, 0.7], 0.01, f13).unwrap();
+        let v = verdict(&[0, 78, 156], &[5.0, 5.1, 5.05], &[0.7, 0.7], 0.01, f13(&[0, 78, 156])).unwrap();
         assert_eq!(v, Verdict { at_equilibrium: true, basis: "norm" });
         // A norm still relaxing (down 20% over an epoch) is not.
-        assert!(!verdict(&[0, 78, 156], &[6.0, 5.0, 4.0], &[0.3, 0.3], 0.01, f13).unwrap().at_equilibrium);
-        assert!(verdict(&[0, 78], &[1.0, 1.0], &[0.1], 0.0, f13).is_none(), "no decay, no equilibrium");
+        assert!(!verdict(&[0, 78, 156], &[6.0, 5.0, 4.0], &[0.3, 0.3], 0.01, f13(&[0, 78, 156])).unwrap().at_equilibrium);
+        assert!(verdict(&[0, 78], &[1.0, 1.0], &[0.1], 0.0, f13(&[0, 78])).is_none(), "no decay, no equilibrium");
         // Gaps too long for F13 and a span too short for the norm: no verdict.
-        assert!(verdict(&[0, 10, 20], &[1.0, 1.0, 1.0], &[0.1, 0.1], 0.01, f13).is_none());
+        assert!(verdict(&[0, 10, 20], &[1.0, 1.0, 1.0], &[0.1, 0.1], 0.01, f13(&[0, 10, 20])).is_none());
     }
 }

@@ -7,9 +7,11 @@
 //! May import `params`, `optim` (the theory family of named optimizers) and the core.
 
 pub mod charts;
+pub mod decay;
 pub mod equilibrium;
 pub mod flax;
 pub mod onnx;
+pub mod optimizer;
 pub mod torch;
 
 use crate::params::Role;
@@ -80,6 +82,9 @@ pub struct Checkpoint {
     pub tensors: Tensors,
     /// The top-level key a `torch.save` file's weights were read under, if any.
     pub key: Option<String>,
+    /// The optimizer state saved with it (in the `torch.save` file, or a Trainer folder's
+    /// `optimizer.pt`), or why it cannot be used.
+    pub optimizer: Option<Result<optimizer::StoredOptimizer, String>>,
 }
 
 /// The weights files of a Hugging Face Trainer checkpoint folder, in the order they are looked for.
@@ -107,12 +112,17 @@ fn trainer_weights(dir: &Path) -> Result<PathBuf, InspectError> {
     ))
 }
 
+/// The Trainer checkpoint folder `path` is the weights file of, if it is one.
+fn trainer_folder(path: &Path) -> Option<&Path> {
+    let weights = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| TRAINER_WEIGHTS.contains(&n));
+    path.parent().filter(|d| weights && trainer_step(d).is_some())
+}
+
 /// A checkpoint's step from its name: the Trainer folder it sits in (`checkpoint-500/model.safetensors`
 /// -> 500), else the last run of digits in the file stem (`ckpt_000300.safetensors` -> 300,
 /// Lightning's `epoch=1-step=10.ckpt` -> 10).
 pub fn step_from_name(path: &Path) -> Option<u64> {
-    let in_trainer_folder = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| TRAINER_WEIGHTS.contains(&n));
-    if let Some(step) = path.parent().filter(|_| in_trainer_folder).and_then(trainer_step) {
+    if let Some(step) = trainer_folder(path).and_then(trainer_step) {
         return Some(step);
     }
     let stem = path.file_stem()?.to_string_lossy();
@@ -190,18 +200,23 @@ pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>, key: Option<&str>) 
         };
         // Flax's by name, first: a msgpack map's first byte can equal a pickle's, and its
         // ninth a safetensors header's.
-        let (key_used, tensors) = if f.extension().is_some_and(|e| e == "msgpack") {
-            (None, flax::read(f)?)
+        let (key_used, tensors, mut opt) = if f.extension().is_some_and(|e| e == "msgpack") {
+            (None, flax::read(f)?, None)
         } else if torch::is_safetensors(f)? {
-            (None, store::read_safetensors(f)?.tensors.into_iter().collect())
+            (None, store::read_safetensors(f)?.tensors.into_iter().collect(), None)
         } else {
-            torch::read(f, key)?
+            let t = torch::read(f, key)?;
+            (t.key, t.tensors, t.optimizer)
         };
+        // A Trainer saves the optimizer beside the weights.
+        if let Some(dir) = trainer_folder(f) {
+            opt = opt.or_else(|| torch::trainer_optimizer(&dir.join("optimizer.pt")));
+        }
         if let Some((name, (_, v))) = tensors.iter().find(|(_, (_, v))| v.iter().any(|x| !x.is_finite())) {
             let bad = v.iter().filter(|x| !x.is_finite()).count();
             return Err(InspectError::NonFinite { file: f.display().to_string(), tensor: name.clone(), bad, of: v.len(), step });
         }
-        series.push(Checkpoint { file: f.display().to_string(), step, tensors, key: key_used });
+        series.push(Checkpoint { file: f.display().to_string(), step, tensors, key: key_used, optimizer: opt });
     }
     series.sort_by_key(|c| c.step);
     // The same step twice is the same checkpoint saved twice (ckpt_20.pt beside
@@ -331,6 +346,75 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
 /// The training's optimizer settings, for predictions (the core's).
 pub use normwd_core::optim::Hyper;
 
+/// How one tensor was trained, as far as `inspect` knows.
+#[derive(Debug, Clone)]
+pub struct Training {
+    /// Its optimizer settings (`None`: its group is not told, so nothing is predicted).
+    pub hyper: Option<Hyper>,
+    /// The learning rate at each checkpoint (a schedule's, from the saved optimizer states; else
+    /// `hyper.lr` throughout).
+    pub lrs: Vec<f64>,
+    /// Its group in the saved optimizer, and the group's weight decay.
+    pub group: Option<(usize, f64)>,
+    /// Why its group is not told, or that it is in none.
+    pub note: Option<String>,
+}
+
+impl Training {
+    /// Every tensor trained with `h` at a constant learning rate (the flags' settings).
+    pub fn uniform(series: &[Checkpoint], h: &Hyper) -> Vec<Training> {
+        let t = Training { hyper: Some(h.clone()), lrs: vec![h.lr; series.len()], group: None, note: None };
+        vec![t; series[0].tensors.len()]
+    }
+
+    /// Each tensor's settings from the saved optimizer `opt` (the last checkpoint's), its groups'
+    /// settings as `hypers` (the saved ones with the flags laid over): the group it is in, by
+    /// [`optimizer::assign`], and each checkpoint's learning rate from that checkpoint's state
+    /// unless `lr_given` (the flag fixes it).
+    pub fn from_optimizer(series: &[Checkpoint], opt: &optimizer::StoredOptimizer, hypers: &[Hyper], lr_given: bool) -> Vec<Training> {
+        let names: Vec<(String, Vec<usize>)> = series[0].tensors.iter().map(|(n, (s, _))| (n.clone(), s.clone())).collect();
+        let roles = guess_roles(&names);
+        let params: Vec<(String, Vec<usize>)> =
+            names.iter().zip(&roles).filter(|(_, (r, _))| *r != Role::Buffer).map(|(n, _)| n.clone()).collect();
+        let mut membership = optimizer::assign(opt, &params).into_iter();
+        let lr_at = |c: &Checkpoint, g: usize| match &c.optimizer {
+            Some(Ok(o)) if !lr_given && o.groups.len() == opt.groups.len() => o.groups[g].hyper.lr,
+            _ => hypers[g].lr,
+        };
+        roles
+            .iter()
+            .map(|(role, _)| {
+                if *role == Role::Buffer {
+                    return Training { hyper: None, lrs: vec![f64::NAN; series.len()], group: None, note: None };
+                }
+                match membership.next().expect("one membership per parameter") {
+                    optimizer::Membership::Group(g) => Training {
+                        hyper: Some(hypers[g].clone()),
+                        lrs: series.iter().map(|c| lr_at(c, g)).collect(),
+                        group: Some((g, hypers[g].weight_decay)),
+                        note: None,
+                    },
+                    optimizer::Membership::None => Training {
+                        hyper: None,
+                        lrs: vec![f64::NAN; series.len()],
+                        group: None,
+                        note: Some(format!(
+                            "in no group of the optimizer saved in {}: frozen, or left out when the groups were built",
+                            opt.source
+                        )),
+                    },
+                    optimizer::Membership::Unknown(why) => Training {
+                        hyper: None,
+                        lrs: vec![f64::NAN; series.len()],
+                        group: None,
+                        note: Some(format!("its optimizer group is not told by {}: {why}", opt.source)),
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
 /// Measurements of one tensor over the series.
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorReport {
@@ -363,6 +447,13 @@ pub struct TensorReport {
     /// Predicted equilibrium angle between weights `last_gap_steps` apart (F13), which is not
     /// `last_gap_steps` times the angle per step once the gap nears the relaxation time.
     pub pred_last_gap_angle: Option<f64>,
+    /// The optimizer settings its predictions were made with (`None`: its group is not told).
+    pub hyper: Option<Hyper>,
+    /// The saved optimizer's group holding it, when the checkpoints hold the optimizer state.
+    pub optimizer_group: Option<usize>,
+    /// Whether it is decayed ([`decay`]): norm scales always, other tensors when the optimizer
+    /// state tells.
+    pub decay: Option<decay::DecayReading>,
     /// Whether the weight is at equilibrium ([`equilibrium::verdict`]); `None` without a
     /// prediction (not scale-invariant, no decay, or no closed form for the optimizer).
     pub at_equilibrium: Option<bool>,
@@ -406,22 +497,18 @@ pub fn graph_names_in(checkpoint: &[&str], graph: &[String]) -> (Vec<String>, Ve
 }
 
 /// Measures every tensor of the series; `si_from_graph` lists the weights an ONNX graph shows
-/// feeding a normalization layer (None: guess from names).
-pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hyper) -> Vec<TensorReport> {
+/// feeding a normalization layer (None: guess from names); `trainings` holds each tensor's
+/// settings, in the checkpoints' order ([`Training::uniform`], [`Training::from_optimizer`]).
+pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, trainings: &[Training]) -> Vec<TensorReport> {
     let names: Vec<(String, Vec<usize>)> = series[0].tensors.iter().map(|(n, (s, _))| (n.clone(), s.clone())).collect();
     let guessed = guess_roles(&names);
-    let adam = h.optimizer.sign_like();
-    let family = h.family();
-    let relax_rate = h.relax_rate();
-    // The same for every tensor: the checkpoints' steps and F13's angle over each gap.
     let steps: Vec<u64> = series.iter().map(|c| c.step).collect();
     let gap = steps[steps.len() - 1] - steps[steps.len() - 2];
-    let f13 = |k: u64| theory::gap_angle(family, h.lr, h.weight_decay, k);
-    let gap_angles: Vec<f64> = steps.windows(2).filter_map(|s| f13(s[1] - s[0])).collect();
     names
         .iter()
         .zip(guessed)
-        .map(|((name, shape), (role, guess))| {
+        .zip(trainings)
+        .map(|(((name, shape), (role, guess)), t)| {
             let (si, source) = match si_from_graph {
                 Some(list) => (list.contains(name), "graph"),
                 None => (guess, "guess"),
@@ -429,40 +516,102 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, h: &Hype
             let vals: Vec<&Vec<f32>> = series.iter().map(|c| &c.tensors[name].1).collect();
             let norms: Vec<f64> = vals.iter().map(|v| norm(v)).collect();
             let angles: Vec<f64> = vals.windows(2).map(|w| angle(w[0], w[1])).collect();
-            let eff_lr = norms.iter().map(|n| if adam { theory::effective_lr_adam(h.lr, *n) } else { theory::effective_lr_sgd(h.lr, *n) }).collect();
-            let pred = if si && role == Role::Weight { theory::predicted_angle(family, h.lr, h.weight_decay) } else { None };
             let last_angle = angles.last().copied().unwrap_or(0.0);
-            let pred_gap_angles = if pred.is_some() { gap_angles.clone() } else { Vec::new() };
-            let pred_gap = pred_gap_angles.last().copied();
-            let verdict = pred.and_then(|_| equilibrium::verdict(&steps, &norms, &angles, relax_rate, f13));
+            // The settings over gap `i`: a schedule's lr taken as the mean of the gap's ends.
+            let at_gap = |h: &Hyper, i: usize| Hyper { lr: 0.5 * (t.lrs[i] + t.lrs[i + 1]), ..h.clone() };
+            let eff_lr = match &t.hyper {
+                Some(h) if h.optimizer.sign_like() => norms.iter().zip(&t.lrs).map(|(n, lr)| theory::effective_lr_adam(*lr, *n)).collect(),
+                Some(_) => norms.iter().zip(&t.lrs).map(|(n, lr)| theory::effective_lr_sgd(*lr, *n)).collect(),
+                None => vec![f64::NAN; norms.len()],
+            };
+            let h = t.hyper.as_ref();
+            let pred = h.filter(|_| si && role == Role::Weight).and_then(|h| theory::predicted_angle(h.family(), t.lrs[t.lrs.len() - 1], h.weight_decay));
+            let pred_gap_angles: Vec<f64> = match (h, pred) {
+                (Some(h), Some(_)) => (0..angles.len()).filter_map(|i| theory::gap_angle(h.family(), at_gap(h, i).lr, h.weight_decay, steps[i + 1] - steps[i])).collect(),
+                _ => Vec::new(),
+            };
+            let verdict = match (h, pred) {
+                (Some(h), Some(_)) => {
+                    let last = Hyper { lr: t.lrs[t.lrs.len() - 1], ..h.clone() };
+                    equilibrium::verdict(&steps, &norms, &angles, last.relax_rate(), |i| pred_gap_angles.get(i).copied())
+                }
+                _ => None,
+            };
+            let decay = match (t.group, h) {
+                (Some((g, wd)), _) => Some(decay::from_group(g, wd)),
+                (None, Some(h)) if role == Role::NormScale => Some(decay::from_norms(&steps, &norms, |i| at_gap(h, i).decay_rate())),
+                (None, None) if role == Role::NormScale => Some(decay::DecayReading {
+                    decayed: decay::Decayed::CannotTell,
+                    source: "optimizer",
+                    observed: None,
+                    decay_only: None,
+                    why: t.note.clone().unwrap_or_default(),
+                }),
+                _ => None,
+            };
             let mut flags = Vec::new();
-            let shrinking = norms.windows(2).all(|w| w[1] < w[0]);
-            let growing = norms.windows(2).all(|w| w[1] > w[0]);
-            let change = norms.last().unwrap_or(&1.0) / norms.first().unwrap_or(&1.0);
-            if role == Role::NormScale && shrinking && change < 0.9 && norms.len() >= 3 {
-                flags.push(format!("norm-layer scale shrinks at every checkpoint (to {:.2} of its first value): it looks decayed; exclude norm layers from weight decay", change));
+            if let Some(n) = t.note.as_ref().filter(|n| n.starts_with("in no group")) {
+                flags.push(n.clone());
             }
-            if si && role == Role::Weight && growing && norms.len() >= 3 {
+            let decayed = decay.as_ref().map(|d| d.decayed);
+            match (role, decayed) {
+                (Role::NormScale | Role::NormShift, Some(decay::Decayed::Yes)) => flags.push(format!(
+                    "norm-layer {} in an optimizer group with weight decay > 0: decay pulls it toward 0 and the layer's output with it, which does not regularize a normalized network; put norm scales and shifts in a group with weight_decay 0",
+                    if role == Role::NormScale { "scale" } else { "shift" }
+                )),
+                (Role::Bias, Some(decay::Decayed::Yes)) => flags.push(
+                    "bias in an optimizer group with weight decay > 0: decay barely regularizes a bias, and timm, Hugging Face and nanoGPT leave biases out of it; put it in a group with weight_decay 0".into(),
+                ),
+                (_, Some(decay::Decayed::LooksDecayed)) => flags.push(format!(
+                    "norm-layer scale {}: it looks decayed; exclude norm layers from weight decay",
+                    decay.as_ref().map(|d| d.why.as_str()).unwrap_or_default()
+                )),
+                _ => {}
+            }
+            let change = norms.last().unwrap_or(&1.0) / norms.first().unwrap_or(&1.0);
+            let growing = norms.windows(2).all(|w| w[1] > w[0]);
+            if let Some(h) = h.filter(|_| si && role == Role::Weight && growing && norms.len() >= 3) {
                 let span = series.last().map(|c| c.step).unwrap_or(0) - series[0].step;
                 if h.weight_decay == 0.0 {
                     flags.push(format!("scale-invariant weight without weight decay: its norm grows at every checkpoint (x{change:.2}), so its effective learning rate keeps falling (F4)"));
                 } else {
-                    let relax = 1.0 / relax_rate;
+                    let relax = 1.0 / h.relax_rate();
                     flags.push(format!(
                         "norm still grows at every checkpoint (x{change:.2}): not at equilibrium yet; with these settings it relaxes over ~{relax:.0} steps, the series covers {span}{}",
-                        if (span as f64) > 3.0 * relax { ", so the decay that reaches it is weaker than --weight-decay says (is it excluded from decay?)" } else { "" }
+                        if (span as f64) > 3.0 * relax { ", so the decay that reaches it is weaker than the weight decay says (is it excluded from decay?)" } else { "" }
                     ));
                 }
             }
-            TensorReport { name: name.clone(), shape: shape.clone(), role, scale_invariant: si, invariance_source: source.into(), norms, angles, eff_lr, pred_angle: pred, pred_gap_angles, last_gap_steps: gap, last_gap_angle: last_angle, pred_last_gap_angle: pred_gap, at_equilibrium: verdict.map(|v| v.at_equilibrium), equilibrium_basis: verdict.map(|v| v.basis), flags }
+            let pred_gap = pred_gap_angles.last().copied();
+            TensorReport {
+                name: name.clone(),
+                shape: shape.clone(),
+                role,
+                scale_invariant: si,
+                invariance_source: source.into(),
+                norms,
+                angles,
+                eff_lr,
+                pred_angle: pred,
+                pred_gap_angles,
+                last_gap_steps: gap,
+                last_gap_angle: last_angle,
+                pred_last_gap_angle: pred_gap,
+                hyper: t.hyper.clone(),
+                optimizer_group: t.group.map(|g| g.0),
+                decay,
+                at_equilibrium: verdict.map(|v| v.at_equilibrium),
+                equilibrium_basis: verdict.map(|v| v.basis),
+                flags,
+            }
         })
         .collect()
 }
 
-/// Flags about the whole run (not one tensor).
-pub fn run_flags(h: &Hyper) -> Vec<String> {
+/// Flags about the whole run (not one tensor), from the settings of its groups.
+pub fn run_flags(hypers: &[Hyper]) -> Vec<String> {
     let mut v = Vec::new();
-    if h.optimizer.sign_like() && h.coupled && h.weight_decay > 0.0 {
+    if hypers.iter().any(|h| h.optimizer.sign_like() && h.coupled && h.weight_decay > 0.0) {
         v.push("Adam with L2 in the gradient (coupled): the decay is rescaled by Adam's denominator, so it neither regularizes nor sets a fixed equilibrium; use AdamW (decoupled) for a predictable effective learning rate".into());
     }
     v

@@ -3,6 +3,7 @@
 //! `torch.save` has written (zip, the legacy pickle stream, tar), strided views gathered into
 //! row-major order, and sizes checked against the file before anything is allocated.
 
+use super::optimizer::{self, StoredOptimizer};
 use super::{at, InspectError, Tensors};
 use pytorch_reader::{DType, PickleValue, PytorchReader};
 use std::io::Read;
@@ -23,22 +24,33 @@ pub fn is_safetensors(path: &Path) -> Result<bool, InspectError> {
     Ok(n == head.len() && head[8] == b'{')
 }
 
+/// What a `torch.save` checkpoint holds for `inspect`.
+pub struct TorchFile {
+    /// The key the weights were read under, if any (printed, so a guess is visible).
+    pub key: Option<String>,
+    /// The float tensors.
+    pub tensors: Tensors,
+    /// The optimizer state saved beside them, or why it could not be used.
+    pub optimizer: Option<Result<StoredOptimizer, String>>,
+}
+
 /// The float tensors of a `torch.save` checkpoint, under `key` when given; otherwise under
 /// the first of [`WEIGHT_KEYS`] that holds a dictionary, else the whole file (a plain
 /// `state_dict`, or a whole module saved with `torch.save(model)`). Integer tensors, such as
-/// batch norm's `num_batches_tracked`, are counters and left out, as for safetensors. Also
-/// returns the key the weights were read under, if any (printed, so a guess is visible).
-pub fn read(path: &Path, key: Option<&str>) -> Result<(Option<String>, Tensors), InspectError> {
+/// batch norm's `num_batches_tracked`, are counters and left out, as for safetensors. A training
+/// checkpoint's optimizer state comes with them ([`optimizer_state`]).
+pub fn read(path: &Path, key: Option<&str>) -> Result<TorchFile, InspectError> {
     let bad = |e: pytorch_reader::PytorchError| at(path, format!("not a safetensors or PyTorch checkpoint ({e})"));
+    let root = PytorchReader::read_pickle_data(path, None).map_err(bad)?;
     let key = match key {
         Some(k) => Some(k.to_string()),
-        None => weights_key(path, &PytorchReader::read_pickle_data(path, None).map_err(bad)?)?,
+        None => weights_key(path, &root)?,
     };
     let reader = match &key {
         Some(k) => PytorchReader::with_top_level_key(path, k).map_err(|e| at(path, format!("--key {k}: {e}")))?,
         None => PytorchReader::new(path).map_err(bad)?,
     };
-    let mut out = Tensors::new();
+    let mut tensors = Tensors::new();
     for (name, t) in reader.into_tensors() {
         let bytes = t.read().map_err(|e| at(path, format!("cannot read ({e})")))?;
         let v: Vec<f32> = match t.dtype() {
@@ -48,13 +60,43 @@ pub fn read(path: &Path, key: Option<&str>) -> Result<(Option<String>, Tensors),
             DType::F16 => bytes.chunks_exact(2).map(|c| normwd_core::store::f16_to_f32(u16::from_ne_bytes([c[0], c[1]]))).collect(),
             DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U64 | DType::U32 | DType::U16 | DType::U8 | DType::Bool => continue,
         };
-        out.insert(name, (t.shape().to_vec(), v));
+        tensors.insert(name, (t.shape().to_vec(), v));
     }
-    if out.is_empty() {
+    if tensors.is_empty() {
         let under = key.map(|k| format!(" under key {k}")).unwrap_or_default();
         return Err(at(path, format!("no float tensors{under}: expected a state_dict or a checkpoint holding one")));
     }
-    Ok((key, out))
+    Ok(TorchFile { key, tensors, optimizer: optimizer_state(path, &root) })
+}
+
+/// The one optimizer state in the `torch.save` file at `path` with pickle `root` (`None`: it
+/// holds none), or why it cannot be used: several optimizers, or one `inspect` does not know.
+pub fn optimizer_state(path: &Path, root: &PickleValue) -> Option<Result<StoredOptimizer, String>> {
+    let found = optimizer::find(root);
+    match found.as_slice() {
+        [] => None,
+        [one] => {
+            let shapes: Vec<(String, Vec<usize>)> = match PytorchReader::new(path) {
+                Ok(r) => r.tensors().iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect(),
+                Err(e) => return Some(Err(format!("its tensors cannot be listed ({e})"))),
+            };
+            let source = if one.is_empty() { path.display().to_string() } else { format!("{}: {one}", path.display()) };
+            Some(optimizer::read(&source, root, one, &shapes).map_err(|e| format!("{source}: {e}")))
+        }
+        many => Some(Err(format!("{} holds {} optimizers ({})", path.display(), many.len(), many.join(", ")))),
+    }
+}
+
+/// The optimizer state file a Hugging Face Trainer writes beside the weights (`optimizer.pt`),
+/// read as [`optimizer_state`].
+pub fn trainer_optimizer(path: &Path) -> Option<Result<StoredOptimizer, String>> {
+    if !path.is_file() {
+        return None;
+    }
+    match PytorchReader::read_pickle_data(path, None) {
+        Ok(root) => optimizer_state(path, &root),
+        Err(e) => Some(Err(format!("{}: not a readable torch.save file ({e})", path.display()))),
+    }
 }
 
 /// The key of [`WEIGHT_KEYS`] to read the weights from, if the file is a training checkpoint
