@@ -481,6 +481,16 @@ fn training_checkpoints_carry_their_optimizer_settings() {
     let (v, stderr) = inspect_json(&[timm_run("timm", "pt")], &["--lr", "0.05"]);
     assert!(stderr.contains("the flags replace the saved"), "{stderr}");
     assert!(v["tensors"].as_array().unwrap().iter().filter(|t| t["role"] != "buffer").all(|t| t["hyper"]["lr"] == 0.05));
+    // Lightning's own checkpoints (tests/fixtures/timm/lightning_run.py): the step from the file
+    // name, the weights under state_dict, the optimizer under optimizer_states; timm's groups.
+    let (v, stderr) = inspect_json(&[timm_run("lightning", "")], &[]);
+    assert!(!stderr.contains("assume"), "{stderr}");
+    let steps: Vec<u64> = v["checkpoints"].as_array().unwrap().iter().map(|c| c["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [30, 60, 90]);
+    for t in v["tensors"].as_array().unwrap().iter().filter(|t| t["role"] != "buffer") {
+        let matrix = t["shape"].as_array().unwrap().len() >= 2;
+        assert_eq!(t["hyper"]["weight_decay"].as_f64(), Some(if matrix { 5e-4 } else { 0.0 }), "{}", t["name"]);
+    }
     // A Hugging Face Trainer folder's optimizer.pt: AdamW, decay on the matrices only.
     let gpt2 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/gpt2");
     let (v, _) = inspect_json(&[gpt2], &[]);
