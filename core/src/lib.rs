@@ -7,6 +7,7 @@
 //! - [`theory`]: the closed forms of THEORY.md;
 //! - [`kinds`], [`roles`], [`schedule`], [`optim`]: what a run is made of (architecture and
 //!   norm names, parameter roles and the decay rule, lr schedules, optimizer settings);
+//! - [`advice`]: the mistakes flagged in how a tensor is trained;
 //! - [`config`]: a run's typed settings, resolved once;
 //! - [`records`], [`fault`], [`store`], [`run`]: the run directory (metrics lines, crash points
 //!   for tests, atomic files and checkpoints, a run read back);
@@ -14,6 +15,7 @@
 //! - [`report`]: charts, sentences and HTML from runs on disk;
 //! - [`exit`]: what each error above means for a process (its exit code).
 
+pub mod advice;
 pub mod choice;
 pub mod config;
 pub mod exit;

@@ -119,6 +119,15 @@ impl Hyper {
         self.lr * if sgd_l2 { self.weight_decay / (1.0 - self.momentum) } else { self.weight_decay }
     }
 
+    /// Checks every value's domain (the flags' names: `lr`, `weight-decay`, `momentum`, `betas`).
+    pub fn validate(&self) -> Result<(), OptimError> {
+        check("lr", self.lr, self.lr > 0.0, "a finite number > 0")?;
+        check("weight-decay", self.weight_decay, self.weight_decay >= 0.0, "a finite number >= 0")?;
+        check("momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "a number in [0, 1)")?;
+        check("betas", self.betas.0, (0.0..1.0).contains(&self.betas.0), "beta1 in [0, 1)")?;
+        check("betas", self.betas.1, (0.0..1.0).contains(&self.betas.1), "beta2 in [0, 1)")
+    }
+
     /// The rate per step at which decay alone shrinks any tensor it reaches: [`Hyper::relax_rate`],
     /// except for L2 in an Adam gradient, which Adam's denominator rescales per coordinate by an
     /// amount the hyperparameters do not tell (`None`).

@@ -16,11 +16,22 @@ pub enum Role {
     NormScale,
     /// A normalization layer's per-channel shift (beta).
     NormShift,
+    /// A per-channel multiplier outside a normalization layer (timm's LayerScale `gamma`).
+    Gain,
+    /// A lookup table (`nn.Embedding`): rows are read, not multiplied into a normalized output.
+    Embedding,
+    /// A learned position embedding or class/distillation token added to the activations
+    /// (ViT's `pos_embed`, `cls_token`).
+    Token,
     /// Running statistics: never optimized, never decayed.
     Buffer,
 }
 
 impl Role {
+    /// Every role, in the order tables list them.
+    pub const ALL: [Role; 8] =
+        [Role::Weight, Role::Bias, Role::NormScale, Role::NormShift, Role::Gain, Role::Embedding, Role::Token, Role::Buffer];
+
     /// Short name for tables.
     pub fn name(self) -> &'static str {
         match self {
@@ -28,8 +39,16 @@ impl Role {
             Role::Bias => "bias",
             Role::NormScale => "norm-scale",
             Role::NormShift => "norm-shift",
+            Role::Gain => "gain",
+            Role::Embedding => "embedding",
+            Role::Token => "token",
             Role::Buffer => "buffer",
         }
+    }
+
+    /// The role of a table name ([`Role::name`]).
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
     }
 }
 
@@ -60,11 +79,13 @@ crate::choice! {
     pub enum DecayPolicy {
         /// Every trainable tensor, norm gamma/beta and biases included (the naive setup).
         All = "all",
-        /// Weights only; no decay on norm scales/shifts and biases (timm, fastai, Keras).
+        /// Weights only; no decay on norm scales/shifts, gains, biases, embeddings and tokens
+        /// (timm, fastai, Keras, with timm's `no_weight_decay()` tokens).
         ExcludeNormBias = "exclude-norm-bias",
         /// Only the scale-invariant weights (decay as an effective-learning-rate control).
         ScaleInvariantOnly = "scale-invariant-only",
         /// Weights that are not scale-invariant (decay only where it regularizes the function).
+        /// Embeddings and tokens are decayed only under `all`.
         NoneOnScaleInvariant = "none-on-scale-invariant",
     }
 }
@@ -169,5 +190,13 @@ mod tests {
         assert_eq!(si(All).group, Group::ScaleInvariant);
         assert_eq!(plain(All).group, Group::Default);
         assert_eq!(DecayPolicy::parse("exclude-norm-bias"), Some(ExcludeNormBias));
+        for r in [Role::Gain, Role::Embedding, Role::Token] {
+            let i = |p| ParamInfo::new("e", vec![8, 4], r, None, p);
+            assert!(
+                i(All).decayed && !i(ExcludeNormBias).decayed && !i(ScaleInvariantOnly).decayed && !i(NoneOnScaleInvariant).decayed,
+                "{r:?}"
+            );
+        }
+        assert!(Role::ALL.iter().all(|r| Role::parse(r.name()) == Some(*r)));
     }
 }

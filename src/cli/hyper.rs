@@ -38,14 +38,6 @@ pub struct Resolved {
     pub assumed: Vec<String>,
 }
 
-fn check(flag: &str, v: f64, ok: bool, expected: &str) -> Result<f64, Failure> {
-    if v.is_finite() && ok {
-        Ok(v)
-    } else {
-        Err(fail(2, format!("--{flag} {v}: expected {expected}")))
-    }
-}
-
 impl HyperArgs {
     /// Checks every value. An unset `--lr` / `--weight-decay` takes `assume` (and is listed in
     /// [`Resolved::assumed`]), or is required when `assume` is `None`.
@@ -79,14 +71,8 @@ impl HyperArgs {
             None => optimizer.default_betas(),
         };
         let decoupled = self.decay.map(|d| d == DecayMode::Decoupled).unwrap_or(optimizer.decoupled_by_default());
-        let hyper = Hyper {
-            optimizer,
-            lr: check("lr", lr, lr > 0.0, "a finite number > 0")?,
-            momentum: check("momentum", momentum, (0.0..1.0).contains(&momentum), "a number in [0, 1)")?,
-            weight_decay: check("weight-decay", weight_decay, weight_decay >= 0.0, "a finite number >= 0")?,
-            coupled: !decoupled,
-            betas,
-        };
+        let hyper = Hyper { optimizer, lr, momentum, weight_decay, coupled: !decoupled, betas };
+        hyper.validate().map_err(|e| fail(2, e.to_string()))?;
         Ok(Resolved { hyper, assumed })
     }
 

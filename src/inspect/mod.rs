@@ -269,16 +269,27 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
             ms.len() <= 1 && ["weight", "scale", "gamma"].iter().any(|s| *m == format!("{module}.{s}") || *m == format!("{module}/{s}"))
         })
     };
+    // Embedding tables are looked up, not multiplied into a normalized output, and tokens are
+    // added: never scale-invariant by name.
+    let embedding = |n: &str| {
+        let module = n.rsplit_once(['.', '/']).map(|(m, _)| m).unwrap_or("");
+        let module = module.rsplit(['.', '/']).next().unwrap_or(module).to_ascii_lowercase();
+        ["embed", "wte", "wpe", "emb"].iter().any(|k| module.contains(k))
+    };
     let role = |n: &str, s: &[usize]| {
         let last = n.rsplit(['.', '/']).next().unwrap_or(n);
         if ["running_mean", "running_var", "num_batches_tracked", "mean", "var"].contains(&last) {
             Role::Buffer
+        } else if ["pos_embed", "cls_token", "dist_token", "reg_token", "mask_token"].contains(&last) {
+            Role::Token
         } else if s.len() <= 1 && ["weight", "gamma", "scale", "weight_g"].contains(&last) {
             Role::NormScale
         } else if s.len() <= 1 && (last == "beta" || (last == "bias" && sibling_scale(n))) {
             Role::NormShift
         } else if last == "bias" {
             Role::Bias
+        } else if s.len() >= 2 && embedding(n) {
+            Role::Embedding
         } else {
             Role::Weight
         }
@@ -319,12 +330,6 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
             }
         }
     };
-    // Embedding tables are looked up, not multiplied into a normalized output: never
-    // scale-invariant by name.
-    let embedding = |n: &str| {
-        let module = layer(n).1.to_ascii_lowercase();
-        ["embed", "wte", "wpe", "emb"].iter().any(|k| module.contains(k))
-    };
     names
         .iter()
         .enumerate()
@@ -332,7 +337,6 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
             let r = roles[i];
             let si = r == Role::Weight
                 && s.len() >= 2
-                && !embedding(n)
                 && (n.ends_with("weight_v")
                     || names
                         .iter()
@@ -554,19 +558,19 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, training
                 flags.push(n.clone());
             }
             let decayed = decay.as_ref().map(|d| d.decayed);
-            match (role, decayed) {
-                (Role::NormScale | Role::NormShift, Some(decay::Decayed::Yes)) => flags.push(format!(
-                    "norm-layer {} in an optimizer group with weight decay > 0: decay pulls it toward 0 and the layer's output with it, which does not regularize a normalized network; put norm scales and shifts in a group with weight_decay 0",
-                    if role == Role::NormScale { "scale" } else { "shift" }
-                )),
-                (Role::Bias, Some(decay::Decayed::Yes)) => flags.push(
-                    "bias in an optimizer group with weight decay > 0: decay barely regularizes a bias, and timm, Hugging Face and nanoGPT leave biases out of it; put it in a group with weight_decay 0".into(),
-                ),
-                (_, Some(decay::Decayed::LooksDecayed)) => flags.push(format!(
+            if let (Some((_, _)), Some(h)) = (t.group, h) {
+                // The group is known: the mistakes are facts, decided by the core.
+                for m in normwd_core::advice::mistakes(role, si, h) {
+                    // Growing norms say more than the rule alone (below).
+                    if m != normwd_core::advice::Mistake::InvariantUndecayed {
+                        flags.push(format!("{}: {} ({})", m.name(), m.why(), decay.as_ref().map(|d| d.why.as_str()).unwrap_or_default()));
+                    }
+                }
+            } else if decayed == Some(decay::Decayed::LooksDecayed) {
+                flags.push(format!(
                     "norm-layer scale {}: it looks decayed; exclude norm layers from weight decay",
                     decay.as_ref().map(|d| d.why.as_str()).unwrap_or_default()
-                )),
-                _ => {}
+                ));
             }
             let change = norms.last().unwrap_or(&1.0) / norms.first().unwrap_or(&1.0);
             let growing = norms.windows(2).all(|w| w[1] > w[0]);

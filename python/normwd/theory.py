@@ -1,0 +1,65 @@
+"""The theory's closed forms (THEORY.md), computed by normwd's core.
+
+Example:
+    >>> from normwd import theory
+    >>> angle, steps = theory.equilibrium("adamw", lr=1e-3, weight_decay=0.1)
+    >>> round(angle, 5), round(steps)
+    (0.00324, 10000)
+"""
+
+from typing import Optional, Tuple
+
+from . import _core
+
+
+def equilibrium(
+    optimizer: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.0,
+    betas: Optional[Tuple[float, float]] = None,
+    decoupled: Optional[bool] = None,
+) -> Tuple[Optional[float], float]:
+    """The equilibrium angular update per step of a scale-invariant weight (F7 SGD(M), F8
+    AdamW, F9 Lion), or None without a closed form (L2 in Adam's gradient, no decay), and the
+    relaxation time in steps, ``1/(lr*weight_decay)`` (SGD's L2: divided by ``1-momentum``).
+
+    ``optimizer`` is one of ``sgd``, ``adam``, ``adamw``, ``lion``; ``decoupled`` defaults to
+    the optimizer's own (AdamW and Lion decoupled, SGD and Adam L2 in the gradient).
+
+    Example:
+        >>> angle, steps = equilibrium("sgd", 0.1, 5e-4, momentum=0.9)
+        >>> round(angle, 5), round(steps)
+        (0.00725, 2000)
+    """
+    return _core.equilibrium(optimizer, lr, weight_decay, momentum, betas, decoupled)
+
+
+def gap_angle(
+    optimizer: str,
+    lr: float,
+    weight_decay: float,
+    k: int,
+    momentum: float = 0.0,
+    betas: Optional[Tuple[float, float]] = None,
+    decoupled: Optional[bool] = None,
+) -> Optional[float]:
+    """The equilibrium angle between a scale-invariant weight and itself ``k`` steps later
+    (F13), which is not ``k`` times the angle per step once ``k`` nears the relaxation time.
+
+    Example:
+        >>> round(gap_angle("sgd", 0.1, 5e-4, 1, momentum=0.9), 4) == round(equilibrium("sgd", 0.1, 5e-4, 0.9)[0], 4)
+        True
+    """
+    return _core.gap_angle(optimizer, lr, weight_decay, k, momentum, betas, decoupled)
+
+
+def effective_lr(optimizer: str, lr: float, norm: float) -> float:
+    """The effective learning rate of a scale-invariant weight of norm ``norm``: ``lr/norm**2``
+    for SGD, ``lr/norm`` for the sign-like updates of Adam and Lion.
+
+    Example:
+        >>> effective_lr("sgd", 0.1, 2.0)
+        0.025
+    """
+    return _core.effective_lr(optimizer, lr, norm)

@@ -1,0 +1,17 @@
+"""normwd inside a PyTorch training: ``audit`` a model and optimizer, build ``param_groups``
+under normwd's decay policies.
+
+Example:
+    >>> import torch
+    >>> import normwd.torch as nwd
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8))
+    >>> opt = torch.optim.SGD(nwd.param_groups(net, weight_decay=5e-4), lr=0.1, momentum=0.9)
+    >>> nwd.audit(net, opt).mistakes
+    []
+"""
+
+from ._audit import Audit, Mistake, ParamAudit, audit
+from ._groups import param_groups
+from ._roles import is_norm, roles, unwrap
+
+__all__ = ["Audit", "Mistake", "ParamAudit", "audit", "is_norm", "param_groups", "roles", "unwrap"]

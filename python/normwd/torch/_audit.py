@@ -1,0 +1,295 @@
+"""``audit``: every tensor of a model with its role, scale-invariance (from the graph and, given
+example inputs, measured), the optimizer group holding it, and the mistakes in its setup."""
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from .. import _core
+from . import _numeric, _optimizer, _structure
+from ._roles import _named, _role, is_norm, unwrap
+
+
+@dataclass
+class ParamAudit:
+    """One tensor of the model."""
+
+    name: str
+    shape: List[int]
+    #: The core's role name (``weight``, ``bias``, ``norm-scale``, ``norm-shift``, ``gain``,
+    #: ``embedding``, ``token``, ``buffer``).
+    role: str
+    #: The verdict: the measurement where there is one, else the graph's.
+    scale_invariant: bool
+    #: ``channel``, ``group of N``, ``head of N``, ``tensor``, or empty.
+    granularity: str
+    #: What the graph says (``yes (channel)``, ``no``, ``partial (head of 64)``, ``-`` untraced).
+    structural: str
+    #: What the rescale measured (``yes (channel)``, ``no (change 0.31)``, ``-`` without inputs).
+    numeric: str
+    #: Why, and any disagreement between the two.
+    note: str = ""
+    #: The optimizer groups holding it (empty without an optimizer, or in none).
+    groups: List[int] = field(default_factory=list)
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+
+
+@dataclass
+class Mistake:
+    """A mistake in how a tensor is trained."""
+
+    param: str
+    #: The core's code: ``norm-decayed``, ``bias-decayed``, ``embedding-decayed``,
+    #: ``adam-l2-on-scale-invariant``, ``scale-invariant-undecayed``, ``no-group``, ``two-groups``.
+    code: str
+    #: ``error`` or ``warning``.
+    severity: str
+    why: str
+
+
+@dataclass
+class Audit:
+    """The audit of a model (and optimizer): ``print(audit)`` for a table, ``.mistakes`` and
+    ``.to_json()`` for programs."""
+
+    params: List[ParamAudit]
+    mistakes: List[Mistake]
+    #: What could not be done, said (an untraceable model, no example inputs).
+    notes: List[str]
+
+    def __getitem__(self, name: str) -> ParamAudit:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(f"{name!r} is not a tensor of the audited model")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The audit as plain data."""
+        return {"params": [asdict(p) for p in self.params], "mistakes": [asdict(m) for m in self.mistakes], "notes": self.notes}
+
+    def to_json(self) -> str:
+        """The audit as JSON."""
+        return json.dumps(self.to_dict(), indent=1)
+
+    def __str__(self) -> str:
+        head = ["tensor", "shape", "role", "scale-invariant", "graph", "measured", "group", "lr", "weight decay"]
+        rows = []
+        for p in self.params:
+            if p.role == "buffer":
+                continue
+            si = f"yes ({p.granularity})" if p.scale_invariant else ("partial" if "partial" in p.structural or "rows" in p.numeric else "no")
+            group = ",".join(map(str, p.groups)) if p.groups else "-"
+            rows.append([p.name, "x".join(map(str, p.shape)) or "scalar", p.role, si, p.structural, p.numeric, group, _fmt(p.lr), _fmt(p.weight_decay)])
+        widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+        line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+        out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+        for n in self.notes:
+            out.append(f"note: {n}")
+        for p in self.params:
+            if p.note and p.role != "buffer":
+                out.append(f"{p.name}: {p.note}")
+        shown = {}
+        for m in self.mistakes:
+            shown.setdefault((m.severity, m.code, m.why), []).append(m.param)
+        for (severity, code, why), names in shown.items():
+            who = ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:2])} and {len(names) - 2} more"
+            out.append(f"{severity.upper()} {code}: {who}: {why}")
+        return "\n".join(out)
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def _label_size(granularity: str) -> Optional[int]:
+    if granularity.startswith(("group of ", "head of ")):
+        return int(granularity.rsplit(" ", 1)[1])
+    return None
+
+
+def _norm_width(m: nn.Module) -> Optional[int]:
+    shape = getattr(m, "normalized_shape", None)
+    if shape:
+        return int(torch.tensor(shape).prod())
+    w = getattr(m, "weight", None)
+    return w.numel() if isinstance(w, torch.Tensor) and w.ndim == 1 else None
+
+
+def _weight_norm_direction(model: nn.Module, name: str) -> bool:
+    if name.endswith(".weight_v"):
+        return True
+    if name.endswith("parametrizations.weight.original1"):
+        plist = model.get_submodule(name[: -len(".original1")])
+        return type(plist[0]).__name__ == "_WeightNorm"
+    return False
+
+
+def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, example_inputs: Any = None, trace: bool = True) -> Audit:
+    """Audits ``model`` (DDP and ``torch.compile`` wrappers are looked through) and, given
+    ``optimizer``, the groups that train it.
+
+    Scale-invariance is read from the model's ``torch.fx`` graph and, given ``example_inputs``
+    (the positional arguments of one forward call, a batch of at least 2 for batch norm),
+    measured by rescaling each weight in a copy of the model; the measurement decides, and a
+    disagreement is said in the tensor's note. Mistakes (norm layers, biases or embeddings
+    decayed, scale-invariant weights without decay or under L2 with Adam, a parameter in no
+    group or in two) are decided by normwd's core.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        ...                           torch.nn.Flatten(), torch.nn.LazyLinear(10))
+        >>> _ = net(torch.randn(2, 3, 8, 8))
+        >>> report = audit(net, torch.optim.SGD(net.parameters(), lr=0.1, weight_decay=5e-4), torch.randn(4, 3, 8, 8))
+        >>> report["0.weight"].scale_invariant, report["0.weight"].granularity
+        (True, 'channel')
+        >>> sorted({m.code for m in report.mistakes})
+        ['bias-decayed', 'norm-decayed']
+    """
+    model = unwrap(model)
+    notes: List[str] = []
+    graph_verdicts: Dict[str, _structure.Structural] = {}
+    traced = False
+    graph = None
+    if trace:
+        graph, why = _structure.trace(model)
+        if graph is None:
+            notes.append(f"torch.fx cannot trace the model ({why}): scale-invariance is {'measured only' if example_inputs is not None else 'not known; pass example_inputs to measure it'}")
+        else:
+            traced = True
+            graph_verdicts = _structure.structural(model, graph)
+    probe = None
+    if example_inputs is not None:
+        try:
+            probe = _numeric.Probe(model, example_inputs)
+        except ValueError:
+            raise
+        except Exception as e:
+            raise ValueError(f"example_inputs: the model's forward pass on them raised {type(e).__name__}: {e}") from e
+    params: List[ParamAudit] = []
+    added = _structure.added_to_activations(graph) if traced else set()
+    for name, module, local, tensor, is_buffer in _named(model):
+        role = "buffer" if is_buffer else _role(module, local, tensor)
+        if role == "weight" and name in added:
+            # A bare parameter summed into the activations: a position embedding or token.
+            role = "token"
+        shape = list(tensor.shape)
+        entry = ParamAudit(name, shape, role, False, "", "-", "-")
+        if role == "weight" and tensor.ndim >= 2:
+            _invariance(model, module, name, entry, graph_verdicts.get(name), traced, probe)
+        params.append(entry)
+    mistakes: List[Mistake] = []
+    if optimizer is not None:
+        mistakes = _with_optimizer(model, optimizer, params)
+    return Audit(params, mistakes, notes)
+
+
+def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudit, graph: Optional[_structure.Structural], traced: bool, probe: Optional[_numeric.Probe]) -> None:
+    if _weight_norm_direction(model, name):
+        entry.scale_invariant, entry.granularity, entry.structural = True, "channel", "yes (channel)"
+        entry.note = "weight norm's direction: invariant by construction"
+    elif graph is not None:
+        if graph.scale_invariant:
+            entry.structural = f"yes ({graph.granularity})" + (" with bias" if graph.with_bias else "")
+        elif graph.partial:
+            entry.structural = f"partial ({graph.granularity})"
+        else:
+            entry.structural = "no"
+        entry.scale_invariant, entry.granularity, entry.note = graph.scale_invariant, graph.granularity, graph.why
+    elif traced:
+        entry.structural = "no"
+        entry.note = "not a conv or linear layer's weight the graph shows feeding a norm"
+    if probe is None or entry.note.startswith("weight norm"):
+        return
+    prefix = name[: -len(".weight")] if name.endswith(".weight") else None
+    bias = f"{prefix}.bias" if prefix and f"{prefix}.bias" in probe.params else None
+    # Hugging Face's Conv1D (GPT-2) stores its weight transposed: [in, out].
+    out_dim = 1 if type(module).__name__ == "Conv1D" else 0
+    sizes = [(1, "channel")]
+    slices = None
+    if graph is not None and _label_size(graph.granularity):
+        slices = _label_size(graph.granularity)
+        sizes.insert(0, (slices, graph.granularity))
+    elif graph is None:
+        # No graph to say where a fused projection splits: try the width of a norm layer
+        # that would normalize one slice (QK-norm's head size).
+        widths = sorted({_norm_width(m) for m in model.modules() if is_norm(m)} - {None})
+        rows = entry.shape[out_dim]
+        slices = next((w for w in widths if w < rows and rows % w == 0 and rows // w <= 64), None)
+        if slices:
+            sizes.insert(0, (slices, f"head of {slices}"))
+    m = _numeric.numeric(probe, name, None, sizes, slices, out_dim)
+    with_bias = False
+    if not m.scale_invariant and bias is not None:
+        mb = _numeric.numeric(probe, name, bias, sizes, slices, out_dim)
+        if mb.scale_invariant or mb.rows:
+            m, with_bias = mb, True
+    if m.scale_invariant:
+        entry.numeric = f"yes ({m.granularity})" + (" with bias" if with_bias else "")
+    elif m.rows:
+        entry.numeric = f"rows {_ranges(m.rows)}" + (" with bias" if with_bias else "")
+    elif m.control == 0.0:
+        entry.numeric = "no effect"
+        entry.note += "; the outputs do not depend on it at these weights, so the measurement tells nothing"
+    else:
+        entry.numeric = f"no ({m.change:.2g})"
+    structural_si = entry.scale_invariant
+    entry.scale_invariant, entry.granularity = m.scale_invariant, m.granularity
+    if m.control == 0.0:
+        entry.scale_invariant, entry.granularity = structural_si, graph.granularity if graph is not None else ""
+    elif graph is not None and structural_si != m.scale_invariant:
+        if m.scale_invariant:
+            entry.note += (
+                f"; the graph says no, the measurement yes: the paths that break invariance carry under {_numeric.TOLERANCE:g} of"
+                " its effect on the outputs at these weights (a residual branch behind a small layer scale, a zero bias), so it acts"
+                " as scale-invariant now and may not later"
+            )
+        else:
+            entry.note += "; the graph says yes, the measurement no (the measurement decides: it ran the model)"
+    elif graph is not None and m.scale_invariant and graph.granularity != m.granularity:
+        entry.note += f"; the graph says per {graph.granularity}, the measurement per {m.granularity}"
+
+
+def _ranges(rows: List[Any]) -> str:
+    merged: List[List[int]] = []
+    for a, b in rows:
+        if merged and merged[-1][1] == a:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    return ", ".join(f"{a}-{b - 1}" for a, b in merged)
+
+
+def _with_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, params: List[ParamAudit]) -> List[Mistake]:
+    groups = _optimizer.settings(optimizer)
+    held = _optimizer.membership(model, optimizer)
+    by_name = dict(model.named_parameters())
+    out: List[Mistake] = []
+    for p in params:
+        if p.role == "buffer":
+            continue
+        tensor = by_name.get(p.name)
+        if tensor is None:
+            continue
+        p.groups = held.get(id(tensor), [])
+        if not p.groups:
+            if tensor.requires_grad:
+                out.append(Mistake(p.name, *_core.mistake("no-group")))
+            continue
+        if len(p.groups) > 1:
+            out.append(Mistake(p.name, *_core.mistake("two-groups")))
+        g = groups[p.groups[0]]
+        p.lr, p.weight_decay = g.lr, g.weight_decay
+        rule = g.optimizer or "sgd"
+        betas = g.betas if g.optimizer in ("adam", "adamw", "lion") else None
+        # The mistakes depend on the role, invariance and decay, not on the lr (which may be 0
+        # in a group frozen that way): 1.0 stands in for it.
+        for code, severity, why in _core.mistakes(p.role, p.scale_invariant, rule, 1.0, g.weight_decay, min(g.momentum, 0.999), betas, g.decoupled):
+            if code == "adam-l2-on-scale-invariant" and g.optimizer is None:
+                continue
+            out.append(Mistake(p.name, code, severity, why))
+    return out

@@ -1,0 +1,99 @@
+"""A ``torch.optim`` optimizer's groups as the core's closed forms see them."""
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+
+@dataclass
+class GroupSettings:
+    """One parameter group's settings."""
+
+    index: int
+    #: ``sgd``, ``adam``, ``adamw``, ``lion``, or None for an optimizer without a closed form.
+    optimizer: Optional[str]
+    lr: float
+    weight_decay: float
+    momentum: float
+    betas: Optional[Tuple[float, float]]
+    decoupled: Optional[bool]
+    #: The optimizer's class name (``SGD``, ``AdamW``, ``RMSprop``).
+    kind: str
+
+
+def _rule(opt: torch.optim.Optimizer, group: dict) -> Tuple[Optional[str], Optional[bool]]:
+    name = type(opt).__name__
+    if isinstance(opt, torch.optim.AdamW):
+        return "adamw", True
+    if isinstance(opt, torch.optim.Adam):
+        return ("adamw", True) if group.get("decoupled_weight_decay") else ("adam", False)
+    if isinstance(opt, torch.optim.SGD):
+        return "sgd", False
+    if name.lower() == "lion":
+        return "lion", True
+    return None, None
+
+
+def _number(where: str, group: dict, key: str, default: float = 0.0) -> float:
+    v = group.get(key, default)
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{where}[{key!r}]={v!r}: expected a finite number")
+    return float(v)
+
+
+def settings(opt: torch.optim.Optimizer) -> List[GroupSettings]:
+    """Each group's settings, checked: a value that is not a finite number raises ValueError
+    naming the group and key.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> settings(torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9))[0].optimizer
+        'sgd'
+    """
+    out = []
+    for i, g in enumerate(opt.param_groups):
+        where = f"optimizer.param_groups[{i}]"
+        rule, decoupled = _rule(opt, g)
+        betas = g.get("betas")
+        if betas is not None:
+            betas = (_number(where, {"b": betas[0]}, "b"), _number(where, {"b": betas[1]}, "b"))
+        out.append(
+            GroupSettings(
+                index=i,
+                optimizer=rule,
+                lr=_number(where, g, "lr"),
+                weight_decay=_number(where, g, "weight_decay"),
+                momentum=_number(where, g, "momentum"),
+                betas=betas,
+                decoupled=decoupled,
+                kind=type(opt).__name__,
+            )
+        )
+    return out
+
+
+def membership(model: nn.Module, opt: torch.optim.Optimizer) -> Dict[int, List[int]]:
+    """The groups holding each of ``model``'s parameters, by ``id``; a tensor the optimizer
+    holds that is not one of the model's raises ValueError naming its group and shape.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> sorted(membership(net, torch.optim.SGD(net.parameters(), lr=0.1)).values())
+        [[0], [0]]
+    """
+    ours = {id(p) for p in model.parameters()}
+    held: Dict[int, List[int]] = {}
+    for i, g in enumerate(opt.param_groups):
+        for j, p in enumerate(g["params"]):
+            if id(p) not in ours:
+                raise ValueError(
+                    f"optimizer.param_groups[{i}]['params'][{j}] (shape {tuple(p.shape)}) is not a parameter of the model: "
+                    "pass the model this optimizer trains (unwrapped of DDP / torch.compile is fine)"
+                )
+            held.setdefault(id(p), []).append(i)
+    return held

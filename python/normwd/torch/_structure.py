@@ -1,0 +1,246 @@
+"""Scale-invariance read from the model's graph (``torch.fx``): a weight is scale-invariant
+when everything its layer computes reaches normalization layers through operations that carry
+a positive scale unchanged (reshapes, ReLU, pooling, dropout, multiplication by a constant,
+layers without bias), and nothing of it leaks elsewhere (a residual sum, the output)."""
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ._roles import is_norm
+
+_PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_HOMOGENEOUS_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+)
+_NONLINEAR = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)
+_HOMOGENEOUS_FUNCTIONS = {
+    F.relu,
+    torch.relu,
+    F.leaky_relu,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.max_pool3d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.dropout,
+    torch.flatten,
+    torch.reshape,
+    torch.permute,
+    torch.transpose,
+    torch.squeeze,
+    torch.unsqueeze,
+}
+_RESHAPE_METHODS = {"view", "reshape", "permute", "transpose", "flatten", "contiguous", "squeeze", "unsqueeze", "unflatten", "relu", "relu_", "clone"}
+_SPLITS = {"unbind", "chunk", "split", "tensor_split"}
+# Norms whose mean removal per channel also removes the layer's bias (per-channel constant).
+_PER_CHANNEL = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+@dataclass
+class Structural:
+    """The graph's verdict on one weight."""
+
+    scale_invariant: bool
+    #: ``channel``, ``group of N``, ``head of N`` or ``tensor`` (empty when not invariant).
+    granularity: str
+    #: The norm layers its output reaches.
+    norms: Tuple[str, ...]
+    #: Invariant only with its bias rescaled too (a bias the norm does not remove).
+    with_bias: bool
+    #: Part of its output reaches norms and part does not, after a split (a fused q/k/v
+    #: projection under QK-norm): invariant per slice, not as a whole.
+    partial: bool
+    #: Why, in words.
+    why: str
+
+
+class _Tracer(fx.Tracer):
+    """Keeps norm layers, PyTorch's and custom ones, as single nodes."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return is_norm(m) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> Tuple[Optional[fx.GraphModule], Optional[str]]:
+    """The model's graph, or why ``torch.fx`` cannot trace it.
+
+    Example:
+        >>> g, why = trace(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+        >>> why is None
+        True
+    """
+    try:
+        graph = _Tracer().trace(model)
+        return fx.GraphModule(model, graph), None
+    except Exception as e:  # fx raises many types on data-dependent control flow
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _tensor_args(node: fx.Node) -> List[fx.Node]:
+    return [a for a in list(node.args) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
+
+
+def _norm_of(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[Tuple[str, Any]]:
+    if node.op == "call_module" and is_norm(modules[node.target]):
+        return node.target, modules[node.target]
+    if node.op == "call_function" and node.target in (F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm) + ((F.rms_norm,) if hasattr(F, "rms_norm") else ()):
+        return node.name, node.target
+    return None
+
+
+def _carries(node: fx.Node, src: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
+    """How ``node`` carries a positive scale of its input ``src``: ``linear`` (reshapes,
+    splits, constant factors), ``nonlinear`` (ReLU, max pooling: positively homogeneous, but
+    not affine), or None (it mixes the scaled value with something else)."""
+    others = [a for a in _tensor_args(node) if a is not src]
+    if node.op == "call_module":
+        m = modules[node.target]
+        # A layer without bias is linear: a scale passes through it to whatever norm follows.
+        if isinstance(m, _PRODUCERS) and getattr(m, "bias", None) is None and not others:
+            return "linear"
+        if isinstance(m, _HOMOGENEOUS_MODULES) and not others:
+            return "nonlinear" if isinstance(m, _NONLINEAR) else "linear"
+        return None
+    first = node.args[0] if node.args else None
+    if node.op == "call_method":
+        # The other arguments of a reshape or split are sizes and dimensions, not tensors.
+        if node.target in _RESHAPE_METHODS | _SPLITS and first is src:
+            return "nonlinear" if node.target.startswith("relu") else "linear"
+        if node.target in ("mul", "div", "__mul__", "__truediv__") and not others:
+            return "linear"
+        return None
+    if node.op == "call_function":
+        if node.target is operator.getitem and first is src:
+            return "linear"
+        if node.target in (torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze) and first is src:
+            return "linear"
+        if node.target in _HOMOGENEOUS_FUNCTIONS and not others:
+            return "nonlinear" if node.target in (F.relu, torch.relu, F.leaky_relu, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool2d) else "linear"
+        if node.target in (torch.unbind, torch.chunk, torch.split) and first is src:
+            return "linear"
+        if node.target in (operator.mul, operator.truediv, torch.mul) and not others:
+            # A product with a Python number: positive factors only keep the sign.
+            consts = [a for a in node.args if isinstance(a, (int, float))]
+            return "linear" if consts and all(c > 0 for c in consts) else None
+    return None
+
+
+def _granularity(norm: Any, rows: int, split: bool) -> str:
+    if isinstance(norm, _PER_CHANNEL) or norm in (F.batch_norm, F.instance_norm):
+        return "channel"
+    if isinstance(norm, nn.GroupNorm):
+        return f"group of {norm.num_channels // norm.num_groups}"
+    size = None
+    shape = getattr(norm, "normalized_shape", None)
+    if shape:
+        size = int(torch.tensor(shape).prod())
+    elif getattr(norm, "weight", None) is not None:
+        size = norm.weight.numel()
+    if split and size and size < rows:
+        return f"head of {size}"
+    return "tensor"
+
+
+def structural(model: nn.Module, graph: fx.GraphModule) -> Dict[str, Structural]:
+    """The verdict of ``graph`` (from [`trace`]) on every conv/linear weight of ``model``."""
+    modules = dict(model.named_modules())
+    out: Dict[str, Structural] = {}
+    for node in graph.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), _PRODUCERS):
+            continue
+        layer = modules[node.target]
+        rows = layer.weight.shape[0]
+        norms: List[Tuple[str, Any]] = []
+        leaks: List[str] = []
+        nonlinear = False
+        split = False
+        frontier = [node]
+        seen: Set[fx.Node] = set()
+        while frontier:
+            cur = frontier.pop()
+            for user in cur.users:
+                if user in seen:
+                    continue
+                seen.add(user)
+                norm = _norm_of(user, modules)
+                if norm is not None and user.args and user.args[0] is cur:
+                    norms.append(norm)
+                    continue
+                how = _carries(user, cur, modules)
+                if how is None:
+                    leaks.append(user.name)
+                    continue
+                nonlinear |= how == "nonlinear"
+                split |= user.op in ("call_method", "call_function") and (user.target in _SPLITS or user.target in (torch.unbind, torch.chunk, torch.split, operator.getitem))
+                frontier.append(user)
+        key = f"{node.target}.weight"
+        names = tuple(dict.fromkeys(n for n, _ in norms))
+        if not norms:
+            out[key] = Structural(False, "", (), False, False, "its output reaches no normalization layer")
+            continue
+        has_bias = getattr(layer, "bias", None) is not None
+        removes_bias = all(isinstance(n, _PER_CHANNEL) or n in (F.batch_norm, F.instance_norm) for _, n in norms) and not nonlinear
+        with_bias = has_bias and not removes_bias
+        gran = _granularity(norms[0][1], rows, split)
+        if leaks:
+            if split:
+                out[key] = Structural(False, gran, names, with_bias, True, f"part of its output reaches {', '.join(names)} ({gran}), the rest goes on without a norm ({leaks[0]}): invariant per slice, not as a whole")
+            else:
+                out[key] = Structural(False, "", names, with_bias, False, f"its output reaches {', '.join(names)} but also {leaks[0]}, which a rescale changes")
+            continue
+        why = f"its output reaches only {', '.join(names)}" + (" (with its bias: the norm does not remove it)" if with_bias else "")
+        out[key] = Structural(True, gran, names, with_bias, False, why)
+    return out
+
+
+def added_to_activations(graph: fx.GraphModule) -> Set[str]:
+    """The parameters the graph reads directly (not through a layer) and adds to activations,
+    after any slicing or reshaping (``self.pos[:T]``): learned position embeddings and tokens,
+    whatever their name."""
+    passes = {"view", "reshape", "expand", "expand_as", "unsqueeze", "squeeze", "to", "type_as", "contiguous", "repeat", "flatten", "transpose", "permute"}
+    out: Set[str] = set()
+    for node in graph.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        frontier, seen = [node], set()
+        while frontier and str(node.target) not in out:
+            cur = frontier.pop()
+            for user in cur.users:
+                if user in seen:
+                    continue
+                seen.add(user)
+                adds = user.op == "call_function" and user.target in (operator.add, operator.iadd, torch.add)
+                adds |= user.op == "call_method" and user.target in ("add", "add_", "__add__", "__radd__")
+                if adds:
+                    out.add(str(node.target))
+                elif (user.op == "call_function" and user.target is operator.getitem) or (user.op == "call_method" and user.target in passes):
+                    if user.args and user.args[0] is cur:
+                        frontier.append(user)
+    return out

@@ -1,0 +1,173 @@
+//! `normwd._core`: the core's decisions and closed forms for Python. Every value crosses as a
+//! plain number, string or tuple; a bad one comes back as a `ValueError` naming the argument,
+//! never a panic.
+
+use normwd_core::advice::{self, Mistake, Severity};
+use normwd_core::choice::Choice;
+use normwd_core::optim::{Hyper, OptimError, Rule};
+use normwd_core::roles::{DecayPolicy, Granularity, ParamInfo, Role};
+use normwd_core::theory;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+/// A `ValueError` for argument `arg` with value `value`, listing what was expected.
+fn invalid(arg: &str, value: impl std::fmt::Display, expected: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!("{arg}={value}: expected {expected}"))
+}
+
+/// The value of a closed set named `name`, passed as argument `arg`.
+fn parse<T: Choice>(arg: &str, name: &str) -> PyResult<T> {
+    T::parse(name).ok_or_else(|| {
+        invalid(arg, format!("{name:?}"), format!("one of {}", T::ALL.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")))
+    })
+}
+
+fn role(name: &str) -> PyResult<Role> {
+    Role::parse(name).ok_or_else(|| invalid("role", format!("{name:?}"), format!("one of {}", Role::ALL.map(|r| r.name()).join(", "))))
+}
+
+/// The optimizer settings, checked by the core (PyTorch's argument names in the message).
+fn hyper(
+    optimizer: &str,
+    lr: f64,
+    weight_decay: f64,
+    momentum: f64,
+    betas: Option<(f64, f64)>,
+    decoupled: Option<bool>,
+) -> PyResult<Hyper> {
+    let rule: Rule = parse("optimizer", optimizer)?;
+    let h = Hyper {
+        optimizer: rule,
+        lr,
+        momentum,
+        weight_decay,
+        coupled: !decoupled.unwrap_or(rule.decoupled_by_default()),
+        betas: betas.unwrap_or(rule.default_betas()),
+    };
+    h.validate().map_err(|e| match e {
+        OptimError::Invalid { flag, value, expected } => invalid(&flag.replace('-', "_"), value, expected),
+        other => PyValueError::new_err(other.to_string()),
+    })?;
+    Ok(h)
+}
+
+/// The names of the roles a tensor can have.
+#[pyfunction]
+fn roles() -> Vec<&'static str> {
+    Role::ALL.map(|r| r.name()).to_vec()
+}
+
+/// The names of the decay policies.
+#[pyfunction]
+fn policies() -> Vec<&'static str> {
+    DecayPolicy::ALL.map(|p| p.name()).to_vec()
+}
+
+/// The names of the optimizers the closed forms know.
+#[pyfunction]
+fn optimizers() -> Vec<&'static str> {
+    Rule::ALL.map(|r| r.name()).to_vec()
+}
+
+/// Whether a tensor with `role` and scale-invariance is decayed under `policy`, and its group:
+/// the core's one decision (`ParamInfo::new`).
+#[pyfunction]
+fn decide(role_name: &str, scale_invariant: bool, policy: &str) -> PyResult<(bool, &'static str)> {
+    let invariance = scale_invariant.then_some(Granularity::Tensor);
+    let info = ParamInfo::new("", vec![], role(role_name)?, invariance, parse("policy", policy)?);
+    Ok((info.decayed, info.group.name()))
+}
+
+/// The mistakes of a tensor trained with its group's settings: `(code, severity, why)` each.
+#[pyfunction]
+#[pyo3(signature = (role_name, scale_invariant, optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None))]
+#[allow(clippy::too_many_arguments)]
+fn mistakes(
+    role_name: &str,
+    scale_invariant: bool,
+    optimizer: &str,
+    lr: f64,
+    weight_decay: f64,
+    momentum: f64,
+    betas: Option<(f64, f64)>,
+    decoupled: Option<bool>,
+) -> PyResult<Vec<(&'static str, &'static str, &'static str)>> {
+    let h = hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)?;
+    Ok(advice::mistakes(role(role_name)?, scale_invariant, &h).into_iter().map(described).collect())
+}
+
+fn described(m: Mistake) -> (&'static str, &'static str, &'static str) {
+    let severity = match m.severity() {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
+    (m.name(), severity, m.why())
+}
+
+/// `(code, severity, why)` of the mistake named `code` (the group ones: `no-group`, `two-groups`).
+#[pyfunction]
+fn mistake(code: &str) -> PyResult<(&'static str, &'static str, &'static str)> {
+    Ok(described(parse("code", code)?))
+}
+
+/// The equilibrium angle per step of a scale-invariant weight (F7/F8/F9) and the relaxation
+/// time in steps (`1/(lr*wd)`, SGD's L2 divided by `1-momentum`); the angle is `None` without
+/// a closed form (L2 in an Adam gradient, or no decay).
+#[pyfunction]
+#[pyo3(signature = (optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None))]
+fn equilibrium(
+    optimizer: &str,
+    lr: f64,
+    weight_decay: f64,
+    momentum: f64,
+    betas: Option<(f64, f64)>,
+    decoupled: Option<bool>,
+) -> PyResult<(Option<f64>, f64)> {
+    let h = hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)?;
+    let angle = if weight_decay > 0.0 { theory::predicted_angle(h.family(), lr, weight_decay) } else { None };
+    Ok((angle, 1.0 / h.relax_rate()))
+}
+
+/// The equilibrium angle between weights `k` steps apart (F13), or `None` without a closed form.
+#[pyfunction]
+#[pyo3(signature = (optimizer, lr, weight_decay, k, momentum=0.0, betas=None, decoupled=None))]
+#[allow(clippy::too_many_arguments)]
+fn gap_angle(
+    optimizer: &str,
+    lr: f64,
+    weight_decay: f64,
+    k: u64,
+    momentum: f64,
+    betas: Option<(f64, f64)>,
+    decoupled: Option<bool>,
+) -> PyResult<Option<f64>> {
+    let h = hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)?;
+    Ok(theory::gap_angle(h.family(), lr, weight_decay, k))
+}
+
+/// The effective learning rate of a scale-invariant weight of norm `norm`: `lr/norm^2` for SGD,
+/// `lr/norm` for the sign-like updates of Adam and Lion.
+#[pyfunction]
+fn effective_lr(optimizer: &str, lr: f64, norm: f64) -> PyResult<f64> {
+    let rule: Rule = parse("optimizer", optimizer)?;
+    if !(norm.is_finite() && norm > 0.0) {
+        return Err(invalid("norm", norm, "a finite number > 0"));
+    }
+    Ok(if rule.sign_like() { theory::effective_lr_adam(lr, norm) } else { theory::effective_lr_sgd(lr, norm) })
+}
+
+/// The extension module.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(roles, m)?)?;
+    m.add_function(wrap_pyfunction!(policies, m)?)?;
+    m.add_function(wrap_pyfunction!(optimizers, m)?)?;
+    m.add_function(wrap_pyfunction!(decide, m)?)?;
+    m.add_function(wrap_pyfunction!(mistakes, m)?)?;
+    m.add_function(wrap_pyfunction!(mistake, m)?)?;
+    m.add_function(wrap_pyfunction!(equilibrium, m)?)?;
+    m.add_function(wrap_pyfunction!(gap_angle, m)?)?;
+    m.add_function(wrap_pyfunction!(effective_lr, m)?)?;
+    Ok(())
+}

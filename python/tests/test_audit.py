@@ -1,0 +1,143 @@
+"""``normwd.torch.audit`` on architectures not written here (timm, Hugging Face) and on custom
+code, with their usual optimizers: roles, scale-invariance from the graph and measured, and the
+mistakes flagged."""
+
+import pytest
+import torch
+
+import normwd.torch as nwd
+from models import TinyLM
+
+timm = pytest.importorskip("timm", reason="timm is installed by scripts/test.sh")
+transformers = pytest.importorskip("transformers", reason="transformers is installed by scripts/test.sh")
+
+
+def by_role(report, role):
+    return [p for p in report.params if p.role == role]
+
+
+def codes(report, name):
+    return sorted(m.code for m in report.mistakes if m.param == name)
+
+
+def test_resnet18_convs_feeding_batch_norm_are_invariant_per_channel():
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False)
+    # timm zero-initializes each block's last batch norm scale, which silences the block; a
+    # trained network's are not zero.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    report = nwd.audit(model, opt, example_inputs=torch.randn(4, 3, 64, 64))
+    convs = [p for p in report.params if p.role == "weight" and len(p.shape) == 4]
+    assert len(convs) == 20
+    for p in convs:
+        assert (p.scale_invariant, p.granularity, p.structural, p.numeric) == (True, "channel", "yes (channel)", "yes (channel)"), p
+    fc = report["fc.weight"]
+    assert not fc.scale_invariant and fc.numeric.startswith("no")
+    # SGD(model.parameters(), weight_decay=...) decays every batch norm parameter and fc.bias.
+    assert len(by_role(report, "norm-scale")) == 20
+    for p in by_role(report, "norm-scale") + by_role(report, "norm-shift"):
+        assert codes(report, p.name) == ["norm-decayed"], p.name
+    assert codes(report, "fc.bias") == ["bias-decayed"]
+    assert "ERROR norm-decayed" in str(report)
+
+
+def test_convnext_layer_norms_make_their_convs_invariant_as_a_tensor():
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", pretrained=False)
+    report = nwd.audit(model, example_inputs=torch.randn(2, 3, 64, 64))
+    dw = [p for p in report.params if p.name.endswith("conv_dw.weight")]
+    assert dw
+    for p in dw:
+        # Depthwise conv -> LayerNorm over channels: the whole kernel, with its bias.
+        assert p.structural == "yes (tensor) with bias" and p.scale_invariant and p.granularity == "tensor", p
+    for p in report.params:
+        if p.name.endswith(("mlp.fc1.weight", "mlp.fc2.weight")):
+            assert not p.scale_invariant and p.structural == "no" and p.numeric.startswith("no"), p
+    # A disagreement is explained: the downsampling convs feed residual branches that the
+    # 1e-6 layer scale silences at initialization.
+    down = report["stages.1.downsample.1.weight"]
+    assert down.structural == "no" and down.scale_invariant and "layer scale" in down.note
+
+
+def test_vit_qk_norm_makes_the_q_and_k_rows_invariant_per_head():
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, qk_norm=True, img_size=32)
+    dim, head = 192, 64
+    # nanoGPT's rule: decay everything with dim >= 2.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}], lr=1e-3)
+    report = nwd.audit(model, opt, example_inputs=torch.randn(2, 3, 32, 32))
+    qkv = [p for p in report.params if p.name.endswith("attn.qkv.weight")]
+    assert len(qkv) == 12
+    for p in qkv:
+        # q and k (rows 0-383) feed q_norm / k_norm per head; v does not.
+        assert p.structural == f"partial (head of {head})" and p.numeric == f"rows 0-{2 * dim - 1} with bias" and not p.scale_invariant, p
+    assert {p.name for p in by_role(report, "token")} == {"cls_token", "pos_embed"}
+    assert codes(report, "pos_embed") == ["embedding-decayed"] and codes(report, "cls_token") == ["embedding-decayed"]
+    assert not any(m.code == "norm-decayed" for m in report.mistakes)
+
+
+def test_gpt2_untraceable_is_measured_and_its_embeddings_flagged():
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    model = transformers.GPT2LMHeadModel(cfg)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=3e-3)
+    report = nwd.audit(model, opt, example_inputs=torch.randint(0, 64, (2, 16)))
+    assert any("torch.fx cannot trace" in n and "measured only" in n for n in report.notes), report.notes
+    assert {p.name for p in by_role(report, "embedding")} == {"transformer.wte.weight", "transformer.wpe.weight"}
+    assert {p.name for p in by_role(report, "norm-scale")} == {"transformer.h.0.ln_1.weight", "transformer.h.0.ln_2.weight", "transformer.h.1.ln_1.weight", "transformer.h.1.ln_2.weight", "transformer.ln_f.weight"}
+    # Pre-LN: no Conv1D feeds a norm directly, and none measures invariant.
+    weights = by_role(report, "weight")
+    assert weights and all(not p.scale_invariant and p.numeric.startswith("no") for p in weights), [(p.name, p.numeric) for p in weights]
+    assert sorted({m.param for m in report.mistakes}) == ["transformer.wpe.weight", "transformer.wte.weight"]
+
+
+def test_custom_rmsnorm_and_a_bare_position_parameter():
+    torch.manual_seed(0)
+    model = TinyLM()
+    report = nwd.audit(model, example_inputs=torch.randint(0, 16, (2, 8)))
+    assert report["norm.weight"].role == "norm-scale"
+    assert report["pos"].role == "token"
+    assert report["tok.weight"].role == "embedding"
+    down = report["down.weight"]
+    assert (down.structural, down.numeric, down.scale_invariant) == ("yes (tensor)", "yes (tensor)", True)
+    # up -> ReLU -> down (no bias) -> norm: up is invariant too, with its bias (ReLU keeps a
+    # positive scale of its whole input, not of the weight alone).
+    up = report["up.weight"]
+    assert (up.structural, up.numeric, up.scale_invariant) == ("yes (tensor) with bias", "yes (tensor) with bias", True)
+    assert not report["head.weight"].scale_invariant and report["head.weight"].numeric.startswith("no")
+
+
+def test_groups_and_their_mistakes():
+    model = TinyLM()
+    extra = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"optimizer.param_groups\[0\]\['params'\]\[1\] \(shape \(3,\)\) is not a parameter of the model"):
+        nwd.audit(model, torch.optim.SGD([model.head.weight, extra], lr=0.1))
+    with pytest.raises(ValueError, match=r"optimizer.param_groups\[0\]\['lr'\]=nan: expected a finite number"):
+        nwd.audit(model, torch.optim.SGD(model.parameters(), lr=float("nan")))
+    twice = torch.optim.SGD([{"params": [model.head.weight]}, {"params": [model.down.weight], "weight_decay": 0.0}], lr=0.1)
+    # torch refuses a parameter in two groups when they are built, not when they are edited.
+    twice.param_groups[1]["params"].append(model.head.weight)
+    report = nwd.audit(model, twice)
+    assert codes(report, "head.weight") == ["two-groups"]
+    assert codes(report, "down.weight") == ["scale-invariant-undecayed"]
+    assert codes(report, "norm.weight") == ["no-group"]
+    adam = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    assert "adam-l2-on-scale-invariant" in codes(nwd.audit(model, adam), "down.weight")
+    with pytest.raises(ValueError, match=r"example_inputs: the model's forward pass on them raised"):
+        nwd.audit(model, example_inputs=torch.randn(2, 8))
+
+
+def test_json_and_wrappers():
+    model = TinyLM()
+    report = nwd.audit(torch.nn.DataParallel(model), torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-4))
+    data = report.to_dict()
+    assert {p["name"] for p in data["params"]} >= {"tok.weight", "pos", "down.weight"}
+    assert all({"param", "code", "severity", "why"} <= set(m) for m in data["mistakes"])
+    assert '"code": "embedding-decayed"' in report.to_json()

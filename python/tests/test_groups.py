@@ -1,0 +1,67 @@
+"""``normwd.torch.param_groups``: the four policies on a timm ResNet, the scale-invariant group
+set apart, and the errors."""
+
+import pytest
+import torch
+
+import normwd.torch as nwd
+from models import TinyLM
+
+timm = pytest.importorskip("timm", reason="timm is installed by scripts/test.sh")
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    return timm.create_model("resnet18", pretrained=False)
+
+
+def decayed_names(model, groups):
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+
+
+def test_each_policy_decays_what_it_names(resnet):
+    convs = {n for n, p in resnet.named_parameters() if p.dim() == 4}
+    everything = {n for n, _ in resnet.named_parameters()}
+    expect = {
+        "exclude-norm-bias": convs | {"fc.weight"},
+        "all": everything,
+        "scale-invariant-only": convs,
+        "none-on-scale-invariant": {"fc.weight"},
+    }
+    for policy, names in expect.items():
+        groups = nwd.param_groups(resnet, weight_decay=1e-4, policy=policy)
+        assert decayed_names(resnet, groups) == names, policy
+        held = [p for g in groups for p in g["params"]]
+        assert len(held) == len(everything) == len({id(p) for p in held}), "every parameter once"
+        torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+
+
+def test_the_scale_invariant_group_is_set_apart_and_audits_clean(resnet):
+    groups = nwd.param_groups(resnet, weight_decay=1e-4, si_lr=0.2, si_weight_decay=5e-4)
+    si = next(g for g in groups if g["name"] == "scale-invariant")
+    assert (si["lr"], si["weight_decay"], len(si["params"])) == (0.2, 5e-4, 20)
+    opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+    assert nwd.audit(resnet, opt).mistakes == []
+
+
+def test_bad_arguments_name_themselves():
+    model = TinyLM()
+    with pytest.raises(ValueError, match=r"policy='timm': expected one of all, exclude-norm-bias"):
+        nwd.param_groups(model, 1e-4, policy="timm")
+    with pytest.raises(ValueError, match=r"weight_decay=nan: expected a finite number >= 0"):
+        nwd.param_groups(model, float("nan"))
+    with pytest.raises(ValueError, match=r"si_lr=0: expected a finite number > 0"):
+        nwd.param_groups(model, 1e-4, si_lr=0)
+
+
+def test_tokens_and_no_weight_decay_are_never_decayed():
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32)
+    decayed = decayed_names(vit, nwd.param_groups(vit, weight_decay=0.05))
+    assert "pos_embed" not in decayed and "cls_token" not in decayed
+    assert "blocks.0.attn.qkv.weight" in decayed
+    model = TinyLM()
+    decayed = decayed_names(model, nwd.param_groups(model, 1e-4, no_weight_decay=["head.weight"]))
+    assert decayed == {"up.weight", "down.weight"}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Every test of the repo: the Rust workspace's (cargo test --release, arguments passed on), then
+# the Python package's, built from this checkout into the repo's venv (scripts/python-env.sh
+# installs torch and the rest there when missing), with its docstring examples.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --release "$@"
+py=$(scripts/python-env.sh)
+(cd python/tests && "$py" -m pytest -q -p no:cacheprovider .)
+# The docstrings' examples, against the installed package (the checkout has no built extension).
+(cd "$(mktemp -d)" && "$py" -m pytest -q -p no:cacheprovider --doctest-modules --pyargs normwd)
