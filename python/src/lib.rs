@@ -5,6 +5,7 @@
 use normwd_core::advice::{self, Mistake, Severity};
 use normwd_core::choice::Choice;
 use normwd_core::optim::{Hyper, OptimError, Rule};
+use normwd_core::records::{Probe, Record};
 use normwd_core::roles::{DecayPolicy, Granularity, ParamInfo, Role};
 use normwd_core::theory;
 use pyo3::exceptions::PyValueError;
@@ -156,6 +157,23 @@ fn effective_lr(optimizer: &str, lr: f64, norm: f64) -> PyResult<f64> {
     Ok(if rule.sign_like() { theory::effective_lr_adam(lr, norm) } else { theory::effective_lr_sgd(lr, norm) })
 }
 
+/// The angle (radians) between two tensors from their dot product and norms, as every normwd
+/// measurement computes it (stable near 0 and pi).
+#[pyfunction]
+fn angle_from_dot(dot: f64, norm_a: f64, norm_b: f64) -> f64 {
+    theory::angle_from_dot(dot, norm_a, norm_b)
+}
+
+/// One `metrics.jsonl` line of normwd's run format for the probe record `fields` (a JSON
+/// object with the record's fields: `step`, `path`, `norm`, `grad_norm`, `eff_lr`, `angle`,
+/// `cos_wg`, `pred_angle`, `pred_norm`, `scale_invariant`, `lr`, optionally `channel_norm`,
+/// `channel_angle`), checked and written by the core.
+#[pyfunction]
+fn probe_line(fields: &str) -> PyResult<String> {
+    let probe: Probe = serde_json::from_str(fields).map_err(|e| PyValueError::new_err(format!("probe record: {e}")))?;
+    Ok(Record::Probe(probe).to_line())
+}
+
 /// The extension module.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -169,5 +187,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(equilibrium, m)?)?;
     m.add_function(wrap_pyfunction!(gap_angle, m)?)?;
     m.add_function(wrap_pyfunction!(effective_lr, m)?)?;
+    m.add_function(wrap_pyfunction!(angle_from_dot, m)?)?;
+    m.add_function(wrap_pyfunction!(probe_line, m)?)?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 """normwd inside a PyTorch training: ``audit`` a model and optimizer, build ``param_groups``
-under normwd's decay policies.
+under normwd's decay policies, ``Monitor`` the per-layer dynamics beside the theory.
 
 Example:
     >>> import torch
@@ -12,6 +12,7 @@ Example:
 
 from ._audit import Audit, Mistake, ParamAudit, audit
 from ._groups import param_groups
+from ._monitor import Monitor
 from ._roles import is_norm, roles, unwrap
 
-__all__ = ["Audit", "Mistake", "ParamAudit", "audit", "is_norm", "param_groups", "roles", "unwrap"]
+__all__ = ["Audit", "Mistake", "Monitor", "ParamAudit", "audit", "is_norm", "param_groups", "roles", "unwrap"]

@@ -154,14 +154,19 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     notes: List[str] = []
     graph_verdicts: Dict[str, _structure.Structural] = {}
     traced = False
-    graph = None
+    added: set = set()
     if trace:
-        graph, why = _structure.trace(model)
-        if graph is None:
-            notes.append(f"torch.fx cannot trace the model ({why}): scale-invariance is {'measured only' if example_inputs is not None else 'not known; pass example_inputs to measure it'}")
-        else:
-            traced = True
-            graph_verdicts = _structure.structural(model, graph)
+        parts, failed = _structure.trace_parts(model)
+        traced = not failed
+        for prefix, part, g in parts:
+            graph_verdicts.update({prefix + k: v for k, v in _structure.structural(part, g).items()})
+            added |= {prefix + k for k in _structure.added_to_activations(g)}
+        if failed:
+            where, why = failed[0]
+            known = [p.rstrip(".") for p, part, _ in parts if p and any(isinstance(m, _structure._PRODUCERS) for m in part.modules()) and any(is_norm(m) for m in part.modules())]
+            inner = f"; read from the graphs of its parts ({', '.join(known[:4])}{', ...' if len(known) > 4 else ''}), which see only what happens inside each" if known else ""
+            rest = "measured" if example_inputs is not None else "not known without example_inputs"
+            notes.append(f"torch.fx cannot trace {where} ({why}){inner}; elsewhere scale-invariance is {rest}")
     probe = None
     if example_inputs is not None:
         try:
@@ -171,7 +176,6 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         except Exception as e:
             raise ValueError(f"example_inputs: the model's forward pass on them raised {type(e).__name__}: {e}") from e
     params: List[ParamAudit] = []
-    added = _structure.added_to_activations(graph) if traced else set()
     for name, module, local, tensor, is_buffer in _named(model):
         role = "buffer" if is_buffer else _role(module, local, tensor)
         if role == "weight" and name in added:
@@ -184,7 +188,7 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         params.append(entry)
     mistakes: List[Mistake] = []
     if optimizer is not None:
-        mistakes = _with_optimizer(model, optimizer, params)
+        mistakes = _with_optimizer(model, _optimizer.unwrap_optimizer(optimizer), params)
     return Audit(params, mistakes, notes)
 
 

@@ -2,7 +2,7 @@
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -97,3 +97,25 @@ def membership(model: nn.Module, opt: torch.optim.Optimizer) -> Dict[int, List[i
                 )
             held.setdefault(id(p), []).append(i)
     return held
+
+
+def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer inside the wrappers trainers put around it (Accelerate's
+    ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``), whose step hooks fire.
+
+    Example:
+        >>> opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+        >>> unwrap_optimizer(opt) is opt
+        True
+    """
+    while True:
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None:
+            inner = getattr(optimizer, "_optimizer", None)
+        if isinstance(inner, torch.optim.Optimizer) and inner is not optimizer:
+            optimizer = inner
+        else:
+            break
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer: expected a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    return optimizer

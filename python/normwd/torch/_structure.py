@@ -103,6 +103,31 @@ def trace(model: nn.Module) -> Tuple[Optional[fx.GraphModule], Optional[str]]:
         return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
+def trace_parts(model: nn.Module, prefix: str = "") -> Tuple[List[Tuple[str, nn.Module, fx.GraphModule]], List[Tuple[str, str]]]:
+    """The model's graph, or when it cannot be traced (data-dependent control flow, no
+    ``forward`` of its own as in a LightningModule), the graphs of its largest traceable parts:
+    ``[(name prefix, part, graph)]``, and ``[(part, why)]`` for each that failed. A part's graph
+    sees only what happens inside it, so a layer whose output leaves it reads as leaking.
+
+    Example:
+        >>> parts, failed = trace_parts(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+        >>> [p for p, _, _ in parts], failed
+        ([''], [])
+    """
+    graph, why = trace(model)
+    if graph is not None:
+        return [(prefix, model, graph)], []
+    parts: List[Tuple[str, nn.Module, fx.GraphModule]] = []
+    failed = [(prefix.rstrip(".") or "the model", why or "")]
+    for name, child in model.named_children():
+        if next(child.parameters(), None) is None:
+            continue
+        p, f = trace_parts(child, f"{prefix}{name}.")
+        parts += p
+        failed += f
+    return parts, failed
+
+
 def _tensor_args(node: fx.Node) -> List[fx.Node]:
     return [a for a in list(node.args) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
 

@@ -1,0 +1,176 @@
+"""``Monitor``: the per-layer measurements of a normwd run, taken inside the user's own PyTorch
+training by optimizer step hooks, with the theory's equilibrium beside them, written in
+normwd's run format (``metrics.jsonl`` probe records)."""
+
+import json
+import math
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .. import _core
+from ._audit import audit
+from ._optimizer import settings, unwrap_optimizer
+from ._roles import unwrap
+
+
+class Monitor:
+    """Measures, every ``every`` optimizer steps, each weight's and norm scale's norm, gradient
+    norm, effective learning rate, angular update and ``cos(w, g)``, with the equilibrium angle
+    that the group's settings at that step predict (F7 SGD with momentum, F8 AdamW, F9 Lion),
+    and appends them to ``out/metrics.jsonl`` in normwd's run format.
+
+    The sums are taken on the parameters' own device in float64 and reach the host once per
+    probe step. Settings are read from the optimizer's groups at each step, so any scheduler is
+    followed. Gradients are read just before the step, after a ``GradScaler`` has unscaled
+    them; a step the scaler skips is not counted. Under DistributedDataParallel only rank 0
+    measures and writes.
+
+    ``writer`` also receives each measurement: a TensorBoard ``SummaryWriter`` (anything with
+    ``add_scalar``) as ``normwd/<tensor>/<quantity>`` at the step, or a W&B run (anything with
+    ``log``) as one dict per probe step with ``commit=False``, so it joins the user's next log.
+
+    Example:
+        >>> import tempfile, torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8, bias=False), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        >>> with Monitor(net, opt, out=tempfile.mkdtemp(), every=1) as mon:
+        ...     for _ in range(3):
+        ...         opt.zero_grad(); net(torch.randn(16, 4)).square().mean().backward(); opt.step()
+        >>> mon.steps, len(mon.records) > 0
+        (3, True)
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, out: str, every: int = 10, example_inputs: Any = None, writer: Any = None):
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every={every!r}: expected an integer >= 1")
+        if writer is not None and not (hasattr(writer, "add_scalar") or hasattr(writer, "log")):
+            raise ValueError(f"writer: expected a TensorBoard SummaryWriter (add_scalar) or a W&B run (log), got {type(writer).__name__}")
+        self.writer = writer
+        model = unwrap(model)
+        optimizer = unwrap_optimizer(optimizer)
+        self.optimizer = optimizer
+        self.every = every
+        self.out = out
+        self.steps = 0
+        #: The records written so far (dicts), for programs that read them in the loop.
+        self.records: List[Dict[str, Any]] = []
+        report = audit(model, optimizer, example_inputs)
+        named = dict(model.named_parameters())
+        self._tracked: List[Tuple[str, torch.Tensor, int, bool]] = []
+        for p in report.params:
+            if p.role in ("weight", "norm-scale") and p.groups and p.name in named:
+                self._tracked.append((p.name, named[p.name], p.groups[0], p.scale_invariant))
+        self.active = not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
+        self._before_w: Optional[List[torch.Tensor]] = None
+        self._before_sums: Optional[List[torch.Tensor]] = None
+        if self.active:
+            os.makedirs(out, exist_ok=True)
+            self._write_settings(model, report)
+            self._file = open(os.path.join(out, "metrics.jsonl"), "a", encoding="utf-8")
+        self._hooks = [optimizer.register_step_pre_hook(self._before), optimizer.register_step_post_hook(self._after)]
+
+    def _write_settings(self, model: nn.Module, report: Any) -> None:
+        info = {
+            "source": "normwd.torch.Monitor",
+            "model": type(model).__name__,
+            "optimizer": type(self.optimizer).__name__,
+            "every": self.every,
+            "tensors": [{"name": n, "group": g, "scale_invariant": si} for n, _, g, si in self._tracked],
+            "mistakes": [m.code + ": " + m.param for m in report.mistakes],
+        }
+        path = os.path.join(self.out, "monitor.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=1)
+        os.replace(tmp, path)
+
+    def _probing(self) -> bool:
+        return self.active and (self.steps + 1) % self.every == 0
+
+    def _before(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._probing():
+            return
+        with torch.no_grad():
+            # A copy (the step changes the parameter in place), in float64 for the angle.
+            self._before_w = [p.detach().to(torch.float64, copy=True) for _, p, _, _ in self._tracked]
+            sums = []
+            for w0, (_, p, _, _) in zip(self._before_w, self._tracked):
+                g = torch.zeros_like(w0) if p.grad is None else p.grad.detach().to(torch.float64)
+                sums.append(torch.stack([w0.square().sum(), g.square().sum(), (w0 * g).sum()]))
+            self._before_sums = sums
+
+    def _after(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.steps += 1
+        if self._before_w is None or self._before_sums is None:
+            return
+        groups = settings(self.optimizer)
+        with torch.no_grad():
+            sums = []
+            for (_, p, _, _), w0, before in zip(self._tracked, self._before_w, self._before_sums):
+                w1 = p.detach().to(torch.float64)
+                sums.append(torch.cat([before, torch.stack([w1.square().sum(), (w0 * w1).sum()]).to(before.device)]))
+            # One transfer to the host per probe step.
+            host = torch.stack(sums).cpu().tolist() if sums else []
+        self._before_w, self._before_sums = None, None
+        predictions: Dict[int, Optional[float]] = {}
+        for (name, _, gi, si), (ww0, gsq, wg, ww1, dot) in zip(self._tracked, host):
+            g = groups[gi]
+            norm, norm_after, grad_norm = math.sqrt(ww0), math.sqrt(ww1), math.sqrt(gsq)
+            if gi not in predictions:
+                predictions[gi] = _predicted(g)
+            rule = g.optimizer or "sgd"
+            record = {
+                "step": self.steps,
+                "path": name,
+                "norm": norm,
+                "grad_norm": grad_norm,
+                "eff_lr": _core.effective_lr(rule, g.lr, norm) if norm > 0 else float("nan"),
+                "angle": _core.angle_from_dot(dot, norm, norm_after),
+                "cos_wg": wg / (norm * grad_norm) if norm > 0 and grad_norm > 0 else 0.0,
+                "pred_angle": predictions[gi] if si else None,
+                "pred_norm": None,
+                "scale_invariant": si,
+                "lr": g.lr,
+            }
+            self._file.write(_core.probe_line(json.dumps(record)) + "\n")
+            self.records.append(record)
+        self._file.flush()
+        if self.writer is not None:
+            self._send(self.records[-len(host) :] if host else [])
+
+    def _send(self, records: List[Dict[str, Any]]) -> None:
+        scalars = {}
+        for r in records:
+            for key in ("angle", "norm", "grad_norm", "eff_lr", "cos_wg", "pred_angle"):
+                if r[key] is not None and math.isfinite(r[key]):
+                    scalars[f"normwd/{r['path']}/{key}"] = r[key]
+        if hasattr(self.writer, "add_scalar"):
+            for tag, v in scalars.items():
+                self.writer.add_scalar(tag, v, self.steps)
+        else:
+            self.writer.log(scalars, commit=False)
+
+    def close(self) -> None:
+        """Removes the hooks and closes the file (a closed Monitor measures nothing more)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        if self.active and not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _predicted(g: Any) -> Optional[float]:
+    """The equilibrium angle for a group's settings, or None without a closed form."""
+    if g.optimizer is None or g.lr <= 0 or g.weight_decay <= 0:
+        return None
+    betas = g.betas if g.optimizer in ("adam", "adamw", "lion") else None
+    return _core.equilibrium(g.optimizer, g.lr, g.weight_decay, min(g.momentum, 0.999), betas, g.decoupled)[0]
