@@ -118,6 +118,24 @@ pub struct RunConfig {
     pub rv_rms_decay: f64,
     /// Record per-layer probes every N steps (0 = about 200 points per run).
     pub probe_every: usize,
+    /// Set for a run another program trained and normwd only measured (`normwd.torch.Monitor`):
+    /// what it was. Such a run is read and reported, never trained or resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<External>,
+}
+
+/// A run trained outside normwd (PyTorch, measured by `normwd.torch.Monitor`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct External {
+    /// Who measured it (`normwd.torch.Monitor`).
+    pub source: String,
+    /// The model's class name.
+    pub model: String,
+    /// The optimizer's class name (`SGD`, `AdamW`, ...).
+    pub optimizer: String,
+    /// Whether the lr changed over the run (the training's own schedule).
+    pub lr_varies: bool,
 }
 
 /// Runs written before `decay` was typed hold `decay = ""` for "unset".
@@ -166,6 +184,7 @@ impl Default for RunConfig {
             seed: 0,
             device: "cpu".into(),
             probe_every: 0,
+            external: None,
             invariance: Invariance::Structural,
             delta: 0.1,
             wd_ratio: 0.1,
@@ -246,6 +265,13 @@ impl RunConfig {
     /// Checks every value (the device's availability is the engine's to check) and fills in
     /// what is unset.
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        if let Some(e) = &self.external {
+            return Err(invalid(
+                "external",
+                format!("{} ({})", e.source, e.model),
+                "a run normwd trains: this one was trained elsewhere and only measured, so it is reported, not trained or resumed",
+            ));
+        }
         if self.epochs == 0 {
             return Err(invalid("epochs", 0, "an integer >= 1"));
         }
@@ -271,6 +297,19 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_external_run_reads_back_and_is_never_trained() {
+        let ext = External { source: "normwd.torch.Monitor".into(), model: "ResNet".into(), optimizer: "SGD".into(), lr_varies: true };
+        let c = RunConfig { external: Some(ext.clone()), ..Default::default() };
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("[external]"), "{text}");
+        let back = RunConfig::from_toml("config.toml", &text).unwrap();
+        assert_eq!(back.external, Some(ext));
+        let e = back.resolve().unwrap_err().to_string();
+        assert!(e.contains("trained elsewhere"), "{e}");
+        assert!(!toml::to_string(&RunConfig::default()).unwrap().contains("external"));
+    }
 
     #[test]
     fn round_trip_and_unknown_keys() {

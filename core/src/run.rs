@@ -126,6 +126,9 @@ impl RunData {
     /// The window of the run (as fractions of its steps) where the equilibrium is measured:
     /// from half of the constant-lr phase to its end (the first milestone of a step schedule).
     pub fn equilibrium_window(&self) -> (f64, f64) {
+        if self.config.external.is_some() {
+            return (0.5, 1.0);
+        }
         let end = match (self.config.schedule, self.config.milestones.first()) {
             (ScheduleKind::Step, Some(&m)) if m > 0 && m < self.config.epochs => m as f64 / self.config.epochs as f64,
             _ => 1.0,
@@ -135,6 +138,13 @@ impl RunData {
 
     /// What [`RunData::equilibrium_window`] covers, in words.
     pub fn window_label(&self) -> String {
+        if let Some(e) = &self.config.external {
+            return if e.lr_varies {
+                "the second half of the run (the training's own lr schedule; the prediction follows each step's lr)".into()
+            } else {
+                "the second half of the run (constant lr)".into()
+            };
+        }
         match (self.config.schedule, self.config.milestones.first()) {
             (ScheduleKind::Step, Some(&m)) if m > 0 && m < self.config.epochs => {
                 format!("the second half of its constant-lr phase (before epoch {m})")

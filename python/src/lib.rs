@@ -4,11 +4,14 @@
 
 use normwd_core::advice::{self, Mistake, Severity};
 use normwd_core::choice::Choice;
-use normwd_core::optim::{Hyper, OptimError, Rule};
+use normwd_core::config::{External, RunConfig};
+use normwd_core::optim::{DecayMode, Hyper, OptimError, OptimKind, Rule};
 use normwd_core::records::{Probe, Record};
 use normwd_core::roles::{DecayPolicy, Granularity, ParamInfo, Role};
+use normwd_core::run::{files, RunData};
+use normwd_core::store::write_atomic;
 use normwd_core::theory;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
 /// A `ValueError` for argument `arg` with value `value`, listing what was expected.
@@ -174,6 +177,70 @@ fn probe_line(fields: &str) -> PyResult<String> {
     Ok(Record::Probe(probe).to_line())
 }
 
+/// What `normwd.torch.Monitor` knows of the training it measures, for `config.toml`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Measured {
+    source: String,
+    model: String,
+    optimizer: String,
+    rule: Option<String>,
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    betas: Option<(f64, f64)>,
+    decoupled: Option<bool>,
+    policy: String,
+    every: usize,
+    lr_varies: bool,
+}
+
+/// Writes `config.toml` into run folder `dir` (atomically) for a training another program ran
+/// and `normwd.torch.Monitor` measured, from `fields` (JSON, [`Measured`]'s fields): the run
+/// format's settings as far as they are known, marked external, so `normwd report` reads it and
+/// `normwd train --resume` refuses it.
+#[pyfunction]
+fn write_run_config(dir: &str, fields: &str) -> PyResult<()> {
+    let m: Measured = serde_json::from_str(fields).map_err(|e| PyValueError::new_err(format!("run settings: {e}")))?;
+    let optimizer = match m.rule.as_deref() {
+        Some("adam") => OptimKind::Adam,
+        Some("adamw") => OptimKind::Adamw,
+        _ => OptimKind::Sgd,
+    };
+    let config = RunConfig {
+        optimizer,
+        lr: m.lr,
+        momentum: m.momentum,
+        weight_decay: m.weight_decay,
+        betas: m.betas.map(|(a, b)| [a, b]).unwrap_or([0.9, 0.999]),
+        decay: m.decoupled.map(|d| if d { DecayMode::Decoupled } else { DecayMode::Coupled }),
+        decay_policy: Some(parse("policy", &m.policy)?),
+        probe_every: m.every,
+        external: Some(External { source: m.source, model: m.model, optimizer: m.optimizer, lr_varies: m.lr_varies }),
+        ..Default::default()
+    };
+    let text = toml::to_string(&config).map_err(|e| PyValueError::new_err(format!("run settings: {e}")))?;
+    let path = std::path::Path::new(dir).join(files::CONFIG);
+    write_atomic(&path, text.as_bytes()).map_err(|e| PyOSError::new_err(e.to_string()))
+}
+
+/// Writes the report of the runs in `dirs` (normwd's or Monitor's) into `out`; returns the path
+/// of `report.html`.
+#[pyfunction]
+fn report(dirs: Vec<String>, out: &str) -> PyResult<String> {
+    let runs = dirs
+        .iter()
+        .map(|d| RunData::load(std::path::Path::new(d)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if runs.is_empty() {
+        return Err(PyValueError::new_err("run_dirs: expected at least one run folder"));
+    }
+    let path = normwd_core::report::write_report(std::path::Path::new(out), "normwd report", "", &runs, Vec::new())
+        .map_err(|e| PyOSError::new_err(e.to_string()))?;
+    Ok(path.display().to_string())
+}
+
 /// The extension module.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -189,5 +256,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(effective_lr, m)?)?;
     m.add_function(wrap_pyfunction!(angle_from_dot, m)?)?;
     m.add_function(wrap_pyfunction!(probe_line, m)?)?;
+    m.add_function(wrap_pyfunction!(write_run_config, m)?)?;
+    m.add_function(wrap_pyfunction!(report, m)?)?;
     Ok(())
 }

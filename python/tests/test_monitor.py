@@ -106,3 +106,22 @@ def test_bad_arguments():
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=r"every=0: expected an integer >= 1"):
         nwd.Monitor(net, opt, out="unused", every=0)
+
+
+def test_a_monitor_run_is_a_normwd_run_for_report_and_refused_by_resume(tmp_path):
+    import normwd
+
+    run_dir = tmp_path / "run"
+    train(40, 5, 0.1, 5e-4, str(run_dir))
+    path = normwd.report(str(run_dir))
+    html = open(path).read()
+    assert "Sequential" in html and "0.weight" in html and "No epoch finished" not in html
+    binary = normwd_binary()
+    r = subprocess.run([binary, "report", str(run_dir), "--out", str(tmp_path / "cli")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "SGD on Sequential lr=0.1 wd=0.0005 (exclude-norm-bias, normwd.torch.Monitor)" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([binary, "train", "--resume", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "trained elsewhere" in r.stderr, r.stderr
+    with pytest.raises(ValueError, match="run_dirs: expected at least one run folder"):
+        normwd.report()
+    with pytest.raises(ValueError, match="not a run directory"):
+        normwd.report(str(tmp_path))

@@ -214,7 +214,10 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
             reading,
         });
     }
-    // Test accuracy per epoch.
+    // Test accuracy per epoch; runs measured in another program's training have none.
+    if runs.iter().all(|r| r.config.external.is_some() && r.epochs.is_empty()) {
+        return out;
+    }
     let series: Vec<Series> = per_run(runs, |r| r.epochs.iter().map(|e| (e.epoch as f64, 100.0 * e.test_acc)).collect());
     let best = runs.iter().filter_map(|r| Some((r.name.clone(), r.final_acc()?))).max_by(|a, b| a.1.total_cmp(&b.1));
     let worst = runs.iter().filter_map(|r| Some((r.name.clone(), r.final_acc()?))).min_by(|a, b| a.1.total_cmp(&b.1));
@@ -251,6 +254,17 @@ pub fn results_row(r: &RunData) -> Vec<String> {
     let effs: Vec<f64> = layers.iter().filter_map(|l| window_mean(&r.series(l), 0.75, 1.0, |p| Some(p.eff_lr))).collect();
     let eff = if effs.is_empty() { "-".into() } else { format!("{:.3e}", effs.iter().sum::<f64>() / effs.len() as f64) };
     let last = r.epochs.last();
+    if let Some(e) = &r.config.external {
+        // Measured in another program's training: its own names, and no test set.
+        let c = &r.config;
+        return vec![
+            r.name.clone(),
+            format!("{} on {} lr={} wd={} ({}, {})", e.optimizer, e.model, c.lr, c.weight_decay, r.policy(), e.source),
+            "-".into(),
+            "-".into(),
+            eff,
+        ];
+    }
     vec![
         r.name.clone(),
         {

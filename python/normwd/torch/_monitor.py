@@ -66,9 +66,13 @@ class Monitor:
         self.active = not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
         self._before_w: Optional[List[torch.Tensor]] = None
         self._before_sums: Optional[List[torch.Tensor]] = None
+        self._model_name = type(model).__name__
+        self._policy = _policy(report)
+        self._lrs: set = set()
         if self.active:
             os.makedirs(out, exist_ok=True)
             self._write_settings(model, report)
+            self._write_config()
             self._file = open(os.path.join(out, "metrics.jsonl"), "a", encoding="utf-8")
         self._hooks = [optimizer.register_step_pre_hook(self._before), optimizer.register_step_post_hook(self._after)]
 
@@ -86,6 +90,26 @@ class Monitor:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=1)
         os.replace(tmp, path)
+
+    def _write_config(self) -> None:
+        """``config.toml`` of normwd's run format, as far as the optimizer's first group tells,
+        marked as a run trained elsewhere (``normwd report`` reads it; ``train --resume`` refuses)."""
+        g = settings(self.optimizer)[0]
+        fields = {
+            "source": "normwd.torch.Monitor",
+            "model": self._model_name,
+            "optimizer": g.kind,
+            "rule": g.optimizer,
+            "lr": g.lr,
+            "momentum": g.momentum,
+            "weight_decay": max(s.weight_decay for s in settings(self.optimizer)),
+            "betas": list(g.betas) if g.betas else None,
+            "decoupled": g.decoupled,
+            "policy": self._policy,
+            "every": self.every,
+            "lr_varies": len(self._lrs) > 1,
+        }
+        _core.write_run_config(self.out, json.dumps(fields))
 
     def _probing(self) -> bool:
         return self.active and (self.steps + 1) % self.every == 0
@@ -137,6 +161,7 @@ class Monitor:
             }
             self._file.write(_core.probe_line(json.dumps(record)) + "\n")
             self.records.append(record)
+            self._lrs.add(g.lr)
         self._file.flush()
         if self.writer is not None:
             self._send(self.records[-len(host) :] if host else [])
@@ -154,18 +179,32 @@ class Monitor:
             self.writer.log(scalars, commit=False)
 
     def close(self) -> None:
-        """Removes the hooks and closes the file (a closed Monitor measures nothing more)."""
+        """Removes the hooks, closes the file and writes ``config.toml`` again with what the run
+        showed (whether its lr changed). A closed Monitor measures nothing more; ``normwd report
+        OUT`` (or ``normwd.report(OUT)``) draws its report."""
         for h in self._hooks:
             h.remove()
         self._hooks = []
         if self.active and not self._file.closed:
             self._file.close()
+            self._write_config()
 
     def __enter__(self) -> "Monitor":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _policy(report: Any) -> str:
+    """The decay policy the groups follow, by the core's decision on each tensor; a setup no
+    policy describes is named by whether it decays the norm layers (``all``) or not."""
+    tensors = [p for p in report.params if p.role != "buffer" and p.groups]
+    for policy in _core.policies():
+        if all(_core.decide(p.role, p.scale_invariant, policy)[0] == ((p.weight_decay or 0) > 0) for p in tensors):
+            return policy
+    norms_decayed = any(p.role in ("norm-scale", "norm-shift") and (p.weight_decay or 0) > 0 for p in tensors)
+    return "all" if norms_decayed else "exclude-norm-bias"
 
 
 def _predicted(g: Any) -> Optional[float]:
