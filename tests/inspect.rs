@@ -506,3 +506,43 @@ fn training_checkpoints_carry_their_optimizer_settings() {
         assert_eq!(t["hyper"]["weight_decay"].as_f64(), Some(if matrix { 0.1 } else { 0.0 }), "{}", t["name"]);
     }
 }
+
+/// L2 in Adam's gradient is flagged once for the run, in the core's words (advice.rs).
+#[test]
+fn adam_with_l2_is_flagged_for_the_run() {
+    let out = tmp("adam-l2");
+    let f = fixtures();
+    let o = bin()
+        .args([
+            "inspect",
+            f.to_str().unwrap(),
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1e-3",
+            "--weight-decay",
+            "1e-4",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && s.contains("FLAG run: adam-l2-on-scale-invariant: with L2 in Adam's gradient"), "{s}");
+    let o = bin()
+        .args([
+            "inspect",
+            f.to_str().unwrap(),
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "1e-3",
+            "--weight-decay",
+            "1e-2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("FLAG run:"), "AdamW decouples its decay");
+}

@@ -160,6 +160,13 @@ fn effective_lr(optimizer: &str, lr: f64, norm: f64) -> PyResult<f64> {
     Ok(if rule.sign_like() { theory::effective_lr_adam(lr, norm) } else { theory::effective_lr_sgd(lr, norm) })
 }
 
+/// The equilibrium norm of a scale-invariant weight under plain SGD with L2 (F5), from
+/// `unit_grad_norm` (the gradient norm times the weight norm, which is scale-free).
+#[pyfunction]
+fn equilibrium_norm_sgd(unit_grad_norm: f64, lr: f64, weight_decay: f64) -> f64 {
+    theory::equilibrium_norm_sgd(unit_grad_norm, lr, weight_decay)
+}
+
 /// The angle (radians) between two tensors from their dot product and norms, as every normwd
 /// measurement computes it (stable near 0 and pi).
 #[pyfunction]
@@ -255,6 +262,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gap_angle, m)?)?;
     m.add_function(wrap_pyfunction!(effective_lr, m)?)?;
     m.add_function(wrap_pyfunction!(angle_from_dot, m)?)?;
+    m.add_function(wrap_pyfunction!(equilibrium_norm_sgd, m)?)?;
     m.add_function(wrap_pyfunction!(probe_line, m)?)?;
     m.add_function(wrap_pyfunction!(write_run_config, m)?)?;
     m.add_function(wrap_pyfunction!(report, m)?)?;

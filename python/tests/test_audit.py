@@ -132,6 +132,10 @@ def test_groups_and_their_mistakes():
     assert "adam-l2-on-scale-invariant" in codes(nwd.audit(model, adam), "down.weight")
     with pytest.raises(ValueError, match=r"example_inputs: the model's forward pass on them raised"):
         nwd.audit(model, example_inputs=torch.randn(2, 8))
+    with torch.no_grad():
+        model.down.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"model: down.weight holds 1 NaN/inf values of 1024"):
+        nwd.audit(model)
 
 
 def test_json_and_wrappers():

@@ -86,8 +86,18 @@ def test_angles_are_the_ones_inspect_measures_on_the_checkpoints(tmp_path):
         assert abs(rec["angle"] - theirs) < 1e-5, (rec["path"], rec["step"], rec["angle"], theirs)
         compared += 1
     assert compared == 6 * 5, "2 convs, 2 BN scales and the fc weight, every step"
-    # The scale-invariant convs carry F7's prediction; the rest none.
+    # The scale-invariant convs carry F7's prediction and per-channel norms and angles; the rest
+    # none.
     assert {r["path"] for r in lines if r["pred_angle"] is not None} == {"0.weight", "4.weight"}
+    for rec in lines:
+        channels = {"0.weight": 16, "4.weight": 32}.get(rec["path"], 0)
+        assert len(rec.get("channel_angle", [])) == len(rec.get("channel_norm", [])) == channels, rec["path"]
+        if channels:
+            # The channels' squared norms add up to the tensor's.
+            assert sum(n * n for n in rec["channel_norm"]) == pytest.approx(rec["norm"] ** 2, rel=1e-9)
+    settings = json.load(open(tmp_path / "run" / "monitor.json"))
+    si_group = next(g for g in settings["groups"] if g["weight_decay"] > 0)
+    assert si_group["relaxation_steps"] == pytest.approx(0.1 / (0.1 * 5e-4))
 
 
 def test_the_measured_equilibrium_angle_is_f7s(tmp_path):
@@ -99,6 +109,18 @@ def test_the_measured_equilibrium_angle_is_f7s(tmp_path):
         measured = sum(r["angle"] for r in late) / len(late)
         predicted = late[-1]["pred_angle"]
         assert abs(measured / predicted - 1) < 0.15, (path, measured, predicted)
+
+
+def test_a_diverging_training_is_named(tmp_path):
+    net = convnet()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = fashion_mnist(64)
+    with nwd.Monitor(net, opt, out=str(tmp_path / "run"), every=1):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        net[0].weight.grad[0, 0, 0, 0] = float("inf")
+        with pytest.raises(FloatingPointError, match=r"0.weight holds NaN or inf after step 1: the training diverged"):
+            opt.step()
 
 
 def test_bad_arguments():

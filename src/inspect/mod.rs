@@ -558,7 +558,7 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, training
                 flags.push(n.clone());
             }
             let decayed = decay.as_ref().map(|d| d.decayed);
-            if let (Some((_, _)), Some(h)) = (t.group, h) {
+            if let (Some(_), Some(h)) = (t.group, h) {
                 // The group is known: the mistakes are facts, decided by the core.
                 for m in normwd_core::advice::mistakes(role, si, h) {
                     // Growing norms say more than the rule alone (below).
@@ -612,13 +612,12 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, training
         .collect()
 }
 
-/// Flags about the whole run (not one tensor), from the settings of its groups.
+/// Flags about the whole run (not one tensor), from the settings of its groups: L2 in an Adam
+/// gradient, said once for the run in the core's words.
 pub fn run_flags(hypers: &[Hyper]) -> Vec<String> {
-    let mut v = Vec::new();
-    if hypers.iter().any(|h| h.optimizer.sign_like() && h.coupled && h.weight_decay > 0.0) {
-        v.push("Adam with L2 in the gradient (coupled): the decay is rescaled by Adam's denominator, so it neither regularizes nor sets a fixed equilibrium; use AdamW (decoupled) for a predictable effective learning rate".into());
-    }
-    v
+    let adam_l2 = hypers.iter().any(|h| h.optimizer.sign_like() && h.coupled && h.weight_decay > 0.0);
+    let m = normwd_core::advice::Mistake::AdamL2OnInvariant;
+    adam_l2.then(|| format!("{}: {}", m.name(), m.why())).into_iter().collect()
 }
 
 #[cfg(test)]

@@ -151,6 +151,10 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         ['bias-decayed', 'norm-decayed']
     """
     model = unwrap(model)
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"model: {name} holds {bad} NaN/inf values of {t.numel()}: the model has diverged or was loaded from a broken checkpoint")
     notes: List[str] = []
     graph_verdicts: Dict[str, _structure.Structural] = {}
     traced = False

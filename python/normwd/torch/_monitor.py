@@ -18,9 +18,12 @@ from ._roles import unwrap
 
 class Monitor:
     """Measures, every ``every`` optimizer steps, each weight's and norm scale's norm, gradient
-    norm, effective learning rate, angular update and ``cos(w, g)``, with the equilibrium angle
-    that the group's settings at that step predict (F7 SGD with momentum, F8 AdamW, F9 Lion),
-    and appends them to ``out/metrics.jsonl`` in normwd's run format.
+    norm, effective learning rate, angular update and ``cos(w, g)`` (and, for scale-invariant
+    weights, each output channel's norm and angle), with the equilibrium angle that the group's
+    settings at that step predict (F7 SGD with momentum, F8 AdamW, F9 Lion; plain SGD's
+    equilibrium norm too), and appends them to ``out/metrics.jsonl`` in normwd's run format;
+    ``out/monitor.json`` lists the tensors and each group's relaxation time ``1/(lr*wd)``. A
+    weight that turns NaN or inf raises ``FloatingPointError`` naming it and the step.
 
     The sums are taken on the parameters' own device in float64 and reach the host once per
     probe step. Settings are read from the optimizer's groups at each step, so any scheduler is
@@ -83,6 +86,7 @@ class Monitor:
             "optimizer": type(self.optimizer).__name__,
             "every": self.every,
             "tensors": [{"name": n, "group": g, "scale_invariant": si} for n, _, g, si in self._tracked],
+            "groups": [_group_info(g) for g in settings(self.optimizer)],
             "mistakes": [m.code + ": " + m.param for m in report.mistakes],
         }
         path = os.path.join(self.out, "monitor.json")
@@ -132,20 +136,40 @@ class Monitor:
             return
         groups = settings(self.optimizer)
         with torch.no_grad():
-            sums = []
-            for (_, p, _, _), w0, before in zip(self._tracked, self._before_w, self._before_sums):
+            parts, sizes = [], []
+            for (_, p, _, si), w0, before in zip(self._tracked, self._before_w, self._before_sums):
                 w1 = p.detach().to(torch.float64)
-                sums.append(torch.cat([before, torch.stack([w1.square().sum(), (w0 * w1).sum()]).to(before.device)]))
+                part = [before, torch.stack([w1.square().sum(), (w0 * w1).sum()]).to(before.device)]
+                # Per output channel for scale-invariant weights: norms before and after, dot.
+                if si and w0.ndim >= 2 and w0.shape[0] > 1:
+                    r0, r1 = w0.flatten(1), w1.flatten(1)
+                    part += [r0.square().sum(1), r1.square().sum(1), (r0 * r1).sum(1)]
+                flat = torch.cat(part)
+                parts.append(flat)
+                sizes.append(flat.numel())
             # One transfer to the host per probe step.
-            host = torch.stack(sums).cpu().tolist() if sums else []
+            host = torch.cat(parts).cpu().tolist() if parts else []
         self._before_w, self._before_sums = None, None
         predictions: Dict[int, Optional[float]] = {}
-        for (name, _, gi, si), (ww0, gsq, wg, ww1, dot) in zip(self._tracked, host):
+        start = 0
+        new = []
+        for (name, _, gi, si), size in zip(self._tracked, sizes):
+            v = host[start : start + size]
+            start += size
+            ww0, gsq, wg, ww1, dot = v[:5]
+            if not all(math.isfinite(x) for x in (ww0, gsq, ww1)):
+                raise FloatingPointError(f"normwd.torch.Monitor: {name} holds NaN or inf after step {self.steps}: the training diverged")
             g = groups[gi]
             norm, norm_after, grad_norm = math.sqrt(ww0), math.sqrt(ww1), math.sqrt(gsq)
             if gi not in predictions:
                 predictions[gi] = _predicted(g)
             rule = g.optimizer or "sgd"
+            rows = (size - 5) // 3
+            channel_norm = [math.sqrt(x) for x in v[5 : 5 + rows]]
+            channel_after = [math.sqrt(x) for x in v[5 + rows : 5 + 2 * rows]]
+            channel_angle = [_core.angle_from_dot(d, a, b) for d, a, b in zip(v[5 + 2 * rows :], channel_norm, channel_after)]
+            # SGD without momentum has a closed form for the equilibrium norm too (F5).
+            sgd_plain = si and rule == "sgd" and g.momentum == 0 and g.weight_decay > 0 and g.lr > 0
             record = {
                 "step": self.steps,
                 "path": name,
@@ -155,16 +179,19 @@ class Monitor:
                 "angle": _core.angle_from_dot(dot, norm, norm_after),
                 "cos_wg": wg / (norm * grad_norm) if norm > 0 and grad_norm > 0 else 0.0,
                 "pred_angle": predictions[gi] if si else None,
-                "pred_norm": None,
+                "pred_norm": _core.equilibrium_norm_sgd(grad_norm * norm, g.lr, g.weight_decay) if sgd_plain else None,
                 "scale_invariant": si,
                 "lr": g.lr,
+                "channel_norm": channel_norm,
+                "channel_angle": channel_angle,
             }
             self._file.write(_core.probe_line(json.dumps(record)) + "\n")
-            self.records.append(record)
+            new.append(record)
             self._lrs.add(g.lr)
+        self.records += new
         self._file.flush()
         if self.writer is not None:
-            self._send(self.records[-len(host) :] if host else [])
+            self._send(new)
 
     def _send(self, records: List[Dict[str, Any]]) -> None:
         scalars = {}
@@ -194,6 +221,16 @@ class Monitor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _group_info(g: Any) -> Dict[str, Any]:
+    """A group's settings with the theory's equilibrium angle and relaxation time (steps)."""
+    info: Dict[str, Any] = {"optimizer": g.kind, "lr": g.lr, "weight_decay": g.weight_decay, "momentum": g.momentum, "betas": g.betas}
+    if g.optimizer is not None and g.lr > 0 and g.weight_decay > 0:
+        betas = g.betas if g.optimizer in ("adam", "adamw", "lion") else None
+        angle, steps = _core.equilibrium(g.optimizer, g.lr, g.weight_decay, min(g.momentum, 0.999), betas, g.decoupled)
+        info.update(pred_angle=angle, relaxation_steps=steps)
+    return info
 
 
 def _policy(report: Any) -> str:

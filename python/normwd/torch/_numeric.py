@@ -80,12 +80,15 @@ class Probe:
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         self.inputs = tuple(x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
         self.params = dict(self.model.named_parameters())
+        # The CUDA generators the model draws from (dropout) are forked too, so the user's
+        # random state is left as it was.
+        self.devices = sorted({p.device.index or 0 for p in self.model.parameters() if p.is_cuda})
         self.base = self.run()
         if not self.base:
             raise ValueError("example_inputs: the model's output holds no floating-point tensor to compare")
 
     def run(self) -> List[torch.Tensor]:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.no_grad(), torch.random.fork_rng(devices=self.devices):
             torch.manual_seed(0)
             return [t.detach() for t in _tensors(self.model(*self.inputs))]
 
