@@ -51,6 +51,18 @@ def test_grad_scaler_gradients_are_read_unscaled(tmp_path):
         assert s["angle"] == pytest.approx(r["angle"], rel=1e-4, abs=1e-9), r["path"]
 
 
+def test_a_compiled_model_is_measured_as_the_eager_one(tmp_path):
+    data = batches(3)
+    eager = net()
+    plain = run(eager, torch.optim.SGD(eager.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4), data, out=str(tmp_path / "eager"))
+    model = net()
+    compiled = torch.compile(model)
+    measured = run(compiled, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4), data, out=str(tmp_path / "compiled"))
+    assert [r["path"] for r in measured.records] == [r["path"] for r in plain.records], "names without _orig_mod."
+    for r, c in zip(plain.records, measured.records):
+        assert c["angle"] == pytest.approx(r["angle"], rel=1e-3), r["path"]
+
+
 def test_ddp_is_looked_through_on_rank_0(tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("this torch build has no torch.distributed")
