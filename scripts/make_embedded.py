@@ -64,8 +64,12 @@ def main():
             write_idx(path, magic, len(keep), dims, payload)
             with open(path, "rb") as f:
                 sums.append(f"{hashlib.sha256(f.read()).hexdigest()}  {name}")
-    with open(os.path.join(OUT, "SHA256SUMS"), "w") as f:
-        f.write("\n".join(sums) + "\n")
+    # Other embedded files (the text of scripts/make_text.py) keep their lines.
+    path = os.path.join(OUT, "SHA256SUMS")
+    names = {s.split("  ")[1] for s in sums}
+    kept = [l for l in open(path).read().splitlines() if l.split("  ")[-1] not in names] if os.path.exists(path) else []
+    with open(path, "w") as f:
+        f.write("\n".join(sums + kept) + "\n")
     print("\n".join(sums))
 
 

@@ -48,3 +48,13 @@ impl NormKind {
         matches!(self, NormKind::Bn | NormKind::Ln | NormKind::Gn)
     }
 }
+
+crate::choice! {
+    /// How text becomes tokens (the `--tokens` setting of text data).
+    pub enum Tokens {
+        /// One token per Unicode character of the text, the vocabulary its distinct characters.
+        Char = "char",
+        /// One token per byte, a vocabulary of 256 (any file, UTF-8 or not).
+        Byte = "byte",
+    }
+}

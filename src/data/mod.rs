@@ -1,4 +1,5 @@
-//! Datasets: IDX (MNIST / Fashion-MNIST, raw or `.gz`), CIFAR-10 binary batches, and the
+//! Datasets: IDX (MNIST / Fashion-MNIST, raw or `.gz`), CIFAR-10 binary batches, text
+//! (`text`: the embedded King James Bible subset or any UTF-8 file), and the
 //! Fashion-MNIST subset compiled into the binary; normalization, seeded shuffling, batching
 //! and CIFAR augmentation.
 //!
@@ -6,6 +7,7 @@
 
 pub mod cifar;
 pub mod idx;
+pub mod text;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
