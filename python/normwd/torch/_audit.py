@@ -89,8 +89,9 @@ class Audit:
         out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
         for n in self.notes:
             out.append(f"note: {n}")
+        # The notes that explain something: a disagreement, a partial verdict, no effect.
         for p in self.params:
-            if p.note and p.role != "buffer":
+            if p.role != "buffer" and ("; " in p.note or p.structural.startswith("partial") or p.note.startswith("weight norm")):
                 out.append(f"{p.name}: {p.note}")
         shown = {}
         for m in self.mistakes:
@@ -175,9 +176,9 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     if example_inputs is not None:
         try:
             probe = _numeric.Probe(model, example_inputs)
-        except ValueError:
-            raise
         except Exception as e:
+            if isinstance(e, ValueError) and str(e).startswith("example_inputs:"):
+                raise
             raise ValueError(f"example_inputs: the model's forward pass on them raised {type(e).__name__}: {e}") from e
     params: List[ParamAudit] = []
     for name, module, local, tensor, is_buffer in _named(model):
