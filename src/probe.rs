@@ -51,6 +51,7 @@ pub fn record(step: u64, c: &OptimConfig, info: &ParamInfo, lr: f64, s: &UpdateS
         lr,
         channel_norm: if per_channel { s.rows.iter().map(|r| r[0]).collect() } else { Vec::new() },
         channel_angle: if per_channel { s.rows.iter().map(|r| theory::angle_from_dot(r[3], r[0], r[4])).collect() } else { Vec::new() },
+        role: Some(info.role.name().into()),
     }
 }
 

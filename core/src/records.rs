@@ -98,6 +98,10 @@ pub struct Probe {
     /// Per output channel angular updates (scale-invariant tensors only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channel_angle: Vec<f64>,
+    /// The tensor's role ([`crate::roles::Role::name`]: `weight`, `norm-scale`, ...); absent in
+    /// runs written before it was recorded, whose norm scales are known by their names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[cfg(test)]

@@ -110,7 +110,11 @@ impl RunData {
     /// Paths of probed norm-layer scales (gamma).
     pub fn gamma_paths(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
-        for p in self.probes.iter().filter(|p| p.path.ends_with(".gamma") || p.path.ends_with("weight_g")) {
+        let scale = |p: &&Probe| match &p.role {
+            Some(role) => role == crate::roles::Role::NormScale.name(),
+            None => p.path.ends_with(".gamma") || p.path.ends_with("weight_g"),
+        };
+        for p in self.probes.iter().filter(scale) {
             if !v.contains(&p.path) {
                 v.push(p.path.clone());
             }

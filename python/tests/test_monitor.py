@@ -138,6 +138,8 @@ def test_a_monitor_run_is_a_normwd_run_for_report_and_refused_by_resume(tmp_path
     path = normwd.report(str(run_dir))
     html = open(path).read()
     assert "Sequential" in html and "0.weight" in html and "No epoch finished" not in html
+    # The batch norm scales are known by their recorded role, whatever their names.
+    assert os.path.exists(os.path.join(os.path.dirname(path), "plots", "gamma.svg"))
     binary = normwd_binary()
     r = subprocess.run([binary, "report", str(run_dir), "--out", str(tmp_path / "cli")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "SGD on Sequential lr=0.1 wd=0.0005 (exclude-norm-bias, normwd.torch.Monitor)" in r.stdout, r.stdout + r.stderr

@@ -357,6 +357,7 @@ mod tests {
             lr: 0.1,
             channel_norm: Vec::new(),
             channel_angle: Vec::new(),
+            role: None,
         }
     }
 

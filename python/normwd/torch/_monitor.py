@@ -63,9 +63,11 @@ class Monitor:
         report = audit(model, optimizer, example_inputs)
         named = dict(model.named_parameters())
         self._tracked: List[Tuple[str, torch.Tensor, int, bool]] = []
+        self._roles: Dict[str, str] = {}
         for p in report.params:
             if p.role in ("weight", "norm-scale") and p.groups and p.name in named:
                 self._tracked.append((p.name, named[p.name], p.groups[0], p.scale_invariant))
+                self._roles[p.name] = p.role
         self.active = not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
         self._before_w: Optional[List[torch.Tensor]] = None
         self._before_sums: Optional[List[torch.Tensor]] = None
@@ -184,6 +186,7 @@ class Monitor:
                 "lr": g.lr,
                 "channel_norm": channel_norm,
                 "channel_angle": channel_angle,
+                "role": self._roles[name],
             }
             self._file.write(_core.probe_line(json.dumps(record)) + "\n")
             new.append(record)
