@@ -45,10 +45,15 @@ impl Role {
             Role::Buffer => "buffer",
         }
     }
+}
 
-    /// The role of a table name ([`Role::name`]).
-    pub fn parse(name: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.name() == name)
+/// Roles are a closed set of names too (parsing and the list for messages come with it). They
+/// keep their derived serde form (by variant, as [`ParamInfo`] serializes them), so they are
+/// not a [`crate::choice!`] enum.
+impl crate::choice::Choice for Role {
+    const ALL: &'static [Role] = &Role::ALL;
+    fn name(self) -> &'static str {
+        Role::name(self)
     }
 }
 
@@ -197,6 +202,6 @@ mod tests {
                 "{r:?}"
             );
         }
-        assert!(Role::ALL.iter().all(|r| Role::parse(r.name()) == Some(*r)));
+        assert!(Role::ALL.iter().all(|r| <Role as crate::choice::Choice>::parse(r.name()) == Some(*r)));
     }
 }

@@ -21,13 +21,7 @@ fn invalid(arg: &str, value: impl std::fmt::Display, expected: impl std::fmt::Di
 
 /// The value of a closed set named `name`, passed as argument `arg`.
 fn parse<T: Choice>(arg: &str, name: &str) -> PyResult<T> {
-    T::parse(name).ok_or_else(|| {
-        invalid(arg, format!("{name:?}"), format!("one of {}", T::ALL.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")))
-    })
-}
-
-fn role(name: &str) -> PyResult<Role> {
-    Role::parse(name).ok_or_else(|| invalid("role", format!("{name:?}"), format!("one of {}", Role::ALL.map(|r| r.name()).join(", "))))
+    T::parse(name).ok_or_else(|| invalid(arg, format!("{name:?}"), format!("one of {}", T::names())))
 }
 
 /// The optimizer settings, checked by the core (PyTorch's argument names in the message).
@@ -78,7 +72,7 @@ fn optimizers() -> Vec<&'static str> {
 #[pyfunction]
 fn decide(role_name: &str, scale_invariant: bool, policy: &str) -> PyResult<(bool, &'static str)> {
     let invariance = scale_invariant.then_some(Granularity::Tensor);
-    let info = ParamInfo::new("", vec![], role(role_name)?, invariance, parse("policy", policy)?);
+    let info = ParamInfo::new("", vec![], parse("role", role_name)?, invariance, parse("policy", policy)?);
     Ok((info.decayed, info.group.name()))
 }
 
@@ -97,7 +91,7 @@ fn mistakes(
     decoupled: Option<bool>,
 ) -> PyResult<Vec<(&'static str, &'static str, &'static str)>> {
     let h = hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)?;
-    Ok(advice::mistakes(role(role_name)?, scale_invariant, &h).into_iter().map(described).collect())
+    Ok(advice::mistakes(parse("role", role_name)?, scale_invariant, &h).into_iter().map(described).collect())
 }
 
 fn described(m: Mistake) -> (&'static str, &'static str, &'static str) {

@@ -385,11 +385,13 @@ impl Training {
             Some(Ok(o)) if !lr_given && o.groups.len() == opt.groups.len() => o.groups[g].hyper.lr,
             _ => hypers[g].lr,
         };
+        // No settings to predict with: a buffer (no note), or a parameter the state does not place.
+        let untold = |note: Option<String>| Training { hyper: None, lrs: vec![f64::NAN; series.len()], group: None, note };
         roles
             .iter()
             .map(|(role, _)| {
                 if *role == Role::Buffer {
-                    return Training { hyper: None, lrs: vec![f64::NAN; series.len()], group: None, note: None };
+                    return untold(None);
                 }
                 match membership.next().expect("one membership per parameter") {
                     optimizer::Membership::Group(g) => Training {
@@ -398,21 +400,13 @@ impl Training {
                         group: Some((g, hypers[g].weight_decay)),
                         note: None,
                     },
-                    optimizer::Membership::None => Training {
-                        hyper: None,
-                        lrs: vec![f64::NAN; series.len()],
-                        group: None,
-                        note: Some(format!(
-                            "in no group of the optimizer saved in {}: frozen, or left out when the groups were built",
-                            opt.source
-                        )),
-                    },
-                    optimizer::Membership::Unknown(why) => Training {
-                        hyper: None,
-                        lrs: vec![f64::NAN; series.len()],
-                        group: None,
-                        note: Some(format!("its optimizer group is not told by {}: {why}", opt.source)),
-                    },
+                    optimizer::Membership::None => untold(Some(format!(
+                        "in no group of the optimizer saved in {}: frozen, or left out when the groups were built",
+                        opt.source
+                    ))),
+                    optimizer::Membership::Unknown(why) => {
+                        untold(Some(format!("its optimizer group is not told by {}: {why}", opt.source)))
+                    }
                 }
             })
             .collect()

@@ -191,13 +191,13 @@ pub fn assign(opt: &StoredOptimizer, names: &[(String, Vec<usize>)]) -> Vec<Memb
             }
         }
     }
+    // Parameters without state could be of any shape, so they leave every match open.
+    let shapeless = || Membership::Unknown(format!("{unknown} parameter(s) have no state to tell their shape"));
     names
         .iter()
         .map(|(_, shape)| match holders.get(shape.as_slice()) {
             Some(gs) if gs.iter().all(|g| same(gs[0], *g)) && unknown == 0 => Membership::Group(gs[0]),
-            Some(gs) if gs.iter().all(|g| same(gs[0], *g)) => {
-                Membership::Unknown(format!("{unknown} parameter(s) have no state to tell their shape"))
-            }
+            Some(gs) if gs.iter().all(|g| same(gs[0], *g)) => shapeless(),
             Some(gs) => {
                 let mut gs = gs.clone();
                 gs.dedup();
@@ -205,7 +205,7 @@ pub fn assign(opt: &StoredOptimizer, names: &[(String, Vec<usize>)]) -> Vec<Memb
                 Membership::Unknown(format!("groups {} hold tensors of shape {shape:?}", list.join(" and ")))
             }
             None if unknown == 0 => Membership::None,
-            None => Membership::Unknown(format!("{unknown} parameter(s) have no state to tell their shape")),
+            None => shapeless(),
         })
         .collect()
 }

@@ -112,14 +112,6 @@ def _label_size(granularity: str) -> Optional[int]:
     return None
 
 
-def _norm_width(m: nn.Module) -> Optional[int]:
-    shape = getattr(m, "normalized_shape", None)
-    if shape:
-        return int(torch.tensor(shape).prod())
-    w = getattr(m, "weight", None)
-    return w.numel() if isinstance(w, torch.Tensor) and w.ndim == 1 else None
-
-
 def _weight_norm_direction(model: nn.Module, name: str) -> bool:
     if name.endswith(".weight_v"):
         return True
@@ -226,7 +218,7 @@ def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudi
     elif graph is None:
         # No graph to say where a fused projection splits: try the width of a norm layer
         # that would normalize one slice (QK-norm's head size).
-        widths = sorted({_norm_width(m) for m in model.modules() if is_norm(m)} - {None})
+        widths = sorted({_structure.norm_width(m) for m in model.modules() if is_norm(m)} - {None})
         rows = entry.shape[out_dim]
         slices = next((w for w in widths if w < rows and rows % w == 0 and rows // w <= 64), None)
         if slices:
@@ -294,10 +286,9 @@ def _with_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, params: 
         g = groups[p.groups[0]]
         p.lr, p.weight_decay = g.lr, g.weight_decay
         rule = g.optimizer or "sgd"
-        betas = g.betas if g.optimizer in ("adam", "adamw", "lion") else None
         # The mistakes depend on the role, invariance and decay, not on the lr (which may be 0
         # in a group frozen that way): 1.0 stands in for it.
-        for code, severity, why in _core.mistakes(p.role, p.scale_invariant, rule, 1.0, g.weight_decay, min(g.momentum, 0.999), betas, g.decoupled):
+        for code, severity, why in _core.mistakes(p.role, p.scale_invariant, rule, 1.0, g.weight_decay, g.theory_momentum, g.theory_betas, g.decoupled):
             if code == "adam-l2-on-scale-invariant" and g.optimizer is None:
                 continue
             out.append(Mistake(p.name, code, severity, why))

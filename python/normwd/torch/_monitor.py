@@ -100,7 +100,8 @@ class Monitor:
     def _write_config(self) -> None:
         """``config.toml`` of normwd's run format, as far as the optimizer's first group tells,
         marked as a run trained elsewhere (``normwd report`` reads it; ``train --resume`` refuses)."""
-        g = settings(self.optimizer)[0]
+        groups = settings(self.optimizer)
+        g = groups[0]
         fields = {
             "source": "normwd.torch.Monitor",
             "model": self._model_name,
@@ -108,7 +109,7 @@ class Monitor:
             "rule": g.optimizer,
             "lr": g.lr,
             "momentum": g.momentum,
-            "weight_decay": max(s.weight_decay for s in settings(self.optimizer)),
+            "weight_decay": max(s.weight_decay for s in groups),
             "betas": list(g.betas) if g.betas else None,
             "decoupled": g.decoupled,
             "policy": self._policy,
@@ -164,7 +165,8 @@ class Monitor:
             g = groups[gi]
             norm, norm_after, grad_norm = math.sqrt(ww0), math.sqrt(ww1), math.sqrt(gsq)
             if gi not in predictions:
-                predictions[gi] = _predicted(g)
+                eq = g.equilibrium()
+                predictions[gi] = eq[0] if eq else None
             rule = g.optimizer or "sgd"
             rows = (size - 5) // 3
             channel_norm = [math.sqrt(x) for x in v[5 : 5 + rows]]
@@ -229,10 +231,9 @@ class Monitor:
 def _group_info(g: Any) -> Dict[str, Any]:
     """A group's settings with the theory's equilibrium angle and relaxation time (steps)."""
     info: Dict[str, Any] = {"optimizer": g.kind, "lr": g.lr, "weight_decay": g.weight_decay, "momentum": g.momentum, "betas": g.betas}
-    if g.optimizer is not None and g.lr > 0 and g.weight_decay > 0:
-        betas = g.betas if g.optimizer in ("adam", "adamw", "lion") else None
-        angle, steps = _core.equilibrium(g.optimizer, g.lr, g.weight_decay, min(g.momentum, 0.999), betas, g.decoupled)
-        info.update(pred_angle=angle, relaxation_steps=steps)
+    eq = g.equilibrium()
+    if eq is not None:
+        info.update(pred_angle=eq[0], relaxation_steps=eq[1])
     return info
 
 
@@ -245,11 +246,3 @@ def _policy(report: Any) -> str:
             return policy
     norms_decayed = any(p.role in ("norm-scale", "norm-shift") and (p.weight_decay or 0) > 0 for p in tensors)
     return "all" if norms_decayed else "exclude-norm-bias"
-
-
-def _predicted(g: Any) -> Optional[float]:
-    """The equilibrium angle for a group's settings, or None without a closed form."""
-    if g.optimizer is None or g.lr <= 0 or g.weight_decay <= 0:
-        return None
-    betas = g.betas if g.optimizer in ("adam", "adamw", "lion") else None
-    return _core.equilibrium(g.optimizer, g.lr, g.weight_decay, min(g.momentum, 0.999), betas, g.decoupled)[0]

@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from .. import _core
+
 
 @dataclass
 class GroupSettings:
@@ -22,6 +24,24 @@ class GroupSettings:
     decoupled: Optional[bool]
     #: The optimizer's class name (``SGD``, ``AdamW``, ``RMSprop``).
     kind: str
+
+    @property
+    def theory_betas(self) -> Optional[Tuple[float, float]]:
+        """The betas the closed forms take: Adam's and Lion's (SGD's group has none)."""
+        return self.betas if self.optimizer in ("adam", "adamw", "lion") else None
+
+    @property
+    def theory_momentum(self) -> float:
+        """The momentum the closed forms take, below 1 (where they have none)."""
+        return min(self.momentum, 0.999)
+
+    def equilibrium(self) -> Optional[Tuple[Optional[float], float]]:
+        """The core's equilibrium angle per step and relaxation time in steps for this group's
+        settings, or None where there is nothing to predict (an optimizer without a closed
+        form, lr 0, no decay)."""
+        if self.optimizer is None or self.lr <= 0 or self.weight_decay <= 0:
+            return None
+        return _core.equilibrium(self.optimizer, self.lr, self.weight_decay, self.theory_momentum, self.theory_betas, self.decoupled)
 
 
 def _rule(opt: torch.optim.Optimizer, group: dict) -> Tuple[Optional[str], Optional[bool]]:

@@ -177,17 +177,27 @@ def _carries(node: fx.Node, src: fx.Node, modules: Dict[str, nn.Module]) -> Opti
     return None
 
 
+def norm_width(norm: Any) -> Optional[int]:
+    """How many features a norm layer normalizes together: its ``normalized_shape``, else the
+    size of its 1-D scale (a custom RMSNorm); None for a function or a norm without either.
+
+    Example:
+        >>> norm_width(torch.nn.LayerNorm(64)), norm_width(torch.nn.functional.layer_norm)
+        (64, None)
+    """
+    shape = getattr(norm, "normalized_shape", None)
+    if shape:
+        return int(torch.tensor(shape).prod())
+    w = getattr(norm, "weight", None)
+    return w.numel() if isinstance(w, torch.Tensor) and w.ndim == 1 else None
+
+
 def _granularity(norm: Any, rows: int, split: bool) -> str:
     if isinstance(norm, _PER_CHANNEL) or norm in (F.batch_norm, F.instance_norm):
         return "channel"
     if isinstance(norm, nn.GroupNorm):
         return f"group of {norm.num_channels // norm.num_groups}"
-    size = None
-    shape = getattr(norm, "normalized_shape", None)
-    if shape:
-        size = int(torch.tensor(shape).prod())
-    elif getattr(norm, "weight", None) is not None:
-        size = norm.weight.numel()
+    size = norm_width(norm)
     if split and size and size < rows:
         return f"head of {size}"
     return "tensor"
