@@ -6,7 +6,7 @@
 
 use crate::data;
 use crate::model::cross_entropy;
-use crate::model::{ModelKind, Net, NormKind};
+use crate::model::{GptShape, Input, ModelKind, Net, NormKind};
 use crate::optim::schedule::Schedule;
 use crate::optim::{OptimConfig, Optimizer};
 use crate::params::{describe, DecayPolicy};
@@ -92,7 +92,7 @@ pub struct Throughput {
     pub batch: usize,
     /// Median seconds per step (forward, backward, optimizer step, loss read back).
     pub step_s: f64,
-    /// `batch / step_s`.
+    /// `batch / step_s` (windows per second for `gpt`; times `shape[2]` tokens).
     pub images_per_sec: f64,
     /// Timed steps.
     pub steps: usize,
@@ -101,12 +101,28 @@ pub struct Throughput {
 }
 
 /// The input shape the comparison uses for each model: Fashion-MNIST's for the MLP and the
-/// ConvNet, CIFAR-10's for ResNet-20.
+/// ConvNet, CIFAR-10's for ResNet-20, `[1, 1, block]` token windows for `gpt`.
 pub fn bench_shape(model: ModelKind) -> [usize; 3] {
     match model {
         ModelKind::Mlp | ModelKind::Convnet => [1, 28, 28],
         ModelKind::Resnet20 => [3, 32, 32],
+        ModelKind::Gpt => [1, 1, BENCH_GPT.block_size],
     }
+}
+
+/// The `gpt` the comparison times: the default shape (4 layers, 4 heads, 128 wide, block 64),
+/// layer norm, tied embeddings, the embedded text's 62 characters.
+pub const BENCH_GPT: GptShape = GptShape { n_layer: 4, n_head: 4, n_embd: 128, block_size: 64, qk_norm: false, tie_embeddings: true };
+/// Vocabulary of the benchmarked `gpt`.
+pub const BENCH_VOCAB: usize = 62;
+
+/// The `gpt` and optimizer the comparison times: AdamW (lr 1e-3, decay 0.1 on matrices only,
+/// nanoGPT's groups), mirrored by `bench/pytorch_ref.py`.
+fn bench_gpt(device: &Device) -> (Net, Optimizer) {
+    let net = Net::gpt(BENCH_GPT, NormKind::Ln, BENCH_VOCAB, 0, device);
+    let params = describe(&net, DecayPolicy::ExcludeNormBias);
+    let c = OptimConfig { betas: (0.9, 0.95), ..OptimConfig::of_kind(crate::optim::OptimKind::Adamw, 1e-3, 0.1) };
+    (net, Optimizer::new(c, Schedule::constant(1), &params).expect("valid settings"))
 }
 
 /// Times `steps` training steps after `warmup` untimed ones: +BN, SGD (lr 0.1, momentum 0.9,
@@ -117,21 +133,28 @@ pub fn bench_shape(model: ModelKind) -> [usize; 3] {
 pub fn train_throughput(model: ModelKind, device: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Throughput, String> {
     let device = device.clone().autodiff();
     let shape = bench_shape(model);
-    let (mut net, mut opt) = bench_model(model, shape, &device);
+    let (mut net, mut opt) = if model.reads_text() { bench_gpt(&device) } else { bench_model(model, shape, &device) };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let features = shape.iter().product::<usize>();
     let (mut times, mut losses) = (Vec::new(), Vec::new());
     for i in 0..warmup + steps {
-        // Box-Muller normals: the same distribution as torch.randn.
-        let x: Vec<f32> = (0..batch * features)
-            .map(|_| {
-                let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
-                ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-            })
-            .collect();
-        let y: Vec<i32> = (0..batch).map(|_| rng.random_range(0..10)).collect();
-        let x = Tensor::<4>::from_data(TensorData::new(x, [batch, shape[0], shape[1], shape[2]]), &device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch]), &device);
+        let (x, y): (Input, _) = if model.reads_text() {
+            // Uniform token ids and next tokens: the step's cost does not depend on the text.
+            let ids: Vec<i32> = (0..batch * (features + 1)).map(|_| rng.random_range(0..BENCH_VOCAB as i32)).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(ids[batch..].to_vec(), [batch * features]), &device);
+            (Tensor::<2, Int>::from_data(TensorData::new(ids[..batch * features].to_vec(), [batch, features]), &device).into(), y)
+        } else {
+            // Box-Muller normals: the same distribution as torch.randn.
+            let x: Vec<f32> = (0..batch * features)
+                .map(|_| {
+                    let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+                    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+                })
+                .collect();
+            let y: Vec<i32> = (0..batch).map(|_| rng.random_range(0..10)).collect();
+            let x = Tensor::<4>::from_data(TensorData::new(x, [batch, shape[0], shape[1], shape[2]]), &device);
+            (x.into(), Tensor::<1, Int>::from_data(TensorData::new(y, [batch]), &device))
+        };
         let t = Instant::now();
         let (n, lv) = crate::kernels::on_workers(|| {
             let loss = cross_entropy(net.forward(x), y);

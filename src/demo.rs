@@ -102,7 +102,7 @@ pub const ADAM_WD: f64 = 4.0;
 pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
     let base = RunConfig {
         model: ModelKind::Convnet,
-        norm: NormKind::Bn,
+        norm: Some(NormKind::Bn),
         data: s.data.clone(),
         train_subset: s.train_subset,
         test_subset: s.test_subset,

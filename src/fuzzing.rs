@@ -33,7 +33,7 @@ fn tiny_data() -> Dataset {
 fn tiny_config(data: &Path) -> RunConfig {
     RunConfig {
         model: crate::model::ModelKind::Mlp,
-        norm: crate::model::NormKind::Bn,
+        norm: Some(crate::model::NormKind::Bn),
         data: data.display().to_string(),
         epochs: 1,
         batch_size: 8,
@@ -119,7 +119,7 @@ pub fn config(input: &[u8]) {
     if mode % 2 == 0 {
         if let Ok(c) = RunConfig::from_toml("run.toml", text) {
             if c.resolve().is_ok() {
-                let _ = Setup::with_data(c, tiny_data());
+                let _ = Setup::with_data(c, crate::data::Data::Images(tiny_data()));
             }
         }
     } else {
@@ -176,7 +176,7 @@ impl CheckpointTarget {
         let (header, data) = split_header(&ckpt);
         let mut seed = vec![0u8];
         seed.extend_from_slice(header);
-        let setup = Setup::with_data(tiny_config(Path::new("tiny")), tiny_data()).expect("the tiny run builds");
+        let setup = Setup::with_data(tiny_config(Path::new("tiny")), crate::data::Data::Images(tiny_data())).expect("the tiny run builds");
         CheckpointTarget { setup, data: data.to_vec(), seed }
     }
 

@@ -7,8 +7,10 @@ pub use normwd_core::roles::*;
 
 use crate::model::{tensors, Net};
 
-/// Describes every tensor (parameters and buffers) of `net` under `policy`.
-pub fn describe(net: &Net, policy: DecayPolicy) -> Vec<ParamInfo> {
+/// Describes every tensor (parameters and buffers) of `net` under `policy` (a
+/// [`DecayPolicy`] or a [`DecayRule`]).
+pub fn describe(net: &Net, policy: impl Into<DecayRule>) -> Vec<ParamInfo> {
+    let policy = policy.into();
     let links = net.links();
     tensors(net)
         .into_iter()
@@ -16,8 +18,10 @@ pub fn describe(net: &Net, policy: DecayPolicy) -> Vec<ParamInfo> {
             let layer = t.path.rsplit_once('.').map(|(p, _)| p.to_string()).unwrap_or_default();
             let role = match (t.owner.as_str(), t.field.as_str()) {
                 (_, f) if f.starts_with("running_") => Role::Buffer,
-                ("Norm", "gamma") => Role::NormScale,
-                ("Norm", "beta") => Role::NormShift,
+                ("Norm", "gamma") | ("FeatureNorm", "weight") => Role::NormScale,
+                ("Norm", "beta") | ("FeatureNorm", "bias") => Role::NormShift,
+                ("Embedding", _) => Role::Embedding,
+                ("PositionEmbedding", _) => Role::Token,
                 (_, "weight_g") => Role::NormScale,
                 (_, "bias") => Role::Bias,
                 _ => Role::Weight,
@@ -97,6 +101,38 @@ mod tests {
         let g = wn.iter().find(|i| i.path == "fc1.weight_g").unwrap();
         assert!(g.role == Role::NormScale && !g.decayed);
         assert!(wn.iter().any(|i| i.path == "fc1.bias"));
+    }
+
+    #[test]
+    fn gpt_roles_and_invariance_under_qk_norm() {
+        use crate::model::GptShape;
+        let dev = Device::flex();
+        for qk_norm in [false, true] {
+            let shape = GptShape { n_layer: 2, n_head: 4, n_embd: 32, block_size: 8, qk_norm, tie_embeddings: true };
+            let t = describe(&Net::gpt(shape, NormKind::Ln, 20, 0, &dev), DecayPolicy::ExcludeNormBias);
+            let get = |p: &str| t.iter().find(|i| i.path == p).unwrap_or_else(|| panic!("no {p}"));
+            assert_eq!(get("transformer.wte.weight").role, Role::Embedding);
+            assert_eq!(get("transformer.wpe.weight").role, Role::Token);
+            assert!(!get("transformer.wte.weight").decayed && !get("transformer.wpe.weight").decayed);
+            assert_eq!(get("transformer.h.0.ln_1.weight").role, Role::NormScale);
+            assert_eq!(get("transformer.h.0.ln_1.bias").role, Role::NormShift);
+            for p in ["q_proj", "k_proj"] {
+                let w = get(&format!("transformer.h.1.attn.{p}.weight"));
+                assert_eq!(w.scale_invariant, qk_norm, "{p}");
+                if qk_norm {
+                    assert_eq!(w.granularity, Granularity::Group(8), "{p}: per head of 8 rows");
+                    assert_eq!(get(&format!("transformer.h.1.attn.{}_norm.weight", &p[..1])).role, Role::NormScale);
+                }
+            }
+            let si: Vec<_> = t.iter().filter(|i| i.scale_invariant).map(|i| i.path.as_str()).collect();
+            assert_eq!(si.len(), if qk_norm { 4 } else { 0 }, "only q/k under QK-norm: {si:?}");
+            assert!(t.iter().filter(|i| i.role == Role::Weight).all(|i| i.decayed));
+        }
+        let shape = GptShape { n_layer: 1, n_head: 2, n_embd: 8, block_size: 4, qk_norm: false, tie_embeddings: true };
+        let net = Net::gpt(shape, NormKind::Ln, 5, 0, &dev);
+        let rule = DecayRule { policy: DecayPolicy::ExcludeNormBias, embeddings: Some(true) };
+        let t = describe(&net, rule);
+        assert!(t.iter().filter(|i| matches!(i.role, Role::Embedding | Role::Token)).all(|i| i.decayed), "--decay-embeddings true");
     }
 
     #[test]

@@ -15,9 +15,12 @@ pub fn family(c: &OptimConfig) -> Family {
     c.family()
 }
 
-/// Predicted equilibrium angle of a tensor (scale-invariant weights only).
+/// Predicted equilibrium angle of a tensor: every scale-invariant weight, and every decayed
+/// weight matrix besides (Kosson et al. measured F8 to hold for a GPT's matrices whether or not
+/// they are scale-invariant; for those it is a prediction to compare, not a theorem).
 pub fn predicted_angle(c: &OptimConfig, info: &ParamInfo, lr: f64) -> Option<f64> {
-    if !info.scale_invariant {
+    let decayed_matrix = info.role == Role::Weight && info.shape.len() >= 2 && c.weight_decay_for(info) > 0.0;
+    if !(info.scale_invariant || decayed_matrix) {
         return None;
     }
     theory::predicted_angle(family(c), lr, c.weight_decay_for(info))

@@ -4,17 +4,24 @@
 
 mod common;
 
-use common::{assert_same_run, bin, checkpoint, quick_args, run, text, tmp};
+use common::{assert_same_run, bin, checkpoint, quick_args, quick_gpt_args, run, text, tmp};
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 const EPOCHS: usize = 6;
 
+/// How a test's runs are started: the settings for a run folder and a number of epochs.
+type Args = fn(&Path, usize) -> Vec<String>;
+
 /// An uninterrupted reference run.
 fn reference(base: &Path) -> std::path::PathBuf {
+    reference_of(base, quick_args)
+}
+
+fn reference_of(base: &Path, quick: Args) -> std::path::PathBuf {
     let full = base.join("full");
-    let o = bin().args(quick_args(&full, EPOCHS)).output().unwrap();
+    let o = bin().args(quick(&full, EPOCHS)).output().unwrap();
     assert!(o.status.success(), "{:?}", text(&o));
     full
 }
@@ -47,12 +54,20 @@ fn checkpoint_epoch(dir: &Path) -> u64 {
 
 #[test]
 fn kill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
-    let base = tmp("randkill");
-    let full = reference(&base);
+    kill_at_random_moments(&tmp("randkill"), quick_args);
+}
+
+#[test]
+fn a_gpt_killed_at_random_moments_resumes_bit_identical() {
+    kill_at_random_moments(&tmp("randkill-gpt"), quick_gpt_args);
+}
+
+fn kill_at_random_moments(base: &Path, quick: Args) {
+    let full = reference_of(base, quick);
     // Same seed and config: same bytes.
     let again = base.join("again");
     let t_run = Instant::now();
-    assert!(bin().args(quick_args(&again, EPOCHS)).output().unwrap().status.success());
+    assert!(bin().args(quick(&again, EPOCHS)).output().unwrap().status.success());
     // Kill moments scale with how long a whole run takes on this machine (and this build), so
     // faster training still gets killed several times.
     let run_ms = (t_run.elapsed().as_millis() as u64).max(80);
@@ -73,8 +88,7 @@ fn kill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
     let (mut kills, mut finished) = (0, false);
     for _ in 0..100 {
         let started = cut.join("config.toml").exists();
-        let args =
-            if started { vec!["train".to_string(), "--resume".into(), cut.to_str().unwrap().into()] } else { quick_args(&cut, EPOCHS) };
+        let args = if started { vec!["train".to_string(), "--resume".into(), cut.to_str().unwrap().into()] } else { quick(&cut, EPOCHS) };
         let mut child = bin().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         // The window widens a little with each kill, so a slow, busy machine still lets the run
         // progress to the end.

@@ -57,7 +57,7 @@ fn train_mlp(name: &str, config: RunConfig) -> RunData {
 fn mlp_config() -> RunConfig {
     RunConfig {
         model: ModelKind::Mlp,
-        norm: NormKind::Bn,
+        norm: Some(NormKind::Bn),
         epochs: 8,
         batch_size: 128,
         schedule: ScheduleKind::Constant,

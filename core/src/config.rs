@@ -4,9 +4,9 @@
 //! on the command line; [`RunConfig::resolve`] checks every value and fills in what the user
 //! left to the optimizer (decay mode, decay policy).
 
-use crate::kinds::{ModelKind, NormKind};
+use crate::kinds::{GptShape, ModelKind, NormKind, Tokens};
 use crate::optim::{DecayMode, FixedNormGranularity, Invariance, NormTarget, OptimConfig, OptimError, OptimKind, RemedyConfig};
-use crate::roles::DecayPolicy;
+use crate::roles::{DecayPolicy, DecayRule};
 use crate::schedule::ScheduleKind;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -44,8 +44,10 @@ fn invalid(key: &str, value: impl ToString, expected: impl Into<String>) -> Conf
 pub struct RunConfig {
     /// Architecture.
     pub model: ModelKind,
-    /// Normalization after each linear layer.
-    pub norm: NormKind,
+    /// Normalization after each linear layer (`gpt`: in each block); unset: the model's
+    /// ([`ModelKind::default_norm`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub norm: Option<NormKind>,
     /// `embedded`, `fashion-mnist`, `cifar10` or a folder.
     pub data: String,
     /// Use only the first N training examples (0 = all).
@@ -75,13 +77,18 @@ pub struct RunConfig {
     /// ([`OptimConfig::default_policy`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decay_policy: Option<DecayPolicy>,
+    /// Decay embeddings and position embeddings (true) or spare them (false); unset: the policy's
+    /// choice (decayed only under `all`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decay_embeddings: Option<bool>,
     /// Learning-rate multiplier for scale-invariant weights.
     pub si_lr_scale: f64,
     /// Weight decay of scale-invariant weights; unset: `weight_decay`.
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "negative_one_is_unset")]
     pub si_weight_decay: Option<f64>,
-    /// Adam betas.
-    pub betas: [f64; 2],
+    /// Adam / Lion betas; unset: the optimizer's (0.9, 0.999; Lion 0.9, 0.99).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub betas: Option<[f64; 2]>,
     /// Adam epsilon.
     pub eps: f64,
     /// Learning-rate schedule.
@@ -118,6 +125,23 @@ pub struct RunConfig {
     pub rv_rms_decay: f64,
     /// Record per-layer probes every N steps (0 = about 200 points per run).
     pub probe_every: usize,
+    /// Text data (`gpt`): one token per character or per byte.
+    pub tokens: Tokens,
+    /// `gpt`: transformer blocks.
+    pub n_layer: usize,
+    /// `gpt`: attention heads per block.
+    pub n_head: usize,
+    /// `gpt`: width of the residual stream.
+    pub n_embd: usize,
+    /// `gpt`: context length in tokens.
+    pub block_size: usize,
+    /// `gpt`: normalize queries and keys per head (QK-norm).
+    pub qk_norm: bool,
+    /// `gpt`: the output head is the token embedding.
+    pub tie_embeddings: bool,
+    /// `gpt`: rows of the token embedding (0 = the text's vocabulary; a text with more distinct
+    /// tokens is refused).
+    pub vocab_size: usize,
     /// Set for a run another program trained and normwd only measured (`normwd.torch.Monitor`):
     /// what it was. Such a run is read and reported, never trained or resumed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,7 +182,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             model: ModelKind::Convnet,
-            norm: NormKind::Bn,
+            norm: None,
             data: "embedded".into(),
             train_subset: 0,
             test_subset: 0,
@@ -174,7 +198,7 @@ impl Default for RunConfig {
             decay_policy: None,
             si_lr_scale: 1.0,
             si_weight_decay: None,
-            betas: [0.9, 0.999],
+            betas: None,
             eps: 1e-8,
             schedule: ScheduleKind::Cosine,
             milestones: Vec::new(),
@@ -184,6 +208,15 @@ impl Default for RunConfig {
             seed: 0,
             device: "cpu".into(),
             probe_every: 0,
+            tokens: Tokens::Char,
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 128,
+            block_size: 64,
+            qk_norm: false,
+            tie_embeddings: true,
+            vocab_size: 0,
+            decay_embeddings: None,
             external: None,
             invariance: Invariance::Structural,
             delta: 0.1,
@@ -205,8 +238,10 @@ pub struct Resolved {
     pub model: ModelKind,
     /// Normalization.
     pub norm: NormKind,
-    /// Decay policy (the user's, or the optimizer's fitting one).
-    pub policy: DecayPolicy,
+    /// Decay rule (the user's policy or the optimizer's fitting one, and `decay_embeddings`).
+    pub policy: DecayRule,
+    /// The transformer's shape (`gpt` only).
+    pub gpt: Option<GptShape>,
     /// Optimizer hyperparameters.
     pub optim: OptimConfig,
     /// Schedule shape.
@@ -229,8 +264,11 @@ impl RunConfig {
     pub fn every_key_set() -> Self {
         RunConfig {
             decay: Some(DecayMode::Coupled),
+            norm: Some(NormKind::Bn),
             decay_policy: Some(DecayPolicy::ExcludeNormBias),
+            decay_embeddings: Some(false),
             si_weight_decay: Some(0.0),
+            betas: Some([0.9, 0.999]),
             ..Default::default()
         }
     }
@@ -244,7 +282,7 @@ impl RunConfig {
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
             decay: self.decay.unwrap_or(self.optimizer.default_decay()),
-            betas: (self.betas[0], self.betas[1]),
+            betas: self.betas.map(|[a, b]| (a, b)).unwrap_or(self.optimizer.default_betas()),
             eps: self.eps,
             si_lr_scale: self.si_lr_scale,
             si_weight_decay: self.si_weight_decay,
@@ -289,8 +327,48 @@ impl RunConfig {
             OptimError::Invalid { flag, value, expected } => invalid(flag, value, expected),
             other => invalid("optimizer", "", other.to_string()),
         })?;
-        let policy = self.decay_policy.unwrap_or(optim.default_policy());
-        Ok(Resolved { model: self.model, norm: self.norm, policy, optim, schedule: self.schedule })
+        let policy = DecayRule { policy: self.decay_policy.unwrap_or(optim.default_policy()), embeddings: self.decay_embeddings };
+        let gpt = self.gpt_shape()?;
+        Ok(Resolved { model: self.model, norm: self.norm_kind(), policy, optim, schedule: self.schedule, gpt })
+    }
+
+    /// The normalization the run uses: its own, or the model's default.
+    pub fn norm_kind(&self) -> NormKind {
+        self.norm.unwrap_or(self.model.default_norm())
+    }
+
+    /// The transformer's shape, checked (`None` for the image models, which refuse QK-norm).
+    fn gpt_shape(&self) -> Result<Option<GptShape>, ConfigError> {
+        if !self.model.reads_text() {
+            if self.qk_norm {
+                return Err(invalid("qk_norm", true, "--model gpt (QK-norm normalizes attention's queries and keys)"));
+            }
+            return Ok(None);
+        }
+        let norm = self.norm_kind();
+        if !self.model.norms().contains(&norm) {
+            let names: Vec<_> = self.model.norms().iter().map(|n| n.name()).collect();
+            return Err(invalid("norm", norm.name(), format!("one of {} for --model gpt", names.join(", "))));
+        }
+        for (key, v) in [("n_layer", self.n_layer), ("n_head", self.n_head), ("n_embd", self.n_embd), ("block_size", self.block_size)] {
+            if v == 0 {
+                return Err(invalid(key, 0, "an integer >= 1"));
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(invalid("n_embd", self.n_embd, format!("a multiple of --n-head {} (heads split the width)", self.n_head)));
+        }
+        if self.qk_norm && norm == NormKind::None {
+            return Err(invalid("qk_norm", true, "--norm ln or rms (QK-norm uses the blocks' normalization)"));
+        }
+        Ok(Some(GptShape {
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            block_size: self.block_size,
+            qk_norm: self.qk_norm,
+            tie_embeddings: self.tie_embeddings,
+        }))
     }
 }
 
@@ -330,10 +408,10 @@ mod tests {
     fn names_are_checked_where_they_are_read() {
         let bad = |text: &str| RunConfig::from_toml("run.toml", text).unwrap_err().to_string();
         let e = bad("model = \"vgg\"\n");
-        assert!(e.contains("\"vgg\": expected one of mlp, convnet, resnet20") && e.contains("model"), "{e}");
-        assert!(bad("norm = \"xx\"\n").contains("expected one of bn, ln, gn, wn, none"));
+        assert!(e.contains("\"vgg\": expected one of mlp, convnet, resnet20, gpt") && e.contains("model"), "{e}");
+        assert!(bad("norm = \"xx\"\n").contains("expected one of bn, ln, gn, rms, wn, none"));
         let e = bad("optimizer = \"rmsprop\"\n");
-        assert!(e.contains("expected one of sgd, adam, adamw, sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw"), "{e}");
+        assert!(e.contains("expected one of sgd, adam, adamw, sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw, lion"), "{e}");
         assert!(bad("decay_policy = \"some\"\n").contains("exclude-norm-bias"));
         assert!(bad("schedule = \"exponential\"\n").contains("expected one of constant, step, cosine, linear"));
     }
@@ -347,7 +425,27 @@ mod tests {
         assert!(bad(RunConfig { si_weight_decay: Some(-0.5), ..Default::default() }).contains("--si-weight-decay -0.5"));
         let r = RunConfig { optimizer: OptimKind::Adamw, ..Default::default() }.resolve().unwrap();
         assert_eq!(r.optim.decay, DecayMode::Decoupled);
-        assert_eq!(r.policy, DecayPolicy::ExcludeNormBias);
+        assert_eq!(r.policy.policy, DecayPolicy::ExcludeNormBias);
+    }
+
+    #[test]
+    fn gpt_settings_are_checked() {
+        let gpt = |c: RunConfig| RunConfig { model: ModelKind::Gpt, ..c };
+        let bad = |c: RunConfig| c.resolve().unwrap_err().to_string();
+        let r = gpt(RunConfig::default()).resolve().unwrap();
+        assert_eq!(r.gpt.map(|g| (g.n_layer, g.head_dim(), g.block_size)), Some((4, 32, 64)));
+        assert_eq!(r.norm, NormKind::Ln, "a gpt's default norm is layer norm");
+        assert_eq!(RunConfig::default().resolve().unwrap().norm, NormKind::Bn);
+        assert!(bad(gpt(RunConfig { norm: Some(NormKind::Bn), ..Default::default() }))
+            .contains("--norm bn: expected one of ln, rms, none for --model gpt"));
+        assert!(bad(gpt(RunConfig { n_embd: 130, ..Default::default() })).contains("--n-embd 130: expected a multiple of --n-head 4"));
+        assert!(bad(gpt(RunConfig { n_layer: 0, ..Default::default() })).contains("--n-layer 0"));
+        assert!(bad(gpt(RunConfig { norm: Some(NormKind::None), qk_norm: true, ..Default::default() })).contains("--norm ln or rms"));
+        assert!(bad(RunConfig { qk_norm: true, ..Default::default() }).contains("--qk-norm true: expected --model gpt"));
+        let lion = RunConfig { optimizer: OptimKind::Lion, ..Default::default() }.resolve().unwrap();
+        assert_eq!((lion.optim.betas, lion.optim.decay), ((0.9, 0.99), DecayMode::Decoupled));
+        let r = RunConfig { decay_embeddings: Some(true), ..Default::default() }.resolve().unwrap();
+        assert_eq!(r.policy.embeddings, Some(true));
     }
 
     #[test]
@@ -362,10 +460,10 @@ mod tests {
     #[test]
     fn unset_policy_fits_the_optimizer() {
         let r = RunConfig { optimizer: OptimKind::FixedNorm, ..Default::default() }.resolve().unwrap();
-        assert_eq!(r.policy, DecayPolicy::NoneOnScaleInvariant);
+        assert_eq!(r.policy.policy, DecayPolicy::NoneOnScaleInvariant);
         let r = RunConfig { compensate_elr: true, ..Default::default() }.resolve().unwrap();
-        assert_eq!(r.policy, DecayPolicy::NoneOnScaleInvariant);
+        assert_eq!(r.policy.policy, DecayPolicy::NoneOnScaleInvariant);
         let explicit = RunConfig { optimizer: OptimKind::FixedNorm, decay_policy: Some(DecayPolicy::All), ..Default::default() };
-        assert_eq!(explicit.resolve().unwrap().policy, DecayPolicy::All, "an explicit choice is kept (the optimizer refuses it)");
+        assert_eq!(explicit.resolve().unwrap().policy.policy, DecayPolicy::All, "an explicit choice is kept (the optimizer refuses it)");
     }
 }

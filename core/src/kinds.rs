@@ -10,6 +10,8 @@ crate::choice! {
         Convnet = "convnet",
         /// CIFAR ResNet-20 v1.
         Resnet20 = "resnet20",
+        /// A small decoder-only transformer (nanoGPT's layout) for text.
+        Gpt = "gpt",
     }
 }
 
@@ -18,7 +20,33 @@ impl ModelKind {
     pub fn min_side(self) -> usize {
         match self {
             ModelKind::Convnet => 8,
-            ModelKind::Mlp | ModelKind::Resnet20 => 1,
+            ModelKind::Mlp | ModelKind::Resnet20 | ModelKind::Gpt => 1,
+        }
+    }
+
+    /// The architectures trained on images (every one but `gpt`, which reads text).
+    pub const IMAGE: [ModelKind; 3] = [ModelKind::Mlp, ModelKind::Convnet, ModelKind::Resnet20];
+
+    /// True for a language model (text data, tokens in, next-token logits out).
+    pub fn reads_text(self) -> bool {
+        self == ModelKind::Gpt
+    }
+
+    /// The normalization used when the run names none: batch norm for the image models,
+    /// layer norm for `gpt` (nanoGPT's).
+    pub fn default_norm(self) -> NormKind {
+        if self.reads_text() {
+            NormKind::Ln
+        } else {
+            NormKind::Bn
+        }
+    }
+
+    /// The normalizations the architecture can be built with.
+    pub fn norms(self) -> &'static [NormKind] {
+        match self {
+            ModelKind::Gpt => &[NormKind::Ln, NormKind::Rms, NormKind::None],
+            _ => &NormKind::ALL,
         }
     }
 }
@@ -32,6 +60,8 @@ crate::choice! {
         Ln = "ln",
         /// Group normalization with [`GN_GROUPS`] groups.
         Gn = "gn",
+        /// RMS normalization (`nn.RMSNorm`): like layer norm, without removing the mean.
+        Rms = "rms",
         /// Weight normalization `w = g * v / ||v||` per output channel, no activation norm.
         Wn = "wn",
         /// No normalization.
@@ -45,7 +75,31 @@ pub const GN_GROUPS: usize = 8;
 impl NormKind {
     /// True when a normalization layer follows the linear op (so the op needs no bias).
     pub fn has_layer(self) -> bool {
-        matches!(self, NormKind::Bn | NormKind::Ln | NormKind::Gn)
+        matches!(self, NormKind::Bn | NormKind::Ln | NormKind::Gn | NormKind::Rms)
+    }
+}
+
+/// The shape of a `gpt` model (nanoGPT's names), fixed by the run's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GptShape {
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block.
+    pub n_head: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Context length in tokens.
+    pub block_size: usize,
+    /// Per-head normalization of queries and keys (QK-norm), of the blocks' norm kind.
+    pub qk_norm: bool,
+    /// The output head is the token embedding (nanoGPT's weight tying).
+    pub tie_embeddings: bool,
+}
+
+impl GptShape {
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
     }
 }
 

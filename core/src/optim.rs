@@ -52,7 +52,7 @@ crate::choice! {
         Adam = "adam",
         /// AdamW (decoupled decay unless `--decay coupled`).
         Adamw = "adamw",
-        /// Lion (no [`OptimKind`] yet; `predict` knows its closed form, F9).
+        /// Lion (Chen et al. 2023): the sign of a momentum blend, decoupled decay (F9).
         Lion = "lion",
     }
 }
@@ -178,6 +178,8 @@ crate::choice! {
         RvSgd = "rv-sgd",
         /// RV-AdamW (Kosson et al. 2024): rotational wrapper around AdamW.
         RvAdamw = "rv-adamw",
+        /// Lion (Chen et al. 2023, `lion-pytorch`): `sign(b1*m + (1-b1)*g)`, decoupled decay.
+        Lion = "lion",
     }
 }
 
@@ -185,14 +187,26 @@ impl OptimKind {
     /// The decay mode used when `--decay` is not given (the remedies fix their own).
     pub fn default_decay(self) -> DecayMode {
         match self {
-            OptimKind::Adamw | OptimKind::Sgdp | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw => DecayMode::Decoupled,
+            OptimKind::Adamw | OptimKind::Sgdp | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw | OptimKind::Lion => {
+                DecayMode::Decoupled
+            }
             _ => DecayMode::Coupled,
         }
     }
 
-    /// True for the Adam family (effective lr `lr/||w||`).
+    /// True for the optimizers whose update size does not scale with the gradient (the Adam
+    /// family and Lion's sign): effective lr `lr/||w||`, not `lr/||w||^2`.
     pub fn adam_like(self) -> bool {
-        matches!(self, OptimKind::Adam | OptimKind::Adamw | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw)
+        matches!(self, OptimKind::Adam | OptimKind::Adamw | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw | OptimKind::Lion)
+    }
+
+    /// The betas when the user gave none: Lion's paper's `0.9, 0.99`, PyTorch's Adam's otherwise.
+    pub fn default_betas(self) -> (f64, f64) {
+        if self == OptimKind::Lion {
+            Rule::Lion.default_betas()
+        } else {
+            Rule::Adam.default_betas()
+        }
     }
 
     /// True when the kind fixes its decay mode (`--decay` may only restate it).
@@ -316,7 +330,8 @@ impl OptimConfig {
             return Err(OptimError::Invalid {
                 flag: "decay",
                 value: format!("{:?}", self.decay).to_lowercase(),
-                expected: "the optimizer's own decay mode (leave --decay unset for sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw)",
+                expected:
+                    "the optimizer's own decay mode (leave --decay unset for sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw, lion)",
             });
         }
         if r.compensate_elr && self.kind != OptimKind::Sgd {
@@ -414,6 +429,7 @@ impl OptimConfig {
             OptimKind::Adam | OptimKind::Adamw => Rule::Adam.family(coupled, self.momentum, self.betas),
             OptimKind::RvSgd => Rule::Sgd.family(true, self.momentum, self.betas),
             OptimKind::RvAdamw => Rule::Adam.family(false, self.momentum, self.betas),
+            OptimKind::Lion => Rule::Lion.family(false, self.momentum, self.betas),
             _ => Family::Other,
         }
     }

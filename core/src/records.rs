@@ -65,6 +65,10 @@ pub struct Summary {
     pub images_per_sec: f64,
     /// Wall time of the epochs run in this process.
     pub wall_s: f64,
+    /// Text: the held-out loss of the unigram model fitted to the training text, the baseline
+    /// a language model must beat (nats per token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_loss: Option<f64>,
 }
 
 /// One probe record (`{"kind":"probe", ...}`).
@@ -110,7 +114,16 @@ mod tests {
 
     #[test]
     fn lines_keep_their_kind_first_and_round_trip() {
-        let s = Summary { epochs: 2, steps: 10, test_acc: 0.5, test_loss: 1.0, train_loss: 1.2, images_per_sec: 100.0, wall_s: 3.0 };
+        let s = Summary {
+            epochs: 2,
+            steps: 10,
+            test_acc: 0.5,
+            test_loss: 1.0,
+            train_loss: 1.2,
+            images_per_sec: 100.0,
+            wall_s: 3.0,
+            baseline_loss: None,
+        };
         let line = Record::Done(s).to_line();
         assert!(line.starts_with("{\"kind\":\"done\",\"epochs\":2,"), "{line}");
         assert!(matches!(Record::parse(&line), Some(Record::Done(d)) if d.steps == 10));

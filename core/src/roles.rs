@@ -108,6 +108,33 @@ impl DecayPolicy {
     }
 }
 
+/// A decay policy with the embeddings' own choice (`--decay-embeddings`): the one rule that
+/// decides whether decay touches a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecayRule {
+    /// Which tensors are decayed.
+    pub policy: DecayPolicy,
+    /// Decay embeddings and position embeddings/tokens (`Some(true)`), spare them
+    /// (`Some(false)`), or follow the policy (`None`).
+    pub embeddings: Option<bool>,
+}
+
+impl From<DecayPolicy> for DecayRule {
+    fn from(policy: DecayPolicy) -> Self {
+        DecayRule { policy, embeddings: None }
+    }
+}
+
+impl DecayRule {
+    /// Whether a tensor with this role and invariance is decayed.
+    pub fn decays(self, role: Role, scale_invariant: bool) -> bool {
+        match (role, self.embeddings) {
+            (Role::Embedding | Role::Token, Some(d)) => d,
+            _ => self.policy.decays(role, scale_invariant),
+        }
+    }
+}
+
 crate::choice! {
     /// The learning-rate / decay group of a parameter. Scale-invariant weights form their own
     /// group so their `lr` and `weight_decay` can be set apart (only `lr*weight_decay` matters
@@ -140,10 +167,16 @@ pub struct ParamInfo {
 }
 
 impl ParamInfo {
-    /// A tensor's description under `policy`, from its role and the slices over which the loss
-    /// is invariant to its scale (`None`: not scale-invariant). Whether it is decayed and its
-    /// group follow from those here, and only here.
-    pub fn new(path: impl Into<String>, shape: Vec<usize>, role: Role, invariance: Option<Granularity>, policy: DecayPolicy) -> Self {
+    /// A tensor's description under `rule` (a [`DecayPolicy`] or a [`DecayRule`]), from its role
+    /// and the slices over which the loss is invariant to its scale (`None`: not
+    /// scale-invariant). Whether it is decayed and its group follow from those here, and only here.
+    pub fn new(
+        path: impl Into<String>,
+        shape: Vec<usize>,
+        role: Role,
+        invariance: Option<Granularity>,
+        rule: impl Into<DecayRule>,
+    ) -> Self {
         let scale_invariant = invariance.is_some();
         ParamInfo {
             path: path.into(),
@@ -151,7 +184,7 @@ impl ParamInfo {
             role,
             scale_invariant,
             granularity: invariance.unwrap_or(Granularity::Tensor),
-            decayed: policy.decays(role, scale_invariant),
+            decayed: rule.into().decays(role, scale_invariant),
             group: if scale_invariant { Group::ScaleInvariant } else { Group::Default },
         }
     }
@@ -203,5 +236,14 @@ mod tests {
             );
         }
         assert!(Role::ALL.iter().all(|r| <Role as crate::choice::Choice>::parse(r.name()) == Some(*r)));
+        // `--decay-embeddings` decides for embeddings and tokens alone, under any policy.
+        for p in DecayPolicy::ALL {
+            for (d, want) in [(Some(true), true), (Some(false), false)] {
+                let rule = DecayRule { policy: p, embeddings: d };
+                assert_eq!(ParamInfo::new("wte", vec![8, 4], Role::Embedding, None, rule).decayed, want, "{p}");
+                assert_eq!(ParamInfo::new("wpe", vec![8, 4], Role::Token, None, rule).decayed, want, "{p}");
+                assert_eq!(ParamInfo::new("g", vec![4], Role::NormScale, None, rule).decayed, p.decays(Role::NormScale, false));
+            }
+        }
     }
 }

@@ -213,7 +213,16 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
         drop(log);
         let mut log = MetricsLog::open(&p, Some(1)).unwrap();
-        let done = Summary { epochs: 1, steps: 3, test_acc: 0.5, test_loss: 1.0, train_loss: 1.0, images_per_sec: 1.0, wall_s: 1.0 };
+        let done = Summary {
+            epochs: 1,
+            steps: 3,
+            test_acc: 0.5,
+            test_loss: 1.0,
+            train_loss: 1.0,
+            images_per_sec: 1.0,
+            wall_s: 1.0,
+            baseline_loss: None,
+        };
         log.write(&Record::Done(done.clone())).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{{\"a\":1}}\n{}\n", Record::Done(done).to_line()));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -72,7 +72,7 @@ fn optimizers() -> Vec<&'static str> {
 #[pyfunction]
 fn decide(role_name: &str, scale_invariant: bool, policy: &str) -> PyResult<(bool, &'static str)> {
     let invariance = scale_invariant.then_some(Granularity::Tensor);
-    let info = ParamInfo::new("", vec![], parse("role", role_name)?, invariance, parse("policy", policy)?);
+    let info = ParamInfo::new("", vec![], parse("role", role_name)?, invariance, parse::<DecayPolicy>("policy", policy)?);
     Ok((info.decayed, info.group.name()))
 }
 
@@ -206,6 +206,7 @@ fn write_run_config(dir: &str, fields: &str) -> PyResult<()> {
     let optimizer = match m.rule.as_deref() {
         Some("adam") => OptimKind::Adam,
         Some("adamw") => OptimKind::Adamw,
+        Some("lion") => OptimKind::Lion,
         _ => OptimKind::Sgd,
     };
     let config = RunConfig {
@@ -213,7 +214,7 @@ fn write_run_config(dir: &str, fields: &str) -> PyResult<()> {
         lr: m.lr,
         momentum: m.momentum,
         weight_decay: m.weight_decay,
-        betas: m.betas.map(|(a, b)| [a, b]).unwrap_or([0.9, 0.999]),
+        betas: m.betas.map(|(a, b)| [a, b]),
         decay: m.decoupled.map(|d| if d { DecayMode::Decoupled } else { DecayMode::Coupled }),
         decay_policy: Some(parse("policy", &m.policy)?),
         probe_every: m.every,

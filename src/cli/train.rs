@@ -5,6 +5,7 @@ use super::values::{betas, milestones, Betas, Milestones};
 use super::{fail, Failure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use normwd::data::text::Tokens;
 use normwd::model::{ModelKind, NormKind};
 use normwd::optim::schedule::ScheduleKind;
 use normwd::optim::{DecayMode, FixedNormGranularity, Invariance, NormTarget, OptimKind};
@@ -38,7 +39,8 @@ pub struct Settings {
     /// Architecture.
     #[arg(long, value_parser = choice::<ModelKind>())]
     pub model: Option<ModelKind>,
-    /// Normalization after each linear layer.
+    /// Normalization after each linear layer (gpt: in each block; ln, rms or none). Default: bn
+    /// (gpt: ln).
     #[arg(long, value_parser = choice::<NormKind>())]
     pub norm: Option<NormKind>,
     /// embedded | fashion-mnist | cifar10 | PATH
@@ -148,6 +150,34 @@ pub struct Settings {
     /// rv-sgd/rv-adamw: decay of the running RMS of update sizes (0 = each step's own; the paper's 0.9).
     #[arg(long)]
     pub rv_rms_decay: Option<f64>,
+    /// Decay embeddings and position embeddings (true/false; default: only under --decay-policy all).
+    #[arg(long)]
+    pub decay_embeddings: Option<bool>,
+    /// gpt: one token per character or per byte of the text.
+    #[arg(long, value_parser = choice::<Tokens>())]
+    pub tokens: Option<Tokens>,
+    /// gpt: transformer blocks (4).
+    #[arg(long)]
+    pub n_layer: Option<usize>,
+    /// gpt: attention heads (4).
+    #[arg(long)]
+    pub n_head: Option<usize>,
+    /// gpt: width of the residual stream (128).
+    #[arg(long)]
+    pub n_embd: Option<usize>,
+    /// gpt: context length in tokens (64).
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    /// gpt: normalize queries and keys per head (QK-norm, of the --norm kind).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "off")]
+    pub qk_norm: bool,
+    /// gpt: the output head is the token embedding (true/false, default true).
+    #[arg(long)]
+    pub tie_embeddings: Option<bool>,
+    /// gpt: rows of the token embedding (default: the text's vocabulary).
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
 }
 
 fn off(on: &bool) -> bool {
@@ -175,9 +205,11 @@ impl TrainArgs {
 
 /// Shows progress on stderr: a bar per epoch on a terminal, else a line every tenth of an
 /// epoch (a batch job's log shows progress within an epoch); one line per epoch on stdout.
-/// Rates are images per second, and the ETA covers the whole run.
+/// Rates are images (or tokens) per second, and the ETA covers the whole run.
 pub struct Bars {
     bar: Option<ProgressBar>,
+    /// Tokens per example (1: the rate counts images) and the rate's unit.
+    unit: (usize, &'static str),
     tty: bool,
     images: usize,
     epoch: usize,
@@ -191,7 +223,22 @@ impl Bars {
     /// A new observer.
     pub fn new() -> Self {
         use std::io::IsTerminal;
-        Bars { bar: None, tty: std::io::stderr().is_terminal(), images: 0, epoch: 0, epochs: 0, batches: 0, done: 0, started: None }
+        Bars {
+            bar: None,
+            unit: (1, "img/s"),
+            tty: std::io::stderr().is_terminal(),
+            images: 0,
+            epoch: 0,
+            epochs: 0,
+            batches: 0,
+            done: 0,
+            started: None,
+        }
+    }
+
+    /// Rates in tokens per second, for `block` tokens per example.
+    pub fn tokens(block: usize) -> Self {
+        Bars { unit: (block, "tok/s"), ..Self::new() }
     }
 
     /// Images per second in this epoch and the time left for the whole run.
@@ -200,7 +247,7 @@ impl Bars {
         let batches_per_s = self.done as f64 / secs;
         let left = (self.batches - self.done) + (self.epochs - self.epoch) * self.batches;
         let eta = left as f64 / batches_per_s.max(1e-9);
-        (self.images as f64 / secs, format!("{:.0}m{:02.0}s", (eta / 60.0).floor(), eta % 60.0))
+        ((self.images * self.unit.0) as f64 / secs, format!("{:.0}m{:02.0}s", (eta / 60.0).floor(), eta % 60.0))
     }
 }
 
@@ -229,12 +276,12 @@ impl Observer for Bars {
         self.images += images;
         let (img_s, eta) = self.rate_and_eta();
         if let Some(b) = &self.bar {
-            b.set_message(format!("loss {loss:.4}, {img_s:.0} img/s, run eta {eta}"));
+            b.set_message(format!("loss {loss:.4}, {img_s:.0} {}, run eta {eta}", self.unit.1));
             b.inc(1);
         } else if self.done.is_multiple_of((self.batches / 10).max(1)) && self.done < self.batches {
             eprintln!(
-                "epoch {}/{} batch {}/{}: loss {loss:.4}, {img_s:.0} img/s, run eta {eta}",
-                self.epoch, self.epochs, self.done, self.batches
+                "epoch {}/{} batch {}/{}: loss {loss:.4}, {img_s:.0} {}, run eta {eta}",
+                self.epoch, self.epochs, self.done, self.batches, self.unit.1
             );
         }
     }
@@ -243,14 +290,15 @@ impl Observer for Bars {
             b.finish_and_clear();
         }
         println!(
-            "epoch {:>3}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  lr {:.4}  {:.0} img/s",
+            "epoch {:>3}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  lr {:.4}  {:.0} {}",
             r.epoch,
             r.train_loss,
             100.0 * r.train_acc,
             r.test_loss,
             100.0 * r.test_acc,
             r.lr,
-            r.images_per_sec
+            r.images_per_sec * self.unit.0 as f64,
+            self.unit.1
         );
     }
 }
@@ -287,7 +335,7 @@ fn on_interrupt_say_how_to_resume(dir: &std::path::Path) {
 
 /// Picks `runs/NAME`, or `runs/NAME-2`, ... if taken.
 pub fn default_out(c: &RunConfig) -> PathBuf {
-    let base = format!("runs/{}-{}-{}-s{}", c.model, c.norm, c.optimizer, c.seed);
+    let base = format!("runs/{}-{}-{}-s{}", c.model, c.norm_kind(), c.optimizer, c.seed);
     let mut p = PathBuf::from(&base);
     let mut k = 2;
     while p.exists() {
@@ -295,6 +343,12 @@ pub fn default_out(c: &RunConfig) -> PathBuf {
         k += 1;
     }
     p
+}
+
+/// The settings of the run in `dir`, if it has readable ones.
+fn run_config(dir: &std::path::Path) -> Option<RunConfig> {
+    let p = dir.join(train::files::CONFIG);
+    RunConfig::from_toml(&p.display().to_string(), &std::fs::read_to_string(&p).ok()?).ok()
 }
 
 /// Runs `normwd train`.
@@ -324,15 +378,33 @@ pub fn run(args: TrainArgs) -> Result<(), Failure> {
     };
     println!("run directory: {}", dir.display());
     on_interrupt_say_how_to_resume(&dir);
-    let mut bars = Bars::new();
+    let text = if resume {
+        run_config(&dir).map(|c| c.model.reads_text() as usize * c.block_size)
+    } else {
+        Some(config.model.reads_text() as usize * config.block_size)
+    };
+    let mut bars = match text {
+        Some(block) if block > 0 => Bars::tokens(block),
+        _ => Bars::new(),
+    };
     let s = train::run(config, RunOptions { dir: dir.clone(), resume, observer: &mut bars })?;
+    if let Some(base) = s.baseline_loss {
+        let bits = normwd::data::text::bits;
+        println!(
+            "held-out loss {:.4} nats ({:.3} bits) per token; the unigram model's: {base:.4} nats ({:.3} bits)",
+            s.test_loss,
+            bits(s.test_loss),
+            bits(base)
+        );
+    }
     println!(
-        "done: {} epochs, {} steps, test acc {:.2}%, test loss {:.4}, training throughput {:.0} images/s; metrics in {}",
+        "done: {} epochs, {} steps, test acc {:.2}%, test loss {:.4}, training throughput {:.0} {}; metrics in {}",
         s.epochs,
         s.steps,
         100.0 * s.test_acc,
         s.test_loss,
-        s.images_per_sec,
+        s.images_per_sec * bars.unit.0 as f64,
+        if bars.unit.0 > 1 { "tokens/s" } else { "images/s" },
         dir.join(train::files::METRICS).display()
     );
     Ok(())

@@ -245,6 +245,25 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
     })
 }
 
+/// Resolves a `--data` value for a language model: `embedded` (the King James Bible subset) or
+/// a UTF-8 file or folder of `.txt` files.
+pub fn load_text(spec: &str, tokens: text::Tokens) -> Result<text::Text, DataError> {
+    match spec {
+        "embedded" => Ok(text::embedded(tokens)),
+        "fashion-mnist" | "cifar10" => Err(DataError::NotFound {
+            spec: spec.into(),
+            what: "images, not text: --model gpt reads `embedded` or a text file or folder".into(),
+        }),
+        path => {
+            let p = Path::new(path);
+            if !p.exists() {
+                return Err(DataError::NotFound { spec: path.into(), what: "no such file or folder (expected UTF-8 text)".into() });
+            }
+            text::load(p, tokens)
+        }
+    }
+}
+
 /// Resolves a `--data` value: `embedded`, `fashion-mnist` (in `$NORMWD_DATA`,
 /// `$NORMWD_DATA/fashion-mnist` or Debian's folder), `cifar10` (in `$NORMWD_DATA`,
 /// `$NORMWD_DATA/cifar10` or `$NORMWD_DATA/cifar-10-batches-bin`), or a folder path.
@@ -362,6 +381,120 @@ impl Dataset {
         let xt = Tensor::<4>::from_data(TensorData::new(x, [indices.len(), c, h, w]), device);
         let yt = Tensor::<1, Int>::from_data(TensorData::new(labels, [indices.len()]), device);
         (xt, yt)
+    }
+}
+
+/// What a run trains on: labelled images, or a text cut into windows of `block` tokens.
+#[derive(Debug, Clone)]
+pub enum Data {
+    /// Images and their classes (the image models).
+    Images(Dataset),
+    /// A text (`gpt`); an example is a window of `block` inputs and their next tokens.
+    Text {
+        /// The tokens.
+        text: text::Text,
+        /// Tokens per window (the model's context).
+        block: usize,
+    },
+}
+
+/// One batch as tensors: the inputs (images or token ids) and the flat targets.
+pub enum Batch {
+    /// `[n, c, h, w]` images and `[n]` classes.
+    Images(Tensor<4>, Tensor<1, Int>),
+    /// `[n, block]` token ids and `[n * block]` next tokens.
+    Tokens(Tensor<2, Int>, Tensor<1, Int>),
+}
+
+impl Data {
+    /// Human-readable name.
+    pub fn name(&self) -> &str {
+        match self {
+            Data::Images(d) => &d.name,
+            Data::Text { text, .. } => &text.name,
+        }
+    }
+
+    /// Training examples per epoch: the images, or the windows that cover the training text once.
+    pub fn train_len(&self) -> usize {
+        match self {
+            Data::Images(d) => d.train.len(),
+            Data::Text { text, block } => (text.train.len() - 1) / block,
+        }
+    }
+
+    /// Tokens per example (1 for an image).
+    pub fn tokens_per_example(&self) -> usize {
+        match self {
+            Data::Images(_) => 1,
+            Data::Text { block, .. } => *block,
+        }
+    }
+
+    /// The held-out loss of the unigram model (text), the baseline a language model must beat.
+    pub fn baseline_loss(&self) -> Option<f64> {
+        match self {
+            Data::Images(_) => None,
+            Data::Text { text, .. } => Some(text.unigram_nats()),
+        }
+    }
+
+    /// Keeps only the first `n_train` / `n_test` examples (windows of text).
+    pub fn truncate(&mut self, n_train: usize, n_test: usize) {
+        match self {
+            Data::Images(d) => d.truncate(n_train, n_test),
+            Data::Text { text, block } => {
+                for (part, n) in [(&mut text.train, n_train), (&mut text.test, n_test)] {
+                    part.truncate(n.saturating_mul(*block).saturating_add(1));
+                }
+            }
+        }
+    }
+
+    /// The examples of `epoch`, in order: a permutation of the images, or window starts drawn
+    /// uniformly from the training text; both depend only on `(seed, epoch)`.
+    pub fn epoch_order(&self, seed: u64, epoch: usize) -> Vec<usize> {
+        match self {
+            Data::Images(d) => epoch_order(d.train.len(), seed, epoch),
+            Data::Text { text, block } => text::Text::starts(&text.train, *block, self.train_len(), &mut epoch_rng(seed, epoch, 0x5eed)),
+        }
+    }
+
+    /// The held-out examples: every test image, or the held-out text as back-to-back windows.
+    pub fn test_items(&self) -> Vec<usize> {
+        match self {
+            Data::Images(d) => (0..d.test.len()).collect(),
+            Data::Text { text, block } => (0..(text.test.len() - 1) / block).map(|i| i * block).collect(),
+        }
+    }
+
+    /// Examples evaluated per forward pass (about 500 images or 32k tokens).
+    pub fn eval_chunk(&self) -> usize {
+        match self {
+            Data::Images(_) => 500,
+            Data::Text { block, .. } => (32_768 / block).max(1),
+        }
+    }
+
+    /// The batch of `items` (indices or window starts) of the training or the held-out part;
+    /// `augment` applies to training images.
+    pub fn batch(&self, train: bool, items: &[usize], augment: Option<&mut ChaCha8Rng>, device: &Device) -> Batch {
+        match self {
+            Data::Images(d) => {
+                let (x, y) = d.batch(if train { &d.train } else { &d.test }, items, augment, device);
+                Batch::Images(x, y)
+            }
+            Data::Text { text, block } => {
+                let part = if train { &text.train } else { &text.test };
+                let (x, y) = text::Text::windows(part, *block, items);
+                let ids = |v: Vec<u32>| v.into_iter().map(|t| t as i32).collect::<Vec<i32>>();
+                let n = items.len();
+                Batch::Tokens(
+                    Tensor::from_data(TensorData::new(ids(x), [n, *block]), device),
+                    Tensor::from_data(TensorData::new(ids(y), [n * block]), device),
+                )
+            }
+        }
     }
 }
 

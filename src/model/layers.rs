@@ -126,14 +126,7 @@ impl Dense {
 
     /// Applies `x W^T + b` to a `[batch, in]` input.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let w = effective_weight(&self.weight, &self.weight_v, &self.weight_g);
-        let y = if crate::kernels::applies(&x) {
-            crate::kernels::linear(x, w)
-        } else {
-            // y = (w x^T)^T rather than x w^T: the weight's gradient then comes out of autodiff
-            // as a contiguous [out, in] matrix instead of a transposed view the optimizer copies.
-            w.matmul(x.transpose()).transpose()
-        };
+        let y = matmul_t(x, effective_weight(&self.weight, &self.weight_v, &self.weight_g));
         match &self.bias {
             Some(b) => y.add(b.val().unsqueeze_dim(0)),
             None => y,
@@ -141,7 +134,18 @@ impl Dense {
     }
 }
 
-/// Batch, layer or group normalization over dimension 1 (channels / features), with a
+/// `x W^T` for a `[batch, in]` input and an `[out, in]` weight (the CPU kernel on the CPU).
+pub fn matmul_t(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    if crate::kernels::applies(&x) {
+        crate::kernels::linear(x, w)
+    } else {
+        // y = (w x^T)^T rather than x w^T: the weight's gradient then comes out of autodiff
+        // as a contiguous [out, in] matrix instead of a transposed view the optimizer copies.
+        w.matmul(x.transpose()).transpose()
+    }
+}
+
+/// Batch, layer, group or RMS normalization over dimension 1 (channels / features), with a
 /// per-channel affine `gamma`, `beta`. Batch norm keeps running averages (buffers) and uses
 /// them when the input is not tracked by autodiff (evaluation).
 #[derive(Module, Debug)]
@@ -187,7 +191,7 @@ impl Norm {
     fn groups(&self) -> Option<usize> {
         match self.kind {
             NormKind::Bn => None,
-            NormKind::Ln => Some(1),
+            NormKind::Ln | NormKind::Rms => Some(1),
             NormKind::Gn => Some(GN_GROUPS.min(self.channels())),
             NormKind::Wn | NormKind::None => unreachable!("{:?} builds no Norm layer", self.kind),
         }
@@ -265,8 +269,13 @@ impl Norm {
         };
         let n = dims[0];
         let grouped: Tensor<3> = x.reshape([n as i32, g as i32, -1]);
-        let mean = grouped.clone().mean_dim(2);
-        let centered = grouped.sub(mean);
+        // RMS normalization divides by the root mean square without removing the mean.
+        let centered = if self.kind == NormKind::Rms {
+            grouped
+        } else {
+            let mean = grouped.clone().mean_dim(2);
+            grouped.sub(mean)
+        };
         let var = centered.clone().powi_scalar(2).mean_dim(2);
         let normed = centered.div(var.add_scalar(self.epsilon).sqrt()).reshape(dims);
         relu_if(normed.mul(self.gamma.val().reshape(cshape)).add(self.beta.val().reshape(cshape)), relu)

@@ -1,9 +1,11 @@
-//! Models (`mlp`, `convnet`, `resnet20`) with the normalization choice in one place
-//! ([`NormKind`]), and the structural facts `params` needs: which layer feeds which norm.
+//! Models (`mlp`, `convnet`, `resnet20` on images, `gpt` on text) with the normalization
+//! choice in one place ([`NormKind`]), and the structural facts `params` needs: which layer
+//! feeds which norm.
 //!
 //! May import `kernels` and the core (roles, kinds).
 
 pub mod convnet;
+pub mod gpt;
 pub mod init;
 pub mod layers;
 pub mod mlp;
@@ -18,7 +20,28 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 use normwd_core::roles::Granularity;
 
-pub use normwd_core::kinds::ModelKind;
+pub use normwd_core::kinds::{GptShape, ModelKind};
+
+/// What a model reads: an NCHW batch of images, or `[batch, seq]` token ids.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Images (the image models).
+    Images(Tensor<4>),
+    /// Token ids (`gpt`).
+    Tokens(Tensor<2, Int>),
+}
+
+impl From<Tensor<4>> for Input {
+    fn from(x: Tensor<4>) -> Self {
+        Input::Images(x)
+    }
+}
+
+impl From<Tensor<2, Int>> for Input {
+    fn from(x: Tensor<2, Int>) -> Self {
+        Input::Tokens(x)
+    }
+}
 
 /// A built model of any architecture. (Variants differ in size, but a model is built once
 /// per run and moved, never stored in bulk, so boxing would buy nothing.)
@@ -31,6 +54,8 @@ pub enum Net {
     ConvNet(convnet::ConvNet),
     /// See [`resnet::ResNet20`].
     ResNet20(resnet::ResNet20),
+    /// See [`gpt::Gpt`].
+    Gpt(gpt::Gpt),
 }
 
 /// A linear op (conv or dense) and the normalization layer its output goes through directly,
@@ -57,7 +82,8 @@ fn link(layer: impl Into<String>, norm: &Option<layers::Norm>, norm_path: impl I
 }
 
 impl Net {
-    /// Builds `kind` for `[c, h, w]` inputs and 10 classes, with weights drawn from `seed`.
+    /// Builds the image model `kind` for `[c, h, w]` inputs and 10 classes, with weights drawn
+    /// from `seed` (`gpt` is built by [`Net::gpt`]).
     pub fn new(kind: ModelKind, norm: NormKind, shape: [usize; 3], bn_momentum: f64, seed: u64, device: &Device) -> Self {
         let mut init = init::Init::new(seed);
         let features = shape.iter().product();
@@ -65,15 +91,23 @@ impl Net {
             ModelKind::Mlp => Net::Mlp(mlp::Mlp::new(&mut init, features, 10, norm, bn_momentum, device)),
             ModelKind::Convnet => Net::ConvNet(convnet::ConvNet::new(&mut init, shape, 10, norm, bn_momentum, device)),
             ModelKind::Resnet20 => Net::ResNet20(resnet::ResNet20::new(&mut init, shape, 10, norm, bn_momentum, device)),
+            ModelKind::Gpt => unreachable!("a gpt is built by Net::gpt, from its shape and vocabulary"),
         }
     }
 
-    /// Logits for an NCHW batch.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        match self {
-            Net::Mlp(m) => m.forward(x),
-            Net::ConvNet(m) => m.forward(x),
-            Net::ResNet20(m) => m.forward(x),
+    /// Builds a `gpt` of `shape` for `vocab` tokens, with weights drawn from `seed`.
+    pub fn gpt(shape: GptShape, norm: NormKind, vocab: usize, seed: u64, device: &Device) -> Self {
+        Net::Gpt(gpt::Gpt::new(&mut init::Init::new(seed), shape, norm, vocab, device))
+    }
+
+    /// Logits `[examples, classes]`: per image, or per token position for `gpt`.
+    pub fn forward(&self, x: impl Into<Input>) -> Tensor<2> {
+        match (self, x.into()) {
+            (Net::Mlp(m), Input::Images(x)) => m.forward(x),
+            (Net::ConvNet(m), Input::Images(x)) => m.forward(x),
+            (Net::ResNet20(m), Input::Images(x)) => m.forward(x),
+            (Net::Gpt(m), Input::Tokens(x)) => m.forward(x),
+            (_, x) => unreachable!("the data module gives each model its own input, not {x:?}"),
         }
     }
 
@@ -100,6 +134,7 @@ impl Net {
                 v.push(link("fc", &None, ""));
                 v
             }
+            Net::Gpt(m) => m.links(),
         }
     }
 }
@@ -161,7 +196,7 @@ mod tests {
     #[test]
     fn every_model_and_norm_gives_logits() {
         let dev = Device::flex();
-        for kind in ModelKind::ALL {
+        for kind in ModelKind::IMAGE {
             let shape = if kind == ModelKind::Resnet20 { [3, 32, 32] } else { [1, 28, 28] };
             for norm in NormKind::ALL {
                 let net = Net::new(kind, norm, shape, 0.1, 1, &dev);

@@ -9,7 +9,7 @@
 
 use super::remedies::{CompensateElr, CosineProject, FixedNorm, LambTrust, ProjectOut, Rotational, TrustRatio};
 use super::transform::{
-    chain as seq, masked, AddDecayedWeights, Chain, DecoupledDecay, Mask, Partition, ScaleByAdam, ScaleByLr, Trace, Transform,
+    chain as seq, masked, AddDecayedWeights, Chain, DecoupledDecay, Mask, Partition, ScaleByAdam, ScaleByLion, ScaleByLr, Trace, Transform,
 };
 use crate::params::ParamInfo;
 use normwd_core::optim::{DecayMode, Invariance, OptimConfig, OptimKind};
@@ -126,6 +126,12 @@ pub fn rv_adamw(c: &OptimConfig, params: &[ParamInfo]) -> Chain {
     Chain(vec![adam_scaling(c), lr(), decoupled(1.0, 1.0), masked(rotate, Mask::ScaleInvariantMatrix)])
 }
 
+/// Lion (Chen et al. 2023): the sign of the momentum blend, lr, decoupled decay
+/// (`lion-pytorch`'s `p *= 1 - lr*wd` before the step, the same as after it for a sign update).
+pub fn lion(c: &OptimConfig) -> Chain {
+    Chain(vec![Box::new(ScaleByLion { b1: c.betas.0, b2: c.betas.1 }), lr(), decoupled(1.0, 1.0)])
+}
+
 /// The chain of `c`'s optimizer (`params` gives the rotational wrappers their angle).
 pub fn chain(c: &OptimConfig, params: &[ParamInfo]) -> Chain {
     match c.kind {
@@ -139,5 +145,6 @@ pub fn chain(c: &OptimConfig, params: &[ParamInfo]) -> Chain {
         OptimKind::FixedNorm => fixed_norm(c),
         OptimKind::RvSgd => rv_sgd(c, params),
         OptimKind::RvAdamw => rv_adamw(c, params),
+        OptimKind::Lion => lion(c),
     }
 }

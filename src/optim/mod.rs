@@ -310,6 +310,34 @@ mod tests {
         }
     }
 
+    /// Lion as `lion-pytorch` writes it: decay `p *= 1 - lr*wd`, step `sign(b1*m + (1-b1)*g)`,
+    /// then `m = b2*m + (1-b2)*g`.
+    #[test]
+    fn lion() {
+        let c = OptimConfig { betas: (0.9, 0.99), ..cfg(OptimKind::Lion, DecayMode::Decoupled) };
+        let ours = run_ours(c);
+        let (lr, b1, b2, wd) = (0.1f64, 0.9, 0.99, 0.05);
+        let mut w = vec![0.5, -1.0, 0.25, 2.0];
+        let mut m = [0.0; 4];
+        for _ in 1..=5 {
+            let g = grad(&w);
+            for i in 0..4 {
+                w[i] *= 1.0 - lr * wd;
+                let c = b1 * m[i] + (1.0 - b1) * g[i];
+                w[i] -= lr
+                    * if c > 0.0 {
+                        1.0
+                    } else if c < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    };
+                m[i] = b2 * m[i] + (1.0 - b2) * g[i];
+            }
+        }
+        close(&ours, &w);
+    }
+
     #[test]
     fn invalid_hyperparameters_are_named() {
         let mut c = cfg(OptimKind::Sgd, DecayMode::Coupled);

@@ -399,6 +399,35 @@ impl Transform for ScaleByAdam {
     }
 }
 
+/// Lion's direction (Chen et al. 2023, `lion-pytorch`): `sign(b1*m + (1-b1)*u)`, then the
+/// momentum moves on with `b2`: `m = b2*m + (1-b2)*u` (state `exp_avg`, zero at the start).
+pub struct ScaleByLion {
+    /// Blend of momentum and gradient in the step.
+    pub b1: f64,
+    /// Decay of the momentum.
+    pub b2: f64,
+}
+
+impl Transform for ScaleByLion {
+    fn name(&self) -> &'static str {
+        "scale_by_lion"
+    }
+    fn apply(&self, u: Tensor<2>, _: &Tensor<2>, s: &mut Slots<'_>, _: &Ctx) -> Tensor<2> {
+        let (dir, m) = match s.take(EXP_AVG) {
+            Some(m) => {
+                let dir = m.clone().mul_scalar(self.b1).add(u.clone().mul_scalar(1.0 - self.b1)).sign();
+                (dir, m.mul_scalar(self.b2).add(u.mul_scalar(1.0 - self.b2)))
+            }
+            None => (u.clone().sign(), u.mul_scalar(1.0 - self.b2)),
+        };
+        s.put(EXP_AVG, m);
+        dir
+    }
+    fn slots(&self) -> Vec<SlotSpec> {
+        vec![EXP_AVG]
+    }
+}
+
 /// Turns a descent direction into a step: `-lr * u`.
 pub struct ScaleByLr;
 

@@ -6,9 +6,9 @@
 pub mod config;
 pub mod store;
 
-use crate::data::{self, Dataset};
+use crate::data::{self, Batch, Data};
 use crate::kernels;
-use crate::model::Net;
+use crate::model::{Input, Net};
 use crate::optim::schedule::Schedule;
 use crate::optim::{OptimError, Optimizer};
 use crate::params::{self, ParamInfo};
@@ -103,17 +103,33 @@ fn correct(logits: Tensor<2>, labels: Tensor<1, Int>) -> i64 {
     pred.equal(labels).int().sum().into_scalar::<i64>()
 }
 
-/// Test loss and accuracy of `model` (evaluation mode: running statistics, no autodiff).
-pub fn evaluate(model: &Net, data: &Dataset, device: &Device) -> (f64, f64) {
+/// A batch as the model's input and the targets.
+pub fn model_batch(
+    data: &Data,
+    train: bool,
+    items: &[usize],
+    augment: Option<&mut rand_chacha::ChaCha8Rng>,
+    device: &Device,
+) -> (Input, Tensor<1, Int>) {
+    match data.batch(train, items, augment, device) {
+        Batch::Images(x, y) => (Input::Images(x), y),
+        Batch::Tokens(x, y) => (Input::Tokens(x), y),
+    }
+}
+
+/// Held-out loss (nats per example, per token for text) and accuracy (of the next token for
+/// text) of `model`, in evaluation mode (running statistics, no autodiff).
+pub fn evaluate(model: &Net, data: &Data, device: &Device) -> (f64, f64) {
     let m = model.valid();
-    let n = data.test.len();
-    let idx: Vec<usize> = (0..n).collect();
-    let (mut loss, mut ok) = (0.0, 0i64);
-    for chunk in idx.chunks(500) {
-        let (x, y) = data.batch(&data.test, chunk, None, device);
+    let items = data.test_items();
+    let (mut loss, mut ok, mut n) = (0.0, 0i64, 0usize);
+    for chunk in items.chunks(data.eval_chunk()) {
+        let (x, y) = model_batch(data, false, chunk, None, device);
+        let targets = y.dims()[0];
         let logits = m.forward(x);
-        loss += cross_entropy(logits.clone(), y.clone()).into_scalar::<f64>() * chunk.len() as f64;
+        loss += cross_entropy(logits.clone(), y.clone()).into_scalar::<f64>() * targets as f64;
         ok += correct(logits, y);
+        n += targets;
     }
     (loss / n as f64, ok as f64 / n as f64)
 }
@@ -123,7 +139,7 @@ pub struct Setup {
     /// Settings.
     pub config: RunConfig,
     /// The data.
-    pub data: Dataset,
+    pub data: Data,
     /// The model (on the autodiff device).
     pub model: Net,
     /// Roles / invariance / decay of every tensor.
@@ -141,38 +157,56 @@ impl Setup {
     pub fn new(config: RunConfig) -> Result<Self, TrainError> {
         // Settings first: a typo should not wait for (or be hidden by) a slow or broken data load.
         let r = config::resolve(&config)?;
-        let data = data::load(&config.data)?;
+        let data = match r.gpt {
+            Some(g) => Data::Text { text: data::load_text(&config.data, config.tokens)?, block: g.block_size },
+            None => Data::Images(data::load(&config.data)?),
+        };
         Self::build(config, r, data)
     }
 
     /// As [`Setup::new`], on data already loaded (`config.data` is then only a label).
-    pub fn with_data(config: RunConfig, data: Dataset) -> Result<Self, TrainError> {
+    pub fn with_data(config: RunConfig, data: Data) -> Result<Self, TrainError> {
         let r = config::resolve(&config)?;
         Self::build(config, r, data)
     }
 
-    fn build(config: RunConfig, r: Resolved, mut data: Dataset) -> Result<Self, TrainError> {
+    fn build(config: RunConfig, r: Resolved, mut data: Data) -> Result<Self, TrainError> {
+        let invalid =
+            |key: &str, value: String, expected: String| TrainError::Config(ConfigError::Invalid { key: key.into(), value, expected });
         if config.train_subset > 0 || config.test_subset > 0 {
             let tr = if config.train_subset > 0 { config.train_subset } else { usize::MAX };
             let te = if config.test_subset > 0 { config.test_subset } else { usize::MAX };
             data.truncate(tr, te);
         }
-        data.augment = config.augment;
-        let side = data.shape[1].min(data.shape[2]);
-        if side < r.model.min_side() {
-            let m = r.model.min_side();
-            return Err(TrainError::Config(ConfigError::Invalid {
-                key: "model".into(),
-                value: config.model.to_string(),
-                expected: format!("images of at least {m}x{m}; {} holds {}x{}", data.name, data.shape[1], data.shape[2]),
-            }));
-        }
         let device = crate::device::open(&config.device)
             .map_err(|expected| ConfigError::Invalid { key: "device".into(), value: config.device.clone(), expected })?
             .autodiff();
-        let model = Net::new(r.model, r.norm, data.shape, config.bn_momentum, config.seed, &device);
+        let model = match (&mut data, r.gpt) {
+            (Data::Images(d), None) => {
+                d.augment = config.augment;
+                let side = d.shape[1].min(d.shape[2]);
+                if side < r.model.min_side() {
+                    let m = r.model.min_side();
+                    let held = format!("images of at least {m}x{m}; {} holds {}x{}", d.name, d.shape[1], d.shape[2]);
+                    return Err(invalid("model", config.model.to_string(), held));
+                }
+                Net::new(r.model, r.norm, d.shape, config.bn_momentum, config.seed, &device)
+            }
+            (Data::Text { text, block }, Some(g)) => {
+                if config.augment {
+                    return Err(invalid("augment", "true".into(), "image data (crops and flips do not apply to text)".into()));
+                }
+                let vocab = if config.vocab_size > 0 { config.vocab_size } else { text.vocab_size() };
+                text.check(*block, vocab)?;
+                Net::gpt(g, r.norm, vocab, config.seed, &device)
+            }
+            (d, _) => {
+                let what = if r.gpt.is_some() { "text for --model gpt" } else { "images for an image model" };
+                return Err(invalid("data", d.name().to_string(), what.into()));
+            }
+        };
         let params = params::describe(&model, r.policy);
-        let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
+        let steps_per_epoch = data.train_len().div_ceil(config.batch_size);
         let schedule = Schedule {
             kind: r.schedule,
             milestones: config.milestones.clone(),
@@ -289,13 +323,15 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
     let infos: HashMap<String, ParamInfo> = params.iter().map(|p| (p.path.clone(), p.clone())).collect();
     let (mut last, mut wall, mut images) = (None::<EpochRecord>, 0.0, 0usize);
     for epoch in start_epoch..cfg.epochs {
-        let order = data::epoch_order(data.train.len(), cfg.seed, epoch);
-        let mut aug = data.augment.then(|| data::epoch_rng(cfg.seed, epoch, 1));
+        let order = data.epoch_order(cfg.seed, epoch);
+        let augment = matches!(&data, Data::Images(d) if d.augment);
+        let mut aug = augment.then(|| data::epoch_rng(cfg.seed, epoch, 1));
         opts.observer.epoch_start(epoch + 1, cfg.epochs, steps_per_epoch);
         let t0 = Instant::now();
-        let (mut loss_sum, mut ok, mut seen) = (0.0, 0i64, 0usize);
+        let (mut loss_sum, mut ok, mut seen, mut targets) = (0.0, 0i64, 0usize, 0usize);
         for batch in order.chunks(cfg.batch_size) {
-            let (x, y) = data.batch(&data.train, batch, aug.as_mut(), &device);
+            let (x, y) = model_batch(&data, true, batch, aug.as_mut(), &device);
+            targets += y.dims()[0];
             let step = optim.step + 1;
             let measure = step % probe_every as u64 == 0;
             let lrs = (optim.lr(params::Group::ScaleInvariant), optim.lr(params::Group::Default));
@@ -353,7 +389,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
             step: optim.step,
             lr: optim.lr(params::Group::Default),
             train_loss: loss_sum / seen as f64,
-            train_acc: ok as f64 / seen as f64,
+            train_acc: ok as f64 / targets as f64,
             test_loss,
             test_acc,
             images_per_sec: seen as f64 / secs,
@@ -385,6 +421,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         train_loss: last.train_loss,
         images_per_sec: if wall > 0.0 { images as f64 / wall } else { last.images_per_sec },
         wall_s: wall,
+        baseline_loss: data.baseline_loss(),
     };
     // A resumed finished run already has its done record.
     let done_already = std::fs::read_to_string(dir.join(files::METRICS))

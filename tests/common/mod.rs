@@ -31,9 +31,48 @@ pub fn text(o: &Output) -> (String, String) {
 pub const QUICK: &[&str] =
     &["train", "--model", "mlp", "--norm", "bn", "--train-subset", "1024", "--test-subset", "256", "--batch-size", "64"];
 
+/// Small, fast `gpt` settings on the embedded text (QK-norm, untied head, AdamW).
+pub const QUICK_GPT: &[&str] = &[
+    "train",
+    "--model",
+    "gpt",
+    "--n-layer",
+    "2",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "32",
+    "--block-size",
+    "16",
+    "--qk-norm",
+    "--tie-embeddings",
+    "false",
+    "--train-subset",
+    "256",
+    "--test-subset",
+    "64",
+    "--batch-size",
+    "16",
+    "--optimizer",
+    "adamw",
+    "--lr",
+    "3e-3",
+    "--weight-decay",
+    "0.1",
+];
+
 /// The `QUICK` run with `epochs` into `dir`.
 pub fn quick_args(dir: &Path, epochs: usize) -> Vec<String> {
-    let mut v: Vec<String> = QUICK.iter().map(|s| s.to_string()).collect();
+    with_epochs(QUICK, dir, epochs)
+}
+
+/// The `QUICK_GPT` run with `epochs` into `dir`.
+pub fn quick_gpt_args(dir: &Path, epochs: usize) -> Vec<String> {
+    with_epochs(QUICK_GPT, dir, epochs)
+}
+
+fn with_epochs(quick: &[&str], dir: &Path, epochs: usize) -> Vec<String> {
+    let mut v: Vec<String> = quick.iter().map(|s| s.to_string()).collect();
     v.extend(["--epochs".to_string(), epochs.to_string(), "--out".to_string(), dir.to_str().unwrap().to_string()]);
     v
 }
