@@ -4,7 +4,9 @@
 # RSS is that model's), alternating normwd and PyTorch for ROUNDS rounds; the best median of
 # each is kept (the least disturbed by anything else the machine does).
 #
-#   bench/compare.sh [--models mlp,convnet,resnet20] [--steps 20] [--rounds 2] [--threads 2]
+#   bench/compare.sh [--models mlp,convnet,resnet20,gpt] [--steps 20] [--rounds 2] [--threads 2]
+#
+# Batches: 128 images; 32 windows of 64 tokens for gpt (nanoGPT's CPU scale).
 #
 # PyTorch: $NORMWD_TORCH_PYTHON if set, else a venv in bench/.venv (created with
 # `pip install torch numpy` on first use, about a minute).
@@ -39,8 +41,10 @@ trap 'rm -f "$out"' EXIT
 for m in ${models//,/ }; do
   for r in $(seq "$rounds"); do
     echo "  $m round $r/$rounds" >&2
-    RAYON_NUM_THREADS=$threads "$bin" bench --train --json --models "$m" --steps "$steps" --warmup "$warmup" | sed 's/^/normwd /' >> "$out"
-    OMP_NUM_THREADS=$threads "$py" bench/pytorch_ref.py --model "$m" --steps "$steps" --warmup "$warmup" --threads "$threads" | sed 's/^/pytorch /' >> "$out"
+    batch=128
+    [ "$m" = gpt ] && batch=32
+    RAYON_NUM_THREADS=$threads "$bin" bench --train --json --models "$m" --steps "$steps" --warmup "$warmup" --batch-size "$batch" | sed 's/^/normwd /' >> "$out"
+    OMP_NUM_THREADS=$threads "$py" bench/pytorch_ref.py --model "$m" --steps "$steps" --warmup "$warmup" --threads "$threads" --batch-size "$batch" | sed 's/^/pytorch /' >> "$out"
   done
 done
 "$py" bench/table.py "$out"

@@ -3,6 +3,9 @@
 on 3x32x32, each with batch norm), PyTorch's default init (U(+-1/sqrt(fan_in)), as normwd's),
 SGD lr 0.1 / momentum 0.9 / weight decay 5e-4 on weights only (norm parameters and biases
 excluded), cross-entropy, standard-normal batches prepared before the clock starts.
+`gpt`: normwd's GPT (nanoGPT's layout with separate q/k/v projections, 4 layers, 4 heads, width
+128, block 64, layer norm, tied embeddings, 62 tokens, PyTorch's fused causal attention),
+AdamW lr 1e-3, betas 0.9/0.95, decay 0.1 on the linear layers' weights, uniform token windows.
 
 Prints one JSON object: images/s from the median step time, and peak RSS (VmHWM).
 Used by bench/compare.sh; run alone: python bench/pytorch_ref.py --model convnet
@@ -84,7 +87,50 @@ class ResNet20(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-SHAPES = {"mlp": (1, 28, 28), "convnet": (1, 28, 28), "resnet20": (3, 32, 32)}
+class Block(nn.Module):
+    def __init__(self, c, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln_1 = nn.LayerNorm(c)
+        self.q_proj = nn.Linear(c, c, bias=False)
+        self.k_proj = nn.Linear(c, c, bias=False)
+        self.v_proj = nn.Linear(c, c, bias=False)
+        self.c_proj = nn.Linear(c, c, bias=False)
+        self.ln_2 = nn.LayerNorm(c)
+        self.c_fc = nn.Linear(c, 4 * c, bias=False)
+        self.mlp_proj = nn.Linear(4 * c, c, bias=False)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        h = self.ln_1(x)
+        q, k, v = (p(h).view(b, t, self.heads, c // self.heads).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
+        x = x + self.c_proj(y)
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+class Gpt(nn.Module):
+    def __init__(self, vocab=62, block=64, c=128, heads=4, layers=4):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, c)
+        self.wpe = nn.Embedding(block, c)
+        self.h = nn.ModuleList(Block(c, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(c)
+        for n, p in self.named_parameters():
+            if p.ndim == 2:
+                std = 0.02 / (2 * layers) ** 0.5 if n.endswith("c_proj.weight") or n.endswith("mlp_proj.weight") else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, idx):
+        t = idx.shape[1]
+        x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
+        for b in self.h:
+            x = b(x)
+        return self.ln_f(x) @ self.wte.weight.t()
+
+
+SHAPES = {"mlp": (1, 28, 28), "convnet": (1, 28, 28), "resnet20": (3, 32, 32), "gpt": (1, 1, 64)}
+VOCAB = 62
 
 
 def build(name):
@@ -93,6 +139,8 @@ def build(name):
         return Mlp(shape[0] * shape[1] * shape[2]), shape
     if name == "convnet":
         return ConvNet(shape), shape
+    if name == "gpt":
+        return Gpt(VOCAB, shape[2]), shape
     return ResNet20(shape), shape
 
 
@@ -118,19 +166,30 @@ def main():
     dev = torch.device(a.device)
     model, shape = build(a.model)
     model = model.to(dev).train()
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}], lr=0.1, momentum=0.9)
+    gpt = a.model == "gpt"
+    # Decayed: the weights of conv and linear layers (not norms, biases or embeddings).
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.startswith(("wte", "wpe"))]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim > 1 and not n.startswith(("wte", "wpe")))]
+    groups = [{"params": decay}, {"params": rest, "weight_decay": 0.0}]
+    if gpt:
+        opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    else:
+        opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(7)
     times, losses = [], []
     for i in range(a.warmup + a.steps):
-        x = torch.randn((a.batch_size, *shape), generator=gen).to(dev)
-        y = torch.randint(0, 10, (a.batch_size,), generator=gen).to(dev)
+        if gpt:
+            ids = torch.randint(0, VOCAB, (a.batch_size, shape[2] + 1), generator=gen).to(dev)
+            x, y = ids[:, :-1], ids[:, 1:].reshape(-1)
+        else:
+            x = torch.randn((a.batch_size, *shape), generator=gen).to(dev)
+            y = torch.randint(0, 10, (a.batch_size,), generator=gen).to(dev)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(y.shape[0], -1), y)
         loss.backward()
         opt.step()
         lv = loss.item()

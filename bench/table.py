@@ -24,12 +24,15 @@ if p0["device"] == "cpu":
     where = f"{cpu}, {p0['threads']} threads each (normwd rayon {n0['threads']}, PyTorch {p0['threads']})"
 else:
     where = f"{p0['device']} (normwd --device {n0['device']}, PyTorch CUDA eager)"
-print(f"{where}; PyTorch {p0['torch']}; batch {n0['batch']}, +BN, SGD momentum 0.9, wd 5e-4 on weights; medians of {n0['steps']} steps")
+print(f"{where}; PyTorch {p0['torch']}; image models: batch {n0['batch']}, +BN, SGD momentum 0.9, wd 5e-4 on weights; gpt: AdamW; medians of {n0['steps']} steps")
 print()
-print("| model | input | normwd img/s | PyTorch img/s | ratio normwd/PyTorch | normwd peak RSS MB | PyTorch peak RSS MB |")
+print("| model | input x batch | normwd /s | PyTorch /s | ratio normwd/PyTorch | normwd peak RSS MB | PyTorch peak RSS MB |")
 print("|---|---|---|---|---|---|---|")
 for m, r in rows.items():
     n, p = r["normwd"], r["pytorch"]
-    shape = "x".join(map(str, n["shape"]))
+    # A gpt's examples are windows of shape[2] tokens: its rates are tokens/s.
+    per = n["shape"][2] if m == "gpt" else 1
+    unit = "tokens" if m == "gpt" else "images"
+    shape = "x".join(map(str, n["shape"])) + f" x {n['batch']}"
     ratio = n["images_per_sec"] / p["images_per_sec"]
-    print(f"| {m} | {shape} | {n['images_per_sec']:.0f} | {p['images_per_sec']:.0f} | {ratio:.2f} | {n['peak_rss_mb']:.0f} | {p['peak_rss_mb']:.0f} |")
+    print(f"| {m} | {shape} | {n['images_per_sec'] * per:.0f} {unit} | {p['images_per_sec'] * per:.0f} {unit} | {ratio:.2f} | {n['peak_rss_mb']:.0f} | {p['peak_rss_mb']:.0f} |")

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(idx cifar config checkpoint onnx flax torch)
+[ ${#targets[@]} -eq 0 ] && targets=(idx cifar config checkpoint onnx flax torch text)
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 rustup run nightly rustc --version >/dev/null 2>&1 || { echo "cargo fuzz needs a nightly toolchain: rustup toolchain install nightly" >&2; exit 2; }

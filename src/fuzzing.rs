@@ -9,6 +9,7 @@ use crate::data::{cifar, idx, idx_dataset, Dataset};
 use crate::inspect::onnx;
 use crate::train::config::RunConfig;
 use crate::train::{files, restore, store, Quiet, RunOptions, Setup};
+use rand::SeedableRng;
 use std::path::Path;
 
 /// The four IDX files of a tiny dataset: 16 training and 4 test images of 8x8.
@@ -54,6 +55,30 @@ fn tiny_checkpoint() -> Vec<u8> {
     let bytes = std::fs::read(dir.join("run").join(files::CHECKPOINT)).expect("checkpoint written");
     let _ = std::fs::remove_dir_all(&dir);
     bytes
+}
+
+/// Text for `gpt` from arbitrary bytes, as characters and as bytes: a successful read holds
+/// every token in its vocabulary, a held-out tenth, and decodes back to the input.
+pub fn text(input: &[u8]) {
+    use crate::data::text::{Text, Tokens};
+    for tokens in [Tokens::Char, Tokens::Byte] {
+        let Ok(t) = Text::new("fuzz", input, tokens) else { continue };
+        let v = t.vocab_size() as u32;
+        assert!(t.train.iter().chain(&t.test).all(|&i| i < v), "a token beyond the vocabulary");
+        assert!(!t.train.is_empty() && !t.test.is_empty(), "both parts hold tokens");
+        let mut all = t.train.clone();
+        all.extend(&t.test);
+        if tokens == Tokens::Char {
+            assert_eq!(t.decode(&all).as_bytes(), input, "characters decode back to the text");
+        }
+        for block in [1, 4, 64] {
+            if t.check(block, v as usize).is_ok() {
+                let starts = Text::starts(&t.train, block, 3, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+                let (x, y) = Text::windows(&t.train, block, &starts);
+                assert_eq!((x.len(), y.len()), (3 * block, 3 * block));
+            }
+        }
+    }
 }
 
 /// Splits safetensors bytes into the JSON header and the data buffer.

@@ -58,7 +58,7 @@ fn bad_flags_exit_2_with_one_line() {
     let d = tmp("badflags");
     let out = d.join("run");
     let o = out.to_str().unwrap();
-    expect_usage_error(&["train", "--model", "vgg", "--out", o], "--model \"vgg\": expected one of mlp, convnet, resnet20");
+    expect_usage_error(&["train", "--model", "vgg", "--out", o], "--model \"vgg\": expected one of mlp, convnet, resnet20, gpt");
     expect_usage_error(&["train", "--norm", "batch", "--out", o], "--norm \"batch\"");
     expect_usage_error(&["train", "--optimizer", "rmsprop", "--out", o], "--optimizer \"rmsprop\"");
     expect_usage_error(&["train", "--lr", "-0.1", "--out", o], "--lr -0.1: expected a finite number > 0");
@@ -74,6 +74,45 @@ fn bad_flags_exit_2_with_one_line() {
     let cfg = d.join("bad.toml");
     std::fs::write(&cfg, "model = \"mlp\"\nlearning_rate = 0.1\n").unwrap();
     expect_usage_error(&["train", "--config", cfg.to_str().unwrap(), "--out", o], "learning_rate");
+}
+
+/// Text a `gpt` cannot train on is refused before training, naming the file and what was expected.
+#[test]
+fn bad_text_exits_2_naming_the_file() {
+    let d = tmp("badtext");
+    let o = d.join("run");
+    let o = o.to_str().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let gpt = |data: &str, extra: &[&str]| {
+        let mut v = vec!["train", "--model", "gpt", "--data"];
+        v.push(data);
+        v.extend_from_slice(extra);
+        v.extend_from_slice(&["--out", o]);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (gpt(&file("latin1.txt", b"caf\xe9 au lait"), &[]), "latin1.txt: byte 3 is not UTF-8: expected UTF-8 text".into()),
+        (gpt(&file("empty.txt", b""), &[]), "empty.txt: holds no text".into()),
+        (
+            gpt(&file("short.txt", "hello world, hello world".as_bytes()), &["--block-size", "64"]),
+            "short.txt: its training part holds 22 tokens: expected at least one block of 64 + 1".into(),
+        ),
+        (
+            gpt(&file("wide.txt", "abcdefghijklmnopqrstuvwxyz".repeat(20).as_bytes()), &["--vocab-size", "16", "--block-size", "8"]),
+            "wide.txt: 26 distinct tokens: expected at most 16 (the model's embedding)".into(),
+        ),
+        (gpt("fashion-mnist", &[]), "--data fashion-mnist: images, not text".into()),
+        (gpt("embedded", &["--norm", "bn"]), "--norm bn: expected one of ln, rms, none for --model gpt".into()),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        expect_usage_error(&args, &needle);
+    }
+    assert!(!Path::new(o).exists(), "nothing is written for bad text");
 }
 
 #[test]

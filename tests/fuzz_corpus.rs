@@ -38,6 +38,11 @@ fn cifar_corpus_replays() {
 }
 
 #[test]
+fn text_corpus_replays() {
+    replay("text", 4, &mut fuzzing::text);
+}
+
+#[test]
 fn config_corpus_replays() {
     replay("config", 4, &mut fuzzing::config);
 }

@@ -26,7 +26,8 @@ fn check_charts(html: &str) {
         assert!(texts.iter().any(|t| t.contains('(') && t.contains(')')), "a label with a unit: {texts:?}");
         // Legend: a swatch per series (the only lines drawn 2 px wide) next to its label.
         assert!(
-            s.contains("stroke-width=\"2\"") && texts.iter().any(|t| t.starts_with("a-l2") || t.starts_with("0-baseline")),
+            s.contains("stroke-width=\"2\"")
+                && texts.iter().any(|t| t.starts_with("a-l2") || t.starts_with("0-baseline") || t.starts_with("qk-")),
             "legend: {texts:?}"
         );
     }
@@ -122,6 +123,34 @@ fn quick_remedies_suite_compares_every_method() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("remedies compared"));
     check_charts(&html);
+}
+
+#[test]
+fn quick_transformer_suite_writes_its_report() {
+    let out = tmp("transformer-quick");
+    let o = bin().args(["demo", "--suite", "transformer", "--quick", "--out", out.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    for r in ["qk-decay-all", "qk-decay-matrices", "qk-no-decay", "plain-decay-all", "plain-decay-matrices", "plain-no-decay"] {
+        assert!(stdout.contains(r), "table row {r}");
+    }
+    assert!(stdout.contains("[info]") && stdout.contains("held-out loss"), "{stdout}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("weight decay in a transformer"));
+    check_charts(&html);
+}
+
+/// The transformer suite in full (about 5 minutes on 2 cores): every claim it checks holds on
+/// its runs, F8 on the q/k projections under QK-norm among them.
+#[test]
+fn transformer_suite_findings_hold() {
+    let out = tmp("transformer-full");
+    let o = bin().args(["demo", "--suite", "transformer", "--out", out.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let checked: Vec<&str> = stdout.lines().filter(|l| l.starts_with("[ok]") || l.starts_with("[FAIL]")).collect();
+    assert!(checked.iter().filter(|l| l.contains("F8's equilibrium angle within 15%")).count() == 2, "{stdout}");
+    assert!(checked.iter().all(|l| l.starts_with("[ok]")), "{stdout}");
 }
 
 #[test]

@@ -49,6 +49,12 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
     if a.train {
         return train(&a, &models);
     }
+    if let Some(m) = models.iter().find(|m| m.reads_text()) {
+        return Err(fail(
+            2,
+            format!("--models {m}: the probe benchmark times the image models on the embedded images (use --train for gpt)"),
+        ));
+    }
     let mut rows = Vec::new();
     for m in models {
         let r = bench::probe_overhead(m, a.steps);
@@ -93,13 +99,16 @@ fn train(a: &BenchArgs, models: &[ModelKind]) -> Result<(), Failure> {
             m.name().to_string(),
             format!("{c}x{h}x{w}"),
             format!("{:.2}", 1e3 * t.step_s),
-            format!("{:.0}", t.images_per_sec),
+            format!("{:.0}", t.images_per_sec * if m.reads_text() { w as f64 } else { 1.0 }),
             rss.map(|b| format!("{:.0}", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into()),
         ]);
     }
     if !a.json {
-        println!("training throughput (+BN, SGD, batch {}, medians of {} steps after {} warm-up):", a.batch_size, a.steps, a.warmup);
-        println!("{}", table(&["model", "input", "step ms", "images/s", "peak RSS MB (process, so far)"], &rows));
+        println!(
+            "training throughput (image models +BN and SGD, gpt AdamW; batch {}, medians of {} steps after {} warm-up):",
+            a.batch_size, a.steps, a.warmup
+        );
+        println!("{}", table(&["model", "input", "step ms", "images/s (gpt: tokens/s)", "peak RSS MB (process, so far)"], &rows));
     }
     Ok(())
 }
