@@ -342,3 +342,89 @@ fn linear_matches_burn() {
         check_linear(128, 784, 512, cm);
     }
 }
+
+/// GELU against burn's: output and gradient, on a contiguous input and a channel-major one (a
+/// linear layer's output) with a gradient in the other layout.
+#[test]
+fn gelu_matches_burn() {
+    let device = Device::flex().autodiff();
+    for (n, c, channel_major) in [(7, 5, false), (129, 67, true), (64, 512, true)] {
+        let make = || {
+            let x = if channel_major { tensor([c, n], 21, &device).transpose() } else { tensor([n, c], 21, &device) };
+            x.mul_scalar(2.0).require_grad()
+        };
+        let w = tensor([n, c], 22, &device);
+        let (x1, x2) = (make(), make());
+        let y1 = kernels::gelu(x1.clone());
+        let g1 = y1.clone().mul(w.clone()).sum().backward();
+        let y2 = burn::tensor::activation::gelu(x2.clone());
+        let g2 = y2.clone().mul(w.clone()).sum().backward();
+        let what = format!("gelu [{n}, {c}], channel-major {channel_major}");
+        assert_close(&format!("{what}: output"), y1, y2, 1e-6);
+        assert_close(&format!("{what}: dx"), x1.grad(&g1).unwrap(), x2.grad(&g2).unwrap(), 2e-6);
+    }
+}
+
+/// Layer norm and RMS norm over the last dimension against burn's ops: output and the
+/// gradients of input, weight and bias, on odd widths and a channel-major input.
+#[test]
+fn feature_norms_match_burn() {
+    let device = Device::flex().autodiff();
+    for (n, c, channel_major) in [(5, 3, false), (130, 67, false), (96, 128, true)] {
+        for rms in [false, true] {
+            let make = || {
+                let x = if channel_major { tensor([c, n], 31, &device).transpose() } else { tensor([n, c], 31, &device) };
+                (x.require_grad(), tensor([c], 32, &device).add_scalar(0.5).require_grad(), tensor([c], 33, &device).require_grad())
+            };
+            let w = tensor([n, c], 34, &device);
+            let (x1, g1, b1) = make();
+            let y1 = kernels::feature_norm(x1.clone(), g1.clone(), (!rms).then(|| b1.clone()), 1e-5);
+            let gr1 = y1.clone().mul(w.clone()).sum().backward();
+            let (x2, g2, b2) = make();
+            let y2 = if rms {
+                let ms = x2.clone().powi_scalar(2).mean_dim(1);
+                x2.clone().div(ms.add_scalar(1e-5).sqrt()).mul(g2.clone().unsqueeze_dim(0))
+            } else {
+                burn::tensor::module::layer_norm(x2.clone(), g2.clone(), Some(b2.clone()), 1e-5)
+            };
+            let gr2 = y2.clone().mul(w.clone()).sum().backward();
+            let what = format!("{} [{n}, {c}], channel-major {channel_major}", if rms { "rms norm" } else { "layer norm" });
+            assert_close(&format!("{what}: output"), y1, y2, 2e-5);
+            assert_close(&format!("{what}: dx"), x1.grad(&gr1).unwrap(), x2.grad(&gr2).unwrap(), 2e-5);
+            assert_close(&format!("{what}: dweight"), g1.grad(&gr1).unwrap(), g2.grad(&gr2).unwrap(), 2e-5);
+            if !rms {
+                assert_close(&format!("{what}: dbias"), b1.grad(&gr1).unwrap(), b2.grad(&gr2).unwrap(), 2e-5);
+            }
+        }
+    }
+}
+
+/// Causal attention against burn's `attention` op (with `is_causal`): output and the gradients
+/// of queries, keys and values, for one and several heads, odd lengths and channel-major inputs.
+#[test]
+fn causal_attention_matches_burn() {
+    use burn::tensor::module::attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+    let device = Device::flex().autodiff();
+    for (batch, seq, heads, head_dim, channel_major) in [(1, 1, 1, 4, false), (2, 7, 3, 5, false), (3, 33, 4, 16, true)] {
+        let (n, c) = (batch * seq, heads * head_dim);
+        let make = |seed| {
+            let x = if channel_major { tensor([c, n], seed, &device).transpose() } else { tensor([n, c], seed, &device) };
+            x.require_grad()
+        };
+        let w = tensor([n, c], 44, &device);
+        let (q1, k1, v1) = (make(41), make(42), make(43));
+        let y1 = kernels::causal_attention(q1.clone(), k1.clone(), v1.clone(), batch, heads);
+        let gr1 = y1.clone().mul(w.clone()).sum().backward();
+        let (q2, k2, v2) = (make(41), make(42), make(43));
+        let split = |x: Tensor<2>| -> Tensor<4> { x.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2) };
+        let opts = AttentionModuleOptions { is_causal: true, ..Default::default() };
+        let y2 = attention(split(q2.clone()), split(k2.clone()), split(v2.clone()), None, None, opts).swap_dims(1, 2).reshape([n, c]);
+        let gr2 = y2.clone().mul(w.clone()).sum().backward();
+        let what = format!("attention {batch}x{seq}, {heads} heads of {head_dim}, channel-major {channel_major}");
+        assert_close(&format!("{what}: output"), y1, y2, 2e-5);
+        for (name, a, b) in [("dq", &q1, &q2), ("dk", &k1, &k2), ("dv", &v1, &v2)] {
+            assert_close(&format!("{what}: {name}"), a.grad(&gr1).unwrap(), b.grad(&gr2).unwrap(), 5e-5);
+        }
+    }
+}

@@ -67,3 +67,43 @@ fn kernels_match_burns_ops_on_whole_models() {
         }
     }
 }
+
+/// A `gpt` (layer norm with QK-norm, and RMS norm) with the kernels against burn's ops: loss and
+/// every gradient on one batch of token windows, then the benchmark's first AdamW steps.
+#[test]
+fn kernels_match_burns_ops_on_a_gpt() {
+    use normwd::model::GptShape;
+    let device = Device::flex().autodiff();
+    let ids: Vec<i32> = (0..4 * 17).map(|i| (i * 7 + i / 5) % 23).collect();
+    let x = Tensor::<2, Int>::from_data(TensorData::new(ids[..4 * 16].to_vec(), [4, 16]), &device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(ids[4..].to_vec(), [4 * 16]), &device);
+    for (norm, qk_norm) in [(NormKind::Ln, true), (NormKind::Rms, false)] {
+        let shape = GptShape { n_layer: 2, n_head: 4, n_embd: 32, block_size: 16, qk_norm, tie_embeddings: true };
+        let net = Net::gpt(shape, norm, 23, 3, &device);
+        kernels::set_enabled(true);
+        let (loss_k, grads_k) = loss_and_grads(&net, x.clone(), y.clone());
+        kernels::set_enabled(false);
+        let (loss_b, grads_b) = loss_and_grads(&net, x.clone(), y.clone());
+        kernels::set_enabled(true);
+        assert!((loss_k - loss_b).abs() <= 1e-5 * loss_b.abs(), "{norm:?}: loss {loss_k} with the kernels, {loss_b} with burn's ops");
+        assert_eq!(grads_k.0.len(), grads_b.0.len());
+        // The key norm's bias has a zero gradient in exact arithmetic (a shift of every key moves
+        // all of a query's scores alike, which the softmax ignores): there both sides are f32
+        // noise, so differences are measured against the largest gradient, not against it.
+        let l2 = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let largest = grads_b.0.values().map(|g| l2(g)).fold(0.0, f64::max);
+        for (path, gb) in &grads_b.0 {
+            let diff: Vec<f32> = grads_k.0[path].iter().zip(gb).map(|(a, b)| a - b).collect();
+            let d = l2(&diff) / l2(gb).max(1e-3 * largest);
+            assert!(d <= 1e-4, "{norm:?} {path}: gradients differ by {d:e} (relative L2)");
+        }
+    }
+    let cpu = Device::flex();
+    let ours = train_throughput(ModelKind::Gpt, &cpu, 8, 0, 4).unwrap().losses;
+    kernels::set_enabled(false);
+    let burns = train_throughput(ModelKind::Gpt, &cpu, 8, 0, 4).unwrap().losses;
+    kernels::set_enabled(true);
+    for (step, (a, b)) in ours.iter().zip(&burns).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * b.abs(), "gpt step {step}: loss {a} with the kernels, {b} with burn's ops");
+    }
+}

@@ -42,6 +42,23 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// `dst[m, n] = lhs[m, k] @ rhs[k, n]` into a row-major `dst` that need not be initialized:
+/// GEMM writes every element without reading it when it does not accumulate.
+pub fn matmul_uninit(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    threads: gemm::Parallelism,
+) {
+    assert!(dst.len() >= m * n, "matmul: destination too small");
+    assert!(lhs.fits(m, k) && rhs.fits(k, n), "matmul: an operand is smaller than its strides say");
+    // SAFETY: as in `matmul`; with `read_dst = false` the destination is only written.
+    unsafe { call(dst.as_mut_ptr().cast::<f32>(), m, n, k, lhs, rhs, threads, false) }
+}
+
 /// `dst[m, n] = lhs[m, k] @ rhs[k, n]` into a row-major `dst` (`+=` when `add`).
 #[allow(clippy::too_many_arguments)] // gemm's own call, narrowed to what the kernels vary
 pub fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat<'_>, rhs: Mat<'_>, threads: gemm::Parallelism, add: bool) {
@@ -49,27 +66,20 @@ pub fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat<'_>, rhs: 
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "matmul: an operand is smaller than its strides say");
     // SAFETY: every element the strides address lies inside the operands' slices and `dst`
     // (checked above); the operands are only read.
+    unsafe { call(dst.as_mut_ptr(), m, n, k, lhs, rhs, threads, add) }
+}
+
+/// The `gemm` call itself.
+///
+/// # Safety
+/// `dst` must address `m * n` writable elements (readable when `add`), and the operands' strides
+/// must stay inside their slices.
+#[allow(clippy::too_many_arguments)]
+unsafe fn call(dst: *mut f32, m: usize, n: usize, k: usize, lhs: Mat<'_>, rhs: Mat<'_>, threads: gemm::Parallelism, add: bool) {
+    // SAFETY: the caller's promises are gemm's preconditions.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            add,
-            lhs.ptr,
-            lhs.cs,
-            lhs.rs,
-            rhs.ptr,
-            rhs.cs,
-            rhs.rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            threads,
+            m, n, k, dst, 1, n as isize, add, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 1.0, 1.0, false, false, false, threads,
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Hand-written CPU kernels for the training ops where burn flex's generic implementations
 //! cost most (PERFORMANCE.md has the profiles): batch norm in training mode (alone, with a ReLU,
 //! with a residual sum and a ReLU, or with a ReLU and 2x2 max pooling), the 2-D convolution and
-//! max pooling, forward and backward. They plug into burn through its backend-extension
+//! max pooling, and for the transformer causal attention, layer / RMS norm and GELU, forward
+//! and backward. They plug into burn through its backend-extension
 //! mechanism, with the backward passes written here, and run only on the CPU (flex) device with
 //! f32 data; everywhere else the models use burn's own ops ([`applies`] decides).
 //! `tests/kernels.rs` checks values and gradients against burn's ops, `tests/kernels_training.rs`
@@ -10,9 +11,12 @@
 //!
 //! May import burn and the core; nothing of the engine's other layers.
 
+pub mod attention;
 pub mod batch_norm;
 pub mod bn_pool;
 pub mod conv;
+pub mod feature_norm;
+pub mod gelu;
 mod gemm;
 pub mod linear;
 pub mod pool;
@@ -60,6 +64,14 @@ pub trait Kernels: Backend {
         shortcut: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// Exact GELU, `x * Phi(x)`.
+    fn nw_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Layer norm over the last dimension of `[rows, features]`.
+    fn nw_layer_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
+    /// RMS norm over the last dimension of `[rows, features]`.
+    fn nw_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
+    /// Causal self-attention of `[batch * seq, heads * head_dim]` queries, keys and values.
+    fn nw_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self>;
     /// Batch-norm training forward, ReLU and 2x2 stride-2 max pooling in one op:
     /// `(pooled output, batch mean, biased batch variance)`.
     fn nw_bn_relu_pool(
@@ -156,6 +168,63 @@ pub fn bn_add_relu<const D: usize>(
 /// `x @ w^T` for `x[n, in]`, `w[out, in]` with the CPU kernels. Call only where [`applies`] holds.
 pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as Kernels>::nw_linear(x.into_dispatch(), w.into_dispatch()))
+}
+
+/// Exact GELU with the CPU kernel. Call only where [`applies`] holds.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as Kernels>::nw_gelu(x.into_dispatch()))
+}
+
+/// Layer norm (`bias` given) or RMS norm over the last dimension of `[rows, features]` with the
+/// CPU kernel. Call only where [`applies`] holds.
+pub fn feature_norm(x: Tensor<2>, weight: Tensor<1>, bias: Option<Tensor<1>>, epsilon: f64) -> Tensor<2> {
+    Tensor::from_dispatch(match bias {
+        Some(b) => <Dispatch as Kernels>::nw_layer_norm(x.into_dispatch(), weight.into_dispatch(), b.into_dispatch(), epsilon),
+        None => <Dispatch as Kernels>::nw_rms_norm(x.into_dispatch(), weight.into_dispatch(), epsilon),
+    })
+}
+
+/// Causal self-attention of `[batch * seq, heads * head_dim]` queries, keys and values with the
+/// CPU kernel (scale `1/sqrt(head_dim)`): the output in the same layout. Call only where
+/// [`applies`] holds.
+pub fn causal_attention(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, batch: usize, heads: usize) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as Kernels>::nw_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), batch, heads))
+}
+
+/// Applies an element-wise `f` to `x`'s values in their own layout when `x` is contiguous or
+/// [`channel_major`] (a linear layer's output), so no copy is made; else to a contiguous copy.
+/// The other tensors are read in the same order as `x`.
+fn elementwise(x: &FlexTensor, others: &[&FlexTensor], f: impl FnOnce(&[f32], &[Contiguous]) -> Vec<f32>) -> FlexTensor {
+    let s = shape(x);
+    if s.len() == 2 && channel_major(x) {
+        let rows: Vec<Contiguous> = others.iter().map(|t| values(&t.transpose(0, 1))).collect();
+        return flex(f(&values(&x.transpose(0, 1)), &rows), vec![s[1], s[0]]).transpose(0, 1);
+    }
+    let dense: Vec<Contiguous> = others.iter().map(|t| values(t)).collect();
+    flex(f(&values(x), &dense), s)
+}
+
+/// `(rows, features)` of a `[rows, features]` flex tensor.
+fn rows_features(x: &FlexTensor, what: &str) -> (usize, usize) {
+    let s = shape(x);
+    assert!(s.len() == 2, "{what}: expected [rows, features], got {s:?}");
+    (s[0], s[1])
+}
+
+fn feature_norm_forward(x: &FlexTensor, weight: &FlexTensor, bias: Option<&FlexTensor>, epsilon: f64) -> (FlexTensor, feature_norm::Stats) {
+    let (rows, c) = rows_features(x, "nw_feature_norm");
+    let (w, b) = (values(weight), bias.map(values));
+    let (y, st) = feature_norm::forward(&values(x), c, &w, b.as_deref(), epsilon, bias.is_none());
+    (flex(y, vec![rows, c]), st)
+}
+
+fn attention_shape(q: &FlexTensor, batch: usize, heads: usize) -> attention::Shape {
+    let (n, c) = rows_features(q, "nw_attention");
+    assert!(
+        batch > 0 && heads > 0 && n.is_multiple_of(batch) && c.is_multiple_of(heads),
+        "nw_attention: [{n}, {c}] for {batch} sequences of {heads} heads"
+    );
+    attention::Shape { batch, seq: n / batch, heads, head_dim: c / heads }
 }
 
 /// A 2-D flex tensor as a strided matrix view of its storage.
@@ -264,6 +333,7 @@ pub fn on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// A flex tensor whose values are one contiguous slice (a copy only when it is a strided view).
+#[derive(Debug, Clone)]
 struct Contiguous(FlexTensor);
 
 impl std::ops::Deref for Contiguous {
@@ -369,6 +439,24 @@ fn bn_pool_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilo
 }
 
 impl Kernels for Flex {
+    fn nw_gelu(x: FlexTensor) -> FlexTensor {
+        elementwise(&x, &[], |x, _| gelu::forward(x))
+    }
+
+    fn nw_layer_norm(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, epsilon: f64) -> FlexTensor {
+        feature_norm_forward(&x, &weight, Some(&bias), epsilon).0
+    }
+
+    fn nw_rms_norm(x: FlexTensor, weight: FlexTensor, epsilon: f64) -> FlexTensor {
+        feature_norm_forward(&x, &weight, None, epsilon).0
+    }
+
+    fn nw_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, batch: usize, heads: usize) -> FlexTensor {
+        let s = attention_shape(&q, batch, heads);
+        let (y, _) = attention::forward(&values(&q), &values(&k), &values(&v), s);
+        flex(y, shape(&q))
+    }
+
     fn nw_batch_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (y, st) = bn_forward(&x, &gamma, &beta, epsilon, relu);
         let c = st.mean.len();
@@ -556,6 +644,95 @@ impl Backward<Flex, 3> for BnPoolBackward {
     }
 }
 
+/// GELU's backward step: parent `[x]`.
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        if let [Some(node)] = ops.parents {
+            let dx = elementwise(&ops.state, &[&dy], |x, dy| gelu::backward(x, &dy[0]));
+            grads.register::<Flex>(node.id, dx);
+        }
+    }
+}
+
+/// Layer / RMS norm's gradients, registered for the tracked parents `[x, weight, bias]`.
+fn feature_norm_grads(
+    grads: &mut Gradients,
+    dy: FlexTensor,
+    state: (FlexTensor, FlexTensor, feature_norm::Stats),
+    rms: bool,
+    parents: [Option<NodeId>; 3],
+) {
+    let (x, weight, st) = state;
+    let (rows, c) = rows_features(&x, "nw_feature_norm backward");
+    let (dx, dw, db) = feature_norm::backward(&values(&x), &values(&dy), c, &values(&weight), &st, rms);
+    let [nx, nw, nb] = parents;
+    if let Some(id) = nx {
+        grads.register::<Flex>(id, flex(dx, vec![rows, c]));
+    }
+    if let Some(id) = nw {
+        grads.register::<Flex>(id, flex(dw, vec![c]));
+    }
+    if let Some(id) = nb {
+        grads.register::<Flex>(id, flex(db, vec![c]));
+    }
+}
+
+/// Layer norm's backward step: parents `[x, weight, bias]`.
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    /// Input, weight and row statistics.
+    type State = (FlexTensor, FlexTensor, feature_norm::Stats);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        feature_norm_grads(grads, dy, ops.state, false, ops.parents.map(|p| p.map(|n| n.id)));
+    }
+}
+
+/// RMS norm's backward step: parents `[x, weight]`.
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl Backward<Flex, 2> for RmsNormBackward {
+    /// Input, weight and row statistics.
+    type State = (FlexTensor, FlexTensor, feature_norm::Stats);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let [x, w] = ops.parents.map(|p| p.map(|n| n.id));
+        feature_norm_grads(grads, dy, ops.state, true, [x, w, None]);
+    }
+}
+
+/// Attention's backward step: parents `[q, k, v]`.
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 3> for AttentionBackward {
+    /// Contiguous queries, keys, values, the softmax of every (sequence, head), the sizes.
+    type State = (Contiguous, Contiguous, Contiguous, Vec<Vec<f32>>, attention::Shape);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (q, k, v, probs, s) = ops.state;
+        let (dq, dk, dv) = attention::backward(&q, &k, &v, &probs, &values(&dy), s);
+        let dims = vec![s.batch * s.seq, s.heads * s.head_dim];
+        for (node, g) in ops.parents.into_iter().zip([dq, dk, dv]) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, flex(g, dims.clone()));
+            }
+        }
+    }
+}
+
 /// A float tensor of the CPU backend under autodiff.
 type TrackedTensor<C> = FloatTensor<Autodiff<Flex, C>>;
 
@@ -567,6 +744,44 @@ fn constant_stats<C: CheckpointStrategy>(st: &batch_norm::Stats) -> (TrackedTens
 }
 
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
+    fn nw_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let xp = x.primitive().clone();
+        let y = elementwise(&xp, &[], |x, _| gelu::forward(x));
+        match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(xp, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn nw_layer_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
+        let (y, st) = feature_norm_forward(&xp, &wp, Some(bias.primitive()), epsilon);
+        match LayerNormBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((xp, wp, st), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn nw_rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
+        let (y, st) = feature_norm_forward(&xp, &wp, None, epsilon);
+        match RmsNormBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((xp, wp, st), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn nw_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
+        let s = attention_shape(q.primitive(), batch, heads);
+        let (qc, kc, vc) = (values(q.primitive()), values(k.primitive()), values(v.primitive()));
+        let (y, probs) = attention::forward(&qc, &kc, &vc, s);
+        let y = flex(y, shape(q.primitive()));
+        match AttentionBackward.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((qc, kc, vc, probs, s), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
     fn nw_batch_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

@@ -10,6 +10,7 @@
 use super::init::Init;
 use super::layers::{matmul_t, Dense};
 use super::{Link, LinkNorm};
+use crate::kernels;
 use burn::module::{Module, Param};
 use burn::tensor::activation::gelu;
 use burn::tensor::module::{attention, embedding, layer_norm};
@@ -62,8 +63,11 @@ impl FeatureNorm {
         Some(FeatureNorm { weight: Param::from_tensor(Tensor::ones([features], device)), bias, epsilon })
     }
 
-    /// Normalizes each row of `[rows, features]`.
+    /// Normalizes each row of `[rows, features]` (the CPU kernel on the CPU, burn's ops elsewhere).
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        if kernels::applies(&x) {
+            return kernels::feature_norm(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), self.epsilon);
+        }
         match &self.bias {
             Some(b) => layer_norm(x, self.weight.val(), Some(b.val()), self.epsilon),
             None => {
@@ -71,6 +75,15 @@ impl FeatureNorm {
                 x.div(ms.add_scalar(self.epsilon).sqrt()).mul(self.weight.val().unsqueeze_dim(0))
             }
         }
+    }
+}
+
+/// Exact GELU (the CPU kernel on the CPU, burn's op elsewhere).
+fn gelu_op(x: Tensor<2>) -> Tensor<2> {
+    if kernels::applies(&x) {
+        kernels::gelu(x)
+    } else {
+        gelu(x)
     }
 }
 
@@ -105,23 +118,26 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Attention over `[batch * seq, n_embd]` activations of `batch` sequences.
+    /// Attention over `[batch * seq, n_embd]` activations of `batch` sequences (the CPU kernel
+    /// on the CPU, burn's op elsewhere).
     fn forward(&self, x: Tensor<2>, batch: usize) -> Tensor<2> {
         let [rows, c] = x.dims();
         let (t, h) = (rows / batch, self.n_head);
         let hd = c / h;
-        let heads = |y: Tensor<2>, norm: &Option<FeatureNorm>| -> Tensor<4> {
-            let y = match norm {
-                Some(n) => n.forward(y.reshape([rows * h, hd])),
-                None => y,
-            };
-            y.reshape([batch, t, h, hd]).swap_dims(1, 2)
+        let normed = |y: Tensor<2>, norm: &Option<FeatureNorm>| match norm {
+            Some(n) => n.forward(y.reshape([rows * h, hd])).reshape([rows, c]),
+            None => y,
         };
-        let q = heads(self.q_proj.forward(x.clone()), &self.q_norm);
-        let k = heads(self.k_proj.forward(x.clone()), &self.k_norm);
-        let v = heads(self.v_proj.forward(x), &None);
-        let opts = AttentionModuleOptions { is_causal: true, ..Default::default() };
-        let y = attention(q, k, v, None, None, opts).swap_dims(1, 2).reshape([rows, c]);
+        let q = normed(self.q_proj.forward(x.clone()), &self.q_norm);
+        let k = normed(self.k_proj.forward(x.clone()), &self.k_norm);
+        let v = self.v_proj.forward(x);
+        let y = if kernels::applies(&q) {
+            kernels::causal_attention(q, k, v, batch, h)
+        } else {
+            let heads = |y: Tensor<2>| -> Tensor<4> { y.reshape([batch, t, h, hd]).swap_dims(1, 2) };
+            let opts = AttentionModuleOptions { is_causal: true, ..Default::default() };
+            attention(heads(q), heads(k), heads(v), None, None, opts).swap_dims(1, 2).reshape([rows, c])
+        };
         self.c_proj.forward(y)
     }
 }
@@ -209,7 +225,7 @@ impl Gpt {
         let mut x: Tensor<2> = tok.add(pos).reshape([b * t, c]);
         for blk in &tr.h {
             x = x.clone().add(blk.attn.forward(norm_opt(&blk.ln_1, x.clone()), b));
-            x = x.clone().add(blk.mlp.c_proj.forward(gelu(blk.mlp.c_fc.forward(norm_opt(&blk.ln_2, x.clone())))));
+            x = x.clone().add(blk.mlp.c_proj.forward(gelu_op(blk.mlp.c_fc.forward(norm_opt(&blk.ln_2, x.clone())))));
         }
         let x = norm_opt(&tr.ln_f, x);
         match &self.lm_head {
