@@ -24,7 +24,7 @@ if p0["device"] == "cpu":
     where = f"{cpu}, {p0['threads']} threads each (normwd rayon {n0['threads']}, PyTorch {p0['threads']})"
 else:
     where = f"{p0['device']} (normwd --device {n0['device']}, PyTorch CUDA eager)"
-print(f"{where}; PyTorch {p0['torch']}; image models: batch {n0['batch']}, +BN, SGD momentum 0.9, wd 5e-4 on weights; gpt: AdamW; medians of {n0['steps']} steps")
+print(f"{where}; PyTorch {p0['torch']}; image models +BN, SGD momentum 0.9, wd 5e-4 on weights; gpt AdamW lr 1e-3, wd 0.1 on matrices; medians of {n0['steps']} steps")
 print()
 print("| model | input x batch | normwd /s | PyTorch /s | ratio normwd/PyTorch | normwd peak RSS MB | PyTorch peak RSS MB |")
 print("|---|---|---|---|---|---|---|")

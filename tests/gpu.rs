@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{bin, epochs_without_timing, quick_args, text, tmp};
+use common::{bin, epochs_without_timing, quick_args, quick_gpt_args, text, tmp};
+use std::path::Path;
 
 #[test]
 fn gpu_run_agrees_with_the_cpu_run_of_the_same_seed() {
@@ -20,10 +21,15 @@ fn gpu_run_agrees_with_the_cpu_run_of_the_same_seed() {
         eprintln!("skipped the GPU comparison: --device wgpu: {e}");
         return;
     }
-    let base = tmp("gpu");
+    agree_on_devices(&tmp("gpu"), quick_args);
+    // The transformer too: burn's attention, layer norm and GELU on the GPU, the kernels on the CPU.
+    agree_on_devices(&tmp("gpu-gpt"), quick_gpt_args);
+}
+
+fn agree_on_devices(base: &Path, quick: fn(&Path, usize) -> Vec<String>) {
     let run = |dev: &str| {
         let d = base.join(dev);
-        let mut args = quick_args(&d, 2);
+        let mut args = quick(&d, 2);
         args.extend(["--device".into(), dev.into()]);
         let o = bin().args(&args).output().unwrap();
         assert!(o.status.success(), "{dev}: {:?}", text(&o));

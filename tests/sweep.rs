@@ -132,3 +132,20 @@ fn a_diverging_point_is_marked_and_the_sweep_goes_on() {
     assert!(r.contains("lr=0.05,0.05,done,") && r.contains("lr=1000000,1000000,diverged"), "{r}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("DIVERGED"));
 }
+
+/// A sweep over `gpt` settings (QK-norm on and off, two decay rates): every point trains on the
+/// embedded text and lands in the results table with its held-out loss.
+#[test]
+fn a_gpt_sweep_runs_every_point() {
+    let d = tmp("gpt-sweep");
+    let p = write_spec(
+        &d,
+        "[base]\nmodel = \"gpt\"\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\ntrain_subset = 64\ntest_subset = 16\nepochs = 1\nbatch_size = 16\noptimizer = \"adamw\"\nlr = 3e-3\n\n[grid]\nqk_norm = [false, true]\nweight_decay = [0.0, 0.1]\n",
+    );
+    let out = d.join("out");
+    let o = sweep(&["--config", p.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = results(&out);
+    assert_eq!(r.lines().filter(|l| l.contains(",done,")).count(), 4, "{r}");
+    assert!(r.contains("qk_norm=true"), "{r}");
+}
