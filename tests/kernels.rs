@@ -321,17 +321,20 @@ fn check_linear(n: usize, d_in: usize, d_out: usize, channel_major: bool) {
         let x = if channel_major { tensor([d_in, n], 11, &device).transpose() } else { tensor([n, d_in], 11, &device) };
         (x.require_grad(), tensor([d_out, d_in], 12, &device).require_grad())
     };
-    let (x1, w1) = make();
-    let y1 = kernels::linear(x1.clone(), w1.clone());
     let out_weights = tensor([d_out, n], 13, &device).transpose();
-    let grads1 = y1.clone().mul(out_weights.clone()).sum().backward();
     let (x2, w2) = make();
     let y2 = x2.clone().matmul(w2.clone().transpose());
-    let grads2 = y2.clone().mul(out_weights).sum().backward();
-    let what = format!("linear {n}x{d_in} -> {d_out}, channel-major input {channel_major}");
-    assert_close(&format!("{what}: output"), y1, y2, 2e-5);
-    assert_close(&format!("{what}: dx"), x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), 2e-5);
-    assert_close(&format!("{what}: dw"), w1.grad(&grads1).unwrap(), w2.grad(&grads2).unwrap(), 2e-5);
+    let grads2 = y2.clone().mul(out_weights.clone()).sum().backward();
+    // Both output layouts: channel-major (for batch norm) and row-major (for the transformer).
+    for (layout, kernel) in [("channel-major", kernels::linear as fn(_, _) -> _), ("row-major", kernels::linear_rows)] {
+        let (x1, w1) = make();
+        let y1 = kernel(x1.clone(), w1.clone());
+        let grads1 = y1.clone().mul(out_weights.clone()).sum().backward();
+        let what = format!("linear {n}x{d_in} -> {d_out} ({layout} output), channel-major input {channel_major}");
+        assert_close(&format!("{what}: output"), y1, y2.clone(), 2e-5);
+        assert_close(&format!("{what}: dx"), x1.grad(&grads1).unwrap(), x2.grad(&grads2).unwrap(), 2e-5);
+        assert_close(&format!("{what}: dw"), w1.grad(&grads1).unwrap(), w2.grad(&grads2).unwrap(), 2e-5);
+    }
 }
 
 #[test]

@@ -203,13 +203,22 @@ impl TrainArgs {
     }
 }
 
+/// What a rate counts: tokens per example (1: the rate counts images) and the unit's names.
+#[derive(Clone, Copy)]
+struct Unit {
+    per_example: usize,
+    short: &'static str,
+    long: &'static str,
+}
+
+const IMAGES: Unit = Unit { per_example: 1, short: "img/s", long: "images/s" };
+
 /// Shows progress on stderr: a bar per epoch on a terminal, else a line every tenth of an
 /// epoch (a batch job's log shows progress within an epoch); one line per epoch on stdout.
 /// Rates are images (or tokens) per second, and the ETA covers the whole run.
 pub struct Bars {
     bar: Option<ProgressBar>,
-    /// Tokens per example (1: the rate counts images) and the rate's unit.
-    unit: (usize, &'static str),
+    unit: Unit,
     tty: bool,
     images: usize,
     epoch: usize,
@@ -225,7 +234,7 @@ impl Bars {
         use std::io::IsTerminal;
         Bars {
             bar: None,
-            unit: (1, "img/s"),
+            unit: IMAGES,
             tty: std::io::stderr().is_terminal(),
             images: 0,
             epoch: 0,
@@ -238,7 +247,7 @@ impl Bars {
 
     /// Rates in tokens per second, for `block` tokens per example.
     pub fn tokens(block: usize) -> Self {
-        Bars { unit: (block, "tok/s"), ..Self::new() }
+        Bars { unit: Unit { per_example: block, short: "tok/s", long: "tokens/s" }, ..Self::new() }
     }
 
     /// Images per second in this epoch and the time left for the whole run.
@@ -247,7 +256,7 @@ impl Bars {
         let batches_per_s = self.done as f64 / secs;
         let left = (self.batches - self.done) + (self.epochs - self.epoch) * self.batches;
         let eta = left as f64 / batches_per_s.max(1e-9);
-        ((self.images * self.unit.0) as f64 / secs, format!("{:.0}m{:02.0}s", (eta / 60.0).floor(), eta % 60.0))
+        ((self.images * self.unit.per_example) as f64 / secs, format!("{:.0}m{:02.0}s", (eta / 60.0).floor(), eta % 60.0))
     }
 }
 
@@ -276,12 +285,12 @@ impl Observer for Bars {
         self.images += images;
         let (img_s, eta) = self.rate_and_eta();
         if let Some(b) = &self.bar {
-            b.set_message(format!("loss {loss:.4}, {img_s:.0} {}, run eta {eta}", self.unit.1));
+            b.set_message(format!("loss {loss:.4}, {img_s:.0} {}, run eta {eta}", self.unit.short));
             b.inc(1);
         } else if self.done.is_multiple_of((self.batches / 10).max(1)) && self.done < self.batches {
             eprintln!(
                 "epoch {}/{} batch {}/{}: loss {loss:.4}, {img_s:.0} {}, run eta {eta}",
-                self.epoch, self.epochs, self.done, self.batches, self.unit.1
+                self.epoch, self.epochs, self.done, self.batches, self.unit.short
             );
         }
     }
@@ -297,8 +306,8 @@ impl Observer for Bars {
             r.test_loss,
             100.0 * r.test_acc,
             r.lr,
-            r.images_per_sec * self.unit.0 as f64,
-            self.unit.1
+            r.images_per_sec * self.unit.per_example as f64,
+            self.unit.short
         );
     }
 }
@@ -378,14 +387,11 @@ pub fn run(args: TrainArgs) -> Result<(), Failure> {
     };
     println!("run directory: {}", dir.display());
     on_interrupt_say_how_to_resume(&dir);
-    let text = if resume {
-        run_config(&dir).map(|c| c.model.reads_text() as usize * c.block_size)
-    } else {
-        Some(config.model.reads_text() as usize * config.block_size)
-    };
-    let mut bars = match text {
-        Some(block) if block > 0 => Bars::tokens(block),
-        _ => Bars::new(),
+    // A language model's rates are in tokens per second (a resumed run's settings are on disk).
+    let settings = if resume { run_config(&dir) } else { Some(config.clone()) };
+    let mut bars = match settings.filter(|c| c.model.reads_text()) {
+        Some(c) => Bars::tokens(c.block_size),
+        None => Bars::new(),
     };
     let s = train::run(config, RunOptions { dir: dir.clone(), resume, observer: &mut bars })?;
     if let Some(base) = s.baseline_loss {
@@ -403,8 +409,8 @@ pub fn run(args: TrainArgs) -> Result<(), Failure> {
         s.steps,
         100.0 * s.test_acc,
         s.test_loss,
-        s.images_per_sec * bars.unit.0 as f64,
-        if bars.unit.0 > 1 { "tokens/s" } else { "images/s" },
+        s.images_per_sec * bars.unit.per_example as f64,
+        bars.unit.long,
         dir.join(train::files::METRICS).display()
     );
     Ok(())

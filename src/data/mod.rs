@@ -423,14 +423,6 @@ impl Data {
         }
     }
 
-    /// Tokens per example (1 for an image).
-    pub fn tokens_per_example(&self) -> usize {
-        match self {
-            Data::Images(_) => 1,
-            Data::Text { block, .. } => *block,
-        }
-    }
-
     /// The held-out loss of the unigram model (text), the baseline a language model must beat.
     pub fn baseline_loss(&self) -> Option<f64> {
         match self {

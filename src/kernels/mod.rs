@@ -48,8 +48,8 @@ pub trait Kernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// Square-kernel convolution without bias, groups or dilation.
     fn nw_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, padding: usize) -> FloatTensor<Self>;
-    /// `x[n, in] @ w[out, in]^T`, stored channel-major (see [`linear`]).
-    fn nw_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x[n, in] @ w[out, in]^T`, stored channel-major or row-major (see [`linear`]).
+    fn nw_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, row_major: bool) -> FloatTensor<Self>;
     /// Max pooling over `kernel x kernel` windows, no padding.
     fn nw_max_pool2d(x: FloatTensor<Self>, kernel: usize, stride: usize) -> FloatTensor<Self>;
     /// The probes' per-row sums of an update `w -> w2` with gradient `g` (all `[rows, cols]`):
@@ -165,9 +165,16 @@ pub fn bn_add_relu<const D: usize>(
     (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var))
 }
 
-/// `x @ w^T` for `x[n, in]`, `w[out, in]` with the CPU kernels. Call only where [`applies`] holds.
+/// `x @ w^T` for `x[n, in]`, `w[out, in]` with the CPU kernels, stored channel-major (what the
+/// batch-norm kernels read in place). Call only where [`applies`] holds.
 pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-    Tensor::from_dispatch(<Dispatch as Kernels>::nw_linear(x.into_dispatch(), w.into_dispatch()))
+    Tensor::from_dispatch(<Dispatch as Kernels>::nw_linear(x.into_dispatch(), w.into_dispatch(), false))
+}
+
+/// As [`linear`], stored row-major (and its input gradient too): what row-wise ops read
+/// without a copy. Call only where [`applies`] holds.
+pub fn linear_rows(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as Kernels>::nw_linear(x.into_dispatch(), w.into_dispatch(), true))
 }
 
 /// Exact GELU with the CPU kernel. Call only where [`applies`] holds.
@@ -241,10 +248,13 @@ fn dims2(t: &FlexTensor) -> (usize, usize) {
     (s[0], s[1])
 }
 
-/// `y = x w^T` on flex tensors: the transpose of a contiguous `[out, n]`.
-fn linear_forward(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+/// `y = x w^T` on flex tensors: the transpose of a contiguous `[out, n]`, or row-major.
+fn linear_forward(x: &FlexTensor, w: &FlexTensor, row_major: bool) -> FlexTensor {
     let ((n, d_in), (d_out, w_in)) = (dims2(x), dims2(w));
     assert_eq!(d_in, w_in, "nw_linear: input has {d_in} features, the weight {w_in}");
+    if row_major {
+        return flex(linear::matmul_rm(n, d_out, d_in, view(x), view(w).t()), vec![n, d_out]);
+    }
     // y^T[out, n] = w[out, in] @ x^T[in, n], stored contiguous: channel-major y.
     let yt = linear::matmul_cm(n, d_out, d_in, view(x), view(w).t());
     flex(yt, vec![d_out, n]).transpose(0, 1)
@@ -475,8 +485,8 @@ impl Kernels for Flex {
         row_sums_flex(&w, &g, &w2)
     }
 
-    fn nw_linear(x: FlexTensor, w: FlexTensor) -> FlexTensor {
-        linear_forward(&x, &w)
+    fn nw_linear(x: FlexTensor, w: FlexTensor, row_major: bool) -> FlexTensor {
+        linear_forward(&x, &w, row_major)
     }
 
     fn nw_bn_add_relu(
@@ -587,17 +597,22 @@ impl Backward<Flex, 2> for ConvBackward {
 struct LinearBackward;
 
 impl Backward<Flex, 2> for LinearBackward {
-    type State = (FlexTensor, FlexTensor);
+    /// Input, weight, and whether the input's gradient is stored row-major.
+    type State = (FlexTensor, FlexTensor, bool);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x, w) = ops.state;
+        let (x, w, row_major) = ops.state;
         let ((n, d_in), (d_out, _)) = (dims2(&x), dims2(&w));
         if let Some(node) = node_x {
-            // dx[n, in] = dy[n, out] @ w[out, in], channel-major like y.
-            let dx = linear::matmul_cm(n, d_in, d_out, view(&dy), view(&w));
-            grads.register::<Flex>(node.id, flex(dx, vec![d_in, n]).transpose(0, 1));
+            // dx[n, in] = dy[n, out] @ w[out, in], in y's layout.
+            let dx = if row_major {
+                flex(linear::matmul_rm(n, d_in, d_out, view(&dy), view(&w)), vec![n, d_in])
+            } else {
+                flex(linear::matmul_cm(n, d_in, d_out, view(&dy), view(&w)), vec![d_in, n]).transpose(0, 1)
+            };
+            grads.register::<Flex>(node.id, dx);
         }
         if let Some(node) = node_w {
             // dw^T[in, out] = x^T[in, n] @ dy[n, out] stored channel-major: dw[out, in] contiguous.
@@ -846,11 +861,11 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         <Self as AutodiffBackend>::from_inner(row_sums_flex(w.primitive(), g.primitive(), w2.primitive()))
     }
 
-    fn nw_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn nw_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, row_major: bool) -> FloatTensor<Self> {
         let (xp, wp) = (x.primitive().clone(), w.primitive().clone());
-        let y = linear_forward(&xp, &wp);
+        let y = linear_forward(&xp, &wp, row_major);
         match LinearBackward.prepare::<C>([x.node(), w.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((xp, wp), y),
+            OpsKind::Tracked(prep) => prep.finish((xp, wp, row_major), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }

@@ -8,7 +8,7 @@
 //! `k_proj` are each exactly scale-invariant per head and the decay groups can say so.
 
 use super::init::Init;
-use super::layers::{matmul_t, Dense};
+use super::layers::{matmul_t_in, Dense};
 use super::{Link, LinkNorm};
 use crate::kernels;
 use burn::module::{Module, Param};
@@ -128,9 +128,9 @@ impl Attention {
             Some(n) => n.forward(y.reshape([rows * h, hd])).reshape([rows, c]),
             None => y,
         };
-        let q = normed(self.q_proj.forward(x.clone()), &self.q_norm);
-        let k = normed(self.k_proj.forward(x.clone()), &self.k_norm);
-        let v = self.v_proj.forward(x);
+        let q = normed(self.q_proj.forward_rows(x.clone()), &self.q_norm);
+        let k = normed(self.k_proj.forward_rows(x.clone()), &self.k_norm);
+        let v = self.v_proj.forward_rows(x);
         let y = if kernels::applies(&q) {
             kernels::causal_attention(q, k, v, batch, h)
         } else {
@@ -138,7 +138,7 @@ impl Attention {
             let opts = AttentionModuleOptions { is_causal: true, ..Default::default() };
             attention(heads(q), heads(k), heads(v), None, None, opts).swap_dims(1, 2).reshape([rows, c])
         };
-        self.c_proj.forward(y)
+        self.c_proj.forward_rows(y)
     }
 }
 
@@ -225,12 +225,12 @@ impl Gpt {
         let mut x: Tensor<2> = tok.add(pos).reshape([b * t, c]);
         for blk in &tr.h {
             x = x.clone().add(blk.attn.forward(norm_opt(&blk.ln_1, x.clone()), b));
-            x = x.clone().add(blk.mlp.c_proj.forward(gelu_op(blk.mlp.c_fc.forward(norm_opt(&blk.ln_2, x.clone())))));
+            x = x.clone().add(blk.mlp.c_proj.forward_rows(gelu_op(blk.mlp.c_fc.forward_rows(norm_opt(&blk.ln_2, x.clone())))));
         }
         let x = norm_opt(&tr.ln_f, x);
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => matmul_t(x, tr.wte.weight.val()),
+            Some(head) => head.forward_rows(x),
+            None => matmul_t_in(x, tr.wte.weight.val(), true),
         }
     }
 

@@ -126,7 +126,17 @@ impl Dense {
 
     /// Applies `x W^T + b` to a `[batch, in]` input.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = matmul_t(x, effective_weight(&self.weight, &self.weight_v, &self.weight_g));
+        self.forward_in(x, false)
+    }
+
+    /// As [`Dense::forward`], the output stored row-major on the CPU (what the transformer's
+    /// row-wise ops read without a copy).
+    pub fn forward_rows(&self, x: Tensor<2>) -> Tensor<2> {
+        self.forward_in(x, true)
+    }
+
+    fn forward_in(&self, x: Tensor<2>, rows: bool) -> Tensor<2> {
+        let y = matmul_t_in(x, effective_weight(&self.weight, &self.weight_v, &self.weight_g), rows);
         match &self.bias {
             Some(b) => y.add(b.val().unsqueeze_dim(0)),
             None => y,
@@ -134,9 +144,18 @@ impl Dense {
     }
 }
 
-/// `x W^T` for a `[batch, in]` input and an `[out, in]` weight (the CPU kernel on the CPU).
+/// `x W^T` for a `[batch, in]` input and an `[out, in]` weight (the CPU kernel on the CPU,
+/// its output stored channel-major for the batch-norm kernels).
 pub fn matmul_t(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    matmul_t_in(x, w, false)
+}
+
+/// As [`matmul_t`], the CPU kernel's output stored row-major when `rows` (for row-wise ops).
+pub fn matmul_t_in(x: Tensor<2>, w: Tensor<2>, rows: bool) -> Tensor<2> {
     if crate::kernels::applies(&x) {
+        if rows {
+            return crate::kernels::linear_rows(x, w);
+        }
         crate::kernels::linear(x, w)
     } else {
         // y = (w x^T)^T rather than x w^T: the weight's gradient then comes out of autodiff
