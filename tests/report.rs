@@ -140,7 +140,7 @@ fn quick_transformer_suite_writes_its_report() {
     check_charts(&html);
 }
 
-/// The transformer suite in full (about 5 minutes on 2 cores): every claim it checks holds on
+/// The transformer suite in full (about 2 minutes on 2 cores): every claim it checks holds on
 /// its runs, F8 on the q/k projections under QK-norm among them.
 #[test]
 fn transformer_suite_findings_hold() {
