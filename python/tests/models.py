@@ -36,16 +36,15 @@ class TinyLM(nn.Module):
         return self.head(h)
 
 
-def convnet() -> nn.Module:
-    """A small BN ConvNet (the `python -m normwd audit` test's factory)."""
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1, bias=False),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(8 * 14 * 14, 10),
-    )
+def convnet(widths: tuple = (8,)) -> nn.Module:
+    """A small BN ConvNet on 1x28x28 inputs: per width a bias-free 3x3 conv, batch norm, ReLU and
+    2x2 pooling, then a linear classifier (with no argument, the `python -m normwd audit` test's
+    factory)."""
+    layers, c_in, side = [], 1, 28
+    for c in widths:
+        layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        c_in, side = c, side // 2
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c_in * side * side, 10))
 
 
 def convnet_and_sgd():

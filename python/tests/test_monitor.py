@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+import models
 import normwd.torch as nwd
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -25,18 +26,7 @@ def fashion_mnist(n: int):
 
 
 def convnet() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1, bias=False),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 10),
-    )
+    return models.convnet((16, 32))
 
 
 def train(steps, every, lr, wd, out, save=None):

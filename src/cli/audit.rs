@@ -3,6 +3,7 @@
 use super::{choice, fail, table, Failure};
 use burn::tensor::Device;
 use clap::Args;
+use normwd::data::text::{Text, Tokens};
 use normwd::model::{GptShape, Input, ModelKind, Net, NormKind};
 use normwd::params::{describe, DecayPolicy, DecayRule};
 use normwd::train::config::RunConfig;
@@ -68,11 +69,11 @@ pub fn input_shape(m: ModelKind, input: &Option<String>) -> Result<[usize; 3], F
     Ok(shape)
 }
 
-/// The model `audit` describes: an image model for `shape`, or a `gpt` for the embedded text's
-/// 62 characters.
-fn build(m: ModelKind, n: NormKind, gpt: Option<GptShape>, shape: [usize; 3], device: &Device) -> Net {
+/// The model `audit` describes: an image model for `shape`, or a `gpt` for the characters of
+/// `text` (the embedded text, loaded once by [`run`]).
+fn build(m: ModelKind, n: NormKind, gpt: Option<(GptShape, &Text)>, shape: [usize; 3], device: &Device) -> Net {
     match gpt {
-        Some(g) => Net::gpt(g, n, normwd::data::text::embedded(normwd::data::text::Tokens::Char).vocab_size(), 0, device),
+        Some((g, text)) => Net::gpt(g, n, text.vocab_size(), 0, device),
         None => Net::new(m, n, shape, 0.1, 0, device),
     }
 }
@@ -96,7 +97,9 @@ pub fn run(a: AuditArgs) -> Result<(), Failure> {
     let r = c.resolve()?;
     let (m, n, policy): (ModelKind, NormKind, DecayRule) = (r.model, r.norm, r.policy);
     let shape = input_shape(m, &a.input)?;
-    let net = build(m, n, r.gpt, shape, &Device::flex());
+    let text = r.gpt.map(|_| normwd::data::text::embedded(Tokens::Char));
+    let gpt = r.gpt.zip(text.as_ref());
+    let net = build(m, n, gpt, shape, &Device::flex());
     let infos = describe(&net, policy);
     let rows: Vec<Vec<String>> = infos
         .iter()
@@ -128,19 +131,24 @@ pub fn run(a: AuditArgs) -> Result<(), Failure> {
     let decayed: usize = infos.iter().filter(|p| p.decayed).map(|p| p.numel()).sum();
     println!("{trainable} trainable parameters, {decayed} decayed");
     if a.check {
-        check(m, n, r.gpt, shape, &infos)?;
+        check(m, n, gpt, shape, &infos)?;
     }
     Ok(())
 }
 
-fn check(m: ModelKind, n: NormKind, gpt: Option<GptShape>, shape: [usize; 3], infos: &[normwd::params::ParamInfo]) -> Result<(), Failure> {
+fn check(
+    m: ModelKind,
+    n: NormKind,
+    gpt: Option<(GptShape, &Text)>,
+    shape: [usize; 3],
+    infos: &[normwd::params::ParamInfo],
+) -> Result<(), Failure> {
     let device = Device::flex().autodiff();
     let mut net = build(m, n, gpt, shape, &device);
     // Embedded images when the shape fits them, a seeded Gaussian batch otherwise; embedded text
     // for a gpt, after a few steps (at its start attention is nearly uniform, see `warm_up`).
-    let (x, y): (Input, _) = if let Some(g) = gpt {
-        let text = normwd::data::text::embedded(normwd::data::text::Tokens::Char);
-        let data = normwd::data::Data::Text { text, block: g.block_size };
+    let (x, y): (Input, _) = if let Some((g, text)) = gpt {
+        let data = normwd::data::Data::Text { text: text.clone(), block: g.block_size };
         let starts: Vec<usize> = (0..16).map(|i| 997 * i).collect();
         let (x, y) = normwd::train::model_batch(&data, true, &starts, None, &device);
         net = normwd::check::warm_up(net, infos, x.clone(), y.clone(), 40);

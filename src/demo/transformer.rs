@@ -105,6 +105,14 @@ fn matrix_kind(path: &str) -> String {
     }
 }
 
+/// Adds `x` to the values of `key`, keys kept in the order they first come.
+fn push_to(groups: &mut Vec<(String, Vec<f64>)>, key: String, x: f64) {
+    match groups.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, v)) => v.push(x),
+        None => groups.push((key, vec![x])),
+    }
+}
+
 /// Mean measured angle over the window divided by the mean predicted one, per probed tensor
 /// that has a prediction.
 fn angle_ratios(run: &RunData, invariant: bool) -> Vec<(String, f64)> {
@@ -184,11 +192,7 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
         let ratios = angle_ratios(r, false);
         let mut kinds: Vec<(String, Vec<f64>)> = Vec::new();
         for (p, x) in ratios {
-            let k = matrix_kind(&p);
-            match kinds.iter_mut().find(|(n, _)| *n == k) {
-                Some((_, v)) => v.push(x),
-                None => kinds.push((k, vec![x])),
-            }
+            push_to(&mut kinds, matrix_kind(&p), x);
         }
         if kinds.is_empty() {
             continue;
@@ -241,11 +245,7 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
     let mut groups: Vec<(String, Vec<f64>)> = Vec::new();
     for r in runs {
         let Some(d) = &r.done else { continue };
-        let key = r.name.split("-seed").next().unwrap_or(&r.name).to_string();
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(d.test_loss),
-            None => groups.push((key, vec![d.test_loss])),
-        }
+        push_to(&mut groups, r.name.split("-seed").next().unwrap_or(&r.name).to_string(), d.test_loss);
     }
     for (k, v) in groups {
         let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));

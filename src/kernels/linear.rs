@@ -11,9 +11,7 @@ use super::gemm::{matmul_uninit, Mat};
 /// `lhs[m, k] @ rhs[k, n]` stored channel-major: element `(i, j)` at `j * m + i`, i.e. the
 /// row-major `[n, m]` product `rhs^T @ lhs^T`.
 pub fn matmul_cm(m: usize, n: usize, k: usize, lhs: Mat<'_>, rhs: Mat<'_>) -> Vec<f32> {
-    let threads = if m * n * k >= 1 << 20 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: the product writes all `m * n` elements.
-    unsafe { super::uninit::filled(m * n, |out| matmul_uninit(out, n, m, k, rhs.t(), lhs.t(), threads)) }
+    matmul_rm(n, m, k, rhs.t(), lhs.t())
 }
 
 /// `lhs[m, k] @ rhs[k, n]` stored row-major.

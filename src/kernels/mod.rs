@@ -177,8 +177,8 @@ pub fn linear_rows(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as Kernels>::nw_linear(x.into_dispatch(), w.into_dispatch(), true))
 }
 
-/// Exact GELU with the CPU kernel. Call only where [`applies`] holds.
-pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+/// Exact GELU of a `[rows, cols]` tensor with the CPU kernel. Call only where [`applies`] holds.
+pub fn gelu(x: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as Kernels>::nw_gelu(x.into_dispatch()))
 }
 
@@ -198,35 +198,15 @@ pub fn causal_attention(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, batch: usize, 
     Tensor::from_dispatch(<Dispatch as Kernels>::nw_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), batch, heads))
 }
 
-/// Applies an element-wise `f` to `x`'s values in their own layout when `x` is contiguous or
-/// [`channel_major`] (a linear layer's output), so no copy is made; else to a contiguous copy.
-/// The other tensors are read in the same order as `x`.
-fn elementwise(x: &FlexTensor, others: &[&FlexTensor], f: impl FnOnce(&[f32], &[Contiguous]) -> Vec<f32>) -> FlexTensor {
-    let s = shape(x);
-    if s.len() == 2 && channel_major(x) {
-        let rows: Vec<Contiguous> = others.iter().map(|t| values(&t.transpose(0, 1))).collect();
-        return flex(f(&values(&x.transpose(0, 1)), &rows), vec![s[1], s[0]]).transpose(0, 1);
-    }
-    let dense: Vec<Contiguous> = others.iter().map(|t| values(t)).collect();
-    flex(f(&values(x), &dense), s)
-}
-
-/// `(rows, features)` of a `[rows, features]` flex tensor.
-fn rows_features(x: &FlexTensor, what: &str) -> (usize, usize) {
-    let s = shape(x);
-    assert!(s.len() == 2, "{what}: expected [rows, features], got {s:?}");
-    (s[0], s[1])
-}
-
 fn feature_norm_forward(x: &FlexTensor, weight: &FlexTensor, bias: Option<&FlexTensor>, epsilon: f64) -> (FlexTensor, feature_norm::Stats) {
-    let (rows, c) = rows_features(x, "nw_feature_norm");
+    let (rows, c) = dims2(x, "nw_feature_norm");
     let (w, b) = (values(weight), bias.map(values));
     let (y, st) = feature_norm::forward(&values(x), c, &w, b.as_deref(), epsilon, bias.is_none());
     (flex(y, vec![rows, c]), st)
 }
 
 fn attention_shape(q: &FlexTensor, batch: usize, heads: usize) -> attention::Shape {
-    let (n, c) = rows_features(q, "nw_attention");
+    let (n, c) = dims2(q, "nw_attention");
     assert!(
         batch > 0 && heads > 0 && n.is_multiple_of(batch) && c.is_multiple_of(heads),
         "nw_attention: [{n}, {c}] for {batch} sequences of {heads} heads"
@@ -241,16 +221,16 @@ fn view(t: &FlexTensor) -> gemm::Mat<'_> {
     gemm::Mat::strided(t.storage::<f32>(), l.start_offset(), l.strides()[0], l.strides()[1])
 }
 
-/// `(rows, cols)` of a 2-D flex tensor.
-fn dims2(t: &FlexTensor) -> (usize, usize) {
+/// `(rows, cols)` of a 2-D flex tensor (`what` names the op in the message).
+fn dims2(t: &FlexTensor, what: &str) -> (usize, usize) {
     let s = shape(t);
-    assert_eq!(s.len(), 2, "nw_linear: {s:?} is not 2-D");
+    assert_eq!(s.len(), 2, "{what}: {s:?} is not 2-D");
     (s[0], s[1])
 }
 
 /// `y = x w^T` on flex tensors: the transpose of a contiguous `[out, n]`, or row-major.
 fn linear_forward(x: &FlexTensor, w: &FlexTensor, row_major: bool) -> FlexTensor {
-    let ((n, d_in), (d_out, w_in)) = (dims2(x), dims2(w));
+    let ((n, d_in), (d_out, w_in)) = (dims2(x, "nw_linear"), dims2(w, "nw_linear"));
     assert_eq!(d_in, w_in, "nw_linear: input has {d_in} features, the weight {w_in}");
     if row_major {
         return flex(linear::matmul_rm(n, d_out, d_in, view(x), view(w).t()), vec![n, d_out]);
@@ -450,7 +430,7 @@ fn bn_pool_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilo
 
 impl Kernels for Flex {
     fn nw_gelu(x: FlexTensor) -> FlexTensor {
-        elementwise(&x, &[], |x, _| gelu::forward(x))
+        in_layout(&x, &[], |x, _, _| (gelu::forward(x), ())).0
     }
 
     fn nw_layer_norm(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, epsilon: f64) -> FlexTensor {
@@ -604,7 +584,7 @@ impl Backward<Flex, 2> for LinearBackward {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, w, row_major) = ops.state;
-        let ((n, d_in), (d_out, _)) = (dims2(&x), dims2(&w));
+        let ((n, d_in), (d_out, _)) = (dims2(&x, "nw_linear"), dims2(&w, "nw_linear"));
         if let Some(node) = node_x {
             // dx[n, in] = dy[n, out] @ w[out, in], in y's layout.
             let dx = if row_major {
@@ -669,7 +649,9 @@ impl Backward<Flex, 1> for GeluBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let dy = grads.consume::<Flex>(&ops.node);
         if let [Some(node)] = ops.parents {
-            let dx = elementwise(&ops.state, &[&dy], |x, dy| gelu::backward(x, &dy[0]));
+            // Element-wise: computed in `x`'s own layout (a linear layer's channel-major output
+            // needs no copy).
+            let (dx, ()) = in_layout(&ops.state, &[&dy], |x, dy, _| (gelu::backward(x, &dy[0]), ()));
             grads.register::<Flex>(node.id, dx);
         }
     }
@@ -684,18 +666,9 @@ fn feature_norm_grads(
     parents: [Option<NodeId>; 3],
 ) {
     let (x, weight, st) = state;
-    let (rows, c) = rows_features(&x, "nw_feature_norm backward");
+    let (rows, c) = dims2(&x, "nw_feature_norm backward");
     let (dx, dw, db) = feature_norm::backward(&values(&x), &values(&dy), c, &values(&weight), &st, rms);
-    let [nx, nw, nb] = parents;
-    if let Some(id) = nx {
-        grads.register::<Flex>(id, flex(dx, vec![rows, c]));
-    }
-    if let Some(id) = nw {
-        grads.register::<Flex>(id, flex(dw, vec![c]));
-    }
-    if let Some(id) = nb {
-        grads.register::<Flex>(id, flex(db, vec![c]));
-    }
+    register_norm_grads(grads, parents, flex(dx, vec![rows, c]), (dw, db));
 }
 
 /// Layer norm's backward step: parents `[x, weight, bias]`.
@@ -761,7 +734,7 @@ fn constant_stats<C: CheckpointStrategy>(st: &batch_norm::Stats) -> (TrackedTens
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     fn nw_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let xp = x.primitive().clone();
-        let y = elementwise(&xp, &[], |x, _| gelu::forward(x));
+        let (y, ()) = in_layout(&xp, &[], |x, _, _| (gelu::forward(x), ()));
         match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(xp, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
