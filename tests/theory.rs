@@ -117,11 +117,11 @@ fn f5_f7_f8_equilibrium_angle_on_real_training_runs() {
     }
 }
 
-/// F13 on a real training run (the MLP with BN, SGD with momentum and L2, at equilibrium after
+/// F17 on a real training run (the MLP with BN, SGD with momentum and L2, at equilibrium after
 /// the first half): the mean `cos(w_t, w_{t+k})` of a scale-invariant weight at gaps from one
 /// step to one epoch, against the formula, compared as `-ln(cos)` within 15% (F7's tolerance on
 /// real runs). Then `inspect` on the same run's checkpoints, saved every step and once per
-/// epoch, says "at equilibrium" for both: it compares the angle over a gap with F13 for that
+/// epoch, says "at equilibrium" for both: it compares the angle over a gap with F17 for that
 /// gap. (The angle per step read off a once-per-epoch gap, what it compared before, is far
 /// from the per-step prediction; the test checks that too.)
 #[test]
@@ -201,14 +201,14 @@ fn f13_gap_angles_on_a_real_run_and_inspects_verdict_at_every_gap() {
         let predicted = theory::gap_cos(family, lr, wd, k as u64).unwrap();
         let rel = measured.ln() / predicted.ln() - 1.0;
         if rate * k as f64 <= 0.05 {
-            assert!(rel.abs() < 0.2, "gap {k}: measured cos {measured:.5}, F13 {predicted:.5} (-ln {:+.1}%)", 100.0 * rel);
+            assert!(rel.abs() < 0.2, "gap {k}: measured cos {measured:.5}, F17 {predicted:.5} (-ln {:+.1}%)", 100.0 * rel);
         } else {
-            // Longer gaps: real gradients pull the weight back, so it rotates less than F13's
+            // Longer gaps: real gradients pull the weight back, so it rotates less than F17's
             // noise-only model, and more than steps without momentum's correlation would.
             let low = k as f64 * uncorrelated;
             assert!(
                 -measured.ln() < -predicted.ln() && -measured.ln() > low,
-                "gap {k}: -ln cos measured {:.4}, expected between {low:.4} and F13's {:.4}",
+                "gap {k}: -ln cos measured {:.4}, expected between {low:.4} and F17's {:.4}",
                 -measured.ln(),
                 -predicted.ln()
             );

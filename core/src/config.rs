@@ -123,6 +123,10 @@ pub struct RunConfig {
     pub compensate_elr: bool,
     /// Rotational wrapper: decay of the running RMS of update sizes (0 = each step's own).
     pub rv_rms_decay: f64,
+    /// Corrected decay on scale-invariant weights (AdamC / SGDC): `weight_decay * lr_t/lr_max`.
+    pub corrected_decay: bool,
+    /// Cautious decay: decoupled decay only where the update and the weight agree in sign.
+    pub cautious_decay: bool,
     /// Record per-layer probes every N steps (0 = about 200 points per run).
     pub probe_every: usize,
     /// Text data (`gpt`): one token per character or per byte.
@@ -227,6 +231,8 @@ impl Default for RunConfig {
             fixed_norm_target: NormTarget::Init,
             compensate_elr: false,
             rv_rms_decay: 0.0,
+            corrected_decay: false,
+            cautious_decay: false,
         }
     }
 }
@@ -297,6 +303,8 @@ impl RunConfig {
                 compensate_elr: self.compensate_elr,
                 rv_rms_decay: self.rv_rms_decay,
             },
+            corrected_decay: self.corrected_decay,
+            cautious_decay: self.cautious_decay,
         }
     }
 

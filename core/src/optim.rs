@@ -63,7 +63,7 @@ impl Rule {
         match (self, coupled) {
             (Rule::Sgd, coupled) => Family::Sgd { mu: momentum, coupled },
             (Rule::Adam | Rule::Adamw, true) => Family::AdamL2,
-            (Rule::Adam | Rule::Adamw, false) => Family::AdamW { b1: betas.0 },
+            (Rule::Adam | Rule::Adamw, false) => Family::AdamW { b1: betas.0, b2: betas.1 },
             (Rule::Lion, _) => Family::Lion { b1: betas.0, b2: betas.1 },
         }
     }
@@ -289,6 +289,14 @@ pub struct OptimConfig {
     pub si_weight_decay: Option<f64>,
     /// Settings of the remedies.
     pub remedy: RemedyConfig,
+    /// Corrected decay on scale-invariant tensors (AdamC / SGDC, F14): the coefficient follows
+    /// the schedule, `weight_decay * lr_t/lr_max`.
+    #[serde(default)]
+    pub corrected_decay: bool,
+    /// Cautious decay (F16): decoupled decay only where the step's direction and the weight
+    /// agree in sign.
+    #[serde(default)]
+    pub cautious_decay: bool,
 }
 
 fn check(flag: &'static str, v: f64, ok: bool, expected: &'static str) -> Result<(), OptimError> {
@@ -332,6 +340,30 @@ impl OptimConfig {
                 value: format!("{:?}", self.decay).to_lowercase(),
                 expected:
                     "the optimizer's own decay mode (leave --decay unset for sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw, lion)",
+            });
+        }
+        let plain_or_lion = matches!(self.kind, OptimKind::Sgd | OptimKind::Adam | OptimKind::Adamw | OptimKind::Lion);
+        if self.cautious_decay && !(plain_or_lion && self.decay == DecayMode::Decoupled) {
+            return Err(OptimError::Invalid {
+                flag: "cautious-decay",
+                value: "true".into(),
+                expected:
+                    "decoupled decay (--optimizer adamw or lion, or sgd / adam with --decay decoupled): the rule masks the decoupled step",
+            });
+        }
+        let adam_l2 = matches!(self.kind, OptimKind::Adam | OptimKind::Adamw) && self.decay == DecayMode::Coupled;
+        if self.corrected_decay && !(plain_or_lion && !adam_l2) {
+            return Err(OptimError::Invalid {
+                flag: "corrected-decay",
+                value: "true".into(),
+                expected: "--optimizer sgd (SGDC), adamw (AdamC), lion, or adam with --decay decoupled",
+            });
+        }
+        if (self.corrected_decay || self.cautious_decay) && r.compensate_elr {
+            return Err(OptimError::Invalid {
+                flag: "compensate-elr",
+                value: "true".into(),
+                expected: "no --corrected-decay / --cautious-decay (the compensation replaces decay on scale-invariant weights)",
             });
         }
         if r.compensate_elr && self.kind != OptimKind::Sgd {
@@ -387,6 +419,8 @@ impl OptimConfig {
             si_lr_scale: 1.0,
             si_weight_decay: None,
             remedy: RemedyConfig::default(),
+            corrected_decay: false,
+            cautious_decay: false,
         }
     }
 
@@ -404,6 +438,17 @@ impl OptimConfig {
         } else {
             self.weight_decay
         }
+    }
+
+    /// The decay that acts on a tensor at a step with schedule factor `lr_factor` (`lr_t/lr_max`),
+    /// as the closed forms take it: [`OptimConfig::weight_decay_for`], times `lr_factor` on
+    /// scale-invariant tensors under corrected decay (F14), times [`theory::CAUTIOUS_SHARE`]
+    /// under cautious decay (F16, leading order). The one place predictions learn what the
+    /// decay options do.
+    pub fn effective_decay(&self, info: &ParamInfo, lr_factor: f64) -> f64 {
+        let corrected = if self.corrected_decay && info.scale_invariant { lr_factor } else { 1.0 };
+        let cautious = if self.cautious_decay { theory::CAUTIOUS_SHARE } else { 1.0 };
+        self.weight_decay_for(info) * corrected * cautious
     }
 
     /// The decay policy that fits this optimizer when the user chose none: optimizers that hold
@@ -438,6 +483,50 @@ impl OptimConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The decay options are refused, naming the flag, where the rule they change is absent.
+    #[test]
+    fn decay_options_need_their_rule() {
+        let err = |c: OptimConfig| c.validate().unwrap_err().to_string();
+        let cautious = |kind, decay| OptimConfig { cautious_decay: true, decay, ..OptimConfig::of_kind(kind, 0.1, 0.01) };
+        assert!(err(cautious(OptimKind::Sgd, DecayMode::Coupled)).starts_with("--cautious-decay true: expected decoupled decay"));
+        assert!(err(cautious(OptimKind::Lars, DecayMode::Coupled)).contains("--cautious-decay"));
+        for (kind, decay) in
+            [(OptimKind::Adamw, DecayMode::Decoupled), (OptimKind::Sgd, DecayMode::Decoupled), (OptimKind::Lion, DecayMode::Decoupled)]
+        {
+            cautious(kind, decay).validate().unwrap();
+        }
+        let corrected = |kind, decay| OptimConfig { corrected_decay: true, decay, ..OptimConfig::of_kind(kind, 0.1, 0.01) };
+        assert!(err(corrected(OptimKind::Adam, DecayMode::Coupled)).starts_with("--corrected-decay true"));
+        assert!(err(corrected(OptimKind::Sgdp, DecayMode::Decoupled)).contains("--corrected-decay"));
+        for (kind, decay) in
+            [(OptimKind::Sgd, DecayMode::Coupled), (OptimKind::Adamw, DecayMode::Decoupled), (OptimKind::Adam, DecayMode::Decoupled)]
+        {
+            corrected(kind, decay).validate().unwrap();
+        }
+        let mut c = OptimConfig { corrected_decay: true, ..OptimConfig::sgd(0.1, 0.9, 0.01) };
+        c.remedy.compensate_elr = true;
+        assert!(err(c).starts_with("--compensate-elr"));
+    }
+
+    /// What the predictions take as the decay: the schedule's factor on scale-invariant tensors
+    /// under corrected decay, half under cautious decay.
+    #[test]
+    fn effective_decay_follows_the_options() {
+        let si = ParamInfo::new(
+            "w",
+            vec![4, 4],
+            crate::roles::Role::Weight,
+            Some(crate::roles::Granularity::Tensor),
+            DecayPolicy::ExcludeNormBias,
+        );
+        let other = ParamInfo::new("v", vec![4, 4], crate::roles::Role::Weight, None, DecayPolicy::ExcludeNormBias);
+        let c = OptimConfig { corrected_decay: true, ..OptimConfig::sgd(0.1, 0.9, 0.01) };
+        assert!((c.effective_decay(&si, 0.25) - 0.0025).abs() < 1e-15);
+        assert_eq!(c.effective_decay(&other, 0.25), 0.01);
+        let c = OptimConfig { cautious_decay: true, ..c };
+        assert!((c.effective_decay(&other, 0.25) - 0.005).abs() < 1e-15);
+    }
 
     #[test]
     fn default_policy_spares_what_the_optimizer_holds_fixed() {

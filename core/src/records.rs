@@ -92,6 +92,10 @@ pub struct Probe {
     pub pred_angle: Option<f64>,
     /// Predicted equilibrium norm (F5, plain SGD only).
     pub pred_norm: Option<f64>,
+    /// Predicted equilibrium `||g||/||w||` (F13, SGD on scale-invariant weights; the measured
+    /// one is `grad_norm / norm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pred_ratio: Option<f64>,
     /// Whether the tensor is scale-invariant.
     pub scale_invariant: bool,
     /// Learning rate used for this tensor at this step.

@@ -45,7 +45,7 @@ def gap_angle(
     decoupled: Optional[bool] = None,
 ) -> Optional[float]:
     """The equilibrium angle between a scale-invariant weight and itself ``k`` steps later
-    (F13), which is not ``k`` times the angle per step once ``k`` nears the relaxation time.
+    (F17), which is not ``k`` times the angle per step once ``k`` nears the relaxation time.
 
     Example:
         >>> round(gap_angle("sgd", 0.1, 5e-4, 1, momentum=0.9), 4) == round(equilibrium("sgd", 0.1, 5e-4, 0.9)[0], 4)

@@ -126,7 +126,7 @@ fn equilibrium(
     Ok((angle, 1.0 / h.relax_rate()))
 }
 
-/// The equilibrium angle between weights `k` steps apart (F13), or `None` without a closed form.
+/// The equilibrium angle between weights `k` steps apart (F17), or `None` without a closed form.
 #[pyfunction]
 #[pyo3(signature = (optimizer, lr, weight_decay, k, momentum=0.0, betas=None, decoupled=None))]
 #[allow(clippy::too_many_arguments)]

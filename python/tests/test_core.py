@@ -55,7 +55,7 @@ def test_closed_forms_are_theory_md():
     # L2 in Adam's gradient has no closed form; neither has no decay.
     assert theory.equilibrium("adam", 1e-3, 0.1)[0] is None
     assert theory.equilibrium("sgd", 0.1, 0.0)[0] is None
-    # F13 at one step is the angle per step, and grows slower than linearly with the gap.
+    # F17 at one step is the angle per step, and grows slower than linearly with the gap.
     one = theory.gap_angle("sgd", lr, wd, 1, momentum=mu)
     assert one == pytest.approx(theory.equilibrium("sgd", lr, wd, momentum=mu)[0], rel=1e-3)
     assert theory.gap_angle("sgd", lr, wd, 1000, momentum=mu) < 1000 * one

@@ -141,7 +141,7 @@ pub fn run(a: InspectArgs) -> Result<(), Failure> {
             println!("weights read under the key {} of the torch.save files (--key to choose another)", keys.join(", "));
         }
         // The verdict compares like with like: the angle over the last gap against the
-        // equilibrium angle for a gap of that length (F13), not an angle per step.
+        // equilibrium angle for a gap of that length (F17), not an angle per step.
         let gap = steps[steps.len() - 1] - steps[steps.len() - 2];
         let (measured, predicted) = (format!("angle over last {gap} steps"), format!("predicted for {gap} steps"));
         let header = [

@@ -150,6 +150,15 @@ pub struct Settings {
     /// rv-sgd/rv-adamw: decay of the running RMS of update sizes (0 = each step's own; the paper's 0.9).
     #[arg(long)]
     pub rv_rms_decay: Option<f64>,
+    /// Corrected decay (AdamC / SGDC): on scale-invariant weights the decay follows the lr
+    /// schedule, `weight_decay * lr_t/lr_max`, so ||g||/||w|| stays flat as the lr falls.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "off")]
+    pub corrected_decay: bool,
+    /// Cautious decay: decoupled decay only where the update and the weight agree in sign.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "off")]
+    pub cautious_decay: bool,
     /// Decay embeddings and position embeddings (true/false; default: only under --decay-policy all).
     #[arg(long)]
     pub decay_embeddings: Option<bool>,

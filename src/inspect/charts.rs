@@ -38,7 +38,7 @@ pub fn figures(reports: &[TensorReport], steps: &[u64]) -> Vec<Figure> {
         Figure {
             name: "inspect-angles".into(),
             svg: LineChart { title: "Angle between consecutive checkpoints".into(), x_label: "step".into(), y_label: "angle over the gap (rad)".into(), log_y: true, series: angles, ..Default::default() }.to_svg(),
-            reading: "Angle between each checkpoint and the one before it; dashed: the equilibrium angle over a gap of the same length for the given optimizer settings (F13, docs/theory-f13.md: exact for gaps of a few steps, an upper bound over long gaps, where real gradients turn the weight less).".into(),
+            reading: "Angle between each checkpoint and the one before it; dashed: the equilibrium angle over a gap of the same length for the given optimizer settings (F17, docs/theory-f17.md: exact for gaps of a few steps, an upper bound over long gaps, where real gradients turn the weight less).".into(),
         },
     ]
 }

@@ -5,11 +5,11 @@
 //!   stationary, while a norm whose effective learning rate is 20% off equilibrium changes over
 //!   `span` steps by at least `(1 - 1/1.2)(1 - exp(-2*eta*lambda_eff*span))` of `||w||^2` on its
 //!   way there (F6). (Over shorter spans the norm's own step-to-step wander is as large as that.)
-//! - over shorter spans, the angles between consecutive checkpoints against F13 for the same
+//! - over shorter spans, the angles between consecutive checkpoints against F17 for the same
 //!   gap, averaged over up to the last 30 gaps, within 20%, using only gaps of at most
-//!   `0.05/(eta*lambda_eff)` steps: F13 holds on real runs there (1 step: 2%, 5 steps: 17%),
+//!   `0.05/(eta*lambda_eff)` steps: F17 holds on real runs there (1 step: 2%, 5 steps: 17%),
 //!   while over longer gaps real gradients, which pull the weight back toward where it was,
-//!   rotate it less than F13's noise-only model (a third of F13's `-ln cos` over one epoch).
+//!   rotate it less than F17's noise-only model (a third of F17's `-ln cos` over one epoch).
 //!   Other series give no verdict.
 //!
 //! `eta*lambda_eff` is the relaxation rate: `eta*lambda/(1-mu)` with L2 in the gradient (the decay
@@ -20,7 +20,7 @@
 pub struct Verdict {
     /// At equilibrium (within the 20% band).
     pub at_equilibrium: bool,
-    /// `"angle"` (consecutive gaps against F13) or `"norm"` (stationary norm).
+    /// `"angle"` (consecutive gaps against F17) or `"norm"` (stationary norm).
     pub basis: &'static str,
 }
 
@@ -28,7 +28,7 @@ pub struct Verdict {
 const BAND: f64 = 1.0 - 1.0 / 1.2;
 
 /// Reads the verdict from checkpoints at `steps` with norms `norms` and consecutive angles
-/// `angles`; `gap_angle(i)` is F13's angle for gap `i` (between checkpoints `i` and `i+1`) and
+/// `angles`; `gap_angle(i)` is F17's angle for gap `i` (between checkpoints `i` and `i+1`) and
 /// `rate` the relaxation rate per step. `None` when the series gives nothing to compare.
 pub fn verdict(steps: &[u64], norms: &[f64], angles: &[f64], rate: f64, gap_angle: impl Fn(usize) -> Option<f64>) -> Option<Verdict> {
     let last = steps.len().checked_sub(1).filter(|&l| l >= 1)?;
@@ -42,7 +42,7 @@ pub fn verdict(steps: &[u64], norms: &[f64], angles: &[f64], rate: f64, gap_angl
         let threshold = BAND * (1.0 - (-2.0 * rate * span).exp());
         return Some(Verdict { at_equilibrium: change < threshold, basis: "norm" });
     }
-    // Short span: the angles of up to the last 30 short gaps against F13 for each gap.
+    // Short span: the angles of up to the last 30 short gaps against F17 for each gap.
     let from = last.saturating_sub(30);
     let ratios: Vec<f64> = (from..last)
         .filter(|&i| rate * (steps[i + 1] - steps[i]) as f64 <= 0.05)
@@ -60,9 +60,9 @@ mod tests {
 
     #[test]
     fn each_reading_where_it_applies() {
-        // F13 for gap `i` of a series at `steps`.
+        // F17 for gap `i` of a series at `steps`.
         let f13 = |steps: &'static [u64]| move |i: usize| Some(0.03 * ((steps[i + 1] - steps[i]) as f64).sqrt());
-        // Short span, angles as F13 says: yes, read from the angles; 40% off: no.
+        // Short span, angles as F17 says: yes, read from the angles; 40% off: no.
         let v = verdict(&[0, 1, 2], &[1.0, 1.0, 1.0], &[0.031, 0.029], 0.01, f13(&[0, 1, 2])).unwrap();
         assert_eq!(v, Verdict { at_equilibrium: true, basis: "angle" });
         assert!(!verdict(&[0, 1, 2], &[1.0, 1.0, 1.0], &[0.018, 0.018], 0.01, f13(&[0, 1, 2])).unwrap().at_equilibrium);
@@ -72,7 +72,7 @@ mod tests {
         // A norm still relaxing (down 20% over an epoch) is not.
         assert!(!verdict(&[0, 78, 156], &[6.0, 5.0, 4.0], &[0.3, 0.3], 0.01, f13(&[0, 78, 156])).unwrap().at_equilibrium);
         assert!(verdict(&[0, 78], &[1.0, 1.0], &[0.1], 0.0, f13(&[0, 78])).is_none(), "no decay, no equilibrium");
-        // Gaps too long for F13 and a span too short for the norm: no verdict.
+        // Gaps too long for F17 and a span too short for the norm: no verdict.
         assert!(verdict(&[0, 10, 20], &[1.0, 1.0, 1.0], &[0.1, 0.1], 0.01, f13(&[0, 10, 20])).is_none());
     }
 }

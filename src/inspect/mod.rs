@@ -435,14 +435,14 @@ pub struct TensorReport {
     pub eff_lr: Vec<f64>,
     /// Predicted equilibrium angle per step (scale-invariant weights with decay).
     pub pred_angle: Option<f64>,
-    /// F13's equilibrium angle over each gap between consecutive checkpoints (empty without a
+    /// F17's equilibrium angle over each gap between consecutive checkpoints (empty without a
     /// prediction).
     pub pred_gap_angles: Vec<f64>,
     /// Steps between the last two checkpoints (the gap the verdict compares over).
     pub last_gap_steps: u64,
     /// Angle between the last two checkpoints (radians): `angles`' last entry.
     pub last_gap_angle: f64,
-    /// Predicted equilibrium angle between weights `last_gap_steps` apart (F13), which is not
+    /// Predicted equilibrium angle between weights `last_gap_steps` apart (F17), which is not
     /// `last_gap_steps` times the angle per step once the gap nears the relaxation time.
     pub pred_last_gap_angle: Option<f64>,
     /// The optimizer settings its predictions were made with (`None`: its group is not told).
@@ -455,7 +455,7 @@ pub struct TensorReport {
     /// Whether the weight is at equilibrium ([`equilibrium::verdict`]); `None` without a
     /// prediction (not scale-invariant, no decay, or no closed form for the optimizer).
     pub at_equilibrium: Option<bool>,
-    /// What the verdict was read from: `angle` (gaps against F13) or `norm` (stationary norm).
+    /// What the verdict was read from: `angle` (gaps against F17) or `norm` (stationary norm).
     pub equilibrium_basis: Option<&'static str>,
     /// Common mistakes seen on this tensor.
     pub flags: Vec<String>,

@@ -9,7 +9,8 @@
 
 use super::remedies::{CompensateElr, CosineProject, FixedNorm, LambTrust, ProjectOut, Rotational, TrustRatio};
 use super::transform::{
-    chain as seq, masked, AddDecayedWeights, Chain, DecoupledDecay, Mask, Partition, ScaleByAdam, ScaleByLion, ScaleByLr, Trace, Transform,
+    chain as seq, masked, AddDecayedWeights, CautiousDecay, Chain, Corrected, DecoupledDecay, Mask, Partition, ScaleByAdam, ScaleByLion,
+    ScaleByLr, Trace, Transform,
 };
 use crate::params::ParamInfo;
 use normwd_core::optim::{DecayMode, Invariance, OptimConfig, OptimKind};
@@ -34,6 +35,24 @@ fn decoupled(factor: f64, ratio: f64) -> Box<dyn Transform> {
     Box::new(DecoupledDecay { factor, ratio })
 }
 
+/// The decay piece of a plain optimizer or Lion: L2 in the gradient (`coupled`), decoupled
+/// decay, or cautious decay (F16); under corrected decay (F14) its coefficient follows the
+/// schedule on the scale-invariant tensors (the normalized layers) and stays as it is elsewhere.
+fn decay(c: &OptimConfig, coupled: bool) -> Box<dyn Transform> {
+    let piece = || -> Box<dyn Transform> {
+        match (coupled, c.cautious_decay) {
+            (true, _) => add_decayed_weights(),
+            (false, true) => Box::new(CautiousDecay),
+            (false, false) => decoupled(1.0, 1.0),
+        }
+    };
+    if c.corrected_decay {
+        Box::new(Partition { mask: Mask::ScaleInvariant, on: Box::new(Corrected { inner: piece() }), off: piece() })
+    } else {
+        piece()
+    }
+}
+
 /// A plain optimizer (SGD, Adam, AdamW): the preconditioner `inner`, with L2 added to the
 /// gradient before it (coupled) or the decay applied after the lr (decoupled).
 fn plain(c: &OptimConfig, inner: Box<dyn Transform>) -> Chain {
@@ -42,11 +61,11 @@ fn plain(c: &OptimConfig, inner: Box<dyn Transform>) -> Chain {
         v.push(masked(CompensateElr, Mask::ScaleInvariant));
     }
     if c.decay == DecayMode::Coupled {
-        v.push(add_decayed_weights());
+        v.push(decay(c, true));
     }
     v.extend([inner, lr()]);
     if c.decay == DecayMode::Decoupled {
-        v.push(decoupled(1.0, 1.0));
+        v.push(decay(c, false));
     }
     Chain(v)
 }
@@ -129,7 +148,7 @@ pub fn rv_adamw(c: &OptimConfig, params: &[ParamInfo]) -> Chain {
 /// Lion (Chen et al. 2023): the sign of the momentum blend, lr, decoupled decay
 /// (`lion-pytorch`'s `p *= 1 - lr*wd` before the step, the same as after it for a sign update).
 pub fn lion(c: &OptimConfig) -> Chain {
-    Chain(vec![Box::new(ScaleByLion { b1: c.betas.0, b2: c.betas.1 }), lr(), decoupled(1.0, 1.0)])
+    Chain(vec![Box::new(ScaleByLion { b1: c.betas.0, b2: c.betas.1 }), lr(), decay(c, false)])
 }
 
 /// The chain of `c`'s optimizer (`params` gives the rotational wrappers their angle).

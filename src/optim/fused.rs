@@ -116,6 +116,11 @@ fn step_block(ops: &[Elementwise], w: &mut [f32], g: &[f32], slots: &mut [&mut [
                 }
             }
             Elementwise::SubScaledWeights { by } => u.iter_mut().zip(w.iter()).for_each(|(u, &w)| *u -= w * by),
+            Elementwise::CautiousSubScaledWeights { by } => u.iter_mut().zip(w.iter()).for_each(|(u, &w)| {
+                if *u * w <= 0.0 {
+                    *u -= w * by
+                }
+            }),
             Elementwise::Trace { mu, nesterov } => {
                 let buf = &mut *slots[next];
                 if fresh[next] {

@@ -174,6 +174,11 @@ mod tests {
         Schedule::constant(1)
     }
 
+    /// Linear decay to 0 over `total` updates: the factor of update `t` (1-based) is `1 - (t-1)/total`.
+    fn linear(total: usize) -> Schedule {
+        Schedule { kind: schedule::ScheduleKind::Linear, ..Schedule::constant(total) }
+    }
+
     /// Gradient of the fixed loss `sum(a_i * w_i^3 / 3 + b_i * w_i)` is `a_i*w_i^2 + b_i`.
     fn grad(w: &[f64]) -> Vec<f64> {
         let a = [1.0, -0.5, 2.0, 0.3];
@@ -182,8 +187,13 @@ mod tests {
     }
 
     fn run_ours(c: OptimConfig) -> Vec<f64> {
+        run_ours_on(c, constant(), info(true))
+    }
+
+    /// Five steps of `c` on a tensor described by `p`, under schedule `s`.
+    fn run_ours_on(c: OptimConfig, s: Schedule, p: ParamInfo) -> Vec<f64> {
         let dev = Device::flex();
-        let mut opt = Optimizer::new(c, constant(), &[info(true)]).unwrap();
+        let mut opt = Optimizer::new(c, s, &[p]).unwrap();
         let mut w = vec![0.5, -1.0, 0.25, 2.0];
         for _ in 0..5 {
             let g = grad(&w);
@@ -235,7 +245,8 @@ mod tests {
     fn fused_pass_equals_the_tensor_ops() {
         let dev = Device::flex();
         let (rows, cols) = (50, 701);
-        let big = ParamInfo { shape: vec![rows, cols], ..info(true) };
+        // Scale-invariant, under a schedule that moves every step: the corrected decay acts.
+        let big = ParamInfo { shape: vec![rows, cols], scale_invariant: true, group: Group::ScaleInvariant, ..info(true) };
         let values = |seed: u32| -> Vec<f32> {
             (0..rows * cols)
                 .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 16777216.0 - 0.5) * 2.0)
@@ -249,11 +260,14 @@ mod tests {
             sgd(0.0, false, DecayMode::Coupled),
             cfg(OptimKind::Adam, DecayMode::Coupled),
             cfg(OptimKind::Adamw, DecayMode::Decoupled),
+            OptimConfig { cautious_decay: true, ..cfg(OptimKind::Adamw, DecayMode::Decoupled) },
+            OptimConfig { corrected_decay: true, ..sgd(0.9, false, DecayMode::Coupled) },
+            OptimConfig { corrected_decay: true, cautious_decay: true, ..sgd(0.9, true, DecayMode::Decoupled) },
         ];
         for c in configs {
             let (mut runs, mut measured) = (Vec::new(), Vec::new());
             for fused in [true, false] {
-                let mut opt = Optimizer::new(c.clone(), constant(), std::slice::from_ref(&big)).unwrap();
+                let mut opt = Optimizer::new(c.clone(), linear(10), std::slice::from_ref(&big)).unwrap();
                 opt.fused = fused;
                 let mut w = Tensor::<2>::from_data(TensorData::new(values(1), [rows, cols]), &dev);
                 assert!(crate::kernels::applies(&w), "the fused pass must be the one under test");
@@ -336,6 +350,58 @@ mod tests {
             }
         }
         close(&ours, &w);
+    }
+
+    /// Corrected decay (F14) on a scale-invariant tensor under a linear schedule: SGD's L2 and
+    /// AdamW's decoupled decay take `wd * lr_t/lr_max`; on a tensor that is not scale-invariant
+    /// nothing changes. Cautious decay (F16) decays where the direction and the weight agree.
+    /// Five steps each against the rule written out in f64.
+    #[test]
+    fn corrected_and_cautious_decay() {
+        let si = ParamInfo { scale_invariant: true, group: Group::ScaleInvariant, ..info(true) };
+        let (lr, mu, wd, b1, b2, eps) = (0.1f64, 0.9, 0.05, 0.9f64, 0.999f64, 1e-8);
+        let factor = |t: i32| 1.0 - (t - 1) as f64 / 10.0;
+        // SGDC: L2 in the gradient, corrected on the scale-invariant tensor only.
+        for (p, corrected) in [(si.clone(), true), (info(true), false)] {
+            let c = OptimConfig { corrected_decay: true, ..cfg(OptimKind::Sgd, DecayMode::Coupled) };
+            let ours = run_ours_on(c, linear(10), p);
+            let mut w = vec![0.5, -1.0, 0.25, 2.0];
+            let mut buf = [0.0; 4];
+            for t in 1..=5 {
+                let g = grad(&w);
+                let f = factor(t);
+                let l2 = if corrected { wd * f } else { wd };
+                for i in 0..4 {
+                    let gi = g[i] + l2 * w[i];
+                    buf[i] = if t == 1 { gi } else { mu * buf[i] + gi };
+                    w[i] -= lr * f * buf[i];
+                }
+            }
+            close(&ours, &w);
+        }
+        // AdamW with cautious decay, and with both.
+        for corrected in [false, true] {
+            let c = OptimConfig { cautious_decay: true, corrected_decay: corrected, ..cfg(OptimKind::Adamw, DecayMode::Decoupled) };
+            let ours = run_ours_on(c, linear(10), si.clone());
+            let mut w = vec![0.5, -1.0, 0.25, 2.0];
+            let (mut m, mut v) = (vec![0.0; 4], vec![0.0; 4]);
+            let mut decayed = 0;
+            for t in 1..=5 {
+                let g = grad(&w);
+                let f = factor(t);
+                let d = if corrected { wd * f } else { wd };
+                for i in 0..4 {
+                    m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                    let dir = (m[i] / (1.0 - b1.powi(t))) / ((v[i] / (1.0 - b2.powi(t))).sqrt() + eps);
+                    let agree = dir * w[i] >= 0.0;
+                    decayed += agree as usize;
+                    w[i] -= lr * f * dir + if agree { lr * f * d * w[i] } else { 0.0 };
+                }
+            }
+            assert!(decayed > 0 && decayed < 20, "the test must see both kinds of coordinates ({decayed} of 20 decayed)");
+            close(&ours, &w);
+        }
     }
 
     #[test]

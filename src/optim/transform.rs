@@ -14,6 +14,7 @@ use burn::tensor::Tensor;
 use std::collections::BTreeMap;
 
 /// What a transform knows about the parameter and the step.
+#[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     /// The parameter's description (role, invariance, group).
     pub info: &'a ParamInfo,
@@ -124,6 +125,12 @@ pub enum Elementwise {
     },
     /// `u - w * by`.
     SubScaledWeights {
+        /// The factor.
+        by: f32,
+    },
+    /// `u - w * by` where `u * w <= 0` (the step and the weight disagree in sign: the direction
+    /// and the weight agree), `u` elsewhere: cautious decay.
+    CautiousSubScaledWeights {
         /// The factor.
         by: f32,
     },
@@ -469,5 +476,61 @@ impl Transform for DecoupledDecay {
         } else {
             Elementwise::SubScaledWeights { by: (ctx.lr * ctx.weight_decay * self.factor * self.ratio) as f32 }
         })
+    }
+}
+
+/// Cautious weight decay (arXiv 2510.12402, F16): decoupled decay `lr * weight_decay * w` only
+/// on the coordinates where the step's direction and the weight agree in sign. After
+/// [`ScaleByLr`] the update is `-lr * direction`, so those are the coordinates where
+/// `u * w <= 0` (a zero step counts as agreeing, as the paper's `1[u*x >= 0]`).
+pub struct CautiousDecay;
+
+impl Transform for CautiousDecay {
+    fn name(&self) -> &'static str {
+        "cautious_decay"
+    }
+    fn apply(&self, u: Tensor<2>, w: &Tensor<2>, _: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
+        if ctx.weight_decay == 0.0 {
+            return u;
+        }
+        let agree = u.clone().mul(w.clone()).lower_equal_elem(0.0).float();
+        u.sub(w.clone().mul_scalar(ctx.lr * ctx.weight_decay).mul(agree))
+    }
+    fn elementwise(&self, ctx: &Ctx) -> Option<Elementwise> {
+        Some(if ctx.weight_decay == 0.0 {
+            Elementwise::Scale { by: 1.0 }
+        } else {
+            Elementwise::CautiousSubScaledWeights { by: (ctx.lr * ctx.weight_decay) as f32 }
+        })
+    }
+}
+
+/// Corrected weight decay (AdamC / SGDC, Defazio et al. 2025, F14): the decay piece `inner`
+/// with its coefficient multiplied by the schedule's factor `lr_t / lr_max`, so a decoupled
+/// step decays by `lr_t^2 / lr_max * weight_decay` (and L2 in the gradient by the same amount
+/// after the lr). [`super::alias`] puts it on the scale-invariant tensors only.
+pub struct Corrected {
+    /// The decay piece corrected.
+    pub inner: Box<dyn Transform>,
+}
+
+impl Corrected {
+    fn ctx<'a>(ctx: &Ctx<'a>) -> Ctx<'a> {
+        Ctx { weight_decay: ctx.weight_decay * ctx.lr_factor, ..*ctx }
+    }
+}
+
+impl Transform for Corrected {
+    fn name(&self) -> &'static str {
+        "corrected"
+    }
+    fn apply(&self, u: Tensor<2>, w: &Tensor<2>, s: &mut Slots<'_>, ctx: &Ctx) -> Tensor<2> {
+        self.inner.apply(u, w, s, &Self::ctx(ctx))
+    }
+    fn elementwise(&self, ctx: &Ctx) -> Option<Elementwise> {
+        self.inner.elementwise(&Self::ctx(ctx))
+    }
+    fn slots(&self) -> Vec<SlotSpec> {
+        self.inner.slots()
     }
 }

@@ -335,6 +335,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
             let step = optim.step + 1;
             let measure = step % probe_every as u64 == 0;
             let lrs = (optim.lr(params::Group::ScaleInvariant), optim.lr(params::Group::Default));
+            let lr_factor = optim.schedule.factor(optim.step as usize);
             let opt = &mut optim;
             let done = kernels::on_workers(move || {
                 let logits = model.forward(x);
@@ -375,7 +376,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
                     });
                 }
                 let n0 = if optim.config.remedy.compensate_elr { optim.slot(&st.path, "init_sq_norm") } else { None };
-                let rec = probe::record(step, &optim.config, info, lr, st, n0);
+                let rec = probe::record(step, &optim.config, info, lr, lr_factor, st, n0);
                 log.write(&Record::Probe(rec))?;
             }
             opts.observer.batch(lv, batch.len());

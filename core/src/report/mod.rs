@@ -353,6 +353,7 @@ mod tests {
             cos_wg: 0.0,
             pred_angle: si.then_some(0.011),
             pred_norm: None,
+            pred_ratio: None,
             scale_invariant: si,
             lr: 0.1,
             channel_norm: Vec::new(),

@@ -1,4 +1,4 @@
-//! Closed forms from THEORY.md (and F13, docs/theory-f13.md, proposed for it), as pure
+//! Closed forms from THEORY.md (and F17, docs/theory-f17.md, proposed for it), as pure
 //! functions (no tensors, no burn). Each is checked against a simulation or a training run in
 //! the tests.
 //!
@@ -6,6 +6,11 @@
 //! (coupled) or applying `w -= eta*lambda*w` (decoupled); `mu` is PyTorch's momentum.
 
 use std::f64::consts::PI;
+
+mod schedules;
+#[cfg(test)]
+mod sim;
+pub use schedules::*;
 
 /// F3: effective learning rate of a scale-invariant weight under SGD, `eta / ||w||^2`.
 pub fn effective_lr_sgd(lr: f64, norm: f64) -> f64 {
@@ -109,6 +114,8 @@ pub enum Family {
     AdamW {
         /// `beta1`.
         b1: f64,
+        /// `beta2` (how fast the second moment follows a changing gradient: [`track`]).
+        b2: f64,
     },
     /// An optimizer without a closed-form equilibrium in THEORY.md (SGDP, AdamP, LARS, ...).
     Other,
@@ -130,12 +137,12 @@ pub fn predicted_angle(family: Family, lr: f64, wd: f64) -> Option<f64> {
         Family::Sgd { mu, coupled: true } => Some(angle_sgdm(lr, wd, mu)),
         Family::Sgd { mu, coupled: false } => Some(angle_sgdw(lr, wd, mu)),
         Family::AdamL2 | Family::Other => None,
-        Family::AdamW { b1 } => Some(angle_adamw(lr, wd, b1)),
+        Family::AdamW { b1, .. } => Some(angle_adamw(lr, wd, b1)),
         Family::Lion { b1, b2 } => Some(angle_lion(lr, wd, b1, b2)),
     }
 }
 
-/// F13: at equilibrium, the expected cosine between a scale-invariant weight and itself `k`
+/// F17: at equilibrium, the expected cosine between a scale-invariant weight and itself `k`
 /// updates later, `cos(w_t, w_{t+k})`: what checkpoints `k` steps apart are compared with.
 ///
 /// Derivation (this project's; checked by simulation and on real training in the tests). At
@@ -168,7 +175,7 @@ pub fn gap_cos(family: Family, lr: f64, wd: f64, k: u64) -> Option<f64> {
             let (a0, b_prev) = (1.0, -wd / (1.0 + mu));
             Some(p[0][0] * a0 + p[0][1] * b_prev)
         }
-        Family::Sgd { mu, coupled: false } | Family::AdamW { b1: mu } => {
+        Family::Sgd { mu, coupled: false } | Family::AdamW { b1: mu, .. } => {
             let d = lr * wd;
             let mu1 = mu * (1.0 - d);
             let s2 = d * (2.0 - d) * (1.0 - mu1) / (1.0 + mu1);
@@ -186,7 +193,7 @@ pub fn gap_cos(family: Family, lr: f64, wd: f64, k: u64) -> Option<f64> {
     }
 }
 
-/// F13's angle: `acos` of [`gap_cos`], the equilibrium angle between weights `k` steps apart.
+/// F17's angle: `acos` of [`gap_cos`], the equilibrium angle between weights `k` steps apart.
 pub fn gap_angle(family: Family, lr: f64, wd: f64, k: u64) -> Option<f64> {
     gap_cos(family, lr, wd, k).map(|c| c.clamp(-1.0, 1.0).acos())
 }
@@ -220,56 +227,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    const DIM: usize = 2000;
-
-    fn norm(v: &[f64]) -> f64 {
-        v.iter().map(|x| x * x).sum::<f64>().sqrt()
-    }
-
-    fn dot(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
-    }
-
-    /// A gradient of a scale-invariant loss at `w`: random direction, orthogonal to `w`,
-    /// norm `1/||w||` (unit-norm gradient `g1` of norm 1).
-    fn grad(w: &[f64], rng: &mut ChaCha8Rng) -> Vec<f64> {
-        let mut g: Vec<f64> = (0..w.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let p = dot(&g, w) / dot(w, w);
-        for (gi, wi) in g.iter_mut().zip(w) {
-            *gi -= p * wi;
-        }
-        let s = 1.0 / (norm(&g) * norm(w));
-        g.iter().map(|x| x * s).collect()
-    }
-
-    enum Opt {
-        Sgd { mu: f64, coupled: bool },
-        AdamW { b1: f64, b2: f64 },
-    }
-
-    /// One update of `w` (momentum or Adam's first moment in `buf`, Adam's second in `v`) at
-    /// the 1-based step `t`.
-    #[allow(clippy::too_many_arguments)]
-    fn step(opt: &Opt, w: &mut [f64], buf: &mut [f64], v: &mut [f64], g: &[f64], lr: f64, wd: f64, t: usize) {
-        match *opt {
-            Opt::Sgd { mu, coupled } => {
-                for i in 0..w.len() {
-                    let gi = g[i] + if coupled { wd * w[i] } else { 0.0 };
-                    buf[i] = mu * buf[i] + gi;
-                    w[i] -= lr * buf[i] + if coupled { 0.0 } else { lr * wd * w[i] };
-                }
-            }
-            Opt::AdamW { b1, b2 } => {
-                for i in 0..w.len() {
-                    buf[i] = b1 * buf[i] + (1.0 - b1) * g[i];
-                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                    let mh = buf[i] / (1.0 - b1.powi(t as i32));
-                    let vh = v[i] / (1.0 - b2.powi(t as i32));
-                    w[i] = w[i] * (1.0 - lr * wd) - lr * mh / (vh.sqrt() + 1e-12);
-                }
-            }
-        }
-    }
+    use super::sim::{dot, grad, norm, step, Opt, DIM};
 
     /// Runs `steps` updates and returns (mean angle over the last quarter, final norm).
     fn simulate(opt: Opt, lr: f64, wd: f64, steps: usize) -> (f64, f64) {
@@ -281,7 +239,7 @@ mod tests {
         for t in 1..=steps {
             let g = grad(&w, &mut rng);
             let old = w.clone();
-            step(&opt, &mut w, &mut buf, &mut v, &g, lr, wd, t);
+            step(&opt, &mut w, &mut buf, &mut v, &g, lr, wd, t, false);
             if t > steps * 3 / 4 {
                 sum += angle_from_dot(dot(&old, &w), norm(&old), norm(&w));
                 n += 1;
@@ -301,7 +259,7 @@ mod tests {
         let (mut sums, mut n) = (vec![0.0; gaps.len()], vec![0usize; gaps.len()]);
         for t in 1..=steps {
             let g = grad(&w, &mut rng);
-            step(&opt, &mut w, &mut buf, &mut v, &g, lr, wd, t);
+            step(&opt, &mut w, &mut buf, &mut v, &g, lr, wd, t, false);
             if t > steps / 2 {
                 for (gi, &k) in gaps.iter().enumerate() {
                     if let Some(old) = past.len().checked_sub(k).map(|i| &past[i]) {
@@ -318,7 +276,7 @@ mod tests {
         sums.iter().zip(&n).map(|(s, n)| s / *n as f64).collect()
     }
 
-    /// F13 against simulation at gaps from one step to past the relaxation time, compared as
+    /// F17 against simulation at gaps from one step to past the relaxation time, compared as
     /// `-ln(cos)` (what grows with the gap) within 5%; the naive "k times the per-step angle"
     /// is off by far more at the long gaps, which the test also checks.
     #[test]
@@ -328,22 +286,22 @@ mod tests {
             (Opt::Sgd { mu: 0.9, coupled: true }, 0.1, 5e-3, Family::Sgd { mu: 0.9, coupled: true }),
             (Opt::Sgd { mu: 0.0, coupled: true }, 0.5, 4e-3, Family::Sgd { mu: 0.0, coupled: true }),
             (Opt::Sgd { mu: 0.9, coupled: false }, 0.1, 5e-2, Family::Sgd { mu: 0.9, coupled: false }),
-            (Opt::AdamW { b1: 0.9, b2: 0.999 }, 1e-3, 5.0, Family::AdamW { b1: 0.9 }),
+            (Opt::AdamW { b1: 0.9, b2: 0.999 }, 1e-3, 5.0, Family::AdamW { b1: 0.9, b2: 0.999 }),
         ];
         for (opt, lr, wd, family) in cases {
             let measured = simulate_gaps(opt, lr, wd, 8_000, &gaps);
             for (&k, m) in gaps.iter().zip(&measured) {
                 let p = gap_cos(family, lr, wd, k as u64).unwrap();
                 let rel = (m.ln() / p.ln() - 1.0).abs();
-                assert!(rel < 0.05, "{family:?} k={k}: measured cos {m}, F13 {p} (-ln rel err {rel:.3})");
+                assert!(rel < 0.05, "{family:?} k={k}: measured cos {m}, F17 {p} (-ln rel err {rel:.3})");
             }
             // (Plain SGD's 50 steps turn 50 x its angle past 90 degrees: nothing to compare.)
             let naive = (50.0 * predicted_angle(family, lr, wd).unwrap()).cos();
             let p50 = gap_cos(family, lr, wd, 50).unwrap();
-            assert!(naive <= 0.0 || (naive.ln() / p50.ln() - 1.0).abs() > 0.3, "{family:?}: 50 x the per-step angle would pass for F13");
+            assert!(naive <= 0.0 || (naive.ln() / p50.ln() - 1.0).abs() > 0.3, "{family:?}: 50 x the per-step angle would pass for F17");
         }
         // k = 1 is the per-step angle of F5/F7/F8.
-        for f in [Family::Sgd { mu: 0.9, coupled: true }, Family::Sgd { mu: 0.9, coupled: false }, Family::AdamW { b1: 0.9 }] {
+        for f in [Family::Sgd { mu: 0.9, coupled: true }, Family::Sgd { mu: 0.9, coupled: false }, Family::AdamW { b1: 0.9, b2: 0.999 }] {
             let (a1, per) = (gap_angle(f, 0.1, 5e-3, 1).unwrap(), predicted_angle(f, 0.1, 5e-3).unwrap());
             assert!((a1 / per - 1.0).abs() < 0.01, "{f:?}: {a1} vs {per}");
         }
