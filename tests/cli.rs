@@ -279,10 +279,75 @@ fn predict_matches_hand_computed_values() {
     let p = &v["phases"][0];
     // sqrt(2*0.1*5e-4/1.9) = 0.0072548...
     assert!((p["angle_rad"].as_f64().unwrap() - (2.0f64 * 0.1 * 5e-4 / 1.9).sqrt()).abs() < 1e-12);
-    assert!((p["relaxation_steps"].as_f64().unwrap() - 20000.0).abs() < 1e-6);
+    // L2 under momentum 0.9 acts as wd/(1-mu): (1-0.9)/(0.1*5e-4) = 2000 steps; 391 per epoch.
+    assert!((p["relaxation_steps"].as_f64().unwrap() - 2000.0).abs() < 1e-6);
+    assert!((p["relaxation_epochs"].as_f64().unwrap() - 2000.0 / 391.0).abs() < 1e-9);
+    // F13: sqrt(wd*(1-mu)*(2/lr - wd/(1+mu))).
+    let ratio = (5e-4f64 * 0.1 * (2.0 / 0.1 - 5e-4 / 1.9)).sqrt();
+    assert!((p["grad_weight_ratio"].as_f64().unwrap() - ratio).abs() < 1e-12);
     let o = run(&["predict", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--weight-decay", "5e-4"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("0.007255"));
     expect_usage_error(&["predict", "--lr", "nan", "--weight-decay", "1e-4"], "--lr NaN");
+}
+
+/// The timescale in epochs from the dataset and batch sizes; corrected decay keeps F13's ratio
+/// flat through a cosine (AdamW: only its change is predicted), plain decay's rises; cautious
+/// decay is predicted at half the decay.
+#[test]
+fn predict_follows_the_schedule_and_the_decay_options() {
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let mut args =
+            vec!["predict", "--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "0.1", "--schedule", "cosine", "--epochs", "10"];
+        args.extend(extra);
+        args.push("--json");
+        let o = run(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let v = json(&["--dataset-size", "60000", "--batch-size", "128"]);
+    assert_eq!(v["steps_per_epoch"], 469);
+    let p0 = &v["phases"][0];
+    assert!((p0["relaxation_steps"].as_f64().unwrap() - 10_000.0).abs() < 1e-6);
+    assert!((p0["relaxation_epochs"].as_f64().unwrap() - 10_000.0 / 469.0).abs() < 1e-9);
+    // At 50% of a cosine the lr halves: AdamW's ratio doubles without correction.
+    assert!((v["phases"][2]["ratio_vs_first_phase"].as_f64().unwrap() - 2.0).abs() < 1e-9);
+    let c = json(&["--corrected-decay"]);
+    assert!((c["phases"][2]["ratio_vs_first_phase"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    assert!((c["phases"][2]["weight_decay"].as_f64().unwrap() - 0.05).abs() < 1e-12);
+    let k = json(&["--cautious-decay"]);
+    let plain = v["phases"][0]["angle_rad"].as_f64().unwrap();
+    assert!((k["phases"][0]["angle_rad"].as_f64().unwrap() - plain / 2f64.sqrt()).abs() < 1e-12);
+    expect_usage_error(&["predict", "--optimizer", "sgd", "--lr", "0.1", "--weight-decay", "1e-4", "--cautious-decay"], "--cautious-decay");
+}
+
+/// `predict --transfer` keeps tau_epoch = B/(lr*wd*D), names its rule, and refuses impossible
+/// sizes naming the flag.
+#[test]
+fn predict_transfer_keeps_the_timescale() {
+    let base = ["predict", "--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "0.1", "--transfer"];
+    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let args = with(&["--dataset-size", "50000", "--batch-size", "128", "--to-dataset-size", "200000", "--to-batch-size", "256", "--json"]);
+    let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // 4x the data: wd/4; 2x the batch: wd*2.
+    assert!((v["to"]["weight_decay"].as_f64().unwrap() - 0.05).abs() < 1e-12, "{v}");
+    assert!(v["rule"][0].as_str().unwrap().contains("B/(lr*wd*D)"));
+    let args = with(&["--dataset-size", "1000", "--batch-size", "100", "--width", "256", "--to-width", "1024", "--mup", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&run(&args.iter().map(String::as_str).collect::<Vec<_>>()).stdout).unwrap();
+    // muP: lr/4 at 4x the width, so wd*4.
+    assert!((v["to"]["weight_decay"].as_f64().unwrap() - 0.4).abs() < 1e-12, "{v}");
+    for (bad, named) in [
+        (vec!["--dataset-size", "0", "--batch-size", "128", "--to-batch-size", "64"], "--dataset-size 0"),
+        (vec!["--dataset-size", "-50", "--batch-size", "128", "--to-batch-size", "64"], "--dataset-size -50"),
+        (vec!["--dataset-size", "50", "--batch-size", "128", "--to-batch-size", "inf"], "--to-batch-size inf"),
+        (vec!["--dataset-size", "50", "--batch-size", "128", "--to-lr", "NaN"], "--to-lr NaN"),
+        (vec!["--dataset-size", "50", "--batch-size", "128"], "--to-dataset-size"),
+        (vec!["--to-lr", "1e-4"], "--dataset-size"),
+    ] {
+        let args = with(&bad);
+        expect_usage_error(&args.iter().map(String::as_str).collect::<Vec<_>>(), named);
+    }
 }
 
 #[test]

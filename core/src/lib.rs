@@ -9,6 +9,7 @@
 //!   norm names, parameter roles and the decay rule, lr schedules, optimizer settings);
 //! - [`advice`]: the mistakes flagged in how a tensor is trained;
 //! - [`config`]: a run's typed settings, resolved once;
+//! - [`budget`]: whether a run's schedule gives its weights time to reach equilibrium;
 //! - [`records`], [`fault`], [`store`], [`run`]: the run directory (metrics lines, crash points
 //!   for tests, atomic files and checkpoints, a run read back);
 //! - [`sweep`]: sweep files and their results table;
@@ -16,6 +17,7 @@
 //! - [`exit`]: what each error above means for a process (its exit code).
 
 pub mod advice;
+pub mod budget;
 pub mod choice;
 pub mod config;
 pub mod exit;

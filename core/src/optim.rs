@@ -446,9 +446,7 @@ impl OptimConfig {
     /// under cautious decay (F16, leading order). The one place predictions learn what the
     /// decay options do.
     pub fn effective_decay(&self, info: &ParamInfo, lr_factor: f64) -> f64 {
-        let corrected = if self.corrected_decay && info.scale_invariant { lr_factor } else { 1.0 };
-        let cautious = if self.cautious_decay { theory::CAUTIOUS_SHARE } else { 1.0 };
-        self.weight_decay_for(info) * corrected * cautious
+        theory::decay_acting(self.weight_decay_for(info), lr_factor, self.corrected_decay && info.scale_invariant, self.cautious_decay)
     }
 
     /// The decay policy that fits this optimizer when the user chose none: optimizers that hold

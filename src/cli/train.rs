@@ -270,6 +270,9 @@ impl Bars {
 }
 
 impl Observer for Bars {
+    fn warning(&mut self, message: &str) {
+        eprintln!("warning: {message}");
+    }
     fn resumed(&mut self, epochs_done: usize, step: u64, epochs: usize) {
         if step > 0 {
             eprintln!("resuming after epoch {epochs_done} of {epochs} (step {step})");

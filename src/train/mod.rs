@@ -91,6 +91,9 @@ pub trait Observer {
     fn batch(&mut self, _loss: f64, _images: usize) {}
     /// An epoch finished.
     fn epoch_end(&mut self, _rec: &EpochRecord) {}
+    /// Something about the run a person should know before it trains (a phase too short for
+    /// its equilibrium, [`normwd_core::budget`]).
+    fn warning(&mut self, _message: &str) {}
 }
 
 /// An observer that ignores everything.
@@ -297,6 +300,9 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         config
     };
     let mut s = Setup::new(config)?;
+    for w in normwd_core::budget::shortfalls(&s.config, s.steps_per_epoch) {
+        opts.observer.warning(&w.message());
+    }
     std::fs::create_dir_all(&dir).map_err(|e| TrainError::RunDir { dir: dir_s.clone(), what: format!("cannot create ({e})") })?;
     let mut start_epoch = 0;
     let mut keep_lines = Some(0);

@@ -100,6 +100,34 @@ pub fn slices(spec: &Spec, rows: &[Row]) -> Vec<Slice> {
     out
 }
 
+/// The largest relative spread `max/min - 1` of the end-of-run effective lr among the points of
+/// one diagonal (constant `lr*wd`, at least two points with a value), with that diagonal's
+/// `lr*wd`; `None` without such a diagonal.
+pub fn eff_lr_diagonal_spread(points: &[(f64, f64, f64)]) -> Option<(f64, f64)> {
+    let mut g: BTreeMap<i64, (f64, Vec<f64>)> = BTreeMap::new();
+    for &(lr, wd, e) in points {
+        g.entry(key(lr * wd)).or_insert((lr * wd, Vec::new())).1.push(e);
+    }
+    g.values()
+        .filter(|(_, v)| v.len() >= 2)
+        .map(|(p, v)| (v.iter().copied().fold(f64::MIN, f64::max) / v.iter().copied().fold(f64::MAX, f64::min) - 1.0, *p))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// The finished points whose schedule ends a phase before two relaxation times of their
+/// scale-invariant weights ([`crate::budget`]), by name.
+fn short_of_equilibrium(rows: &[&(f64, f64, Row)]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|(_, _, r)| match &r.outcome {
+            Outcome::Done(s) if s.epochs > 0 => {
+                let short = crate::budget::shortfalls(&r.point.config, (s.steps as usize) / s.epochs);
+                (!short.is_empty()).then(|| r.point.name.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn acc(r: &Row) -> Option<f64> {
     match &r.outcome {
         Outcome::Done(s) => Some(s.test_acc),
@@ -157,6 +185,25 @@ pub fn slice_figures(s: &Slice) -> (Vec<Figure>, Option<Spread>, String) {
         ),
         None => format!("Too few finished points with lr > 0 and wd > 0 to compare diagonals{tag}."),
     };
+    let eff: Vec<(f64, f64, f64)> = pos.iter().filter_map(|p| Some((p.0, p.1, p.2.eff_lr_end?))).collect();
+    let short = short_of_equilibrium(&pos);
+    let mut statement = statement;
+    if let Some((worst, product)) = eff_lr_diagonal_spread(&eff) {
+        statement += &format!(
+            " End-of-run effective lr{tag}: {} along every diagonal (largest spread {:.0}%, at lr*wd = {}).",
+            if worst <= 0.10 { "equal within 10%" } else { "not equal within 10%" },
+            100.0 * worst,
+            super::svg::fmt_num(product)
+        );
+    }
+    if !short.is_empty() {
+        statement += &format!(
+            " {} of {} points end before two relaxation times of their scale-invariant weights, out of equilibrium: {}.",
+            short.len(),
+            pos.len(),
+            short.join(", ")
+        );
+    }
     figs.push(Figure {
         name: format!("sweep-acc{stem}"),
         svg: heat("Final test accuracy", "test accuracy (%)", grid(&|r| acc(r).map(|a| 100.0 * a))).to_svg(),
@@ -244,6 +291,15 @@ pub fn comparison(labelled: &[(String, Spread)]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn effective_lr_spread_is_per_diagonal() {
+        // Two diagonals: one within 5%, one 20% apart.
+        let pts = [(0.1, 0.01, 1.0), (0.2, 0.005, 1.05), (0.1, 0.02, 2.0), (0.2, 0.01, 2.4), (0.4, 0.05, 3.0)];
+        let (worst, product) = eff_lr_diagonal_spread(&pts).unwrap();
+        assert!((worst - 0.2).abs() < 1e-12 && (product - 0.002).abs() < 1e-12, "{worst} {product}");
+        assert!(eff_lr_diagonal_spread(&pts[4..]).is_none());
+    }
 
     #[test]
     fn spread_separates_product_structure_from_noise() {

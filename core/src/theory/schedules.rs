@@ -60,6 +60,18 @@ pub fn corrected_weight_decay(wd: f64, lr: f64, lr_max: f64) -> f64 {
     }
 }
 
+/// The decay coefficient acting at a step with schedule factor `lr_factor` (`lr_t/lr_max`), as
+/// the closed forms take it: times `lr_factor` where corrected decay applies (F14), times
+/// [`CAUTIOUS_SHARE`] under cautious decay (F16, leading order).
+pub fn decay_acting(wd: f64, lr_factor: f64, corrected: bool, cautious: bool) -> f64 {
+    let wd = if corrected { corrected_weight_decay(wd, lr_factor, 1.0) } else { wd };
+    if cautious {
+        wd * CAUTIOUS_SHARE
+    } else {
+        wd
+    }
+}
+
 /// F15 (Wang & Aitchison 2025): the timescale of AdamW's weights as an average of updates,
 /// in epochs: `tau_epoch = tau_iter / M` with `tau_iter = 1/(lr*wd)` ([`super::relaxation_steps`])
 /// and `M` updates per epoch. Bergsma et al. 2025 write it `B/(lr*wd*D)`.
@@ -98,9 +110,8 @@ pub fn cautious_angle(family: Family, lr: f64, wd: f64) -> Option<f64> {
     predicted_angle(family, lr, wd * CAUTIOUS_SHARE)
 }
 
-/// The expected state of a scale-invariant weight under the noise model, in units where the
-/// unit gradient has `||g1||^2 = 1` (and one coordinate, for Adam's per-coordinate second
-/// moment): what [`track`] carries from step to step.
+/// The expected state of a scale-invariant weight under the noise model (Adam's second moment
+/// in units of one coordinate): what [`track`] carries from step to step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NormState {
     /// `||w_t||^2`.
@@ -113,61 +124,64 @@ pub struct NormState {
     pub grad_sq: f64,
 }
 
-/// The equilibrium [`NormState`] at a constant `(lr, wd)`: the fixed point of [`track_step`].
-/// `None` for families without a closed form (Adam with L2, Lion, the remedies) or without decay.
-pub fn equilibrium_state(family: Family, lr: f64, wd: f64) -> Option<NormState> {
+/// The equilibrium [`NormState`] at a constant `(lr, wd)` and unit-gradient energy `g_sq`
+/// (`||g1||^2`, the gradient's at unit norm): the fixed point of [`track_step`]. `None` for
+/// families without a closed form (Adam with L2, Lion, the remedies) or without decay.
+pub fn equilibrium_state(family: Family, lr: f64, wd: f64, g_sq: f64) -> Option<NormState> {
     if wd <= 0.0 || lr <= 0.0 {
         return None;
     }
     let a = 1.0 - lr * wd;
     match family {
         Family::Sgd { mu, coupled: true } => {
-            let n = 1.0 / grad_weight_ratio(family, lr, wd)?;
+            let n = g_sq.sqrt() / grad_weight_ratio(family, lr, wd)?;
             let b = wd * n / (1.0 + mu);
             Some(NormState { sq_norm: n, buf_dot: -b, buf_sq: 2.0 * b / lr, grad_sq: 0.0 })
         }
         Family::Sgd { mu, coupled: false } => {
-            let n = 1.0 / grad_weight_ratio(family, lr, wd)?;
-            let q = 1.0 / (n * (1.0 - mu * mu));
+            let n = g_sq.sqrt() / grad_weight_ratio(family, lr, wd)?;
+            let q = g_sq / (n * (1.0 - mu * mu));
             Some(NormState { sq_norm: n, buf_dot: -lr * q / (1.0 - a * mu), buf_sq: q, grad_sq: 0.0 })
         }
         Family::AdamW { b1, .. } => {
             // In units of the normalized gradient `g/sqrt(v)` (energy 1), then back to raw ones.
             let q = (1.0 - b1) / (1.0 + b1);
             let n = lr * lr * q * (1.0 + a * b1) / ((1.0 - a * b1) * (1.0 - a * a));
-            Some(NormState { sq_norm: n, buf_dot: -lr * q / (1.0 - a * b1) / n.sqrt(), buf_sq: q / n, grad_sq: 1.0 / n })
+            let v = g_sq / n;
+            Some(NormState { sq_norm: n, buf_dot: -lr * q / (1.0 - a * b1) * v.sqrt(), buf_sq: q * v, grad_sq: v })
         }
         Family::AdamL2 | Family::Other | Family::Lion { .. } => None,
     }
 }
 
-/// One update of the expected state at `(lr, wd)` (this step's values: a schedule, or the
-/// corrected decay, change them every step). With `b` the buffer, the gradient of energy
-/// `1/||w||^2` and the noise model's `<g, w> = <g, b_{t-1}> = 0`:
-/// - coupled SGD (`b = mu*b + g + wd*w`): `B = mu*p + wd*n`, `Q = mu^2*q + 1/n + wd^2*n +
+/// One update of the expected state at `(lr, wd)` and unit-gradient energy `g_sq` (this step's
+/// values: a schedule, or the corrected decay, change them every step). With `b` the buffer,
+/// the gradient of energy `G/n` (`G = g_sq`, `n = ||w||^2`, F1b) and the noise model's
+/// `<g, w> = <g, b_{t-1}> = 0`:
+/// - coupled SGD (`b = mu*b + g + wd*w`): `B = mu*p + wd*n`, `Q = mu^2*q + G/n + wd^2*n +
 ///   2*mu*wd*p`, `n' = n - 2*lr*B + lr^2*Q`;
-/// - SGDW (`b = mu*b + g`, `a = 1 - lr*wd`): `B = mu*p`, `Q = mu^2*q + 1/n`,
+/// - SGDW (`b = mu*b + g`, `a = 1 - lr*wd`): `B = mu*p`, `Q = mu^2*q + G/n`,
 ///   `n' = a^2*n - 2*lr*a*B + lr^2*Q`;
-/// - AdamW (`b = b1*b + (1-b1)*g`, `v = b2*v + (1-b2)/n`, step `lr*b/sqrt(v)`): as SGDW with the
-///   step divided by `sqrt(v)`, so a second moment that lags a changing norm shows;
+/// - AdamW (`b = b1*b + (1-b1)*g`, `v = b2*v + (1-b2)*G/n`, step `lr*b/sqrt(v)`): as SGDW with
+///   the step divided by `sqrt(v)`, so a second moment that lags a changing norm shows;
 ///
 /// and `p' = <b_t, w_{t+1}>`, `q' = Q`. `None` for the families [`equilibrium_state`] refuses.
-pub fn track_step(family: Family, s: NormState, lr: f64, wd: f64) -> Option<NormState> {
+pub fn track_step(family: Family, s: NormState, lr: f64, wd: f64, g_sq: f64) -> Option<NormState> {
     let NormState { sq_norm: n, buf_dot: p, buf_sq: q, grad_sq: v } = s;
     let a = 1.0 - lr * wd;
     match family {
         Family::Sgd { mu, coupled: true } => {
             let b = mu * p + wd * n;
-            let bq = mu * mu * q + 1.0 / n + wd * wd * n + 2.0 * mu * wd * p;
+            let bq = mu * mu * q + g_sq / n + wd * wd * n + 2.0 * mu * wd * p;
             Some(NormState { sq_norm: n - 2.0 * lr * b + lr * lr * bq, buf_dot: b - lr * bq, buf_sq: bq, grad_sq: 0.0 })
         }
         Family::Sgd { mu, coupled: false } => {
-            let (b, bq) = (mu * p, mu * mu * q + 1.0 / n);
+            let (b, bq) = (mu * p, mu * mu * q + g_sq / n);
             Some(NormState { sq_norm: a * a * n - 2.0 * lr * a * b + lr * lr * bq, buf_dot: a * b - lr * bq, buf_sq: bq, grad_sq: 0.0 })
         }
         Family::AdamW { b1, b2 } => {
-            let v = b2 * v + (1.0 - b2) / n;
-            let (b, bq, r) = (b1 * p, b1 * b1 * q + (1.0 - b1) * (1.0 - b1) / n, v.sqrt());
+            let v = b2 * v + (1.0 - b2) * g_sq / n;
+            let (b, bq, r) = (b1 * p, b1 * b1 * q + (1.0 - b1) * (1.0 - b1) * g_sq / n, v.sqrt());
             Some(NormState {
                 sq_norm: a * a * n - 2.0 * lr * a * b / r + lr * lr * bq / v,
                 buf_dot: a * b - lr * bq / r,
@@ -179,19 +193,19 @@ pub fn track_step(family: Family, s: NormState, lr: f64, wd: f64) -> Option<Norm
     }
 }
 
-/// F13 through a schedule: `||w_t||^2` of [`track_step`] over `steps` (each update's `(lr, wd)`),
-/// starting at equilibrium at the first one. `||g||/||w||` is proportional to `1/||w||^2` when
-/// the unit gradient does not change, so the ratio between two points of the run is the inverse
-/// ratio of these values. This is what a weight that lags behind a falling lr does; the
-/// quasi-static F13 ([`ratio_change`]) assumes it keeps up, which it cannot once the relaxation
-/// time `1/(lr_t*wd)` outgrows what is left of the run.
-pub fn track(family: Family, steps: &[(f64, f64)]) -> Option<Vec<f64>> {
-    let &(lr0, wd0) = steps.first()?;
-    let mut s = equilibrium_state(family, lr0, wd0)?;
+/// F13 through a schedule: `||w_t||^2` of [`track_step`] over `steps` (each update's
+/// `(lr, wd, g_sq)`), starting at equilibrium at the first one. Then `||g_t||/||w_t|| =
+/// sqrt(g_sq_t)/||w_t||^2` (F1b): for a constant unit gradient the ratio between two points of
+/// the run is the inverse ratio of these values. This is what a weight that lags behind a
+/// falling lr does; the quasi-static F13 ([`ratio_change`]) assumes it keeps up, which it
+/// cannot once the relaxation time `1/(lr_t*wd)` outgrows what is left of the run.
+pub fn track(family: Family, steps: &[(f64, f64, f64)]) -> Option<Vec<f64>> {
+    let &(lr0, wd0, g0) = steps.first()?;
+    let mut s = equilibrium_state(family, lr0, wd0, g0)?;
     let mut out = Vec::with_capacity(steps.len());
-    for &(lr, wd) in steps {
+    for &(lr, wd, g_sq) in steps {
         out.push(s.sq_norm);
-        s = track_step(family, s, lr, wd)?;
+        s = track_step(family, s, lr, wd, g_sq)?;
     }
     Some(out)
 }
@@ -289,7 +303,8 @@ mod tests {
             let steps = schedule(lr, warm, 3000, |_| wd);
             // The simulated Adam direction has one unit of energy per coordinate.
             let units = if matches!(opt, Opt::AdamW { .. }) { DIM as f64 } else { 1.0 };
-            let tracked: Vec<f64> = track(family(opt), &steps).unwrap().iter().map(|n| n * units).collect();
+            let unit: Vec<(f64, f64, f64)> = steps.iter().map(|&(l, w)| (l, w, 1.0)).collect();
+            let tracked: Vec<f64> = track(family(opt), &unit).unwrap().iter().map(|n| n * units).collect();
             let sims: Vec<Trace> = (0..3).map(|s| simulate(opt, &steps, false, 10 + s)).collect();
             let at = |f: f64| warm + ((3000.0 * f) as usize).min(2999);
             let sim_n = |i: usize| mean(&sims.iter().map(|t| mean(&t.sq_norm[i.saturating_sub(20)..=i])).collect::<Vec<_>>());
@@ -305,6 +320,20 @@ mod tests {
             assert!((sim_rise / track_rise - 1.0).abs() < 0.05, "{opt:?}: rise simulated {sim_rise}, tracked {track_rise}");
             let quasi = ratio_change(family(opt), steps[at(0.5)], steps[at(0.9)]).unwrap();
             assert!(sim_rise > 1.2 && quasi > 1.15 * sim_rise, "{opt:?}: rise {sim_rise}, quasi-static {quasi}");
+        }
+    }
+
+    /// The tracked state scales with the unit gradient as the equilibrium does: SGD's norm as
+    /// `sqrt(G)` (so `||g||/||w||` is unchanged), AdamW's not at all.
+    #[test]
+    fn tracking_scales_with_the_unit_gradient() {
+        for f in [Family::Sgd { mu: 0.9, coupled: true }, Family::Sgd { mu: 0.9, coupled: false }, Family::AdamW { b1: 0.9, b2: 0.999 }] {
+            let steps = |g: f64| schedule(0.01, 0, 500, |_| 0.5).into_iter().map(|(l, w)| (l, w, g)).collect::<Vec<_>>();
+            let (one, four) = (track(f, &steps(1.0)).unwrap(), track(f, &steps(4.0)).unwrap());
+            let expect = if matches!(f, Family::AdamW { .. }) { 1.0 } else { 2.0 };
+            for (a, b) in one.iter().zip(&four) {
+                assert!((b / a / expect - 1.0).abs() < 1e-9, "{f:?}: {a} vs {b}");
+            }
         }
     }
 
@@ -326,7 +355,8 @@ mod tests {
             let (c, p) = (rise(&corrected), rise(&plain));
             assert!((c - 1.0).abs() < 0.10, "{opt:?}: corrected ratio moved by {c}");
             assert!(p > 1.3, "{opt:?}: plain decay's ratio rose only {p}");
-            let n = track(family(opt), &corrected).unwrap();
+            let unit: Vec<(f64, f64, f64)> = corrected.iter().map(|&(l, w)| (l, w, 1.0)).collect();
+            let n = track(family(opt), &unit).unwrap();
             let tracked = mean(&n[warm - 100..warm]) / mean(&n[warm + 2600..warm + 2700]);
             assert!((c / tracked - 1.0).abs() < 0.04, "{opt:?}: corrected ratio moved by {c}, tracked {tracked}");
         }
