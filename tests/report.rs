@@ -27,7 +27,7 @@ fn check_charts(html: &str) {
         // Legend: a swatch per series (the only lines drawn 2 px wide) next to its label.
         assert!(
             s.contains("stroke-width=\"2\"")
-                && texts.iter().any(|t| t.starts_with("a-l2") || t.starts_with("0-baseline") || t.starts_with("qk-")),
+                && texts.iter().any(|t| ["a-l2", "0-baseline", "qk-", "sgdm-"].iter().any(|p| t.starts_with(p))),
             "legend: {texts:?}"
         );
     }
@@ -150,6 +150,35 @@ fn transformer_suite_findings_hold() {
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     let checked: Vec<&str> = stdout.lines().filter(|l| l.starts_with("[ok]") || l.starts_with("[FAIL]")).collect();
     assert!(checked.iter().filter(|l| l.contains("F8's equilibrium angle within 15%")).count() == 2, "{stdout}");
+    assert!(checked.iter().all(|l| l.starts_with("[ok]")), "{stdout}");
+}
+
+#[test]
+fn quick_schedules_suite_writes_its_report() {
+    let out = tmp("schedules-quick");
+    let o = bin().args(["demo", "--suite", "schedules", "--quick", "--out", out.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    for r in ["sgdm-plain", "sgdm-corrected", "sgdm-cautious", "adamw-plain", "adamw-corrected", "adamw-cautious", "tau-quarter-same-tau"] {
+        assert!(stdout.contains(r), "table row {r}");
+    }
+    assert!(stdout.contains("F13 tracked") && stdout.contains("(timescale)"), "{stdout}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("weight decay through the lr schedule") && html.contains("||g||/||w||"));
+    check_charts(&html);
+}
+
+/// The schedules suite in full (under 2 minutes on 2 cores): every claim it checks holds on its
+/// runs: the rise of ||g||/||w|| under plain decay as F13 tracks it, its absence under corrected
+/// decay, for SGDM and AdamW, and the timescale in epochs.
+#[test]
+fn schedules_suite_findings_hold() {
+    let out = tmp("schedules-full");
+    let o = bin().args(["demo", "--suite", "schedules", "--out", out.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let checked: Vec<&str> = stdout.lines().filter(|l| l.starts_with("[ok]") || l.starts_with("[FAIL]")).collect();
+    assert_eq!(checked.len(), 5, "{stdout}");
     assert!(checked.iter().all(|l| l.starts_with("[ok]")), "{stdout}");
 }
 

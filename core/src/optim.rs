@@ -352,7 +352,7 @@ impl OptimConfig {
             });
         }
         let adam_l2 = matches!(self.kind, OptimKind::Adam | OptimKind::Adamw) && self.decay == DecayMode::Coupled;
-        if self.corrected_decay && !(plain_or_lion && !adam_l2) {
+        if self.corrected_decay && (adam_l2 || !plain_or_lion) {
             return Err(OptimError::Invalid {
                 flag: "corrected-decay",
                 value: "true".into(),

@@ -172,6 +172,78 @@ impl RunData {
     pub fn final_acc(&self) -> Option<f64> {
         self.epochs.last().map(|e| e.test_acc)
     }
+
+    /// The run's lr schedule, with the updates per epoch its first epoch record shows.
+    pub fn schedule(&self) -> Option<crate::schedule::Schedule> {
+        let per_epoch = self.epochs.first()?.step as usize;
+        let c = &self.config;
+        Some(crate::schedule::Schedule {
+            kind: c.schedule,
+            milestones: c.milestones.clone(),
+            gamma: c.gamma,
+            warmup_steps: c.warmup_steps,
+            steps_per_epoch: per_epoch,
+            total_steps: per_epoch * c.epochs,
+        })
+    }
+
+    /// F13 through this run's schedule for the scale-invariant tensor `path`: the
+    /// `||g||/||w||` that [`crate::theory::track`] predicts at each of its probes, from the
+    /// run's lr and decay at every update and the unit gradient `||g||*||w||` its probes
+    /// measured (held from one probe to the next), starting at equilibrium at the first update.
+    /// For Adam the size of `||w||` depends on how many coordinates the tensor has, which the
+    /// probes do not record, so only the shape of the curve is predicted: it is scaled to the
+    /// measurement's mean over the run's middle tenth. `None` without a closed form or decay.
+    pub fn tracked_ratio(&self, path: &str) -> Option<Vec<(u64, f64)>> {
+        let series = self.series(path);
+        let schedule = self.schedule()?;
+        let o = self.config.optim();
+        let family = o.family();
+        let decay = if self.policy().decays(crate::roles::Role::Weight, true) { o.si_weight_decay.unwrap_or(o.weight_decay) } else { 0.0 };
+        let last = series.last()?.step as usize;
+        let mut at = 0;
+        let steps: Vec<(f64, f64, f64)> = (0..last)
+            .map(|i| {
+                while at + 1 < series.len() && series[at + 1].step as usize <= i + 1 {
+                    at += 1;
+                }
+                let f = schedule.factor(i);
+                let g = series[at].grad_norm * series[at].norm;
+                (o.lr * o.si_lr_scale * f, crate::theory::decay_acting(decay, f, o.corrected_decay, o.cautious_decay), g * g)
+            })
+            .collect();
+        let n = crate::theory::track(family, &steps)?;
+        let ratio: Vec<(u64, f64)> =
+            series.iter().map(|p| (p.step, steps[p.step as usize - 1].2.sqrt() / n[p.step as usize - 1])).collect();
+        if !matches!(family, crate::theory::Family::AdamW { .. }) {
+            return Some(ratio);
+        }
+        let scale = points_mean(&ratio_points(&series), MID)? / points_mean(&ratio, MID)?;
+        Some(ratio.into_iter().map(|(s, r)| (s, r * scale)).collect())
+    }
+}
+
+/// The middle tenth of a run (fractions of its steps), where the rise of `||g||/||w||` starts.
+pub const MID: (f64, f64) = (0.45, 0.55);
+/// Near the end of a run (85-95%), where the rise of `||g||/||w||` is read.
+pub const END: (f64, f64) = (0.85, 0.95);
+
+/// The measured `||g||/||w||` of a probe series, by step.
+pub fn ratio_points(series: &[&Probe]) -> Vec<(u64, f64)> {
+    series.iter().filter(|p| p.norm > 0.0).map(|p| (p.step, p.grad_norm / p.norm)).collect()
+}
+
+/// Mean of `(step, value)` points over a window of step fractions (of the last point's step).
+pub fn points_mean(points: &[(u64, f64)], (from, to): (f64, f64)) -> Option<f64> {
+    let last = points.last()?.0 as f64;
+    let v: Vec<f64> =
+        points.iter().filter(|(s, v)| (*s as f64) >= from * last && (*s as f64) < to * last && v.is_finite()).map(|p| p.1).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// How much a quantity rises from [`MID`] to [`END`] of a run (the mean over each).
+pub fn rise(points: &[(u64, f64)]) -> Option<f64> {
+    Some(points_mean(points, END)? / points_mean(points, MID)?)
 }
 
 /// Mean of a window `[from, to)` of step fractions of a probe series.

@@ -11,14 +11,15 @@ use std::time::Instant;
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// core (weight-decay regimes) | remedies (SGDP, AdamP, LARS, fixed-norm, RV-SGDM,
-    /// compensation) | transformer (a GPT under AdamW: decay groups and QK-norm)
+    /// compensation) | transformer (a GPT under AdamW: decay groups and QK-norm) | schedules
+    /// (decay through a cosine schedule: plain, corrected, cautious; the decay timescale)
     #[arg(long, default_value = "core")]
     pub suite: String,
     /// embedded | fashion-mnist | PATH (transformer: embedded text or a UTF-8 file or folder)
     #[arg(long, default_value = "embedded")]
     pub data: String,
-    /// Output folder (one run directory per regime, report.html); default runs/demo, runs/demo-remedies
-    /// or runs/demo-transformer.
+    /// Output folder (one run directory per regime, report.html); default runs/demo, runs/demo-remedies,
+    /// runs/demo-transformer or runs/demo-schedules.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// A seconds-long version (tiny subset, one epoch) to check that everything works.
@@ -33,6 +34,7 @@ pub struct DemoArgs {
 pub fn run(a: DemoArgs) -> Result<(), Failure> {
     let mut settings = match (a.suite.as_str(), a.quick) {
         ("transformer", q) => demo::transformer::settings(&a.data, q),
+        ("schedules", q) => demo::schedules::settings(&a.data, q),
         (_, true) => DemoSettings::quick(&a.data),
         (_, false) => DemoSettings::full(&a.data),
     };
@@ -43,12 +45,14 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
         "core" => demo::core_regimes(&settings),
         "remedies" => demo::remedy_regimes(&settings),
         "transformer" => demo::transformer::regimes(&settings),
-        s => return Err(fail(2, format!("--suite {s:?}: expected core, remedies or transformer"))),
+        "schedules" => demo::schedules::regimes(&settings),
+        s => return Err(fail(2, format!("--suite {s:?}: expected core, remedies, transformer or schedules"))),
     };
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from(match a.suite.as_str() {
             "core" => "runs/demo",
             "remedies" => "runs/demo-remedies",
+            "schedules" => "runs/demo-schedules",
             _ => "runs/demo-transformer",
         })
     });
@@ -63,6 +67,7 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
     let (findings, title, about) = match a.suite.as_str() {
         "core" => (demo::findings(&runs), "normwd demo: weight decay on a normalized network", demo::CORE_ABOUT),
         "remedies" => (demo::remedy_findings(&runs), "normwd demo: remedies compared", demo::REMEDIES_ABOUT),
+        "schedules" => (demo::schedules::findings(&runs), "normwd demo: weight decay through the lr schedule", demo::schedules::ABOUT),
         _ => (demo::transformer::findings(&runs), "normwd demo: weight decay in a transformer", demo::transformer::ABOUT),
     };
     let path = demo::write(&out, title, about, &regimes, &runs, &findings)?;

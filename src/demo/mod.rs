@@ -7,10 +7,12 @@
 //! relaxes in about 50 steps; the constant-lr phase lasts ~240 steps, then a 10x lower lr
 //! anneals for the last epoch.
 //!
-//! The transformer suite is [`transformer`].
+//! The transformer suite is [`transformer`]; decay through the lr schedule and across dataset
+//! sizes is [`schedules`].
 //!
 //! May import every layer above it (it runs a study end to end).
 
+pub mod schedules;
 pub mod transformer;
 
 use crate::model::{ModelKind, NormKind};
@@ -463,7 +465,9 @@ pub fn write(
         ));
     }
     intro.push_str("</ul>");
-    report::write_report(out, title, &intro, runs, Vec::new())
+    // Further seeds and the timescale runs (a claim of their own) would only crowd the charts.
+    let charted: Vec<RunData> = runs.iter().filter(|r| !r.name.contains("-seed") && !r.name.starts_with("tau-")).cloned().collect();
+    report::write_report_charting(out, title, &intro, runs, &charted, Vec::new())
 }
 
 #[cfg(test)]

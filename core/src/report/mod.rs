@@ -36,7 +36,56 @@ fn pct(x: f64) -> String {
     format!("{:.2}%", 100.0 * x)
 }
 
-/// Charts of norm, effective lr and angle for every scale-invariant layer, and of gamma.
+/// `||g||/||w||` of a scale-invariant tensor in each run, beside F13 at equilibrium (dashed,
+/// SGD) and F13 tracked through the run's schedule (dashed too: the weight lagging a falling lr).
+fn ratio_figure(runs: &[RunData], layer: &str, short: &str) -> Figure {
+    let mut series = Vec::new();
+    let mut sentences = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        let s = r.series(layer);
+        let measured: Vec<(f64, f64)> = crate::run::ratio_points(&s).into_iter().map(|(s, v)| (s as f64, v)).collect();
+        series.push(Series { label: r.name.clone(), points: measured, color: color(i), dashed: false });
+        let quasi: Vec<(f64, f64)> = s.iter().filter_map(|p| Some((p.step as f64, p.pred_ratio?))).collect();
+        if !quasi.is_empty() {
+            series.push(Series { label: format!("{} F13 at equilibrium", r.name), points: quasi, color: color(i), dashed: true });
+        }
+        let tracked = r.tracked_ratio(layer);
+        if let Some(t) = &tracked {
+            series.push(Series {
+                label: format!("{} F13 tracked", r.name),
+                points: t.iter().map(|(s, v)| (*s as f64, *v)).collect(),
+                color: color(i),
+                dashed: true,
+            });
+        }
+        if let Some(m) = crate::run::rise(&crate::run::ratio_points(&s)) {
+            let t = tracked.as_deref().and_then(crate::run::rise);
+            sentences.push(format!(
+                "{} x{m:.2} from the middle tenth of the run to 85-95%{}",
+                r.name,
+                t.map(|t| format!(" (F13 tracked: x{t:.2})")).unwrap_or_default()
+            ));
+        }
+    }
+    Figure {
+        name: format!("{short}-grad-ratio"),
+        svg: LineChart {
+            title: format!("||g||/||w|| of {layer}"),
+            x_label: "step (updates)".into(),
+            y_label: "||g|| / ||w||".into(),
+            log_y: true,
+            series,
+            ..Default::default()
+        }
+        .to_svg(),
+        reading: format!(
+            "Gradient norm over weight norm of {layer}: {}. A normalized layer's ratio settles at sqrt(2*wd/lr) under SGD (F13, Defazio et al. 2025; first dashed line), so it rises as a schedule lowers the lr, unless the decay is corrected (F14). The second dashed line tracks the norm through the schedule from the measured gradient (it lags a falling lr, as the weight does; for Adam scaled to the measurement at mid-run).",
+            if sentences.is_empty() { "no probe data".to_string() } else { sentences.join("; ") }
+        ),
+    }
+}
+
+/// Charts of norm, effective lr, angle and `||g||/||w||` for every scale-invariant layer, and of gamma.
 pub fn figures(runs: &[RunData]) -> Vec<Figure> {
     let mut out = Vec::new();
     let layers: Vec<String> = runs.first().map(|r| r.invariant_paths()).unwrap_or_default();
@@ -156,6 +205,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
             .to_svg(),
             reading,
         });
+        out.push(ratio_figure(runs, layer, &short));
     }
     // Norm-layer scales.
     let gammas: Vec<String> = runs.first().map(|r| r.gamma_paths()).unwrap_or_default();
@@ -294,7 +344,20 @@ pub const RESULTS_HEADER: [&str; 5] = ["run", "settings", "test acc", "test loss
 /// Writes `report.html` (and `plots/*.svg`) for runs into `out`; `intro` is HTML placed
 /// before the table (the demo's findings). Returns the report's path.
 pub fn write_report(out: &Path, title: &str, intro: &str, runs: &[RunData], extra: Vec<Figure>) -> Result<PathBuf, ReportError> {
-    let mut figs = if runs.is_empty() { Vec::new() } else { figures(runs) };
+    write_report_charting(out, title, intro, runs, runs, extra)
+}
+
+/// [`write_report`] with the per-layer charts drawn for `charted` only (a demo's further seeds
+/// add lines, not information); the results table lists every run.
+pub fn write_report_charting(
+    out: &Path,
+    title: &str,
+    intro: &str,
+    runs: &[RunData],
+    charted: &[RunData],
+    extra: Vec<Figure>,
+) -> Result<PathBuf, ReportError> {
+    let mut figs = if charted.is_empty() { Vec::new() } else { figures(charted) };
     figs.extend(extra);
     let plots = out.join("plots");
     std::fs::create_dir_all(&plots).map_err(|e| StoreError::Io { file: plots.display().to_string(), source: e })?;
