@@ -43,7 +43,8 @@ pub enum SweepError {
 }
 
 /// Runs the points of `spec` (those of shard `i/n`) into `out`, `jobs` at a time, skipping
-/// finished points and resuming interrupted ones. Calls `progress` after each point.
+/// finished points and resuming interrupted ones. Calls `warn` with what a point's run says
+/// before it trains ([`train::Observer::warning`]) and `progress` after each point.
 pub fn run(
     spec: &Spec,
     spec_text: &str,
@@ -51,6 +52,7 @@ pub fn run(
     jobs: usize,
     shard_of: (usize, usize),
     progress: &(dyn Fn(&Point, &Outcome) + Sync),
+    warn: &(dyn Fn(&Point, &str) + Sync),
 ) -> Result<(), SweepError> {
     std::fs::create_dir_all(out).map_err(|e| StoreError::Io { file: out.display().to_string(), source: e })?;
     write_atomic(&out.join(SPEC), spec_text.as_bytes())?;
@@ -66,7 +68,8 @@ pub fn run(
             return Ok(());
         }
         let resume = dir.join(files::CONFIG).exists();
-        let o = match train::run(p.config.clone(), RunOptions { dir: dir.clone(), resume, observer: &mut train::Quiet }) {
+        let mut observer = Warnings { point: p, warn };
+        let o = match train::run(p.config.clone(), RunOptions { dir: dir.clone(), resume, observer: &mut observer }) {
             Ok(s) => Outcome::Done(s),
             Err(e @ TrainError::Diverged { .. }) => {
                 write_atomic(&dir.join(FAILED), e.to_string().as_bytes())?;
@@ -77,6 +80,18 @@ pub fn run(
         progress(p, &o);
         Ok(())
     })
+}
+
+/// Passes a point's warnings on, and nothing else.
+struct Warnings<'a> {
+    point: &'a Point,
+    warn: &'a (dyn Fn(&Point, &str) + Sync),
+}
+
+impl train::Observer for Warnings<'_> {
+    fn warning(&mut self, message: &str) {
+        (self.warn)(self.point, message);
+    }
 }
 
 /// A lock on one point's folder, held while it trains; removed on drop. The lock is the

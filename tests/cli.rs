@@ -452,3 +452,47 @@ fn predict_and_inspect_share_one_hyperparameter_parser() {
     let o = run(&["inspect", fixtures.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(text(&o).1.contains("predictions assume --optimizer sgd, --lr 0.1, --weight-decay 0.0005, --momentum 0.9"), "{}", text(&o).1);
 }
+
+/// A run whose constant-lr phase ends before two relaxation times of its scale-invariant
+/// weights says so before it trains; one that passes them does not. Corrected and cautious
+/// decay train and reach the run format.
+#[test]
+fn train_warns_of_a_budget_short_of_equilibrium() {
+    let base = ["--schedule", "constant", "--epochs", "1", "--momentum", "0.9"];
+    let d = tmp("budget");
+    // 1024 examples, batch 64: 16 steps; (1-0.9)/(0.1*5e-4) = 2000 steps to relax.
+    let o = bin()
+        .args(QUICK)
+        .args(base)
+        .args(["--lr", "0.1", "--weight-decay", "5e-4", "--out", d.join("short").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("warning: the whole run lasts 16 steps, 0.01 relaxation times") && err.contains("2000 steps"), "{err}");
+    let o = bin()
+        .args(QUICK)
+        .args(base)
+        .args(["--lr", "0.1", "--weight-decay", "2", "--out", d.join("long").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success() && !text(&o).1.contains("warning:"), "{}", text(&o).1);
+    for flags in [["--corrected-decay", "--decay", "coupled"], ["--cautious-decay", "--decay", "decoupled"]] {
+        let dir = d.join(flags[0].trim_start_matches('-'));
+        let o = bin()
+            .args(QUICK)
+            .args(["--schedule", "cosine", "--epochs", "2"])
+            .args(flags)
+            .args(["--out", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{flags:?}: {}", text(&o).1);
+        let cfg = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+        assert!(cfg.contains(&format!("{} = true", flags[0].trim_start_matches("--").replace('-', "_"))), "{cfg}");
+    }
+    expect_usage_error(
+        &["train", "--model", "mlp", "--cautious-decay", "--decay", "coupled", "--out", d.join("bad").to_str().unwrap()],
+        "--cautious-decay",
+    );
+    assert!(!d.join("bad").exists());
+}

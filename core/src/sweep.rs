@@ -276,6 +276,9 @@ pub struct Row {
     pub outcome: Outcome,
     /// Mean effective learning rate of the scale-invariant weights over the last 10% of steps.
     pub eff_lr_end: Option<f64>,
+    /// Mean unit gradient `||g||*||w||` (the gradient at unit norm, F1b) of the scale-invariant
+    /// weights over the last 10% of steps: with `lr*wd` it sets their equilibrium effective lr.
+    pub unit_grad_end: Option<f64>,
 }
 
 /// Reads every point's outcome from `out` (the `--merge` step: works on results written by
@@ -286,15 +289,16 @@ pub fn collect(spec: &Spec, out: &Path) -> Vec<Row> {
         .map(|p| {
             let dir = out.join(&p.name);
             let outcome = outcome(&dir);
-            let eff_lr_end = match outcome {
-                Outcome::Done(_) => RunData::load(&dir).ok().and_then(|r| {
-                    let v: Vec<f64> =
-                        r.invariant_paths().iter().filter_map(|l| window_mean(&r.series(l), 0.9, 1.0, |x| Some(x.eff_lr))).collect();
-                    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-                }),
+            let run = match outcome {
+                Outcome::Done(_) => RunData::load(&dir).ok(),
                 _ => None,
             };
-            Row { point: p.clone(), outcome, eff_lr_end }
+            let end = |f: &dyn Fn(&crate::records::Probe) -> f64| {
+                let r = run.as_ref()?;
+                let v: Vec<f64> = r.invariant_paths().iter().filter_map(|l| window_mean(&r.series(l), 0.9, 1.0, |x| Some(f(x)))).collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            };
+            Row { point: p.clone(), eff_lr_end: end(&|x| x.eff_lr), unit_grad_end: end(&|x| x.grad_norm * x.norm), outcome }
         })
         .collect()
 }

@@ -143,6 +143,35 @@ fn gap_angle(
     Ok(theory::gap_angle(h.family(), lr, weight_decay, k))
 }
 
+/// The decay acting at a step whose lr is `lr_factor` of its peak: `weight_decay * lr_factor`
+/// under corrected decay (F14), half under cautious decay (F16), as the predictions take it.
+#[pyfunction]
+#[pyo3(signature = (weight_decay, lr_factor, corrected=false, cautious=false))]
+fn decay_acting(weight_decay: f64, lr_factor: f64, corrected: bool, cautious: bool) -> PyResult<f64> {
+    for (name, v) in [("weight_decay", weight_decay), ("lr_factor", lr_factor)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(PyValueError::new_err(format!("{name}={v}: expected a finite number >= 0")));
+        }
+    }
+    Ok(theory::decay_acting(weight_decay, lr_factor, corrected, cautious))
+}
+
+/// F13: `||g||/||w||` of a scale-invariant weight at equilibrium under SGD, or `None` where it
+/// depends on the gradient (Adam, Lion) or without decay.
+#[pyfunction]
+#[pyo3(signature = (optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None))]
+fn grad_weight_ratio(
+    optimizer: &str,
+    lr: f64,
+    weight_decay: f64,
+    momentum: f64,
+    betas: Option<(f64, f64)>,
+    decoupled: Option<bool>,
+) -> PyResult<Option<f64>> {
+    let h = hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)?;
+    Ok(theory::grad_weight_ratio(h.family(), lr, weight_decay))
+}
+
 /// The effective learning rate of a scale-invariant weight of norm `norm`: `lr/norm^2` for SGD,
 /// `lr/norm` for the sign-like updates of Adam and Lion.
 #[pyfunction]
@@ -256,6 +285,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(equilibrium, m)?)?;
     m.add_function(wrap_pyfunction!(gap_angle, m)?)?;
     m.add_function(wrap_pyfunction!(effective_lr, m)?)?;
+    m.add_function(wrap_pyfunction!(decay_acting, m)?)?;
+    m.add_function(wrap_pyfunction!(grad_weight_ratio, m)?)?;
     m.add_function(wrap_pyfunction!(angle_from_dot, m)?)?;
     m.add_function(wrap_pyfunction!(equilibrium_norm_sgd, m)?)?;
     m.add_function(wrap_pyfunction!(probe_line, m)?)?;

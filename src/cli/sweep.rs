@@ -105,6 +105,7 @@ pub fn run(a: SweepArgs) -> Result<(), Failure> {
         Outcome::Diverged(m) => println!("  {:<40} DIVERGED: {m}", p.name),
         Outcome::Pending => {}
     };
-    sweep::run(&spec, &text, &out, a.jobs, shard, &progress)?;
+    let warn = |p: &sweep::Point, m: &str| eprintln!("  {}: warning: {m}", p.name);
+    sweep::run(&spec, &text, &out, a.jobs, shard, &progress, &warn)?;
     finish(&spec, &out)
 }

@@ -1,5 +1,6 @@
 """normwd inside a PyTorch training: ``audit`` a model and optimizer, build ``param_groups``
-under normwd's decay policies, ``Monitor`` the per-layer dynamics beside the theory.
+under normwd's decay policies, make the decay follow the schedule or cautious
+(``decay_control``), ``Monitor`` the per-layer dynamics beside the theory.
 
 Example:
     >>> import torch
@@ -11,8 +12,9 @@ Example:
 """
 
 from ._audit import Audit, Mistake, ParamAudit, audit
+from ._decay import DecayControl, decay_control
 from ._groups import param_groups
 from ._monitor import Monitor
 from ._roles import is_norm, roles, unwrap
 
-__all__ = ["Audit", "Mistake", "Monitor", "ParamAudit", "audit", "is_norm", "param_groups", "roles", "unwrap"]
+__all__ = ["Audit", "DecayControl", "Mistake", "Monitor", "ParamAudit", "audit", "decay_control", "is_norm", "param_groups", "roles", "unwrap"]

@@ -154,6 +154,7 @@ class Monitor:
             host = torch.cat(parts).cpu().tolist() if parts else []
         self._before_w, self._before_sums = None, None
         predictions: Dict[int, Optional[float]] = {}
+        ratios: Dict[int, Optional[float]] = {}
         start = 0
         new = []
         for (name, _, gi, si), size in zip(self._tracked, sizes):
@@ -167,13 +168,18 @@ class Monitor:
             if gi not in predictions:
                 eq = g.equilibrium()
                 predictions[gi] = eq[0] if eq else None
+                ratios[gi] = (
+                    _core.grad_weight_ratio(g.optimizer, g.lr, g.acting_weight_decay, g.theory_momentum, g.theory_betas, g.decoupled)
+                    if g.optimizer and g.lr > 0 and g.acting_weight_decay > 0
+                    else None
+                )
             rule = g.optimizer or "sgd"
             rows = (size - 5) // 3
             channel_norm = [math.sqrt(x) for x in v[5 : 5 + rows]]
             channel_after = [math.sqrt(x) for x in v[5 + rows : 5 + 2 * rows]]
             channel_angle = [_core.angle_from_dot(d, a, b) for d, a, b in zip(v[5 + 2 * rows :], channel_norm, channel_after)]
             # SGD without momentum has a closed form for the equilibrium norm too (F5).
-            sgd_plain = si and rule == "sgd" and g.momentum == 0 and g.weight_decay > 0 and g.lr > 0
+            sgd_plain = si and rule == "sgd" and g.momentum == 0 and g.acting_weight_decay > 0 and g.lr > 0
             record = {
                 "step": self.steps,
                 "path": name,
@@ -183,7 +189,8 @@ class Monitor:
                 "angle": _core.angle_from_dot(dot, norm, norm_after),
                 "cos_wg": wg / (norm * grad_norm) if norm > 0 and grad_norm > 0 else 0.0,
                 "pred_angle": predictions[gi] if si else None,
-                "pred_norm": _core.equilibrium_norm_sgd(grad_norm * norm, g.lr, g.weight_decay) if sgd_plain else None,
+                "pred_norm": _core.equilibrium_norm_sgd(grad_norm * norm, g.lr, g.acting_weight_decay) if sgd_plain else None,
+                "pred_ratio": ratios[gi] if si else None,
                 "scale_invariant": si,
                 "lr": g.lr,
                 "channel_norm": channel_norm,
@@ -234,6 +241,8 @@ def _group_info(g: Any) -> Dict[str, Any]:
     eq = g.equilibrium()
     if eq is not None:
         info.update(pred_angle=eq[0], relaxation_steps=eq[1])
+    if g.corrected or g.cautious:
+        info.update(corrected_weight_decay=g.corrected, cautious_weight_decay=g.cautious)
     return info
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import _core
+from . import _decay
 
 
 @dataclass
@@ -24,6 +25,18 @@ class GroupSettings:
     decoupled: Optional[bool]
     #: The optimizer's class name (``SGD``, ``AdamW``, ``RMSprop``).
     kind: str
+    #: Corrected decay (AdamC / SGDC: ``weight_decay * lr/lr_max``) applies to this group.
+    corrected: bool = False
+    #: Cautious decay applies to this group.
+    cautious: bool = False
+    #: ``lr / lr_max`` (the schedule's factor, for corrected decay).
+    lr_factor: float = 1.0
+
+    @property
+    def acting_weight_decay(self) -> float:
+        """The decay the closed forms take at this step: corrected and cautious decay
+        accounted for by the core (``_core.decay_acting``)."""
+        return _core.decay_acting(self.weight_decay, self.lr_factor, self.corrected, self.cautious)
 
     @property
     def theory_betas(self) -> Optional[Tuple[float, float]]:
@@ -39,9 +52,10 @@ class GroupSettings:
         """The core's equilibrium angle per step and relaxation time in steps for this group's
         settings, or None where there is nothing to predict (an optimizer without a closed
         form, lr 0, no decay)."""
-        if self.optimizer is None or self.lr <= 0 or self.weight_decay <= 0:
+        wd = self.acting_weight_decay
+        if self.optimizer is None or self.lr <= 0 or wd <= 0:
             return None
-        return _core.equilibrium(self.optimizer, self.lr, self.weight_decay, self.theory_momentum, self.theory_betas, self.decoupled)
+        return _core.equilibrium(self.optimizer, self.lr, wd, self.theory_momentum, self.theory_betas, self.decoupled)
 
 
 def _rule(opt: torch.optim.Optimizer, group: dict) -> Tuple[Optional[str], Optional[bool]]:
@@ -79,6 +93,12 @@ def settings(opt: torch.optim.Optimizer) -> List[GroupSettings]:
     for i, g in enumerate(opt.param_groups):
         where = f"optimizer.param_groups[{i}]"
         rule, decoupled = _rule(opt, g)
+        # Under a decay_control the decay is decoupled and held outside the group's own key.
+        controlled = _decay.WEIGHT_DECAY in g
+        if controlled and rule is not None:
+            decoupled = True
+        corrected = bool(g.get(_decay.CORRECTED))
+        lr = _number(where, g, "lr")
         betas = g.get("betas")
         if betas is not None:
             betas = (_number(where, {"b": betas[0]}, "b"), _number(where, {"b": betas[1]}, "b"))
@@ -86,12 +106,15 @@ def settings(opt: torch.optim.Optimizer) -> List[GroupSettings]:
             GroupSettings(
                 index=i,
                 optimizer=rule,
-                lr=_number(where, g, "lr"),
-                weight_decay=_number(where, g, "weight_decay"),
+                lr=lr,
+                weight_decay=_number(where, g, _decay.WEIGHT_DECAY if controlled else "weight_decay"),
                 momentum=_number(where, g, "momentum"),
                 betas=betas,
                 decoupled=decoupled,
                 kind=type(opt).__name__,
+                corrected=corrected,
+                cautious=bool(g.get(_decay.CAUTIOUS)),
+                lr_factor=lr / _decay.lr_max(g) if corrected and lr > 0 else 1.0,
             )
         )
     return out
