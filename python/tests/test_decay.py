@@ -17,11 +17,13 @@ def net() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
 
 
-def step(model: nn.Module, opt: torch.optim.Optimizer, seed: int) -> None:
+def step(model: nn.Module, opt: torch.optim.Optimizer, seed: int, before_step=None) -> None:
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
     opt.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
+    if before_step is not None:
+        before_step()
     opt.step()
 
 
@@ -43,13 +45,16 @@ def test_corrected_decay_follows_the_schedule_on_scale_invariant_groups_only():
     assert any(n.startswith("scale-invariant") for n in names)
     for t in range(5):
         f = 1 - t / 10
-        with torch.no_grad():
-            for g, name in zip(ref_opt.param_groups, names):
-                c = lr * f * wd * (f if name.startswith("scale-invariant") else 1.0)
-                for p in g["params"]:
-                    p.mul_(1 - c)
+
+        def decay() -> None:
+            with torch.no_grad():
+                for g, name in zip(ref_opt.param_groups, names):
+                    c = lr * f * wd * (f if name.startswith("scale-invariant") else 1.0)
+                    for p in g["params"]:
+                        p.mul_(1 - c)
+
         step(ours, opt, t)
-        step(ref, ref_opt, t)
+        step(ref, ref_opt, t, before_step=decay)
         sched.step()
         ref_sched.step()
     for a, b in zip(ours.parameters(), ref.parameters()):
@@ -81,7 +86,7 @@ def test_remove_gives_the_decay_back_and_bad_uses_are_named():
     with pytest.raises(ValueError, match="already under a decay_control"):
         nwd.decay_control(opt)
     ctl.remove()
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.1, 0.0]
     assert all("normwd_weight_decay" not in g for g in opt.param_groups)
     plain = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-4)
     with pytest.raises(ValueError, match="corrected=True: no group holds scale-invariant weights"):
