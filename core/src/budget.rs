@@ -4,10 +4,10 @@
 //! only through their product; `train` and `sweep` say so.
 
 use crate::config::RunConfig;
-use crate::optim::{DecayMode, OptimKind};
+use crate::optim::{DecayMode, Hyper, OptimKind, Rule};
 use crate::roles::Role;
 use crate::schedule::ScheduleKind;
-use crate::theory::{self, Family};
+use crate::theory;
 
 /// Relaxation times a phase must last for its end to be at equilibrium.
 pub const RELAXATIONS: f64 = 2.0;
@@ -39,22 +39,29 @@ impl Shortfall {
 }
 
 /// The phases of `c`'s schedule (with `steps_per_epoch` updates per epoch) that end before
-/// [`RELAXATIONS`] relaxation times of its scale-invariant weights. Empty where those weights
-/// are not decayed, where the optimizer has no closed-form equilibrium (Adam with L2, the
-/// remedies), or for settings that do not resolve. A cosine or linear schedule is judged by
+/// [`RELAXATIONS`] relaxation times of its scale-invariant weights ([`Hyper::relax_rate`]).
+/// Empty where those weights are not decayed, where the optimizer has no closed-form
+/// equilibrium (Adam with L2, the remedies, whose rotational wrappers impose it from the first
+/// step), or for settings that do not resolve. A cosine or linear schedule is judged by
 /// the stretch until its lr halves.
 pub fn shortfalls(c: &RunConfig, steps_per_epoch: usize) -> Vec<Shortfall> {
     let Ok(r) = c.resolve() else { return Vec::new() };
     let o = &r.optim;
     let decay = if r.policy.decays(Role::Weight, true) { o.si_weight_decay.unwrap_or(o.weight_decay) } else { 0.0 };
-    if decay <= 0.0 || matches!(o.family(), Family::Other | Family::AdamL2) || o.kind == OptimKind::RvSgd {
+    let coupled = o.decay == DecayMode::Coupled;
+    let optimizer = match o.kind {
+        OptimKind::Sgd => Rule::Sgd,
+        OptimKind::Adam | OptimKind::Adamw if !coupled => Rule::Adamw,
+        OptimKind::Lion => Rule::Lion,
+        _ => return Vec::new(),
+    };
+    if decay <= 0.0 {
         return Vec::new();
     }
-    // L2 in an SGD gradient passes through the momentum: it acts as wd/(1-mu).
-    let through_momentum = if o.decay == DecayMode::Coupled && !o.kind.adam_like() { 1.0 - o.momentum } else { 1.0 };
     let relaxation = |factor: f64| {
-        let wd = theory::decay_acting(decay, factor, o.corrected_decay, o.cautious_decay);
-        theory::relaxation_steps(o.lr * o.si_lr_scale * factor, wd) * through_momentum
+        let weight_decay = theory::decay_acting(decay, factor, o.corrected_decay, o.cautious_decay);
+        let h = Hyper { optimizer, lr: o.lr * o.si_lr_scale * factor, momentum: o.momentum, weight_decay, coupled, betas: o.betas };
+        1.0 / h.relax_rate()
     };
     let total = steps_per_epoch * c.epochs;
     let phases: Vec<(String, usize, f64)> = match r.schedule {
