@@ -2,9 +2,12 @@
 # normwd beside PyTorch on the same models, threads and batches: training images/s, the ratio
 # normwd/PyTorch, and each process's peak RSS. One process per model and framework (so peak
 # RSS is that model's), alternating normwd and PyTorch for ROUNDS rounds; the best median of
-# each is kept (the least disturbed by anything else the machine does).
+# each is kept (the least disturbed by anything else the machine does). With --compile PyTorch
+# also runs torch.compile'd (inductor; its compile warm-up reported apart) and the ratio is
+# against the faster mode. The table gives normwd's FLOP rate and its share of the host's FMA
+# peak (bench/table.py says how both are reckoned).
 #
-#   bench/compare.sh [--models mlp,convnet,resnet20,gpt] [--steps 20] [--rounds 2] [--threads 2]
+#   bench/compare.sh [--models mlp,convnet,resnet20,gpt] [--steps 20] [--rounds 2] [--threads 2] [--compile]
 #
 # Batches: 128 images; 32 windows of 64 tokens for gpt (nanoGPT's CPU scale).
 #
@@ -12,7 +15,7 @@
 # `pip install torch numpy` on first use, about a minute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-models=mlp,convnet,resnet20 steps=20 rounds=2 threads=2 warmup=5
+models=mlp,convnet,resnet20 steps=20 rounds=2 threads=2 warmup=5 compile=
 while [ $# -gt 0 ]; do
   case "$1" in
     --models) models="$2"; shift 2 ;;
@@ -20,6 +23,7 @@ while [ $# -gt 0 ]; do
     --warmup) warmup="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
+    --compile) compile=1; shift ;;
     *) echo "unknown flag $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -45,6 +49,9 @@ for m in ${models//,/ }; do
     [ "$m" = gpt ] && batch=32
     RAYON_NUM_THREADS=$threads "$bin" bench --train --json --models "$m" --steps "$steps" --warmup "$warmup" --batch-size "$batch" | sed 's/^/normwd /' >> "$out"
     OMP_NUM_THREADS=$threads "$py" bench/pytorch_ref.py --model "$m" --steps "$steps" --warmup "$warmup" --threads "$threads" --batch-size "$batch" | sed 's/^/pytorch /' >> "$out"
+    if [ -n "$compile" ]; then
+      OMP_NUM_THREADS=$threads "$py" bench/pytorch_ref.py --compile --model "$m" --steps "$steps" --warmup "$warmup" --threads "$threads" --batch-size "$batch" | sed 's/^/compiled /' >> "$out"
+    fi
   done
 done
 "$py" bench/table.py "$out"

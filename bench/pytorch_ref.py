@@ -7,8 +7,12 @@ excluded), cross-entropy, standard-normal batches prepared before the clock star
 128, block 64, layer norm, tied embeddings, 62 tokens, PyTorch's fused causal attention),
 AdamW lr 1e-3, betas 0.9/0.95, decay 0.1 on the linear layers' weights, uniform token windows.
 
-Prints one JSON object: images/s from the median step time, and peak RSS (VmHWM).
-Used by bench/compare.sh; run alone: python bench/pytorch_ref.py --model convnet
+Prints one JSON object: images/s from the median step time, peak RSS (VmHWM), and the FLOPs of
+one training step (forward and backward, counted by torch.utils.flop_counter on the eager model:
+matrix products and convolutions, the ops that set the FMA-bound rate). With --compile the model
+is torch.compile'd (inductor) and the time of its first steps, where it compiles, is reported
+apart (compile_s) and left out of the median.
+Used by bench/compare.sh; run alone: python bench/pytorch_ref.py --model convnet [--compile]
 """
 import argparse
 import json
@@ -152,6 +156,26 @@ def peak_rss_mb():
     return None
 
 
+def step_flops(model, shape, batch, gpt, dev):
+    """FLOPs of one forward and backward pass at this batch (multiply-adds counted as 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if gpt:
+        x = torch.zeros((batch, shape[2]), dtype=torch.long, device=dev)
+        y = torch.zeros((batch * shape[2],), dtype=torch.long, device=dev)
+    else:
+        x = torch.zeros((batch, *shape), device=dev)
+        y = torch.zeros((batch,), dtype=torch.long, device=dev)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with FlopCounterMode(display=False) as counter:
+        out = model(x)
+        F.cross_entropy(out.reshape(y.shape[0], -1), y).backward()
+    model.zero_grad(set_to_none=True)
+    # The counting pass moved batch-norm running statistics: put them back.
+    model.load_state_dict(state)
+    return counter.get_total_flops()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=sorted(SHAPES), required=True)
@@ -160,6 +184,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -176,7 +201,9 @@ def main():
     else:
         opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(7)
-    times, losses = [], []
+    flops = step_flops(model, shape, a.batch_size, gpt, dev)
+    step_model = torch.compile(model) if a.compile else model
+    times, losses, warm = [], [], []
     for i in range(a.warmup + a.steps):
         if gpt:
             ids = torch.randint(0, VOCAB, (a.batch_size, shape[2] + 1), generator=gen).to(dev)
@@ -188,7 +215,7 @@ def main():
             torch.cuda.synchronize()
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        logits = model(x)
+        logits = step_model(x)
         loss = F.cross_entropy(logits.reshape(y.shape[0], -1), y)
         loss.backward()
         opt.step()
@@ -197,6 +224,8 @@ def main():
         losses.append(lv)
         if i >= a.warmup:
             times.append(s)
+        else:
+            warm.append(s)
     times.sort()
     step = times[len(times) // 2]
     out = {
@@ -211,6 +240,9 @@ def main():
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+        "mode": "compile" if a.compile else "eager",
+        "compile_s": sum(warm) if a.compile else None,
+        "flops_per_step": flops,
     }
     print(json.dumps(out))
 

@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """Turns the JSON lines of `normwd bench --train --json` and `pytorch_ref.py` (each prefixed by
-`normwd ` or `pytorch `) into the markdown table PERFORMANCE.md records. Of repeated rounds the
-fastest median of each is kept (the one least disturbed by anything else on the machine).
+`normwd `, `pytorch ` for eager or `compiled ` for torch.compile) into the markdown table
+PERFORMANCE.md records. Of repeated rounds the fastest median of each is kept (the one least
+disturbed by anything else on the machine). The ratio is against the faster PyTorch mode. FLOP
+rates use the FLOPs of one step that PyTorch's counter finds in the twin model (matrix products
+and convolutions, forward and backward); the FMA peak is threads x clock x 2 FMA units x vector
+lanes x 2, with the lanes from the CPU's flags (AVX-512: 16 f32, but 8 on AMD, whose Zen 4 runs
+512-bit operations as two 256-bit halves; AVX2: 8) and the clock from /proc/cpuinfo, all
+printed with the table.
 
     python3 bench/table.py LINES_FILE
 """
@@ -9,30 +15,85 @@ import json
 import platform
 import sys
 
+
+def cpu_info():
+    """(model name, vendor, flags, MHz) of the first CPU in /proc/cpuinfo."""
+    info = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if ":" in line:
+                k, v = (s.strip() for s in line.split(":", 1))
+                info.setdefault(k, v)
+    except OSError:
+        pass
+    return info.get("model name", platform.processor()), info.get("vendor_id", ""), info.get("flags", "").split(), float(info.get("cpu MHz", "0") or 0)
+
+
+def fma_peak(threads):
+    """(peak FLOP/s, how it was reckoned) for `threads` cores of this CPU."""
+    _, vendor, flags, mhz = cpu_info()
+    if "avx512f" in flags and vendor != "AuthenticAMD":
+        lanes, isa = 16, "AVX-512"
+    elif "avx512f" in flags:
+        lanes, isa = 8, "AVX-512 as 2x256-bit (AMD)"
+    elif "avx2" in flags and "fma" in flags:
+        lanes, isa = 8, "AVX2+FMA"
+    else:
+        lanes, isa = 4, "SSE (no FMA)"
+    peak = threads * mhz * 1e6 * 2 * lanes * 2
+    return peak, f"{isa}, {lanes} f32 lanes, 2 FMA units, {mhz:.0f} MHz x {threads} threads = {peak / 1e9:.0f} GFLOP/s"
+
+
 rows = {}
+# The longest compile warm-up of each model: the first round's, before inductor's cache is warm.
+cold = {}
 for line in open(sys.argv[1]):
     who, js = line.split(" ", 1)
     r = json.loads(js)
+    if r.get("compile_s") is not None:
+        cold[r["model"]] = max(cold.get(r["model"], 0.0), r["compile_s"])
     best = rows.setdefault(r["model"], {}).get(who)
     if best is None or r["images_per_sec"] > best["images_per_sec"]:
         rows[r["model"]][who] = r
 
 first = next(iter(rows.values()))
 n0, p0 = first["normwd"], first["pytorch"]
+compiled = any("compiled" in r for r in rows.values())
 if p0["device"] == "cpu":
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    cpu = cpu_info()[0]
     where = f"{cpu}, {p0['threads']} threads each (normwd rayon {n0['threads']}, PyTorch {p0['threads']})"
+    peak, how = fma_peak(p0["threads"])
 else:
     where = f"{p0['device']} (normwd --device {n0['device']}, PyTorch CUDA eager)"
+    peak, how = None, None
+flags = [f for f in cpu_info()[2] if f.startswith(("avx", "fma", "amx"))] if p0["device"] == "cpu" else []
+if flags:
+    print(f"CPU flags: {' '.join(flags)}")
 print(f"{where}; PyTorch {p0['torch']}; image models +BN, SGD momentum 0.9, wd 5e-4 on weights; gpt AdamW lr 1e-3, wd 0.1 on matrices; medians of {n0['steps']} steps")
+if how:
+    print(f"FMA peak: {how}")
 print()
-print("| model | input x batch | normwd /s | PyTorch /s | ratio normwd/PyTorch | normwd peak RSS MB | PyTorch peak RSS MB |")
-print("|---|---|---|---|---|---|---|")
+head = "| model | input x batch | normwd /s | PyTorch eager /s |"
+if compiled:
+    head += " PyTorch compiled /s (longest warm-up s) |"
+head += " ratio normwd/faster PyTorch | normwd GFLOP/s (% of peak) | normwd peak RSS MB | PyTorch peak RSS MB |"
+print(head)
+print("|" + "---|" * head.count(" |"))
 for m, r in rows.items():
     n, p = r["normwd"], r["pytorch"]
+    c = r.get("compiled")
     # A gpt's examples are windows of shape[2] tokens: its rates are tokens/s.
     per = n["shape"][2] if m == "gpt" else 1
     unit = "tokens" if m == "gpt" else "images"
     shape = "x".join(map(str, n["shape"])) + f" x {n['batch']}"
-    ratio = n["images_per_sec"] / p["images_per_sec"]
-    print(f"| {m} | {shape} | {n['images_per_sec'] * per:.0f} {unit} | {p['images_per_sec'] * per:.0f} {unit} | {ratio:.2f} | {n['peak_rss_mb']:.0f} | {p['peak_rss_mb']:.0f} |")
+    fastest = max([p] + ([c] if c else []), key=lambda x: x["images_per_sec"])
+    ratio = n["images_per_sec"] / fastest["images_per_sec"]
+    flops = p.get("flops_per_step")
+    rate = flops * n["images_per_sec"] / n["batch"] if flops else None
+    frac = f"{rate / 1e9:.0f} ({100 * rate / peak:.0f}%)" if rate and peak else (f"{rate / 1e9:.0f}" if rate else "-")
+    cells = [m, shape, f"{n['images_per_sec'] * per:.0f} {unit}", f"{p['images_per_sec'] * per:.0f} {unit}"]
+    if compiled:
+        cells.append(f"{c['images_per_sec'] * per:.0f} {unit} ({cold[m]:.0f} s)" if c else "-")
+    rss = f"{p['peak_rss_mb']:.0f}" + (f" / {c['peak_rss_mb']:.0f} compiled" if c else "")
+    cells += [f"**{ratio:.2f}** (vs {fastest.get('mode', 'eager')})", frac, f"{n['peak_rss_mb']:.0f}", rss]
+    print("| " + " | ".join(cells) + " |")
