@@ -333,6 +333,9 @@ fn predict_transfer_keeps_the_timescale() {
     // 4x the data: wd/4; 2x the batch: wd*2.
     assert!((v["to"]["weight_decay"].as_f64().unwrap() - 0.05).abs() < 1e-12, "{v}");
     assert!(v["rule"][0].as_str().unwrap().contains("B/(lr*wd*D)"));
+    let tau = |side: &str| v[side]["tau_epoch"].as_f64().unwrap();
+    // AdamW: 1/(1e-3*0.1) = 10,000 steps over 50000/128 per epoch, the same after the transfer.
+    assert!((tau("from") - 10_000.0 / (50_000.0 / 128.0)).abs() < 1e-9 && (tau("to") / tau("from") - 1.0).abs() < 1e-12, "{v}");
     let args = with(&["--dataset-size", "1000", "--batch-size", "100", "--width", "256", "--to-width", "1024", "--mup", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&run(&args.iter().map(String::as_str).collect::<Vec<_>>()).stdout).unwrap();
     // muP: lr/4 at 4x the width, so wd*4.

@@ -247,14 +247,14 @@ fn transfer(a: &PredictArgs, h: &Hyper) -> Result<(), Failure> {
         lr: a.to_lr.unwrap_or(h.lr * width_lr),
     };
     let wd = theory::transfer_weight_decay_tau(h.weight_decay, from, to);
-    let steps = |s: &Scale| s.dataset / s.batch;
-    let tau_from = theory::tau_epoch(from.lr, h.weight_decay, steps(&from));
-    let tau_to_same = theory::tau_epoch(to.lr, h.weight_decay, steps(&to));
+    // In epochs: 1/(lr*wd) steps (L2 under SGD momentum: (1-mu)/(lr*wd)) over the steps of one.
+    let tau = |s: &Scale, weight_decay: f64| 1.0 / Hyper { lr: s.lr, weight_decay, ..h.clone() }.relax_rate() / (s.dataset / s.batch);
+    let (tau_from, tau_to, tau_to_same) = (tau(&from, h.weight_decay), tau(&to, wd), tau(&to, h.weight_decay));
     if a.json {
         println!(
             "{}",
             json!({"rule": rule, "from": {"dataset_size": from.dataset, "batch_size": from.batch, "lr": from.lr, "weight_decay": h.weight_decay, "tau_epoch": tau_from},
-                "to": {"dataset_size": to.dataset, "batch_size": to.batch, "lr": to.lr, "weight_decay": wd, "tau_epoch": tau_from},
+                "to": {"dataset_size": to.dataset, "batch_size": to.batch, "lr": to.lr, "weight_decay": wd, "tau_epoch": tau_to},
                 "tau_epoch_with_the_same_weight_decay": tau_to_same})
         );
         return Ok(());
