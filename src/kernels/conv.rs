@@ -145,8 +145,8 @@ impl Span {
     /// shifted read wrapped into the neighbouring image row (they read padding).
     fn clear_edges(&self, row: &mut [f32], lo: usize, hi: usize, wo: usize) {
         for line in row[self.start - self.start % wo..self.end.div_ceil(wo) * wo].chunks_mut(wo) {
-            line[..lo].fill(0.0);
-            line[hi..].fill(0.0);
+            fill_short(&mut line[..lo], 0.0);
+            fill_short(&mut line[hi..], 0.0);
         }
     }
 }
@@ -176,8 +176,8 @@ fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32], row_stride: usize) {
                         continue;
                     };
                     let line = &plane[iy * g.w..][..g.w];
-                    out[..lo].fill(0.0);
-                    out[hi..].fill(0.0);
+                    fill_short(&mut out[..lo], 0.0);
+                    fill_short(&mut out[hi..], 0.0);
                     if g.stride == 1 {
                         let start = lo + kx - g.pad;
                         out[lo..hi].copy_from_slice(&line[start..start + (hi - lo)]);
@@ -262,6 +262,27 @@ fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[..len]
 }
 
+/// Sets a short run of slots to `v` with plain stores. A padding is one or two slots per image
+/// row, and `fill` on a slice whose length the compiler does not know is a call to `memset`:
+/// one per row and side, which made `memset` ~5% of a ResNet-20 step.
+#[inline(always)]
+pub(super) fn fill_short<T: Copy>(s: &mut [T], v: T) {
+    match s.len() {
+        0 => {}
+        1 => s[0] = v,
+        2 => {
+            s[0] = v;
+            s[1] = v;
+        }
+        3 => {
+            s[0] = v;
+            s[1] = v;
+            s[2] = v;
+        }
+        _ => s.fill(v),
+    }
+}
+
 /// Copies an `h x w` plane into the middle of a zero-bordered `(h + 2p) x (w + 2p)` one,
 /// writing each slot once (a whole-plane fill first was ~3% of a ResNet-20 step), so `dst` may
 /// be uninitialized.
@@ -270,11 +291,11 @@ fn pad_plane(src: &[f32], h: usize, w: usize, p: usize, dst: &mut [MaybeUninit<f
     dst[..p * wp].fill(zero);
     dst[(p + h) * wp..].fill(zero);
     for (line, out) in src.chunks(w).zip(dst[p * wp..].chunks_mut(wp)) {
-        out[..p].fill(zero);
+        fill_short(&mut out[..p], zero);
         for (d, &v) in out[p..p + w].iter_mut().zip(line) {
             d.write(v);
         }
-        out[p + w..].fill(zero);
+        fill_short(&mut out[p + w..], zero);
     }
 }
 

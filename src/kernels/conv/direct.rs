@@ -170,7 +170,7 @@ fn place_planes(g: &Geometry, walk: Walk, src: &[f32], dst: &mut [f32]) {
         }
         for (line, out) in from.chunks(g.w).zip(to.chunks_mut(wp)) {
             out[..g.w].copy_from_slice(line);
-            out[g.w..].fill(0.0);
+            super::fill_short(&mut out[g.w..], 0.0);
         }
         to[g.h * wp..].fill(0.0);
     }

@@ -59,7 +59,7 @@ fn shifted_copy(g: &Geometry, x: &[f32], first: usize, count: usize, x3: &mut [f
         base[count * pp..].fill(0.0);
         for (kx, dst) in (1..g.k).zip(shifted.chunks_mut(row)) {
             dst[..row - kx].copy_from_slice(&base[kx..]);
-            dst[row - kx..].fill(0.0);
+            super::fill_short(&mut dst[row - kx..], 0.0);
         }
     }
 }
@@ -124,7 +124,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let src = &dy[((first + s) * g.c_out + co) * l..][..l];
                 for (line, out) in src.chunks(wo).zip(padded.chunks_mut(wp)) {
                     out[..wo].copy_from_slice(line);
-                    out[wo..].fill(0.0);
+                    super::fill_short(&mut out[wo..], 0.0);
                 }
                 padded[ho * wp..].fill(0.0);
             }
