@@ -61,6 +61,21 @@ pub struct DemoSettings {
 }
 
 impl DemoSettings {
+    /// The settings every regime of a suite shares: data, subsets, epochs, seed, probe interval
+    /// and device; the rest at the defaults.
+    pub fn base(&self) -> RunConfig {
+        RunConfig {
+            data: self.data.clone(),
+            train_subset: self.train_subset,
+            test_subset: self.test_subset,
+            epochs: self.epochs,
+            seed: self.seed,
+            probe_every: self.probe_every,
+            device: self.device.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The full demo: about 400 updates per regime on the embedded data.
     pub fn full(data: &str) -> Self {
         DemoSettings {
@@ -109,10 +124,6 @@ pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
     let base = RunConfig {
         model: ModelKind::Convnet,
         norm: Some(NormKind::Bn),
-        data: s.data.clone(),
-        train_subset: s.train_subset,
-        test_subset: s.test_subset,
-        epochs: s.epochs,
         batch_size: 128,
         optimizer: OptimKind::Sgd,
         lr: SGD_LR,
@@ -123,10 +134,7 @@ pub fn core_regimes(s: &DemoSettings) -> Vec<Regime> {
         schedule: ScheduleKind::Step,
         milestones: vec![s.epochs.saturating_sub(1).max(1)],
         gamma: 0.1,
-        seed: s.seed,
-        probe_every: s.probe_every,
-        device: s.device.clone(),
-        ..Default::default()
+        ..s.base()
     };
     let r = |name: &str, about: &str, config: RunConfig| Regime { name: name.into(), about: about.into(), config };
     let mut regimes = vec![

@@ -74,18 +74,11 @@ pub fn regimes(s: &DemoSettings) -> Vec<Regime> {
     let base = RunConfig {
         model: ModelKind::Mlp,
         norm: Some(NormKind::Bn),
-        data: s.data.clone(),
-        train_subset: s.train_subset,
-        test_subset: s.test_subset,
-        epochs: s.epochs,
         batch_size: 128,
         decay_policy: Some(DecayPolicy::ScaleInvariantOnly),
         decay: Some(DecayMode::Decoupled),
         schedule: ScheduleKind::Cosine,
-        seed: s.seed,
-        probe_every: s.probe_every,
-        device: s.device.clone(),
-        ..Default::default()
+        ..s.base()
     };
     let mut out = Vec::new();
     for seed in s.seed..s.seed + s.pair_seeds.max(1) as u64 {

@@ -56,10 +56,6 @@ pub fn regimes(s: &DemoSettings) -> Vec<Regime> {
     let base = RunConfig {
         model: ModelKind::Gpt,
         norm: Some(NormKind::Ln),
-        data: s.data.clone(),
-        train_subset: s.train_subset,
-        test_subset: s.test_subset,
-        epochs: s.epochs,
         batch_size: 16,
         n_layer: 2,
         n_head: 4,
@@ -70,10 +66,7 @@ pub fn regimes(s: &DemoSettings) -> Vec<Regime> {
         betas: Some(BETAS),
         weight_decay: WD,
         schedule: ScheduleKind::Constant,
-        seed: s.seed,
-        probe_every: s.probe_every,
-        device: s.device.clone(),
-        ..Default::default()
+        ..s.base()
     };
     let mut out = Vec::new();
     for seed in s.seed..s.seed + s.pair_seeds.max(1) as u64 {
