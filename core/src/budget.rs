@@ -5,7 +5,6 @@
 
 use crate::config::RunConfig;
 use crate::optim::{DecayMode, Hyper, OptimKind, Rule};
-use crate::roles::Role;
 use crate::schedule::ScheduleKind;
 use crate::theory;
 
@@ -47,7 +46,7 @@ impl Shortfall {
 pub fn shortfalls(c: &RunConfig, steps_per_epoch: usize) -> Vec<Shortfall> {
     let Ok(r) = c.resolve() else { return Vec::new() };
     let o = &r.optim;
-    let decay = if r.policy.decays(Role::Weight, true) { o.si_weight_decay.unwrap_or(o.weight_decay) } else { 0.0 };
+    let decay = o.scale_invariant_decay(r.policy);
     let coupled = o.decay == DecayMode::Coupled;
     let optimizer = match o.kind {
         OptimKind::Sgd => Rule::Sgd,

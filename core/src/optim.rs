@@ -7,7 +7,7 @@
 //! gradient (`coupled`, the loss term `lambda/2 ||w||^2`) or applies `w -= lr * lambda * w`
 //! (`decoupled`, SGDW / AdamW, PyTorch's `AdamW`).
 
-use crate::roles::{DecayPolicy, Group, ParamInfo};
+use crate::roles::{DecayPolicy, DecayRule, Granularity, Group, ParamInfo, Role};
 use crate::theory::{self, Family};
 use serde::{Deserialize, Serialize};
 
@@ -438,6 +438,13 @@ impl OptimConfig {
         } else {
             self.weight_decay
         }
+    }
+
+    /// The weight decay of a scale-invariant weight under `rule` (0 where the rule spares such
+    /// weights): [`OptimConfig::weight_decay_for`] on one, for what is judged from the settings
+    /// alone (a run's budget, a run read back).
+    pub fn scale_invariant_decay(&self, rule: impl Into<DecayRule>) -> f64 {
+        self.weight_decay_for(&ParamInfo::new("", vec![1, 1], Role::Weight, Some(Granularity::Tensor), rule))
     }
 
     /// The decay that acts on a tensor at a step with schedule factor `lr_factor` (`lr_t/lr_max`),

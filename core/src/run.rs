@@ -199,7 +199,7 @@ impl RunData {
         let schedule = self.schedule()?;
         let o = self.config.optim();
         let family = o.family();
-        let decay = if self.policy().decays(crate::roles::Role::Weight, true) { o.si_weight_decay.unwrap_or(o.weight_decay) } else { 0.0 };
+        let decay = o.scale_invariant_decay(self.policy());
         let last = series.last()?.step as usize;
         let mut at = 0;
         let steps: Vec<(f64, f64, f64)> = (0..last)

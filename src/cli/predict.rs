@@ -72,14 +72,6 @@ pub struct PredictArgs {
     pub json: bool,
 }
 
-/// A size or rate given to `predict`: finite and > 0, else exit 2 naming the flag.
-fn positive(flag: &str, v: Option<f64>) -> Result<Option<f64>, Failure> {
-    match v {
-        Some(x) if !(x.is_finite() && x > 0.0) => Err(fail(2, format!("--{flag} {x}: expected a finite number > 0"))),
-        v => Ok(v),
-    }
-}
-
 fn finite(flag: &str, v: f64, ok: bool, expected: &str) -> Result<(), Failure> {
     if v.is_finite() && ok {
         Ok(())
@@ -94,11 +86,20 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
     let Resolved { hyper: h, assumed } = a.hyper.resolve(None)?;
     let (decoupled, (b1, b2)) = (!h.coupled, h.betas);
     let family = h.family();
-    for (flag, v) in [("dataset-size", a.dataset_size), ("batch-size", a.batch_size), ("to-dataset-size", a.to_dataset_size)] {
-        positive(flag, v)?;
-    }
-    for (flag, v) in [("to-batch-size", a.to_batch_size), ("to-lr", a.to_lr), ("width", a.width), ("to-width", a.to_width)] {
-        positive(flag, v)?;
+    let sizes = [
+        ("dataset-size", a.dataset_size),
+        ("batch-size", a.batch_size),
+        ("to-dataset-size", a.to_dataset_size),
+        ("to-batch-size", a.to_batch_size),
+        ("to-lr", a.to_lr),
+        ("width", a.width),
+        ("to-width", a.to_width),
+    ];
+    // Sizes and rates: finite and > 0, else exit 2 naming the flag.
+    for (flag, v) in sizes {
+        if let Some(x) = v {
+            finite(flag, x, x > 0.0, "a finite number > 0")?;
+        }
     }
     if a.cautious_decay && h.coupled {
         return Err(fail(2, "--cautious-decay: expected decoupled decay (--optimizer adamw or lion, or --decay decoupled): the rule masks the decoupled step"));

@@ -145,7 +145,7 @@ fn quasi_static_rise(r: &RunData, layer: &str) -> Option<f64> {
         let lr = window_mean(&s, w.0, w.1, |p| Some(p.lr))?;
         let o = r.config.optim();
         let f = lr / (o.lr * o.si_lr_scale);
-        Some((lr, theory::decay_acting(o.weight_decay, f, o.corrected_decay, o.cautious_decay)))
+        Some((lr, theory::decay_acting(o.scale_invariant_decay(r.policy()), f, o.corrected_decay, o.cautious_decay)))
     };
     theory::ratio_change(r.config.optim().family(), at(MID)?, at(END)?)
 }
@@ -189,7 +189,8 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
         let corrected = variant(runs, opt, "corrected");
         let measured = |rs: &[&RunData]| over_layers(rs, |r, l| rise(&ratio_points(&r.series(l))));
         let tracked = |rs: &[&RunData]| over_layers(rs, |r, l| rise(&r.tracked_ratio(l)?));
-        if let (Some(m), Some(t), Some(q)) = (measured(&plain), tracked(&plain), over_layers(&plain, quasi_static_rise)) {
+        let plain_rise = measured(&plain);
+        if let (Some(m), Some(t), Some(q)) = (plain_rise, tracked(&plain), over_layers(&plain, quasi_static_rise)) {
             out.push(Finding {
                 claim: format!(
                     "({opt}, plain decay) ||g||/||w|| of the scale-invariant layers rises by more than 25% from the middle of the cosine to its end, as F13 tracked through the schedule says within 30%"
@@ -207,7 +208,7 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
                 ),
             });
         }
-        if let (Some(c), Some(m)) = (measured(&corrected), measured(&plain)) {
+        if let (Some(c), Some(m)) = (measured(&corrected), plain_rise) {
             out.push(Finding {
                 claim: format!(
                     "({opt}, corrected decay) ||g||/||w|| stays within 20% of flat from the middle of the cosine to its end (F14)"

@@ -43,8 +43,13 @@ fn ratio_figure(runs: &[RunData], layer: &str, short: &str) -> Figure {
     let mut sentences = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         let s = r.series(layer);
-        let measured: Vec<(f64, f64)> = crate::run::ratio_points(&s).into_iter().map(|(s, v)| (s as f64, v)).collect();
-        series.push(Series { label: r.name.clone(), points: measured, color: color(i), dashed: false });
+        let measured = crate::run::ratio_points(&s);
+        series.push(Series {
+            label: r.name.clone(),
+            points: measured.iter().map(|&(s, v)| (s as f64, v)).collect(),
+            color: color(i),
+            dashed: false,
+        });
         let quasi: Vec<(f64, f64)> = s.iter().filter_map(|p| Some((p.step as f64, p.pred_ratio?))).collect();
         if !quasi.is_empty() {
             series.push(Series { label: format!("{} F13 at equilibrium", r.name), points: quasi, color: color(i), dashed: true });
@@ -58,7 +63,7 @@ fn ratio_figure(runs: &[RunData], layer: &str, short: &str) -> Figure {
                 dashed: true,
             });
         }
-        if let Some(m) = crate::run::rise(&crate::run::ratio_points(&s)) {
+        if let Some(m) = crate::run::rise(&measured) {
             let t = tracked.as_deref().and_then(crate::run::rise);
             sentences.push(format!(
                 "{} x{m:.2} from the middle tenth of the run to 85-95%{}",

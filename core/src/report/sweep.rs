@@ -100,14 +100,8 @@ pub fn slices(spec: &Spec, rows: &[Row]) -> Vec<Slice> {
     out
 }
 
-/// The largest relative spread `max/min - 1` of a value among the points of one diagonal
-/// (constant `lr*wd`, at least two points with a value), with that diagonal's `lr*wd`; `None`
-/// without such a diagonal.
-pub fn eff_lr_diagonal_spread(points: &[(f64, f64, f64)]) -> Option<(f64, f64)> {
-    diagonal_spreads(points).into_iter().max_by(|a, b| a.0.total_cmp(&b.0))
-}
-
-/// [`eff_lr_diagonal_spread`] for every diagonal: `(max/min - 1, lr*wd)`.
+/// The relative spread `max/min - 1` of a value among the points of each diagonal (constant
+/// `lr*wd`, at least two points with a value), with that diagonal's `lr*wd`.
 fn diagonal_spreads(points: &[(f64, f64, f64)]) -> Vec<(f64, f64)> {
     let mut g: BTreeMap<i64, (f64, Vec<f64>)> = BTreeMap::new();
     for &(lr, wd, e) in points {
@@ -193,7 +187,8 @@ pub fn slice_figures(s: &Slice) -> (Vec<Figure>, Option<Spread>, String) {
     let eff: Vec<(f64, f64, f64)> = pos.iter().filter_map(|p| Some((p.0, p.1, p.2.eff_lr_end?))).collect();
     let short = short_of_equilibrium(&pos);
     let mut statement = statement;
-    if let Some((worst, product)) = eff_lr_diagonal_spread(&eff) {
+    let spreads = diagonal_spreads(&eff);
+    if let Some(&(worst, product)) = spreads.iter().max_by(|a, b| a.0.total_cmp(&b.0)) {
         statement += &format!(
             " End-of-run effective lr{tag}: {} along every diagonal (largest spread {:.0}%, at lr*wd = {}).",
             if worst <= 0.10 { "equal within 10%" } else { "not equal within 10%" },
@@ -203,8 +198,9 @@ pub fn slice_figures(s: &Slice) -> (Vec<Figure>, Option<Spread>, String) {
         // At equilibrium the effective lr is a function of lr*wd and of the gradient at unit
         // norm: where it differs, say by how much that gradient does.
         let unit: Vec<(f64, f64, f64)> = pos.iter().filter_map(|p| Some((p.0, p.1, p.2.unit_grad_end?))).collect();
-        for (e, prod) in diagonal_spreads(&eff).into_iter().filter(|(e, _)| *e > 0.10) {
-            let Some((u, _)) = diagonal_spreads(&unit).into_iter().find(|(_, q)| (q / prod - 1.0).abs() < 1e-9) else { continue };
+        let unit = diagonal_spreads(&unit);
+        for &(e, prod) in spreads.iter().filter(|(e, _)| *e > 0.10) {
+            let Some(&(u, _)) = unit.iter().find(|(_, q)| (q / prod - 1.0).abs() < 1e-9) else { continue };
             statement += &format!(
                 " At lr*wd = {} the effective lr is {:.0}% apart while the gradient at unit norm ||g||*||w||, which with lr*wd sets it at equilibrium (F5/F7), is {:.0}% apart: {}",
                 super::svg::fmt_num(prod),
@@ -318,9 +314,11 @@ mod tests {
     fn effective_lr_spread_is_per_diagonal() {
         // Two diagonals: one within 5%, one 20% apart.
         let pts = [(0.1, 0.01, 1.0), (0.2, 0.005, 1.05), (0.1, 0.02, 2.0), (0.2, 0.01, 2.4), (0.4, 0.05, 3.0)];
-        let (worst, product) = eff_lr_diagonal_spread(&pts).unwrap();
+        let spreads = diagonal_spreads(&pts);
+        assert_eq!(spreads.len(), 2, "{spreads:?}");
+        let (worst, product) = spreads.iter().copied().max_by(|a, b| a.0.total_cmp(&b.0)).unwrap();
         assert!((worst - 0.2).abs() < 1e-12 && (product - 0.002).abs() < 1e-12, "{worst} {product}");
-        assert!(eff_lr_diagonal_spread(&pts[4..]).is_none());
+        assert!(diagonal_spreads(&pts[4..]).is_empty());
     }
 
     #[test]
