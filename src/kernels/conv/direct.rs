@@ -452,13 +452,20 @@ mod x86 {
         }
     }
 
+    /// The output-gradient values (per output channel) one pass of [`weight_grad_with`] keeps in
+    /// L1: half of a 32 KB L1, the rest for the input rows and the sums.
+    const PASS_VALUES: usize = 4096 / 8;
+
     /// The weight gradient of a block of `C` output channels over `count` samples: for each
     /// sample, input channel and kernel row, `C x 3` lane sums (`kx` = 0..3) over the walk's
     /// vectors, carried from sample to sample in `sums`; at the end each is summed over its
-    /// lanes in order into `dw[c][ci][ky][kx]`. One sample's `C` gradient planes are read for
-    /// every input channel and row while they sit in L1 (32 KB at 32x32); running over all
-    /// samples per input channel instead streamed them from L2 and ran at half the rate. Both
-    /// walks' planes (`y_plane`) are whole vectors.
+    /// lanes in order into `dw[c][ci][ky][kx]`. The work runs in passes over a few samples, or
+    /// over a band of one sample's rows, whose `C` gradient planes fit in half the L1 cache;
+    /// each pass reads them once for every input channel and kernel row. Whole 32x32 planes
+    /// (32 KB for 8 channels) filled the L1 and ran at 64% of the forward's rate; one sample of
+    /// 8x8 planes per round of sums (5 vectors) spent its time loading and storing the sums.
+    /// Every sum still takes its terms in sample, row, vector order, whatever the passes.
+    /// Both walks' planes (`y_plane`) are whole vectors.
     #[inline(always)]
     unsafe fn weight_grad_with<L: Lanes, const C: usize>(
         g: &Geometry,
@@ -475,30 +482,45 @@ mod x86 {
         // cache lines.
         let cols = g.cols();
         assert!(count >= 1 && dy.len() >= (count - 1) * stride + C * cols, "direct weight gradient: output gradient too short");
-        let mut aligned = vec![L::zero(); C * walk.y_plane / L::W];
-        // SAFETY: `aligned` holds `C * y_plane` f32 (`y_plane` is whole vectors), initialized.
-        let planes = std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<f32>(), C * walk.y_plane);
-        for s in 0..count {
-            place_planes(g, walk, &dy[s * stride..][..C * cols], planes);
-            let ds = planes.as_ptr();
-            for ci in 0..g.c_in {
-                for ky in 0..3 {
-                    let xs = xpad.as_ptr().add((s * g.c_in + ci) * pp + ky * wp);
-                    let slot = &mut sums[ci * 3 + ky];
-                    let mut acc = *slot;
-                    for r in 0..walk.rows {
-                        for j in (0..walk.per_row * L::W).step_by(L::W) {
-                            let (a, b) = (r * walk.x_row + j, r * walk.y_row + j);
-                            let xv = [L::load(xs.add(a)), L::load(xs.add(a + 1)), L::load(xs.add(a + 2))];
-                            for (c, row) in acc.iter_mut().enumerate() {
-                                let d = L::load(ds.add(c * walk.y_plane + b));
-                                for kx in 0..3 {
-                                    row[kx] = L::fma(d, xv[kx], row[kx]);
+        let (per_sample, per_row) = (walk.y_plane, walk.y_plane / walk.rows.max(1));
+        let (samples, band) = if per_sample <= PASS_VALUES {
+            ((PASS_VALUES / per_sample).clamp(1, count), walk.rows)
+        } else {
+            (1, (PASS_VALUES / per_row).clamp(1, walk.rows))
+        };
+        let mut aligned = vec![L::zero(); samples * C * walk.y_plane / L::W];
+        // SAFETY: `aligned` holds `samples * C * y_plane` f32 (`y_plane` is whole vectors),
+        // initialized.
+        let planes = std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<f32>(), samples * C * walk.y_plane);
+        for first in (0..count).step_by(samples) {
+            let here = samples.min(count - first);
+            for (k, s) in (first..first + here).enumerate() {
+                place_planes(g, walk, &dy[s * stride..][..C * cols], &mut planes[k * C * walk.y_plane..][..C * walk.y_plane]);
+            }
+            for r0 in (0..walk.rows).step_by(band) {
+                let r1 = (r0 + band).min(walk.rows);
+                for ci in 0..g.c_in {
+                    for ky in 0..3 {
+                        let slot = &mut sums[ci * 3 + ky];
+                        let mut acc = *slot;
+                        for k in 0..here {
+                            let xs = xpad.as_ptr().add(((first + k) * g.c_in + ci) * pp + ky * wp);
+                            let ds = planes.as_ptr().add(k * C * walk.y_plane);
+                            for r in r0..r1 {
+                                for j in (0..walk.per_row * L::W).step_by(L::W) {
+                                    let (a, b) = (r * walk.x_row + j, r * walk.y_row + j);
+                                    let xv = [L::load(xs.add(a)), L::load(xs.add(a + 1)), L::load(xs.add(a + 2))];
+                                    for (c, row) in acc.iter_mut().enumerate() {
+                                        let d = L::load(ds.add(c * walk.y_plane + b));
+                                        for kx in 0..3 {
+                                            row[kx] = L::fma(d, xv[kx], row[kx]);
+                                        }
+                                    }
                                 }
                             }
                         }
+                        *slot = acc;
                     }
-                    *slot = acc;
                 }
             }
         }

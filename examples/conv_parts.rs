@@ -1,0 +1,47 @@
+//! The direct 3x3 convolution's kernels timed alone on ResNet-20's geometries (batch 128):
+//! median milliseconds and GFLOP/s of the forward (the input gradient runs the same kernel)
+//! and of the weight gradient, per stage. Run:
+//! `RAYON_NUM_THREADS=2 cargo run --release --example conv_parts`.
+
+use normwd::kernels::conv::{direct, Geometry};
+use std::time::Instant;
+
+fn median(mut t: Vec<f64>) -> f64 {
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn main() {
+    let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    for (c_in, hw, c_out) in [(3, 32, 16), (16, 32, 16), (32, 16, 32), (64, 8, 8 * 8)] {
+        let g = Geometry { n: 128, c_in, h: hw, w: hw, c_out, k: 3, stride: 1, pad: 1 };
+        if !direct::suits(&g) {
+            println!("{g:?}: the direct form does not run here");
+            continue;
+        }
+        let x: Vec<f32> = (0..g.n * c_in * hw * hw).map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0).collect();
+        let w: Vec<f32> = (0..c_out * c_in * 9).map(|i| ((i * 104729 % 1000) as f32) / 5000.0 - 0.1).collect();
+        let dy: Vec<f32> = (0..g.n * c_out * hw * hw).map(|i| ((i * 31 % 1000) as f32) / 500.0 - 1.0).collect();
+        let flop = 2.0 * (g.n * c_out * c_in * 9 * hw * hw) as f64;
+        let time = |f: &dyn Fn() -> Vec<f32>| {
+            median(
+                (0..reps)
+                    .map(|_| {
+                        let t0 = Instant::now();
+                        std::hint::black_box(f());
+                        t0.elapsed().as_secs_f64()
+                    })
+                    .collect(),
+            )
+        };
+        let fwd = time(&|| direct::forward(&g, &x, &w));
+        let wgrad = time(&|| direct::weight_grad(&g, &x, &dy));
+        println!(
+            "c_in {c_in:>2} {hw:>2}x{hw:<2} c_out {c_out:>2}: forward {:6.2} ms {:5.0} GFLOP/s | weight grad {:6.2} ms {:5.0} GFLOP/s",
+            fwd * 1e3,
+            flop / fwd / 1e9,
+            wgrad * 1e3,
+            flop / wgrad / 1e9
+        );
+    }
+}
