@@ -287,6 +287,33 @@ pub(super) fn fill_short<T: Copy>(s: &mut [T], v: T) {
 /// writing each slot once (a whole-plane fill first was ~3% of a ResNet-20 step), so `dst` may
 /// be uninitialized.
 fn pad_plane(src: &[f32], h: usize, w: usize, p: usize, dst: &mut [MaybeUninit<f32>]) {
+    // Rows of ResNet-20's and the ConvNet's widths are copied with moves of a known length:
+    // a `memmove` call per 32-value row cost more than the copy (6% of a ResNet-20 step).
+    match w {
+        32 => pad_rows::<32>(src, h, p, dst),
+        16 => pad_rows::<16>(src, h, p, dst),
+        8 => pad_rows::<8>(src, h, p, dst),
+        _ => pad_rows_of(src, h, w, p, dst),
+    }
+}
+
+#[inline(always)]
+fn pad_rows<const W: usize>(src: &[f32], h: usize, p: usize, dst: &mut [MaybeUninit<f32>]) {
+    let (wp, zero) = (W + 2 * p, MaybeUninit::new(0.0));
+    dst[..p * wp].fill(zero);
+    dst[(p + h) * wp..].fill(zero);
+    for (line, out) in src.chunks_exact(W).zip(dst[p * wp..].chunks_mut(wp)) {
+        fill_short(&mut out[..p], zero);
+        let to = &mut out[p..p + W];
+        // SAFETY: `line` and `to` are both `W` slots long (`chunks_exact`, the range) and do not
+        // overlap (`src` is borrowed shared, `dst` exclusively); a copy of a constant length
+        // compiles to vector moves.
+        unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), to.as_mut_ptr().cast::<f32>(), W) };
+        fill_short(&mut out[p + W..], zero);
+    }
+}
+
+fn pad_rows_of(src: &[f32], h: usize, w: usize, p: usize, dst: &mut [MaybeUninit<f32>]) {
     let (wp, zero) = (w + 2 * p, MaybeUninit::new(0.0));
     dst[..p * wp].fill(zero);
     dst[(p + h) * wp..].fill(zero);
