@@ -5,7 +5,7 @@
 # each is kept (the least disturbed by anything else the machine does). With --compile PyTorch
 # also runs torch.compile'd (inductor; its compile warm-up reported apart) and the ratio is
 # against the faster mode. The table gives normwd's FLOP rate and its share of the host's FMA
-# peak (bench/table.py says how both are reckoned).
+# peak, measured first with `normwd bench --peak` (bench/table.py says how both are reckoned).
 #
 #   bench/compare.sh [--models mlp,convnet,resnet20,gpt] [--steps 20] [--rounds 2] [--threads 2] [--compile]
 #
@@ -42,6 +42,8 @@ bin="${CARGO_TARGET_DIR:-target}/release/normwd"
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
+# The FMA rate this machine sustains with the same threads: the peak the shares are taken against.
+RAYON_NUM_THREADS=$threads "$bin" bench --peak --json | sed 's/^/peak /' >> "$out" || true
 for m in ${models//,/ }; do
   for r in $(seq "$rounds"); do
     echo "  $m round $r/$rounds" >&2

@@ -4,10 +4,12 @@
 PERFORMANCE.md records. Of repeated rounds the fastest median of each is kept (the one least
 disturbed by anything else on the machine). The ratio is against the faster PyTorch mode. FLOP
 rates use the FLOPs of one step that PyTorch's counter finds in the twin model (matrix products
-and convolutions, forward and backward); the FMA peak is threads x clock x 2 FMA units x vector
-lanes x 2, with the lanes from the CPU's flags (AVX-512: 16 f32, but 8 on AMD, whose Zen 4 runs
-512-bit operations as two 256-bit halves; AVX2: 8) and the clock from /proc/cpuinfo, all
-printed with the table.
+and convolutions, forward and backward). The FMA peak is the rate `normwd bench --peak` measures
+(a `peak ` line: register-only FMA chains on the same threads), printed beside the nominal one,
+threads x clock x 2 FMA units x vector lanes x 2, with the lanes from the CPU's flags (AVX-512: 16
+f32, but 8 on AMD, whose Zen 4 runs 512-bit operations as two 256-bit halves; AVX2: 8) and the
+clock from /proc/cpuinfo. The nominal one misses the boost clock: on a Zen 4 EPYC it said 166
+GFLOP/s where 227 were measured. Without a `peak ` line the share is of the nominal peak.
 
     python3 bench/table.py LINES_FILE
 """
@@ -47,9 +49,13 @@ def fma_peak(threads):
 rows = {}
 # The longest compile warm-up of each model: the first round's, before inductor's cache is warm.
 cold = {}
+measured = None
 for line in open(sys.argv[1]):
     who, js = line.split(" ", 1)
     r = json.loads(js)
+    if who == "peak":
+        measured = r
+        continue
     if r.get("compile_s") is not None:
         cold[r["model"]] = max(cold.get(r["model"], 0.0), r["compile_s"])
     best = rows.setdefault(r["model"], {}).get(who)
@@ -63,6 +69,9 @@ if p0["device"] == "cpu":
     cpu = cpu_info()[0]
     where = f"{cpu}, {p0['threads']} threads each (normwd rayon {n0['threads']}, PyTorch {p0['threads']})"
     peak, how = fma_peak(p0["threads"])
+    if measured:
+        how = f"measured {measured['flops'] / 1e9:.0f} GFLOP/s ({measured['isa']} FMA chains on {measured['threads']} threads, the share's base); nominal {how}"
+        peak = measured["flops"]
 else:
     where = f"{p0['device']} (normwd --device {n0['device']}, PyTorch CUDA eager)"
     peak, how = None, None

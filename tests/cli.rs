@@ -402,6 +402,18 @@ fn bench_smoke_prints_throughput_and_json() {
     let o = run(&["bench", "--probe", "--models", "mlp", "--steps", "2"]);
     assert!(o.status.success() && text(&o).0.contains("overhead"), "{:?}", text(&o));
     expect_usage_error(&["bench", "--train", "--device", "cuda"], "--device cuda");
+    // The measured FMA peak bench/compare.sh takes shares against: one JSON line, a finite
+    // positive rate, on a CPU with the vector instructions; elsewhere a clear refusal.
+    let o = run(&["bench", "--peak", "--json"]);
+    let (out, err) = text(&o);
+    if o.status.success() {
+        let p: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let flops = p["flops"].as_f64().unwrap();
+        assert!(flops.is_finite() && flops > 1e8 && p["threads"].as_u64().unwrap() >= 1, "{p}");
+        assert!(["AVX-512", "AVX2+FMA"].contains(&p["isa"].as_str().unwrap()), "{p}");
+    } else {
+        assert!(o.status.code() == Some(1) && err.contains("--peak") && !err.contains("panicked"), "{err}");
+    }
 }
 
 /// Ctrl-C during training ends the run with exit 130 and a line saying how to continue it,

@@ -14,6 +14,10 @@ pub struct BenchArgs {
     /// Measure training throughput on synthetic batches (what bench/compare.sh compares with PyTorch).
     #[arg(long)]
     pub train: bool,
+    /// Measure the f32 FMA rate the thread pool sustains on registers alone (the peak that
+    /// bench/compare.sh's shares are taken against).
+    #[arg(long)]
+    pub peak: bool,
     /// Models to time (comma-separated).
     #[arg(long, default_value = "mlp,convnet", value_delimiter = ',', value_parser = choice::<ModelKind>())]
     pub models: Vec<ModelKind>,
@@ -36,14 +40,26 @@ pub struct BenchArgs {
 
 /// Runs `normwd bench`.
 pub fn run(a: BenchArgs) -> Result<(), Failure> {
-    if !a.probe && !a.train {
-        return Err(fail(2, "nothing to measure: pass --probe or --train (bench/compare.sh sets --train beside PyTorch)"));
+    if !a.probe && !a.train && !a.peak {
+        return Err(fail(2, "nothing to measure: pass --probe, --train or --peak (bench/compare.sh sets --train beside PyTorch)"));
     }
     if a.steps == 0 {
         return Err(fail(2, "--steps 0: expected an integer >= 1"));
     }
     if a.batch_size == 0 {
         return Err(fail(2, "--batch-size 0: expected an integer >= 1"));
+    }
+    if a.peak {
+        let p = bench::fma_peak(1.0)
+            .ok_or_else(|| fail(1, "--peak: this CPU has neither AVX-512 nor AVX2 with FMA, whose rate it measures"))?;
+        if a.json {
+            println!("{}", serde_json::to_value(&p).expect("serializes"));
+        } else {
+            println!("sustained f32 FMA rate: {:.0} GFLOP/s ({}, {} threads, registers only)", p.flops / 1e9, p.isa, p.threads);
+        }
+        if !a.train && !a.probe {
+            return Ok(());
+        }
     }
     let models = a.models.clone();
     if a.train {
