@@ -1,6 +1,6 @@
-//! The direct 3x3 convolution's kernels timed alone on ResNet-20's geometries (batch 128):
-//! median milliseconds and GFLOP/s of the forward (the input gradient runs the same kernel)
-//! and of the weight gradient, per stage. Run:
+//! The direct 3x3 convolution's kernels timed alone on ResNet-20's and the ConvNet's geometries
+//! (batch 128): median milliseconds and GFLOP/s of the forward (the input gradient runs the same
+//! kernel) and of the weight gradient, per layer shape. Run:
 //! `RAYON_NUM_THREADS=2 cargo run --release --example conv_parts`.
 
 use normwd::kernels::conv::{direct, Geometry};
@@ -13,7 +13,7 @@ fn median(mut t: Vec<f64>) -> f64 {
 
 fn main() {
     let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    for (c_in, hw, c_out) in [(3, 32, 16), (16, 32, 16), (32, 16, 32), (64, 8, 8 * 8)] {
+    for (c_in, hw, c_out) in [(3, 32, 16), (16, 32, 16), (32, 16, 32), (64, 8, 64), (1, 28, 32), (32, 14, 64), (64, 7, 128)] {
         let g = Geometry { n: 128, c_in, h: hw, w: hw, c_out, k: 3, stride: 1, pad: 1 };
         if !direct::suits(&g) {
             println!("{g:?}: the direct form does not run here");
