@@ -9,7 +9,9 @@
 
 use super::gelu::exp_neg;
 use super::gemm::{matmul, Mat};
+use super::uninit::filled;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Sizes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,15 +45,26 @@ impl Shape {
     /// Writes the `[seq, head_dim]` blocks of every (sequence, head) job back into `[n, width]`.
     fn scatter(&self, blocks: &[Vec<f32>]) -> Vec<f32> {
         let (t, d, c) = (self.seq, self.head_dim, self.width());
-        let mut out = vec![0f32; self.batch * t * c];
-        for (job, blk) in blocks.iter().enumerate() {
-            let (b, h) = (job / self.heads, job % self.heads);
-            for i in 0..t {
-                let row = (b * t + i) * c + h * d;
-                out[row..row + d].copy_from_slice(&blk[i * d..(i + 1) * d]);
-            }
-        }
-        out
+        assert!(
+            blocks.len() == self.batch * self.heads && blocks.iter().all(|b| b.len() == t * d),
+            "attention: one [seq, head_dim] block per (sequence, head)"
+        );
+        // One sequence per job, in parallel, into an unzeroed buffer: zeroed and copied on the
+        // calling thread it was ~1.5% of a `gpt` step.
+        let fill = |out: &mut [MaybeUninit<f32>]| {
+            out.par_chunks_mut(t * c).zip(blocks.par_chunks(self.heads)).for_each(|(seq, heads)| {
+                for (h, blk) in heads.iter().enumerate() {
+                    for (i, from) in blk.chunks_exact(d).take(t).enumerate() {
+                        for (o, &v) in seq[i * c + h * d..][..d].iter_mut().zip(from) {
+                            o.write(v);
+                        }
+                    }
+                }
+            })
+        };
+        // SAFETY: the heads' `d` columns tile each of the sequence's `t` rows of `c = heads * d`
+        // values, so every slot is written once.
+        unsafe { filled(self.batch * t * c, fill) }
     }
 }
 

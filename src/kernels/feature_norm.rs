@@ -4,7 +4,9 @@
 //! parallel; the weight and bias gradients are summed per fixed block of rows, then the blocks
 //! in order, so the result does not depend on the thread count.
 
+use super::uninit::filled;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Rows per parallel job.
 const ROWS: usize = 64;
@@ -24,23 +26,30 @@ pub fn forward(x: &[f32], features: usize, weight: &[f32], bias: Option<&[f32]>,
     let c = features;
     assert!(c > 0 && x.len().is_multiple_of(c) && weight.len() == c, "feature norm: {} values, {c} features", x.len());
     let rows = x.len() / c;
-    let mut y = vec![0f32; x.len()];
     let mut mean = vec![0f32; rows];
     let mut rstd = vec![0f32; rows];
-    y.par_chunks_mut(ROWS * c).zip(x.par_chunks(ROWS * c)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS))).for_each(
-        |((y, x), (mean, rstd))| {
-            for ((y, x), (m, r)) in y.chunks_mut(c).zip(x.chunks(c)).zip(mean.iter_mut().zip(rstd.iter_mut())) {
-                let mu = if rms { 0.0 } else { x.iter().map(|&v| v as f64).sum::<f64>() / c as f64 };
-                let var = x.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / c as f64;
-                let (mu, rs) = (mu as f32, (1.0 / (var + epsilon).sqrt()) as f32);
-                match bias {
-                    Some(b) => y.iter_mut().zip(x).zip(weight.iter().zip(b)).for_each(|((y, &x), (&w, &b))| *y = (x - mu) * rs * w + b),
-                    None => y.iter_mut().zip(x).zip(weight).for_each(|((y, &x), &w)| *y = (x - mu) * rs * w),
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(ROWS * c).zip(x.par_chunks(ROWS * c)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS))).for_each(
+            |((y, x), (mean, rstd))| {
+                for ((y, x), (m, r)) in y.chunks_mut(c).zip(x.chunks(c)).zip(mean.iter_mut().zip(rstd.iter_mut())) {
+                    let mu = if rms { 0.0 } else { x.iter().map(|&v| v as f64).sum::<f64>() / c as f64 };
+                    let var = x.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / c as f64;
+                    let (mu, rs) = (mu as f32, (1.0 / (var + epsilon).sqrt()) as f32);
+                    match bias {
+                        Some(b) => y.iter_mut().zip(x).zip(weight.iter().zip(b)).for_each(|((y, &x), (&w, &b))| {
+                            y.write((x - mu) * rs * w + b);
+                        }),
+                        None => y.iter_mut().zip(x).zip(weight).for_each(|((y, &x), &w)| {
+                            y.write((x - mu) * rs * w);
+                        }),
+                    }
+                    (*m, *r) = (mu, rs);
                 }
-                (*m, *r) = (mu, rs);
-            }
-        },
-    );
+            },
+        )
+    };
+    // SAFETY: the row blocks cover every slot, and each row writes all of its `c` slots.
+    let y = unsafe { filled(x.len(), fill) };
     (y, Stats { mean, rstd })
 }
 
@@ -50,8 +59,8 @@ pub fn forward(x: &[f32], features: usize, weight: &[f32], bias: Option<&[f32]>,
 pub fn backward(x: &[f32], dy: &[f32], features: usize, weight: &[f32], st: &Stats, rms: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = features;
     assert_eq!(x.len(), dy.len(), "feature norm backward: input and gradient differ in length");
-    let mut dx = vec![0f32; x.len()];
-    let partial: Vec<(Vec<f64>, Vec<f64>)> = dx
+    let mut dx = Vec::with_capacity(x.len());
+    let partial: Vec<(Vec<f64>, Vec<f64>)> = dx.spare_capacity_mut()[..x.len()]
         .par_chunks_mut(ROWS * c)
         .zip(x.par_chunks(ROWS * c).zip(dy.par_chunks(ROWS * c)))
         .zip(st.mean.par_chunks(ROWS).zip(st.rstd.par_chunks(ROWS)))
@@ -71,12 +80,15 @@ pub fn backward(x: &[f32], dy: &[f32], features: usize, weight: &[f32], st: &Sta
                 let m1 = if rms { 0.0 } else { (s1 / c as f64) as f32 };
                 let m2 = (s2 / c as f64) as f32;
                 for j in 0..c {
-                    dx[j] = rs * (dy[j] * weight[j] - m1 - xhat[j] * m2);
+                    dx[j].write(rs * (dy[j] * weight[j] - m1 - xhat[j] * m2));
                 }
             }
             (dw, db)
         })
         .collect();
+    // SAFETY: the row blocks cover all `x.len()` slots, and each row wrote all of its `c` slots
+    // (`x.len()` is a whole number of rows: the forward pass checked it).
+    unsafe { dx.set_len(x.len()) };
     let (mut dw, mut db) = (vec![0f64; c], vec![0f64; c]);
     for (w, b) in &partial {
         dw.iter_mut().zip(w).for_each(|(a, v)| *a += v);

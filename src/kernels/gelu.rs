@@ -3,7 +3,9 @@
 //! 9% of a `gpt` training step. Errors against f64 references are below 4e-7 (erf, absolute) and 5e-7
 //! (exp, relative), tested below.
 
+use super::uninit::filled;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements per parallel job.
 const CHUNK: usize = 16 * 1024;
@@ -53,27 +55,31 @@ fn cdf(x: f32) -> f32 {
 
 /// `x * Phi(x)` of every element.
 pub fn forward(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| {
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = x * cdf(x);
-        }
-    });
-    y
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                y.write(x * cdf(x));
+            }
+        })
+    };
+    // SAFETY: the chunks cover every slot, each written once.
+    unsafe { filled(x.len(), fill) }
 }
 
 /// `dy * (Phi(x) + x * phi(x))` of every element (`phi` the normal density).
 pub fn backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), dy.len(), "gelu backward: input and gradient differ in length");
     const INV_SQRT_2PI: f32 = 0.398_942_3;
-    let mut dx = vec![0f32; x.len()];
-    dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(|(dx, (x, dy))| {
-        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-            let density = INV_SQRT_2PI * exp_neg(-0.5 * x * x);
-            *dx = dy * (cdf(x) + x * density);
-        }
-    });
-    dx
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(|(dx, (x, dy))| {
+            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                let density = INV_SQRT_2PI * exp_neg(-0.5 * x * x);
+                dx.write(dy * (cdf(x) + x * density));
+            }
+        })
+    };
+    // SAFETY: the chunks cover every slot, each written once.
+    unsafe { filled(x.len(), fill) }
 }
 
 #[cfg(test)]
