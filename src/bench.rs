@@ -191,7 +191,7 @@ pub fn fma_peak(seconds: f64) -> Option<FmaPeak> {
     use rayon::prelude::*;
     let isa = peak::isa()?;
     let threads = rayon::current_num_threads();
-    // One short round to wake every core, then the timed one; each thread's own count of FMAs.
+    // One short round wakes every core and sizes the timed ones; each thread counts its own FMAs.
     let round = |reps: u64| {
         let t0 = Instant::now();
         let flops: f64 = (0..threads).into_par_iter().map(|_| peak::fma_flops(isa, reps)).sum();

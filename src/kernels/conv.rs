@@ -287,43 +287,39 @@ pub(super) fn fill_short<T: Copy>(s: &mut [T], v: T) {
 /// writing each slot once (a whole-plane fill first was ~3% of a ResNet-20 step), so `dst` may
 /// be uninitialized.
 fn pad_plane(src: &[f32], h: usize, w: usize, p: usize, dst: &mut [MaybeUninit<f32>]) {
-    // ResNet-20's rows are copied with moves of a known length instead of a `memmove` call per
-    // row (6% of a step's samples); the step ran ~3% faster. The ConvNet's 28, 14 and 7 gained
-    // nothing measurable that way, so they take the general copy.
-    match w {
-        32 => pad_rows::<32>(src, h, p, dst),
-        16 => pad_rows::<16>(src, h, p, dst),
-        8 => pad_rows::<8>(src, h, p, dst),
-        _ => pad_rows_of(src, h, w, p, dst),
-    }
-}
-
-#[inline(always)]
-fn pad_rows<const W: usize>(src: &[f32], h: usize, p: usize, dst: &mut [MaybeUninit<f32>]) {
-    let (wp, zero) = (W + 2 * p, MaybeUninit::new(0.0));
-    dst[..p * wp].fill(zero);
-    dst[(p + h) * wp..].fill(zero);
-    for (line, out) in src.chunks_exact(W).zip(dst[p * wp..].chunks_mut(wp)) {
-        fill_short(&mut out[..p], zero);
-        let to = &mut out[p..p + W];
-        // SAFETY: `line` and `to` are both `W` slots long (`chunks_exact`, the range) and do not
-        // overlap (`src` is borrowed shared, `dst` exclusively); a copy of a constant length
-        // compiles to vector moves.
-        unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), to.as_mut_ptr().cast::<f32>(), W) };
-        fill_short(&mut out[p + W..], zero);
-    }
-}
-
-fn pad_rows_of(src: &[f32], h: usize, w: usize, p: usize, dst: &mut [MaybeUninit<f32>]) {
     let (wp, zero) = (w + 2 * p, MaybeUninit::new(0.0));
     dst[..p * wp].fill(zero);
     dst[(p + h) * wp..].fill(zero);
     for (line, out) in src.chunks(w).zip(dst[p * wp..].chunks_mut(wp)) {
         fill_short(&mut out[..p], zero);
-        for (d, &v) in out[p..p + w].iter_mut().zip(line) {
-            d.write(v);
-        }
+        copy_row(line, &mut out[p..p + w]);
         fill_short(&mut out[p + w..], zero);
+    }
+}
+
+/// Copies one image row into `dst` (of the same length). ResNet-20's rows are copied with moves
+/// of a known length instead of a `memmove` call per row (6% of a step's samples); the step ran
+/// ~3% faster. The ConvNet's 28, 14 and 7 gained nothing measurable that way, so they take the
+/// general copy.
+#[inline(always)]
+fn copy_row(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+    assert_eq!(src.len(), dst.len(), "copy_row: rows of unequal length");
+    #[inline(always)]
+    fn fixed<const W: usize>(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+        // SAFETY: both are `W` slots long (asserted above) and do not overlap (`src` is
+        // borrowed shared, `dst` exclusively); a copy of a constant length compiles to vector
+        // moves.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<f32>(), W) }
+    }
+    match src.len() {
+        32 => fixed::<32>(src, dst),
+        16 => fixed::<16>(src, dst),
+        8 => fixed::<8>(src, dst),
+        _ => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                d.write(v);
+            }
+        }
     }
 }
 

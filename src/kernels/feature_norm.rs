@@ -59,36 +59,38 @@ pub fn forward(x: &[f32], features: usize, weight: &[f32], bias: Option<&[f32]>,
 pub fn backward(x: &[f32], dy: &[f32], features: usize, weight: &[f32], st: &Stats, rms: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = features;
     assert_eq!(x.len(), dy.len(), "feature norm backward: input and gradient differ in length");
-    let mut dx = Vec::with_capacity(x.len());
-    let partial: Vec<(Vec<f64>, Vec<f64>)> = dx.spare_capacity_mut()[..x.len()]
-        .par_chunks_mut(ROWS * c)
-        .zip(x.par_chunks(ROWS * c).zip(dy.par_chunks(ROWS * c)))
-        .zip(st.mean.par_chunks(ROWS).zip(st.rstd.par_chunks(ROWS)))
-        .map(|((dx, (x, dy)), (mean, rstd))| {
-            let (mut dw, mut db) = (vec![0f64; c], vec![0f64; c]);
-            let mut xhat = vec![0f32; c];
-            for (((dx, x), dy), (&mu, &rs)) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)).zip(mean.iter().zip(rstd)) {
-                let (mut s1, mut s2) = (0f64, 0f64);
-                for j in 0..c {
-                    xhat[j] = (x[j] - mu) * rs;
-                    let g = dy[j] * weight[j];
-                    s1 += g as f64;
-                    s2 += (g * xhat[j]) as f64;
-                    dw[j] += (dy[j] * xhat[j]) as f64;
-                    db[j] += dy[j] as f64;
+    let mut partial: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        partial = dx
+            .par_chunks_mut(ROWS * c)
+            .zip(x.par_chunks(ROWS * c).zip(dy.par_chunks(ROWS * c)))
+            .zip(st.mean.par_chunks(ROWS).zip(st.rstd.par_chunks(ROWS)))
+            .map(|((dx, (x, dy)), (mean, rstd))| {
+                let (mut dw, mut db) = (vec![0f64; c], vec![0f64; c]);
+                let mut xhat = vec![0f32; c];
+                for (((dx, x), dy), (&mu, &rs)) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)).zip(mean.iter().zip(rstd)) {
+                    let (mut s1, mut s2) = (0f64, 0f64);
+                    for j in 0..c {
+                        xhat[j] = (x[j] - mu) * rs;
+                        let g = dy[j] * weight[j];
+                        s1 += g as f64;
+                        s2 += (g * xhat[j]) as f64;
+                        dw[j] += (dy[j] * xhat[j]) as f64;
+                        db[j] += dy[j] as f64;
+                    }
+                    let m1 = if rms { 0.0 } else { (s1 / c as f64) as f32 };
+                    let m2 = (s2 / c as f64) as f32;
+                    for j in 0..c {
+                        dx[j].write(rs * (dy[j] * weight[j] - m1 - xhat[j] * m2));
+                    }
                 }
-                let m1 = if rms { 0.0 } else { (s1 / c as f64) as f32 };
-                let m2 = (s2 / c as f64) as f32;
-                for j in 0..c {
-                    dx[j].write(rs * (dy[j] * weight[j] - m1 - xhat[j] * m2));
-                }
-            }
-            (dw, db)
-        })
-        .collect();
-    // SAFETY: the row blocks cover all `x.len()` slots, and each row wrote all of its `c` slots
+                (dw, db)
+            })
+            .collect()
+    };
+    // SAFETY: the row blocks cover all `x.len()` slots, and each row writes all of its `c` slots
     // (`x.len()` is a whole number of rows: the forward pass checked it).
-    unsafe { dx.set_len(x.len()) };
+    let dx = unsafe { filled(x.len(), fill) };
     let (mut dw, mut db) = (vec![0f64; c], vec![0f64; c]);
     for (w, b) in &partial {
         dw.iter_mut().zip(w).for_each(|(a, v)| *a += v);
