@@ -2,8 +2,13 @@
 //! measure and predict its real effect, the effective learning rate.
 //!
 //! The engine, on burn, over the tensor-free core ([`normwd_core`]: theory, roles and decay
-//! rules, typed settings, the run format, the report), whose modules are re-exported here
-//! under the same names. Data flows top to bottom, each layer importing only those above it:
+//! rules, optimizer facts, typed settings, probe records, the run format, the report). The
+//! core's `fault`, `report` and `theory` are re-exported here under their own names; the
+//! others inside the engine module that builds on them: `roles` in [`params`], `optim` and
+//! `schedule` in [`optim`] (`optim::schedule`), `probe` and `records` in [`probe`], `config`,
+//! `store`, `run` and `records` in [`train`] (`train::config`, `train::store`), `sweep` in
+//! [`sweep`], `kinds` in [`model`]. Data flows top to bottom, each layer importing only those
+//! above it:
 //! - [`data`]: datasets and batches;
 //! - [`kernels`], [`device`]: CPU kernels plugged into burn, and the `--device` choice;
 //! - [`model`]: the architectures and their norm layers, and the one parameter walker;

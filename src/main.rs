@@ -36,27 +36,66 @@ enum Command {
     Bench(cli::bench::BenchArgs),
 }
 
-/// The command line, with `train --help` showing each setting's default from the one place
-/// defaults are kept (`RunConfig::default`), not from copies in help texts.
+/// The command line, with `train --help` showing each setting's default once, from the one
+/// place defaults are kept (`RunConfig::defaults`), the transformer's beside the image models'
+/// where they differ; help texts hold no copies of them.
 fn command() -> clap::Command {
-    let defaults = toml::Table::try_from(normwd::train::config::RunConfig::default()).expect("the defaults serialize");
+    use normwd::model::ModelKind;
+    use normwd::train::config::RunConfig;
+    let table = |m| toml::Table::try_from(RunConfig::defaults(m)).expect("the defaults serialize");
+    let (image, gpt) = (table(ModelKind::Convnet), table(ModelKind::Gpt));
     let shown = |v: &toml::Value| match v {
         toml::Value::String(s) => Some(s.clone()),
         toml::Value::Array(a) if a.is_empty() => None,
         toml::Value::Array(a) => Some(a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")),
         toml::Value::Boolean(_) => None,
+        toml::Value::Float(f) if *f != 0.0 && f.abs() < 1e-3 => Some(format!("{f:e}")),
         other => Some(other.to_string()),
     };
+    let optimizer_defaults = optimizer_defaults();
     Cli::command().mut_subcommand("train", |train| {
         let ids: Vec<String> = train.get_arguments().map(|a| a.get_id().to_string()).collect();
-        ids.into_iter().fold(train, |c, id| match defaults.get(&id).and_then(shown) {
-            Some(d) => c.mut_arg(&id, |a| {
+        ids.into_iter().fold(train, |c, id| {
+            let (d, g) = match optimizer_defaults.iter().find(|(key, _)| *key == id) {
+                Some((_, d)) => (Some(d.clone()), None),
+                None => (image.get(&id).and_then(shown), gpt.get(&id).and_then(shown)),
+            };
+            let Some(d) = d else { return c };
+            let d = match g.filter(|g| *g != d && id != "model") {
+                Some(g) => format!("{d}; gpt: {g}"),
+                None => d,
+            };
+            c.mut_arg(&id, |a| {
                 let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
                 a.help(format!("{help} [default: {d}]"))
-            }),
-            None => c,
+            })
         })
     })
+}
+
+/// The defaults each optimizer chooses for itself (`--decay`, `--decay-policy`, `--betas`), in
+/// words, from its row of facts (`OptimKind::facts`).
+fn optimizer_defaults() -> Vec<(&'static str, String)> {
+    use normwd::optim::OptimKind;
+    // The value most kinds take, then the kinds that take another, by value.
+    fn by_kind<T: PartialEq + Copy>(of: impl Fn(OptimKind) -> T, show: impl Fn(T) -> String) -> String {
+        let mut values: Vec<(T, Vec<&str>)> = Vec::new();
+        for k in OptimKind::ALL {
+            match values.iter_mut().find(|(v, _)| *v == of(k)) {
+                Some((_, kinds)) => kinds.push(k.name()),
+                None => values.push((of(k), vec![k.name()])),
+            }
+        }
+        values.sort_by_key(|(_, kinds)| std::cmp::Reverse(kinds.len()));
+        let mut parts = vec![show(values[0].0)];
+        parts.extend(values[1..].iter().map(|(v, kinds)| format!("{}: {}", kinds.join(", "), show(*v))));
+        parts.join("; ")
+    }
+    vec![
+        ("decay", by_kind(|k| k.facts().decay, |d| d.name().to_string())),
+        ("decay_policy", by_kind(|k| k.facts().policy, |p| p.name().to_string()) + "; --compensate-elr: none-on-scale-invariant"),
+        ("betas", by_kind(|k| k.facts().betas, |(a, b)| format!("{a},{b}"))),
+    ]
 }
 
 /// Exits on a flag clap refused. A bad value gets the one line every other bad input gets

@@ -74,6 +74,51 @@ fn bad_flags_exit_2_with_one_line() {
     let cfg = d.join("bad.toml");
     std::fs::write(&cfg, "model = \"mlp\"\nlearning_rate = 0.1\n").unwrap();
     expect_usage_error(&["train", "--config", cfg.to_str().unwrap(), "--out", o], "learning_rate");
+    // Counts have no `0` meaning "all" or "auto": leaving the flag out asks for the default.
+    expect_usage_error(&["train", "--probe-every", "0", "--out", o], "--probe-every \"0\": expected an integer >= 1");
+    expect_usage_error(&["train", "--train-subset", "0", "--out", o], "--train-subset \"0\"");
+}
+
+/// `train --help` gives each default once, from the one place defaults are kept (the
+/// transformer's beside the image models' where they differ), and no sentinel value.
+#[test]
+fn train_help_prints_each_default_once() {
+    let o = run(&["train", "--help"]);
+    let (help, _) = text(&o);
+    assert!(o.status.success());
+    for line in help.lines() {
+        assert!(line.matches("default").count() <= 1, "a default said twice: {line}");
+        // Counts whose `0` once meant "all" or "auto" now say what leaving them out does.
+        let count = ["Probe every", "first N", "rows of the token embedding"].iter().any(|c| line.contains(c));
+        assert!(!(count && line.contains("[default: 0]")) && !line.contains("(0 ="), "a sentinel: {line}");
+    }
+    for said in [
+        "[default: 0.1; gpt: 0.003]",
+        "[default: sgd; gpt: adamw]",
+        "[default: 128; gpt: 32]",
+        "[default: 0.9,0.999; lion: 0.9,0.99]",
+        "[default: about 200 points per run",
+        "[default: 1e-8]",
+    ] {
+        assert!(help.contains(said), "{said} in {help}");
+    }
+}
+
+/// A run of the transformer with no other flag trains with the transformer's own defaults, and
+/// its `config.toml` records them, so it reruns exactly (the full run: README).
+#[test]
+fn a_gpt_alone_trains_with_its_own_defaults() {
+    let d = tmp("gptdefaults").join("run");
+    let o = run(&["train", "--model", "gpt", "--train-subset", "64", "--test-subset", "16", "--epochs", "1", "--out", d.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let c = normwd::train::config::RunConfig::from_toml("config.toml", &std::fs::read_to_string(d.join("config.toml")).unwrap()).unwrap();
+    let expected = normwd::train::config::RunConfig::defaults(normwd::model::ModelKind::Gpt);
+    assert_eq!(
+        (c.optimizer, c.lr, c.weight_decay, c.batch_size),
+        (expected.optimizer, expected.lr, expected.weight_decay, expected.batch_size)
+    );
+    assert_eq!((c.optimizer.name(), c.lr, c.batch_size), ("adamw", 3e-3, 32));
+    assert_eq!((c.train_subset, c.probe_every), (Some(64), None), "unset stays unset, not a sentinel");
 }
 
 /// Text a `gpt` cannot train on is refused before training, naming the file and what was expected.

@@ -61,7 +61,7 @@ fn mlp_config() -> RunConfig {
         epochs: 8,
         batch_size: 128,
         schedule: ScheduleKind::Constant,
-        probe_every: 1,
+        probe_every: Some(1),
         decay_policy: Some(DecayPolicy::ExcludeNormBias),
         ..Default::default()
     }

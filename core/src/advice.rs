@@ -2,8 +2,8 @@
 //! shows them: `inspect` on saved checkpoints, `audit`, and the Python package's
 //! `normwd.torch.audit` on a live model and optimizer.
 
-use crate::optim::{Hyper, Rule};
 use crate::roles::Role;
+use crate::theory::Family;
 
 crate::choice! {
     /// A mistake in a training's setup.
@@ -58,16 +58,18 @@ impl Mistake {
 }
 
 /// The mistakes of a tensor with `role` and scale-invariance `scale_invariant`, trained with
-/// `hyper` (its group's settings). Group membership (in none, in two) is the caller's to tell.
-pub fn mistakes(role: Role, scale_invariant: bool, hyper: &Hyper) -> Vec<Mistake> {
-    let decayed = hyper.weight_decay > 0.0;
+/// its group's `weight_decay` by an optimizer of `family` (`Other` for one without a closed
+/// form: the mistakes of roles still apply). Group membership (in none, in two) is the
+/// caller's to tell.
+pub fn mistakes(role: Role, scale_invariant: bool, weight_decay: f64, family: Family) -> Vec<Mistake> {
+    let decayed = weight_decay > 0.0;
     let mut out = Vec::new();
     match role {
         Role::NormScale | Role::NormShift | Role::Gain if decayed => out.push(Mistake::NormDecayed),
         Role::Bias if decayed => out.push(Mistake::BiasDecayed),
         Role::Embedding | Role::Token if decayed => out.push(Mistake::EmbeddingDecayed),
         Role::Weight if scale_invariant => {
-            if decayed && hyper.coupled && matches!(hyper.optimizer, Rule::Adam | Rule::Adamw) {
+            if decayed && family == Family::AdamL2 {
                 out.push(Mistake::AdamL2OnInvariant);
             }
             if !decayed {
@@ -82,6 +84,11 @@ pub fn mistakes(role: Role, scale_invariant: bool, hyper: &Hyper) -> Vec<Mistake
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::{Hyper, Rule};
+
+    fn mistakes(role: Role, scale_invariant: bool, h: &Hyper) -> Vec<Mistake> {
+        super::mistakes(role, scale_invariant, h.weight_decay, h.family())
+    }
 
     #[test]
     fn each_mistake_where_it_applies() {

@@ -4,9 +4,10 @@
 //! only through their product; `train` and `sweep` say so.
 
 use crate::config::RunConfig;
-use crate::optim::{DecayMode, Hyper, OptimKind, Rule};
+use crate::optim::{Equilibrium, Hyper};
 use crate::schedule::ScheduleKind;
 use crate::theory;
+use crate::theory::Family;
 
 /// Relaxation times a phase must last for its end to be at equilibrium.
 pub const RELAXATIONS: f64 = 2.0;
@@ -46,21 +47,14 @@ impl Shortfall {
 pub fn shortfalls(c: &RunConfig, steps_per_epoch: usize) -> Vec<Shortfall> {
     let Ok(r) = c.resolve() else { return Vec::new() };
     let o = &r.optim;
-    let decay = o.scale_invariant_decay(r.policy);
-    let coupled = o.decay == DecayMode::Coupled;
-    let optimizer = match o.kind {
-        OptimKind::Sgd => Rule::Sgd,
-        OptimKind::Adam | OptimKind::Adamw if !coupled => Rule::Adamw,
-        OptimKind::Lion => Rule::Lion,
-        _ => return Vec::new(),
-    };
-    if decay <= 0.0 {
+    // The rotational wrappers impose their equilibrium from the first step: nothing relaxes.
+    let (Some(h), Equilibrium::Relaxes(_)) = (o.hyper(r.policy), o.kind.facts().equilibrium) else { return Vec::new() };
+    if h.weight_decay <= 0.0 || h.family() == Family::AdamL2 {
         return Vec::new();
     }
     let relaxation = |factor: f64| {
-        let weight_decay = theory::decay_acting(decay, factor, o.corrected_decay, o.cautious_decay);
-        let h = Hyper { optimizer, lr: o.lr * o.si_lr_scale * factor, momentum: o.momentum, weight_decay, coupled, betas: o.betas };
-        1.0 / h.relax_rate()
+        let weight_decay = theory::decay_acting(h.weight_decay, factor, o.corrected_decay, o.cautious_decay);
+        1.0 / Hyper { lr: h.lr * factor, weight_decay, ..h.clone() }.relax_rate()
     };
     let total = steps_per_epoch * c.epochs;
     let phases: Vec<(String, usize, f64)> = match r.schedule {
@@ -92,6 +86,7 @@ pub fn shortfalls(c: &RunConfig, steps_per_epoch: usize) -> Vec<Shortfall> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::OptimKind;
 
     /// The old grid example's smallest lr*wd: lr 0.2, wd 0.0025, momentum 0.9, L2 in the
     /// gradient: (1-mu)/(lr*wd) = 200 steps against a 192-step run; 0.4 x 0.02 is fine.

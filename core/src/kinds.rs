@@ -1,5 +1,18 @@
 //! The names of what a run trains: architecture and normalization. The engine builds them;
 //! here they are names with the facts about them that need no tensors.
+//!
+//! Adding a norm: its [`NormKind`] variant and its facts here (which models take it); the
+//! layer in `src/model/layers.rs` (`Norm::groups` says which channels it normalizes together,
+//! `Norm::apply` computes it; a kind with no `Norm` layer, as weight norm, goes in `Dense` /
+//! `Conv`); the granularity of the scale-invariance it gives in `src/params.rs`'s `describe`;
+//! the PyTorch twin in `bench/` and the Python package's `is_norm` if PyTorch has it under
+//! another class; a row in `params`' test of invariance per norm.
+//!
+//! Adding a model: its [`ModelKind`] variant, its facts here and its defaults in
+//! `RunConfig::defaults` (`core/src/config.rs`); the module in `src/model/` with PyTorch's
+//! parameter names, its arm in `Net::new` and `Net::forward` (`src/model/mod.rs`) and its
+//! `links` (which layer feeds which norm); its data in `src/data` if it reads something new; a
+//! PyTorch twin in `bench/` for the speed comparison.
 
 crate::choice! {
     /// Which architecture (the `--model` flag).

@@ -10,6 +10,8 @@
 //! - [`advice`]: the mistakes flagged in how a tensor is trained;
 //! - [`config`]: a run's typed settings, resolved once;
 //! - [`budget`]: whether a run's schedule gives its weights time to reach equilibrium;
+//! - [`probe`]: one probe record from a writer's raw sums, and which tensors get which
+//!   prediction;
 //! - [`records`], [`fault`], [`store`], [`run`]: the run directory (metrics lines, crash points
 //!   for tests, atomic files and checkpoints, a run read back);
 //! - [`sweep`]: sweep files and their results table;
@@ -24,6 +26,7 @@ pub mod exit;
 pub mod fault;
 pub mod kinds;
 pub mod optim;
+pub mod probe;
 pub mod records;
 pub mod report;
 pub mod roles;

@@ -68,23 +68,30 @@ impl Rule {
         }
     }
 
+    /// The optimizer kind of the same name, whose row of [`OptimKind::facts`] holds this
+    /// rule's defaults and step scale.
+    pub fn kind(self) -> OptimKind {
+        match self {
+            Rule::Sgd => OptimKind::Sgd,
+            Rule::Adam => OptimKind::Adam,
+            Rule::Adamw => OptimKind::Adamw,
+            Rule::Lion => OptimKind::Lion,
+        }
+    }
+
     /// Whether decay is decoupled when the user did not say (as PyTorch's AdamW and Lion).
     pub fn decoupled_by_default(self) -> bool {
-        matches!(self, Rule::Adamw | Rule::Lion)
+        self.kind().facts().decay == DecayMode::Decoupled
     }
 
     /// The betas when the user gave none (PyTorch's Adam; Lion's paper).
     pub fn default_betas(self) -> (f64, f64) {
-        if self == Rule::Lion {
-            (0.9, 0.99)
-        } else {
-            (0.9, 0.999)
-        }
+        self.kind().facts().betas
     }
 
-    /// Whether updates are normalized per element (effective lr `lr/||w||`, not `lr/||w||^2`).
-    pub fn sign_like(self) -> bool {
-        self != Rule::Sgd
+    /// How the update scales with the gradient, which decides the effective lr.
+    pub fn step_scale(self) -> StepScale {
+        self.kind().facts().step
     }
 }
 
@@ -121,19 +128,14 @@ impl Hyper {
 
     /// Checks every value's domain (the flags' names: `lr`, `weight-decay`, `momentum`, `betas`).
     pub fn validate(&self) -> Result<(), OptimError> {
-        check("lr", self.lr, self.lr > 0.0, "a finite number > 0")?;
-        check("weight-decay", self.weight_decay, self.weight_decay >= 0.0, "a finite number >= 0")?;
-        check("momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "a number in [0, 1)")?;
-        check("betas", self.betas.0, (0.0..1.0).contains(&self.betas.0), "beta1 in [0, 1)")?;
-        check("betas", self.betas.1, (0.0..1.0).contains(&self.betas.1), "beta2 in [0, 1)")
+        check_shared(self.lr, self.weight_decay, self.momentum, self.betas)
     }
 
     /// The rate per step at which decay alone shrinks any tensor it reaches: [`Hyper::relax_rate`],
     /// except for L2 in an Adam gradient, which Adam's denominator rescales per coordinate by an
     /// amount the hyperparameters do not tell (`None`).
     pub fn decay_rate(&self) -> Option<f64> {
-        let adam_l2 = matches!(self.optimizer, Rule::Adam | Rule::Adamw) && self.coupled;
-        (!adam_l2).then(|| self.relax_rate())
+        (self.family() != Family::AdamL2).then(|| self.relax_rate())
     }
 }
 
@@ -148,7 +150,7 @@ pub enum OptimError {
         /// The value seen.
         value: String,
         /// What is allowed.
-        expected: &'static str,
+        expected: String,
     },
     /// A saved optimizer state does not fit the model.
     #[error("optimizer state: {0}")]
@@ -183,35 +185,136 @@ crate::choice! {
     }
 }
 
-impl OptimKind {
-    /// The decay mode used when `--decay` is not given (the remedies fix their own).
-    pub fn default_decay(self) -> DecayMode {
+/// How an optimizer's step scales with the gradient: what decides the effective learning rate
+/// of a scale-invariant weight, whose gradient scales as `1/||w||`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepScale {
+    /// The step is proportional to the gradient (SGD and its remedies): effective lr
+    /// `lr/||w||^2`.
+    Gradient,
+    /// The step is normalized per element (Adam's denominator, Lion's sign): effective lr
+    /// `lr/||w||`.
+    PerElement,
+}
+
+impl StepScale {
+    /// The effective learning rate of a weight of norm `norm` stepped at `lr`: the one rule the
+    /// engine's probes, `inspect` and the Python package share.
+    pub fn effective_lr(self, lr: f64, norm: f64) -> f64 {
         match self {
-            OptimKind::Adamw | OptimKind::Sgdp | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw | OptimKind::Lion => {
-                DecayMode::Decoupled
+            StepScale::Gradient => theory::effective_lr_sgd(lr, norm),
+            StepScale::PerElement => theory::effective_lr_adam(lr, norm),
+        }
+    }
+}
+
+/// Which closed-form equilibrium of THEORY.md an optimizer kind's scale-invariant weights have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Equilibrium {
+    /// The norms relax to the rule's equilibrium over `1/(lr*wd)` steps.
+    Relaxes(Rule),
+    /// A rotational wrapper imposes the rule's equilibrium angle from the first step (nothing
+    /// relaxes, so no run is too short for it).
+    Imposed(Rule),
+    /// No closed form (the projections and trust ratios of SGDP, AdamP, LARS, LAMB, fixed norm).
+    None,
+}
+
+/// Every fact about an optimizer kind that a decision needs, in one row of
+/// [`OptimKind::facts`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Facts {
+    /// The closed form its scale-invariant weights follow.
+    pub equilibrium: Equilibrium,
+    /// The decay mode when `--decay` is not given.
+    pub decay: DecayMode,
+    /// Whether the kind fixes its decay mode (`--decay` may only restate it).
+    pub decay_fixed: bool,
+    /// How the step scales with the gradient (the effective-lr rule).
+    pub step: StepScale,
+    /// Whether `--nesterov` applies (an SGD-type momentum).
+    pub nesterov: bool,
+    /// Whether `--corrected-decay` and `--cautious-decay` apply (the plain optimizers and Lion,
+    /// whose decay is one piece of the chain the options wrap).
+    pub decay_options: bool,
+    /// The betas when the user gave none.
+    pub betas: (f64, f64),
+    /// The decay policy when the user chose none: optimizers that hold scale-invariant weights
+    /// at a norm must not decay them (decay there would be refused by
+    /// [`OptimConfig::validate_for`]); the others exclude norm layers and biases, as timm and
+    /// fastai do.
+    pub policy: DecayPolicy,
+}
+
+/// PyTorch's Adam betas.
+const ADAM_BETAS: (f64, f64) = (0.9, 0.999);
+
+impl OptimKind {
+    /// This kind's facts: the one table every decision about an optimizer reads.
+    ///
+    /// Adding a kind touches:
+    /// - here: a variant of [`OptimKind`] and its row (no arm is a wildcard, so the compiler
+    ///   points at this table and at the engine's one match on the kind, `chain` in
+    ///   `src/optim/alias.rs`, which builds it from pieces);
+    /// - if it follows a new closed form: a [`Rule`] variant (its name for `predict`, `inspect`
+    ///   and the Python package) with its [`Rule::kind`] and [`Rule::family`], and its
+    ///   [`Family`] in `core/src/theory/` with the formulas and their simulation test;
+    /// - the engine's tests: a step against a hand-written reference (`src/optim/`), and its
+    ///   saved state's names in `src/optim/state.rs`'s round-trip test;
+    /// - the Python package's `_optimizer._rule`, if PyTorch has a class for it;
+    /// - `OptimKind::ALL`'s spelling in the config test that lists the names.
+    ///
+    /// Everything else (decay mode, effective lr, Nesterov, which decay options apply, betas,
+    /// decay policy, the budget, predictions) reads this row.
+    pub fn facts(self) -> Facts {
+        use DecayMode::{Coupled, Decoupled};
+        use Equilibrium::{Imposed, Relaxes};
+        use StepScale::{Gradient, PerElement};
+        let exclude = DecayPolicy::ExcludeNormBias;
+        let row = |equilibrium, decay, decay_fixed, step, nesterov, decay_options| Facts {
+            equilibrium,
+            decay,
+            decay_fixed,
+            step,
+            nesterov,
+            decay_options,
+            betas: ADAM_BETAS,
+            policy: exclude,
+        };
+        match self {
+            OptimKind::Sgd => row(Relaxes(Rule::Sgd), Coupled, false, Gradient, true, true),
+            OptimKind::Adam => row(Relaxes(Rule::Adam), Coupled, false, PerElement, false, true),
+            OptimKind::Adamw => row(Relaxes(Rule::Adamw), Decoupled, false, PerElement, false, true),
+            OptimKind::Sgdp => row(Equilibrium::None, Decoupled, true, Gradient, true, false),
+            OptimKind::Adamp => row(Equilibrium::None, Decoupled, true, PerElement, false, false),
+            OptimKind::Lars => row(Equilibrium::None, Coupled, true, Gradient, false, false),
+            OptimKind::Lamb => row(Equilibrium::None, Decoupled, true, PerElement, false, false),
+            OptimKind::FixedNorm => {
+                Facts { policy: DecayPolicy::NoneOnScaleInvariant, ..row(Equilibrium::None, Coupled, true, Gradient, true, false) }
             }
-            _ => DecayMode::Coupled,
+            OptimKind::RvSgd => row(Imposed(Rule::Sgd), Coupled, true, Gradient, true, false),
+            OptimKind::RvAdamw => row(Imposed(Rule::Adamw), Decoupled, true, PerElement, false, false),
+            // Lion's paper's betas.
+            OptimKind::Lion => Facts { betas: (0.9, 0.99), ..row(Relaxes(Rule::Lion), Decoupled, false, PerElement, false, true) },
         }
     }
 
-    /// True for the optimizers whose update size does not scale with the gradient (the Adam
-    /// family and Lion's sign): effective lr `lr/||w||`, not `lr/||w||^2`.
-    pub fn adam_like(self) -> bool {
-        matches!(self, OptimKind::Adam | OptimKind::Adamw | OptimKind::Adamp | OptimKind::Lamb | OptimKind::RvAdamw | OptimKind::Lion)
+    /// The closed form this kind follows, relaxed to or imposed (`None` without one).
+    pub fn rule(self) -> Option<Rule> {
+        match self.facts().equilibrium {
+            Equilibrium::Relaxes(r) | Equilibrium::Imposed(r) => Some(r),
+            Equilibrium::None => None,
+        }
     }
 
-    /// The betas when the user gave none: Lion's paper's `0.9, 0.99`, PyTorch's Adam's otherwise.
+    /// The decay mode used when `--decay` is not given.
+    pub fn default_decay(self) -> DecayMode {
+        self.facts().decay
+    }
+
+    /// The betas when the user gave none.
     pub fn default_betas(self) -> (f64, f64) {
-        if self == OptimKind::Lion {
-            Rule::Lion.default_betas()
-        } else {
-            Rule::Adam.default_betas()
-        }
-    }
-
-    /// True when the kind fixes its decay mode (`--decay` may only restate it).
-    pub fn fixed_decay(self) -> bool {
-        !matches!(self, OptimKind::Sgd | OptimKind::Adam | OptimKind::Adamw)
+        self.facts().betas
     }
 }
 
@@ -303,30 +406,34 @@ fn check(flag: &'static str, v: f64, ok: bool, expected: &'static str) -> Result
     if v.is_finite() && ok {
         Ok(())
     } else {
-        Err(OptimError::Invalid { flag, value: v.to_string(), expected })
+        Err(OptimError::Invalid { flag, value: v.to_string(), expected: expected.into() })
     }
+}
+
+/// The domains every optimizer's settings share, checked for [`Hyper`] and [`OptimConfig`] alike.
+fn check_shared(lr: f64, weight_decay: f64, momentum: f64, betas: (f64, f64)) -> Result<(), OptimError> {
+    check("lr", lr, lr > 0.0, "a finite number > 0")?;
+    check("weight-decay", weight_decay, weight_decay >= 0.0, "a finite number >= 0")?;
+    check("momentum", momentum, (0.0..1.0).contains(&momentum), "a number in [0, 1)")?;
+    check("betas", betas.0, (0.0..1.0).contains(&betas.0), "beta1 in [0, 1)")?;
+    check("betas", betas.1, (0.0..1.0).contains(&betas.1), "beta2 in [0, 1)")
 }
 
 impl OptimConfig {
     /// Checks every hyperparameter's domain.
     pub fn validate(&self) -> Result<(), OptimError> {
-        check("lr", self.lr, self.lr > 0.0, "a finite number > 0")?;
-        check("weight-decay", self.weight_decay, self.weight_decay >= 0.0, "a finite number >= 0")?;
-        check("momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "a number in [0, 1)")?;
-        check("betas", self.betas.0, (0.0..1.0).contains(&self.betas.0), "beta1 in [0, 1)")?;
-        check("betas", self.betas.1, (0.0..1.0).contains(&self.betas.1), "beta2 in [0, 1)")?;
+        check_shared(self.lr, self.weight_decay, self.momentum, self.betas)?;
         check("eps", self.eps, self.eps > 0.0, "a finite number > 0")?;
         check("si-lr-scale", self.si_lr_scale, self.si_lr_scale > 0.0, "a finite number > 0")?;
         if let Some(w) = self.si_weight_decay {
             check("si-weight-decay", w, w >= 0.0, "a finite number >= 0")?;
         }
-        if self.nesterov
-            && (!matches!(self.kind, OptimKind::Sgd | OptimKind::Sgdp | OptimKind::FixedNorm | OptimKind::RvSgd) || self.momentum == 0.0)
-        {
+        let facts = self.kind.facts();
+        if self.nesterov && (!facts.nesterov || self.momentum == 0.0) {
             return Err(OptimError::Invalid {
                 flag: "nesterov",
                 value: "true".into(),
-                expected: "an SGD-type optimizer with --momentum > 0",
+                expected: "an SGD-type optimizer with --momentum > 0".into(),
             });
         }
         let r = &self.remedy;
@@ -334,40 +441,39 @@ impl OptimConfig {
         check("delta", r.delta, r.delta > 0.0, "a finite number > 0")?;
         check("wd-ratio", r.wd_ratio, r.wd_ratio >= 0.0, "a finite number >= 0")?;
         check("rv-rms-decay", r.rv_rms_decay, (0.0..1.0).contains(&r.rv_rms_decay), "a number in [0, 1)")?;
-        if self.kind.fixed_decay() && self.decay != self.kind.default_decay() {
+        if facts.decay_fixed && self.decay != facts.decay {
+            let fixed: Vec<&str> = OptimKind::ALL.iter().filter(|k| k.facts().decay_fixed).map(|k| k.name()).collect();
             return Err(OptimError::Invalid {
                 flag: "decay",
-                value: format!("{:?}", self.decay).to_lowercase(),
-                expected:
-                    "the optimizer's own decay mode (leave --decay unset for sgdp, adamp, lars, lamb, fixed-norm, rv-sgd, rv-adamw, lion)",
+                value: self.decay.name().into(),
+                expected: format!("the optimizer's own decay mode (leave --decay unset for {})", fixed.join(", ")),
             });
         }
-        let plain_or_lion = matches!(self.kind, OptimKind::Sgd | OptimKind::Adam | OptimKind::Adamw | OptimKind::Lion);
-        if self.cautious_decay && !(plain_or_lion && self.decay == DecayMode::Decoupled) {
+        if self.cautious_decay && !(facts.decay_options && self.decay == DecayMode::Decoupled) {
             return Err(OptimError::Invalid {
                 flag: "cautious-decay",
                 value: "true".into(),
                 expected:
-                    "decoupled decay (--optimizer adamw or lion, or sgd / adam with --decay decoupled): the rule masks the decoupled step",
+                    "decoupled decay (--optimizer adamw or lion, or sgd / adam with --decay decoupled): the rule masks the decoupled step"
+                        .into(),
             });
         }
-        let adam_l2 = matches!(self.kind, OptimKind::Adam | OptimKind::Adamw) && self.decay == DecayMode::Coupled;
-        if self.corrected_decay && (adam_l2 || !plain_or_lion) {
+        if self.corrected_decay && (self.family() == Family::AdamL2 || !facts.decay_options) {
             return Err(OptimError::Invalid {
                 flag: "corrected-decay",
                 value: "true".into(),
-                expected: "--optimizer sgd (SGDC), adamw (AdamC), lion, or adam with --decay decoupled",
+                expected: "--optimizer sgd (SGDC), adamw (AdamC), lion, or adam with --decay decoupled".into(),
             });
         }
         if (self.corrected_decay || self.cautious_decay) && r.compensate_elr {
             return Err(OptimError::Invalid {
                 flag: "compensate-elr",
                 value: "true".into(),
-                expected: "no --corrected-decay / --cautious-decay (the compensation replaces decay on scale-invariant weights)",
+                expected: "no --corrected-decay / --cautious-decay (the compensation replaces decay on scale-invariant weights)".into(),
             });
         }
         if r.compensate_elr && self.kind != OptimKind::Sgd {
-            return Err(OptimError::Invalid { flag: "compensate-elr", value: "true".into(), expected: "--optimizer sgd" });
+            return Err(OptimError::Invalid { flag: "compensate-elr", value: "true".into(), expected: "--optimizer sgd".into() });
         }
         Ok(())
     }
@@ -379,17 +485,17 @@ impl OptimConfig {
             OptimKind::FixedNorm if si_decayed => Err(OptimError::Invalid {
                 flag: "weight-decay",
                 value: self.si_weight_decay.unwrap_or(self.weight_decay).to_string(),
-                expected: "0 on scale-invariant weights with fixed-norm: their norm is held fixed, so decay there would do nothing (use --decay-policy none-on-scale-invariant or --si-weight-decay 0)",
+                expected: "0 on scale-invariant weights with fixed-norm: their norm is held fixed, so decay there would do nothing (use --decay-policy none-on-scale-invariant or --si-weight-decay 0)".into(),
             }),
             _ if self.remedy.compensate_elr && si_decayed => Err(OptimError::Invalid {
                 flag: "weight-decay",
                 value: self.si_weight_decay.unwrap_or(self.weight_decay).to_string(),
-                expected: "0 on scale-invariant weights with --compensate-elr (the compensation replaces decay there: use --decay-policy none-on-scale-invariant)",
+                expected: "0 on scale-invariant weights with --compensate-elr (the compensation replaces decay there: use --decay-policy none-on-scale-invariant)".into(),
             }),
             OptimKind::RvSgd | OptimKind::RvAdamw if params.iter().any(|p| p.scale_invariant) && self.rotation_angle(params) == 0.0 => Err(OptimError::Invalid {
                 flag: "weight-decay",
                 value: "0".into(),
-                expected: "> 0 on scale-invariant weights for the rotational wrapper: its target angle sqrt(2*lr*wd*...) would be 0",
+                expected: "> 0 on scale-invariant weights for the rotational wrapper: its target angle sqrt(2*lr*wd*...) would be 0".into(),
             }),
             _ => Ok(()),
         }
@@ -398,11 +504,7 @@ impl OptimConfig {
     /// The rotational wrapper's target angle per step at the base lr (F7 for RV-SGDM, F8 for RV-AdamW).
     pub fn rotation_angle(&self, params: &[ParamInfo]) -> f64 {
         let wd = params.iter().find(|p| p.scale_invariant).map(|p| self.weight_decay_for(p)).unwrap_or(0.0);
-        let lr = self.lr * self.si_lr_scale;
-        match self.kind {
-            OptimKind::RvAdamw => theory::angle_adamw(lr, wd, self.betas.0),
-            _ => theory::angle_sgdm(lr, wd, self.momentum),
-        }
+        theory::predicted_angle(self.family(), self.lr * self.si_lr_scale, wd).unwrap_or(0.0)
     }
 
     /// SGD with momentum and L2 in the gradient (PyTorch's `SGD`), every other setting at its default.
@@ -453,7 +555,8 @@ impl OptimConfig {
     /// under cautious decay (F16, leading order). The one place predictions learn what the
     /// decay options do.
     pub fn effective_decay(&self, info: &ParamInfo, lr_factor: f64) -> f64 {
-        theory::decay_acting(self.weight_decay_for(info), lr_factor, self.corrected_decay && info.scale_invariant, self.cautious_decay)
+        let corrected = self.corrected_decay && crate::roles::corrected_decay_applies(info.scale_invariant);
+        theory::decay_acting(self.weight_decay_for(info), lr_factor, corrected, self.cautious_decay)
     }
 
     /// The decay policy that fits this optimizer when the user chose none: optimizers that hold
@@ -461,27 +564,35 @@ impl OptimConfig {
     /// (decay there would be refused by [`OptimConfig::validate_for`]), the others exclude norm
     /// layers and biases as timm and fastai do.
     pub fn default_policy(&self) -> DecayPolicy {
-        if self.kind == OptimKind::FixedNorm || self.remedy.compensate_elr {
+        if self.remedy.compensate_elr {
             DecayPolicy::NoneOnScaleInvariant
         } else {
-            DecayPolicy::ExcludeNormBias
+            self.kind.facts().policy
         }
     }
 
     /// The theory's family of this optimizer, the one mapping probes, `predict` and `inspect`
-    /// share. The remedies have no closed form (`Other`) except the rotational wrappers, which
-    /// impose F7 / F8 from the first step; the compensation replaces decay, so plain SGD's
-    /// equilibrium does not apply to it.
+    /// share: its kind's closed form ([`OptimKind::facts`]) under its decay mode. The
+    /// compensation replaces decay, so plain SGD's equilibrium does not apply to it.
     pub fn family(&self) -> Family {
-        let coupled = self.decay == DecayMode::Coupled;
-        match self.kind {
-            OptimKind::Sgd if !self.remedy.compensate_elr => Rule::Sgd.family(coupled, self.momentum, self.betas),
-            OptimKind::Adam | OptimKind::Adamw => Rule::Adam.family(coupled, self.momentum, self.betas),
-            OptimKind::RvSgd => Rule::Sgd.family(true, self.momentum, self.betas),
-            OptimKind::RvAdamw => Rule::Adam.family(false, self.momentum, self.betas),
-            OptimKind::Lion => Rule::Lion.family(false, self.momentum, self.betas),
+        match self.kind.rule() {
+            Some(rule) if !self.remedy.compensate_elr => rule.family(self.decay == DecayMode::Coupled, self.momentum, self.betas),
             _ => Family::Other,
         }
+    }
+
+    /// The optimizer as the closed forms see it (`None` without one), with the decay of the
+    /// scale-invariant weights under `rule`: what `predict`, the budget and `inspect` take.
+    pub fn hyper(&self, rule: impl Into<DecayRule>) -> Option<Hyper> {
+        let optimizer = self.kind.rule().filter(|_| !self.remedy.compensate_elr)?;
+        Some(Hyper {
+            optimizer,
+            lr: self.lr * self.si_lr_scale,
+            momentum: self.momentum,
+            weight_decay: self.scale_invariant_decay(rule),
+            coupled: self.decay == DecayMode::Coupled,
+            betas: self.betas,
+        })
     }
 }
 

@@ -82,7 +82,9 @@ pub struct Probe {
     pub norm: f64,
     /// `||g||`.
     pub grad_norm: f64,
-    /// Effective learning rate: `lr/||w||^2` (SGD) or `lr/||w||` (Adam family).
+    /// Effective learning rate: `lr/||w||^2` (SGD) or `lr/||w||` (Adam family); NaN (`null`
+    /// in the file) where it is not known (an optimizer normwd does not know, a zero norm).
+    #[serde(deserialize_with = "null_is_nan")]
     pub eff_lr: f64,
     /// Angle between `w` before and after the update (radians).
     pub angle: f64,
@@ -96,6 +98,10 @@ pub struct Probe {
     /// one is `grad_norm / norm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pred_ratio: Option<f64>,
+    /// What the predictions stand on ([`crate::probe::Basis`]: `scale-invariant` or
+    /// `approximate`); absent without a prediction, and in runs written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pred_basis: Option<String>,
     /// Whether the tensor is scale-invariant.
     pub scale_invariant: bool,
     /// Learning rate used for this tensor at this step.
@@ -110,6 +116,11 @@ pub struct Probe {
     /// runs written before it was recorded, whose norm scales are known by their names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+}
+
+/// JSON has no NaN: serde writes it as `null`, which reads back as NaN.
+fn null_is_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 #[cfg(test)]

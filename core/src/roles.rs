@@ -47,6 +47,37 @@ impl Role {
     }
 }
 
+/// The names of bare parameters added to the activations (ViT's `pos_embed`, `cls_token`,
+/// DeiT's `dist_token`, Swin's `absolute_pos_embed`, CLIP's `position_embedding`).
+pub const TOKEN_NAMES: [&str; 8] =
+    ["pos_embed", "cls_token", "dist_token", "reg_token", "mask_token", "absolute_pos_embed", "position_embedding", "pos_embedding"];
+
+/// Weight norm's gain `g`: the old hook's `weight_g`, `torch.nn.utils.parametrize`'s `original0`.
+pub const WEIGHT_NORM_GAINS: [&str; 2] = ["weight_g", "original0"];
+
+/// The role a tensor's own (last) name says whatever module holds it: a position embedding or
+/// token ([`TOKEN_NAMES`], any `*_token`, a name with `pos` and `emb`), weight norm's gain
+/// ([`WEIGHT_NORM_GAINS`]); `None` where the name alone does not tell. Shared by `inspect`
+/// (names only) and the Python package (which knows the module too).
+pub fn role_from_name(local: &str) -> Option<Role> {
+    let low = local.to_ascii_lowercase();
+    if TOKEN_NAMES.contains(&low.as_str()) || low.ends_with("_token") || (low.contains("pos") && low.contains("emb")) {
+        Some(Role::Token)
+    } else if WEIGHT_NORM_GAINS.contains(&low.as_str()) {
+        Some(Role::NormScale)
+    } else {
+        None
+    }
+}
+
+/// Whether corrected decay (F14, AdamC / SGDC) reaches a tensor: only the scale-invariant
+/// weights, whose decay sets the effective lr rather than regularizing; elsewhere decay is a
+/// regularizer and keeps its coefficient. The one rule the engine's chain, the predictions and
+/// the Python package's `decay_control` follow.
+pub fn corrected_decay_applies(scale_invariant: bool) -> bool {
+    scale_invariant
+}
+
 /// Roles are a closed set of names too (parsing and the list for messages come with it). They
 /// keep their derived serde form (by variant, as [`ParamInfo`] serializes them), so they are
 /// not a [`crate::choice!`] enum.

@@ -36,6 +36,9 @@ pub mod files {
     pub const STATE: &str = "state.json";
 }
 
+/// The prefix of the optimizer's state tensors in a checkpoint (the model's tensors have none).
+pub const OPTIM_PREFIX: &str = "optim/";
+
 /// Errors while reading runs or writing a report.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -168,6 +171,15 @@ impl RunData {
         self.config.decay_policy.unwrap_or_else(|| self.config.optim().default_policy())
     }
 
+    /// The theory's family of the run's optimizer (`Other` for a measured run whose optimizer
+    /// has no closed form).
+    pub fn family(&self) -> crate::theory::Family {
+        match &self.config.external {
+            Some(e) if e.no_closed_form => crate::theory::Family::Other,
+            _ => self.config.optim().family(),
+        }
+    }
+
     /// Final test accuracy (last epoch).
     pub fn final_acc(&self) -> Option<f64> {
         self.epochs.last().map(|e| e.test_acc)
@@ -198,7 +210,7 @@ impl RunData {
         let series = self.series(path);
         let schedule = self.schedule()?;
         let o = self.config.optim();
-        let family = o.family();
+        let family = self.family();
         let decay = o.scale_invariant_decay(self.policy());
         let last = series.last()?.step as usize;
         let mut at = 0;

@@ -108,7 +108,6 @@ fn coerce(default: &toml::Value, v: toml::Value) -> Result<toml::Value, String> 
 pub fn parse(file: &str, text: &str) -> Result<Spec, SpecError> {
     let err = |line: String, what: String| SpecError::Spec { file: file.to_string(), line, what };
     let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| err(String::new(), e.to_string().trim().replace('\n', " ")))?;
-    let defaults = toml::Table::try_from(RunConfig::default()).expect("the default configuration serializes");
     // The keys and their types, including those the defaults leave unset.
     let key_types = toml::Table::try_from(RunConfig::every_key_set()).expect("the configuration serializes");
     for k in doc.keys() {
@@ -199,14 +198,12 @@ pub fn parse(file: &str, text: &str) -> Result<Spec, SpecError> {
     }
     let mut points = Vec::new();
     for c in combos {
-        let mut t = defaults.clone();
-        t.extend(base.clone());
+        let mut t = base.clone();
         for (k, v) in &c {
             t.insert(k.clone(), v.clone());
         }
         let name = safe_name(&c.iter().map(|(k, v)| format!("{k}={}", value_str(v))).collect::<Vec<_>>().join(","));
-        let config: RunConfig =
-            toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| err(String::new(), format!("point {name}: {e}")))?;
+        let config = RunConfig::from_table(&format!("point {name}"), t).map_err(|e| err(String::new(), e.to_string()))?;
         config.resolve().map_err(|e| err(String::new(), format!("point {name}: {e}")))?;
         if points.iter().any(|p: &Point| p.name == name) {
             return Err(err(String::new(), format!("point {name} appears twice")));

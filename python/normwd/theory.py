@@ -5,11 +5,27 @@ Example:
     >>> angle, steps = theory.equilibrium("adamw", lr=1e-3, weight_decay=0.1)
     >>> round(angle, 5), round(steps)
     (0.00324, 10000)
+
+``Hyper`` holds an optimizer's hyperparameters, checked once when made (a value out of its
+domain raises ``ValueError`` naming the argument), with the closed forms as methods:
+``equilibrium()``, ``gap_angle(k)``, ``grad_weight_ratio()`` (F13), ``effective_lr(norm)`` and
+``mistakes(role, scale_invariant)``:
+
+    >>> h = theory.Hyper("sgd", lr=0.1, weight_decay=5e-4, momentum=0.9)
+    >>> round(h.equilibrium()[0], 5), h.decoupled, round(h.grad_weight_ratio(), 4)
+    (0.00725, False, 0.0316)
+    >>> theory.Hyper("sgd", lr=0.1, weight_decay=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: weight_decay=-1: expected a finite number >= 0
 """
 
 from typing import Optional, Tuple
 
 from . import _core
+
+#: An optimizer's hyperparameters as the closed forms take them (the module's example).
+Hyper = _core.Hyper
 
 
 def equilibrium(
@@ -32,7 +48,7 @@ def equilibrium(
         >>> round(angle, 5), round(steps)
         (0.00725, 2000)
     """
-    return _core.equilibrium(optimizer, lr, weight_decay, momentum, betas, decoupled)
+    return Hyper(optimizer, lr, weight_decay, momentum, betas, decoupled).equilibrium()
 
 
 def gap_angle(
@@ -51,7 +67,7 @@ def gap_angle(
         >>> round(gap_angle("sgd", 0.1, 5e-4, 1, momentum=0.9), 4) == round(equilibrium("sgd", 0.1, 5e-4, 0.9)[0], 4)
         True
     """
-    return _core.gap_angle(optimizer, lr, weight_decay, k, momentum, betas, decoupled)
+    return Hyper(optimizer, lr, weight_decay, momentum, betas, decoupled).gap_angle(k)
 
 
 def effective_lr(optimizer: str, lr: float, norm: float) -> float:

@@ -1,16 +1,19 @@
-//! `normwd._core`: the core's decisions and closed forms for Python. Every value crosses as a
-//! plain number, string or tuple; a bad one comes back as a `ValueError` naming the argument,
-//! never a panic.
+//! `normwd._core`: the core's decisions and closed forms for Python. Settings cross as two
+//! classes, `Hyper` (an optimizer's checked hyperparameters, with the closed forms as methods)
+//! and `StepSettings` (a group's settings at one step, for the probe-record builder); the rest
+//! as plain numbers, strings and lists. A bad value comes back as a `ValueError` with the core's
+//! one-line message naming the argument, never a panic.
 
 use normwd_core::advice::{self, Mistake, Severity};
 use normwd_core::choice::Choice;
 use normwd_core::config::{External, RunConfig};
 use normwd_core::optim::{DecayMode, Hyper, OptimError, OptimKind, Rule};
-use normwd_core::records::{Probe, Record};
+use normwd_core::probe::{self, StepSettings, Sums, TensorFacts};
+use normwd_core::records::Record;
 use normwd_core::roles::{DecayPolicy, Granularity, ParamInfo, Role};
 use normwd_core::run::{files, RunData};
 use normwd_core::store::write_atomic;
-use normwd_core::theory;
+use normwd_core::theory::{self, Family};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
@@ -49,10 +52,189 @@ fn hyper(
     Ok(h)
 }
 
+/// An optimizer's settings as the closed forms take them (the core's `Hyper`), checked once
+/// when made: `Hyper("sgd", lr=0.1, weight_decay=5e-4, momentum=0.9)`. A value out of its
+/// domain raises `ValueError` naming the argument.
+#[pyclass(name = "Hyper", frozen, module = "normwd._core")]
+#[derive(Clone)]
+struct PyHyper {
+    inner: Hyper,
+}
+
+#[pymethods]
+impl PyHyper {
+    #[new]
+    #[pyo3(signature = (optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None))]
+    fn new(
+        optimizer: &str,
+        lr: f64,
+        weight_decay: f64,
+        momentum: f64,
+        betas: Option<(f64, f64)>,
+        decoupled: Option<bool>,
+    ) -> PyResult<Self> {
+        Ok(PyHyper { inner: hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)? })
+    }
+
+    /// The optimizer's closed-form name (`sgd`, `adam`, `adamw`, `lion`).
+    #[getter]
+    fn optimizer(&self) -> &'static str {
+        self.inner.optimizer.name()
+    }
+
+    /// Learning rate.
+    #[getter]
+    fn lr(&self) -> f64 {
+        self.inner.lr
+    }
+
+    /// Weight decay.
+    #[getter]
+    fn weight_decay(&self) -> f64 {
+        self.inner.weight_decay
+    }
+
+    /// Momentum.
+    #[getter]
+    fn momentum(&self) -> f64 {
+        self.inner.momentum
+    }
+
+    /// Betas (the optimizer's defaults where none were given).
+    #[getter]
+    fn betas(&self) -> (f64, f64) {
+        self.inner.betas
+    }
+
+    /// Whether the decay is decoupled (the optimizer's default where not given).
+    #[getter]
+    fn decoupled(&self) -> bool {
+        !self.inner.coupled
+    }
+
+    /// The equilibrium angle per step of a scale-invariant weight (F7/F8/F9), `None` without a
+    /// closed form (L2 in an Adam gradient, or no decay), and the relaxation time in steps
+    /// (`1/(lr*wd)`, SGD's L2 divided by `1-momentum`).
+    fn equilibrium(&self) -> (Option<f64>, f64) {
+        let h = &self.inner;
+        (theory::predicted_angle(h.family(), h.lr, h.weight_decay), 1.0 / h.relax_rate())
+    }
+
+    /// The equilibrium angle between weights `k` steps apart (F17), or `None`.
+    fn gap_angle(&self, k: u64) -> Option<f64> {
+        theory::gap_angle(self.inner.family(), self.inner.lr, self.inner.weight_decay, k)
+    }
+
+    /// F13: `||g||/||w||` at equilibrium under SGD, or `None` where it depends on the gradient.
+    fn grad_weight_ratio(&self) -> Option<f64> {
+        theory::grad_weight_ratio(self.inner.family(), self.inner.lr, self.inner.weight_decay)
+    }
+
+    /// The effective learning rate of a weight of norm `norm` (`lr/norm^2` or `lr/norm`).
+    fn effective_lr(&self, norm: f64) -> PyResult<f64> {
+        if !(norm.is_finite() && norm > 0.0) {
+            return Err(invalid("norm", norm, "a finite number > 0"));
+        }
+        Ok(self.inner.optimizer.step_scale().effective_lr(self.inner.lr, norm))
+    }
+
+    /// The mistakes of a tensor of role `role_name` trained with these settings:
+    /// `(code, severity, why)` each.
+    fn mistakes(&self, role_name: &str, scale_invariant: bool) -> PyResult<Vec<(&'static str, &'static str, &'static str)>> {
+        let h = &self.inner;
+        Ok(advice::mistakes(parse("role", role_name)?, scale_invariant, h.weight_decay, h.family()).into_iter().map(described).collect())
+    }
+
+    fn __repr__(&self) -> String {
+        let h = &self.inner;
+        format!(
+            "Hyper({:?}, lr={}, weight_decay={}, momentum={}, betas={:?}, decoupled={})",
+            h.optimizer.name(),
+            h.lr,
+            h.weight_decay,
+            h.momentum,
+            h.betas,
+            if h.coupled { "False" } else { "True" }
+        )
+    }
+}
+
+/// A tensor's group's settings at one step, as the probe-record builder takes them:
+/// `StepSettings(hyper, lr, weight_decay)` with the group's closed form (`None` for an optimizer
+/// without one: no prediction and no effective lr), its lr at this step and the decay acting
+/// then (corrected and cautious decay accounted for). Unlike `Hyper` it takes an lr of 0 (the
+/// end of a schedule), where nothing is predicted.
+#[pyclass(name = "StepSettings", frozen, module = "normwd._core")]
+struct PyStepSettings {
+    inner: StepSettings,
+}
+
+#[pymethods]
+impl PyStepSettings {
+    #[new]
+    #[pyo3(signature = (optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None))]
+    fn new(
+        optimizer: Option<&str>,
+        lr: f64,
+        weight_decay: f64,
+        momentum: f64,
+        betas: Option<(f64, f64)>,
+        decoupled: Option<bool>,
+    ) -> PyResult<Self> {
+        for (name, v) in [("lr", lr), ("weight_decay", weight_decay)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(name, v, "a finite number >= 0"));
+            }
+        }
+        let inner = match optimizer {
+            Some(name) => {
+                let rule: Rule = parse("optimizer", name)?;
+                // An lr of 0 has no equilibrium: the family is only taken from valid settings.
+                let family = if lr > 0.0 { hyper(name, lr, weight_decay, momentum, betas, decoupled)?.family() } else { Family::Other };
+                StepSettings { family, step: Some(rule.step_scale()), lr, weight_decay }
+            }
+            None => StepSettings { family: Family::Other, step: None, lr, weight_decay },
+        };
+        Ok(PyStepSettings { inner })
+    }
+
+    /// The lr at this step.
+    #[getter]
+    fn lr(&self) -> f64 {
+        self.inner.lr
+    }
+
+    /// The decay acting at this step.
+    #[getter]
+    fn weight_decay(&self) -> f64 {
+        self.inner.weight_decay
+    }
+
+    /// The mistakes of a tensor of role `role_name` in this group: `(code, severity, why)`
+    /// each (an optimizer without a closed form: the mistakes of roles only).
+    fn mistakes(&self, role_name: &str, scale_invariant: bool) -> PyResult<Vec<(&'static str, &'static str, &'static str)>> {
+        let s = &self.inner;
+        Ok(advice::mistakes(parse("role", role_name)?, scale_invariant, s.weight_decay, s.family).into_iter().map(described).collect())
+    }
+}
+
 /// The names of the roles a tensor can have.
 #[pyfunction]
 fn roles() -> Vec<&'static str> {
     Role::ALL.map(|r| r.name()).to_vec()
+}
+
+/// The role a tensor's own (last) name says whatever module holds it (a position embedding or
+/// token: `token`; weight norm's gain: `norm-scale`), or `None`: the core's name lists.
+#[pyfunction]
+fn role_from_name(local: &str) -> Option<&'static str> {
+    normwd_core::roles::role_from_name(local).map(Role::name)
+}
+
+/// Whether corrected decay reaches a tensor of this scale-invariance: the core's one rule.
+#[pyfunction]
+fn corrected_decay_applies(scale_invariant: bool) -> bool {
+    normwd_core::roles::corrected_decay_applies(scale_invariant)
 }
 
 /// The names of the decay policies.
@@ -76,24 +258,6 @@ fn decide(role_name: &str, scale_invariant: bool, policy: &str) -> PyResult<(boo
     Ok((info.decayed, info.group.name()))
 }
 
-/// The mistakes of a tensor trained with its group's settings: `(code, severity, why)` each.
-#[pyfunction]
-#[pyo3(signature = (role_name, scale_invariant, optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None))]
-#[allow(clippy::too_many_arguments)]
-fn mistakes(
-    role_name: &str,
-    scale_invariant: bool,
-    optimizer: &str,
-    lr: f64,
-    weight_decay: f64,
-    momentum: f64,
-    betas: Option<(f64, f64)>,
-    decoupled: Option<bool>,
-) -> PyResult<Vec<(&'static str, &'static str, &'static str)>> {
-    let h = hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)?;
-    Ok(advice::mistakes(parse("role", role_name)?, scale_invariant, &h).into_iter().map(described).collect())
-}
-
 fn described(m: Mistake) -> (&'static str, &'static str, &'static str) {
     let severity = match m.severity() {
         Severity::Error => "error",
@@ -106,41 +270,6 @@ fn described(m: Mistake) -> (&'static str, &'static str, &'static str) {
 #[pyfunction]
 fn mistake(code: &str) -> PyResult<(&'static str, &'static str, &'static str)> {
     Ok(described(parse("code", code)?))
-}
-
-/// The equilibrium angle per step of a scale-invariant weight (F7/F8/F9) and the relaxation
-/// time in steps (`1/(lr*wd)`, SGD's L2 divided by `1-momentum`); the angle is `None` without
-/// a closed form (L2 in an Adam gradient, or no decay).
-#[pyfunction]
-#[pyo3(signature = (optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None))]
-fn equilibrium(
-    optimizer: &str,
-    lr: f64,
-    weight_decay: f64,
-    momentum: f64,
-    betas: Option<(f64, f64)>,
-    decoupled: Option<bool>,
-) -> PyResult<(Option<f64>, f64)> {
-    let h = hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)?;
-    let angle = if weight_decay > 0.0 { theory::predicted_angle(h.family(), lr, weight_decay) } else { None };
-    Ok((angle, 1.0 / h.relax_rate()))
-}
-
-/// The equilibrium angle between weights `k` steps apart (F17), or `None` without a closed form.
-#[pyfunction]
-#[pyo3(signature = (optimizer, lr, weight_decay, k, momentum=0.0, betas=None, decoupled=None))]
-#[allow(clippy::too_many_arguments)]
-fn gap_angle(
-    optimizer: &str,
-    lr: f64,
-    weight_decay: f64,
-    k: u64,
-    momentum: f64,
-    betas: Option<(f64, f64)>,
-    decoupled: Option<bool>,
-) -> PyResult<Option<f64>> {
-    let h = hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)?;
-    Ok(theory::gap_angle(h.family(), lr, weight_decay, k))
 }
 
 /// The decay acting at a step whose lr is `lr_factor` of its peak: `weight_decay * lr_factor`
@@ -156,31 +285,55 @@ fn decay_acting(weight_decay: f64, lr_factor: f64, corrected: bool, cautious: bo
     Ok(theory::decay_acting(weight_decay, lr_factor, corrected, cautious))
 }
 
-/// F13: `||g||/||w||` of a scale-invariant weight at equilibrium under SGD, or `None` where it
-/// depends on the gradient (Adam, Lion) or without decay.
-#[pyfunction]
-#[pyo3(signature = (optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None))]
-fn grad_weight_ratio(
-    optimizer: &str,
-    lr: f64,
-    weight_decay: f64,
-    momentum: f64,
-    betas: Option<(f64, f64)>,
-    decoupled: Option<bool>,
-) -> PyResult<Option<f64>> {
-    let h = hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)?;
-    Ok(theory::grad_weight_ratio(h.family(), lr, weight_decay))
-}
-
 /// The effective learning rate of a scale-invariant weight of norm `norm`: `lr/norm^2` for SGD,
-/// `lr/norm` for the sign-like updates of Adam and Lion.
+/// `lr/norm` for the sign-like updates of Adam and Lion (the core's one rule, `StepScale`).
 #[pyfunction]
 fn effective_lr(optimizer: &str, lr: f64, norm: f64) -> PyResult<f64> {
     let rule: Rule = parse("optimizer", optimizer)?;
     if !(norm.is_finite() && norm > 0.0) {
         return Err(invalid("norm", norm, "a finite number > 0"));
     }
-    Ok(if rule.sign_like() { theory::effective_lr_adam(lr, norm) } else { theory::effective_lr_sgd(lr, norm) })
+    Ok(rule.step_scale().effective_lr(lr, norm))
+}
+
+/// One `metrics.jsonl` line: the probe record of tensor `path` (role `role_name`, `ndim`
+/// dimensions) at update `step`, built by the core's one builder from the raw float64 sums a
+/// writer measured, `sums = [||w||^2, ||g||^2, <w,g>, ||w'||^2, <w,w'>]` followed, for per
+/// channel measurements, by the rows' `||w_r||^2`, then `||w'_r||^2`, then `<w_r,w'_r>`, under
+/// the tensor's group's `settings` at that step.
+#[pyfunction]
+fn probe_record(
+    step: u64,
+    path: &str,
+    role_name: &str,
+    ndim: usize,
+    scale_invariant: bool,
+    sums: Vec<f64>,
+    settings: &PyStepSettings,
+) -> PyResult<String> {
+    let (head, rows) = match sums.split_first_chunk::<5>() {
+        Some((head, rows)) if rows.len() % 3 == 0 => (head, rows),
+        _ => return Err(invalid("sums", format!("a list of {} numbers", sums.len()), "5 numbers, then 3 per output channel")),
+    };
+    let n = rows.len() / 3;
+    let m = Sums {
+        path: path.to_string(),
+        norm: head[0].sqrt(),
+        grad_norm: head[1].sqrt(),
+        dot_wg: head[2],
+        norm_after: head[3].sqrt(),
+        dot_ww: head[4],
+        // The Monitor does not measure the rows' gradients (no field needs them).
+        rows: (0..n).map(|i| [rows[i].sqrt(), f64::NAN, f64::NAN, rows[2 * n + i], rows[n + i].sqrt()]).collect(),
+    };
+    let facts = TensorFacts { role: parse("role", role_name)?, ndim, scale_invariant };
+    Ok(Record::Probe(probe::record(step, facts, &settings.inner, &m, None)).to_line())
+}
+
+/// Whether a tensor of role `role_name` is probed (weights and norm scales): the core's rule.
+#[pyfunction]
+fn probed(role_name: &str) -> PyResult<bool> {
+    Ok(probe::probed(parse("role", role_name)?))
 }
 
 /// The equilibrium norm of a scale-invariant weight under plain SGD with L2 (F5), from
@@ -195,16 +348,6 @@ fn equilibrium_norm_sgd(unit_grad_norm: f64, lr: f64, weight_decay: f64) -> f64 
 #[pyfunction]
 fn angle_from_dot(dot: f64, norm_a: f64, norm_b: f64) -> f64 {
     theory::angle_from_dot(dot, norm_a, norm_b)
-}
-
-/// One `metrics.jsonl` line of normwd's run format for the probe record `fields` (a JSON
-/// object with the record's fields: `step`, `path`, `norm`, `grad_norm`, `eff_lr`, `angle`,
-/// `cos_wg`, `pred_angle`, `pred_norm`, `scale_invariant`, `lr`, optionally `channel_norm`,
-/// `channel_angle`), checked and written by the core.
-#[pyfunction]
-fn probe_line(fields: &str) -> PyResult<String> {
-    let probe: Probe = serde_json::from_str(fields).map_err(|e| PyValueError::new_err(format!("probe record: {e}")))?;
-    Ok(Record::Probe(probe).to_line())
 }
 
 /// What `normwd.torch.Monitor` knows of the training it measures, for `config.toml`.
@@ -232,22 +375,24 @@ struct Measured {
 #[pyfunction]
 fn write_run_config(dir: &str, fields: &str) -> PyResult<()> {
     let m: Measured = serde_json::from_str(fields).map_err(|e| PyValueError::new_err(format!("run settings: {e}")))?;
-    let optimizer = match m.rule.as_deref() {
-        Some("adam") => OptimKind::Adam,
-        Some("adamw") => OptimKind::Adamw,
-        Some("lion") => OptimKind::Lion,
-        _ => OptimKind::Sgd,
-    };
+    // An optimizer without a closed form is recorded as such, never as SGD's.
+    let rule: Option<Rule> = m.rule.as_deref().map(|r| parse("rule", r)).transpose()?;
     let config = RunConfig {
-        optimizer,
+        optimizer: rule.map(Rule::kind).unwrap_or(OptimKind::Sgd),
         lr: m.lr,
         momentum: m.momentum,
         weight_decay: m.weight_decay,
         betas: m.betas.map(|(a, b)| [a, b]),
         decay: m.decoupled.map(|d| if d { DecayMode::Decoupled } else { DecayMode::Coupled }),
         decay_policy: Some(parse("policy", &m.policy)?),
-        probe_every: m.every,
-        external: Some(External { source: m.source, model: m.model, optimizer: m.optimizer, lr_varies: m.lr_varies }),
+        probe_every: Some(m.every),
+        external: Some(External {
+            source: m.source,
+            model: m.model,
+            optimizer: m.optimizer,
+            lr_varies: m.lr_varies,
+            no_closed_form: rule.is_none(),
+        }),
         ..Default::default()
     };
     let text = toml::to_string(&config).map_err(|e| PyValueError::new_err(format!("run settings: {e}")))?;
@@ -276,20 +421,21 @@ fn report(dirs: Vec<String>, out: &str) -> PyResult<String> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<PyHyper>()?;
+    m.add_class::<PyStepSettings>()?;
     m.add_function(wrap_pyfunction!(roles, m)?)?;
     m.add_function(wrap_pyfunction!(policies, m)?)?;
+    m.add_function(wrap_pyfunction!(role_from_name, m)?)?;
+    m.add_function(wrap_pyfunction!(corrected_decay_applies, m)?)?;
     m.add_function(wrap_pyfunction!(optimizers, m)?)?;
     m.add_function(wrap_pyfunction!(decide, m)?)?;
-    m.add_function(wrap_pyfunction!(mistakes, m)?)?;
     m.add_function(wrap_pyfunction!(mistake, m)?)?;
-    m.add_function(wrap_pyfunction!(equilibrium, m)?)?;
-    m.add_function(wrap_pyfunction!(gap_angle, m)?)?;
     m.add_function(wrap_pyfunction!(effective_lr, m)?)?;
     m.add_function(wrap_pyfunction!(decay_acting, m)?)?;
-    m.add_function(wrap_pyfunction!(grad_weight_ratio, m)?)?;
     m.add_function(wrap_pyfunction!(angle_from_dot, m)?)?;
     m.add_function(wrap_pyfunction!(equilibrium_norm_sgd, m)?)?;
-    m.add_function(wrap_pyfunction!(probe_line, m)?)?;
+    m.add_function(wrap_pyfunction!(probe_record, m)?)?;
+    m.add_function(wrap_pyfunction!(probed, m)?)?;
     m.add_function(wrap_pyfunction!(write_run_config, m)?)?;
     m.add_function(wrap_pyfunction!(report, m)?)?;
     Ok(())

@@ -64,7 +64,7 @@ def test_closed_forms_are_theory_md():
 
 
 def test_mistakes_come_from_the_core():
-    codes = lambda *a, **k: [c for c, _, _ in _core.mistakes(*a, **k)]  # noqa: E731
+    codes = lambda role, si, *a, **k: [c for c, _, _ in _core.Hyper(*a, **k).mistakes(role, si)]  # noqa: E731
     assert codes("norm-scale", False, "sgd", 0.1, 5e-4) == ["norm-decayed"]
     assert codes("embedding", False, "adamw", 1e-3, 0.1) == ["embedding-decayed"]
     assert codes("weight", True, "adam", 1e-3, 0.1) == ["adam-l2-on-scale-invariant"]

@@ -76,9 +76,10 @@ def test_angles_are_the_ones_inspect_measures_on_the_checkpoints(tmp_path):
         assert abs(rec["angle"] - theirs) < 1e-5, (rec["path"], rec["step"], rec["angle"], theirs)
         compared += 1
     assert compared == 6 * 5, "2 convs, 2 BN scales and the fc weight, every step"
-    # The scale-invariant convs carry F7's prediction and per-channel norms and angles; the rest
-    # none.
-    assert {r["path"] for r in lines if r["pred_angle"] is not None} == {"0.weight", "4.weight"}
+    # The scale-invariant convs carry F7's prediction and per-channel norms and angles; the
+    # decayed classifier the angle as an approximation; the BN scales nothing.
+    basis = {r["path"]: r.get("pred_basis") for r in lines if r["pred_angle"] is not None}
+    assert basis == {"0.weight": "scale-invariant", "4.weight": "scale-invariant", "9.weight": "approximate"}, basis
     for rec in lines:
         channels = {"0.weight": 16, "4.weight": 32}.get(rec["path"], 0)
         assert len(rec.get("channel_angle", [])) == len(rec.get("channel_norm", [])) == channels, rec["path"]
@@ -139,3 +140,69 @@ def test_a_monitor_run_is_a_normwd_run_for_report_and_refused_by_resume(tmp_path
         normwd.report()
     with pytest.raises(ValueError, match="not a run directory"):
         normwd.report(str(tmp_path))
+
+
+class TwinMlp(nn.Module):
+    """The engine's `--model mlp --norm bn` with its parameter names: bias-free hidden layers
+    each followed by batch norm (whose scale the engine calls `gamma`), a linear classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 512, bias=False)
+        self.norm1 = nn.BatchNorm1d(512)
+        self.fc2 = nn.Linear(512, 512, bias=False)
+        self.norm2 = nn.BatchNorm1d(512)
+        self.fc3 = nn.Linear(512, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.norm1(self.fc1(x.flatten(1))))
+        return self.fc3(torch.relu(self.norm2(self.fc2(h))))
+
+
+def test_the_engine_inspect_and_monitor_give_the_same_predictions(tmp_path):
+    """One builder, three writers: the engine's probes, `normwd inspect` on the engine's own
+    checkpoints, and the Monitor on the PyTorch twin give the same prediction fields (which
+    tensors, on what basis, which angle) for the same tensors and settings."""
+    lr, wd, mu = 0.1, 5e-4, 0.9
+    flags = ["--model", "mlp", "--norm", "bn", "--train-subset", "256", "--test-subset", "64", "--batch-size", "64"]
+    flags += ["--optimizer", "sgd", "--lr", str(lr), "--momentum", str(mu), "--weight-decay", str(wd), "--schedule", "constant"]
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    # A constant lr: the 2-epoch run's first epoch is the 1-epoch run, so their checkpoints
+    # are the same training 4 and 8 steps in.
+    for epochs in (1, 2):
+        run = tmp_path / f"engine{epochs}"
+        r = subprocess.run([normwd_binary(), "train", *flags, "--epochs", str(epochs), "--probe-every", "1", "--out", str(run)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        os.replace(run / "checkpoint.safetensors", ckpts / f"ckpt_{4 * epochs:06d}.safetensors")
+    engine = {}
+    for line in open(tmp_path / "engine2" / "metrics.jsonl"):
+        rec = json.loads(line)
+        if rec["kind"] == "probe":
+            engine[rec["path"]] = rec
+    r = subprocess.run(
+        [normwd_binary(), "inspect", str(ckpts), "--json", "--lr", str(lr), "--momentum", str(mu), "--weight-decay", str(wd), "--out", str(tmp_path / "inspect")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    inspected = {t["name"]: t for t in json.loads(r.stdout)["tensors"]}
+    torch.manual_seed(0)
+    net = TwinMlp()
+    opt = torch.optim.SGD(nwd.param_groups(net, weight_decay=wd), lr=lr, momentum=mu)
+    x, y = fashion_mnist(64)
+    with nwd.Monitor(net, opt, out=str(tmp_path / "monitor"), every=1) as mon:
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    monitor = {r["path"].replace("norm1.weight", "norm1.gamma").replace("norm2.weight", "norm2.gamma"): r for r in mon.records}
+    expected = {"fc1.weight": "scale-invariant", "fc2.weight": "scale-invariant", "fc3.weight": "approximate"}
+    for name in ["fc1.weight", "fc2.weight", "fc3.weight", "norm1.gamma", "norm2.gamma"]:
+        e, i, m = engine[name], inspected[name], monitor[name]
+        assert e.get("pred_basis") == i["pred_basis"] == m.get("pred_basis") == expected.get(name), name
+        assert e["scale_invariant"] == i["scale_invariant"] == m["scale_invariant"], name
+        if name in expected:
+            assert e["pred_angle"] == pytest.approx(i["pred_angle"], rel=1e-12) and e["pred_angle"] == pytest.approx(m["pred_angle"], rel=1e-12), name
+        else:
+            assert e["pred_angle"] is None and i["pred_angle"] is None and m["pred_angle"] is None, name

@@ -1,7 +1,7 @@
 //! `normwd train`: flags and `--config` merged into a [`RunConfig`], progress bars, summary.
 
 use super::choice;
-use super::values::{betas, milestones, Betas, Milestones};
+use super::values::{betas, count, milestones, Betas, Milestones};
 use super::{fail, Failure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -39,18 +39,18 @@ pub struct Settings {
     /// Architecture.
     #[arg(long, value_parser = choice::<ModelKind>())]
     pub model: Option<ModelKind>,
-    /// Normalization after each linear layer (gpt: in each block; ln, rms or none). Default: bn
-    /// (gpt: ln).
+    /// Normalization after each linear layer (gpt: in each block; ln, rms or none) [default: bn;
+    /// gpt: ln]
     #[arg(long, value_parser = choice::<NormKind>())]
     pub norm: Option<NormKind>,
     /// embedded | fashion-mnist | cifar10 | PATH
     #[arg(long)]
     pub data: Option<String>,
-    /// Use only the first N training examples.
-    #[arg(long)]
+    /// Use only the first N training examples [default: all].
+    #[arg(long, value_parser = count)]
     pub train_subset: Option<usize>,
-    /// Use only the first N test examples.
-    #[arg(long)]
+    /// Use only the first N test examples [default: all].
+    #[arg(long, value_parser = count)]
     pub test_subset: Option<usize>,
     /// Random crop + flip augmentation (CIFAR).
     #[arg(long)]
@@ -78,20 +78,19 @@ pub struct Settings {
     /// Weight decay lambda (coupled: adds lambda*w to the gradient; decoupled: w -= lr*lambda*w).
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// Where decay enters (default: the optimizer's own, decoupled for adamw).
+    /// Where decay enters.
     #[arg(long, value_parser = choice::<DecayMode>())]
     pub decay: Option<DecayMode>,
-    /// Which tensors are decayed (default: exclude-norm-bias; none-on-scale-invariant for
-    /// fixed-norm and --compensate-elr).
+    /// Which tensors are decayed.
     #[arg(long, value_parser = choice::<DecayPolicy>())]
     pub decay_policy: Option<DecayPolicy>,
     /// Learning-rate multiplier of the scale-invariant group.
     #[arg(long)]
     pub si_lr_scale: Option<f64>,
-    /// Weight decay of the scale-invariant group.
+    /// Weight decay of the scale-invariant group [default: --weight-decay]
     #[arg(long)]
     pub si_weight_decay: Option<f64>,
-    /// Adam betas as `b1,b2`.
+    /// Adam / Lion betas as `b1,b2`.
     #[arg(long, value_parser = betas)]
     pub betas: Option<Betas>,
     /// Adam epsilon.
@@ -109,7 +108,7 @@ pub struct Settings {
     /// Steps of linear warmup.
     #[arg(long)]
     pub warmup_steps: Option<usize>,
-    /// Batch-norm running-average momentum (PyTorch convention, default 0.1).
+    /// Batch-norm running-average momentum (PyTorch convention).
     #[arg(long)]
     pub bn_momentum: Option<f64>,
     /// Seed of weights, data order and augmentation.
@@ -118,19 +117,19 @@ pub struct Settings {
     /// cpu | wgpu | auto
     #[arg(long)]
     pub device: Option<String>,
-    /// Probe every N steps (default: ~200 points per run, at most every 3rd step).
-    #[arg(long)]
+    /// Probe every N steps [default: about 200 points per run, at most every 3rd step]
+    #[arg(long, value_parser = count)]
     pub probe_every: Option<usize>,
     /// sgdp/adamp: where scale-invariance comes from (numeric: AdamP's cosine test).
     #[arg(long, value_parser = choice::<Invariance>())]
     pub invariance: Option<Invariance>,
-    /// sgdp/adamp: cosine-test delta (0.1).
+    /// sgdp/adamp: cosine-test delta.
     #[arg(long)]
     pub delta: Option<f64>,
-    /// sgdp/adamp: decay multiplier on projected tensors (0.1).
+    /// sgdp/adamp: decay multiplier on projected tensors.
     #[arg(long)]
     pub wd_ratio: Option<f64>,
-    /// lars: trust coefficient (0.001).
+    /// lars: trust coefficient.
     #[arg(long)]
     pub trust_coeff: Option<f64>,
     /// lars: LARC clipping of the trust ratio.
@@ -147,7 +146,7 @@ pub struct Settings {
     #[arg(long)]
     #[serde(skip_serializing_if = "off")]
     pub compensate_elr: bool,
-    /// rv-sgd/rv-adamw: decay of the running RMS of update sizes (0 = each step's own; the paper's 0.9).
+    /// rv-sgd/rv-adamw: decay of the running RMS of update sizes (0: each step's own; the paper's 0.9).
     #[arg(long)]
     pub rv_rms_decay: Option<f64>,
     /// Corrected decay (AdamC / SGDC): on scale-invariant weights the decay follows the lr
@@ -159,33 +158,33 @@ pub struct Settings {
     #[arg(long)]
     #[serde(skip_serializing_if = "off")]
     pub cautious_decay: bool,
-    /// Decay embeddings and position embeddings (true/false; default: only under --decay-policy all).
+    /// Decay embeddings and position embeddings (true/false) [default: only under --decay-policy all]
     #[arg(long)]
     pub decay_embeddings: Option<bool>,
     /// gpt: one token per character or per byte of the text.
     #[arg(long, value_parser = choice::<Tokens>())]
     pub tokens: Option<Tokens>,
-    /// gpt: transformer blocks (4).
+    /// gpt: transformer blocks.
     #[arg(long)]
     pub n_layer: Option<usize>,
-    /// gpt: attention heads (4).
+    /// gpt: attention heads.
     #[arg(long)]
     pub n_head: Option<usize>,
-    /// gpt: width of the residual stream (128).
+    /// gpt: width of the residual stream.
     #[arg(long)]
     pub n_embd: Option<usize>,
-    /// gpt: context length in tokens (64).
+    /// gpt: context length in tokens.
     #[arg(long)]
     pub block_size: Option<usize>,
     /// gpt: normalize queries and keys per head (QK-norm, of the --norm kind).
     #[arg(long)]
     #[serde(skip_serializing_if = "off")]
     pub qk_norm: bool,
-    /// gpt: the output head is the token embedding (true/false, default true).
+    /// gpt: the output head is the token embedding (true/false).
     #[arg(long)]
     pub tie_embeddings: Option<bool>,
-    /// gpt: rows of the token embedding (default: the text's vocabulary).
-    #[arg(long)]
+    /// gpt: rows of the token embedding [default: the text's vocabulary]
+    #[arg(long, value_parser = count)]
     pub vocab_size: Option<usize>,
 }
 
@@ -206,7 +205,7 @@ impl TrainArgs {
             None => toml::Table::new(),
         };
         table.extend(toml::Table::try_from(&self.settings).map_err(|e| fail(2, format!("flags: {e}")))?);
-        let c: RunConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| fail(2, format!("settings: {e}")))?;
+        let c = RunConfig::from_table("settings", table)?;
         config::resolve(&c)?;
         Ok(c)
     }

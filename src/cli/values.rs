@@ -24,6 +24,15 @@ pub fn milestones(s: &str) -> Result<Milestones, String> {
     numbers(s).map(Milestones)
 }
 
+/// Parses a count flag (`--train-subset`, `--probe-every`): an integer >= 1 (leaving the flag
+/// out is how to ask for the default).
+pub fn count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected an integer >= 1 (leave the flag out for the default)".into()),
+    }
+}
+
 fn numbers<T: std::str::FromStr>(s: &str) -> Result<Vec<T>, String> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())

@@ -43,10 +43,10 @@ pub struct DemoSettings {
     pub data: String,
     /// Epochs per regime.
     pub epochs: usize,
-    /// Training examples used (0 = all).
-    pub train_subset: usize,
-    /// Test examples used (0 = all).
-    pub test_subset: usize,
+    /// Training examples used (`None`: all).
+    pub train_subset: Option<usize>,
+    /// Test examples used (`None`: all).
+    pub test_subset: Option<usize>,
     /// Seed shared by all regimes.
     pub seed: u64,
     /// Seeds (from `seed` on) of regimes (c) and (d), whose accuracies (d) compares: one seed's
@@ -70,7 +70,7 @@ impl DemoSettings {
             test_subset: self.test_subset,
             epochs: self.epochs,
             seed: self.seed,
-            probe_every: self.probe_every,
+            probe_every: Some(self.probe_every),
             device: self.device.clone(),
             ..Default::default()
         }
@@ -81,8 +81,8 @@ impl DemoSettings {
         DemoSettings {
             data: data.into(),
             epochs: 4,
-            train_subset: 0,
-            test_subset: 0,
+            train_subset: None,
+            test_subset: None,
             seed: 0,
             pair_seeds: 3,
             probe_every: 2,
@@ -96,8 +96,8 @@ impl DemoSettings {
         DemoSettings {
             data: data.into(),
             epochs: 1,
-            train_subset: 1024,
-            test_subset: 256,
+            train_subset: Some(1024),
+            test_subset: Some(256),
             seed: 0,
             pair_seeds: 1,
             probe_every: 1,

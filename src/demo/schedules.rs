@@ -51,8 +51,8 @@ pub fn settings(data: &str, quick: bool) -> DemoSettings {
     DemoSettings {
         data: data.into(),
         epochs: if quick { 2 } else { 20 },
-        train_subset: if quick { 1024 } else { 0 },
-        test_subset: if quick { 256 } else { 0 },
+        train_subset: quick.then_some(1024),
+        test_subset: quick.then_some(256),
         seed: 0,
         pair_seeds: if quick { 1 } else { 2 },
         probe_every: if quick { 1 } else { 2 },
@@ -103,7 +103,7 @@ pub fn regimes(s: &DemoSettings) -> Vec<Regime> {
         epochs: if s.epochs < 4 { 1 } else { 4 },
         ..base
     };
-    let quarter = if s.train_subset > 0 { s.train_subset / 4 } else { QUARTER };
+    let quarter = Some(s.train_subset.map_or(QUARTER, |n| n / 4));
     let r = |name: &str, about: &str, config: RunConfig| Regime { name: name.into(), about: about.into(), config };
     out.push(r("tau-full", "AdamW, constant lr, the whole training set", tau.clone()));
     out.push(r(

@@ -41,8 +41,8 @@ pub fn settings(data: &str, quick: bool) -> DemoSettings {
     DemoSettings {
         data: data.into(),
         epochs: 1,
-        train_subset: if quick { 320 } else { 0 },
-        test_subset: if quick { 64 } else { 0 },
+        train_subset: quick.then_some(320),
+        test_subset: quick.then_some(64),
         seed: 0,
         pair_seeds: if quick { 1 } else { 2 },
         probe_every: if quick { 1 } else { 4 },

@@ -15,7 +15,9 @@ pub mod optimizer;
 pub mod torch;
 
 use crate::params::Role;
-use crate::theory;
+use crate::theory::{self, Family};
+use normwd_core::probe::{self, StepSettings, TensorFacts};
+use normwd_core::run::OPTIM_PREFIX;
 use normwd_core::store::{self, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -203,7 +205,10 @@ pub fn load_series(paths: &[PathBuf], steps: Option<&[u64]>, key: Option<&str>) 
         let (key_used, tensors, mut opt) = if f.extension().is_some_and(|e| e == "msgpack") {
             (None, flax::read(f)?, None)
         } else if torch::is_safetensors(f)? {
-            (None, store::read_safetensors(f)?.tensors.into_iter().collect(), None)
+            // A normwd checkpoint holds its optimizer's state beside the model, under `optim/`:
+            // not tensors of the model.
+            let model = store::read_safetensors(f)?.tensors.into_iter().filter(|(name, _)| !name.starts_with(OPTIM_PREFIX)).collect();
+            (None, model, None)
         } else {
             let t = torch::read(f, key)?;
             (t.key, t.tensors, t.optimizer)
@@ -280,9 +285,11 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
         let last = n.rsplit(['.', '/']).next().unwrap_or(n);
         if ["running_mean", "running_var", "num_batches_tracked", "mean", "var"].contains(&last) {
             Role::Buffer
-        } else if ["pos_embed", "cls_token", "dist_token", "reg_token", "mask_token"].contains(&last) {
-            Role::Token
-        } else if s.len() <= 1 && ["weight", "gamma", "scale", "weight_g"].contains(&last) {
+        } else if let Some(r @ Role::Token) = normwd_core::roles::role_from_name(last) {
+            r
+        } else if s.len() <= 1
+            && (["weight", "gamma", "scale"].contains(&last) || normwd_core::roles::role_from_name(last) == Some(Role::NormScale))
+        {
             Role::NormScale
         } else if s.len() <= 1 && (last == "beta" || (last == "bias" && sibling_scale(n))) {
             Role::NormShift
@@ -433,8 +440,11 @@ pub struct TensorReport {
     pub angles: Vec<f64>,
     /// Effective learning rate at each checkpoint (`lr/||w||^2`, Adam: `lr/||w||`), given `--lr`.
     pub eff_lr: Vec<f64>,
-    /// Predicted equilibrium angle per step (scale-invariant weights with decay).
+    /// Predicted equilibrium angle per step, by the core's one rule ([`probe::prediction`]:
+    /// scale-invariant weights, and decayed matrices approximately).
     pub pred_angle: Option<f64>,
+    /// What the prediction stands on (`scale-invariant` or `approximate`).
+    pub pred_basis: Option<probe::Basis>,
     /// F17's equilibrium angle over each gap between consecutive checkpoints (empty without a
     /// prediction).
     pub pred_gap_angles: Vec<f64>,
@@ -517,13 +527,21 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, training
             let last_angle = angles.last().copied().unwrap_or(0.0);
             // The settings over gap `i`: a schedule's lr taken as the mean of the gap's ends.
             let at_gap = |h: &Hyper, i: usize| Hyper { lr: 0.5 * (t.lrs[i] + t.lrs[i + 1]), ..h.clone() };
-            let eff_lr = match &t.hyper {
-                Some(h) if h.optimizer.sign_like() => norms.iter().zip(&t.lrs).map(|(n, lr)| theory::effective_lr_adam(*lr, *n)).collect(),
-                Some(_) => norms.iter().zip(&t.lrs).map(|(n, lr)| theory::effective_lr_sgd(*lr, *n)).collect(),
-                None => vec![f64::NAN; norms.len()],
-            };
             let h = t.hyper.as_ref();
-            let pred = h.filter(|_| si && role == Role::Weight).and_then(|h| theory::predicted_angle(h.family(), t.lrs[t.lrs.len() - 1], h.weight_decay));
+            // The core's settings at checkpoint `i` (an unknown optimizer: no effective lr).
+            let step_settings = |i: usize| match h {
+                Some(h) => StepSettings {
+                    family: h.family(),
+                    step: Some(h.optimizer.step_scale()),
+                    lr: t.lrs[i],
+                    weight_decay: h.weight_decay,
+                },
+                None => StepSettings { family: Family::Other, step: None, lr: t.lrs[i], weight_decay: 0.0 },
+            };
+            let eff_lr: Vec<f64> = norms.iter().enumerate().map(|(i, n)| probe::effective_lr(&step_settings(i), *n)).collect();
+            let facts = TensorFacts { role, ndim: shape.len(), scale_invariant: si };
+            let prediction = probe::prediction(facts, &step_settings(t.lrs.len() - 1));
+            let pred = prediction.angle;
             let pred_gap_angles: Vec<f64> = match (h, pred) {
                 (Some(h), Some(_)) => (0..angles.len()).filter_map(|i| theory::gap_angle(h.family(), at_gap(h, i).lr, h.weight_decay, steps[i + 1] - steps[i])).collect(),
                 _ => Vec::new(),
@@ -554,7 +572,7 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, training
             let decayed = decay.as_ref().map(|d| d.decayed);
             if let (Some(_), Some(h)) = (t.group, h) {
                 // The group is known: the mistakes are facts, decided by the core.
-                for m in normwd_core::advice::mistakes(role, si, h) {
+                for m in normwd_core::advice::mistakes(role, si, h.weight_decay, h.family()) {
                     // Growing norms say more than the rule alone (below).
                     if m != normwd_core::advice::Mistake::InvariantUndecayed {
                         flags.push(format!("{}: {} ({})", m.name(), m.why(), decay.as_ref().map(|d| d.why.as_str()).unwrap_or_default()));
@@ -591,6 +609,7 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, training
                 angles,
                 eff_lr,
                 pred_angle: pred,
+                pred_basis: prediction.basis,
                 pred_gap_angles,
                 last_gap_steps: gap,
                 last_gap_angle: last_angle,
@@ -609,7 +628,7 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, training
 /// Flags about the whole run (not one tensor), from the settings of its groups: L2 in an Adam
 /// gradient, said once for the run in the core's words.
 pub fn run_flags(hypers: &[Hyper]) -> Vec<String> {
-    let adam_l2 = hypers.iter().any(|h| h.optimizer.sign_like() && h.coupled && h.weight_decay > 0.0);
+    let adam_l2 = hypers.iter().any(|h| h.family() == Family::AdamL2 && h.weight_decay > 0.0);
     let m = normwd_core::advice::Mistake::AdamL2OnInvariant;
     adam_l2.then(|| format!("{}: {}", m.name(), m.why())).into_iter().collect()
 }

@@ -1,6 +1,7 @@
 //! One constructor per optimizer kind, each a short chain of pieces (optax's `alias.py`), and
 //! [`chain`], the one place that maps an [`OptimKind`] to its constructor. Adding an optimizer
-//! is one variant of [`OptimKind`] and one function here.
+//! is one variant of [`OptimKind`] with its row of facts (`OptimKind::facts` in the core, which
+//! lists everything else a kind touches) and one function here.
 //!
 //! A piece's index in the top-level chain names its saved state (`"{index}.{slot}"`): pieces
 //! that keep state must stay at the index they have, so steps made of several stateless pieces
@@ -47,7 +48,7 @@ fn decay(c: &OptimConfig, coupled: bool) -> Box<dyn Transform> {
         }
     };
     if c.corrected_decay {
-        Box::new(Partition { mask: Mask::ScaleInvariant, on: Box::new(Corrected { inner: piece() }), off: piece() })
+        Box::new(Partition { mask: Mask::CorrectedDecay, on: Box::new(Corrected { inner: piece() }), off: piece() })
     } else {
         piece()
     }

@@ -5,24 +5,9 @@
 
 use burn::tensor::Tensor;
 
-/// Per-parameter quantities measured during an update (for probes and divergence checks).
-#[derive(Debug, Clone)]
-pub struct UpdateStats {
-    /// Parameter path.
-    pub path: String,
-    /// `||w||` before the update.
-    pub norm: f64,
-    /// `||g||` (the raw gradient).
-    pub grad_norm: f64,
-    /// `<w, g>`.
-    pub dot_wg: f64,
-    /// `<w, w'>` with `w'` after the update.
-    pub dot_ww: f64,
-    /// `||w'||`.
-    pub norm_after: f64,
-    /// Per output channel `(||w_r||, ||g_r||, <w_r,g_r>, <w_r,w'_r>, ||w'_r||)`.
-    pub rows: Vec<[f64; 5]>,
-}
+/// Per-parameter quantities measured during an update (for probes and divergence checks): the
+/// core's raw sums, which its probe-record builder takes.
+pub use normwd_core::probe::Sums as UpdateStats;
 
 pub(super) fn to_rows<const D: usize>(t: Tensor<D>) -> Tensor<2> {
     let dims = t.dims();

@@ -214,6 +214,8 @@ pub enum Mask {
     Weight,
     /// Tensors with at least two dimensions.
     Matrix,
+    /// Tensors corrected decay reaches ([`normwd_core::roles::corrected_decay_applies`]).
+    CorrectedDecay,
 }
 
 impl Mask {
@@ -224,6 +226,7 @@ impl Mask {
             Mask::ScaleInvariantMatrix => info.scale_invariant && info.shape.len() >= 2,
             Mask::Weight => info.role == Role::Weight,
             Mask::Matrix => info.shape.len() >= 2,
+            Mask::CorrectedDecay => normwd_core::roles::corrected_decay_applies(info.scale_invariant),
         }
     }
 }

@@ -20,7 +20,7 @@ use burn::tensor::{Device, Int, Tensor};
 use config::{ConfigError, Resolved, RunConfig};
 use normwd_core::exit::ExitCode;
 pub use normwd_core::records::{EpochRecord, Record, Summary};
-pub use normwd_core::run::{files, CkptState};
+pub use normwd_core::run::{files, CkptState, OPTIM_PREFIX};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -176,10 +176,8 @@ impl Setup {
     fn build(config: RunConfig, r: Resolved, mut data: Data) -> Result<Self, TrainError> {
         let invalid =
             |key: &str, value: String, expected: String| TrainError::Config(ConfigError::Invalid { key: key.into(), value, expected });
-        if config.train_subset > 0 || config.test_subset > 0 {
-            let tr = if config.train_subset > 0 { config.train_subset } else { usize::MAX };
-            let te = if config.test_subset > 0 { config.test_subset } else { usize::MAX };
-            data.truncate(tr, te);
+        if config.train_subset.is_some() || config.test_subset.is_some() {
+            data.truncate(config.train_subset.unwrap_or(usize::MAX), config.test_subset.unwrap_or(usize::MAX));
         }
         let device = crate::device::open(&config.device)
             .map_err(|expected| ConfigError::Invalid { key: "device".into(), value: config.device.clone(), expected })?
@@ -199,7 +197,7 @@ impl Setup {
                 if config.augment {
                     return Err(invalid("augment", "true".into(), "image data (crops and flips do not apply to text)".into()));
                 }
-                let vocab = if config.vocab_size > 0 { config.vocab_size } else { text.vocab_size() };
+                let vocab = config.vocab_size.unwrap_or_else(|| text.vocab_size());
                 text.check(*block, vocab)?;
                 Net::gpt(g, r.norm, vocab, config.seed, &device)
             }
@@ -241,11 +239,11 @@ pub fn restore(file: &str, loaded: store::Loaded, s: &mut Setup) -> Result<CkptS
         ))
         .into());
     }
-    let (model_t, optim_t): (HashMap<_, _>, HashMap<_, _>) = loaded.tensors.into_iter().partition(|(k, _)| !k.starts_with("optim/"));
+    let (model_t, optim_t): (HashMap<_, _>, HashMap<_, _>) = loaded.tensors.into_iter().partition(|(k, _)| !k.starts_with(OPTIM_PREFIX));
     store::check_fits(file, &s.model, &model_t)?;
     let optim_t = optim_t
         .into_iter()
-        .map(|(k, (shape, v))| (k.trim_start_matches("optim/").to_string(), burn::tensor::TensorData::new(v, shape)))
+        .map(|(k, (shape, v))| (k.trim_start_matches(OPTIM_PREFIX).to_string(), burn::tensor::TensorData::new(v, shape)))
         .collect();
     s.optim.load_state(optim_t, state.step, &s.device).map_err(|e| corrupt(e.to_string()))?;
     s.model = store::assign(s.model.clone(), &model_t);
@@ -256,7 +254,7 @@ fn save_checkpoint(dir: &Path, model: &Net, optim: &Optimizer, state: &CkptState
     let mut named = store::module_tensors(model);
     for (name, data) in optim.state_tensors() {
         let shape = data.shape().to_vec();
-        named.push((format!("optim/{name}"), shape, data.convert::<f32>().try_into_vec::<f32>().unwrap_or_default()));
+        named.push((format!("{OPTIM_PREFIX}{name}"), shape, data.convert::<f32>().try_into_vec::<f32>().unwrap_or_default()));
     }
     let st = serde_json::to_string(state).expect("state serializes");
     let bytes = store::to_safetensors(&named, HashMap::from([("state".to_string(), st.clone())]));
@@ -325,7 +323,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
     let mut log = MetricsLog::open(&dir.join(files::METRICS), keep_lines)?;
     let Setup { config: cfg, data, mut model, params, mut optim, device, steps_per_epoch } = s;
     let total_steps = steps_per_epoch * cfg.epochs;
-    let probe_every = if cfg.probe_every > 0 { cfg.probe_every } else { probe::default_every(total_steps) };
+    let probe_every = cfg.probe_every.unwrap_or_else(|| probe::default_every(total_steps));
     let infos: HashMap<String, ParamInfo> = params.iter().map(|p| (p.path.clone(), p.clone())).collect();
     let (mut last, mut wall, mut images) = (None::<EpochRecord>, 0.0, 0usize);
     for epoch in start_epoch..cfg.epochs {

@@ -195,7 +195,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
         let reading = if sentences.is_empty() {
             format!("No run has a predicted equilibrium for {layer} (no decay, or Adam with L2). The angular update is set by the gradient and the norm alone.")
         } else {
-            format!("Mean angular update per step of {layer}: {}. Dashed lines are the equilibrium predicted by THEORY.md (F7 for SGD with momentum, F8 for AdamW).", sentences.join("; "))
+            format!("Mean angular update per step of {layer}: {}. Dashed lines are the equilibrium predicted by the theory (docs/theory.md: F7 for SGD with momentum, F8 for AdamW).", sentences.join("; "))
         };
         out.push(Figure {
             name: format!("{short}-angle"),
@@ -352,6 +352,9 @@ pub fn write_report(out: &Path, title: &str, intro: &str, runs: &[RunData], extr
     write_report_charting(out, title, intro, runs, runs, extra)
 }
 
+/// Where a report's reader finds the formulas behind its predictions.
+const THEORY_NOTE: &str = "<p>The predictions, the formulas behind them, where each is computed and tested, and which tensors get which prediction (a probe record's <code>pred_basis</code>: <code>scale-invariant</code> or <code>approximate</code>) are in <code>docs/theory.md</code> of normwd's repository.</p>";
+
 /// [`write_report`] with the per-layer charts drawn for `charted` only (a demo's further seeds
 /// add lines, not information); the results table lists every run.
 pub fn write_report_charting(
@@ -391,6 +394,7 @@ pub fn write_report_charting(
     for f in &figs {
         let _ = write!(h, "<figure>{}<figcaption>{}</figcaption></figure>", f.svg, html_escape(&f.reading));
     }
+    h.push_str(THEORY_NOTE);
     h.push_str("</body></html>\n");
     let path = out.join("report.html");
     write_atomic(&path, h.as_bytes())?;
@@ -422,6 +426,7 @@ mod tests {
             pred_angle: si.then_some(0.011),
             pred_norm: None,
             pred_ratio: None,
+            pred_basis: None,
             scale_invariant: si,
             lr: 0.1,
             channel_norm: Vec::new(),

@@ -285,11 +285,10 @@ def _with_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, params: 
             out.append(Mistake(p.name, *_core.mistake("two-groups")))
         g = groups[p.groups[0]]
         p.lr, p.weight_decay = g.lr, g.weight_decay
-        rule = g.optimizer or "sgd"
         # The mistakes depend on the role, invariance and decay, not on the lr (which may be 0
-        # in a group frozen that way): 1.0 stands in for it.
-        for code, severity, why in _core.mistakes(p.role, p.scale_invariant, rule, 1.0, g.weight_decay, g.theory_momentum, g.theory_betas, g.decoupled):
-            if code == "adam-l2-on-scale-invariant" and g.optimizer is None:
-                continue
+        # in a group frozen that way): 1.0 stands in for it. An optimizer without a closed form
+        # gets the mistakes of roles only, decided by the core.
+        settings = _core.StepSettings(g.optimizer, 1.0, g.weight_decay, g.theory_momentum, g.theory_betas, g.decoupled)
+        for code, severity, why in settings.mistakes(p.role, p.scale_invariant):
             out.append(Mistake(p.name, code, severity, why))
     return out

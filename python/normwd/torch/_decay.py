@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from .. import _core
 from . import _optimizer
 
 #: The group key holding the decay coefficient the control applies (the group's own
@@ -76,7 +77,7 @@ class DecayControl:
     def __init__(self, optimizer: torch.optim.Optimizer, corrected: bool = False, cautious: bool = False):
         self.optimizer = _optimizer.unwrap_optimizer(optimizer)
         groups = self.optimizer.param_groups
-        if corrected and not any(scale_invariant_group(g) for g in groups):
+        if corrected and not any(_core.corrected_decay_applies(scale_invariant_group(g)) for g in groups):
             raise ValueError(
                 "corrected=True: no group holds scale-invariant weights (build the groups with normwd.torch.param_groups, "
                 "or mark a group scale_invariant=True): corrected decay applies to the normalized layers"
@@ -90,7 +91,7 @@ class DecayControl:
         for g in groups:
             g[WEIGHT_DECAY] = float(g.get("weight_decay", 0.0))
             g["weight_decay"] = 0.0
-            g[CORRECTED] = bool(corrected and scale_invariant_group(g))
+            g[CORRECTED] = bool(corrected and _core.corrected_decay_applies(scale_invariant_group(g)))
             g[CAUTIOUS] = bool(cautious)
         self._before: Optional[List[List[torch.Tensor]]] = None
         self._hooks = [self.optimizer.register_step_pre_hook(self._pre), self.optimizer.register_step_post_hook(self._post)]

@@ -21,7 +21,11 @@ class Monitor:
     norm, effective learning rate, angular update and ``cos(w, g)`` (and, for scale-invariant
     weights, each output channel's norm and angle), with the equilibrium angle that the group's
     settings at that step predict (F7 SGD with momentum, F8 AdamW, F9 Lion; plain SGD's
-    equilibrium norm too), and appends them to ``out/metrics.jsonl`` in normwd's run format;
+    equilibrium norm too), and appends them to ``out/metrics.jsonl`` in normwd's run format.
+    The records are built by normwd's core, as the engine's probes and ``normwd inspect`` build
+    theirs: scale-invariant weights get the predictions (``pred_basis`` ``scale-invariant``),
+    other decayed weight matrices the angle as an approximation (``approximate``), the rest
+    none; an optimizer without a closed form gets no prediction and no effective lr (NaN);
     ``out/monitor.json`` lists the tensors and each group's relaxation time ``1/(lr*wd)``. A
     weight that turns NaN or inf raises ``FloatingPointError`` naming it and the step.
 
@@ -65,7 +69,7 @@ class Monitor:
         self._tracked: List[Tuple[str, torch.Tensor, int, bool]] = []
         self._roles: Dict[str, str] = {}
         for p in report.params:
-            if p.role in ("weight", "norm-scale") and p.groups and p.name in named:
+            if _core.probed(p.role) and p.groups and p.name in named:
                 self._tracked.append((p.name, named[p.name], p.groups[0], p.scale_invariant))
                 self._roles[p.name] = p.role
         self.active = not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
@@ -153,52 +157,18 @@ class Monitor:
             # One transfer to the host per probe step.
             host = torch.cat(parts).cpu().tolist() if parts else []
         self._before_w, self._before_sums = None, None
-        predictions: Dict[int, Optional[float]] = {}
-        ratios: Dict[int, Optional[float]] = {}
         start = 0
         new = []
-        for (name, _, gi, si), size in zip(self._tracked, sizes):
+        for (name, p, gi, si), size in zip(self._tracked, sizes):
             v = host[start : start + size]
             start += size
-            ww0, gsq, wg, ww1, dot = v[:5]
-            if not all(math.isfinite(x) for x in (ww0, gsq, ww1)):
+            if not all(math.isfinite(x) for x in (v[0], v[1], v[3])):
                 raise FloatingPointError(f"normwd.torch.Monitor: {name} holds NaN or inf after step {self.steps}: the training diverged")
             g = groups[gi]
-            norm, norm_after, grad_norm = math.sqrt(ww0), math.sqrt(ww1), math.sqrt(gsq)
-            if gi not in predictions:
-                eq = g.equilibrium()
-                predictions[gi] = eq[0] if eq else None
-                ratios[gi] = (
-                    _core.grad_weight_ratio(g.optimizer, g.lr, g.acting_weight_decay, g.theory_momentum, g.theory_betas, g.decoupled)
-                    if g.optimizer and g.lr > 0 and g.acting_weight_decay > 0
-                    else None
-                )
-            rule = g.optimizer or "sgd"
-            rows = (size - 5) // 3
-            channel_norm = [math.sqrt(x) for x in v[5 : 5 + rows]]
-            channel_after = [math.sqrt(x) for x in v[5 + rows : 5 + 2 * rows]]
-            channel_angle = [_core.angle_from_dot(d, a, b) for d, a, b in zip(v[5 + 2 * rows :], channel_norm, channel_after)]
-            # SGD without momentum has a closed form for the equilibrium norm too (F5).
-            sgd_plain = si and rule == "sgd" and g.momentum == 0 and g.acting_weight_decay > 0 and g.lr > 0
-            record = {
-                "step": self.steps,
-                "path": name,
-                "norm": norm,
-                "grad_norm": grad_norm,
-                "eff_lr": _core.effective_lr(rule, g.lr, norm) if norm > 0 else float("nan"),
-                "angle": _core.angle_from_dot(dot, norm, norm_after),
-                "cos_wg": wg / (norm * grad_norm) if norm > 0 and grad_norm > 0 else 0.0,
-                "pred_angle": predictions[gi] if si else None,
-                "pred_norm": _core.equilibrium_norm_sgd(grad_norm * norm, g.lr, g.acting_weight_decay) if sgd_plain else None,
-                "pred_ratio": ratios[gi] if si else None,
-                "scale_invariant": si,
-                "lr": g.lr,
-                "channel_norm": channel_norm,
-                "channel_angle": channel_angle,
-                "role": self._roles[name],
-            }
-            self._file.write(_core.probe_line(json.dumps(record)) + "\n")
-            new.append(record)
+            # The core builds the record, and decides which prediction the tensor gets.
+            line = _core.probe_record(self.steps, name, self._roles[name], p.ndim, si, v, g.step_settings())
+            self._file.write(line + "\n")
+            new.append(json.loads(line))
             self._lrs.add(g.lr)
         self.records += new
         self._file.flush()

@@ -48,14 +48,25 @@ class GroupSettings:
         """The momentum the closed forms take, below 1 (where they have none)."""
         return min(self.momentum, 0.999)
 
+    def hyper(self) -> "Optional[_core.Hyper]":
+        """The group's settings at this step as the closed forms take them (the decay acting
+        now), or None where they have none (an optimizer without a closed form, lr 0)."""
+        if self.optimizer is None or self.lr <= 0:
+            return None
+        return _core.Hyper(self.optimizer, self.lr, self.acting_weight_decay, self.theory_momentum, self.theory_betas, self.decoupled)
+
+    def step_settings(self) -> "_core.StepSettings":
+        """The group's settings at this step for the core's probe-record builder."""
+        return _core.StepSettings(self.optimizer, self.lr, self.acting_weight_decay, self.theory_momentum, self.theory_betas, self.decoupled)
+
     def equilibrium(self) -> Optional[Tuple[Optional[float], float]]:
         """The core's equilibrium angle per step and relaxation time in steps for this group's
         settings, or None where there is nothing to predict (an optimizer without a closed
         form, lr 0, no decay)."""
-        wd = self.acting_weight_decay
-        if self.optimizer is None or self.lr <= 0 or wd <= 0:
+        h = self.hyper()
+        if h is None or h.weight_decay <= 0:
             return None
-        return _core.equilibrium(self.optimizer, self.lr, wd, self.theory_momentum, self.theory_betas, self.decoupled)
+        return h.equilibrium()
 
 
 def _rule(opt: torch.optim.Optimizer, group: dict) -> Tuple[Optional[str], Optional[bool]]:

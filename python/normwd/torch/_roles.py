@@ -6,6 +6,8 @@ from typing import Dict, Iterator, Tuple
 import torch
 from torch import nn
 
+from .. import _core
+
 _NORMS: Tuple[type, ...] = (
     nn.modules.batchnorm._BatchNorm,
     nn.GroupNorm,
@@ -13,9 +15,6 @@ _NORMS: Tuple[type, ...] = (
     nn.modules.instancenorm._InstanceNorm,
     nn.LocalResponseNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
-
-# Bare parameters added to the activations rather than multiplied (timm's ViT, DeiT, Swin).
-_TOKENS = ("pos_embed", "cls_token", "dist_token", "reg_token", "mask_token", "absolute_pos_embed", "position_embedding", "pos_embedding")
 
 
 def is_norm(module: nn.Module) -> bool:
@@ -58,13 +57,11 @@ def _role(module: nn.Module, local: str, tensor: torch.Tensor) -> str:
         return "norm-shift" if local in ("bias", "beta", "b", "shift") else "norm-scale"
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         return "embedding"
-    low = local.lower()
-    if low in _TOKENS or low.endswith("_token") or ("pos" in low and "emb" in low):
-        return "token"
-    # Weight norm: the old hook's weight_g / weight_v, parametrize's original0 / original1.
-    if low in ("weight_g", "original0"):
-        return "norm-scale"
-    if low.endswith("bias"):
+    # Position embeddings and tokens, weight norm's gain: the core's name lists.
+    by_name = _core.role_from_name(local)
+    if by_name is not None:
+        return by_name
+    if local.lower().endswith("bias"):
         return "bias"
     if tensor.ndim <= 1:
         return "gain"

@@ -147,7 +147,22 @@ impl Walk {
         let (r, j) = (v / self.per_row, v % self.per_row * self.lanes);
         (r * self.x_row + j, r * self.y_row + j)
     }
+
+    /// How many values from the start of `samples` samples' padded planes the kernels read: the
+    /// last channel's last vector at its bottom-right tap (`2 * wp + 2` further), a whole
+    /// vector long. A spread walk's last vector runs past its plane by up to a vector and a
+    /// kernel row, which [`SLACK`] covers.
+    fn read_extent(&self, g: &Geometry, samples: usize) -> usize {
+        let (wp, pp) = padded(g);
+        let last = self.at(self.count().saturating_sub(1)).0;
+        (samples * g.c_in - 1) * pp + last + 2 * wp + 2 + self.lanes
+    }
 }
+
+// A spread walk covers a plane's first `h` padded rows rounded up to whole vectors, and its
+// taps reach `2 * wp + 2` further: past the plane's `(h + 2) * wp` values by under a vector and
+// two values, which the slack covers for the widest vectors (16 lanes).
+const _: () = assert!(SLACK >= 16 + 2);
 
 /// Copies one sample's `c_in` planes into `out` (`c_in` padded planes, zero borders; every
 /// slot written, so `out` may be uninitialized).
@@ -294,13 +309,36 @@ mod x86 {
         const W: usize;
         /// The register type.
         type V: Copy;
+        /// A vector of zeros.
+        ///
+        /// # Safety
+        /// The CPU has the type's instructions (every method: they run inside a
+        /// `#[target_feature]` function, after [`super::isa`] found them).
         unsafe fn zero() -> Self::V;
+        /// `W` values from `p`, unaligned.
+        ///
+        /// # Safety
+        /// `p..p + W` is readable.
         unsafe fn load(p: *const f32) -> Self::V;
+        /// `v` in every lane.
+        ///
+        /// # Safety
+        /// As [`Lanes::zero`].
         unsafe fn splat(v: f32) -> Self::V;
         /// `a * b + c`.
+        ///
+        /// # Safety
+        /// As [`Lanes::zero`].
         unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        /// `v` to `p..p + W`, unaligned.
+        ///
+        /// # Safety
+        /// `p..p + W` is writable.
         unsafe fn store(p: *mut f32, v: Self::V);
         /// The sum of the lanes, in a fixed tree order (halves, then quarters, ...).
+        ///
+        /// # Safety
+        /// As [`Lanes::zero`].
         unsafe fn sum(v: Self::V) -> f32;
     }
 
@@ -376,6 +414,11 @@ mod x86 {
     /// order, then one store per vector. `xs` is the sample's padded planes, `wt` the block's
     /// `[c_in][9][C]` weights, `outs[p]` where vector `p` of the block's first channel goes
     /// (channel `c` at `+ c * plane`).
+    ///
+    /// # Safety
+    /// `L`'s instructions are there; `xs` holds `c_in` padded planes of `pp` values readable up
+    /// to every `offs[p] + 2 * wp + 2 + L::W` of the last; `wt` holds `c_in * 9 * C` values;
+    /// each `outs[p] + c * plane` (c < C) has `L::W` writable values.
     #[inline(always)]
     unsafe fn forward_tile<L: Lanes, const C: usize, const P: usize>(
         xs: *const f32,
@@ -416,8 +459,15 @@ mod x86 {
     /// the walk's vectors `P` at a time, the rest in one smaller tile (a 1-vector tile has too
     /// few independent sums to hide the FMA latency: 7x7 planes are 4 vectors, 3 + 1 ran the
     /// last one at a fraction of the rate).
+    ///
+    /// # Safety
+    /// `L`'s instructions are there; `xpad` reaches the walk's read extent
+    /// ([`Walk::read_extent`], checked in debug builds); `wt` holds the block's `c_in * 9 * C`
+    /// weights; `y` has `C` writable planes of `walk.y_plane` values.
     #[inline(always)]
     unsafe fn forward_with<L: Lanes, const C: usize, const P: usize>(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
+        debug_assert!(xpad.len() >= walk.read_extent(g, 1), "direct forward: padded input shorter than its reads");
+        debug_assert!(wt.len() >= g.c_in * 9 * C, "direct forward: weight block too short");
         let padded = padded(g);
         let vectors = walk.count();
         let mut v = 0;
@@ -449,17 +499,24 @@ mod x86 {
     const WIDE_P: usize = 3;
     const NARROW_P: usize = 2;
 
+    /// # Safety
+    /// AVX-512F is there; as [`forward_with`].
     #[target_feature(enable = "avx512f")]
     unsafe fn forward_wide(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
         forward_with::<Wide, 8, WIDE_P>(g, walk, xpad, wt, y)
     }
 
+    /// # Safety
+    /// AVX2 and FMA are there; as [`forward_with`].
     #[target_feature(enable = "avx2,fma")]
     unsafe fn forward_avx2(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
         forward_with::<Narrow, 4, NARROW_P>(g, walk, xpad, wt, y)
     }
 
     /// One block of output channels of one sample from its padded planes and the block's weights.
+    ///
+    /// # Safety
+    /// `isa` is one [`super::isa`] found on this CPU; otherwise as [`forward_with`].
     pub(super) unsafe fn block_forward(isa: Isa, g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
         match isa {
             Isa::Avx512 => forward_wide(g, walk, xpad, wt, y),
@@ -483,6 +540,11 @@ mod x86 {
     /// 8x8 planes per round of sums (5 vectors) spent its time loading and storing the sums.
     /// Every sum still takes its terms in sample, row, vector order, whatever the passes.
     /// Both walks' planes (`y_plane`) are whole vectors.
+    ///
+    /// # Safety
+    /// `L`'s instructions are there; `xpad` reaches the walk's read extent over `count` samples
+    /// ([`Walk::read_extent`], checked in debug builds); `dw` holds `C * c_in * 9` values (the
+    /// output gradient's length is checked).
     #[inline(always)]
     unsafe fn weight_grad_with<L: Lanes, const C: usize>(
         g: &Geometry,
@@ -492,6 +554,8 @@ mod x86 {
         count: usize,
         dw: &mut [f32],
     ) {
+        debug_assert!(xpad.len() >= walk.read_extent(g, count), "direct weight gradient: padded input shorter than its reads");
+        debug_assert!(dw.len() >= C * g.c_in * 9, "direct weight gradient: gradient block too short");
         let (wp, pp) = padded(g);
         let mut sums = vec![[[L::zero(); 3]; C]; g.c_in * 3];
         // Each sample's `C` gradient planes placed in vector-aligned memory (a spread walk's at
@@ -551,11 +615,15 @@ mod x86 {
         }
     }
 
+    /// # Safety
+    /// AVX-512F is there; as [`weight_grad_with`].
     #[target_feature(enable = "avx512f")]
     unsafe fn weight_grad_wide(g: &Geometry, walk: Walk, xpad: &[f32], dy: (&[f32], usize), count: usize, dw: &mut [f32]) {
         weight_grad_with::<Wide, 8>(g, walk, xpad, dy, count, dw)
     }
 
+    /// # Safety
+    /// AVX2 and FMA are there; as [`weight_grad_with`].
     #[target_feature(enable = "avx2,fma")]
     unsafe fn weight_grad_avx2(g: &Geometry, walk: Walk, xpad: &[f32], dy: (&[f32], usize), count: usize, dw: &mut [f32]) {
         weight_grad_with::<Narrow, 4>(g, walk, xpad, dy, count, dw)
@@ -564,6 +632,9 @@ mod x86 {
     /// The weight gradient of one block of output channels over `count` samples (padded inputs
     /// from `xpad`, the block's output gradient planes at `dy.0`, `dy.1` apart per sample),
     /// into `dw` (`[block][c_in][3][3]`).
+    ///
+    /// # Safety
+    /// `isa` is one [`super::isa`] found on this CPU; otherwise as [`weight_grad_with`].
     pub(super) unsafe fn block_weight_grad(
         isa: Isa,
         g: &Geometry,
