@@ -18,8 +18,8 @@ pub fn describe(net: &Net, policy: impl Into<DecayRule>) -> Vec<ParamInfo> {
             let layer = t.path.rsplit_once('.').map(|(p, _)| p.to_string()).unwrap_or_default();
             let role = match (t.owner.as_str(), t.field.as_str()) {
                 (_, f) if f.starts_with("running_") => Role::Buffer,
-                ("Norm", "gamma") | ("FeatureNorm", "weight") => Role::NormScale,
-                ("Norm", "beta") | ("FeatureNorm", "bias") => Role::NormShift,
+                ("Norm" | "FeatureNorm", "weight") => Role::NormScale,
+                ("Norm" | "FeatureNorm", "bias") => Role::NormShift,
                 ("Embedding", _) => Role::Embedding,
                 ("PositionEmbedding", _) => Role::Token,
                 (_, "weight_g") => Role::NormScale,
@@ -56,7 +56,7 @@ mod tests {
             assert!(w.scale_invariant && w.decayed && w.role == Role::Weight && w.granularity == Granularity::Channel);
             assert!(!t.iter().any(|i| i.path == format!("{b}.conv.bias")), "conv before BN has no bias");
             for (f, r) in
-                [("gamma", Role::NormScale), ("beta", Role::NormShift), ("running_mean", Role::Buffer), ("running_var", Role::Buffer)]
+                [("weight", Role::NormScale), ("bias", Role::NormShift), ("running_mean", Role::Buffer), ("running_var", Role::Buffer)]
             {
                 let p = get(&format!("{b}.norm.{f}"));
                 assert_eq!(p.role, r);

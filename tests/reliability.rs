@@ -273,3 +273,30 @@ fn checkpoints_that_do_not_fit_the_model_are_refused_with_every_mismatch() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("does not fit this run (version 1, seed 0"), "{err}");
 }
+
+/// A run written before the norm layers took PyTorch's names (`gamma`, `beta` in its
+/// checkpoint, the optimizer's slots under the same paths) resumes, and ends bit-identical to
+/// an uninterrupted run.
+#[test]
+fn a_checkpoint_with_the_old_norm_names_resumes() {
+    let base = tmp("oldnames");
+    let full = reference(&base);
+    let dir = base.join("old");
+    run_stopped_after_first_checkpoint(&dir, EPOCHS);
+    let path = dir.join("checkpoint.safetensors");
+    let loaded = normwd::train::store::read_safetensors(&path).unwrap();
+    // The MLP's norm layers are `norm1`, `norm2`.
+    let old = |name: &str| {
+        ["norm1", "norm2"].iter().fold(name.to_string(), |n, l| {
+            n.replace(&format!("{l}.weight"), &format!("{l}.gamma")).replace(&format!("{l}.bias"), &format!("{l}.beta"))
+        })
+    };
+    let named: Vec<(String, Vec<usize>, Vec<f32>)> = loaded.tensors.into_iter().map(|(k, (s, v))| (old(&k), s, v)).collect();
+    assert!(
+        named.iter().any(|(k, _, _)| k == "norm1.gamma") && named.iter().any(|(k, _, _)| k == "optim/norm2.beta/1.momentum"),
+        "{:?}",
+        named.iter().map(|n| &n.0).collect::<Vec<_>>()
+    );
+    std::fs::write(&path, normwd::train::store::to_safetensors(&named, loaded.metadata)).unwrap();
+    resume_to_the_end_like(&full, &dir);
+}

@@ -39,6 +39,28 @@ pub mod files {
 /// The prefix of the optimizer's state tensors in a checkpoint (the model's tensors have none).
 pub const OPTIM_PREFIX: &str = "optim/";
 
+/// A checkpoint tensor's name (a model path, or an optimizer slot's `optim/path/slot`) as this
+/// version writes it: runs written before the norm layers took PyTorch's parameter names hold
+/// their scale and shift as `gamma` and `beta`, and still resume.
+pub fn current_name(name: &str) -> String {
+    if let Some(rest) = name.strip_prefix(OPTIM_PREFIX) {
+        return format!("{OPTIM_PREFIX}{}", current_name(rest));
+    }
+    let (path, slot) = match name.split_once('/') {
+        Some((p, s)) => (p, Some(s)),
+        None => (name, None),
+    };
+    let path = match path.rsplit_once('.') {
+        Some((layer, "gamma")) => format!("{layer}.weight"),
+        Some((layer, "beta")) => format!("{layer}.bias"),
+        _ => path.to_string(),
+    };
+    match slot {
+        Some(s) => format!("{path}/{s}"),
+        None => path,
+    }
+}
+
 /// Errors while reading runs or writing a report.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -268,4 +290,17 @@ pub fn window_mean(series: &[&Probe], from: f64, to: f64, f: impl Fn(&Probe) -> 
         .filter(|x| x.is_finite())
         .collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_written_before_pytorchs_norm_names_still_read() {
+        assert_eq!(current_name("block1.norm.gamma"), "block1.norm.weight");
+        assert_eq!(current_name("optim/norm2.beta/1.momentum"), "optim/norm2.bias/1.momentum");
+        assert_eq!(current_name("fc.weight/1.momentum"), "fc.weight/1.momentum");
+        assert_eq!(current_name("gamma"), "gamma", "only a layer's field is renamed");
+    }
 }

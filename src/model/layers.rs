@@ -165,14 +165,15 @@ pub fn matmul_t_in(x: Tensor<2>, w: Tensor<2>, rows: bool) -> Tensor<2> {
 }
 
 /// Batch, layer, group or RMS normalization over dimension 1 (channels / features), with a
-/// per-channel affine `gamma`, `beta`. Batch norm keeps running averages (buffers) and uses
-/// them when the input is not tracked by autodiff (evaluation).
+/// per-channel affine `weight` (the scale, gamma) and `bias` (the shift, beta), named as
+/// PyTorch names them. Batch norm keeps running averages (buffers) and uses them when the
+/// input is not tracked by autodiff (evaluation).
 #[derive(Module, Debug)]
 pub struct Norm {
-    /// Per-channel scale.
-    pub gamma: Param<Tensor<1>>,
-    /// Per-channel shift.
-    pub beta: Param<Tensor<1>>,
+    /// Per-channel scale (gamma).
+    pub weight: Param<Tensor<1>>,
+    /// Per-channel shift (beta).
+    pub bias: Param<Tensor<1>>,
     /// Running mean of batch statistics (batch norm only).
     pub running_mean: Option<RunningState<Tensor<1>>>,
     /// Running unbiased variance of batch statistics (batch norm only).
@@ -195,8 +196,8 @@ impl Norm {
         }
         let bn = kind == NormKind::Bn;
         Some(Norm {
-            gamma: Param::from_tensor(Tensor::ones([channels], device)),
-            beta: Param::from_tensor(Tensor::zeros([channels], device)),
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
             running_mean: bn.then(|| RunningState::new(Tensor::zeros([channels], device))),
             running_var: bn.then(|| RunningState::new(Tensor::ones([channels], device))),
             kind,
@@ -217,7 +218,7 @@ impl Norm {
     }
 
     fn channels(&self) -> usize {
-        self.gamma.dims()[0]
+        self.weight.dims()[0]
     }
 
     /// Over which slices of the weight that feeds this layer the loss is invariant to positive
@@ -245,7 +246,7 @@ impl Norm {
     /// training on the CPU: the full-size normalized map is never stored).
     pub fn forward_relu_pool(&self, x: Tensor<4>) -> Tensor<4> {
         if self.fuses(&x) {
-            return self.train_step(x, |x| kernels::bn_relu_pool(x, self.gamma.val(), self.beta.val(), self.epsilon));
+            return self.train_step(x, |x| kernels::bn_relu_pool(x, self.weight.val(), self.bias.val(), self.epsilon));
         }
         max_pool(self.forward_relu(x), 2, 2)
     }
@@ -254,7 +255,7 @@ impl Norm {
     /// training on the CPU: neither the sum nor the normalized map is stored).
     pub fn forward_add_relu<const D: usize>(&self, x: Tensor<D>, shortcut: Tensor<D>) -> Tensor<D> {
         if self.fuses(&x) {
-            return self.train_step(x, |x| kernels::bn_add_relu(x, self.gamma.val(), self.beta.val(), shortcut, self.epsilon));
+            return self.train_step(x, |x| kernels::bn_add_relu(x, self.weight.val(), self.bias.val(), shortcut, self.epsilon));
         }
         burn::tensor::activation::relu(self.forward(x).add(shortcut))
     }
@@ -297,7 +298,7 @@ impl Norm {
         };
         let var = centered.clone().powi_scalar(2).mean_dim(2);
         let normed = centered.div(var.add_scalar(self.epsilon).sqrt()).reshape(dims);
-        relu_if(normed.mul(self.gamma.val().reshape(cshape)).add(self.beta.val().reshape(cshape)), relu)
+        relu_if(normed.mul(self.weight.val().reshape(cshape)).add(self.bias.val().reshape(cshape)), relu)
     }
 
     fn running(&self) -> (&RunningState<Tensor<1>>, &RunningState<Tensor<1>>) {
@@ -313,14 +314,14 @@ impl Norm {
             let device = x.device();
             let mean = rm.value().to_device(&device).reshape(cshape);
             let std = rv.value().to_device(&device).add_scalar(self.epsilon).sqrt().reshape(cshape);
-            let scale = self.gamma.val().reshape(cshape).div(std);
-            return relu_if(x.sub(mean).mul(scale).add(self.beta.val().reshape(cshape)), relu);
+            let scale = self.weight.val().reshape(cshape).div(std);
+            return relu_if(x.sub(mean).mul(scale).add(self.bias.val().reshape(cshape)), relu);
         }
         self.train_step(x, |x| {
             if kernels::applies(&x) {
-                kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon, relu)
+                kernels::batch_norm_train(x, self.weight.val(), self.bias.val(), self.epsilon, relu)
             } else {
-                let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+                let out = batch_norm_train(x, self.weight.val(), self.bias.val(), self.epsilon);
                 (relu_if(out.output, relu), out.mean, out.variance)
             }
         })

@@ -146,7 +146,7 @@ pub struct TensorEntry {
     pub path: String,
     /// Type of the struct holding it (`Norm`, `Conv`, `Dense`).
     pub owner: String,
-    /// Field name (`weight`, `gamma`, `running_mean`, ...).
+    /// Field name (`weight`, `bias`, `running_mean`, ...).
     pub field: String,
     /// Shape.
     pub shape: Vec<usize>,

@@ -12,7 +12,7 @@ use burn::tensor::Tensor;
 
 /// What a read-only walk does with each float tensor.
 pub trait VisitFloat {
-    /// Called once per float tensor: `path` is dotted (`block1.norm.gamma`, enum variants left
+    /// Called once per float tensor: `path` is dotted (`block1.norm.weight`, enum variants left
     /// out), `owner` the type of the struct holding it (`Norm`, `Conv`, `Dense`).
     fn float<const D: usize>(&mut self, path: &str, owner: &str, param: &Param<Tensor<D>>);
 }
@@ -93,7 +93,7 @@ impl PathTracker {
         self.parts.iter().filter(|(_, c)| !c.starts_with("Enum:")).map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(".")
     }
 
-    /// Type of the struct that holds the current field (`Norm` for `block1.norm.gamma`):
+    /// Type of the struct that holds the current field (`Norm` for `block1.norm.weight`):
     /// burn passes the holder's type when it enters a field.
     fn owner(&self) -> String {
         let c = self.parts.last().map(|p| p.1.as_str()).unwrap_or("");

@@ -20,7 +20,7 @@ use burn::tensor::{Device, Int, Tensor};
 use config::{ConfigError, Resolved, RunConfig};
 use normwd_core::exit::ExitCode;
 pub use normwd_core::records::{EpochRecord, Record, Summary};
-pub use normwd_core::run::{files, CkptState, OPTIM_PREFIX};
+pub use normwd_core::run::{current_name, files, CkptState, OPTIM_PREFIX};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -239,7 +239,8 @@ pub fn restore(file: &str, loaded: store::Loaded, s: &mut Setup) -> Result<CkptS
         ))
         .into());
     }
-    let (model_t, optim_t): (HashMap<_, _>, HashMap<_, _>) = loaded.tensors.into_iter().partition(|(k, _)| !k.starts_with(OPTIM_PREFIX));
+    let (model_t, optim_t): (HashMap<_, _>, HashMap<_, _>) =
+        loaded.tensors.into_iter().map(|(k, t)| (current_name(&k), t)).partition(|(k, _)| !k.starts_with(OPTIM_PREFIX));
     store::check_fits(file, &s.model, &model_t)?;
     let optim_t = optim_t
         .into_iter()
@@ -284,19 +285,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
     let dir = opts.dir;
     let dir_s = dir.display().to_string();
     let config_path = dir.join(files::CONFIG);
-    let config = if opts.resume {
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| TrainError::RunDir { dir: dir_s.clone(), what: format!("cannot resume: {} ({e})", files::CONFIG) })?;
-        RunConfig::from_toml(&config_path.display().to_string(), &text)?
-    } else {
-        if config_path.exists() {
-            return Err(TrainError::RunDir {
-                dir: dir_s,
-                what: "already holds a run (config.toml); use --resume to continue it or choose another --out".into(),
-            });
-        }
-        config
-    };
+    let config = settings(config, &dir, opts.resume)?;
     let mut s = Setup::new(config)?;
     for w in normwd_core::budget::shortfalls(&s.config, s.steps_per_epoch) {
         opts.observer.warning(&w.message());
@@ -364,25 +353,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
             loss_sum += lv * batch.len() as f64;
             seen += batch.len();
             model = m;
-            for st in &stats {
-                let info = &infos[&st.path];
-                if !probe::probed(info) {
-                    continue;
-                }
-                let lr = if info.group == params::Group::ScaleInvariant { lrs.0 } else { lrs.1 };
-                if !(st.norm_after.is_finite() && st.grad_norm.is_finite()) {
-                    log.flush()?;
-                    return Err(TrainError::Diverged {
-                        epoch: epoch + 1,
-                        step,
-                        what: format!("{}: ||w|| = {}, ||g|| = {}", st.path, st.norm_after, st.grad_norm),
-                        last_good: epoch,
-                    });
-                }
-                let n0 = if optim.config.remedy.compensate_elr { optim.slot(&st.path, "init_sq_norm") } else { None };
-                let rec = probe::record(step, &optim.config, info, lr, lr_factor, st, n0);
-                log.write(&Record::Probe(rec))?;
-            }
+            log_probes(&mut log, &stats, &infos, &optim, (epoch, step), lrs, lr_factor)?;
             opts.observer.batch(lv, batch.len());
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -406,27 +377,92 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
         save_checkpoint(&dir, &model, &optim, &state)?;
         last = Some(rec);
     }
+    finish(&dir, &mut log, last, &cfg, optim.step, (wall, images), data.baseline_loss())
+}
+
+/// The settings of the run in `dir`: `config` for a new run (refused where `dir` already holds
+/// one), the run's own when resuming.
+fn settings(config: RunConfig, dir: &Path, resume: bool) -> Result<RunConfig, TrainError> {
+    let dir_s = dir.display().to_string();
+    let config_path = dir.join(files::CONFIG);
+    if resume {
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| TrainError::RunDir { dir: dir_s, what: format!("cannot resume: {} ({e})", files::CONFIG) })?;
+        return Ok(RunConfig::from_toml(&config_path.display().to_string(), &text)?);
+    }
+    if config_path.exists() {
+        return Err(TrainError::RunDir {
+            dir: dir_s,
+            what: "already holds a run (config.toml); use --resume to continue it or choose another --out".into(),
+        });
+    }
+    Ok(config)
+}
+
+/// Writes the probe records of one update (`at`: its epoch, 0-based, and step) from its
+/// measured `stats`; a tensor that turned NaN or inf stops the run, naming it.
+fn log_probes(
+    log: &mut MetricsLog,
+    stats: &[crate::optim::UpdateStats],
+    infos: &HashMap<String, ParamInfo>,
+    optim: &Optimizer,
+    (epoch, step): (usize, u64),
+    lrs: (f64, f64),
+    lr_factor: f64,
+) -> Result<(), TrainError> {
+    for st in stats {
+        let info = &infos[&st.path];
+        if !probe::probed(info) {
+            continue;
+        }
+        let lr = if info.group == params::Group::ScaleInvariant { lrs.0 } else { lrs.1 };
+        if !(st.norm_after.is_finite() && st.grad_norm.is_finite()) {
+            log.flush()?;
+            return Err(TrainError::Diverged {
+                epoch: epoch + 1,
+                step,
+                what: format!("{}: ||w|| = {}, ||g|| = {}", st.path, st.norm_after, st.grad_norm),
+                last_good: epoch,
+            });
+        }
+        let n0 = if optim.config.remedy.compensate_elr { optim.slot(&st.path, "init_sq_norm") } else { None };
+        log.write(&Record::Probe(probe::record(step, &optim.config, info, lr, lr_factor, st, n0)))?;
+    }
+    Ok(())
+}
+
+/// The run's summary, written as its `done` record unless a resumed finished run has one:
+/// `last` is this process's last epoch (`None`: nothing was left to train, so the last epoch on
+/// disk), `(wall, images)` its training time and examples.
+fn finish(
+    dir: &Path,
+    log: &mut MetricsLog,
+    last: Option<EpochRecord>,
+    cfg: &RunConfig,
+    steps: u64,
+    (wall, images): (f64, usize),
+    baseline_loss: Option<f64>,
+) -> Result<Summary, TrainError> {
     let last = match last {
         Some(r) => r,
         None => {
-            // Nothing left to train (resuming a finished run): report the last epoch on disk.
             let text = std::fs::read_to_string(dir.join(files::METRICS)).unwrap_or_default();
             let rec = text.lines().rev().find_map(|l| match Record::parse(l) {
                 Some(Record::Epoch(e)) => Some(e),
                 _ => None,
             });
-            rec.ok_or_else(|| TrainError::RunDir { dir: dir_s.clone(), what: "has a checkpoint but no epoch record".into() })?
+            rec.ok_or_else(|| TrainError::RunDir { dir: dir.display().to_string(), what: "has a checkpoint but no epoch record".into() })?
         }
     };
     let summary = Summary {
         epochs: cfg.epochs,
-        steps: optim.step,
+        steps,
         test_acc: last.test_acc,
         test_loss: last.test_loss,
         train_loss: last.train_loss,
         images_per_sec: if wall > 0.0 { images as f64 / wall } else { last.images_per_sec },
         wall_s: wall,
-        baseline_loss: data.baseline_loss(),
+        baseline_loss,
     };
     // A resumed finished run already has its done record.
     let done_already = std::fs::read_to_string(dir.join(files::METRICS))

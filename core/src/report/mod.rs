@@ -90,188 +90,213 @@ fn ratio_figure(runs: &[RunData], layer: &str, short: &str) -> Figure {
     }
 }
 
-/// Charts of norm, effective lr, angle and `||g||/||w||` for every scale-invariant layer, and of gamma.
+/// Charts of norm, effective lr, angle and `||g||/||w||` for every scale-invariant layer, of
+/// gamma, and of test accuracy.
 pub fn figures(runs: &[RunData]) -> Vec<Figure> {
     let mut out = Vec::new();
     let layers: Vec<String> = runs.first().map(|r| r.invariant_paths()).unwrap_or_default();
     for layer in &layers {
         let short = layer.trim_end_matches(".weight").trim_end_matches(".weight_v").to_string();
-        // Norm.
-        let series: Vec<Series> = per_run(runs, |r| r.series(layer).iter().map(|p| (p.step as f64, p.norm)).collect());
-        let ends: Vec<(String, f64, f64)> = runs
-            .iter()
-            .filter_map(|r| {
-                let s = r.series(layer);
-                Some((r.name.clone(), s.first()?.norm, s.last()?.norm))
-            })
-            .collect();
-        let moved = |e: &(String, f64, f64), solo: bool| {
-            let verb = if e.2 > e.1 { "grows" } else { "shrinks" };
-            if solo {
-                format!("{verb} from {:.2} to {:.2}", e.1, e.2)
-            } else {
-                format!("{} ({:.2} to {:.2})", e.0, e.1, e.2)
-            }
-        };
-        let trend = if let [only] = &ends[..] {
-            moved(only, true)
-        } else {
-            let grow: Vec<String> = ends.iter().filter(|e| e.2 > e.1).map(|e| moved(e, false)).collect();
-            let shrink: Vec<String> = ends.iter().filter(|e| e.2 <= e.1).map(|e| moved(e, false)).collect();
-            let mut parts = Vec::new();
-            if !grow.is_empty() {
-                parts.push(format!("grows in {}", grow.join(", ")));
-            }
-            if !shrink.is_empty() {
-                parts.push(format!("shrinks in {}", shrink.join(", ")));
-            }
-            parts.join(" and ")
-        };
-        let reading = format!(
-            "The norm of {layer} {trend}. Without weight decay the norm can only grow (F4); with decay it settles where shrinking balances growth."
-        );
-        out.push(Figure {
-            name: format!("{short}-norm"),
-            svg: LineChart {
-                title: format!("Weight norm of {layer}"),
-                x_label: "step (updates)".into(),
-                y_label: "||w|| (L2 norm)".into(),
-                series,
-                ..Default::default()
-            }
-            .to_svg(),
-            reading,
-        });
-        // Effective lr.
-        let series: Vec<Series> = per_run(runs, |r| r.series(layer).iter().map(|p| (p.step as f64, p.eff_lr)).collect());
-        let ends: Vec<(String, f64)> =
-            runs.iter().filter_map(|r| Some((r.name.clone(), window_mean(&r.series(layer), 0.75, 1.0, |p| Some(p.eff_lr))?))).collect();
-        let (hi, lo) = (ends.iter().max_by(|a, b| a.1.total_cmp(&b.1)), ends.iter().min_by(|a, b| a.1.total_cmp(&b.1)));
-        let reading = match (hi, lo) {
-            (Some(h), Some(_)) if ends.len() == 1 => format!("Over the last quarter of training the effective learning rate of {layer} is {:.3e}. Shrinking the norm raises it: that, not regularization, is what weight decay does to this layer.", h.1),
-            (Some(h), Some(l)) => format!("Over the last quarter of training the effective learning rate of {layer} is highest in {} ({:.3e}) and lowest in {} ({:.3e}), a factor {:.1}. Shrinking the norm raises it: that, not regularization, is what weight decay does to this layer.", h.0, h.1, l.0, l.1, h.1 / l.1),
-            _ => "No probe data.".into(),
-        };
-        out.push(Figure {
-            name: format!("{short}-efflr"),
-            svg: LineChart {
-                title: format!("Effective learning rate of {layer}"),
-                x_label: "step (updates)".into(),
-                y_label: "lr/||w||^2 (SGD), lr/||w|| (Adam)".into(),
-                log_y: true,
-                series,
-                ..Default::default()
-            }
-            .to_svg(),
-            reading,
-        });
-        // Angle, with the prediction dashed.
-        let mut series = Vec::new();
-        let mut sentences = Vec::new();
-        for (i, r) in runs.iter().enumerate() {
-            let s = r.series(layer);
-            series.push(Series {
-                label: r.name.clone(),
-                points: s.iter().map(|p| (p.step as f64, p.angle)).collect(),
-                color: color(i),
-                dashed: false,
-            });
-            let pred: Vec<(f64, f64)> = s.iter().filter_map(|p| Some((p.step as f64, p.pred_angle?))).collect();
-            if !pred.is_empty() {
-                series.push(Series { label: format!("{} predicted", r.name), points: pred, color: color(i), dashed: true });
-                let (from, to) = r.equilibrium_window();
-                if let (Some(m), Some(p)) = (window_mean(&s, from, to, |p| Some(p.angle)), window_mean(&s, from, to, |p| p.pred_angle)) {
-                    sentences.push(format!(
-                        "{} {:.4} rad measured vs {:.4} predicted ({:+.0}%) over {}",
-                        r.name,
-                        m,
-                        p,
-                        100.0 * (m / p - 1.0),
-                        r.window_label()
-                    ));
-                }
-            }
-        }
-        let reading = if sentences.is_empty() {
-            format!("No run has a predicted equilibrium for {layer} (no decay, or Adam with L2). The angular update is set by the gradient and the norm alone.")
-        } else {
-            format!("Mean angular update per step of {layer}: {}. Dashed lines are the equilibrium predicted by the theory (docs/theory.md: F7 for SGD with momentum, F8 for AdamW).", sentences.join("; "))
-        };
-        out.push(Figure {
-            name: format!("{short}-angle"),
-            svg: LineChart {
-                title: format!("Angular update per step of {layer}"),
-                x_label: "step (updates)".into(),
-                y_label: "angle(w_t, w_t+1) (rad)".into(),
-                log_y: true,
-                series,
-                ..Default::default()
-            }
-            .to_svg(),
-            reading,
-        });
+        out.push(norm_figure(runs, layer, &short));
+        out.push(eff_lr_figure(runs, layer, &short));
+        out.push(angle_figure(runs, layer, &short));
         out.push(ratio_figure(runs, layer, &short));
     }
-    // Norm-layer scales.
-    let gammas: Vec<String> = runs.first().map(|r| r.gamma_paths()).unwrap_or_default();
-    if !gammas.is_empty() {
-        // Relative to the initial norm; a scale that starts at zero (zero-init residual
-        // branches) has no relative size and is left out.
-        let mean_gamma = |r: &RunData| -> Vec<(f64, f64)> {
-            let mut by_step: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
-            for p in r.probes.iter().filter(|p| gammas.contains(&p.path)) {
-                let c = r.probes.iter().find(|q| q.path == p.path).map(|q| q.norm).unwrap_or(1.0);
-                if c > 0.0 {
-                    let e = by_step.entry(p.step).or_default();
-                    e.0 += p.norm / c;
-                    e.1 += 1;
-                }
-            }
-            by_step.into_iter().map(|(s, (v, n))| (s as f64, v / n as f64)).collect()
-        };
-        let series: Vec<Series> = per_run(runs, mean_gamma);
-        let ends: Vec<(&RunData, f64)> = runs.iter().zip(&series).filter_map(|(r, s)| Some((r, s.points.last()?.1))).collect();
-        let size = if let [(_, v)] = &ends[..] {
-            format!("{v:.2}")
+    out.extend(gamma_figure(runs));
+    out.extend(accuracy_figure(runs));
+    out
+}
+
+/// The norm of scale-invariant `layer` (`short` in file names) in each run.
+fn norm_figure(runs: &[RunData], layer: &str, short: &str) -> Figure {
+    let series: Vec<Series> = per_run(runs, |r| r.series(layer).iter().map(|p| (p.step as f64, p.norm)).collect());
+    let ends: Vec<(String, f64, f64)> = runs
+        .iter()
+        .filter_map(|r| {
+            let s = r.series(layer);
+            Some((r.name.clone(), s.first()?.norm, s.last()?.norm))
+        })
+        .collect();
+    let moved = |e: &(String, f64, f64), solo: bool| {
+        let verb = if e.2 > e.1 { "grows" } else { "shrinks" };
+        if solo {
+            format!("{verb} from {:.2} to {:.2}", e.1, e.2)
         } else {
-            ends.iter().map(|(r, v)| format!("{v:.2} in {}", r.name)).collect::<Vec<_>>().join(", ")
-        };
-        let names = |decayed: bool, shrunk: bool| -> Vec<String> {
-            ends.iter().filter(|(r, v)| r.decays_norm_scales() == decayed && (*v < 0.95) == shrunk).map(|(r, _)| r.name.clone()).collect()
-        };
-        let one = runs.len() == 1;
-        let mut said = Vec::new();
-        for (decayed, shrunk, text) in [
-            (true, true, "shrink under the decay their policy puts on gamma"),
-            (true, false, "are decayed but do not shrink by more than 5% (their gradient holds them up)"),
-            (false, true, "shrink by more than 5% without being decayed (their gradient does it)"),
-            (false, false, "are not decayed and do not shrink by more than 5%"),
-        ] {
-            let n = names(decayed, shrunk);
-            if !n.is_empty() {
-                said.push(if one { format!("They {text}.") } else { format!("They {text} in {}.", n.join(", ")) });
-            }
+            format!("{} ({:.2} to {:.2})", e.0, e.1, e.2)
         }
-        if names(true, true).len() + names(true, false).len() > 0 {
-            said.push("Gamma is not scale-invariant, so decaying it changes the function.".into());
+    };
+    let trend = if let [only] = &ends[..] {
+        moved(only, true)
+    } else {
+        let grow: Vec<String> = ends.iter().filter(|e| e.2 > e.1).map(|e| moved(e, false)).collect();
+        let shrink: Vec<String> = ends.iter().filter(|e| e.2 <= e.1).map(|e| moved(e, false)).collect();
+        let mut parts = Vec::new();
+        if !grow.is_empty() {
+            parts.push(format!("grows in {}", grow.join(", ")));
         }
-        let reading = format!("The norm-layer scales gamma end at {size} of their initial size. {}", said.join(" "));
-        out.push(Figure {
-            name: "gamma".into(),
-            svg: LineChart {
-                title: "Norm-layer scales gamma (relative to initial norm)".into(),
-                x_label: "step (updates)".into(),
-                y_label: "||gamma|| / ||gamma_0||".into(),
-                series,
-                ..Default::default()
-            }
-            .to_svg(),
-            reading,
-        });
+        if !shrink.is_empty() {
+            parts.push(format!("shrinks in {}", shrink.join(", ")));
+        }
+        parts.join(" and ")
+    };
+    let reading = format!(
+        "The norm of {layer} {trend}. Without weight decay the norm can only grow (F4); with decay it settles where shrinking balances growth."
+    );
+    Figure {
+        name: format!("{short}-norm"),
+        svg: LineChart {
+            title: format!("Weight norm of {layer}"),
+            x_label: "step (updates)".into(),
+            y_label: "||w|| (L2 norm)".into(),
+            series,
+            ..Default::default()
+        }
+        .to_svg(),
+        reading,
     }
-    // Test accuracy per epoch; runs measured in another program's training have none.
+}
+
+/// The effective learning rate of `layer` in each run.
+fn eff_lr_figure(runs: &[RunData], layer: &str, short: &str) -> Figure {
+    let series: Vec<Series> = per_run(runs, |r| r.series(layer).iter().map(|p| (p.step as f64, p.eff_lr)).collect());
+    let ends: Vec<(String, f64)> =
+        runs.iter().filter_map(|r| Some((r.name.clone(), window_mean(&r.series(layer), 0.75, 1.0, |p| Some(p.eff_lr))?))).collect();
+    let (hi, lo) = (ends.iter().max_by(|a, b| a.1.total_cmp(&b.1)), ends.iter().min_by(|a, b| a.1.total_cmp(&b.1)));
+    let reading = match (hi, lo) {
+        (Some(h), Some(_)) if ends.len() == 1 => format!("Over the last quarter of training the effective learning rate of {layer} is {:.3e}. Shrinking the norm raises it: that, not regularization, is what weight decay does to this layer.", h.1),
+        (Some(h), Some(l)) => format!("Over the last quarter of training the effective learning rate of {layer} is highest in {} ({:.3e}) and lowest in {} ({:.3e}), a factor {:.1}. Shrinking the norm raises it: that, not regularization, is what weight decay does to this layer.", h.0, h.1, l.0, l.1, h.1 / l.1),
+        _ => "No probe data.".into(),
+    };
+    Figure {
+        name: format!("{short}-efflr"),
+        svg: LineChart {
+            title: format!("Effective learning rate of {layer}"),
+            x_label: "step (updates)".into(),
+            y_label: "lr/||w||^2 (SGD), lr/||w|| (Adam)".into(),
+            log_y: true,
+            series,
+            ..Default::default()
+        }
+        .to_svg(),
+        reading,
+    }
+}
+
+/// The angular update per step of `layer` in each run, with the prediction dashed.
+fn angle_figure(runs: &[RunData], layer: &str, short: &str) -> Figure {
+    let mut series = Vec::new();
+    let mut sentences = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        let s = r.series(layer);
+        series.push(Series {
+            label: r.name.clone(),
+            points: s.iter().map(|p| (p.step as f64, p.angle)).collect(),
+            color: color(i),
+            dashed: false,
+        });
+        let pred: Vec<(f64, f64)> = s.iter().filter_map(|p| Some((p.step as f64, p.pred_angle?))).collect();
+        if !pred.is_empty() {
+            series.push(Series { label: format!("{} predicted", r.name), points: pred, color: color(i), dashed: true });
+            let (from, to) = r.equilibrium_window();
+            if let (Some(m), Some(p)) = (window_mean(&s, from, to, |p| Some(p.angle)), window_mean(&s, from, to, |p| p.pred_angle)) {
+                sentences.push(format!(
+                    "{} {:.4} rad measured vs {:.4} predicted ({:+.0}%) over {}",
+                    r.name,
+                    m,
+                    p,
+                    100.0 * (m / p - 1.0),
+                    r.window_label()
+                ));
+            }
+        }
+    }
+    let reading = if sentences.is_empty() {
+        format!("No run has a predicted equilibrium for {layer} (no decay, or Adam with L2). The angular update is set by the gradient and the norm alone.")
+    } else {
+        format!("Mean angular update per step of {layer}: {}. Dashed lines are the equilibrium predicted by the theory (docs/theory.md: F7 for SGD with momentum, F8 for AdamW).", sentences.join("; "))
+    };
+    Figure {
+        name: format!("{short}-angle"),
+        svg: LineChart {
+            title: format!("Angular update per step of {layer}"),
+            x_label: "step (updates)".into(),
+            y_label: "angle(w_t, w_t+1) (rad)".into(),
+            log_y: true,
+            series,
+            ..Default::default()
+        }
+        .to_svg(),
+        reading,
+    }
+}
+
+/// The norm-layer scales (gamma) relative to their initial norm, averaged over layers, in each
+/// run; `None` without probed norm scales.
+fn gamma_figure(runs: &[RunData]) -> Option<Figure> {
+    let gammas: Vec<String> = runs.first().map(|r| r.gamma_paths()).unwrap_or_default();
+    if gammas.is_empty() {
+        return None;
+    }
+    // Relative to the initial norm; a scale that starts at zero (zero-init residual
+    // branches) has no relative size and is left out.
+    let mean_gamma = |r: &RunData| -> Vec<(f64, f64)> {
+        let mut by_step: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
+        for p in r.probes.iter().filter(|p| gammas.contains(&p.path)) {
+            let c = r.probes.iter().find(|q| q.path == p.path).map(|q| q.norm).unwrap_or(1.0);
+            if c > 0.0 {
+                let e = by_step.entry(p.step).or_default();
+                e.0 += p.norm / c;
+                e.1 += 1;
+            }
+        }
+        by_step.into_iter().map(|(s, (v, n))| (s as f64, v / n as f64)).collect()
+    };
+    let series: Vec<Series> = per_run(runs, mean_gamma);
+    let ends: Vec<(&RunData, f64)> = runs.iter().zip(&series).filter_map(|(r, s)| Some((r, s.points.last()?.1))).collect();
+    let size = if let [(_, v)] = &ends[..] {
+        format!("{v:.2}")
+    } else {
+        ends.iter().map(|(r, v)| format!("{v:.2} in {}", r.name)).collect::<Vec<_>>().join(", ")
+    };
+    let names = |decayed: bool, shrunk: bool| -> Vec<String> {
+        ends.iter().filter(|(r, v)| r.decays_norm_scales() == decayed && (*v < 0.95) == shrunk).map(|(r, _)| r.name.clone()).collect()
+    };
+    let one = runs.len() == 1;
+    let mut said = Vec::new();
+    for (decayed, shrunk, text) in [
+        (true, true, "shrink under the decay their policy puts on gamma"),
+        (true, false, "are decayed but do not shrink by more than 5% (their gradient holds them up)"),
+        (false, true, "shrink by more than 5% without being decayed (their gradient does it)"),
+        (false, false, "are not decayed and do not shrink by more than 5%"),
+    ] {
+        let n = names(decayed, shrunk);
+        if !n.is_empty() {
+            said.push(if one { format!("They {text}.") } else { format!("They {text} in {}.", n.join(", ")) });
+        }
+    }
+    if names(true, true).len() + names(true, false).len() > 0 {
+        said.push("Gamma is not scale-invariant, so decaying it changes the function.".into());
+    }
+    let reading = format!("The norm-layer scales gamma end at {size} of their initial size. {}", said.join(" "));
+    Some(Figure {
+        name: "gamma".into(),
+        svg: LineChart {
+            title: "Norm-layer scales gamma (relative to initial norm)".into(),
+            x_label: "step (updates)".into(),
+            y_label: "||gamma|| / ||gamma_0||".into(),
+            series,
+            ..Default::default()
+        }
+        .to_svg(),
+        reading,
+    })
+}
+
+/// Test accuracy per epoch in each run; `None` when every run was measured in another
+/// program's training (no epochs).
+fn accuracy_figure(runs: &[RunData]) -> Option<Figure> {
     if runs.iter().all(|r| r.config.external.is_some() && r.epochs.is_empty()) {
-        return out;
+        return None;
     }
     let series: Vec<Series> = per_run(runs, |r| r.epochs.iter().map(|e| (e.epoch as f64, 100.0 * e.test_acc)).collect());
     let best = runs.iter().filter_map(|r| Some((r.name.clone(), r.final_acc()?))).max_by(|a, b| a.1.total_cmp(&b.1));
@@ -288,7 +313,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
         ),
         _ => "No epoch finished.".into(),
     };
-    out.push(Figure {
+    Some(Figure {
         name: "test-acc".into(),
         svg: LineChart {
             title: "Test accuracy".into(),
@@ -299,8 +324,7 @@ pub fn figures(runs: &[RunData]) -> Vec<Figure> {
         }
         .to_svg(),
         reading,
-    });
-    out
+    })
 }
 
 /// One row of the results table.

@@ -106,12 +106,6 @@ def _fmt(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:g}"
 
 
-def _label_size(granularity: str) -> Optional[int]:
-    if granularity.startswith(("group of ", "head of ")):
-        return int(granularity.rsplit(" ", 1)[1])
-    return None
-
-
 def _weight_norm_direction(model: nn.Module, name: str) -> bool:
     if name.endswith(".weight_v"):
         return True
@@ -191,9 +185,11 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
 
 def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudit, graph: Optional[_structure.Structural], traced: bool, probe: Optional[_numeric.Probe]) -> None:
     if _weight_norm_direction(model, name):
+        # Nothing to measure: the parametrization makes it so.
         entry.scale_invariant, entry.granularity, entry.structural = True, "channel", "yes (channel)"
         entry.note = "weight norm's direction: invariant by construction"
-    elif graph is not None:
+        return
+    if graph is not None:
         if graph.scale_invariant:
             entry.structural = f"yes ({graph.granularity})" + (" with bias" if graph.with_bias else "")
         elif graph.partial:
@@ -204,7 +200,7 @@ def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudi
     elif traced:
         entry.structural = "no"
         entry.note = "not a conv or linear layer's weight the graph shows feeding a norm"
-    if probe is None or entry.note.startswith("weight norm"):
+    if probe is None:
         return
     prefix = name[: -len(".weight")] if name.endswith(".weight") else None
     bias = f"{prefix}.bias" if prefix and f"{prefix}.bias" in probe.params else None
@@ -212,8 +208,8 @@ def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudi
     out_dim = 1 if type(module).__name__ == "Conv1D" else 0
     sizes = [(1, "channel")]
     slices = None
-    if graph is not None and _label_size(graph.granularity):
-        slices = _label_size(graph.granularity)
+    if graph is not None and graph.slice_size:
+        slices = graph.slice_size
         sizes.insert(0, (slices, graph.granularity))
     elif graph is None:
         # No graph to say where a fused projection splits: try the width of a norm layer

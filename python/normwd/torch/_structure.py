@@ -79,6 +79,8 @@ class Structural:
     partial: bool
     #: Why, in words.
     why: str
+    #: The rows rescaled together under ``group of N`` / ``head of N`` (N), else None.
+    slice_size: Optional[int] = None
 
 
 class _Tracer(fx.Tracer):
@@ -192,15 +194,17 @@ def norm_width(norm: Any) -> Optional[int]:
     return w.numel() if isinstance(w, torch.Tensor) and w.ndim == 1 else None
 
 
-def _granularity(norm: Any, rows: int, split: bool) -> str:
+def _granularity(norm: Any, rows: int, split: bool) -> Tuple[str, Optional[int]]:
+    """The granularity's label and, for groups and heads, the rows rescaled together."""
     if isinstance(norm, _PER_CHANNEL) or norm in (F.batch_norm, F.instance_norm):
-        return "channel"
+        return "channel", None
     if isinstance(norm, nn.GroupNorm):
-        return f"group of {norm.num_channels // norm.num_groups}"
+        size = norm.num_channels // norm.num_groups
+        return f"group of {size}", size
     size = norm_width(norm)
     if split and size and size < rows:
-        return f"head of {size}"
-    return "tensor"
+        return f"head of {size}", size
+    return "tensor", None
 
 
 def structural(model: nn.Module, graph: fx.GraphModule) -> Dict[str, Structural]:
@@ -243,15 +247,16 @@ def structural(model: nn.Module, graph: fx.GraphModule) -> Dict[str, Structural]
         has_bias = getattr(layer, "bias", None) is not None
         removes_bias = all(isinstance(n, _PER_CHANNEL) or n in (F.batch_norm, F.instance_norm) for _, n in norms) and not nonlinear
         with_bias = has_bias and not removes_bias
-        gran = _granularity(norms[0][1], rows, split)
+        gran, size = _granularity(norms[0][1], rows, split)
         if leaks:
             if split:
-                out[key] = Structural(False, gran, names, with_bias, True, f"part of its output reaches {', '.join(names)} ({gran}), the rest goes on without a norm ({leaks[0]}): invariant per slice, not as a whole")
+                why = f"part of its output reaches {', '.join(names)} ({gran}), the rest goes on without a norm ({leaks[0]}): invariant per slice, not as a whole"
+                out[key] = Structural(False, gran, names, with_bias, True, why, size)
             else:
                 out[key] = Structural(False, "", names, with_bias, False, f"its output reaches {', '.join(names)} but also {leaks[0]}, which a rescale changes")
             continue
         why = f"its output reaches only {', '.join(names)}" + (" (with its bias: the norm does not remove it)" if with_bias else "")
-        out[key] = Structural(True, gran, names, with_bias, False, why)
+        out[key] = Structural(True, gran, names, with_bias, False, why, size)
     return out
 
 
