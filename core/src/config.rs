@@ -199,6 +199,8 @@ fn negative_one_is_unset<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>,
 
 impl Default for RunConfig {
     fn default() -> Self {
+        // The remedies' defaults are theirs ([`RemedyConfig::default`]), laid out flat here.
+        let r = RemedyConfig::default();
         RunConfig {
             model: ModelKind::Convnet,
             norm: None,
@@ -237,15 +239,15 @@ impl Default for RunConfig {
             vocab_size: None,
             decay_embeddings: None,
             external: None,
-            invariance: Invariance::Structural,
-            delta: 0.1,
-            wd_ratio: 0.1,
-            trust_coeff: 0.001,
-            lars_clip: false,
-            fixed_norm_granularity: FixedNormGranularity::Channel,
-            fixed_norm_target: NormTarget::Init,
-            compensate_elr: false,
-            rv_rms_decay: 0.0,
+            invariance: r.invariance,
+            delta: r.delta,
+            wd_ratio: r.wd_ratio,
+            trust_coeff: r.trust_coeff,
+            lars_clip: r.lars_clip,
+            fixed_norm_granularity: if r.fixed_norm_per_channel { FixedNormGranularity::Channel } else { FixedNormGranularity::Tensor },
+            fixed_norm_target: r.fixed_norm_target,
+            compensate_elr: r.compensate_elr,
+            rv_rms_decay: r.rv_rms_decay,
             corrected_decay: false,
             cautious_decay: false,
         }

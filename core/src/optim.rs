@@ -516,7 +516,7 @@ impl OptimConfig {
             nesterov: false,
             weight_decay,
             decay: DecayMode::Coupled,
-            betas: (0.9, 0.999),
+            betas: OptimKind::Sgd.facts().betas,
             eps: 1e-8,
             si_lr_scale: 1.0,
             si_weight_decay: None,
