@@ -102,23 +102,76 @@ def test_the_measured_equilibrium_angle_is_f7s(tmp_path):
         assert abs(measured / predicted - 1) < 0.15, (path, measured, predicted)
 
 
-def test_a_diverging_training_is_named(tmp_path):
+def test_a_diverging_training_is_named_and_not_stopped(tmp_path):
     net = convnet()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     x, y = fashion_mnist(64)
-    with nwd.Monitor(net, opt, out=str(tmp_path / "run"), every=1):
+    with nwd.Monitor(net, opt, out=str(tmp_path / "run"), every=1) as mon:
         opt.zero_grad()
         nn.functional.cross_entropy(net(x), y).backward()
         net[0].weight.grad[0, 0, 0, 0] = float("inf")
-        with pytest.raises(FloatingPointError, match=r"0.weight holds NaN or inf after step 1: the training diverged"):
+        # The training is the user's: a warning, and the step goes on.
+        with pytest.warns(RuntimeWarning, match=r"0.weight holds NaN or inf at step 1: the training diverged"):
             opt.step()
+    assert mon.steps == 1
+    assert {r["path"] for r in mon.records} == {"1.weight", "4.weight", "5.weight", "9.weight"}, "the diverged tensor's records are left out"
 
 
-def test_bad_arguments():
+def test_zero_initialised_scales_and_failures_inside_hooks_never_break_the_training(tmp_path):
+    """timm and torchvision zero-initialise the last BN scale of each residual block: its
+    norm is 0, its effective lr undefined (null in the file), and the training goes on."""
+    net = convnet()
+    nn.init.zeros_(net[1].weight)
+    opt = torch.optim.SGD(nwd.param_groups(net, weight_decay=5e-4), lr=0.1, momentum=0.9)
+    x, y = fashion_mnist(64)
+    with nwd.Monitor(net, opt, out=str(tmp_path / "run"), every=1) as mon:
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    first = next(r for r in mon.records if r["path"] == "1.weight" and r["step"] == 1)
+    assert first["norm"] == 0.0 and first["eff_lr"] is None
+    lines = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert len(lines) == len(mon.records) == 3 * 5
+    import normwd
+
+    assert os.path.exists(normwd.report(str(tmp_path / "run")))
+    # A writer that fails inside the hook: one warning, monitoring stops, the training goes on.
+
+    class Broken:
+        def add_scalar(self, *a):
+            raise OSError("disk full")
+
+    with nwd.Monitor(net, opt, out=str(tmp_path / "broken"), every=1, writer=Broken()) as mon:
+        with pytest.warns(RuntimeWarning, match=r"stopped monitoring: measuring step 1 failed \(OSError: disk full\)"):
+            for _ in range(3):
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+    assert mon.steps == 3
+
+
+def test_bad_arguments(tmp_path):
     net = convnet()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=r"every=0: expected an integer >= 1"):
         nwd.Monitor(net, opt, out="unused", every=0)
+    with pytest.raises(TypeError, match=r"every=True: expected an integer >= 1"):
+        nwd.Monitor(net, opt, out="unused", every=True)
+    with pytest.raises(TypeError, match=r"out=3: expected a folder path"):
+        nwd.Monitor(net, opt, out=3)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"out=.*file/run.*: cannot write the run there"):
+        nwd.Monitor(net, opt, out=str(blocker / "run"))
+    # A second Monitor into a folder that holds a run would interleave two trainings' steps.
+    run = tmp_path / "run"
+    with nwd.Monitor(net, opt, out=str(run), every=1):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(fashion_mnist(8)[0]), torch.zeros(8, dtype=torch.long)).backward()
+        opt.step()
+    with pytest.raises(ValueError, match=r"already holds a run"):
+        nwd.Monitor(net, opt, out=str(run))
 
 
 def test_a_monitor_run_is_a_normwd_run_for_report_and_refused_by_resume(tmp_path):

@@ -5,6 +5,7 @@ normwd's run format (``metrics.jsonl`` probe records)."""
 import json
 import math
 import os
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -21,19 +22,22 @@ class Monitor:
     norm, effective learning rate, angular update and ``cos(w, g)`` (and, for scale-invariant
     weights, each output channel's norm and angle), with the equilibrium angle that the group's
     settings at that step predict (F7 SGD with momentum, F8 AdamW, F9 Lion; plain SGD's
-    equilibrium norm too), and appends them to ``out/metrics.jsonl`` in normwd's run format.
+    equilibrium norm too), and writes them to ``out/metrics.jsonl`` in normwd's run format.
     The records are built by normwd's core, as the engine's probes and ``normwd inspect`` build
     theirs: scale-invariant weights get the predictions (``pred_basis`` ``scale-invariant``),
     other decayed weight matrices the angle as an approximation (``approximate``), the rest
     none; an optimizer without a closed form gets no prediction and no effective lr (NaN);
-    ``out/monitor.json`` lists the tensors and each group's relaxation time ``1/(lr*wd)``. A
-    weight that turns NaN or inf raises ``FloatingPointError`` naming it and the step.
+    ``out/monitor.json`` lists the tensors and each group's relaxation time ``1/(lr*wd)``.
 
     The sums are taken on the parameters' own device in float64 and reach the host once per
     probe step. Settings are read from the optimizer's groups at each step, so any scheduler is
-    followed. Gradients are read just before the step, after a ``GradScaler`` has unscaled
-    them; a step the scaler skips is not counted. Under DistributedDataParallel only rank 0
-    measures and writes.
+    followed. The hooks never raise into the training: a weight that turns NaN or inf, or a
+    failed write, is said in one warning (``RuntimeWarning``) and its records are left out (a
+    failed write ends the monitoring); a zero norm is recorded with an undefined effective lr
+    (``null``). Misuse (a bad ``every``, an ``out`` that cannot be written or already holds a
+    run) is refused when the Monitor is made. Gradients are read just before the step, after a
+    ``GradScaler`` has unscaled them; a step the scaler skips is not counted. Under
+    DistributedDataParallel only rank 0 measures and writes.
 
     ``writer`` also receives each measurement: a TensorBoard ``SummaryWriter`` (anything with
     ``add_scalar``) as ``normwd/<tensor>/<quantity>`` at the step, or a W&B run (anything with
@@ -51,8 +55,13 @@ class Monitor:
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, out: str, every: int = 10, example_inputs: Any = None, writer: Any = None):
-        if not isinstance(every, int) or every < 1:
+        if isinstance(every, bool) or not isinstance(every, int):
+            raise TypeError(f"every={every!r}: expected an integer >= 1")
+        if every < 1:
             raise ValueError(f"every={every!r}: expected an integer >= 1")
+        if not isinstance(out, (str, os.PathLike)):
+            raise TypeError(f"out={out!r}: expected a folder path (str or os.PathLike)")
+        out = os.fspath(out)
         if writer is not None and not (hasattr(writer, "add_scalar") or hasattr(writer, "log")):
             raise ValueError(f"writer: expected a TensorBoard SummaryWriter (add_scalar) or a W&B run (log), got {type(writer).__name__}")
         self.writer = writer
@@ -78,11 +87,20 @@ class Monitor:
         self._model_name = type(model).__name__
         self._policy = _policy(report)
         self._lrs: set = set()
+        #: Problems already warned about (each is said once).
+        self._warned: set = set()
+        self._broken = False
         if self.active:
-            os.makedirs(out, exist_ok=True)
-            self._write_settings(model, report)
-            self._write_config()
-            self._file = open(os.path.join(out, "metrics.jsonl"), "a", encoding="utf-8")
+            metrics = os.path.join(out, "metrics.jsonl")
+            if os.path.exists(metrics) and os.path.getsize(metrics) > 0:
+                raise ValueError(f"out={out!r}: already holds a run ({metrics}); choose another folder (records of two trainings would interleave)")
+            try:
+                os.makedirs(out, exist_ok=True)
+                self._write_settings(model, report)
+                self._write_config()
+                self._file = open(metrics, "w", encoding="utf-8")
+            except OSError as e:
+                raise ValueError(f"out={out!r}: cannot write the run there ({e})") from e
         self._hooks = [optimizer.register_step_pre_hook(self._before), optimizer.register_step_post_hook(self._after)]
 
     def _write_settings(self, model: nn.Module, report: Any) -> None:
@@ -123,9 +141,34 @@ class Monitor:
         _core.write_run_config(self.out, json.dumps(fields))
 
     def _probing(self) -> bool:
-        return self.active and (self.steps + 1) % self.every == 0
+        return self.active and not self._broken and (self.steps + 1) % self.every == 0
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"normwd.torch.Monitor: {message}", RuntimeWarning, stacklevel=3)
 
     def _before(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        # The user's training is not normwd's to stop: whatever goes wrong here is a warning.
+        try:
+            self._measure_before()
+        except Exception as e:  # noqa: BLE001
+            self._give_up("measuring before the step", e)
+
+    def _after(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.steps += 1
+        try:
+            self._measure_after()
+        except Exception as e:  # noqa: BLE001
+            self._give_up(f"measuring step {self.steps}", e)
+
+    def _give_up(self, what: str, e: BaseException) -> None:
+        """Stops monitoring after an unexpected error, with one warning; the training goes on."""
+        self._broken = True
+        self._before_w, self._before_sums = None, None
+        self._warn_once("broken", f"stopped monitoring: {what} failed ({type(e).__name__}: {e}); the training goes on")
+
+    def _measure_before(self) -> None:
         if not self._probing():
             return
         with torch.no_grad():
@@ -137,8 +180,7 @@ class Monitor:
                 sums.append(torch.stack([w0.square().sum(), g.square().sum(), (w0 * g).sum()]))
             self._before_sums = sums
 
-    def _after(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self.steps += 1
+    def _measure_after(self) -> None:
         if self._before_w is None or self._before_sums is None:
             return
         groups = settings(self.optimizer)
@@ -163,7 +205,8 @@ class Monitor:
             v = host[start : start + size]
             start += size
             if not all(math.isfinite(x) for x in (v[0], v[1], v[3])):
-                raise FloatingPointError(f"normwd.torch.Monitor: {name} holds NaN or inf after step {self.steps}: the training diverged")
+                self._warn_once(f"nonfinite:{name}", f"{name} holds NaN or inf at step {self.steps}: the training diverged; its records are left out")
+                continue
             g = groups[gi]
             # The core builds the record, and decides which prediction the tensor gets.
             line = _core.probe_record(self.steps, name, self._roles[name], p.ndim, si, v, g.step_settings())
@@ -195,8 +238,11 @@ class Monitor:
             h.remove()
         self._hooks = []
         if self.active and not self._file.closed:
-            self._file.close()
-            self._write_config()
+            try:
+                self._file.close()
+                self._write_config()
+            except OSError as e:
+                self._warn_once("close", f"could not finish writing {self.out} ({e}); the records written so far stay")
 
     def __enter__(self) -> "Monitor":
         return self
