@@ -1,7 +1,8 @@
 """``python -m normwd audit pkg.module:factory``: the audit of a model from the shell.
 
 The factory is called with no arguments and returns a model, or a ``(model, optimizer)`` pair;
-``--input-shape 2,3,224,224`` measures scale-invariance on a random batch of that shape.
+``--input-shape 2,3,224,224`` measures scale-invariance on a random batch of that shape. The
+exit code is 1 when the audit finds an error-level mistake (for CI), 2 for bad input.
 
 Example:
     python -m normwd audit torchvision.models:resnet18 --input-shape 2,3,64,64
@@ -14,7 +15,8 @@ from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Runs the command line; returns the exit code (2 for bad input, named)."""
+    """Runs the command line; returns the exit code (1 for an error-level mistake found, 2 for
+    bad input, named)."""
     p = argparse.ArgumentParser(prog="python -m normwd", description="normwd's Python package from the shell")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("audit", help="roles, scale-invariance, groups and mistakes of a model (and optimizer)")
@@ -47,11 +49,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         inputs = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     try:
         report = audit(model, optimizer, example_inputs=inputs)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         print(str(e), file=sys.stderr)
         return 2
     print(report.to_json() if args.json else report)
-    return 0
+    return 1 if any(m.severity == "error" for m in report.mistakes) else 0
 
 
 if __name__ == "__main__":

@@ -98,6 +98,22 @@ def test_gpt2_untraceable_is_measured_and_its_embeddings_flagged():
     assert sorted({m.param for m in report.mistakes}) == ["transformer.wpe.weight", "transformer.wte.weight"]
 
 
+def test_a_tokenizer_batch_is_taken_as_keyword_inputs():
+    """A Hugging Face tokenizer's batch (a dict) is passed as keyword arguments, and measures
+    what the positional form measures."""
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=2)
+    model = transformers.GPT2LMHeadModel(cfg)
+    ids = torch.randint(0, 64, (2, 16))
+    batch = transformers.BatchEncoding({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    by_kwargs = nwd.audit(model, example_inputs=batch)
+    positional = nwd.audit(model, example_inputs=ids)
+    assert [(p.name, p.scale_invariant, p.numeric.split(" ")[0]) for p in by_kwargs.params] == [
+        (p.name, p.scale_invariant, p.numeric.split(" ")[0]) for p in positional.params
+    ]
+    assert any(p.numeric != "-" for p in by_kwargs.params), "it measured"
+
+
 def test_custom_rmsnorm_and_a_bare_position_parameter():
     torch.manual_seed(0)
     model = TinyLM()

@@ -13,8 +13,9 @@ def run(*args):
 
 
 def test_audit_from_the_shell():
+    # An error-level mistake found exits 1, so a CI job can stop on it.
     r = run("models:convnet_and_sgd", "--input-shape", "4,1,28,28")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr
     assert "0.weight" in r.stdout and "yes (channel)" in r.stdout
     assert "ERROR norm-decayed: 1.weight, 1.bias" in r.stdout
     r = run("models:convnet", "--json")

@@ -65,3 +65,19 @@ def test_tokens_and_no_weight_decay_are_never_decayed():
     model = TinyLM()
     decayed = decayed_names(model, nwd.param_groups(model, 1e-4, no_weight_decay=["head.weight"]))
     assert decayed == {"up.weight", "down.weight"}
+
+
+def test_bad_arguments_are_named():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 4, bias=False), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    # One name given as a string would be taken character by character.
+    with pytest.raises(TypeError, match=r"no_weight_decay='0.weight': expected a list of parameter names, e.g. \['0.weight'\]"):
+        nwd.param_groups(net, 1e-4, no_weight_decay="0.weight")
+    with pytest.raises(ValueError, match=r"no_weight_decay: '0.wieght' is not a parameter of the model \(its names run 0.weight"):
+        nwd.param_groups(net, 1e-4, no_weight_decay=["0.wieght"])
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=r"model: expected a torch.nn.Module, got NoneType"):
+        nwd.audit(None)
+    with pytest.raises(TypeError, match=r"model: expected a torch.nn.Module, got SGD \(the model comes first"):
+        nwd.audit(opt, net)
+    with pytest.raises(TypeError, match=r"model: expected a torch.nn.Module"):
+        nwd.param_groups("net", 1e-4)

@@ -137,6 +137,11 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         >>> sorted({m.code for m in report.mistakes})
         ['bias-decayed', 'norm-decayed']
     """
+    if not isinstance(model, nn.Module):
+        hint = " (the model comes first: audit(model, optimizer))" if isinstance(model, torch.optim.Optimizer) else ""
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}{hint}")
+    if optimizer is not None and isinstance(optimizer, nn.Module):
+        raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got {type(optimizer).__name__} (the model comes first: audit(model, optimizer))")
     model = unwrap(model)
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):

@@ -49,13 +49,22 @@ def param_groups(
             raise ValueError(f"{arg}={v!r}: expected a finite number {'> 0' if arg == 'si_lr' else '>= 0'}")
     if policy not in _core.policies():
         raise ValueError(f"policy={policy!r}: expected one of {', '.join(_core.policies())}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    # A bare string would be taken character by character.
+    if isinstance(no_weight_decay, str) or not all(isinstance(n, str) for n in no_weight_decay):
+        raise TypeError(f"no_weight_decay={no_weight_decay!r}: expected a list of parameter names, e.g. [{no_weight_decay!r}]")
     model = unwrap(model)
+    tensors = dict(model.named_parameters())
+    unknown = [n for n in no_weight_decay if n not in tensors]
+    if unknown:
+        near = ", ".join(list(tensors)[:3])
+        raise ValueError(f"no_weight_decay: {', '.join(map(repr, unknown))} is not a parameter of the model (its names run {near}, ...)")
     skip = set(no_weight_decay)
     own = getattr(model, "no_weight_decay", None)
     if callable(own):
         skip |= set(own())
     report = audit(model, example_inputs=example_inputs)
-    tensors = dict(model.named_parameters())
     groups: Dict[str, Dict[str, Any]] = {}
     for p in report.params:
         t = tensors.get(p.name)

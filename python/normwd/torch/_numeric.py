@@ -9,8 +9,9 @@ The control matters: a layer whose output the model barely uses (a ConvNeXt bloc
 any perturbation, which an absolute threshold would read as invariance."""
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -77,8 +78,15 @@ class Probe:
                 for attr in ("eps", "variance_epsilon", "epsilon"):
                     if isinstance(getattr(m, attr, None), float):
                         setattr(m, attr, 1e-30)
-        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        self.inputs = tuple(x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
+        # Positional arguments (a tensor, a tuple or list of them) or keyword arguments (a dict,
+        # such as a Hugging Face tokenizer's batch).
+        as_double = lambda x: x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x  # noqa: E731
+        if isinstance(example_inputs, Mapping):
+            self.inputs: Tuple[Any, ...] = ()
+            self.kwargs: Dict[str, Any] = {k: as_double(v) for k, v in example_inputs.items()}
+        else:
+            inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+            self.inputs, self.kwargs = tuple(as_double(x) for x in inputs), {}
         self.params = dict(self.model.named_parameters())
         # The CUDA generators the model draws from (dropout) are forked too, so the user's
         # random state is left as it was.
@@ -90,7 +98,7 @@ class Probe:
     def run(self) -> List[torch.Tensor]:
         with torch.no_grad(), torch.random.fork_rng(devices=self.devices):
             torch.manual_seed(0)
-            return [t.detach() for t in _tensors(self.model(*self.inputs))]
+            return [t.detach() for t in _tensors(self.model(*self.inputs, **self.kwargs))]
 
     def control(self, name: str, bias: Optional[str], rows: Optional[slice] = None, out_dim: int = 0) -> float:
         """The outputs' relative change when weight ``name`` (and ``bias``), or only their output
