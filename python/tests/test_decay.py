@@ -121,3 +121,19 @@ def test_monitor_predicts_with_the_decay_that_acts(tmp_path):
     assert abs(r["pred_ratio"] - math.sqrt(1e-2 * 0.1 * (2 / 0.1 - 1e-2 / 1.9))) < 1e-12
     line = [json.loads(x) for x in open(tmp_path / "sgd" / "metrics.jsonl") if '"probe"' in x][0]
     assert line["pred_ratio"] == r["pred_ratio"]
+
+
+def test_taking_over_l2_under_momentum_says_what_it_changes():
+    """SGD's L2 under momentum 0.9 acts 10x stronger than the same coefficient decoupled:
+    decay_control says so, with the coefficient that keeps the strength; AdamW's own decoupled
+    decay and SGD without momentum need no word."""
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    with pytest.warns(UserWarning, match=r"param_groups\[0\]'s weight_decay=0.0001 was L2 in the gradient .* acts 10x stronger .* set weight_decay=0.001"):
+        nwd.decay_control(opt)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nwd.decay_control(torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1))
+        nwd.decay_control(torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-4))

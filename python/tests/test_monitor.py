@@ -259,3 +259,27 @@ def test_the_engine_inspect_and_monitor_give_the_same_predictions(tmp_path):
             assert e["pred_angle"] == pytest.approx(i["pred_angle"], rel=1e-12) and e["pred_angle"] == pytest.approx(m["pred_angle"], rel=1e-12), name
         else:
             assert e["pred_angle"] is None and i["pred_angle"] is None and m["pred_angle"] is None, name
+
+
+def test_bfloat16_weights_are_measured_as_float64_would(tmp_path):
+    """The Monitor keeps one copy of the tracked weights in their own dtype and accumulates the
+    sums in float64 (products of two bfloat16 or float32 values are exact there): its angles on
+    a bfloat16 model equal the angle computed from float64 copies, to 1e-9 rad."""
+    torch.manual_seed(0)
+    net = convnet().to(torch.bfloat16)
+    opt = torch.optim.SGD(nwd.param_groups(net, weight_decay=5e-4), lr=0.1, momentum=0.9)
+    x, y = fashion_mnist(64)
+    x = x.to(torch.bfloat16)
+    w = net[0].weight
+    with nwd.Monitor(net, opt, out=str(tmp_path / "run"), every=1) as mon:
+        for step in range(1, 4):
+            before = w.detach().double().clone()
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x).float(), y).backward()
+            opt.step()
+            after = w.detach().double()
+            cos = (before * after).sum() / (before.norm() * after.norm())
+            expected = float(torch.acos(cos.clamp(-1, 1)))
+            got = next(r for r in mon.records if r["path"] == "0.weight" and r["step"] == step)
+            assert expected > 1e-4 and abs(got["angle"] - expected) < 1e-9, (step, got["angle"], expected)
+            assert got["norm"] == pytest.approx(float(before.norm()), rel=1e-12)

@@ -3,6 +3,7 @@ decays only where the update and the weight agree in sign (cautious decay), for 
 ``torch.optim`` optimizer."""
 
 import math
+import warnings
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -88,6 +89,9 @@ class DecayControl:
             wd = g.get("weight_decay", 0.0)
             if not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
                 raise ValueError(f"optimizer.param_groups[{i}]['weight_decay']={wd!r}: expected a finite number >= 0")
+        for gs in _optimizer.settings(self.optimizer):
+            if gs.decoupled is False and gs.weight_decay > 0:
+                _warn_coupled(gs)
         for g in groups:
             g[WEIGHT_DECAY] = float(g.get("weight_decay", 0.0))
             g["weight_decay"] = 0.0
@@ -139,6 +143,22 @@ class DecayControl:
                 g["weight_decay"] = g.pop(WEIGHT_DECAY)
                 g.pop(CORRECTED, None)
                 g.pop(CAUTIOUS, None)
+
+
+def _warn_coupled(g: Any) -> None:
+    """Says what taking over a group's L2 (decay in the gradient) as decoupled decay changes."""
+    where = f"optimizer.param_groups[{g.index}]"
+    if g.optimizer == "sgd" and g.momentum > 0:
+        x = 1.0 / (1.0 - min(g.momentum, 0.999))
+        what = (
+            f"under momentum {g.momentum:g} L2 passes through the momentum buffer and acts {x:g}x stronger than the same "
+            f"coefficient applied decoupled: to keep the decay's strength, set weight_decay={g.weight_decay * x:g} before decay_control"
+        )
+    elif g.optimizer == "adam":
+        what = "L2 in Adam's gradient is rescaled per coordinate by Adam's denominator; decoupled decay is AdamW's rule, a different one"
+    else:
+        return
+    warnings.warn(f"decay_control: {where}'s weight_decay={g.weight_decay:g} was L2 in the gradient and is now applied decoupled; {what}", UserWarning, stacklevel=3)
 
 
 def decay_control(optimizer: torch.optim.Optimizer, corrected: bool = False, cautious: bool = False) -> DecayControl:

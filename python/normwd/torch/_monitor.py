@@ -29,8 +29,9 @@ class Monitor:
     none; an optimizer without a closed form gets no prediction and no effective lr (NaN);
     ``out/monitor.json`` lists the tensors and each group's relaxation time ``1/(lr*wd)``.
 
-    The sums are taken on the parameters' own device in float64 and reach the host once per
-    probe step. Settings are read from the optimizer's groups at each step, so any scheduler is
+    The sums are taken on the parameters' own device, accumulated in float64 from one copy of
+    the tracked weights in their own dtype (no float64 copy of the model), and reach the host
+    once per probe step. Settings are read from the optimizer's groups at each step, so any scheduler is
     followed. The hooks never raise into the training: a weight that turns NaN or inf, or a
     failed write, is said in one warning (``RuntimeWarning``) and its records are left out (a
     failed write ends the monitoring); a zero norm is recorded with an undefined effective lr
@@ -172,12 +173,19 @@ class Monitor:
         if not self._probing():
             return
         with torch.no_grad():
-            # A copy (the step changes the parameter in place), in float64 for the angle.
-            self._before_w = [p.detach().to(torch.float64, copy=True) for _, p, _, _ in self._tracked]
+            # One copy of each tracked weight in its own dtype (the step changes the parameter
+            # in place); the sums are taken in float64 a bounded chunk at a time, never over a
+            # float64 copy of the model.
+            self._before_w = [p.detach().clone() for _, p, _, _ in self._tracked]
             sums = []
             for w0, (_, p, _, _) in zip(self._before_w, self._tracked):
-                g = torch.zeros_like(w0) if p.grad is None else p.grad.detach().to(torch.float64)
-                sums.append(torch.stack([w0.square().sum(), g.square().sum(), (w0 * g).sum()]))
+                g = p.grad
+                if g is None:
+                    zero = w0.new_zeros((), dtype=torch.float64)
+                    sums.append(torch.stack([_dot64(w0, w0), zero, zero]))
+                else:
+                    g = g.detach()
+                    sums.append(torch.stack([_dot64(w0, w0), _dot64(g, g), _dot64(w0, g)]))
             self._before_sums = sums
 
     def _measure_after(self) -> None:
@@ -187,12 +195,11 @@ class Monitor:
         with torch.no_grad():
             parts, sizes = [], []
             for (_, p, _, si), w0, before in zip(self._tracked, self._before_w, self._before_sums):
-                w1 = p.detach().to(torch.float64)
-                part = [before, torch.stack([w1.square().sum(), (w0 * w1).sum()]).to(before.device)]
+                w1 = p.detach()
+                part = [before, torch.stack([_dot64(w1, w1), _dot64(w0, w1)]).to(before.device)]
                 # Per output channel for scale-invariant weights: norms before and after, dot.
                 if si and w0.ndim >= 2 and w0.shape[0] > 1:
-                    r0, r1 = w0.flatten(1), w1.flatten(1)
-                    part += [r0.square().sum(1), r1.square().sum(1), (r0 * r1).sum(1)]
+                    part += [_row_dots64(w0, w0), _row_dots64(w1, w1), _row_dots64(w0, w1)]
                 flat = torch.cat(part)
                 parts.append(flat)
                 sizes.append(flat.numel())
@@ -249,6 +256,28 @@ class Monitor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+#: Elements upcast to float64 at a time: the measurement's only float64 memory.
+_CHUNK = 1 << 20
+
+
+def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``<a, b>`` accumulated in float64 (each product of two float32 or bfloat16 values is
+    exact there), upcasting a chunk at a time."""
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    total = fa.new_zeros((), dtype=torch.float64)
+    for i in range(0, fa.numel(), _CHUNK):
+        total += torch.dot(fa[i : i + _CHUNK].double(), fb[i : i + _CHUNK].double())
+    return total
+
+
+def _row_dots64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``<a_r, b_r>`` for each output channel ``r`` (dimension 0), in float64 a chunk of rows at
+    a time."""
+    ra, rb = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    step = max(1, _CHUNK // max(1, ra.shape[1]))
+    return torch.cat([(ra[i : i + step].double() * rb[i : i + step].double()).sum(1) for i in range(0, ra.shape[0], step)])
 
 
 def _group_info(g: Any) -> Dict[str, Any]:
