@@ -14,6 +14,8 @@ crate::choice! {
         BiasDecayed = "bias-decayed",
         /// An embedding table or a position/class token is decayed.
         EmbeddingDecayed = "embedding-decayed",
+        /// A state-space layer's dynamics parameter (`A_log`, `D`) is decayed.
+        DynamicsDecayed = "dynamics-decayed",
         /// A scale-invariant weight under L2 in an Adam gradient (coupled decay).
         AdamL2OnInvariant = "adam-l2-on-scale-invariant",
         /// A scale-invariant weight without any decay.
@@ -49,6 +51,7 @@ impl Mistake {
             Mistake::NormDecayed => "decay pulls a norm layer's scale or shift (or a gain) toward 0 and the layer's output with it, which does not regularize a normalized network; give it weight_decay 0",
             Mistake::BiasDecayed => "decay barely regularizes a bias, and timm, Hugging Face and nanoGPT leave biases out of it; give it weight_decay 0",
             Mistake::EmbeddingDecayed => "an embedding row or a position/class token is looked up or added, not multiplied into a normalized output: decay pulls rarely used rows and the tokens toward 0 (timm's no_weight_decay() and most LLM recipes exclude them); give it weight_decay 0 unless that is meant",
+            Mistake::DynamicsDecayed => "decay pulls a state-space layer's log decay rate (A_log) or skip gain (D) toward 0, which changes how long the layer remembers rather than regularizing it (mamba_ssm marks them _no_weight_decay); give it weight_decay 0",
             Mistake::AdamL2OnInvariant => "with L2 in Adam's gradient the decay is divided by Adam's denominator, so it neither regularizes nor sets a predictable equilibrium of this scale-invariant weight; use decoupled decay (AdamW)",
             Mistake::InvariantUndecayed => "without decay a scale-invariant weight's norm only grows, so its effective learning rate lr/||w||^2 keeps falling (F4); decay it to hold the effective learning rate at its equilibrium",
             Mistake::NoGroup => "a trainable parameter the optimizer does not hold is never updated: frozen by accident, or left out when the groups were built",
@@ -68,6 +71,7 @@ pub fn mistakes(role: Role, scale_invariant: bool, weight_decay: f64, family: Fa
         Role::NormScale | Role::NormShift | Role::Gain if decayed => out.push(Mistake::NormDecayed),
         Role::Bias if decayed => out.push(Mistake::BiasDecayed),
         Role::Embedding | Role::Token if decayed => out.push(Mistake::EmbeddingDecayed),
+        Role::Dynamics if decayed => out.push(Mistake::DynamicsDecayed),
         Role::Weight if scale_invariant => {
             if decayed && family == Family::AdamL2 {
                 out.push(Mistake::AdamL2OnInvariant);

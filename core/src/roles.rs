@@ -23,14 +23,27 @@ pub enum Role {
     /// A learned position embedding or class/distillation token added to the activations
     /// (ViT's `pos_embed`, `cls_token`).
     Token,
+    /// A state-space model's dynamics parameter (Mamba's log-parameterised decay rate `A_log`
+    /// and its skip gain `D`): decay would pull the layer's memory toward a fixed point, so it
+    /// is decayed only under `all` (mamba_ssm marks them `_no_weight_decay`).
+    Dynamics,
     /// Running statistics: never optimized, never decayed.
     Buffer,
 }
 
 impl Role {
     /// Every role, in the order tables list them.
-    pub const ALL: [Role; 8] =
-        [Role::Weight, Role::Bias, Role::NormScale, Role::NormShift, Role::Gain, Role::Embedding, Role::Token, Role::Buffer];
+    pub const ALL: [Role; 9] = [
+        Role::Weight,
+        Role::Bias,
+        Role::NormScale,
+        Role::NormShift,
+        Role::Gain,
+        Role::Embedding,
+        Role::Token,
+        Role::Dynamics,
+        Role::Buffer,
+    ];
 
     /// Short name for tables.
     pub fn name(self) -> &'static str {
@@ -42,6 +55,7 @@ impl Role {
             Role::Gain => "gain",
             Role::Embedding => "embedding",
             Role::Token => "token",
+            Role::Dynamics => "dynamics",
             Role::Buffer => "buffer",
         }
     }
@@ -55,11 +69,18 @@ pub const TOKEN_NAMES: [&str; 8] =
 /// Weight norm's gain `g`: the old hook's `weight_g`, `torch.nn.utils.parametrize`'s `original0`.
 pub const WEIGHT_NORM_GAINS: [&str; 2] = ["weight_g", "original0"];
 
+/// A state-space layer's dynamics parameters (Mamba, Mamba-2, S4D: `A_log`, `D`).
+pub const DYNAMICS_NAMES: [&str; 2] = ["A_log", "D"];
+
 /// The role a tensor's own (last) name says whatever module holds it: a position embedding or
 /// token ([`TOKEN_NAMES`], any `*_token`, a name with `pos` and `emb`), weight norm's gain
-/// ([`WEIGHT_NORM_GAINS`]); `None` where the name alone does not tell. Shared by `inspect`
+/// ([`WEIGHT_NORM_GAINS`]), a state-space layer's dynamics ([`DYNAMICS_NAMES`], spelled
+/// exactly); `None` where the name alone does not tell. Shared by `inspect`
 /// (names only) and the Python package (which knows the module too).
 pub fn role_from_name(local: &str) -> Option<Role> {
+    if DYNAMICS_NAMES.contains(&local) {
+        return Some(Role::Dynamics);
+    }
     let low = local.to_ascii_lowercase();
     if TOKEN_NAMES.contains(&low.as_str()) || low.ends_with("_token") || (low.contains("pos") && low.contains("emb")) {
         Some(Role::Token)

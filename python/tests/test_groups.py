@@ -81,3 +81,39 @@ def test_bad_arguments_are_named():
         nwd.audit(opt, net)
     with pytest.raises(TypeError, match=r"model: expected a torch.nn.Module"):
         nwd.param_groups("net", 1e-4)
+
+
+class MambaLike(torch.nn.Module):
+    """The parameters of a Mamba block as mamba_ssm names them: a log-parameterised 2-D decay
+    rate `A_log` and a skip gain `D` (both marked `_no_weight_decay` by mamba_ssm), the
+    timestep's `dt_proj.bias`, and the projections."""
+
+    def __init__(self, d: int = 8, state: int = 4):
+        super().__init__()
+        self.in_proj = torch.nn.Linear(d, 2 * d, bias=False)
+        self.dt_proj = torch.nn.Linear(d, d)
+        self.A_log = torch.nn.Parameter(torch.log(torch.arange(1, state + 1, dtype=torch.float32)).repeat(d, 1))
+        self.D = torch.nn.Parameter(torch.ones(d))
+        self.out_proj = torch.nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u, z = self.in_proj(x).chunk(2, dim=-1)
+        decay = torch.exp(-torch.exp(self.A_log)).mean(-1)
+        return self.out_proj(u * decay * torch.sigmoid(self.dt_proj(z)) + self.D * u)
+
+
+def test_state_space_dynamics_are_not_decayed_and_flagged_when_they_are():
+    model = MambaLike()
+    report = nwd.audit(model)
+    assert (report["A_log"].role, report["D"].role, report["dt_proj.bias"].role) == ("dynamics", "dynamics", "bias")
+    decayed = decayed_names(model, nwd.param_groups(model, 0.1))
+    assert decayed == {"in_proj.weight", "dt_proj.weight", "out_proj.weight"}, decayed
+    # Every parameter decayed (the naive AdamW): A_log and D are flagged.
+    report = nwd.audit(model, torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1))
+    assert {m.param for m in report.mistakes if m.code == "dynamics-decayed"} == {"A_log", "D"}
+
+
+def test_parameters_marked_no_weight_decay_are_not_decayed():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    model[1].weight._no_weight_decay = True
+    assert decayed_names(model, nwd.param_groups(model, 0.1)) == {"0.weight"}

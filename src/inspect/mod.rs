@@ -285,7 +285,7 @@ pub fn guess_roles(names: &[(String, Vec<usize>)]) -> Vec<(Role, bool)> {
         let last = n.rsplit(['.', '/']).next().unwrap_or(n);
         if ["running_mean", "running_var", "num_batches_tracked", "mean", "var"].contains(&last) {
             Role::Buffer
-        } else if let Some(r @ Role::Token) = normwd_core::roles::role_from_name(last) {
+        } else if let Some(r @ (Role::Token | Role::Dynamics)) = normwd_core::roles::role_from_name(last) {
             r
         } else if s.len() <= 1
             && (["weight", "gamma", "scale"].contains(&last) || normwd_core::roles::role_from_name(last) == Some(Role::NormScale))

@@ -20,7 +20,7 @@ class ParamAudit:
     name: str
     shape: List[int]
     #: The core's role name (``weight``, ``bias``, ``norm-scale``, ``norm-shift``, ``gain``,
-    #: ``embedding``, ``token``, ``buffer``).
+    #: ``embedding``, ``token``, ``dynamics``, ``buffer``).
     role: str
     #: The verdict: the measurement where there is one, else the graph's.
     scale_invariant: bool
@@ -43,7 +43,7 @@ class Mistake:
     """A mistake in how a tensor is trained."""
 
     param: str
-    #: The core's code: ``norm-decayed``, ``bias-decayed``, ``embedding-decayed``,
+    #: The core's code: ``norm-decayed``, ``bias-decayed``, ``embedding-decayed``, ``dynamics-decayed``,
     #: ``adam-l2-on-scale-invariant``, ``scale-invariant-undecayed``, ``no-group``, ``two-groups``.
     code: str
     #: ``error`` or ``warning``.

@@ -31,8 +31,9 @@ def param_groups(
 
     Scale-invariant weights get groups of their own (``name`` starts with ``scale-invariant``),
     so ``si_lr`` and ``si_weight_decay`` can set them apart: at equilibrium only their product
-    matters. Names in ``no_weight_decay`` and in the model's own ``no_weight_decay()`` (timm's)
-    are never decayed. Parameters that do not require grad are left out.
+    matters. Names in ``no_weight_decay``, in the model's own ``no_weight_decay()`` (timm's) and
+    parameters marked ``_no_weight_decay`` (mamba_ssm's) are never decayed. Parameters that do
+    not require grad are left out.
 
     Example:
         >>> import torch
@@ -71,7 +72,8 @@ def param_groups(
         if p.role == "buffer" or t is None or not t.requires_grad:
             continue
         decayed, group = _core.decide(p.role, p.scale_invariant, policy)
-        decayed = decayed and p.name not in skip
+        # mamba_ssm marks the parameters it keeps out of decay with `_no_weight_decay`.
+        decayed = decayed and p.name not in skip and not getattr(t, "_no_weight_decay", False)
         si = group == "scale-invariant"
         key = ("scale-invariant" if si else "default") + ("" if decayed else "-no-decay")
         if key not in groups:

@@ -57,7 +57,8 @@ def _role(module: nn.Module, local: str, tensor: torch.Tensor) -> str:
         return "norm-shift" if local in ("bias", "beta", "b", "shift") else "norm-scale"
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         return "embedding"
-    # Position embeddings and tokens, weight norm's gain: the core's name lists.
+    # Position embeddings and tokens, weight norm's gain, a state-space layer's dynamics: the
+    # core's name lists.
     by_name = _core.role_from_name(local)
     if by_name is not None:
         return by_name
@@ -71,7 +72,7 @@ def _role(module: nn.Module, local: str, tensor: torch.Tensor) -> str:
 def roles(model: nn.Module) -> Dict[str, str]:
     """The role of every parameter and buffer of ``model``, by dotted name (the core's role
     names: ``weight``, ``bias``, ``norm-scale``, ``norm-shift``, ``gain``, ``embedding``,
-    ``token``, ``buffer``).
+    ``token``, ``dynamics``, ``buffer``).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
