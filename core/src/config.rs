@@ -173,6 +173,9 @@ pub struct External {
     /// and nothing is predicted from it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_closed_form: bool,
+    /// The smallest and largest lr its probes saw (the run's `lr` is the largest, the peak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_range: Option<[f64; 2]>,
 }
 
 /// Runs written before `decay` was typed hold `decay = ""` for "unset".
@@ -448,6 +451,7 @@ mod tests {
             optimizer: "SGD".into(),
             lr_varies: true,
             no_closed_form: false,
+            lr_range: Some([0.0, 0.1]),
         };
         let c = RunConfig { external: Some(ext.clone()), ..Default::default() };
         let text = toml::to_string(&c).unwrap();

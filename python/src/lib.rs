@@ -366,6 +366,7 @@ struct Measured {
     policy: String,
     every: usize,
     lr_varies: bool,
+    lr_range: Option<[f64; 2]>,
 }
 
 /// Writes `config.toml` into run folder `dir` (atomically) for a training another program ran
@@ -392,6 +393,7 @@ fn write_run_config(dir: &str, fields: &str) -> PyResult<()> {
             optimizer: m.optimizer,
             lr_varies: m.lr_varies,
             no_closed_form: rule.is_none(),
+            lr_range: m.lr_range,
         }),
         ..Default::default()
     };

@@ -283,3 +283,27 @@ def test_bfloat16_weights_are_measured_as_float64_would(tmp_path):
             got = next(r for r in mon.records if r["path"] == "0.weight" and r["step"] == step)
             assert expected > 1e-4 and abs(got["angle"] - expected) < 1e-9, (step, got["angle"], expected)
             assert got["norm"] == pytest.approx(float(before.norm()), rel=1e-12)
+
+
+def test_a_short_scheduled_run_describes_itself_truly(tmp_path):
+    """Under a cosine to 0 the run's config records the peak lr and the range seen (not the last
+    lr, 0), and a run far shorter than two relaxation times is reported as not yet at
+    equilibrium rather than as the theory's error."""
+    import normwd
+
+    torch.manual_seed(0)
+    net = convnet()
+    opt = torch.optim.SGD(nwd.param_groups(net, weight_decay=5e-4), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=12)
+    x, y = fashion_mnist(64)
+    with nwd.Monitor(net, opt, out=str(tmp_path / "run"), every=1):
+        for _ in range(12):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+            sched.step()
+    config = open(tmp_path / "run" / "config.toml").read()
+    assert "\nlr = 0.1\n" in config and "lr_range = [" in config and "lr_varies = true" in config, config
+    html = open(normwd.report(str(tmp_path / "run"))).read()
+    # (1-0.9)/(0.1*5e-4) = 2000 steps per relaxation time against a 12-step run.
+    assert "not yet at equilibrium" in html and "2000 steps each" in html, html[:2000]

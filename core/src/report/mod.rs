@@ -198,15 +198,20 @@ fn angle_figure(runs: &[RunData], layer: &str, short: &str) -> Figure {
         if !pred.is_empty() {
             series.push(Series { label: format!("{} predicted", r.name), points: pred, color: color(i), dashed: true });
             let (from, to) = r.equilibrium_window();
+            let start = from * r.last_step() as f64;
             if let (Some(m), Some(p)) = (window_mean(&s, from, to, |p| Some(p.angle)), window_mean(&s, from, to, |p| p.pred_angle)) {
-                sentences.push(format!(
-                    "{} {:.4} rad measured vs {:.4} predicted ({:+.0}%) over {}",
-                    r.name,
-                    m,
-                    p,
-                    100.0 * (m / p - 1.0),
-                    r.window_label()
-                ));
+                // Before two relaxation times the weights are still on their way: a percentage
+                // would read as the theory's error.
+                let sentence = match r.relaxation_steps() {
+                    Some(t) if start < crate::budget::RELAXATIONS * t => format!(
+                        "{} not yet at equilibrium: {m:.4} rad measured vs {p:.4} predicted over {}, which starts at step {start:.0}, before two relaxation times ({:.0} steps each)",
+                        r.name,
+                        r.window_label(),
+                        t
+                    ),
+                    _ => format!("{} {m:.4} rad measured vs {p:.4} predicted ({:+.0}%) over {}", r.name, 100.0 * (m / p - 1.0), r.window_label()),
+                };
+                sentences.push(sentence);
             }
         }
     }
@@ -336,9 +341,13 @@ pub fn results_row(r: &RunData) -> Vec<String> {
     if let Some(e) = &r.config.external {
         // Measured in another program's training: its own names, and no test set.
         let c = &r.config;
+        let lr = match e.lr_range {
+            Some([lo, hi]) if lo != hi => format!("{lo}..{hi}"),
+            _ => c.lr.to_string(),
+        };
         return vec![
             r.name.clone(),
-            format!("{} on {} lr={} wd={} ({}, {})", e.optimizer, e.model, c.lr, c.weight_decay, r.policy(), e.source),
+            format!("{} on {} lr={lr} wd={} ({}, {})", e.optimizer, e.model, c.weight_decay, r.policy(), e.source),
             "-".into(),
             "-".into(),
             eff,

@@ -130,7 +130,9 @@ class Monitor:
             "model": self._model_name,
             "optimizer": g.kind,
             "rule": g.optimizer,
-            "lr": g.lr,
+            # The peak lr (a schedule's last one is often 0), with the range seen.
+            "lr": max(self._lrs) if self._lrs else g.lr,
+            "lr_range": [min(self._lrs), max(self._lrs)] if self._lrs else None,
             "momentum": g.momentum,
             "weight_decay": max(s.weight_decay for s in groups),
             "betas": list(g.betas) if g.betas else None,
@@ -219,7 +221,8 @@ class Monitor:
             line = _core.probe_record(self.steps, name, self._roles[name], p.ndim, si, v, g.step_settings())
             self._file.write(line + "\n")
             new.append(json.loads(line))
-            self._lrs.add(g.lr)
+        # The first group's lr: the schedule the run reports (other groups may scale it).
+        self._lrs.add(groups[0].lr)
         self.records += new
         self._file.flush()
         if self.writer is not None:
