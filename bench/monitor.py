@@ -53,13 +53,13 @@ def main():
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     steps(model, opt, x, y, 5, sync)
     times = {"none": [], "every=10": [], "every=1": []}
-    out = tempfile.mkdtemp()
     for _ in range(a.rounds):
         for mode in times:
             if mode == "none":
                 times[mode] += steps(model, opt, x, y, a.steps, sync)
                 continue
-            with nwd.Monitor(model, opt, out=out, every=int(mode.split("=")[1])):
+            # A run folder each: a Monitor refuses one that already holds a run.
+            with nwd.Monitor(model, opt, out=tempfile.mkdtemp(), every=int(mode.split("=")[1])):
                 times[mode] += steps(model, opt, x, y, a.steps, sync)
     base = statistics.median(times["none"])
     print(f"{a.model} on {a.device} ({a.threads} threads), batch 128, median step over {a.rounds}x{a.steps} steps:")

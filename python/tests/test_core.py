@@ -72,3 +72,26 @@ def test_mistakes_come_from_the_core():
     assert codes("weight", True, "sgd", 0.1, 0.0) == ["scale-invariant-undecayed"]
     code, severity, why = _core.mistake("no-group")
     assert (code, severity) == ("no-group", "error") and "never updated" in why
+
+
+def test_an_optimizer_without_a_closed_form_is_told_so():
+    """RMSprop gets no prediction, and the audit and the Monitor say why instead of predicting
+    another optimizer's equilibrium."""
+    import json
+    import tempfile
+
+    import torch
+
+    import normwd.torch as nwd
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8, bias=False), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    opt = torch.optim.RMSprop(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    why = "no prediction for RMSprop: normwd has no closed-form equilibrium for it (it has one for sgd, adam, adamw, lion)"
+    assert why in nwd.audit(net, opt).notes
+    out = tempfile.mkdtemp()
+    with nwd.Monitor(net, opt, out=out, every=1) as mon:
+        opt.zero_grad()
+        net(torch.randn(16, 4)).square().mean().backward()
+        opt.step()
+    assert all(r["pred_angle"] is None and r["eff_lr"] is None for r in mon.records)
+    assert json.load(open(f"{out}/monitor.json"))["groups"][0]["no_prediction"] == why

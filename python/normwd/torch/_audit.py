@@ -184,7 +184,12 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         params.append(entry)
     mistakes: List[Mistake] = []
     if optimizer is not None:
-        mistakes = _with_optimizer(model, _optimizer.unwrap_optimizer(optimizer), params)
+        opt = _optimizer.unwrap_optimizer(optimizer)
+        mistakes = _with_optimizer(model, opt, params)
+        # An optimizer without a closed form gets no prediction anywhere: said once, with why.
+        first = _optimizer.settings(opt)[0] if opt.param_groups else None
+        if first is not None and first.optimizer is None:
+            notes.append(first.no_prediction() or "")
     return Audit(params, mistakes, notes)
 
 

@@ -289,6 +289,9 @@ def _group_info(g: Any) -> Dict[str, Any]:
     eq = g.equilibrium()
     if eq is not None:
         info.update(pred_angle=eq[0], relaxation_steps=eq[1])
+    why = g.no_prediction()
+    if why is not None:
+        info.update(no_prediction=why)
     if g.corrected or g.cautious:
         info.update(corrected_weight_decay=g.corrected, cautious_weight_decay=g.cautious)
     return info

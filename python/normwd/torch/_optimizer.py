@@ -48,6 +48,24 @@ class GroupSettings:
         """The momentum the closed forms take, below 1 (where they have none)."""
         return min(self.momentum, 0.999)
 
+    def no_prediction(self) -> Optional[str]:
+        """Why this group gets no predicted equilibrium, in a sentence; None where it gets one.
+
+        Example:
+            >>> net = torch.nn.Linear(2, 2)
+            >>> settings(torch.optim.RMSprop(net.parameters(), lr=0.01))[0].no_prediction()
+            'no prediction for RMSprop: normwd has no closed-form equilibrium for it (it has one for sgd, adam, adamw, lion)'
+        """
+        if self.optimizer is None:
+            return f"no prediction for {self.kind}: normwd has no closed-form equilibrium for it (it has one for {', '.join(_core.optimizers())})"
+        if self.lr <= 0:
+            return f"no prediction for this group: its lr is {self.lr:g}"
+        if self.acting_weight_decay <= 0:
+            return "no prediction for this group: without weight decay there is no equilibrium (the norms only grow, F4)"
+        if self.optimizer == "adam" and not self.decoupled:
+            return "no prediction for this group: L2 in Adam's gradient has no fixed rotational rate (it depends on the gradient); decoupled decay (AdamW) has one"
+        return None
+
     def hyper(self) -> "Optional[_core.Hyper]":
         """The group's settings at this step as the closed forms take them (the decay acting
         now), or None where they have none (an optimizer without a closed form, lr 0)."""
