@@ -181,13 +181,9 @@ class Monitor:
             self._before_w = [p.detach().clone() for _, p, _, _ in self._tracked]
             sums = []
             for w0, (_, p, _, _) in zip(self._before_w, self._tracked):
-                g = p.grad
-                if g is None:
-                    zero = w0.new_zeros((), dtype=torch.float64)
-                    sums.append(torch.stack([_dot64(w0, w0), zero, zero]))
-                else:
-                    g = g.detach()
-                    sums.append(torch.stack([_dot64(w0, w0), _dot64(g, g), _dot64(w0, g)]))
+                g = torch.zeros_like(w0) if p.grad is None else p.grad.detach()
+                # [<w,w>, <g,g>, <w,g>]
+                sums.append(_dots64(w0, g))
             self._before_sums = sums
 
     def _measure_after(self) -> None:
@@ -198,10 +194,12 @@ class Monitor:
             parts, sizes = [], []
             for (_, p, _, si), w0, before in zip(self._tracked, self._before_w, self._before_sums):
                 w1 = p.detach()
-                part = [before, torch.stack([_dot64(w1, w1), _dot64(w0, w1)]).to(before.device)]
+                # [<w',w'>, <w,w'>] of [<w',w'>, <w,w>, <w',w>]
+                after = _dots64(w1, w0)
+                part = [before, after[[0, 2]].to(before.device)]
                 # Per output channel for scale-invariant weights: norms before and after, dot.
                 if si and w0.ndim >= 2 and w0.shape[0] > 1:
-                    part += [_row_dots64(w0, w0), _row_dots64(w1, w1), _row_dots64(w0, w1)]
+                    part += list(_row_dots64(w0, w1))
                 flat = torch.cat(part)
                 parts.append(flat)
                 sizes.append(flat.numel())
@@ -265,22 +263,28 @@ class Monitor:
 _CHUNK = 1 << 20
 
 
-def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``<a, b>`` accumulated in float64 (each product of two float32 or bfloat16 values is
-    exact there), upcasting a chunk at a time."""
+def _dots64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[<a,a>, <b,b>, <a,b>]`` accumulated in float64 (each product of two float32 or
+    bfloat16 values is exact there), each chunk upcast once."""
     fa, fb = a.reshape(-1), b.reshape(-1)
-    total = fa.new_zeros((), dtype=torch.float64)
+    total = fa.new_zeros(3, dtype=torch.float64)
     for i in range(0, fa.numel(), _CHUNK):
-        total += torch.dot(fa[i : i + _CHUNK].double(), fb[i : i + _CHUNK].double())
+        x, y = fa[i : i + _CHUNK].double(), fb[i : i + _CHUNK].double()
+        total += torch.stack([torch.dot(x, x), torch.dot(y, y), torch.dot(x, y)])
     return total
 
 
-def _row_dots64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``<a_r, b_r>`` for each output channel ``r`` (dimension 0), in float64 a chunk of rows at
-    a time."""
+def _row_dots64(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``<a_r,a_r>``, ``<b_r,b_r>``, ``<a_r,b_r>`` for each output channel ``r`` (dimension
+    0), in float64 a chunk of rows at a time."""
     ra, rb = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     step = max(1, _CHUNK // max(1, ra.shape[1]))
-    return torch.cat([(ra[i : i + step].double() * rb[i : i + step].double()).sum(1) for i in range(0, ra.shape[0], step)])
+    parts = []
+    for i in range(0, ra.shape[0], step):
+        x, y = ra[i : i + step].double(), rb[i : i + step].double()
+        parts.append(torch.stack([(x * x).sum(1), (y * y).sum(1), (x * y).sum(1)]))
+    aa, bb, ab = torch.cat(parts, dim=1)
+    return aa, bb, ab
 
 
 def _group_info(g: Any) -> Dict[str, Any]:
