@@ -31,8 +31,8 @@ class Monitor:
 
     The sums are taken on the parameters' own device, accumulated in float64 from one copy of
     the tracked weights in their own dtype (no float64 copy of the model), and reach the host
-    once per probe step. Settings are read from the optimizer's groups at each step, so any scheduler is
-    followed. The hooks never raise into the training: a weight that turns NaN or inf, or a
+    once per probe step. Settings are read from the optimizer's groups at each step, so any
+    scheduler is followed. The hooks never raise into the training: a weight that turns NaN or inf, or a
     failed write, is said in one warning (``RuntimeWarning``) and its records are left out (a
     failed write ends the monitoring); a zero norm is recorded with an undefined effective lr
     (``null``). Misuse (a bad ``every``, an ``out`` that cannot be written or already holds a
