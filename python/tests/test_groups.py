@@ -64,7 +64,8 @@ def test_tokens_and_no_weight_decay_are_never_decayed():
     assert "blocks.0.attn.qkv.weight" in decayed
     model = TinyLM()
     decayed = decayed_names(model, nwd.param_groups(model, 1e-4, no_weight_decay=["head.weight"]))
-    assert decayed == {"up.weight", "down.weight"}
+    # up's bias goes with its weight: the two are invariant only together (the test below).
+    assert decayed == {"up.weight", "up.bias", "down.weight"}
 
 
 def test_bad_arguments_are_named():
@@ -117,3 +118,18 @@ def test_parameters_marked_no_weight_decay_are_not_decayed():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     model[1].weight._no_weight_decay = True
     assert decayed_names(model, nwd.param_groups(model, 0.1)) == {"0.weight"}
+
+
+def test_a_weight_invariant_with_its_bias_keeps_it_in_its_group():
+    """TinyLM's `up` feeds a ReLU, a bias-free `down` and a norm: rescaling `up`'s weight and bias
+    together leaves the output unchanged, not the weight alone. The audit says so, and
+    param_groups puts both in the scale-invariant group, decayed together."""
+    torch.manual_seed(0)
+    model = TinyLM()
+    report = nwd.audit(model)
+    assert report["up.weight"].with_bias and not report["down.weight"].with_bias
+    groups = nwd.param_groups(model, 1e-4)
+    where = {id(p): g["name"] for g in groups for p in g["params"]}
+    assert where[id(model.up.weight)] == where[id(model.up.bias)] == "scale-invariant"
+    assert where[id(model.head.bias)] == "no-decay"
+    assert {"up.weight", "up.bias", "down.weight"} <= decayed_names(model, groups)

@@ -36,6 +36,9 @@ class ParamAudit:
     groups: List[int] = field(default_factory=list)
     lr: Optional[float] = None
     weight_decay: Optional[float] = None
+    #: Invariant only together with its layer's bias (rescaled with it): the two are one unit
+    #: for decay (``param_groups`` keeps them together).
+    with_bias: bool = False
 
 
 @dataclass
@@ -202,6 +205,7 @@ def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudi
     if graph is not None:
         if graph.scale_invariant:
             entry.structural = f"yes ({graph.granularity})" + (" with bias" if graph.with_bias else "")
+            entry.with_bias = graph.with_bias
         elif graph.partial:
             entry.structural = f"partial ({graph.granularity})"
         else:
@@ -244,10 +248,11 @@ def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudi
         entry.note += "; the outputs do not depend on it at these weights, so the measurement tells nothing"
     else:
         entry.numeric = f"no ({m.change:.2g})"
-    structural_si = entry.scale_invariant
-    entry.scale_invariant, entry.granularity = m.scale_invariant, m.granularity
+    structural_si, structural_with_bias = entry.scale_invariant, entry.with_bias
+    entry.scale_invariant, entry.granularity, entry.with_bias = m.scale_invariant, m.granularity, m.scale_invariant and with_bias
     if m.control == 0.0:
         entry.scale_invariant, entry.granularity = structural_si, graph.granularity if graph is not None else ""
+        entry.with_bias = structural_with_bias
     elif graph is not None and structural_si != m.scale_invariant:
         if m.scale_invariant:
             entry.note += (

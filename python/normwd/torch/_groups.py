@@ -31,7 +31,8 @@ def param_groups(
 
     Scale-invariant weights get groups of their own (``name`` starts with ``scale-invariant``),
     so ``si_lr`` and ``si_weight_decay`` can set them apart: at equilibrium only their product
-    matters. Names in ``no_weight_decay``, in the model's own ``no_weight_decay()`` (timm's) and
+    matters. A weight invariant only together with its bias (a layer whose bias the norm does not
+    remove, through a ReLU) takes its bias into its group: decaying one alone would break it. Names in ``no_weight_decay``, in the model's own ``no_weight_decay()`` (timm's) and
     parameters marked ``_no_weight_decay`` (mamba_ssm's) are never decayed. Parameters that do
     not require grad are left out.
 
@@ -66,12 +67,18 @@ def param_groups(
     if callable(own):
         skip |= set(own())
     report = audit(model, example_inputs=example_inputs)
+    # A weight invariant only together with its bias: the bias is decided as the weight is (both
+    # decayed or neither, in the same group), or decay on one alone would break the invariance.
+    joint = {p.name[: -len(".weight")] + ".bias" for p in report.params if p.with_bias and p.name.endswith(".weight")}
     groups: Dict[str, Dict[str, Any]] = {}
     for p in report.params:
         t = tensors.get(p.name)
         if p.role == "buffer" or t is None or not t.requires_grad:
             continue
-        decayed, group = _core.decide(p.role, p.scale_invariant, policy)
+        if p.name in joint:
+            decayed, group = _core.decide("weight", True, policy)
+        else:
+            decayed, group = _core.decide(p.role, p.scale_invariant, policy)
         # mamba_ssm marks the parameters it keeps out of decay with `_no_weight_decay`.
         decayed = decayed and p.name not in skip and not getattr(t, "_no_weight_decay", False)
         si = group == "scale-invariant"
