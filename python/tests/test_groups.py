@@ -133,3 +133,13 @@ def test_a_weight_invariant_with_its_bias_keeps_it_in_its_group():
     assert where[id(model.up.weight)] == where[id(model.up.bias)] == "scale-invariant"
     assert where[id(model.head.bias)] == "no-decay"
     assert {"up.weight", "up.bias", "down.weight"} <= decayed_names(model, groups)
+
+
+def test_a_policy_on_scale_invariance_that_finds_none_says_so():
+    """A model torch.fx cannot trace, given no example inputs: nothing is found scale-invariant,
+    and a policy that depends on it says so instead of silently decaying nothing."""
+    transformers = pytest.importorskip("transformers", reason="transformers is installed by scripts/test.sh")
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=2))
+    with pytest.warns(UserWarning, match=r"policy='scale-invariant-only' depends on scale-invariance and found none \(torch.fx cannot trace .*pass example_inputs"):
+        nwd.param_groups(model, 0.1, policy="scale-invariant-only")

@@ -1,6 +1,7 @@
 """``param_groups``: optimizer groups under normwd's decay policies, decided by the core."""
 
 import math
+import warnings
 from typing import Any, Dict, Iterable, List, Optional
 
 from torch import nn
@@ -67,6 +68,11 @@ def param_groups(
     if callable(own):
         skip |= set(own())
     report = audit(model, example_inputs=example_inputs)
+    if policy in ("scale-invariant-only", "none-on-scale-invariant") and not any(p.scale_invariant for p in report.params):
+        # Silently decaying nothing (or everything) would look like the policy at work.
+        why = report.notes[0] if report.notes else "no weight was found feeding a normalization layer"
+        hint = "" if example_inputs is not None else "; pass example_inputs to measure it"
+        warnings.warn(f"param_groups: policy={policy!r} depends on scale-invariance and found none ({why}){hint}", UserWarning, stacklevel=2)
     # A weight invariant only together with its bias: the bias is decided as the weight is (both
     # decayed or neither, in the same group), or decay on one alone would break the invariance.
     joint = {p.name[: -len(".weight")] + ".bias" for p in report.params if p.with_bias and p.name.endswith(".weight")}
