@@ -21,7 +21,9 @@ class MonitorCallback(pl.Callback):
 
     def __init__(self, out: str, every: int = 10):
         super().__init__()
-        if not isinstance(every, int) or every < 1:
+        if isinstance(every, bool) or not isinstance(every, int):
+            raise TypeError(f"every={every!r}: expected an integer >= 1")
+        if every < 1:
             raise ValueError(f"every={every!r}: expected an integer >= 1")
         self.out, self.every = out, every
         self.monitor = None
