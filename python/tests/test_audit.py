@@ -164,3 +164,17 @@ def test_json_and_wrappers():
     assert {p["name"] for p in data["params"]} >= {"tok.weight", "pos", "down.weight"}
     assert all({"param", "code", "severity", "why"} <= set(m) for m in data["mistakes"])
     assert '"code": "embedding-decayed"' in report.to_json()
+
+
+def test_weights_the_outputs_do_not_depend_on_are_said_in_one_line():
+    """Behind a zero-initialised scale (timm's last norm of a residual block) the outputs do not
+    depend on a weight, so rescaling it measures nothing: the table says so once for all of them."""
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, bias=False), torch.nn.BatchNorm2d(4)
+    )
+    torch.nn.init.zeros_(net[4].weight)
+    report = nwd.audit(net, example_inputs=torch.randn(2, 3, 8, 8))
+    assert report["0.weight"].numeric == report["3.weight"].numeric == "no effect"
+    assert report["0.weight"].scale_invariant, "the graph's verdict stands"
+    said = [line for line in str(report).splitlines() if "do not depend" in line]
+    assert said == [line for line in said if line.startswith("0.weight, 3.weight: ")] and len(said) == 1, str(report)

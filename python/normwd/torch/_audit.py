@@ -92,10 +92,20 @@ class Audit:
         out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
         for n in self.notes:
             out.append(f"note: {n}")
-        # The notes that explain something: a disagreement, a partial verdict, no effect.
+        # The notes that explain something: a disagreement, a partial verdict; the weights the
+        # outputs did not depend on (a zero-initialised scale after them) in one line.
+        silent = [p.name for p in self.params if p.numeric == "no effect"]
         for p in self.params:
+            if p.numeric == "no effect":
+                continue
             if p.role != "buffer" and ("; " in p.note or p.structural.startswith("partial") or p.note.startswith("weight norm")):
                 out.append(f"{p.name}: {p.note}")
+        if silent:
+            who = ", ".join(silent) if len(silent) <= 3 else f"{', '.join(silent[:2])} and {len(silent) - 2} more"
+            out.append(
+                f"{who}: the outputs do not depend on {'it' if len(silent) == 1 else 'them'} at these weights (a zero-initialised scale"
+                " after them, as timm's last norm of a residual block), so the measurement tells nothing there; the graph's verdict stands"
+            )
         shown = {}
         for m in self.mistakes:
             shown.setdefault((m.severity, m.code, m.why), []).append(m.param)
