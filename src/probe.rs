@@ -10,7 +10,7 @@
 
 use crate::optim::{OptimConfig, UpdateStats};
 use crate::params::ParamInfo;
-pub use normwd_core::probe::{prediction, Basis, Prediction, StepSettings, TensorFacts};
+pub use normwd_core::probe::{StepSettings, TensorFacts};
 pub use normwd_core::records::Probe;
 
 /// What the prediction rule needs to know of a tensor.
@@ -23,12 +23,6 @@ pub fn facts(info: &ParamInfo) -> TensorFacts {
 /// corrected, cautious).
 pub fn settings(c: &OptimConfig, info: &ParamInfo, lr: f64, lr_factor: f64) -> StepSettings {
     StepSettings { family: c.family(), step: Some(c.kind.facts().step), lr, weight_decay: c.effective_decay(info, lr_factor) }
-}
-
-/// Predicted equilibrium angle of a tensor at a step with lr `lr` and schedule factor
-/// `lr_factor` ([`prediction`]).
-pub fn predicted_angle(c: &OptimConfig, info: &ParamInfo, lr: f64, lr_factor: f64) -> Option<f64> {
-    prediction(facts(info), &settings(c, info, lr, lr_factor)).angle
 }
 
 /// Builds the probe record of one weight tensor from the update's raw sums, at a step with lr

@@ -4,10 +4,9 @@
 //! only through their product; `train` and `sweep` say so.
 
 use crate::config::RunConfig;
-use crate::optim::{Equilibrium, Hyper};
+use crate::optim::Hyper;
 use crate::schedule::ScheduleKind;
 use crate::theory;
-use crate::theory::Family;
 
 /// Relaxation times a phase must last for its end to be at equilibrium.
 pub const RELAXATIONS: f64 = 2.0;
@@ -47,11 +46,7 @@ impl Shortfall {
 pub fn shortfalls(c: &RunConfig, steps_per_epoch: usize) -> Vec<Shortfall> {
     let Ok(r) = c.resolve() else { return Vec::new() };
     let o = &r.optim;
-    // The rotational wrappers impose their equilibrium from the first step: nothing relaxes.
-    let (Some(h), Equilibrium::Relaxes(_)) = (o.hyper(r.policy), o.kind.facts().equilibrium) else { return Vec::new() };
-    if h.weight_decay <= 0.0 || h.family() == Family::AdamL2 {
-        return Vec::new();
-    }
+    let Some(h) = o.relaxing(r.policy) else { return Vec::new() };
     let relaxation = |factor: f64| {
         let weight_decay = theory::decay_acting(h.weight_decay, factor, o.corrected_decay, o.cautious_decay);
         1.0 / Hyper { lr: h.lr * factor, weight_decay, ..h.clone() }.relax_rate()

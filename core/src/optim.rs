@@ -581,6 +581,17 @@ impl OptimConfig {
         }
     }
 
+    /// The settings of the scale-invariant weights under `rule` when they relax to a
+    /// closed-form equilibrium over `1/(lr*wd)` steps: decayed, under an optimizer whose
+    /// equilibrium they reach by relaxing (not imposed by a rotational wrapper) and that has a
+    /// fixed rate (not L2 in Adam's gradient). What the budget and a run's report judge a run's
+    /// length against.
+    pub fn relaxing(&self, rule: impl Into<DecayRule>) -> Option<Hyper> {
+        let h = self.hyper(rule)?;
+        let relaxes = matches!(self.kind.facts().equilibrium, Equilibrium::Relaxes(_));
+        (relaxes && h.weight_decay > 0.0 && h.family() != Family::AdamL2).then_some(h)
+    }
+
     /// The optimizer as the closed forms see it (`None` without one), with the decay of the
     /// scale-invariant weights under `rule`: what `predict`, the budget and `inspect` take.
     pub fn hyper(&self, rule: impl Into<DecayRule>) -> Option<Hyper> {

@@ -206,14 +206,11 @@ impl RunData {
     /// (F6: `1/(lr*wd)`, L2 under SGD momentum `(1-mu)/(lr*wd)`); `None` where they are not
     /// decayed or their optimizer has no equilibrium they relax to.
     pub fn relaxation_steps(&self) -> Option<f64> {
-        let o = self.config.optim();
-        if matches!(self.family(), crate::theory::Family::AdamL2 | crate::theory::Family::Other)
-            || !matches!(o.kind.facts().equilibrium, crate::optim::Equilibrium::Relaxes(_))
-        {
+        // A measured run whose optimizer has no closed form records a placeholder optimizer.
+        if self.family() == crate::theory::Family::Other {
             return None;
         }
-        let h = o.hyper(self.policy())?;
-        (h.weight_decay > 0.0).then(|| 1.0 / h.relax_rate())
+        self.config.optim().relaxing(self.policy()).map(|h| 1.0 / h.relax_rate())
     }
 
     /// Final test accuracy (last epoch).
