@@ -2,6 +2,8 @@
 code, with their usual optimizers: roles, scale-invariance from the graph and measured, and the
 mistakes flagged."""
 
+import copy
+
 import pytest
 import torch
 
@@ -89,13 +91,36 @@ def test_gpt2_untraceable_is_measured_and_its_embeddings_flagged():
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=3e-3)
     report = nwd.audit(model, opt, example_inputs=torch.randint(0, 64, (2, 16)))
-    assert any(n.startswith("torch.fx cannot trace the model") and n.endswith("scale-invariance is measured") for n in report.notes), report.notes
+    # torch.fx cannot trace it; the forward pass run for the measurement was recorded instead.
+    assert not report.notes, report.notes
     assert {p.name for p in by_role(report, "embedding")} == {"transformer.wte.weight", "transformer.wpe.weight"}
     assert {p.name for p in by_role(report, "norm-scale")} == {"transformer.h.0.ln_1.weight", "transformer.h.0.ln_2.weight", "transformer.h.1.ln_1.weight", "transformer.h.1.ln_2.weight", "transformer.ln_f.weight"}
     # Pre-LN: no Conv1D feeds a norm directly, and none measures invariant.
     weights = by_role(report, "weight")
-    assert weights and all(not p.scale_invariant and p.numeric.startswith("no") for p in weights), [(p.name, p.numeric) for p in weights]
+    assert weights and all(not p.scale_invariant and p.structural == "no" and p.numeric.startswith("no") for p in weights), [(p.name, p.structural, p.numeric) for p in weights]
     assert sorted({m.param for m in report.mistakes}) == ["transformer.wpe.weight", "transformer.wte.weight"]
+    # Without inputs there is nothing to record: said, with what to give.
+    bare = nwd.audit(model, opt)
+    assert any(n.startswith("torch.fx cannot trace the model") and "give a batch" in n for n in bare.notes), bare.notes
+
+
+def test_qwen3_qk_norm_found_in_the_recorded_forward_pass():
+    """torch.fx cannot trace a Hugging Face model; the forward pass recorded with the example
+    inputs shows q_proj and k_proj reaching only their per-head RMSNorm (QK-norm), and the
+    measurement agrees per head; v, o and the MLP are not invariant."""
+    torch.manual_seed(0)
+    cfg = transformers.Qwen3Config(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    model = transformers.Qwen3ForCausalLM(cfg)
+    ids = torch.randint(0, 97, (2, 12))
+    report = nwd.audit(model, example_inputs={"input_ids": ids, "labels": ids})
+    assert not report.notes, report.notes
+    for layer in range(2):
+        for proj in ("q_proj", "k_proj"):
+            p = report[f"model.layers.{layer}.self_attn.{proj}.weight"]
+            assert (p.structural, p.numeric, p.scale_invariant, p.granularity) == ("yes (head of 16)", "yes (head of 16)", True, "head of 16"), p
+        for proj in ("self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+            p = report[f"model.layers.{layer}.{proj}.weight"]
+            assert p.structural == "no" and p.numeric.startswith("no (") and not p.scale_invariant, p
 
 
 def test_a_tokenizer_batch_is_taken_as_keyword_inputs():
@@ -146,7 +171,7 @@ def test_groups_and_their_mistakes():
     assert codes(report, "norm.weight") == ["no-group"]
     adam = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
     assert "adam-l2-on-scale-invariant" in codes(nwd.audit(model, adam), "down.weight")
-    with pytest.raises(ValueError, match=r"example_inputs: the model's forward pass on them raised"):
+    with pytest.raises(ValueError, match=r"example_inputs: the model.s forward and backward pass on them raised"):
         nwd.audit(model, example_inputs=torch.randn(2, 8))
     with torch.no_grad():
         model.down.weight[0, 0] = float("nan")
@@ -178,3 +203,30 @@ def test_weights_the_outputs_do_not_depend_on_are_said_in_one_line():
     assert report["0.weight"].scale_invariant, "the graph's verdict stands"
     said = [line for line in str(report).splitlines() if "do not depend" in line]
     assert said == [line for line in said if line.startswith("0.weight, 3.weight: ")] and len(said) == 1, str(report)
+
+
+def test_the_measurement_leaves_the_model_and_the_random_state_as_they_were():
+    """The measurement runs on the model's own parameters: its weights, batch-norm running
+    statistics, modes, norms' epsilon, .grad and the random state are as they were after it; a
+    bfloat16 copy gets the float32 model's verdicts (measured in float32)."""
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    model.layer1[0].bn1.eps = 1e-3
+    x = torch.randn(2, 3, 32, 32)
+    model(x).sum().backward()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    rng = torch.get_rng_state()
+    report = nwd.audit(model, example_inputs=x)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(grads[n], p.grad) for n, p in model.named_parameters())
+    assert torch.equal(rng, torch.get_rng_state())
+    assert not any(m.training for m in model.modules()) and model.layer1[0].bn1.eps == 1e-3
+    half = nwd.audit(copy.deepcopy(model).bfloat16(), example_inputs=x.bfloat16())
+    verdict = lambda r: [(p.name, p.scale_invariant, p.granularity) for p in r.params]  # noqa: E731
+    assert verdict(half) == verdict(report)
+    assert sum(p.scale_invariant for p in report.params) == 20
+    # At 32 px layer4's maps are 1x1: its batch norms see 2 values per channel, whatever feeds
+    # them; the measurement says it cannot tell and the graph's verdict stands.
+    down = report["layer4.0.downsample.0.weight"]
+    assert down.numeric == "undefined" and down.scale_invariant and "only 2 value(s) per channel" in down.note

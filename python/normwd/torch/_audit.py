@@ -2,6 +2,7 @@
 example inputs, measured), the optimizer group holding it, and the mistakes in its setup."""
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -28,7 +29,8 @@ class ParamAudit:
     granularity: str
     #: What the graph says (``yes (channel)``, ``no``, ``partial (head of 64)``, ``-`` untraced).
     structural: str
-    #: What the rescale measured (``yes (channel)``, ``no (change 0.31)``, ``-`` without inputs).
+    #: What the measurement said (``yes (channel)``, ``no (0.31)``: the derivative along the weight over a
+    #: random direction's, ``-`` without inputs).
     numeric: str
     #: Why, and any disagreement between the two.
     note: str = ""
@@ -132,10 +134,13 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     """Audits ``model`` (DDP and ``torch.compile`` wrappers are looked through) and, given
     ``optimizer``, the groups that train it.
 
-    Scale-invariance is read from the model's ``torch.fx`` graph and, given ``example_inputs``
-    (the positional arguments of one forward call, a batch of at least 2 for batch norm),
-    measured by rescaling each weight in a copy of the model; the measurement decides, and a
-    disagreement is said in the tensor's note. Mistakes (norm layers, biases or embeddings
+    Scale-invariance is read from the model's graph (``torch.fx``'s, or where it cannot trace
+    the model, the forward pass on ``example_inputs`` recorded) and, given ``example_inputs``
+    (the positional arguments of one forward call or a dict of keyword arguments, a batch of at
+    least 2 for batch norm), measured for all weights at once: each one's derivative along
+    itself, ``<grad, w>`` per slice, against that along a random direction, from one forward
+    and three backward passes; the measurement decides, and a disagreement is said in the
+    tensor's note. Mistakes (norm layers, biases or embeddings
     decayed, scale-invariant weights without decay or under L2 with Adam, a parameter in no
     group or in two) are decided by normwd's core.
 
@@ -164,26 +169,41 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     graph_verdicts: Dict[str, _structure.Structural] = {}
     traced = False
     added: set = set()
-    if trace:
-        parts, failed = _structure.trace_parts(model)
-        traced = not failed
-        for prefix, part, g in parts:
-            graph_verdicts.update({prefix + k: v for k, v in _structure.structural(part, g).items()})
-            added |= {prefix + k for k in _structure.added_to_activations(g)}
-        if failed:
-            where, why = failed[0]
-            known = [p.rstrip(".") for p, part, _ in parts if p and any(isinstance(m, _structure._PRODUCERS) for m in part.modules()) and any(is_norm(m) for m in part.modules())]
-            inner = f"; read from the graphs of its parts ({', '.join(known[:4])}{', ...' if len(known) > 4 else ''}), which see only what happens inside each" if known else ""
-            rest = "measured" if example_inputs is not None else "not known without example_inputs"
-            notes.append(f"torch.fx cannot trace {where} ({why}){inner}; elsewhere scale-invariance is {rest}")
+    whole, why_not = _structure.trace(model) if trace else (None, None)
     probe = None
     if example_inputs is not None:
-        try:
-            probe = _numeric.Probe(model, example_inputs)
-        except Exception as e:
-            if isinstance(e, ValueError) and str(e).startswith("example_inputs:"):
-                raise
-            raise ValueError(f"example_inputs: the model's forward pass on them raised {type(e).__name__}: {e}") from e
+        # Where torch.fx cannot trace the model, the forward pass the measurement runs is
+        # recorded instead; should recording fail, the pass is run again without it.
+        record = trace and whole is None
+        for attempt in ([True, False] if record else [False]):
+            try:
+                probe = _numeric.Measurement(model, example_inputs, record=attempt)
+                break
+            except Exception as e:
+                if isinstance(e, ValueError) and str(e).startswith("example_inputs:"):
+                    raise
+                if attempt:
+                    notes.append(f"the forward pass could not be recorded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+                    continue
+                raise ValueError(f"example_inputs: the model's forward and backward pass on them raised {type(e).__name__}: {e}") from e
+    if whole is not None:
+        graph_verdicts = _structure.structural(model, whole.graph)
+        added = _structure.added_to_activations(whole.graph)
+        traced = True
+    elif probe is not None and probe.graph is not None:
+        graph_verdicts = _structure.structural(model, probe.graph)
+        added = _structure.added_to_activations(probe.graph)
+        traced = True
+    elif trace:
+        parts, failed = _structure.trace_parts(model)
+        for prefix, part, g in parts:
+            graph_verdicts.update({prefix + k: v for k, v in _structure.structural(part, g.graph).items()})
+            added |= {prefix + k for k in _structure.added_to_activations(g.graph)}
+        where, why = failed[0] if failed else ("the model", why_not or "")
+        known = [p.rstrip(".") for p, part, _ in parts if p and any(_structure.is_producer(m) for m in part.modules()) and any(is_norm(m) for m in part.modules())]
+        inner = f"; read from the graphs of its parts ({', '.join(known[:4])}{', ...' if len(known) > 4 else ''}), which see only what happens inside each" if known else ""
+        rest = "measured" if probe is not None else "not known without example_inputs (give a batch: audit(model, optimizer, example_inputs=batch))"
+        notes.append(f"torch.fx cannot trace {where} ({why}){inner}; elsewhere scale-invariance is {rest}")
     params: List[ParamAudit] = []
     for name, module, local, tensor, is_buffer in _named(model):
         role = "buffer" if is_buffer else _role(module, local, tensor)
@@ -206,7 +226,7 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     return Audit(params, mistakes, notes)
 
 
-def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudit, graph: Optional[_structure.Structural], traced: bool, probe: Optional[_numeric.Probe]) -> None:
+def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudit, graph: Optional[_structure.Structural], traced: bool, probe: Optional[_numeric.Measurement]) -> None:
     if _weight_norm_direction(model, name):
         # Nothing to measure: the parametrization makes it so.
         entry.scale_invariant, entry.granularity, entry.structural = True, "channel", "yes (channel)"
@@ -227,9 +247,7 @@ def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudi
     if probe is None:
         return
     prefix = name[: -len(".weight")] if name.endswith(".weight") else None
-    bias = f"{prefix}.bias" if prefix and f"{prefix}.bias" in probe.params else None
-    # Hugging Face's Conv1D (GPT-2) stores its weight transposed: [in, out].
-    out_dim = 1 if type(module).__name__ == "Conv1D" else 0
+    bias = f"{prefix}.bias" if prefix and f"{prefix}.bias" in probe.sums else None
     sizes = [(1, "channel")]
     slices = None
     if graph is not None and graph.slice_size:
@@ -239,14 +257,22 @@ def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudi
         # No graph to say where a fused projection splits: try the width of a norm layer
         # that would normalize one slice (QK-norm's head size).
         widths = sorted({_structure.norm_width(m) for m in model.modules() if is_norm(m)} - {None})
-        rows = entry.shape[out_dim]
+        rows = entry.shape[_numeric.out_dim(module)]
         slices = next((w for w in widths if w < rows and rows % w == 0 and rows // w <= 64), None)
         if slices:
             sizes.insert(0, (slices, f"head of {slices}"))
-    m = _numeric.numeric(probe, name, None, sizes, slices, out_dim)
+    few = [n for n in (graph.norms if graph is not None else ()) if n in probe.degenerate]
+    if few:
+        entry.numeric = "undefined"
+        entry.note += (
+            f"; {few[0]} normalizes only {probe.degenerate[few[0]]} value(s) per channel on these inputs, so its output does not depend on"
+            " what feeds it and the measurement tells nothing (give a larger batch or larger inputs); the graph's verdict stands"
+        )
+        return
+    m = probe.numeric(name, None, sizes, slices)
     with_bias = False
     if not m.scale_invariant and bias is not None:
-        mb = _numeric.numeric(probe, name, bias, sizes, slices, out_dim)
+        mb = probe.numeric(name, bias, sizes, slices)
         if mb.scale_invariant or mb.rows:
             m, with_bias = mb, True
     if m.scale_invariant:
@@ -256,11 +282,14 @@ def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudi
     elif m.control == 0.0:
         entry.numeric = "no effect"
         entry.note += "; the outputs do not depend on it at these weights, so the measurement tells nothing"
+    elif math.isnan(m.control):
+        entry.numeric = "undefined"
+        entry.note += "; the pass gave no finite gradient for it (a norm over constant values?), so the measurement tells nothing"
     else:
         entry.numeric = f"no ({m.change:.2g})"
     structural_si, structural_with_bias = entry.scale_invariant, entry.with_bias
     entry.scale_invariant, entry.granularity, entry.with_bias = m.scale_invariant, m.granularity, m.scale_invariant and with_bias
-    if m.control == 0.0:
+    if not m.control or math.isnan(m.control):
         entry.scale_invariant, entry.granularity = structural_si, graph.granularity if graph is not None else ""
         entry.with_bias = structural_with_bias
     elif graph is not None and structural_si != m.scale_invariant:

@@ -58,6 +58,9 @@ _HOMOGENEOUS_FUNCTIONS = {
     torch.unsqueeze,
 }
 _RESHAPE_METHODS = {"view", "reshape", "permute", "transpose", "flatten", "contiguous", "squeeze", "unsqueeze", "unflatten", "relu", "relu_", "clone"}
+# Casts and views that carry a value unchanged but for its dtype or shape (a recorded forward
+# pass shows them where ``torch.fx`` would too).
+_RESHAPE_METHODS |= {"to", "float", "double", "half", "bfloat16", "type", "type_as", "expand", "narrow", "select", "view_as", "reshape_as"}
 _SPLITS = {"unbind", "chunk", "split", "tensor_split"}
 # Norms whose mean removal per channel also removes the layer's bias (per-channel constant).
 _PER_CHANNEL = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
@@ -81,6 +84,17 @@ class Structural:
     why: str
     #: The rows rescaled together under ``group of N`` / ``head of N`` (N), else None.
     slice_size: Optional[int] = None
+
+
+def is_producer(module: nn.Module) -> bool:
+    """Whether ``module`` is a layer whose weight the analysis follows: a conv or linear layer,
+    or Hugging Face's ``Conv1D`` (GPT-2's linear layer, its weight stored transposed).
+
+    Example:
+        >>> is_producer(torch.nn.Conv2d(3, 8, 3)), is_producer(torch.nn.ReLU())
+        (True, False)
+    """
+    return isinstance(module, _PRODUCERS) or (type(module).__name__ == "Conv1D" and isinstance(getattr(module, "weight", None), torch.Tensor))
 
 
 class _Tracer(fx.Tracer):
@@ -150,7 +164,7 @@ def _carries(node: fx.Node, src: fx.Node, modules: Dict[str, nn.Module]) -> Opti
     if node.op == "call_module":
         m = modules[node.target]
         # A layer without bias is linear: a scale passes through it to whatever norm follows.
-        if isinstance(m, _PRODUCERS) and getattr(m, "bias", None) is None and not others:
+        if is_producer(m) and getattr(m, "bias", None) is None and not others:
             return "linear"
         if isinstance(m, _HOMOGENEOUS_MODULES) and not others:
             return "nonlinear" if isinstance(m, _NONLINEAR) else "linear"
@@ -194,32 +208,37 @@ def norm_width(norm: Any) -> Optional[int]:
     return w.numel() if isinstance(w, torch.Tensor) and w.ndim == 1 else None
 
 
-def _granularity(norm: Any, rows: int, split: bool) -> Tuple[str, Optional[int]]:
-    """The granularity's label and, for groups and heads, the rows rescaled together."""
+def _granularity(norm: Any, rows: int, split: bool, mixed: bool) -> Tuple[str, Optional[int]]:
+    """The granularity's label and, for groups and heads, the rows rescaled together
+    (``mixed``: another layer lies between, whose outputs mix the rows)."""
     if isinstance(norm, _PER_CHANNEL) or norm in (F.batch_norm, F.instance_norm):
         return "channel", None
     if isinstance(norm, nn.GroupNorm):
         size = norm.num_channels // norm.num_groups
         return f"group of {size}", size
     size = norm_width(norm)
-    if split and size and size < rows:
+    # A norm narrower than the layer's output normalizes slices of it (QK-norm over each head,
+    # after a split or a view into heads).
+    if size and size < rows and not mixed and (split or rows % size == 0):
         return f"head of {size}", size
     return "tensor", None
 
 
-def structural(model: nn.Module, graph: fx.GraphModule) -> Dict[str, Structural]:
-    """The verdict of ``graph`` (from [`trace`]) on every conv/linear weight of ``model``."""
+def structural(model: nn.Module, graph: fx.Graph) -> Dict[str, Structural]:
+    """The verdict of ``graph`` (from [`trace`]'s graph module, or recorded from a forward
+    pass) on every conv/linear weight of ``model``."""
     modules = dict(model.named_modules())
     out: Dict[str, Structural] = {}
-    for node in graph.graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), _PRODUCERS):
+    for node in graph.nodes:
+        if node.op != "call_module" or not is_producer(modules.get(node.target, nn.Identity())):
             continue
         layer = modules[node.target]
-        rows = layer.weight.shape[0]
+        rows = layer.weight.shape[1 if type(layer).__name__ == "Conv1D" else 0]
         norms: List[Tuple[str, Any]] = []
         leaks: List[str] = []
         nonlinear = False
         split = False
+        mixed = False
         frontier = [node]
         seen: Set[fx.Node] = set()
         while frontier:
@@ -237,6 +256,7 @@ def structural(model: nn.Module, graph: fx.GraphModule) -> Dict[str, Structural]
                     leaks.append(user.name)
                     continue
                 nonlinear |= how == "nonlinear"
+                mixed |= user.op == "call_module" and is_producer(modules[user.target])
                 split |= user.op in ("call_method", "call_function") and (user.target in _SPLITS or user.target in (torch.unbind, torch.chunk, torch.split, operator.getitem))
                 frontier.append(user)
         key = f"{node.target}.weight"
@@ -247,7 +267,7 @@ def structural(model: nn.Module, graph: fx.GraphModule) -> Dict[str, Structural]
         has_bias = getattr(layer, "bias", None) is not None
         removes_bias = all(isinstance(n, _PER_CHANNEL) or n in (F.batch_norm, F.instance_norm) for _, n in norms) and not nonlinear
         with_bias = has_bias and not removes_bias
-        gran, size = _granularity(norms[0][1], rows, split)
+        gran, size = _granularity(norms[0][1], rows, split, mixed)
         if leaks:
             if split:
                 why = f"part of its output reaches {', '.join(names)} ({gran}), the rest goes on without a norm ({leaks[0]}): invariant per slice, not as a whole"
@@ -260,13 +280,13 @@ def structural(model: nn.Module, graph: fx.GraphModule) -> Dict[str, Structural]
     return out
 
 
-def added_to_activations(graph: fx.GraphModule) -> Set[str]:
+def added_to_activations(graph: fx.Graph) -> Set[str]:
     """The parameters the graph reads directly (not through a layer) and adds to activations,
     after any slicing or reshaping (``self.pos[:T]``): learned position embeddings and tokens,
     whatever their name."""
     passes = {"view", "reshape", "expand", "expand_as", "unsqueeze", "squeeze", "to", "type_as", "contiguous", "repeat", "flatten", "transpose", "permute"}
     out: Set[str] = set()
-    for node in graph.graph.nodes:
+    for node in graph.nodes:
         if node.op != "get_attr":
             continue
         frontier, seen = [node], set()
