@@ -163,3 +163,74 @@ def test_hugging_face_trainer_callback(tmp_path):
     assert "transformer.h.0.attn.c_attn.weight" in {r["path"] for r in records}
     # The Trainer's AdamW: lr from its schedule at each step, decay 0.1 on the matrices.
     assert all(r["lr"] > 0 for r in records)
+
+
+def test_hugging_face_callback_finds_qk_norm_on_the_first_batch(tmp_path):
+    """A Qwen3-style model under the Trainer, the callback given no arguments: the first batch
+    is measured before the first step, q_proj and k_proj are found invariant per head and get
+    the scale-invariant prediction; every other decayed matrix gets the approximate one."""
+    transformers = pytest.importorskip("transformers", reason="transformers is installed by scripts/test.sh")
+    pytest.importorskip("accelerate", reason="accelerate (the Trainer's dependency) is installed by scripts/test.sh")
+    from normwd.integrations.hf import MonitorCallback
+
+    torch.manual_seed(0)
+    cfg = transformers.Qwen3Config(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    model = transformers.Qwen3ForCausalLM(cfg)
+    ids = torch.randint(0, 97, (16, 12), generator=torch.Generator().manual_seed(1))
+    data = [{"input_ids": row, "labels": row} for row in ids]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "trainer"), max_steps=2, per_device_train_batch_size=8, learning_rate=1e-3, weight_decay=0.1,
+        report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,
+    )
+    callback = MonitorCallback(out=str(tmp_path / "hf"), every=1)
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+    report = callback.monitor.report
+    records = [json.loads(line) for line in (tmp_path / "hf" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted({r["step"] for r in records}) == [1, 2]
+    for r in records:
+        kind = r["path"].split(".")[-2]
+        if kind in ("q_proj", "k_proj"):
+            assert report[r["path"]].granularity == "head of 16" and r["pred_basis"] == "scale-invariant" and r["pred_angle"] > 0, r
+        elif report[r["path"]].role == "weight" and report[r["path"]].weight_decay:
+            assert r["pred_basis"] == "approximate" and r["pred_angle"] > 0, r
+        else:
+            assert r.get("pred_basis") is None, r
+    assert {r["path"].split(".")[-2] for r in records if r.get("pred_basis") == "approximate"} >= {"v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    info = json.loads((tmp_path / "hf" / "monitor.json").read_text())
+    assert {t["name"] for t in info["tensors"] if t["scale_invariant"]} == {f"model.layers.{i}.self_attn.{p}.weight" for i in range(2) for p in ("q_proj", "k_proj")}
+
+
+def test_lightning_callback_measures_the_first_batch_and_reads_the_closures_gradients(tmp_path):
+    """Lightning computes the gradients inside the optimizer's step (a closure): the Monitor reads
+    them after the step, so the first step's gradient norm is the one the step used. The module's
+    forward is called by training_step, so the first batch is measured."""
+    L = pytest.importorskip("lightning", reason="lightning is installed by scripts/test.sh")
+    from normwd.integrations.lightning import MonitorCallback
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = net()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+    data = torch.utils.data.DataLoader([(x[i], y[i]) for x, y in batches(1) for i in range(32)], batch_size=32)
+    module = Module()
+    x, y = batches(1)[0]
+    loss = nn.functional.cross_entropy(module(x), y)
+    expected = torch.autograd.grad(loss, module.net[0].weight)[0].norm().item()
+    callback = MonitorCallback(out=str(tmp_path / "pl"), every=1)
+    trainer = L.Trainer(max_steps=1, callbacks=[callback], logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.fit(module, data)
+    assert callback.monitor.report["net.0.weight"].numeric == "yes (channel)"
+    records = [json.loads(line) for line in (tmp_path / "pl" / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in records if r["path"] == "net.0.weight")
+    assert first["step"] == 1 and first["grad_norm"] == pytest.approx(expected, rel=1e-5)

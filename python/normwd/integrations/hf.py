@@ -1,5 +1,6 @@
 """A Hugging Face ``Trainer`` callback that runs ``normwd.torch.Monitor`` on the model and the
-optimizer the Trainer built, in the main process only.
+optimizer the Trainer built, in the main process only. By default it measures scale-invariance
+on the first training batch (a transformer's QK-normed projections are found without help).
 
 Example:
     >>> from normwd.integrations.hf import MonitorCallback
@@ -7,30 +8,51 @@ Example:
     >>> # transformers.Trainer(..., callbacks=[callback]).train()
 """
 
+from typing import Any, Optional
+
 from transformers import TrainerCallback
 
 from ..torch import Monitor
+from ._first_batch import FIRST_BATCH, FirstBatch, check
 
 
 class MonitorCallback(TrainerCallback):
     """Measures the model's weights during ``train()`` into ``out``, in normwd's run format;
-    ``every`` as for ``Monitor``."""
+    ``every`` as for ``Monitor``. ``example_inputs``: ``"first-batch"`` (the default) measures
+    scale-invariance on the first batch the model is called on, before the first optimizer
+    step; None leaves it to the model's graph; anything else is given to ``Monitor`` as is."""
 
-    def __init__(self, out: str, every: int = 10):
+    def __init__(self, out: str, every: int = 10, example_inputs: Any = FIRST_BATCH):
         if isinstance(every, bool) or not isinstance(every, int):
             raise TypeError(f"every={every!r}: expected an integer >= 1")
         if every < 1:
             raise ValueError(f"every={every!r}: expected an integer >= 1")
-        self.out, self.every = out, every
-        self.monitor = None
+        check(example_inputs)
+        self.out, self.every, self.example_inputs = out, every, example_inputs
+        self.monitor: Optional[Monitor] = None
+        self._first: Optional[FirstBatch] = None
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if not state.is_world_process_zero:
             return
         if model is None or optimizer is None:
             raise ValueError("MonitorCallback: the Trainer passed no model or optimizer to on_train_begin")
-        self.monitor = Monitor(model, optimizer, out=self.out, every=self.every)
+        given = None if self.example_inputs == FIRST_BATCH else self.example_inputs
+        self.monitor = Monitor(model, optimizer, out=self.out, every=self.every, example_inputs=given)
+        if self.example_inputs == FIRST_BATCH:
+            self._first = FirstBatch(model)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # The first batch has been through the model: measure on it before the first step.
+        if self._first is not None and self.monitor is not None:
+            first, self._first = self._first, None
+            first.remove()
+            if first.inputs() is not None:
+                self.monitor.measure_invariance(first.inputs())
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self._first is not None:
+            self._first.remove()
+            self._first = None
         if self.monitor is not None:
             self.monitor.close()

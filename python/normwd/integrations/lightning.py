@@ -1,5 +1,6 @@
 """A PyTorch Lightning callback that runs ``normwd.torch.Monitor`` on the module and its
-optimizer, on the global rank 0 only.
+optimizer, on the global rank 0 only. By default it measures scale-invariance on the first
+batch the module's ``forward`` is called on.
 
 Example:
     >>> from normwd.integrations.lightning import MonitorCallback
@@ -7,34 +8,60 @@ Example:
     >>> # lightning.Trainer(callbacks=[callback], ...).fit(module, data)
 """
 
+from typing import Any, Optional
+
 try:
     import lightning.pytorch as pl
 except ImportError:  # the older package name
     import pytorch_lightning as pl
 
+import torch
+
 from ..torch import Monitor
+from ._first_batch import FIRST_BATCH, FirstBatch, check
 
 
 class MonitorCallback(pl.Callback):
     """Measures the module's weights during ``fit`` (its first optimizer) into ``out``, in
-    normwd's run format; ``every`` as for ``Monitor``."""
+    normwd's run format; ``every`` as for ``Monitor``. ``example_inputs``: ``"first-batch"``
+    (the default) measures scale-invariance on the first call of the module's ``forward`` in
+    training (a ``training_step`` that calls ``self(x)``), before the first optimizer step; a
+    module whose ``training_step`` never calls ``forward`` keeps its graph's verdicts. None
+    leaves it to the graph; anything else is given to ``Monitor`` as is."""
 
-    def __init__(self, out: str, every: int = 10):
+    def __init__(self, out: str, every: int = 10, example_inputs: Any = FIRST_BATCH):
         super().__init__()
         if isinstance(every, bool) or not isinstance(every, int):
             raise TypeError(f"every={every!r}: expected an integer >= 1")
         if every < 1:
             raise ValueError(f"every={every!r}: expected an integer >= 1")
-        self.out, self.every = out, every
-        self.monitor = None
+        check(example_inputs)
+        self.out, self.every, self.example_inputs = out, every, example_inputs
+        self.monitor: Optional[Monitor] = None
+        self._first: Optional[FirstBatch] = None
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if trainer.global_rank != 0:
             return
         if not trainer.optimizers:
             raise ValueError("MonitorCallback: the trainer has no optimizer (configure_optimizers returned none)")
-        self.monitor = Monitor(pl_module, trainer.optimizers[0], out=self.out, every=self.every)
+        given = None if self.example_inputs == FIRST_BATCH else self.example_inputs
+        self.monitor = Monitor(pl_module, trainer.optimizers[0], out=self.out, every=self.every, example_inputs=given)
+        if self.example_inputs == FIRST_BATCH:
+            self._first = FirstBatch(pl_module)
+
+    def on_before_optimizer_step(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer: torch.optim.Optimizer) -> None:
+        # Called inside the step's closure, after the backward: the first batch has been through
+        # forward; the Monitor's own hooks read the gradients after the step.
+        if self._first is not None and self.monitor is not None:
+            first, self._first = self._first, None
+            first.remove()
+            if first.inputs() is not None:
+                self.monitor.measure_invariance(first.inputs())
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self._first is not None:
+            self._first.remove()
+            self._first = None
         if self.monitor is not None:
             self.monitor.close()

@@ -40,6 +40,10 @@ class Monitor:
     ``GradScaler`` has unscaled them; a step the scaler skips is not counted. Under
     DistributedDataParallel only rank 0 measures and writes.
 
+    ``example_inputs`` (as ``audit``'s) measures scale-invariance before the first step;
+    ``measure_invariance`` does it later, with a batch that came later; ``report`` is the audit
+    whose verdicts it follows.
+
     ``writer`` also receives each measurement: a TensorBoard ``SummaryWriter`` (anything with
     ``add_scalar``) as ``normwd/<tensor>/<quantity>`` at the step, or a W&B run (anything with
     ``log``) as one dict per probe step with ``commit=False``, so it joins the user's next log.
@@ -74,19 +78,13 @@ class Monitor:
         self.steps = 0
         #: The records written so far (dicts), for programs that read them in the loop.
         self.records: List[Dict[str, Any]] = []
+        self._model = model
         report = audit(model, optimizer, example_inputs)
-        named = dict(model.named_parameters())
-        self._tracked: List[Tuple[str, torch.Tensor, int, bool]] = []
-        self._roles: Dict[str, str] = {}
-        for p in report.params:
-            if _core.probed(p.role) and p.groups and p.name in named:
-                self._tracked.append((p.name, named[p.name], p.groups[0], p.scale_invariant))
-                self._roles[p.name] = p.role
+        self._adopt(report)
         self.active = not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
         self._before_w: Optional[List[torch.Tensor]] = None
         self._before_sums: Optional[List[torch.Tensor]] = None
         self._model_name = type(model).__name__
-        self._policy = _policy(report)
         self._lrs: set = set()
         #: Problems already warned about (each is said once).
         self._warned: set = set()
@@ -97,17 +95,62 @@ class Monitor:
                 raise ValueError(f"out={out!r}: already holds a run ({metrics}); choose another folder (records of two trainings would interleave)")
             try:
                 os.makedirs(out, exist_ok=True)
-                self._write_settings(model, report)
+                self._write_settings(report)
                 self._write_config()
                 self._file = open(metrics, "w", encoding="utf-8")
             except OSError as e:
                 raise ValueError(f"out={out!r}: cannot write the run there ({e})") from e
         self._hooks = [optimizer.register_step_pre_hook(self._before), optimizer.register_step_post_hook(self._after)]
 
-    def _write_settings(self, model: nn.Module, report: Any) -> None:
+    def _adopt(self, report: Any) -> None:
+        """Tracks the tensors ``report`` (an audit) says are probed and in a group, with its
+        verdicts on scale-invariance."""
+        named = dict(self._model.named_parameters())
+        self._tracked: List[Tuple[str, torch.Tensor, int, bool]] = []
+        self._roles: Dict[str, str] = {}
+        for p in report.params:
+            if _core.probed(p.role) and p.groups and p.name in named:
+                self._tracked.append((p.name, named[p.name], p.groups[0], p.scale_invariant))
+                self._roles[p.name] = p.role
+        self._policy = _policy(report)
+        self.report = report
+
+    def measure_invariance(self, example_inputs: Any) -> None:
+        """Measures scale-invariance on ``example_inputs`` (as ``audit``'s argument: a batch,
+        a tuple, or a dict of keyword arguments) and follows its verdicts from the next step on,
+        for a Monitor made before a batch was at hand (the trainer callbacks give it the first
+        training batch). Anything that goes wrong is a warning: the Monitor goes on with what
+        it had.
+
+        Example:
+            >>> import tempfile, torch
+            >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8, bias=False), torch.nn.LayerNorm(8))
+            >>> opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+            >>> mon = Monitor(net, opt, out=tempfile.mkdtemp())
+            >>> mon.measure_invariance(torch.randn(4, 4))
+            >>> mon.report["0.weight"].numeric, mon.close()
+            ('yes (tensor)', None)
+        """
+        try:
+            report = audit(self._model, self.optimizer, example_inputs)
+        except Exception as e:  # noqa: BLE001
+            self._warn_once("measure", f"could not measure scale-invariance on the example inputs ({type(e).__name__}: {e}); the graph's verdicts stay")
+            return
+        names = [n for n, _, _, _ in self._tracked]
+        self._adopt(report)
+        if [n for n, _, _, _ in self._tracked] != names:
+            # A copy taken before this step is of other tensors: this step is not measured.
+            self._before_w, self._before_sums = None, None
+        if self.active and not self._broken:
+            try:
+                self._write_settings(report)
+            except OSError as e:
+                self._warn_once("settings", f"could not rewrite {self.out}/monitor.json ({e})")
+
+    def _write_settings(self, report: Any) -> None:
         info = {
             "source": "normwd.torch.Monitor",
-            "model": type(model).__name__,
+            "model": self._model_name,
             "optimizer": type(self.optimizer).__name__,
             "every": self.every,
             "tensors": [{"name": n, "group": g, "scale_invariant": si} for n, _, g, si in self._tracked],
@@ -154,7 +197,9 @@ class Monitor:
     def _before(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         # The user's training is not normwd's to stop: whatever goes wrong here is a warning.
         try:
-            self._measure_before()
+            # A step given a closure (Lightning, L-BFGS) computes the gradients inside the
+            # step, after this hook: they are read after it.
+            self._measure_before(closure=bool(args and callable(args[0])) or callable(kwargs.get("closure")))
         except Exception as e:  # noqa: BLE001
             self._give_up("measuring before the step", e)
 
@@ -171,7 +216,7 @@ class Monitor:
         self._before_w, self._before_sums = None, None
         self._warn_once("broken", f"stopped monitoring: {what} failed ({type(e).__name__}: {e}); the training goes on")
 
-    def _measure_before(self) -> None:
+    def _measure_before(self, closure: bool = False) -> None:
         if not self._probing():
             return
         with torch.no_grad():
@@ -179,18 +224,25 @@ class Monitor:
             # in place); the sums are taken in float64 a bounded chunk at a time, never over a
             # float64 copy of the model.
             self._before_w = [p.detach().clone() for _, p, _, _ in self._tracked]
-            sums = []
-            for w0, (_, p, _, _) in zip(self._before_w, self._tracked):
-                g = torch.zeros_like(w0) if p.grad is None else p.grad.detach()
-                # [<w,w>, <g,g>, <w,g>]
-                sums.append(_dots64(w0, g))
-            self._before_sums = sums
+            self._before_sums = None if closure else self._grad_sums()
+
+    def _grad_sums(self) -> List[torch.Tensor]:
+        """``[<w,w>, <g,g>, <w,g>]`` of each tracked tensor, ``w`` before the step."""
+        assert self._before_w is not None
+        sums = []
+        for w0, (_, p, _, _) in zip(self._before_w, self._tracked):
+            g = torch.zeros_like(w0) if p.grad is None else p.grad.detach()
+            sums.append(_dots64(w0, g))
+        return sums
 
     def _measure_after(self) -> None:
-        if self._before_w is None or self._before_sums is None:
+        if self._before_w is None:
             return
         groups = settings(self.optimizer)
         with torch.no_grad():
+            if self._before_sums is None:
+                # The closure's gradients, left in .grad by the step.
+                self._before_sums = self._grad_sums()
             parts, sizes = [], []
             for (_, p, _, si), w0, before in zip(self._tracked, self._before_w, self._before_sums):
                 w1 = p.detach()
