@@ -51,6 +51,11 @@ pub struct Sums {
     /// Per output channel `(||w_r||, ||g_r||, <w_r,g_r>, <w_r,w'_r>, ||w'_r||)`; empty where
     /// the writer does not measure channels.
     pub rows: Vec<[f64; 5]>,
+    /// `(||d||^2, <w, d>)` of the update `d = w' - w` where the writer measures it: the angle
+    /// is then taken from it ([`theory::angle_from_step`]), precise at any size.
+    pub step: Option<[f64; 2]>,
+    /// The same per output channel (empty where not measured).
+    pub row_steps: Vec<[f64; 2]>,
 }
 
 /// What a tensor is, as the prediction rule needs it.
@@ -138,7 +143,10 @@ pub fn record(step: u64, t: TensorFacts, s: &StepSettings, m: &Sums, eff_lr: Opt
         norm: m.norm,
         grad_norm: m.grad_norm,
         eff_lr: eff_lr.unwrap_or_else(|| effective_lr(s, m.norm)),
-        angle: theory::angle_from_dot(m.dot_ww, m.norm, m.norm_after),
+        angle: match m.step {
+            Some([dd, wd]) => theory::angle_from_step(m.norm * m.norm, dd, wd),
+            None => theory::angle_from_dot(m.dot_ww, m.norm, m.norm_after),
+        },
         cos_wg: if m.norm > 0.0 && m.grad_norm > 0.0 { m.dot_wg / (m.norm * m.grad_norm) } else { 0.0 },
         pred_angle: p.angle,
         pred_norm: p.norm_applies.then(|| theory::equilibrium_norm_sgd(m.grad_norm * m.norm, s.lr, s.weight_decay)),
@@ -147,8 +155,56 @@ pub fn record(step: u64, t: TensorFacts, s: &StepSettings, m: &Sums, eff_lr: Opt
         scale_invariant: t.scale_invariant,
         lr: s.lr,
         channel_norm: if per_channel { m.rows.iter().map(|r| r[0]).collect() } else { Vec::new() },
-        channel_angle: if per_channel { m.rows.iter().map(|r| theory::angle_from_dot(r[3], r[0], r[4])).collect() } else { Vec::new() },
+        channel_angle: match (per_channel, m.row_steps.len() == m.rows.len()) {
+            (false, _) => Vec::new(),
+            (true, true) => m.rows.iter().zip(&m.row_steps).map(|(r, [dd, wd])| theory::angle_from_step(r[0] * r[0], *dd, *wd)).collect(),
+            (true, false) => m.rows.iter().map(|r| theory::angle_from_dot(r[3], r[0], r[4])).collect(),
+        },
         role: Some(t.role.name().into()),
+        channel_norm_q: Vec::new(),
+        channel_angle_q: Vec::new(),
+    }
+}
+
+crate::choice! {
+    /// How a probe record carries a scale-invariant tensor's per-channel measurements: a
+    /// ResNet-50 has 26,000 channels, whose full arrays make a megabyte per probe step.
+    pub enum Channels {
+        /// Every channel's norm and angle (`channel_norm`, `channel_angle`).
+        Full = "full",
+        /// Their quantiles `[min, 10%, median, 90%, max]` (`channel_norm_q`,
+        /// `channel_angle_q`): ten numbers whatever the width.
+        Summary = "summary",
+        /// Neither.
+        Omit = "none",
+    }
+}
+
+/// `[min, 10%, median, 90%, max]` of `v` (nearest rank; empty for an empty `v`; NaN sorts last).
+pub fn quantiles(v: &[f64]) -> Vec<f64> {
+    if v.is_empty() {
+        return Vec::new();
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| s[((q * (s.len() - 1) as f64).round() as usize).min(s.len() - 1)];
+    vec![s[0], at(0.1), at(0.5), at(0.9), s[s.len() - 1]]
+}
+
+impl Probe {
+    /// Keeps the per-channel measurements as `c` says (the record is otherwise unchanged).
+    pub fn keep_channels(&mut self, c: Channels) {
+        match c {
+            Channels::Full => {}
+            Channels::Summary => {
+                self.channel_norm_q = quantiles(&std::mem::take(&mut self.channel_norm));
+                self.channel_angle_q = quantiles(&std::mem::take(&mut self.channel_angle));
+            }
+            Channels::Omit => {
+                self.channel_norm.clear();
+                self.channel_angle.clear();
+            }
+        }
     }
 }
 
@@ -186,11 +242,75 @@ mod tests {
         assert!(prediction(facts(Role::Weight, 2, true), &settings(Family::Sgd { mu: 0.0, coupled: true }, 5e-4)).norm_applies);
     }
 
+    /// The angle from the update's own sums keeps its relative precision where the arccosine
+    /// of the dot product loses it: a turn of 1e-9 reads 0 from the dots (the cosine rounds to
+    /// 1) and 1e-9 to 1e-15 relative from the step; at a large angle the two agree.
+    #[test]
+    fn the_angle_from_the_step_is_precise_at_any_size() {
+        // w = (3, 4), d = (-4t, 3t): orthogonal, ||d|| = 5t = t ||w||, so the angle is atan(t).
+        for t in [1e-12, 1e-9, 1e-6, 1e-3, 0.5] {
+            let (w, d) = ([3.0f64, 4.0], [-4.0 * t, 3.0 * t]);
+            let exact = f64::atan(t);
+            let w2 = [w[0] + d[0], w[1] + d[1]];
+            let step = theory::angle_from_step(25.0, d[0] * d[0] + d[1] * d[1], w[0] * d[0] + w[1] * d[1]);
+            assert!((step - exact).abs() <= 1e-15 * exact, "t = {t}: {step} vs {exact}");
+            let dots = theory::angle_from_dot(w[0] * w2[0] + w[1] * w2[1], 5.0, (w2[0] * w2[0] + w2[1] * w2[1]).sqrt());
+            if t >= 1e-3 {
+                assert!((dots - exact).abs() < 1e-9 * exact.max(1e-3), "t = {t}");
+            } else if t <= 1e-9 {
+                assert!((dots - exact).abs() > 0.5 * exact, "t = {t}: the dots happened to be precise: {dots}");
+            }
+        }
+        // A step along w (decay alone, d = -1e-3 w) turns it by nothing but rounding.
+        assert!(theory::angle_from_step(25.0, 25.0e-6, -25.0e-3) < 1e-9);
+    }
+
+    /// Bounded records: the summary keeps five quantiles of each per-channel array, whatever
+    /// the width; "none" keeps neither; "full" both arrays.
+    #[test]
+    fn per_channel_measurements_are_kept_as_asked() {
+        let rows: Vec<[f64; 5]> = (0..101).map(|i| [1.0 + i as f64, 0.0, 0.0, (1.0 + i as f64).powi(2), 1.0 + i as f64]).collect();
+        let m = Sums {
+            path: "w".into(),
+            norm: 10.0,
+            grad_norm: 1.0,
+            dot_wg: 0.0,
+            dot_ww: 100.0,
+            norm_after: 10.0,
+            rows,
+            step: None,
+            row_steps: vec![],
+        };
+        let full = record(1, facts(Role::Weight, 2, true), &settings(SGDM, 5e-4), &m, None);
+        assert_eq!(full.channel_norm.len(), 101);
+        let mut summary = full.clone();
+        summary.keep_channels(Channels::Summary);
+        assert!(summary.channel_norm.is_empty() && summary.channel_angle.is_empty());
+        assert_eq!(summary.channel_norm_q, vec![1.0, 11.0, 51.0, 91.0, 101.0]);
+        assert_eq!(summary.channel_angle_q.len(), 5);
+        let line = crate::records::Record::Probe(summary).to_line();
+        assert!(line.len() < 600 && line.contains("\"channel_norm_q\":[1.0,11.0,51.0,91.0,101.0]"), "{line}");
+        let mut none = full.clone();
+        none.keep_channels(Channels::Omit);
+        assert!(none.channel_norm.is_empty() && none.channel_norm_q.is_empty());
+        assert!(quantiles(&[]).is_empty());
+    }
+
     /// A record from sums: the angle and cosine from the dots, the effective lr by the step's
     /// scale (NaN for an unknown optimizer, so it is never SGD's by default).
     #[test]
     fn record_from_sums() {
-        let m = Sums { path: "w".into(), norm: 2.0, grad_norm: 0.5, dot_wg: 0.0, dot_ww: 4.0, norm_after: 2.0, rows: vec![] };
+        let m = Sums {
+            path: "w".into(),
+            norm: 2.0,
+            grad_norm: 0.5,
+            dot_wg: 0.0,
+            dot_ww: 4.0,
+            norm_after: 2.0,
+            rows: vec![],
+            step: None,
+            row_steps: vec![],
+        };
         let r = record(7, facts(Role::Weight, 2, true), &settings(SGDM, 5e-4), &m, None);
         assert_eq!((r.step, r.eff_lr, r.angle, r.cos_wg), (7, 0.025, 0.0, 0.0));
         assert_eq!(r.pred_basis.as_deref(), Some("scale-invariant"));

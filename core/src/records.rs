@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// One line of `metrics.jsonl`.
+// A record lives only while its line is read or written, one at a time: boxing the probe
+// would cost an allocation per line for no memory saved.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Record {
@@ -112,6 +115,13 @@ pub struct Probe {
     /// Per output channel angular updates (scale-invariant tensors only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channel_angle: Vec<f64>,
+    /// The channel norms' quantiles `[min, 10%, median, 90%, max]`, in place of
+    /// `channel_norm` where a writer keeps records bounded ([`crate::probe::Channels`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_norm_q: Vec<f64>,
+    /// The channel angles' quantiles, as `channel_norm_q`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_angle_q: Vec<f64>,
     /// The tensor's role ([`crate::roles::Role::name`]: `weight`, `norm-scale`, ...); absent in
     /// runs written before it was recorded, whose norm scales are known by their names.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -300,8 +300,13 @@ fn effective_lr(optimizer: &str, lr: f64, norm: f64) -> PyResult<f64> {
 /// dimensions) at update `step`, built by the core's one builder from the raw float64 sums a
 /// writer measured, `sums = [||w||^2, ||g||^2, <w,g>, ||w'||^2, <w,w'>]` followed, for per
 /// channel measurements, by the rows' `||w_r||^2`, then `||w'_r||^2`, then `<w_r,w'_r>`, under
-/// the tensor's group's `settings` at that step.
+/// the tensor's group's `settings` at that step. `steps`, where the writer measured the update
+/// `d = w' - w` itself: `[||d||^2, <w,d>]`, then (with rows) the rows' `||d_r||^2`, then
+/// `<w_r,d_r>`; the angles are then taken from it, precise at any size. `channels`: how the
+/// per-channel measurements are kept (`full`, `summary`: five quantiles each, `none`).
 #[pyfunction]
+#[pyo3(signature = (step, path, role_name, ndim, scale_invariant, sums, settings, steps=None, channels="full"))]
+#[allow(clippy::too_many_arguments)]
 fn probe_record(
     step: u64,
     path: &str,
@@ -310,7 +315,10 @@ fn probe_record(
     scale_invariant: bool,
     sums: Vec<f64>,
     settings: &PyStepSettings,
+    steps: Option<Vec<f64>>,
+    channels: &str,
 ) -> PyResult<String> {
+    let channels: probe::Channels = parse("channels", channels)?;
     let (head, rows) = match sums.split_first_chunk::<5>() {
         Some((head, rows)) if rows.len() % 3 == 0 => (head, rows),
         _ => return Err(invalid("sums", format!("a list of {} numbers", sums.len()), "5 numbers, then 3 per output channel")),
@@ -325,9 +333,27 @@ fn probe_record(
         dot_ww: head[4],
         // The Monitor does not measure the rows' gradients (no field needs them).
         rows: (0..n).map(|i| [rows[i].sqrt(), f64::NAN, f64::NAN, rows[2 * n + i], rows[n + i].sqrt()]).collect(),
+        step: None,
+        row_steps: Vec::new(),
+    };
+    let m = match steps {
+        None => m,
+        Some(d) if d.len() == 2 + 2 * n || d.len() == 2 => {
+            let row_steps = if d.len() == 2 { Vec::new() } else { (0..n).map(|i| [d[2 + i], d[2 + n + i]]).collect() };
+            Sums { step: Some([d[0], d[1]]), row_steps, ..m }
+        }
+        Some(d) => {
+            return Err(invalid(
+                "steps",
+                format!("a list of {} numbers", d.len()),
+                format!("2 numbers, or 2 + 2 per output channel ({})", 2 + 2 * n),
+            ))
+        }
     };
     let facts = TensorFacts { role: parse("role", role_name)?, ndim, scale_invariant };
-    Ok(Record::Probe(probe::record(step, facts, &settings.inner, &m, None)).to_line())
+    let mut record = probe::record(step, facts, &settings.inner, &m, None);
+    record.keep_channels(channels);
+    Ok(Record::Probe(record).to_line())
 }
 
 /// Whether a tensor of role `role_name` is probed (weights and norm scales): the core's rule.

@@ -29,13 +29,13 @@ def convnet() -> nn.Module:
     return models.convnet((16, 32))
 
 
-def train(steps, every, lr, wd, out, save=None):
+def train(steps, every, lr, wd, out, save=None, **monitor):
     torch.manual_seed(0)
     x, y = fashion_mnist(4096)
     net = convnet()
     opt = torch.optim.SGD(nwd.param_groups(net, weight_decay=wd), lr=lr, momentum=0.9)
     gen = torch.Generator().manual_seed(1)
-    with nwd.Monitor(net, opt, out=out, every=every) as mon:
+    with nwd.Monitor(net, opt, out=out, every=every, **monitor) as mon:
         for step in range(steps):
             if save is not None:
                 torch.save(net.state_dict(), os.path.join(save, f"ckpt_{step:06d}.pt"))
@@ -59,7 +59,7 @@ def normwd_binary():
 def test_angles_are_the_ones_inspect_measures_on_the_checkpoints(tmp_path):
     ckpts = tmp_path / "ckpts"
     ckpts.mkdir()
-    mon = train(6, 1, 0.1, 5e-4, str(tmp_path / "run"), save=str(ckpts))
+    mon = train(6, 1, 0.1, 5e-4, str(tmp_path / "run"), save=str(ckpts), channels="full")
     lines = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert lines and all(r["kind"] == "probe" for r in lines) and mon.steps == 6
     r = subprocess.run(
@@ -160,6 +160,12 @@ def test_bad_arguments(tmp_path):
         nwd.Monitor(net, opt, out="unused", every=True)
     with pytest.raises(TypeError, match=r"out=3: expected a folder path"):
         nwd.Monitor(net, opt, out=3)
+    with pytest.raises(ValueError, match=r"tensors_per_step=0: expected an integer >= 1 or None"):
+        nwd.Monitor(net, opt, out="unused", tensors_per_step=0)
+    with pytest.raises(TypeError, match=r"tensors_per_step=2.5: expected an integer >= 1 or None"):
+        nwd.Monitor(net, opt, out="unused", tensors_per_step=2.5)
+    with pytest.raises(ValueError, match=r"channels='all': expected 'summary'"):
+        nwd.Monitor(net, opt, out="unused", channels="all")
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(ValueError, match=r"out=.*file/run.*: cannot write the run there"):
@@ -307,3 +313,72 @@ def test_a_short_scheduled_run_describes_itself_truly(tmp_path):
     html = open(normwd.report(str(tmp_path / "run"))).read()
     # (1-0.9)/(0.1*5e-4) = 2000 steps per relaxation time against a 12-step run.
     assert "not yet at equilibrium" in html and "2000 steps each" in html, html[:2000]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tiny_angles_come_from_the_update_itself(tmp_path, dtype, device):
+    """An update far smaller than the weight (a fine-tuning's lr, late in a schedule): the
+    Monitor takes the angle from the update d = w' - w itself (the difference taken in float64
+    a chunk at a time, where it is exact), so its angle matches the float64 reference
+    (the update's part orthogonal to w, ``atan(||d_perp|| / (||w|| + <d, w>/||w||))``) to 1e-9
+    relative; the arccosine of the float64 cosine, which the records used before, is off by
+    more than 1% there."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 64, bias=False), nn.LayerNorm(64)).to(device, dtype)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-9 if dtype == torch.float32 else 1e-3)
+    w = net[0].weight
+    with nwd.Monitor(net, opt, out=str(tmp_path / "run"), every=1, channels="full") as mon:
+        for step in range(1, 3):
+            before = w.detach().double().cpu().clone()
+            opt.zero_grad()
+            (net(torch.randn(16, 64).to(device, dtype)).float() * torch.randn(16, 64, device=device)).sum().backward()
+            opt.step()
+            after = w.detach().double().cpu()
+            d = after - before
+            along = (d * before).sum() / before.norm()
+            perp = (d - along * before / before.norm()).norm()
+            expected = float(torch.atan2(perp, before.norm() + along))
+            by_acos = float(torch.acos(((before * after).sum() / (before.norm() * after.norm())).clamp(-1, 1)))
+            got = next(r for r in mon.records if r["path"] == "0.weight" and r["step"] == step)
+            assert got["angle"] == pytest.approx(expected, rel=1e-9), (step, got["angle"], expected)
+            if dtype == torch.float32:
+                assert expected < 1e-6 and abs(by_acos - expected) > 1e-2 * expected, (expected, by_acos)
+            # Per channel too (the weight is scale-invariant: it feeds the LayerNorm alone).
+            rows = torch.atan2((d - ((d * before).sum(1, keepdim=True) / before.norm(dim=1, keepdim=True) ** 2) * before).norm(dim=1),
+                               before.norm(dim=1) + (d * before).sum(1) / before.norm(dim=1))
+            assert got["channel_angle"] == pytest.approx(rows.tolist(), rel=1e-9)
+
+
+def test_a_resnet50_probe_step_is_bounded_and_the_rotation_covers_every_tensor(tmp_path):
+    """By default a probe step measures 32 of the tracked tensors, the next ones in turn, and
+    keeps five quantiles of each per-channel array: a ResNet-50's probe step writes at most
+    20 KB (its full arrays were about a megabyte), and every tensor is measured once in
+    ceil(tensors / 32) probe steps."""
+    timm = pytest.importorskip("timm", reason="timm is installed by scripts/test.sh")
+    torch.manual_seed(0)
+    net = timm.create_model("resnet50", pretrained=False, num_classes=10)
+    opt = torch.optim.SGD(nwd.param_groups(net, weight_decay=5e-5), lr=0.1, momentum=0.9)
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 2])
+    run = tmp_path / "run"
+    with nwd.Monitor(net, opt, out=str(run), every=1) as mon:
+        n = len(mon._tracked)
+        rounds = -(-n // 32)
+        for _ in range(rounds):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    assert n > 100
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    by_step = {}
+    for line in lines:
+        by_step.setdefault(json.loads(line)["step"], []).append(line)
+    sizes = [sum(len(l) + 1 for l in v) for v in by_step.values()]
+    assert len(by_step) == rounds and max(sizes) <= 20_000, sizes
+    records = [json.loads(line) for line in lines]
+    assert {r["path"] for r in records} == {t[0] for t in mon._tracked}
+    si = [r for r in records if r["scale_invariant"] and r["path"].endswith("conv1.weight")]
+    assert si and all(len(r["channel_norm_q"]) == 5 and "channel_norm" not in r for r in si)
+    for r in si:
+        q = r["channel_norm_q"]
+        assert q == sorted(q) and q[0] > 0

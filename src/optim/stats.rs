@@ -71,6 +71,8 @@ pub(super) fn collect_stats(pending: Vec<(String, usize, Tensor<2>)>) -> Vec<Upd
                 dot_ww: tot[3],
                 norm_after: tot[4].sqrt(),
                 rows: per,
+                step: None,
+                row_steps: Vec::new(),
             }
         })
         .collect()

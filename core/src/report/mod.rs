@@ -464,6 +464,8 @@ mod tests {
             lr: 0.1,
             channel_norm: Vec::new(),
             channel_angle: Vec::new(),
+            channel_norm_q: Vec::new(),
+            channel_angle_q: Vec::new(),
             role: None,
         }
     }

@@ -98,6 +98,19 @@ pub fn angle_from_dot(dot: f64, norm_a: f64, norm_b: f64) -> f64 {
     (dot / (norm_a * norm_b)).clamp(-1.0, 1.0).acos()
 }
 
+/// Angle (radians) between `w` and `w + d` from the update's own sums: `norm_sq = ||w||^2`,
+/// `step_sq = ||d||^2`, `dot = <w, d>`. [`angle_from_dot`]'s arccosine of a cosine near 1 keeps
+/// only about `1e-8` of absolute precision in float64; this form keeps the angle's own relative
+/// precision at any size, since `||w x (w+d)||^2 = ||w||^2 ||d||^2 - <w,d>^2` involves the step
+/// alone (a difference of two same-dtype values, exact for a small update).
+pub fn angle_from_step(norm_sq: f64, step_sq: f64, dot: f64) -> f64 {
+    if norm_sq == 0.0 {
+        return 0.0;
+    }
+    let cross = (norm_sq * step_sq - dot * dot).max(0.0).sqrt();
+    cross.atan2(norm_sq + dot)
+}
+
 /// The optimizer family for [`predicted_angle`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Family {

@@ -20,7 +20,8 @@ from ._roles import unwrap
 class Monitor:
     """Measures, every ``every`` optimizer steps, each weight's and norm scale's norm, gradient
     norm, effective learning rate, angular update and ``cos(w, g)`` (and, for scale-invariant
-    weights, each output channel's norm and angle), with the equilibrium angle that the group's
+    weights, its output channels' norms and angles: five quantiles each with
+    ``channels="summary"``, the default, every channel with ``"full"``), with the equilibrium angle that the group's
     settings at that step predict (F7 SGD with momentum, F8 AdamW, F9 Lion; plain SGD's
     equilibrium norm too), and writes them to ``out/metrics.jsonl`` in normwd's run format.
     The records are built by normwd's core, as the engine's probes and ``normwd inspect`` build
@@ -29,9 +30,12 @@ class Monitor:
     none; an optimizer without a closed form gets no prediction and no effective lr (NaN);
     ``out/monitor.json`` lists the tensors and each group's relaxation time ``1/(lr*wd)``.
 
-    The sums are taken on the parameters' own device, accumulated in float64 from one copy of
-    the tracked weights in their own dtype (no float64 copy of the model), and reach the host
-    once per probe step. Settings are read from the optimizer's groups at each step, so any
+    A probe step measures at most ``tensors_per_step`` tensors (32 by default; None: all), the
+    next ones in turn, so its records stay about 20 KB and its cost bounded on a large model;
+    each tensor is measured every ``every * ceil(tensors / tensors_per_step)`` steps. The angle
+    comes from the update ``d = w' - w`` itself, precise at any size. The sums are taken on the
+    parameters' own device, accumulated in float64 from one copy of the probed weights in their
+    own dtype (no float64 copy of the model), and reach the host once per probe step. Settings are read from the optimizer's groups at each step, so any
     scheduler is followed. The hooks never raise into the training: a weight that turns NaN or inf, or a
     failed write, is said in one warning (``RuntimeWarning``) and its records are left out (a
     failed write ends the monitoring); a zero norm is recorded with an undefined effective lr
@@ -59,11 +63,30 @@ class Monitor:
         (3, True)
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, out: str, every: int = 10, example_inputs: Any = None, writer: Any = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        out: str,
+        every: int = 10,
+        example_inputs: Any = None,
+        writer: Any = None,
+        tensors_per_step: Optional[int] = 32,
+        channels: str = "summary",
+    ):
         if isinstance(every, bool) or not isinstance(every, int):
             raise TypeError(f"every={every!r}: expected an integer >= 1")
         if every < 1:
             raise ValueError(f"every={every!r}: expected an integer >= 1")
+        if tensors_per_step is not None and (isinstance(tensors_per_step, bool) or not isinstance(tensors_per_step, int)):
+            raise TypeError(f"tensors_per_step={tensors_per_step!r}: expected an integer >= 1 or None (every tensor at each probe step)")
+        if tensors_per_step is not None and tensors_per_step < 1:
+            raise ValueError(f"tensors_per_step={tensors_per_step!r}: expected an integer >= 1 or None (every tensor at each probe step)")
+        if channels not in ("summary", "full", "none"):
+            raise ValueError(f"channels={channels!r}: expected 'summary' (five quantiles per array), 'full' (every channel) or 'none'")
+        self.tensors_per_step, self.channels = tensors_per_step, channels
+        self._cursor = 0
+        self._probe: List[Tuple[str, torch.Tensor, int, bool]] = []
         if not isinstance(out, (str, os.PathLike)):
             raise TypeError(f"out={out!r}: expected a folder path (str or os.PathLike)")
         out = os.fspath(out)
@@ -141,6 +164,9 @@ class Monitor:
         if [n for n, _, _, _ in self._tracked] != names:
             # A copy taken before this step is of other tensors: this step is not measured.
             self._before_w, self._before_sums = None, None
+        else:
+            now = {t[0]: t for t in self._tracked}
+            self._probe = [now[t[0]] for t in self._probe]
         if self.active and not self._broken:
             try:
                 self._write_settings(report)
@@ -153,6 +179,8 @@ class Monitor:
             "model": self._model_name,
             "optimizer": type(self.optimizer).__name__,
             "every": self.every,
+            "tensors_per_step": self.tensors_per_step,
+            "channels": self.channels,
             "tensors": [{"name": n, "group": g, "scale_invariant": si} for n, _, g, si in self._tracked],
             "groups": [_group_info(g) for g in settings(self.optimizer)],
             "mistakes": [m.code + ": " + m.param for m in report.mistakes],
@@ -223,14 +251,21 @@ class Monitor:
             # One copy of each tracked weight in its own dtype (the step changes the parameter
             # in place); the sums are taken in float64 a bounded chunk at a time, never over a
             # float64 copy of the model.
-            self._before_w = [p.detach().clone() for _, p, _, _ in self._tracked]
+            # A rotating subset where asked: the next tensors_per_step of the tracked ones.
+            n, k = len(self._tracked), self.tensors_per_step
+            if k is None or k >= n:
+                self._probe = list(self._tracked)
+            else:
+                self._probe = [self._tracked[(self._cursor + i) % n] for i in range(k)]
+                self._cursor = (self._cursor + k) % n
+            self._before_w = [p.detach().clone() for _, p, _, _ in self._probe]
             self._before_sums = None if closure else self._grad_sums()
 
     def _grad_sums(self) -> List[torch.Tensor]:
         """``[<w,w>, <g,g>, <w,g>]`` of each tracked tensor, ``w`` before the step."""
         assert self._before_w is not None
         sums = []
-        for w0, (_, p, _, _) in zip(self._before_w, self._tracked):
+        for w0, (_, p, _, _) in zip(self._before_w, self._probe):
             g = torch.zeros_like(w0) if p.grad is None else p.grad.detach()
             sums.append(_dots64(w0, g))
         return sums
@@ -244,31 +279,36 @@ class Monitor:
                 # The closure's gradients, left in .grad by the step.
                 self._before_sums = self._grad_sums()
             parts, sizes = [], []
-            for (_, p, _, si), w0, before in zip(self._tracked, self._before_w, self._before_sums):
+            for (_, p, _, si), w0, before in zip(self._probe, self._before_w, self._before_sums):
                 w1 = p.detach()
-                # [<w',w'>, <w,w'>] of [<w',w'>, <w,w>, <w',w>]
-                after = _dots64(w1, w0)
-                part = [before, after[[0, 2]].to(before.device)]
-                # Per output channel for scale-invariant weights: norms before and after, dot.
+                # [<w',w'>, <w,w'>, <d,d>, <w,d>] with the update d = w' - w
+                after = _after_dots64(w0, w1).to(before.device)
+                part = [before, after[:2]]
+                steps = [after[2:]]
+                # Per output channel for scale-invariant weights: norms before and after, dot,
+                # and the update's sums.
                 if si and w0.ndim >= 2 and w0.shape[0] > 1:
-                    part += list(_row_dots64(w0, w1))
-                flat = torch.cat(part)
+                    rows = _row_dots64(w0, w1)
+                    part += list(rows[:3])
+                    steps += list(rows[3:])
+                flat = torch.cat(part + steps)
                 parts.append(flat)
-                sizes.append(flat.numel())
+                sizes.append((flat.numel(), sum(t.numel() for t in steps)))
             # One transfer to the host per probe step.
             host = torch.cat(parts).cpu().tolist() if parts else []
         self._before_w, self._before_sums = None, None
         start = 0
         new = []
-        for (name, p, gi, si), size in zip(self._tracked, sizes):
-            v = host[start : start + size]
+        for (name, p, gi, si), (size, n_steps) in zip(self._probe, sizes):
+            v, d = host[start : start + size - n_steps], host[start + size - n_steps : start + size]
             start += size
-            if not all(math.isfinite(x) for x in (v[0], v[1], v[3])):
+            if not all(math.isfinite(x) for x in (v[0], v[1], v[3], d[0])):
                 self._warn_once(f"nonfinite:{name}", f"{name} holds NaN or inf at step {self.steps}: the training diverged; its records are left out")
                 continue
             g = groups[gi]
-            # The core builds the record, and decides which prediction the tensor gets.
-            line = _core.probe_record(self.steps, name, self._roles[name], p.ndim, si, v, g.step_settings())
+            # The core builds the record, and decides which prediction the tensor gets; the
+            # angles come from the update's own sums.
+            line = _core.probe_record(self.steps, name, self._roles[name], p.ndim, si, v, g.step_settings(), d, self.channels)
             self._file.write(line + "\n")
             new.append(json.loads(line))
         # The first group's lr: the schedule the run reports (other groups may scale it).
@@ -326,17 +366,30 @@ def _dots64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def _row_dots64(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``<a_r,a_r>``, ``<b_r,b_r>``, ``<a_r,b_r>`` for each output channel ``r`` (dimension
-    0), in float64 a chunk of rows at a time."""
+def _after_dots64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[<b,b>, <a,b>, <d,d>, <a,d>]`` with the update ``d = b - a``, in float64 a chunk at a
+    time (the difference of two float32 or bfloat16 values is exact there, even where a large
+    step makes it inexact in their own dtype)."""
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    total = fa.new_zeros(4, dtype=torch.float64)
+    for i in range(0, fa.numel(), _CHUNK):
+        x, y = fa[i : i + _CHUNK].double(), fb[i : i + _CHUNK].double()
+        d = y - x
+        total += torch.stack([torch.dot(y, y), torch.dot(x, y), torch.dot(d, d), torch.dot(x, d)])
+    return total
+
+
+def _row_dots64(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """``<a_r,a_r>``, ``<b_r,b_r>``, ``<a_r,b_r>``, ``<d_r,d_r>``, ``<a_r,d_r>`` (``d = b - a``)
+    for each output channel ``r`` (dimension 0), in float64 a chunk of rows at a time."""
     ra, rb = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     step = max(1, _CHUNK // max(1, ra.shape[1]))
     parts = []
     for i in range(0, ra.shape[0], step):
         x, y = ra[i : i + step].double(), rb[i : i + step].double()
-        parts.append(torch.stack([(x * x).sum(1), (y * y).sum(1), (x * y).sum(1)]))
-    aa, bb, ab = torch.cat(parts, dim=1)
-    return aa, bb, ab
+        d = y - x
+        parts.append(torch.stack([(x * x).sum(1), (y * y).sum(1), (x * y).sum(1), (d * d).sum(1), (x * d).sum(1)]))
+    return tuple(torch.cat(parts, dim=1))
 
 
 def _group_info(g: Any) -> Dict[str, Any]:
