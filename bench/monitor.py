@@ -11,7 +11,7 @@ tokens; AdamW). SGD with momentum on normwd.torch.param_groups for the CNNs. CPU
 default; --device cuda on a GPU.
 
 Run: bench/.venv/bin/python bench/monitor.py --model resnet18   (scripts/python-env.sh installs the package)
-
+"""
 import argparse
 import os
 import statistics

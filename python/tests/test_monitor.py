@@ -268,9 +268,9 @@ def test_the_engine_inspect_and_monitor_give_the_same_predictions(tmp_path):
 
 
 def test_bfloat16_weights_are_measured_as_float64_would(tmp_path):
-    """The Monitor keeps one copy of the tracked weights in their own dtype and accumulates the
-    sums in float64 (products of two bfloat16 or float32 values are exact there): its angles on
-    a bfloat16 model equal the angle computed from float64 copies, to 1e-9 rad."""
+    """The Monitor keeps one copy of the probed weights in their own dtype and takes its sums
+    in float32 with pairwise reductions, a chunk at a time (no float64 copy): its angles and
+    norms on a bfloat16 model equal those computed from float64 copies to 1e-6 relative."""
     torch.manual_seed(0)
     net = convnet().to(torch.bfloat16)
     opt = torch.optim.SGD(nwd.param_groups(net, weight_decay=5e-4), lr=0.1, momentum=0.9)
@@ -287,8 +287,8 @@ def test_bfloat16_weights_are_measured_as_float64_would(tmp_path):
             cos = (before * after).sum() / (before.norm() * after.norm())
             expected = float(torch.acos(cos.clamp(-1, 1)))
             got = next(r for r in mon.records if r["path"] == "0.weight" and r["step"] == step)
-            assert expected > 1e-4 and abs(got["angle"] - expected) < 1e-9, (step, got["angle"], expected)
-            assert got["norm"] == pytest.approx(float(before.norm()), rel=1e-12)
+            assert expected > 1e-4 and got["angle"] == pytest.approx(expected, rel=1e-6), (step, got["angle"], expected)
+            assert got["norm"] == pytest.approx(float(before.norm()), rel=1e-6)
 
 
 def test_a_short_scheduled_run_describes_itself_truly(tmp_path):
@@ -319,11 +319,11 @@ def test_a_short_scheduled_run_describes_itself_truly(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_tiny_angles_come_from_the_update_itself(tmp_path, dtype, device):
     """An update far smaller than the weight (a fine-tuning's lr, late in a schedule): the
-    Monitor takes the angle from the update d = w' - w itself (the difference taken in float64
-    a chunk at a time, where it is exact), so its angle matches the float64 reference
-    (the update's part orthogonal to w, ``atan(||d_perp|| / (||w|| + <d, w>/||w||))``) to 1e-9
-    relative; the arccosine of the float64 cosine, which the records used before, is off by
-    more than 1% there."""
+    Monitor takes the angle from the update d = w' - w itself (one rounding of a difference of
+    two close values of the weight's dtype, summed pairwise in float32), so its angle matches the
+    float64 reference (the update's part orthogonal to w, ``atan(||d_perp|| / (||w|| + <d,
+    w>/||w||))``) to 1e-5 relative; the arccosine of even the float64 cosine, which the records
+    used before, is off by more than 1% there."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(64, 64, bias=False), nn.LayerNorm(64)).to(device, dtype)
     opt = torch.optim.SGD(net.parameters(), lr=1e-9 if dtype == torch.float32 else 1e-3)
@@ -341,13 +341,13 @@ def test_tiny_angles_come_from_the_update_itself(tmp_path, dtype, device):
             expected = float(torch.atan2(perp, before.norm() + along))
             by_acos = float(torch.acos(((before * after).sum() / (before.norm() * after.norm())).clamp(-1, 1)))
             got = next(r for r in mon.records if r["path"] == "0.weight" and r["step"] == step)
-            assert got["angle"] == pytest.approx(expected, rel=1e-9), (step, got["angle"], expected)
+            assert got["angle"] == pytest.approx(expected, rel=1e-5), (step, got["angle"], expected)
             if dtype == torch.float32:
                 assert expected < 1e-6 and abs(by_acos - expected) > 1e-2 * expected, (expected, by_acos)
             # Per channel too (the weight is scale-invariant: it feeds the LayerNorm alone).
             rows = torch.atan2((d - ((d * before).sum(1, keepdim=True) / before.norm(dim=1, keepdim=True) ** 2) * before).norm(dim=1),
                                before.norm(dim=1) + (d * before).sum(1) / before.norm(dim=1))
-            assert got["channel_angle"] == pytest.approx(rows.tolist(), rel=1e-9)
+            assert got["channel_angle"] == pytest.approx(rows.tolist(), rel=1e-5)
 
 
 def test_a_resnet50_probe_step_is_bounded_and_the_rotation_covers_every_tensor(tmp_path):

@@ -1,5 +1,5 @@
 """A Hugging Face ``Trainer`` callback that runs ``normwd.torch.Monitor`` on the model and the
-optimizer the Trainer built, in the main process only. By default it measures scale-invariance
+optimizer the Trainer built (rank 0 writes). By default it measures scale-invariance
 on the first training batch (a transformer's QK-normed projections are found without help).
 
 Example:
@@ -33,8 +33,8 @@ class MonitorCallback(TrainerCallback):
         self._first: Optional[FirstBatch] = None
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-        if not state.is_world_process_zero:
-            return
+        # On every process: the Monitor writes on rank 0 only, and under FSDP2 every rank must
+        # take part in its sums.
         if model is None or optimizer is None:
             raise ValueError("MonitorCallback: the Trainer passed no model or optimizer to on_train_begin")
         given = None if self.example_inputs == FIRST_BATCH else self.example_inputs

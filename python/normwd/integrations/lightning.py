@@ -1,5 +1,5 @@
 """A PyTorch Lightning callback that runs ``normwd.torch.Monitor`` on the module and its
-optimizer, on the global rank 0 only. By default it measures scale-invariance on the first
+optimizer (the global rank 0 writes). By default it measures scale-invariance on the first
 batch the module's ``forward`` is called on.
 
 Example:
@@ -41,8 +41,8 @@ class MonitorCallback(pl.Callback):
         self._first: Optional[FirstBatch] = None
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if trainer.global_rank != 0:
-            return
+        # On every process: the Monitor writes on rank 0 only, and under FSDP2 every rank must
+        # take part in its sums.
         if not trainer.optimizers:
             raise ValueError("MonitorCallback: the trainer has no optimizer (configure_optimizers returned none)")
         given = None if self.example_inputs == FIRST_BATCH else self.example_inputs

@@ -161,7 +161,10 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     if optimizer is not None and isinstance(optimizer, nn.Module):
         raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got {type(optimizer).__name__} (the model comes first: audit(model, optimizer))")
     model = unwrap(model)
+    sharded = any(type(t).__name__ == "DTensor" for t in model.parameters())
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        # Under FSDP2 each rank checks its own shard (a DTensor's reduction is a collective).
+        t = t.to_local() if type(t).__name__ == "DTensor" else t
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise ValueError(f"model: {name} holds {bad} NaN/inf values of {t.numel()}: the model has diverged or was loaded from a broken checkpoint")
@@ -171,6 +174,9 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     added: set = set()
     whole, why_not = _structure.trace(model) if trace else (None, None)
     probe = None
+    if example_inputs is not None and sharded:
+        notes.append("the parameters are sharded (FSDP2 DTensors): scale-invariance is not measured on example_inputs, the graph's verdicts stand")
+        example_inputs = None
     if example_inputs is not None:
         # Where torch.fx cannot trace the model, the forward pass the measurement runs is
         # recorded instead; should recording fail, the pass is run again without it.

@@ -105,8 +105,10 @@ class Monitor:
         report = audit(model, optimizer, example_inputs)
         self._adopt(report)
         self.active = not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
+        # Under FSDP2 each rank holds a shard of every weight: all ranks measure their shards
+        # and the sums are added across ranks (one all-reduce per probe step); rank 0 writes.
+        self._sharded = any(_is_dtensor(p) for _, p, _, _ in self._tracked)
         self._before_w: Optional[List[torch.Tensor]] = None
-        self._before_sums: Optional[List[torch.Tensor]] = None
         self._model_name = type(model).__name__
         self._lrs: set = set()
         #: Problems already warned about (each is said once).
@@ -163,7 +165,7 @@ class Monitor:
         self._adopt(report)
         if [n for n, _, _, _ in self._tracked] != names:
             # A copy taken before this step is of other tensors: this step is not measured.
-            self._before_w, self._before_sums = None, None
+            self._before_w = None
         else:
             now = {t[0]: t for t in self._tracked}
             self._probe = [now[t[0]] for t in self._probe]
@@ -215,6 +217,10 @@ class Monitor:
         _core.write_run_config(self.out, json.dumps(fields))
 
     def _probing(self) -> bool:
+        if self._sharded:
+            # Every rank takes part in each probe step's all-reduce, whatever happened on rank 0
+            # (a rank that stopped would leave the others waiting).
+            return (self.steps + 1) % self.every == 0
         return self.active and not self._broken and (self.steps + 1) % self.every == 0
 
     def _warn_once(self, key: str, message: str) -> None:
@@ -225,9 +231,7 @@ class Monitor:
     def _before(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         # The user's training is not normwd's to stop: whatever goes wrong here is a warning.
         try:
-            # A step given a closure (Lightning, L-BFGS) computes the gradients inside the
-            # step, after this hook: they are read after it.
-            self._measure_before(closure=bool(args and callable(args[0])) or callable(kwargs.get("closure")))
+            self._measure_before()
         except Exception as e:  # noqa: BLE001
             self._give_up("measuring before the step", e)
 
@@ -241,16 +245,13 @@ class Monitor:
     def _give_up(self, what: str, e: BaseException) -> None:
         """Stops monitoring after an unexpected error, with one warning; the training goes on."""
         self._broken = True
-        self._before_w, self._before_sums = None, None
+        self._before_w = None
         self._warn_once("broken", f"stopped monitoring: {what} failed ({type(e).__name__}: {e}); the training goes on")
 
-    def _measure_before(self, closure: bool = False) -> None:
+    def _measure_before(self) -> None:
         if not self._probing():
             return
         with torch.no_grad():
-            # One copy of each tracked weight in its own dtype (the step changes the parameter
-            # in place); the sums are taken in float64 a bounded chunk at a time, never over a
-            # float64 copy of the model.
             # A rotating subset where asked: the next tensors_per_step of the tracked ones.
             n, k = len(self._tracked), self.tensors_per_step
             if k is None or k >= n:
@@ -258,57 +259,56 @@ class Monitor:
             else:
                 self._probe = [self._tracked[(self._cursor + i) % n] for i in range(k)]
                 self._cursor = (self._cursor + k) % n
-            self._before_w = [p.detach().clone() for _, p, _, _ in self._probe]
-            self._before_sums = None if closure else self._grad_sums()
-
-    def _grad_sums(self) -> List[torch.Tensor]:
-        """``[<w,w>, <g,g>, <w,g>]`` of each tracked tensor, ``w`` before the step."""
-        assert self._before_w is not None
-        sums = []
-        for w0, (_, p, _, _) in zip(self._before_w, self._probe):
-            g = torch.zeros_like(w0) if p.grad is None else p.grad.detach()
-            sums.append(_dots64(w0, g))
-        return sums
+            # One copy of each probed weight (its shard under FSDP2) in its own dtype: the step
+            # changes the parameter in place.
+            self._before_w = [_local(p).detach().clone() for _, p, _, _ in self._probe]
 
     def _measure_after(self) -> None:
         if self._before_w is None:
             return
         groups = settings(self.optimizer)
         with torch.no_grad():
-            if self._before_sums is None:
-                # The closure's gradients, left in .grad by the step.
-                self._before_sums = self._grad_sums()
-            parts, sizes = [], []
-            for (_, p, _, si), w0, before in zip(self._probe, self._before_w, self._before_sums):
-                w1 = p.detach()
-                # [<w',w'>, <w,w'>, <d,d>, <w,d>] with the update d = w' - w
-                after = _after_dots64(w0, w1).to(before.device)
-                part = [before, after[:2]]
-                steps = [after[2:]]
-                # Per output channel for scale-invariant weights: norms before and after, dot,
-                # and the update's sums.
-                if si and w0.ndim >= 2 and w0.shape[0] > 1:
-                    rows = _row_dots64(w0, w1)
-                    part += list(rows[:3])
-                    steps += list(rows[3:])
-                flat = torch.cat(part + steps)
-                parts.append(flat)
-                sizes.append((flat.numel(), sum(t.numel() for t in steps)))
+            # Everything from one pass over each tensor after the step: the weight before it, the
+            # weight after it and the gradient the step used (left in .grad, also where a closure
+            # computed it inside the step, as Lightning's does).
+            totals, rows = [], []
+            for (_, p, _, si), w0 in zip(self._probe, self._before_w):
+                g = p.grad
+                per_row = si and p.ndim >= 2 and p.shape[0] > 1
+                t, r = _step_sums(w0, _local(p).detach(), None if g is None else _local(g).detach(), per_row)
+                if per_row and _is_dtensor(p):
+                    # This rank's rows, at their place among all the tensor's rows.
+                    full = r.new_zeros(3, p.shape[0])
+                    start = _row_offset(p)
+                    full[:, start : start + r.shape[1]] = r
+                    r = full
+                totals.append(t)
+                rows.append(r)
+            flat = torch.cat(totals + [r.reshape(-1) for r in rows if r is not None])
+            if self._sharded:
+                torch.distributed.all_reduce(flat)
             # One transfer to the host per probe step.
-            host = torch.cat(parts).cpu().tolist() if parts else []
-        self._before_w, self._before_sums = None, None
-        start = 0
+            host = flat.cpu().tolist()
+        self._before_w = None
+        if not self.active or self._broken:
+            return
         new = []
-        for (name, p, gi, si), (size, n_steps) in zip(self._probe, sizes):
-            v, d = host[start : start + size - n_steps], host[start + size - n_steps : start + size]
-            start += size
-            if not all(math.isfinite(x) for x in (v[0], v[1], v[3], d[0])):
+        at = 5 * len(totals)
+        for i, ((name, p, gi, si), r) in enumerate(zip(self._probe, rows)):
+            ww, gg, wg, dd, wd = host[5 * i : 5 * i + 5]
+            n = 0 if r is None else r.shape[1]
+            # The core's layout: [||w||^2, ||g||^2, <w,g>, ||w'||^2, <w,w'>] and the rows'
+            # ||w_r||^2, ||w'_r||^2, <w_r,w'_r>; the update's [||d||^2, <w,d>] and its rows'.
+            rww, rdd, rwd = host[at : at + n], host[at + n : at + 2 * n], host[at + 2 * n : at + 3 * n]
+            at += 3 * n
+            if not all(math.isfinite(x) for x in (ww, gg, wg, dd, wd)):
                 self._warn_once(f"nonfinite:{name}", f"{name} holds NaN or inf at step {self.steps}: the training diverged; its records are left out")
                 continue
+            sums = [ww, gg, wg, ww + 2 * wd + dd, ww + wd] + rww + [a + 2 * c + b for a, b, c in zip(rww, rdd, rwd)] + [a + c for a, c in zip(rww, rwd)]
             g = groups[gi]
             # The core builds the record, and decides which prediction the tensor gets; the
             # angles come from the update's own sums.
-            line = _core.probe_record(self.steps, name, self._roles[name], p.ndim, si, v, g.step_settings(), d, self.channels)
+            line = _core.probe_record(self.steps, name, self._roles[name], p.ndim, si, sums, g.step_settings(), [dd, wd] + rdd + rwd, self.channels)
             self._file.write(line + "\n")
             new.append(json.loads(line))
         # The first group's lr: the schedule the run reports (other groups may scale it).
@@ -351,45 +351,61 @@ class Monitor:
         self.close()
 
 
-#: Elements upcast to float64 at a time: the measurement's only float64 memory.
-_CHUNK = 1 << 20
+#: Elements taken at a time by the sums: their temporaries (the update, products) stay bounded.
+_CHUNK = 1 << 22
 
 
-def _dots64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``[<a,a>, <b,b>, <a,b>]`` accumulated in float64 (each product of two float32 or
-    bfloat16 values is exact there), each chunk upcast once."""
-    fa, fb = a.reshape(-1), b.reshape(-1)
-    total = fa.new_zeros(3, dtype=torch.float64)
-    for i in range(0, fa.numel(), _CHUNK):
-        x, y = fa[i : i + _CHUNK].double(), fb[i : i + _CHUNK].double()
-        total += torch.stack([torch.dot(x, x), torch.dot(y, y), torch.dot(x, y)])
-    return total
+def _is_dtensor(t: Any) -> bool:
+    return type(t).__name__ == "DTensor" and hasattr(t, "to_local")
 
 
-def _after_dots64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``[<b,b>, <a,b>, <d,d>, <a,d>]`` with the update ``d = b - a``, in float64 a chunk at a
-    time (the difference of two float32 or bfloat16 values is exact there, even where a large
-    step makes it inexact in their own dtype)."""
-    fa, fb = a.reshape(-1), b.reshape(-1)
-    total = fa.new_zeros(4, dtype=torch.float64)
-    for i in range(0, fa.numel(), _CHUNK):
-        x, y = fa[i : i + _CHUNK].double(), fb[i : i + _CHUNK].double()
-        d = y - x
-        total += torch.stack([torch.dot(y, y), torch.dot(x, y), torch.dot(d, d), torch.dot(x, d)])
-    return total
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A tensor's own values on this rank: its shard under FSDP2, else itself."""
+    return t.to_local() if _is_dtensor(t) else t
 
 
-def _row_dots64(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-    """``<a_r,a_r>``, ``<b_r,b_r>``, ``<a_r,b_r>``, ``<d_r,d_r>``, ``<a_r,d_r>`` (``d = b - a``)
-    for each output channel ``r`` (dimension 0), in float64 a chunk of rows at a time."""
-    ra, rb = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-    step = max(1, _CHUNK // max(1, ra.shape[1]))
-    parts = []
-    for i in range(0, ra.shape[0], step):
-        x, y = ra[i : i + step].double(), rb[i : i + step].double()
-        d = y - x
-        parts.append(torch.stack([(x * x).sum(1), (y * y).sum(1), (x * y).sum(1), (d * d).sum(1), (x * d).sum(1)]))
-    return tuple(torch.cat(parts, dim=1))
+def _row_offset(p: Any) -> int:
+    """The first row of this rank's shard of DTensor ``p`` among all its rows."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    return int(offset[0]) if offset else 0
+
+
+def _step_sums(w0: torch.Tensor, w1: torch.Tensor, g: Optional[torch.Tensor], per_row: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One tensor's sums around a step, on its device: ``[<w,w>, <g,g>, <w,g>, <d,d>, <w,d>]``
+    (float64) with the update ``d = w' - w`` and, ``per_row``, each output channel's
+    ``[<w_r,w_r>, <d_r,d_r>, <w_r,d_r>]`` (``[3, rows]``, float64).
+
+    In the weights' dtype (half precision upcast to float32 a chunk at a time), without a
+    float64 copy: ``d`` is one rounding of a difference, exact for the close values a step
+    leaves, and the reductions are pairwise (torch's cascade sums), so the angle taken from
+    ``d`` keeps about 1e-6 of its own size at any size (tested against float64)."""
+    rows = w0.shape[0] if per_row else 1
+    x, y = w0.reshape(rows, -1), w1.reshape(rows, -1)
+    gx = g.reshape(rows, -1) if g is not None else None
+    width = x.shape[1]
+    out_rows, gg, wg = [], w0.new_zeros((), dtype=torch.float64), w0.new_zeros((), dtype=torch.float64)
+    step = max(1, _CHUNK // max(1, width))
+    # Blocks of whole rows, or pieces of the one long row of a tensor summed as a whole.
+    span = _CHUNK if rows == 1 else width
+    for i in range(0, rows, step):
+        for j in range(0, width, span):
+            xc, yc = x[i : i + step, j : j + span], y[i : i + step, j : j + span]
+            gc = gx[i : i + step, j : j + span] if gx is not None else None
+            if xc.dtype in (torch.float16, torch.bfloat16):
+                xc, yc = xc.float(), yc.float()
+                gc = gc.float() if gc is not None else None
+            d = yc - xc
+            block = torch.stack([(xc * xc).sum(1), (d * d).sum(1), (xc * d).sum(1)]).double()
+            out_rows.append(block)
+            if gc is not None:
+                gg += (gc * gc).sum().double()
+                wg += (xc * gc).sum().double()
+    per = torch.cat(out_rows, dim=1) if rows > 1 else torch.stack(out_rows).sum(0)
+    ww, dd, wd = per.sum(1)
+    totals = torch.stack([ww, gg, wg, dd, wd])
+    return totals, (per if per_row else None)
 
 
 def _group_info(g: Any) -> Dict[str, Any]:
