@@ -54,6 +54,10 @@ crate::choice! {
         Adamw = "adamw",
         /// Lion (Chen et al. 2023): the sign of a momentum blend, decoupled decay (F9).
         Lion = "lion",
+        /// NAdam (PyTorch's `torch.optim.NAdam`): Adam with a Nesterov blend of the gradient and
+        /// the first moment, L2 unless `decoupled_weight_decay` ([`crate::theory::angle_nadam`]).
+        /// The engine does not train with it.
+        Nadam = "nadam",
     }
 }
 
@@ -65,33 +69,43 @@ impl Rule {
             (Rule::Adam | Rule::Adamw, true) => Family::AdamL2,
             (Rule::Adam | Rule::Adamw, false) => Family::AdamW { b1: betas.0, b2: betas.1 },
             (Rule::Lion, _) => Family::Lion { b1: betas.0, b2: betas.1 },
+            (Rule::Nadam, true) => Family::AdamL2,
+            // `momentum` is NAdam's blend `mu_t` at the step (it tends to beta1).
+            (Rule::Nadam, false) => Family::Nadam { b1: betas.0, mu: momentum },
         }
     }
 
-    /// The optimizer kind of the same name, whose row of [`OptimKind::facts`] holds this
-    /// rule's defaults and step scale.
-    pub fn kind(self) -> OptimKind {
+    /// The optimizer kind of the same name the engine trains with, whose row of
+    /// [`OptimKind::facts`] holds this rule's defaults and step scale (`None` for NAdam).
+    pub fn kind(self) -> Option<OptimKind> {
         match self {
-            Rule::Sgd => OptimKind::Sgd,
-            Rule::Adam => OptimKind::Adam,
-            Rule::Adamw => OptimKind::Adamw,
-            Rule::Lion => OptimKind::Lion,
+            Rule::Sgd => Some(OptimKind::Sgd),
+            Rule::Adam => Some(OptimKind::Adam),
+            Rule::Adamw => Some(OptimKind::Adamw),
+            Rule::Lion => Some(OptimKind::Lion),
+            Rule::Nadam => None,
         }
+    }
+
+    /// This rule's row of facts: its kind's, or for NAdam Adam's (PyTorch's NAdam has Adam's
+    /// defaults: L2, betas (0.9, 0.999), a per-element step).
+    fn facts(self) -> Facts {
+        self.kind().unwrap_or(OptimKind::Adam).facts()
     }
 
     /// Whether decay is decoupled when the user did not say (as PyTorch's AdamW and Lion).
     pub fn decoupled_by_default(self) -> bool {
-        self.kind().facts().decay == DecayMode::Decoupled
+        self.facts().decay == DecayMode::Decoupled
     }
 
     /// The betas when the user gave none (PyTorch's Adam; Lion's paper).
     pub fn default_betas(self) -> (f64, f64) {
-        self.kind().facts().betas
+        self.facts().betas
     }
 
     /// How the update scales with the gradient, which decides the effective lr.
     pub fn step_scale(self) -> StepScale {
-        self.kind().facts().step
+        self.facts().step
     }
 }
 

@@ -402,10 +402,12 @@ struct Measured {
 #[pyfunction]
 fn write_run_config(dir: &str, fields: &str) -> PyResult<()> {
     let m: Measured = serde_json::from_str(fields).map_err(|e| PyValueError::new_err(format!("run settings: {e}")))?;
-    // An optimizer without a closed form is recorded as such, never as SGD's.
+    // An optimizer without a closed form is recorded as such (`no_closed_form`), never as
+    // SGD's; NAdam, which the engine does not train with, as the kind whose facts it shares
+    // (Adam's), its own name in `external.optimizer`.
     let rule: Option<Rule> = m.rule.as_deref().map(|r| parse("rule", r)).transpose()?;
     let config = RunConfig {
-        optimizer: rule.map(Rule::kind).unwrap_or(OptimKind::Sgd),
+        optimizer: rule.map(|r| r.kind().unwrap_or(OptimKind::Adam)).unwrap_or(OptimKind::Sgd),
         lr: m.lr,
         momentum: m.momentum,
         weight_decay: m.weight_decay,

@@ -15,7 +15,7 @@ pub struct HyperArgs {
     /// Learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Momentum (SGD) [default: 0.9].
+    /// Momentum (SGD) [default: 0.9]; for nadam its blend mu_t [default: beta1].
     #[arg(long)]
     pub momentum: Option<f64>,
     /// Weight decay lambda.
@@ -61,14 +61,16 @@ impl HyperArgs {
         };
         let lr = given("lr", self.lr, assume.map(|a| a.0))?;
         let weight_decay = given("weight-decay", self.weight_decay, assume.map(|a| a.1))?;
-        let momentum = match optimizer {
-            Rule::Sgd => given("momentum", self.momentum, Some(0.9))?,
-            _ => self.momentum.unwrap_or(0.0),
-        };
         let betas = match self.betas {
             Some(Betas([x, y])) if (0.0..1.0).contains(&x) && (0.0..1.0).contains(&y) => (x, y),
             Some(Betas([x, y])) => return Err(fail(2, format!("--betas {x},{y}: expected two numbers in [0, 1)"))),
             None => optimizer.default_betas(),
+        };
+        let momentum = match optimizer {
+            Rule::Sgd => given("momentum", self.momentum, Some(0.9))?,
+            // NAdam's Nesterov blend mu_t, which tends to beta1 as a training goes on.
+            Rule::Nadam => self.momentum.unwrap_or(betas.0),
+            _ => self.momentum.unwrap_or(0.0),
         };
         let decoupled = self.decay.map(|d| d == DecayMode::Decoupled).unwrap_or(optimizer.decoupled_by_default());
         let hyper = Hyper { optimizer, lr, momentum, weight_decay, coupled: !decoupled, betas };

@@ -47,6 +47,18 @@ pub fn angle_adamw(lr: f64, wd: f64, b1: f64) -> f64 {
     (2.0 * lr * wd * (1.0 - b1) / (1.0 + b1)).sqrt()
 }
 
+/// NAdam with decoupled decay (PyTorch's `NAdam(decoupled_weight_decay=True)`): the step
+/// blends the gradient and Adam's first moment, `u = (1-mu)*g + mu*m` with `m` the EMA of
+/// `b1`, so one gradient weighs `1 - mu*b1` in its own step and `mu*(1-b1)*b1^k` in the k-th
+/// after (together 1). F8's argument (the angle is `sqrt(2*eta*lambda)` times the RMS of one
+/// step over the long-run RMS of the summed steps) gives `sqrt(2*eta*lambda*((1-mu*b1)^2 +
+/// mu^2*b1^2*(1-b1)/(1+b1)))`; `mu` is PyTorch's `mu_t = b1*(1 - 0.5*0.96^(t*psi))`, which
+/// creeps to `b1` over tens of thousands of steps. Derived here; checked by simulation with
+/// `torch.optim.NAdam` (python/tests/test_optimizers.py).
+pub fn angle_nadam(lr: f64, wd: f64, b1: f64, mu: f64) -> f64 {
+    (2.0 * lr * wd * ((1.0 - mu * b1).powi(2) + mu * mu * b1 * b1 * (1.0 - b1) / (1.0 + b1))).sqrt()
+}
+
 /// F9: Lion, `sqrt(pi/2) * sqrt(2*eta*lambda) * sqrt((1-b1)^2 + b1^2*(1-b2)/(1+b2))`.
 pub fn angle_lion(lr: f64, wd: f64, b1: f64, b2: f64) -> f64 {
     (PI / 2.0).sqrt() * (2.0 * lr * wd).sqrt() * ((1.0 - b1).powi(2) + b1 * b1 * (1.0 - b2) / (1.0 + b2)).sqrt()
@@ -130,6 +142,13 @@ pub enum Family {
         /// `beta2` (how fast the second moment follows a changing gradient: [`track`]).
         b2: f64,
     },
+    /// NAdam with decoupled decay ([`angle_nadam`]).
+    Nadam {
+        /// `beta1` (the first moment's EMA).
+        b1: f64,
+        /// The momentum blend `mu_t` at this step.
+        mu: f64,
+    },
     /// An optimizer without a closed-form equilibrium in THEORY.md (SGDP, AdamP, LARS, ...).
     Other,
     /// Lion.
@@ -151,6 +170,7 @@ pub fn predicted_angle(family: Family, lr: f64, wd: f64) -> Option<f64> {
         Family::Sgd { mu, coupled: false } => Some(angle_sgdw(lr, wd, mu)),
         Family::AdamL2 | Family::Other => None,
         Family::AdamW { b1, .. } => Some(angle_adamw(lr, wd, b1)),
+        Family::Nadam { b1, mu } => Some(angle_nadam(lr, wd, b1, mu)),
         Family::Lion { b1, b2 } => Some(angle_lion(lr, wd, b1, b2)),
     }
 }
@@ -202,7 +222,7 @@ pub fn gap_cos(family: Family, lr: f64, wd: f64, k: u64) -> Option<f64> {
             };
             Some(q.powf(k as f64) - r_prev * sum)
         }
-        Family::AdamL2 | Family::Other | Family::Lion { .. } => None,
+        Family::AdamL2 | Family::Other | Family::Lion { .. } | Family::Nadam { .. } => None,
     }
 }
 
@@ -359,6 +379,11 @@ mod tests {
         assert!(
             (angle_lion(1e-4, 1.0, 0.9, 0.99) - (PI / 2.0).sqrt() * (2e-4f64).sqrt() * (0.01f64 + 0.81 * 0.01 / 1.99).sqrt()).abs() < 1e-15
         );
+        // NAdam: without the blend (mu = 0) the normalized gradient alone, sqrt(2*eta*lambda);
+        // at mu = b1 the Nesterov EMA's factor (1-b1^2)^2 + b1^4*(1-b1)/(1+b1), larger than F8's.
+        assert!((angle_nadam(1e-3, 0.1, 0.9, 0.0) - (2e-4f64).sqrt()).abs() < 1e-15);
+        let nesterov = (2e-4 * ((1.0 - 0.81f64).powi(2) + 0.6561 * 0.1 / 1.9)).sqrt();
+        assert!((angle_nadam(1e-3, 0.1, 0.9, 0.9) - nesterov).abs() < 1e-15 && nesterov > angle_adamw(1e-3, 0.1, 0.9));
         // Without momentum the root is 1 - eta*lambda... squared root form: a = 1 - eta*lambda when mu = 0.
         assert!((exp_lr_momentum_root(0.1, 0.01, 0.0).unwrap() - 0.999).abs() < 1e-12);
     }

@@ -42,7 +42,7 @@ pub fn ratio_change(family: Family, (lr_a, wd_a): (f64, f64), (lr_b, wd_b): (f64
     }
     match family {
         Family::Sgd { .. } => Some(grad_weight_ratio(family, lr_b, wd_b)? / grad_weight_ratio(family, lr_a, wd_a)?),
-        Family::AdamW { .. } | Family::Lion { .. } => Some((wd_b / lr_b) / (wd_a / lr_a)),
+        Family::AdamW { .. } | Family::Lion { .. } | Family::Nadam { .. } => Some((wd_b / lr_b) / (wd_a / lr_a)),
         Family::AdamL2 | Family::Other => None,
     }
 }
@@ -150,7 +150,7 @@ pub fn equilibrium_state(family: Family, lr: f64, wd: f64, g_sq: f64) -> Option<
             let v = g_sq / n;
             Some(NormState { sq_norm: n, buf_dot: -lr * q / (1.0 - a * b1) * v.sqrt(), buf_sq: q * v, grad_sq: v })
         }
-        Family::AdamL2 | Family::Other | Family::Lion { .. } => None,
+        Family::AdamL2 | Family::Other | Family::Lion { .. } | Family::Nadam { .. } => None,
     }
 }
 
@@ -189,7 +189,7 @@ pub fn track_step(family: Family, s: NormState, lr: f64, wd: f64, g_sq: f64) -> 
                 grad_sq: v,
             })
         }
-        Family::AdamL2 | Family::Other | Family::Lion { .. } => None,
+        Family::AdamL2 | Family::Other | Family::Lion { .. } | Family::Nadam { .. } => None,
     }
 }
 

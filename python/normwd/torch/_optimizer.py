@@ -31,6 +31,8 @@ class GroupSettings:
     cautious: bool = False
     #: ``lr / lr_max`` (the schedule's factor, for corrected decay).
     lr_factor: float = 1.0
+    #: NAdam's momentum blend ``mu_t`` at the group's step (it creeps to beta1), else None.
+    nadam_mu: Optional[float] = None
 
     @property
     def acting_weight_decay(self) -> float:
@@ -41,11 +43,14 @@ class GroupSettings:
     @property
     def theory_betas(self) -> Optional[Tuple[float, float]]:
         """The betas the closed forms take: Adam's and Lion's (SGD's group has none)."""
-        return self.betas if self.optimizer in ("adam", "adamw", "lion") else None
+        return self.betas if self.optimizer in ("adam", "adamw", "lion", "nadam") else None
 
     @property
     def theory_momentum(self) -> float:
-        """The momentum the closed forms take, below 1 (where they have none)."""
+        """The momentum the closed forms take, below 1 (where they have none); NAdam's blend
+        ``mu_t``."""
+        if self.nadam_mu is not None:
+            return self.nadam_mu
         return min(self.momentum, 0.999)
 
     def no_prediction(self) -> Optional[str]:
@@ -54,16 +59,17 @@ class GroupSettings:
         Example:
             >>> net = torch.nn.Linear(2, 2)
             >>> settings(torch.optim.RMSprop(net.parameters(), lr=0.01))[0].no_prediction()
-            'no prediction for RMSprop: normwd has no closed-form equilibrium for it (it has one for sgd, adam, adamw, lion)'
+            'no prediction for RMSprop: normwd has no closed-form equilibrium for it (it has one for SGD, AdamW, Lion, and Adam, NAdam, RAdam, Adamax with decoupled decay)'
         """
         if self.optimizer is None:
-            return f"no prediction for {self.kind}: normwd has no closed-form equilibrium for it (it has one for {', '.join(_core.optimizers())})"
+            return f"no prediction for {self.kind}: normwd has no closed-form equilibrium for it (it has one for {PREDICTED})"
         if self.lr <= 0:
             return f"no prediction for this group: its lr is {self.lr:g}"
         if self.acting_weight_decay <= 0:
             return "no prediction for this group: without weight decay there is no equilibrium (the norms only grow, F4)"
-        if self.optimizer == "adam" and not self.decoupled:
-            return "no prediction for this group: L2 in Adam's gradient has no fixed rotational rate (it depends on the gradient); decoupled decay (AdamW) has one"
+        if self.optimizer in ("adam", "nadam") and not self.decoupled:
+            fix = "decoupled_weight_decay=True" if self.kind in ("NAdam", "RAdam") else "decoupled decay (AdamW, or normwd.torch.decay_control)"
+            return f"no prediction for this group: L2 in {self.kind}'s gradient has no fixed rotational rate (it depends on the gradient); {fix} has one"
         return None
 
     def hyper(self) -> "Optional[_core.Hyper]":
@@ -87,12 +93,25 @@ class GroupSettings:
         return h.equilibrium()
 
 
+#: The torch.optim classes ``_rule`` gives a closed form, for messages.
+PREDICTED = "SGD, AdamW, Lion, and Adam, NAdam, RAdam, Adamax with decoupled decay"
+
+
 def _rule(opt: torch.optim.Optimizer, group: dict) -> Tuple[Optional[str], Optional[bool]]:
+    """The core's closed form for an optimizer's group, and whether its decay is decoupled.
+    RAdam's rectification only scales the step (the angle does not depend on the step's
+    size, F8's argument), and Adamax's infinity-norm denominator only changes the per-element
+    scale: both follow F8 with decoupled decay, and Adam's L2 case without
+    (python/tests/test_optimizers.py simulates each)."""
     name = type(opt).__name__
     if isinstance(opt, torch.optim.AdamW):
         return "adamw", True
-    if isinstance(opt, torch.optim.Adam):
+    if isinstance(opt, (torch.optim.Adam, torch.optim.RAdam)):
         return ("adamw", True) if group.get("decoupled_weight_decay") else ("adam", False)
+    if isinstance(opt, torch.optim.NAdam):
+        return "nadam", bool(group.get("decoupled_weight_decay"))
+    if isinstance(opt, torch.optim.Adamax):
+        return "adam", False
     if isinstance(opt, torch.optim.SGD):
         return "sgd", False
     if name.lower() == "lion":
@@ -131,6 +150,7 @@ def settings(opt: torch.optim.Optimizer) -> List[GroupSettings]:
         betas = g.get("betas")
         if betas is not None:
             betas = (_number(where, {"b": betas[0]}, "b"), _number(where, {"b": betas[1]}, "b"))
+        nadam_mu = _nadam_mu(opt, g, betas) if rule == "nadam" else None
         out.append(
             GroupSettings(
                 index=i,
@@ -144,9 +164,19 @@ def settings(opt: torch.optim.Optimizer) -> List[GroupSettings]:
                 corrected=corrected,
                 cautious=bool(g.get(_decay.CAUTIOUS)),
                 lr_factor=lr / _decay.lr_max(g) if corrected and lr > 0 else 1.0,
+                nadam_mu=nadam_mu,
             )
         )
     return out
+
+
+def _nadam_mu(opt: torch.optim.Optimizer, group: dict, betas: Optional[Tuple[float, float]]) -> float:
+    """PyTorch NAdam's momentum blend at the group's step ``t``: ``b1*(1 - 0.5*0.96^(t*psi))``
+    (``psi`` the group's ``momentum_decay``)."""
+    b1 = betas[0] if betas else 0.9
+    state = next((opt.state[p] for p in group["params"] if p in opt.state and "step" in opt.state[p]), None)
+    t = float(state["step"]) if state is not None else 0.0
+    return b1 * (1.0 - 0.5 * 0.96 ** (t * float(group.get("momentum_decay", 4e-3))))
 
 
 def membership(model: nn.Module, opt: torch.optim.Optimizer) -> Dict[int, List[int]]:
