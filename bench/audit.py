@@ -8,6 +8,7 @@ peak resident memory is its own. ``--verdicts FILE`` writes every weight's verdi
 
 Run: bench/.venv/bin/python bench/audit.py [--models resnet50,qwen3] [--verdicts out.json]
 """
+
 import argparse
 import json
 import os
@@ -101,7 +102,7 @@ def main():
     print(f"{'model':<24}{'params':>8}{'own s':>8}{'own MB':>8}{'audit s':>9}{'audit MB':>10}{'mem ratio':>11}{'invariant':>11}")
     for name in a.models.split(","):
         runs = {}
-        for what in (["audit"] if a.skip_own else ["own", "audit"]):
+        for what in ["audit"] if a.skip_own else ["own", "audit"]:
             r = subprocess.run([sys.executable, __file__, "--one", name, what], capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(f"{name} {what} failed:\n{r.stderr[-3000:]}")

@@ -12,6 +12,7 @@ default; --device cuda on a GPU.
 
 Run: bench/.venv/bin/python bench/monitor.py --model resnet18   (scripts/python-env.sh installs the package)
 """
+
 import argparse
 import os
 import statistics
@@ -23,9 +24,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_ref import build  # noqa: E402
-
 import normwd.torch as nwd  # noqa: E402
+from pytorch_ref import build  # noqa: E402
 
 
 def steps(model, opt, batch, loss_fn, n, sync):

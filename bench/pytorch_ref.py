@@ -14,6 +14,7 @@ is torch.compile'd (inductor) and the time of its first steps, where it compiles
 apart (compile_s) and left out of the median.
 Used by bench/compare.sh; run alone: python bench/pytorch_ref.py --model convnet [--compile]
 """
+
 import argparse
 import json
 import time

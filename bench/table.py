@@ -13,6 +13,7 @@ GFLOP/s where 227 were measured. Without a `peak ` line the share is of the nomi
 
     python3 bench/table.py LINES_FILE
 """
+
 import json
 import platform
 import sys

@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release "$@"
 py=$(scripts/python-env.sh)
+# The Python code's format and lint (ruff, configured in python/pyproject.toml).
+"$py" -m ruff format --config python/pyproject.toml --check python bench
+"$py" -m ruff check --config python/pyproject.toml python bench
 (cd python/tests && "$py" -m pytest -q -p no:cacheprovider .)
 # The docstrings' examples, against the installed package (the checkout has no built extension).
 (cd "$(mktemp -d)" && "$py" -m pytest -q -p no:cacheprovider --doctest-modules --pyargs normwd)

@@ -12,11 +12,10 @@ import json
 import os
 import sys
 
+import normwd.torch as nwd
 import torch
 import torch.distributed as dist
 from torch import nn
-
-import normwd.torch as nwd
 
 
 def main() -> None:

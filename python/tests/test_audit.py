@@ -4,10 +4,9 @@ mistakes flagged."""
 
 import copy
 
+import normwd.torch as nwd
 import pytest
 import torch
-
-import normwd.torch as nwd
 from models import TinyLM
 
 timm = pytest.importorskip("timm", reason="timm is installed by scripts/test.sh")
@@ -94,7 +93,13 @@ def test_gpt2_untraceable_is_measured_and_its_embeddings_flagged():
     # torch.fx cannot trace it; the forward pass run for the measurement was recorded instead.
     assert not report.notes, report.notes
     assert {p.name for p in by_role(report, "embedding")} == {"transformer.wte.weight", "transformer.wpe.weight"}
-    assert {p.name for p in by_role(report, "norm-scale")} == {"transformer.h.0.ln_1.weight", "transformer.h.0.ln_2.weight", "transformer.h.1.ln_1.weight", "transformer.h.1.ln_2.weight", "transformer.ln_f.weight"}
+    assert {p.name for p in by_role(report, "norm-scale")} == {
+        "transformer.h.0.ln_1.weight",
+        "transformer.h.0.ln_2.weight",
+        "transformer.h.1.ln_1.weight",
+        "transformer.h.1.ln_2.weight",
+        "transformer.ln_f.weight",
+    }
     # Pre-LN: no Conv1D feeds a norm directly, and none measures invariant.
     weights = by_role(report, "weight")
     assert weights and all(not p.scale_invariant and p.structural == "no" and p.numeric.startswith("no") for p in weights), [(p.name, p.structural, p.numeric) for p in weights]
@@ -133,9 +138,7 @@ def test_a_tokenizer_batch_is_taken_as_keyword_inputs():
     batch = transformers.BatchEncoding({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
     by_kwargs = nwd.audit(model, example_inputs=batch)
     positional = nwd.audit(model, example_inputs=ids)
-    assert [(p.name, p.scale_invariant, p.numeric.split(" ")[0]) for p in by_kwargs.params] == [
-        (p.name, p.scale_invariant, p.numeric.split(" ")[0]) for p in positional.params
-    ]
+    assert [(p.name, p.scale_invariant, p.numeric.split(" ")[0]) for p in by_kwargs.params] == [(p.name, p.scale_invariant, p.numeric.split(" ")[0]) for p in positional.params]
     assert any(p.numeric != "-" for p in by_kwargs.params), "it measured"
 
 
@@ -194,9 +197,7 @@ def test_json_and_wrappers():
 def test_weights_the_outputs_do_not_depend_on_are_said_in_one_line():
     """Behind a zero-initialised scale (timm's last norm of a residual block) the outputs do not
     depend on a weight, so rescaling it measures nothing: the table says so once for all of them."""
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, bias=False), torch.nn.BatchNorm2d(4)
-    )
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, bias=False), torch.nn.BatchNorm2d(4))
     torch.nn.init.zeros_(net[4].weight)
     report = nwd.audit(net, example_inputs=torch.randn(2, 3, 8, 8))
     assert report["0.weight"].numeric == report["3.weight"].numeric == "no effect"

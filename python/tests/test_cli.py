@@ -36,9 +36,8 @@ def test_bad_factories_and_shapes_exit_2_naming_them():
 def test_report_from_the_shell(tmp_path):
     """`normwd report RUN` (the console script the package installs, here as `python -m
     normwd`) draws a Monitor run's report, and names a folder that is no run."""
-    import torch
-
     import normwd.torch as nwd
+    import torch
     from models import convnet
 
     net = convnet()

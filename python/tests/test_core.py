@@ -2,9 +2,8 @@
 
 import math
 
-import pytest
-
 import normwd
+import pytest
 from normwd import _core, theory
 
 
@@ -80,9 +79,8 @@ def test_an_optimizer_without_a_closed_form_is_told_so():
     import json
     import tempfile
 
-    import torch
-
     import normwd.torch as nwd
+    import torch
 
     net = torch.nn.Sequential(torch.nn.Linear(4, 8, bias=False), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
     opt = torch.optim.RMSprop(net.parameters(), lr=1e-3, weight_decay=1e-4)

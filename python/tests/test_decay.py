@@ -5,11 +5,10 @@ decay that acts."""
 import json
 import math
 
+import normwd.torch as nwd
 import pytest
 import torch
 from torch import nn
-
-import normwd.torch as nwd
 
 
 def net() -> nn.Module:

@@ -1,10 +1,9 @@
 """``normwd.torch.param_groups``: the four policies on a timm ResNet, the scale-invariant group
 set apart, and the errors."""
 
+import normwd.torch as nwd
 import pytest
 import torch
-
-import normwd.torch as nwd
 from models import TinyLM
 
 timm = pytest.importorskip("timm", reason="timm is installed by scripts/test.sh")

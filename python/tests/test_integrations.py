@@ -3,14 +3,12 @@ the wrapper looked through), TensorBoard- and W&B-style writers, the PyTorch Lig
 and the Hugging Face Trainer callback, each with the real package."""
 
 import json
-import os
 import socket
 
+import normwd.torch as nwd
 import pytest
 import torch
 from torch import nn
-
-import normwd.torch as nwd
 
 
 def net():
@@ -153,8 +151,16 @@ def test_hugging_face_trainer_callback(tmp_path):
     ids = torch.randint(0, 64, (32, 16), generator=torch.Generator().manual_seed(1))
     data = [{"input_ids": row, "labels": row} for row in ids]
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "trainer"), max_steps=6, per_device_train_batch_size=8, learning_rate=1e-3, weight_decay=0.1,
-        report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=6,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
     )
     callback = MonitorCallback(out=str(tmp_path / "hf"), every=3)
     transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
@@ -179,8 +185,16 @@ def test_hugging_face_callback_finds_qk_norm_on_the_first_batch(tmp_path):
     ids = torch.randint(0, 97, (16, 12), generator=torch.Generator().manual_seed(1))
     data = [{"input_ids": row, "labels": row} for row in ids]
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "trainer"), max_steps=2, per_device_train_batch_size=8, learning_rate=1e-3, weight_decay=0.1,
-        report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
     )
     callback = MonitorCallback(out=str(tmp_path / "hf"), every=1)
     transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()

@@ -7,12 +7,11 @@ import json
 import os
 import subprocess
 
+import models
+import normwd.torch as nwd
 import pytest
 import torch
 from torch import nn
-
-import models
-import normwd.torch as nwd
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -345,8 +344,7 @@ def test_tiny_angles_come_from_the_update_itself(tmp_path, dtype, device):
             if dtype == torch.float32:
                 assert expected < 1e-6 and abs(by_acos - expected) > 1e-2 * expected, (expected, by_acos)
             # Per channel too (the weight is scale-invariant: it feeds the LayerNorm alone).
-            rows = torch.atan2((d - ((d * before).sum(1, keepdim=True) / before.norm(dim=1, keepdim=True) ** 2) * before).norm(dim=1),
-                               before.norm(dim=1) + (d * before).sum(1) / before.norm(dim=1))
+            rows = torch.atan2((d - ((d * before).sum(1, keepdim=True) / before.norm(dim=1, keepdim=True) ** 2) * before).norm(dim=1), before.norm(dim=1) + (d * before).sum(1) / before.norm(dim=1))
             assert got["channel_angle"] == pytest.approx(rows.tolist(), rel=1e-5)
 
 
@@ -373,7 +371,7 @@ def test_a_resnet50_probe_step_is_bounded_and_the_rotation_covers_every_tensor(t
     by_step = {}
     for line in lines:
         by_step.setdefault(json.loads(line)["step"], []).append(line)
-    sizes = [sum(len(l) + 1 for l in v) for v in by_step.values()]
+    sizes = [sum(len(line) + 1 for line in v) for v in by_step.values()]
     assert len(by_step) == rounds and max(sizes) <= 20_000, sizes
     records = [json.loads(line) for line in lines]
     assert {r["path"] for r in records} == {t[0] for t in mon._tracked}

@@ -7,12 +7,11 @@ gets no prediction, and ``audit`` flags the L2 on scale-invariant weights as it 
 
 import math
 
+import normwd.torch as nwd
 import pytest
 import torch
-from torch import nn
-
-import normwd.torch as nwd
 from normwd.torch._optimizer import settings
+from torch import nn
 
 LR, WD, D, STEPS = 1e-2, 0.1, 2000, 8000
 

@@ -181,7 +181,7 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         # Where torch.fx cannot trace the model, the forward pass the measurement runs is
         # recorded instead; should recording fail, the pass is run again without it.
         record = trace and whole is None
-        for attempt in ([True, False] if record else [False]):
+        for attempt in [True, False] if record else [False]:
             try:
                 probe = _numeric.Measurement(model, example_inputs, record=attempt)
                 break
