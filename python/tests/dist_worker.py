@@ -5,6 +5,8 @@
   AdamW, a Monitor on every rank at ``every=1``; before and after each step every rank takes
   part in ``full_tensor()`` so rank 0 can write the full tensors' norms and angles to
   ``OUT/expected.json`` beside the Monitor's records.
+- ``fsdp2-fail``: as ``fsdp2``, but rank 1's sums fail at step 2: no rank hangs, rank 0
+  leaves step 2 out.
 - ``ddp``: a net whose batch norm scale is zero-initialised, under DistributedDataParallel,
   SGD, a Monitor at ``every=1`` on every rank (rank 0 writes)."""
 
@@ -24,7 +26,19 @@ def main() -> None:
     rank = dist.get_rank()
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1 + rank)
-    if mode == "fsdp2":
+    if mode == "fsdp2-fail" and rank == 1:
+        import normwd.torch._monitor as monitor
+
+        real, calls = monitor._step_sums, []
+
+        def failing(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 4:  # the first of step 2's three tensors
+                raise RuntimeError("a failure on rank 1")
+            return real(*args, **kwargs)
+
+        monitor._step_sums = failing
+    if mode.startswith("fsdp2"):
         from torch.distributed.fsdp import fully_shard
 
         net = nn.Sequential(nn.Linear(16, 32, bias=False), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 4))

@@ -68,3 +68,13 @@ def test_ddp_with_two_ranks_and_a_zero_initialised_scale(tmp_path):
     zero = [r for r in records if r["path"] == "1.weight"]
     # The zero scale's effective lr is undefined (null), and nothing broke.
     assert zero and zero[0]["norm"] == 0.0 and zero[0]["eff_lr"] is None
+
+
+def test_fsdp2_a_failure_on_one_rank_hangs_no_rank(tmp_path):
+    """Rank 1's sums fail at step 2: it still takes part in the all-reduce (with NaN), so no
+    rank waits forever; rank 0 leaves step 2 out and goes on."""
+    pytest.importorskip("torch.distributed.fsdp", reason="FSDP2 (fully_shard) is in torch >= 2.6")
+    out = str(tmp_path / "fsdp2-fail")
+    two_ranks("fsdp2-fail", out)
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert sorted({r["step"] for r in records}) == [1, 3]

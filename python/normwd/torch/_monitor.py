@@ -21,8 +21,8 @@ class Monitor:
     """Measures, every ``every`` optimizer steps, each weight's and norm scale's norm, gradient
     norm, effective learning rate, angular update and ``cos(w, g)`` (and, for scale-invariant
     weights, its output channels' norms and angles: five quantiles each with
-    ``channels="summary"``, the default, every channel with ``"full"``), with the equilibrium angle that the group's
-    settings at that step predict (F7 SGD with momentum, F8 AdamW, F9 Lion; plain SGD's
+    ``channels="summary"``, the default, every channel with ``"full"``), with the equilibrium
+    angle that the group's settings at that step predict (F7 SGD with momentum, F8 AdamW, F9 Lion; plain SGD's
     equilibrium norm too), and writes them to ``out/metrics.jsonl`` in normwd's run format.
     The records are built by normwd's core, as the engine's probes and ``normwd inspect`` build
     theirs: scale-invariant weights get the predictions (``pred_basis`` ``scale-invariant``),
@@ -34,15 +34,18 @@ class Monitor:
     next ones in turn, so its records stay about 20 KB and its cost bounded on a large model;
     each tensor is measured every ``every * ceil(tensors / tensors_per_step)`` steps. The angle
     comes from the update ``d = w' - w`` itself, precise at any size. The sums are taken on the
-    parameters' own device, accumulated in float64 from one copy of the probed weights in their
-    own dtype (no float64 copy of the model), and reach the host once per probe step. Settings are read from the optimizer's groups at each step, so any
-    scheduler is followed. The hooks never raise into the training: a weight that turns NaN or inf, or a
-    failed write, is said in one warning (``RuntimeWarning``) and its records are left out (a
-    failed write ends the monitoring); a zero norm is recorded with an undefined effective lr
-    (``null``). Misuse (a bad ``every``, an ``out`` that cannot be written or already holds a
-    run) is refused when the Monitor is made. Gradients are read just before the step, after a
-    ``GradScaler`` has unscaled them; a step the scaler skips is not counted. Under
-    DistributedDataParallel only rank 0 measures and writes.
+    parameters' own device in one pass after the step, from one copy of the probed weights in
+    their own dtype and pairwise reductions (no float64 copy of the model), and reach the host
+    once per probe step. Settings are read from the optimizer's groups at each step, so any
+    scheduler is followed. The hooks never raise into the training: a weight that turns NaN or
+    inf, or a failed write, is said in one warning (``RuntimeWarning``) and its records are left
+    out (a failed write ends the monitoring); a zero norm is recorded with an undefined
+    effective lr (``null``). Misuse (a bad ``every``, an ``out`` that cannot be written or
+    already holds a run) is refused when the Monitor is made. The gradient is the one the step
+    used, read after it (a ``GradScaler`` has unscaled it; a closure, as Lightning's, computed
+    it inside the step); a step the scaler skips is not counted. Under DistributedDataParallel
+    rank 0 measures and writes; under FSDP2 every rank measures its shards, the sums are
+    all-reduced once per probe step, and rank 0 writes the full tensors' values.
 
     ``example_inputs`` (as ``audit``'s) measures scale-invariance before the first step;
     ``measure_invariance`` does it later, with a batch that came later; ``report`` is the audit
@@ -87,6 +90,8 @@ class Monitor:
         self.tensors_per_step, self.channels = tensors_per_step, channels
         self._cursor = 0
         self._probe: List[Tuple[str, torch.Tensor, int, bool]] = []
+        # Whether the coming step is a probe step (set before it, read after it).
+        self._scheduled = False
         if not isinstance(out, (str, os.PathLike)):
             raise TypeError(f"out={out!r}: expected a folder path (str or os.PathLike)")
         out = os.fspath(out)
@@ -251,22 +256,52 @@ class Monitor:
     def _measure_before(self) -> None:
         if not self._probing():
             return
+        # A rotating subset where asked: the next tensors_per_step of the tracked ones.
+        n, k = len(self._tracked), self.tensors_per_step
+        if k is None or k >= n:
+            self._probe = list(self._tracked)
+        else:
+            self._probe = [self._tracked[(self._cursor + i) % n] for i in range(k)]
+            self._cursor = (self._cursor + k) % n
+        self._scheduled = True
         with torch.no_grad():
-            # A rotating subset where asked: the next tensors_per_step of the tracked ones.
-            n, k = len(self._tracked), self.tensors_per_step
-            if k is None or k >= n:
-                self._probe = list(self._tracked)
-            else:
-                self._probe = [self._tracked[(self._cursor + i) % n] for i in range(k)]
-                self._cursor = (self._cursor + k) % n
             # One copy of each probed weight (its shard under FSDP2) in its own dtype: the step
             # changes the parameter in place.
             self._before_w = [_local(p).detach().clone() for _, p, _, _ in self._probe]
 
     def _measure_after(self) -> None:
+        scheduled, self._scheduled = self._scheduled, False
+        if self._sharded and scheduled:
+            # The all-reduce must happen on every rank, whatever failed on this one.
+            return self._measure_sharded()
         if self._before_w is None:
             return
-        groups = settings(self.optimizer)
+        self._measure_and_write(self._sums())
+
+    def _measure_sharded(self) -> None:
+        try:
+            if self._before_w is None:
+                raise RuntimeError("the copy before the step failed")
+            totals, rows = self._sums()
+            flat = torch.cat(totals + [r.reshape(-1) for r in rows if r is not None])
+        except Exception as e:  # noqa: BLE001
+            # NaN of the same size: the other ranks' sums arrive, and the step's records are
+            # left out on rank 0 with a warning.
+            self._warn_once("shard", f"measuring this rank's shards failed ({type(e).__name__}: {e}); the step's records are left out")
+            size = sum(5 + (3 * p.shape[0] if si and p.ndim >= 2 and p.shape[0] > 1 else 0) for _, p, _, si in self._probe)
+            device = self._probe[0][1].device if self._probe else "cpu"
+            totals, rows, flat = None, None, torch.full((size,), float("nan"), dtype=torch.float64, device=device)
+        with torch.no_grad():
+            torch.distributed.all_reduce(flat)
+        if totals is None:
+            self._before_w = None
+            return
+        self._measure_and_write((totals, rows), flat)
+
+    def _sums(self) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
+        """Each probed tensor's totals and, for scale-invariant ones, rows (``_step_sums``);
+        under FSDP2 this rank's part, rows placed among all the tensor's rows."""
+        assert self._before_w is not None
         with torch.no_grad():
             # Everything from one pass over each tensor after the step: the weight before it, the
             # weight after it and the gradient the step used (left in .grad, also where a closure
@@ -284,11 +319,15 @@ class Monitor:
                     r = full
                 totals.append(t)
                 rows.append(r)
+        return totals, rows
+
+    def _measure_and_write(self, sums: Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]], flat: Optional[torch.Tensor] = None) -> None:
+        totals, rows = sums
+        groups = settings(self.optimizer)
+        if flat is None:
             flat = torch.cat(totals + [r.reshape(-1) for r in rows if r is not None])
-            if self._sharded:
-                torch.distributed.all_reduce(flat)
-            # One transfer to the host per probe step.
-            host = flat.cpu().tolist()
+        # One transfer to the host per probe step.
+        host = flat.cpu().tolist()
         self._before_w = None
         if not self.active or self._broken:
             return
