@@ -231,3 +231,51 @@ def test_the_measurement_leaves_the_model_and_the_random_state_as_they_were():
     # them; the measurement says it cannot tell and the graph's verdict stands.
     down = report["layer4.0.downsample.0.weight"]
     assert down.numeric == "undefined" and down.scale_invariant and "only 2 value(s) per channel" in down.note
+
+
+def _hf_cases():
+    T = transformers
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    small = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    return {
+        "gpt2": (lambda: T.GPT2LMHeadModel(T.GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2)), {"input_ids": ids}),
+        "llama": (lambda: T.LlamaForCausalLM(T.LlamaConfig(num_key_value_heads=2, **small)), {"input_ids": ids}),
+        "qwen2": (lambda: T.Qwen2ForCausalLM(T.Qwen2Config(num_key_value_heads=2, **small)), {"input_ids": ids}),
+        "qwen3": (lambda: T.Qwen3ForCausalLM(T.Qwen3Config(num_key_value_heads=2, head_dim=8, **small)), {"input_ids": ids}),
+        "mistral": (lambda: T.MistralForCausalLM(T.MistralConfig(num_key_value_heads=2, **small)), {"input_ids": ids}),
+        "olmo2": (lambda: T.Olmo2ForCausalLM(T.Olmo2Config(**small)), {"input_ids": ids}),
+        "bert": (lambda: T.BertForMaskedLM(T.BertConfig(**small)), {"input_ids": ids}),
+        "t5": (lambda: T.T5ForConditionalGeneration(T.T5Config(vocab_size=100, d_model=32, d_ff=64, num_layers=2, num_heads=4, d_kv=8)), {"input_ids": ids, "decoder_input_ids": ids}),
+        "vit": (
+            lambda: T.ViTForImageClassification(T.ViTConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)),
+            {"pixel_values": torch.randn(2, 3, 32, 32)},
+        ),
+        "mamba": (lambda: T.MambaForCausalLM(T.MambaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, state_size=8)), {"input_ids": ids}),
+    }
+
+
+#: What is scale-invariant in each (layer-local names): pre-norm models nothing, every matrix
+#: feeding the residual stream; Qwen3 its QK-normed projections per head; OLMo2 (post-norm, QK-norm
+#: over the full width) q, k, v (attention is linear in the values), o, up (a gate's other factor)
+#: and down, not the gate behind SiLU.
+_INVARIANT = {
+    "qwen3": {"self_attn.q_proj", "self_attn.k_proj"},
+    "olmo2": {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj"},
+}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "qwen3", "mistral", "olmo2", "bert", "t5", "vit", "mamba"])
+def test_hugging_face_architectures_recorded_and_measured(arch):
+    """torch.fx traces none of them; the recorded forward pass gives each a graph, and on every
+    weight the graph's verdict and the measurement's agree."""
+    torch.manual_seed(0)
+    make, inputs = _hf_cases()[arch]
+    report = nwd.audit(make(), example_inputs=inputs)
+    assert not report.notes, report.notes
+    weights = [p for p in report.params if p.role == "weight" and len(p.shape) >= 2]
+    assert weights and all(p.structural != "-" for p in weights)
+    for p in weights:
+        if p.numeric not in ("no effect", "undefined"):
+            assert p.structural.split(" ")[0] == p.numeric.split(" ")[0], (p.name, p.structural, p.numeric)
+    found = {".".join(p.name.split(".")[-3:-1]) for p in weights if p.scale_invariant}
+    assert found == _INVARIANT.get(arch, set()), found

@@ -80,6 +80,9 @@ class Recorder(TorchFunctionMode):
     def _bind(self, value: Any, node: fx.Node) -> None:
         self.keep.append(value)
         self.nodes[id(value)] = node
+        # What the analysis may ask of a value (an empty past key-value cache concatenated
+        # with the new values carries their scale).
+        node.meta["numel"] = value.numel()
 
     def _outputs(self, out: Any, node: fx.Node) -> None:
         if isinstance(out, torch.Tensor):

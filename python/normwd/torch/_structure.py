@@ -156,10 +156,50 @@ def _norm_of(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[Tuple[str
     return None
 
 
-def _carries(node: fx.Node, src: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
+def _descendants(node: fx.Node, modules: Dict[str, nn.Module]) -> Set[fx.Node]:
+    """Every node computed from ``node`` up to the norms: what a rescale of it can reach (a
+    norm's output does not carry it)."""
+    out: Set[fx.Node] = set()
+    frontier = [node]
+    while frontier:
+        for user in frontier.pop().users:
+            if user not in out:
+                out.add(user)
+                if _norm_of(user, modules) is None:
+                    frontier.append(user)
+    return out
+
+
+def _linear_in(node: fx.Node, src: fx.Node, reached: Set[fx.Node]) -> bool:
+    """Whether ``node`` is linear in ``src`` through a product with values the rescale does not
+    reach: ``x * y`` and ``x / y`` (a gate, an attention mask), ``a @ x`` (attention weights
+    times the values), and attention itself in its values (softmax weights from queries and
+    keys the rescale does not reach: OLMo2's v_proj under its post-norm)."""
+    args = list(node.args) + list(node.kwargs.values())
+    unreached = lambda xs: all(not isinstance(x, fx.Node) or (x is not src and x not in reached) for x in xs)  # noqa: E731
+    target = node.target
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    if name in ("mul", "__mul__", "__rmul__", "mul_", "matmul", "__matmul__", "bmm") or target in (torch.mul, torch.matmul, torch.bmm, operator.mul, operator.matmul):
+        return sum(1 for a in args if a is src) == 1 and unreached([a for a in args if a is not src])
+    if name in ("div", "__truediv__", "div_") or target in (torch.div, operator.truediv):
+        return bool(node.args) and node.args[0] is src and unreached(args[1:])
+    if target in (torch.cat, torch.concat) and node.args and isinstance(node.args[0], (list, tuple)) and src in node.args[0]:
+        # Beside empty tensors only (a recorded pass knows their sizes): an empty key-value
+        # cache that the new values are appended to.
+        return all(x is src or (isinstance(x, fx.Node) and x.meta.get("numel") == 0) for x in node.args[0])
+    if target is F.scaled_dot_product_attention:
+        value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value")
+        return value is src and unreached([a for a in args if a is not src])
+    return False
+
+
+def _carries(node: fx.Node, src: fx.Node, modules: Dict[str, nn.Module], reached: Optional[Set[fx.Node]] = None) -> Optional[str]:
     """How ``node`` carries a positive scale of its input ``src``: ``linear`` (reshapes,
-    splits, constant factors), ``nonlinear`` (ReLU, max pooling: positively homogeneous, but
-    not affine), or None (it mixes the scaled value with something else)."""
+    splits, constant factors, products with values the rescale does not reach, given the
+    nodes it does reach), ``nonlinear`` (ReLU, max pooling: positively homogeneous, but not
+    affine), or None (it mixes the scaled value with something else)."""
+    if reached is not None and node.op in ("call_function", "call_method") and _linear_in(node, src, reached):
+        return "linear"
     others = [a for a in _tensor_args(node) if a is not src]
     if node.op == "call_module":
         m = modules[node.target]
@@ -241,6 +281,7 @@ def structural(model: nn.Module, graph: fx.Graph) -> Dict[str, Structural]:
         mixed = False
         frontier = [node]
         seen: Set[fx.Node] = set()
+        reached = _descendants(node, modules)
         while frontier:
             cur = frontier.pop()
             for user in cur.users:
@@ -251,7 +292,7 @@ def structural(model: nn.Module, graph: fx.Graph) -> Dict[str, Structural]:
                 if norm is not None and user.args and user.args[0] is cur:
                     norms.append(norm)
                     continue
-                how = _carries(user, cur, modules)
+                how = _carries(user, cur, modules, reached)
                 if how is None:
                     leaks.append(user.name)
                     continue
