@@ -23,7 +23,7 @@ class GroupSettings:
     momentum: float
     betas: Optional[Tuple[float, float]]
     decoupled: Optional[bool]
-    #: The optimizer's class name (``SGD``, ``AdamW``, ``RMSprop``).
+    #: The optimizer's class name (``SGD``, ``AdamW``, ``Adafactor``).
     kind: str
     #: Corrected decay (AdamC / SGDC: ``weight_decay * lr/lr_max``) applies to this group.
     corrected: bool = False
@@ -58,8 +58,8 @@ class GroupSettings:
 
         Example:
             >>> net = torch.nn.Linear(2, 2)
-            >>> settings(torch.optim.RMSprop(net.parameters(), lr=0.01))[0].no_prediction()
-            'no prediction for RMSprop: normwd has no closed-form equilibrium for it (it has one for SGD, AdamW, Lion, and Adam, NAdam, RAdam, Adamax with decoupled decay)'
+            >>> settings(torch.optim.Adafactor(net.parameters(), lr=0.01))[0].no_prediction()
+            'no prediction for Adafactor: normwd has no closed-form equilibrium for it (it has one for SGD, AdamW, Lion, and Adam, NAdam, RAdam, Adamax, RMSprop with decoupled decay)'
         """
         if self.optimizer is None:
             return f"no prediction for {self.kind}: normwd has no closed-form equilibrium for it (it has one for {PREDICTED})"
@@ -68,8 +68,10 @@ class GroupSettings:
         if self.acting_weight_decay <= 0:
             return "no prediction for this group: without weight decay there is no equilibrium (the norms only grow, F4)"
         if self.optimizer in ("adam", "nadam") and not self.decoupled:
-            fix = "decoupled_weight_decay=True" if self.kind in ("NAdam", "RAdam") else "decoupled decay (AdamW, or normwd.torch.decay_control)"
-            return f"no prediction for this group: L2 in {self.kind}'s gradient has no fixed rotational rate (it depends on the gradient); {fix} has one"
+            fix = {"NAdam": "decoupled_weight_decay=True has one", "RAdam": "decoupled_weight_decay=True has one", "Adagrad": "", "Adadelta": ""}.get(
+                self.kind, "decoupled decay (AdamW, or normwd.torch.decay_control) has one"
+            )
+            return f"no prediction for this group: L2 in {self.kind}'s gradient has no fixed rotational rate (it depends on the gradient)" + (f"; {fix}" if fix else "")
         return None
 
     def hyper(self) -> "Optional[_core.Hyper]":
@@ -94,7 +96,12 @@ class GroupSettings:
 
 
 #: The torch.optim classes ``_rule`` gives a closed form, for messages.
-PREDICTED = "SGD, AdamW, Lion, and Adam, NAdam, RAdam, Adamax with decoupled decay"
+PREDICTED = "SGD, AdamW, Lion, and Adam, NAdam, RAdam, Adamax, RMSprop with decoupled decay"
+
+#: Adaptive optimizers whose decay PyTorch applies as L2 only and that follow no closed form with
+#: decoupled decay either (their denominator grows without bound): L2 there is flagged as in
+#: Adam, and decoupled decay gets no prediction.
+_L2_ONLY = (torch.optim.Adagrad, torch.optim.Adadelta)
 
 
 def _rule(opt: torch.optim.Optimizer, group: dict) -> Tuple[Optional[str], Optional[bool]]:
@@ -110,7 +117,10 @@ def _rule(opt: torch.optim.Optimizer, group: dict) -> Tuple[Optional[str], Optio
         return ("adamw", True) if group.get("decoupled_weight_decay") else ("adam", False)
     if isinstance(opt, torch.optim.NAdam):
         return "nadam", bool(group.get("decoupled_weight_decay"))
-    if isinstance(opt, torch.optim.Adamax):
+    if isinstance(opt, (torch.optim.Adamax, torch.optim.RMSprop)):
+        # RMSprop's heavy-ball momentum on the normalized step gives F8 with b1 = momentum.
+        return "adam", False
+    if isinstance(opt, _L2_ONLY):
         return "adam", False
     if isinstance(opt, torch.optim.SGD):
         return "sgd", False
@@ -143,6 +153,8 @@ def settings(opt: torch.optim.Optimizer) -> List[GroupSettings]:
         rule, decoupled = _rule(opt, g)
         # Under a decay_control the decay is decoupled and held outside the group's own key.
         controlled = _decay.WEIGHT_DECAY in g
+        if controlled and isinstance(opt, _L2_ONLY):
+            rule, decoupled = None, None
         if controlled and rule is not None:
             decoupled = True
         corrected = bool(g.get(_decay.CORRECTED))
@@ -151,6 +163,9 @@ def settings(opt: torch.optim.Optimizer) -> List[GroupSettings]:
         if betas is not None:
             betas = (_number(where, {"b": betas[0]}, "b"), _number(where, {"b": betas[1]}, "b"))
         nadam_mu = _nadam_mu(opt, g, betas) if rule == "nadam" else None
+        if isinstance(opt, torch.optim.RMSprop):
+            # F8's b1 is the momentum; alpha plays beta2's part.
+            betas = (_number(where, g, "momentum"), _number(where, g, "alpha", 0.99))
         out.append(
             GroupSettings(
                 index=i,
