@@ -176,6 +176,10 @@ pub struct External {
     /// The smallest and largest lr its probes saw (the run's `lr` is the largest, the peak).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr_range: Option<[f64; 2]>,
+    /// The lr scheduler's class name, where the training told it (`LambdaLR` for Hugging
+    /// Face's linear schedule, `CosineAnnealingLR`): normwd's own `schedule` does not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
 }
 
 /// Runs written before `decay` was typed hold `decay = ""` for "unset".
@@ -452,6 +456,7 @@ mod tests {
             lr_varies: true,
             no_closed_form: false,
             lr_range: Some([0.0, 0.1]),
+            scheduler: Some("LambdaLR".into()),
         };
         let c = RunConfig { external: Some(ext.clone()), ..Default::default() };
         let text = toml::to_string(&c).unwrap();

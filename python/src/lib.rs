@@ -393,6 +393,8 @@ struct Measured {
     every: usize,
     lr_varies: bool,
     lr_range: Option<[f64; 2]>,
+    #[serde(default)]
+    scheduler: Option<String>,
 }
 
 /// Writes `config.toml` into run folder `dir` (atomically) for a training another program ran
@@ -422,6 +424,7 @@ fn write_run_config(dir: &str, fields: &str) -> PyResult<()> {
             lr_varies: m.lr_varies,
             no_closed_form: rule.is_none(),
             lr_range: m.lr_range,
+            scheduler: m.scheduler,
         }),
         ..Default::default()
     };

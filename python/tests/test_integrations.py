@@ -210,6 +210,8 @@ def test_hugging_face_callback_finds_qk_norm_on_the_first_batch(tmp_path):
         else:
             assert r.get("pred_basis") is None, r
     assert {r["path"].split(".")[-2] for r in records if r.get("pred_basis") == "approximate"} >= {"v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    # The Trainer's own schedule (linear warmup and decay: a LambdaLR) is recorded by name.
+    assert 'scheduler = "LambdaLR"' in (tmp_path / "hf" / "config.toml").read_text()
     info = json.loads((tmp_path / "hf" / "monitor.json").read_text())
     assert {t["name"] for t in info["tensors"] if t["scale_invariant"]} == {f"model.layers.{i}.self_attn.{p}.weight" for i in range(2) for p in ("q_proj", "k_proj")}
 

@@ -301,7 +301,7 @@ def test_a_short_scheduled_run_describes_itself_truly(tmp_path):
     opt = torch.optim.SGD(nwd.param_groups(net, weight_decay=5e-4), lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=12)
     x, y = fashion_mnist(64)
-    with nwd.Monitor(net, opt, out=str(tmp_path / "run"), every=1):
+    with nwd.Monitor(net, opt, out=str(tmp_path / "run"), every=1, scheduler=sched):
         for _ in range(12):
             opt.zero_grad()
             nn.functional.cross_entropy(net(x), y).backward()
@@ -309,7 +309,9 @@ def test_a_short_scheduled_run_describes_itself_truly(tmp_path):
             sched.step()
     config = open(tmp_path / "run" / "config.toml").read()
     assert "\nlr = 0.1\n" in config and "lr_range = [" in config and "lr_varies = true" in config, config
+    assert 'scheduler = "CosineAnnealingLR"' in config, config
     html = open(normwd.report(str(tmp_path / "run"))).read()
+    assert "CosineAnnealingLR" in html
     # (1-0.9)/(0.1*5e-4) = 2000 steps per relaxation time against a 12-step run.
     assert "not yet at equilibrium" in html and "2000 steps each" in html, html[:2000]
 

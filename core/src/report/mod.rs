@@ -345,9 +345,10 @@ pub fn results_row(r: &RunData) -> Vec<String> {
             Some([lo, hi]) if lo != hi => format!("{lo}..{hi}"),
             _ => c.lr.to_string(),
         };
+        let schedule = e.scheduler.as_deref().map(|s| format!(", {s}")).unwrap_or_default();
         return vec![
             r.name.clone(),
-            format!("{} on {} lr={lr} wd={} ({}, {})", e.optimizer, e.model, c.weight_decay, r.policy(), e.source),
+            format!("{} on {} lr={lr}{schedule} wd={} ({}, {})", e.optimizer, e.model, c.weight_decay, r.policy(), e.source),
             "-".into(),
             "-".into(),
             eff,

@@ -32,13 +32,13 @@ class MonitorCallback(TrainerCallback):
         self.monitor: Optional[Monitor] = None
         self._first: Optional[FirstBatch] = None
 
-    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
         # On every process: the Monitor writes on rank 0 only, and under FSDP2 every rank must
         # take part in its sums.
         if model is None or optimizer is None:
             raise ValueError("MonitorCallback: the Trainer passed no model or optimizer to on_train_begin")
         given = None if self.example_inputs == FIRST_BATCH else self.example_inputs
-        self.monitor = Monitor(model, optimizer, out=self.out, every=self.every, example_inputs=given)
+        self.monitor = Monitor(model, optimizer, out=self.out, every=self.every, example_inputs=given, scheduler=lr_scheduler)
         if self.example_inputs == FIRST_BATCH:
             self._first = FirstBatch(model)
 

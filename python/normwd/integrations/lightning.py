@@ -46,7 +46,9 @@ class MonitorCallback(pl.Callback):
         if not trainer.optimizers:
             raise ValueError("MonitorCallback: the trainer has no optimizer (configure_optimizers returned none)")
         given = None if self.example_inputs == FIRST_BATCH else self.example_inputs
-        self.monitor = Monitor(pl_module, trainer.optimizers[0], out=self.out, every=self.every, example_inputs=given)
+        configs = getattr(trainer, "lr_scheduler_configs", None) or []
+        scheduler = configs[0].scheduler if configs else None
+        self.monitor = Monitor(pl_module, trainer.optimizers[0], out=self.out, every=self.every, example_inputs=given, scheduler=scheduler)
         if self.example_inputs == FIRST_BATCH:
             self._first = FirstBatch(pl_module)
 

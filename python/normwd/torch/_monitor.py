@@ -51,6 +51,10 @@ class Monitor:
     ``measure_invariance`` does it later, with a batch that came later; ``report`` is the audit
     whose verdicts it follows.
 
+    ``scheduler`` (the lr scheduler the training steps, or its name) is recorded in
+    ``config.toml`` with the initial, peak and lowest lr the probes saw; the trainer callbacks
+    pass theirs.
+
     ``writer`` also receives each measurement: a TensorBoard ``SummaryWriter`` (anything with
     ``add_scalar``) as ``normwd/<tensor>/<quantity>`` at the step, or a W&B run (anything with
     ``log``) as one dict per probe step with ``commit=False``, so it joins the user's next log.
@@ -76,6 +80,7 @@ class Monitor:
         writer: Any = None,
         tensors_per_step: Optional[int] = 32,
         channels: str = "summary",
+        scheduler: Any = None,
     ):
         if isinstance(every, bool) or not isinstance(every, int):
             raise TypeError(f"every={every!r}: expected an integer >= 1")
@@ -88,6 +93,10 @@ class Monitor:
         if channels not in ("summary", "full", "none"):
             raise ValueError(f"channels={channels!r}: expected 'summary' (five quantiles per array), 'full' (every channel) or 'none'")
         self.tensors_per_step, self.channels = tensors_per_step, channels
+        if scheduler is not None and not isinstance(scheduler, str) and not hasattr(scheduler, "step"):
+            raise TypeError(f"scheduler: expected the lr scheduler the training steps (or its name), got {type(scheduler).__name__}")
+        #: The lr scheduler's class name, recorded in ``config.toml`` (the trainer callbacks pass it).
+        self.scheduler: Optional[str] = scheduler if isinstance(scheduler, str) or scheduler is None else type(scheduler).__name__
         self._cursor = 0
         self._probe: List[Tuple[str, torch.Tensor, int, bool]] = []
         # Whether the coming step is a probe step (set before it, read after it).
@@ -218,6 +227,7 @@ class Monitor:
             "policy": self._policy,
             "every": self.every,
             "lr_varies": len(self._lrs) > 1,
+            "scheduler": self.scheduler,
         }
         _core.write_run_config(self.out, json.dumps(fields))
 
