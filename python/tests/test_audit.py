@@ -279,3 +279,24 @@ def test_hugging_face_architectures_recorded_and_measured(arch):
             assert p.structural.split(" ")[0] == p.numeric.split(" ")[0], (p.name, p.structural, p.numeric)
     found = {".".join(p.name.split(".")[-3:-1]) for p in weights if p.scale_invariant}
     assert found == _INVARIANT.get(arch, set()), found
+
+
+def test_inputs_for_a_part_of_the_model():
+    """A wrapper that is never called itself (a LightningModule without forward): the inputs
+    are its part's, named by ``submodule``, and the verdicts come under the wrapper's names."""
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = torch.nn.Sequential(torch.nn.Linear(8, 16, bias=False), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+
+    torch.manual_seed(0)
+    wrapper = Wrapper()
+    report = nwd.audit(wrapper, example_inputs=torch.randn(8, 8), submodule="model")
+    first = report["model.0.weight"]
+    assert (first.structural, first.numeric, first.scale_invariant) == ("yes (channel)", "yes (channel)", True)
+    assert report["model.3.weight"].numeric.startswith("no (")
+    with pytest.raises(ValueError, match=r"submodule='net': Wrapper has no such submodule"):
+        nwd.audit(wrapper, example_inputs=torch.randn(8, 8), submodule="net")
+    with pytest.raises(TypeError, match=r"submodule: expected a submodule's name"):
+        nwd.audit(wrapper, example_inputs=torch.randn(8, 8), submodule=3)

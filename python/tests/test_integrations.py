@@ -139,6 +139,9 @@ def test_lightning_callback(tmp_path):
     assert sorted({r["step"] for r in records}) == [2, 4, 6]
     assert {r["path"] for r in records} == {"net.0.weight", "net.1.weight", "net.3.weight"}
     assert all(r["pred_angle"] is not None for r in records if r["path"] == "net.0.weight")
+    # training_step calls self.net(x), never the module itself: the first batch is caught at
+    # self.net and measured there, under the module's names.
+    assert callback.monitor.report["net.0.weight"].numeric == "yes (channel)"
 
 
 def test_hugging_face_trainer_callback(tmp_path):

@@ -1,7 +1,7 @@
 """The first training batch, caught where the model is called, for the trainer callbacks'
 ``example_inputs="first-batch"``."""
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -17,27 +17,39 @@ def check(example_inputs: Any) -> None:
 
 
 class FirstBatch:
-    """Holds the positional and keyword arguments of ``model``'s first call in training mode
-    (the hook removes itself then); ``inputs`` gives them in ``audit``'s form."""
+    """Holds the positional and keyword arguments of the first call in training mode of
+    ``model`` or, with ``parts``, of whichever of the model and its direct children with
+    parameters is called first (the outermost: a LightningModule whose ``training_step`` calls
+    ``self.model(x)`` is never called itself). The hooks remove themselves then; ``inputs`` gives
+    the arguments in ``audit``'s form and ``submodule`` the name of the module they are for."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, parts: bool = False):
         self.args: Optional[Tuple[Any, ...]] = None
         self.kwargs: Dict[str, Any] = {}
-        self._hook = model.register_forward_pre_hook(self._catch, with_kwargs=True)
+        #: The called module's name in ``model`` (None: the model itself).
+        self.submodule: Optional[str] = None
+        modules = [("", model)]
+        if parts:
+            modules += [(n, m) for n, m in model.named_children() if next(m.parameters(), None) is not None]
+        self._hooks: List[Any] = [m.register_forward_pre_hook(self._catch(name), with_kwargs=True) for name, m in modules]
 
-    def _catch(self, module: nn.Module, args: Any, kwargs: Any) -> None:
-        if not module.training or self.args is not None:
-            return
-        detach = lambda x: x.detach() if isinstance(x, torch.Tensor) else x  # noqa: E731
-        self.args = tuple(detach(a) for a in args)
-        self.kwargs = {k: detach(v) for k, v in kwargs.items()}
-        self.remove()
+    def _catch(self, name: str) -> Any:
+        def hook(module: nn.Module, args: Any, kwargs: Any) -> None:
+            if not module.training or self.args is not None:
+                return
+            detach = lambda x: x.detach() if isinstance(x, torch.Tensor) else x  # noqa: E731
+            self.args = tuple(detach(a) for a in args)
+            self.kwargs = {k: detach(v) for k, v in kwargs.items()}
+            self.submodule = name or None
+            self.remove()
+
+        return hook
 
     def remove(self) -> None:
-        """Removes the hook (idempotent)."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        """Removes the hooks (idempotent)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
 
     def inputs(self) -> Any:
         """The caught call as ``example_inputs``: the keyword arguments when it had only those

@@ -24,10 +24,10 @@ from ._first_batch import FIRST_BATCH, FirstBatch, check
 class MonitorCallback(pl.Callback):
     """Measures the module's weights during ``fit`` (its first optimizer) into ``out``, in
     normwd's run format; ``every`` as for ``Monitor``. ``example_inputs``: ``"first-batch"``
-    (the default) measures scale-invariance on the first call of the module's ``forward`` in
-    training (a ``training_step`` that calls ``self(x)``), before the first optimizer step; a
-    module whose ``training_step`` never calls ``forward`` keeps its graph's verdicts. None
-    leaves it to the graph; anything else is given to ``Monitor`` as is."""
+    (the default) measures scale-invariance on the first call in training of the module's
+    ``forward`` (a ``training_step`` that calls ``self(x)``) or, where that is never called, of
+    the child module that ``training_step`` calls (``self.model(x)``), before the first
+    optimizer step. None leaves it to the graph; anything else is given to ``Monitor`` as is."""
 
     def __init__(self, out: str, every: int = 10, example_inputs: Any = FIRST_BATCH):
         super().__init__()
@@ -50,7 +50,7 @@ class MonitorCallback(pl.Callback):
         scheduler = configs[0].scheduler if configs else None
         self.monitor = Monitor(pl_module, trainer.optimizers[0], out=self.out, every=self.every, example_inputs=given, scheduler=scheduler)
         if self.example_inputs == FIRST_BATCH:
-            self._first = FirstBatch(pl_module)
+            self._first = FirstBatch(pl_module, parts=True)
 
     def on_before_optimizer_step(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer: torch.optim.Optimizer) -> None:
         # Called inside the step's closure, after the backward: the first batch has been through
@@ -59,7 +59,7 @@ class MonitorCallback(pl.Callback):
             first, self._first = self._first, None
             first.remove()
             if first.inputs() is not None:
-                self.monitor.measure_invariance(first.inputs())
+                self.monitor.measure_invariance(first.inputs(), submodule=first.submodule)
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._first is not None:

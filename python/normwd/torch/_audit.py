@@ -1,6 +1,7 @@
 """``audit``: every tensor of a model with its role, scale-invariance (from the graph and, given
 example inputs, measured), the optimizer group holding it, and the mistakes in its setup."""
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -130,7 +131,7 @@ def _weight_norm_direction(model: nn.Module, name: str) -> bool:
     return False
 
 
-def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, example_inputs: Any = None, trace: bool = True) -> Audit:
+def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, example_inputs: Any = None, trace: bool = True, submodule: Optional[str] = None) -> Audit:
     """Audits ``model`` (DDP and ``torch.compile`` wrappers are looked through) and, given
     ``optimizer``, the groups that train it.
 
@@ -140,9 +141,11 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     least 2 for batch norm), measured for all weights at once: each one's derivative along
     itself, ``<grad, w>`` per slice, against that along a random direction, from one forward
     and three backward passes; the measurement decides, and a disagreement is said in the
-    tensor's note. Mistakes (norm layers, biases or embeddings
-    decayed, scale-invariant weights without decay or under L2 with Adam, a parameter in no
-    group or in two) are decided by normwd's core.
+    tensor's note. ``submodule`` names the part of ``model`` that ``example_inputs`` are the
+    inputs of, where the training does not call the model itself (a LightningModule whose
+    ``training_step`` calls ``self.model(x)``). Mistakes (norm layers, biases or embeddings
+    decayed, scale-invariant weights without decay or under L2 in an adaptive optimizer, a
+    parameter in no group or in two) are decided by normwd's core.
 
     Example:
         >>> import torch
@@ -168,11 +171,22 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise ValueError(f"model: {name} holds {bad} NaN/inf values of {t.numel()}: the model has diverged or was loaded from a broken checkpoint")
+    target, prefix = model, ""
+    if submodule is not None:
+        if not isinstance(submodule, str):
+            raise TypeError(f"submodule: expected a submodule's name (str), got {type(submodule).__name__}")
+        try:
+            target = model.get_submodule(submodule)
+        except AttributeError as e:
+            raise ValueError(f"submodule={submodule!r}: {type(model).__name__} has no such submodule (expected a name from model.named_modules())") from e
+        prefix = f"{submodule}." if submodule else ""
     notes: List[str] = []
     graph_verdicts: Dict[str, _structure.Structural] = {}
     traced = False
     added: set = set()
     whole, why_not = _structure.trace(model) if trace else (None, None)
+    # Where the inputs are a part's, that part's own graph serves when the model has none.
+    part_graph = _structure.trace(target)[0] if trace and whole is None and target is not model else None
     probe = None
     if example_inputs is not None and sharded:
         notes.append("the parameters are sharded (FSDP2 DTensors): scale-invariance is not measured on example_inputs, the graph's verdicts stand")
@@ -180,10 +194,11 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     if example_inputs is not None:
         # Where torch.fx cannot trace the model, the forward pass the measurement runs is
         # recorded instead; should recording fail, the pass is run again without it.
-        record = trace and whole is None
+        record = trace and whole is None and part_graph is None
         for attempt in [True, False] if record else [False]:
             try:
-                probe = _numeric.Measurement(model, example_inputs, record=attempt)
+                probe = _numeric.Measurement(target, example_inputs, record=attempt)
+                probe.rename(prefix)
                 break
             except Exception as e:
                 if isinstance(e, ValueError) and str(e).startswith("example_inputs:"):
@@ -196,15 +211,16 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         graph_verdicts = _structure.structural(model, whole.graph)
         added = _structure.added_to_activations(whole.graph)
         traced = True
-    elif probe is not None and probe.graph is not None:
-        graph_verdicts = _structure.structural(model, probe.graph)
-        added = _structure.added_to_activations(probe.graph)
-        traced = True
+    elif probe is not None and (probe.graph is not None or part_graph is not None):
+        graph = probe.graph if probe.graph is not None else part_graph.graph
+        graph_verdicts = _prefixed(_structure.structural(target, graph), prefix)
+        added = {prefix + k for k in _structure.added_to_activations(graph)}
+        traced = target is model
     elif trace:
         parts, failed = _structure.trace_parts(model)
-        for prefix, part, g in parts:
-            graph_verdicts.update({prefix + k: v for k, v in _structure.structural(part, g.graph).items()})
-            added |= {prefix + k for k in _structure.added_to_activations(g.graph)}
+        for at, part, g in parts:
+            graph_verdicts.update(_prefixed(_structure.structural(part, g.graph), at))
+            added |= {at + k for k in _structure.added_to_activations(g.graph)}
         where, why = failed[0] if failed else ("the model", why_not or "")
         known = [p.rstrip(".") for p, part, _ in parts if p and any(_structure.is_producer(m) for m in part.modules()) and any(is_norm(m) for m in part.modules())]
         inner = f"; read from the graphs of its parts ({', '.join(known[:4])}{', ...' if len(known) > 4 else ''}), which see only what happens inside each" if known else ""
@@ -230,6 +246,11 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         if first is not None and first.optimizer is None:
             notes.append(first.no_prediction() or "")
     return Audit(params, mistakes, notes)
+
+
+def _prefixed(verdicts: Dict[str, _structure.Structural], prefix: str) -> Dict[str, _structure.Structural]:
+    """A part's verdicts under the whole model's names (the norms they reach too)."""
+    return {prefix + k: dataclasses.replace(v, norms=tuple(prefix + n for n in v.norms)) for k, v in verdicts.items()}
 
 
 def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudit, graph: Optional[_structure.Structural], traced: bool, probe: Optional[_numeric.Measurement]) -> None:

@@ -154,12 +154,12 @@ class Monitor:
         self._policy = _policy(report)
         self.report = report
 
-    def measure_invariance(self, example_inputs: Any) -> None:
+    def measure_invariance(self, example_inputs: Any, submodule: Optional[str] = None) -> None:
         """Measures scale-invariance on ``example_inputs`` (as ``audit``'s argument: a batch,
         a tuple, or a dict of keyword arguments) and follows its verdicts from the next step on,
         for a Monitor made before a batch was at hand (the trainer callbacks give it the first
-        training batch). Anything that goes wrong is a warning: the Monitor goes on with what
-        it had.
+        training batch); ``submodule`` as for ``audit``. Anything that goes wrong is a warning:
+        the Monitor goes on with what it had.
 
         Example:
             >>> import tempfile, torch
@@ -171,7 +171,7 @@ class Monitor:
             ('yes (tensor)', None)
         """
         try:
-            report = audit(self._model, self.optimizer, example_inputs)
+            report = audit(self._model, self.optimizer, example_inputs, submodule=submodule)
         except Exception as e:  # noqa: BLE001
             self._warn_once("measure", f"could not measure scale-invariance on the example inputs ({type(e).__name__}: {e}); the graph's verdicts stay")
             return

@@ -186,6 +186,13 @@ class Measurement:
                 raise ValueError("example_inputs: the model's outputs do not depend on its parameters on these inputs")
             self.sums = self._backward(model, params, outputs)
 
+    def rename(self, prefix: str) -> None:
+        """Names the sums and norms as the whole model does, for a part measured on its own
+        inputs (``prefix`` the part's name and a dot; the recorded graph keeps the part's)."""
+        if prefix:
+            self.sums = {prefix + k: v for k, v in self.sums.items()}
+            self.degenerate = {prefix + k: v for k, v in self.degenerate.items()}
+
     def _count(self, name: str) -> Any:
         def hook(module: nn.Module, args: Any, out: Any) -> None:
             x = args[0] if args else None
