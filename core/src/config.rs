@@ -176,6 +176,9 @@ pub struct External {
     /// The smallest and largest lr its probes saw (the run's `lr` is the largest, the peak).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr_range: Option<[f64; 2]>,
+    /// The first group's lr when the measuring began (a warmup's first value, or the base lr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_initial: Option<f64>,
     /// The lr scheduler's class name, where the training told it (`LambdaLR` for Hugging
     /// Face's linear schedule, `CosineAnnealingLR`): normwd's own `schedule` does not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -456,6 +459,7 @@ mod tests {
             lr_varies: true,
             no_closed_form: false,
             lr_range: Some([0.0, 0.1]),
+            lr_initial: Some(0.0),
             scheduler: Some("LambdaLR".into()),
         };
         let c = RunConfig { external: Some(ext.clone()), ..Default::default() };

@@ -394,6 +394,8 @@ struct Measured {
     lr_varies: bool,
     lr_range: Option<[f64; 2]>,
     #[serde(default)]
+    lr_initial: Option<f64>,
+    #[serde(default)]
     scheduler: Option<String>,
 }
 
@@ -424,6 +426,7 @@ fn write_run_config(dir: &str, fields: &str) -> PyResult<()> {
             lr_varies: m.lr_varies,
             no_closed_form: rule.is_none(),
             lr_range: m.lr_range,
+            lr_initial: m.lr_initial,
             scheduler: m.scheduler,
         }),
         ..Default::default()

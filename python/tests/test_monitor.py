@@ -309,7 +309,7 @@ def test_a_short_scheduled_run_describes_itself_truly(tmp_path):
             sched.step()
     config = open(tmp_path / "run" / "config.toml").read()
     assert "\nlr = 0.1\n" in config and "lr_range = [" in config and "lr_varies = true" in config, config
-    assert 'scheduler = "CosineAnnealingLR"' in config, config
+    assert 'scheduler = "CosineAnnealingLR"' in config and "lr_initial = 0.1" in config, config
     html = open(normwd.report(str(tmp_path / "run"))).read()
     assert "CosineAnnealingLR" in html
     # (1-0.9)/(0.1*5e-4) = 2000 steps per relaxation time against a 12-step run.

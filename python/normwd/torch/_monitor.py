@@ -125,6 +125,7 @@ class Monitor:
         self._before_w: Optional[List[torch.Tensor]] = None
         self._model_name = type(model).__name__
         self._lrs: set = set()
+        self._lr_initial = settings(optimizer)[0].lr if optimizer.param_groups else None
         #: Problems already warned about (each is said once).
         self._warned: set = set()
         self._broken = False
@@ -220,6 +221,7 @@ class Monitor:
             # The peak lr (a schedule's last one is often 0), with the range seen.
             "lr": max(self._lrs) if self._lrs else g.lr,
             "lr_range": [min(self._lrs), max(self._lrs)] if self._lrs else None,
+            "lr_initial": self._lr_initial,
             "momentum": g.momentum,
             "weight_decay": max(s.weight_decay for s in groups),
             "betas": list(g.betas) if g.betas else None,
