@@ -21,15 +21,7 @@ steps="${2:-30}"
 py="${NORMWD_TORCH_PYTHON:-python3}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-status=0
-part() { # part NAME COMMAND...: runs one part, reporting how it ended
-  echo "== $1"
-  local t0=$SECONDS
-  "${@:2}"
-  local rc=$?
-  echo "== $1: exit $rc, $((SECONDS - t0)) s"
-  [ $rc -eq 0 ] || status=1
-}
+. bench/part.sh
 
 unpack() { # unpack NAME: gpu-libs/NAME.gz to an executable in $work
   gunzip -c "gpu-libs/$1.gz" > "$work/$1" && chmod +x "$work/$1" && echo "$work/$1"

@@ -15,15 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 py="${NORMWD_TORCH_PYTHON:-python3}"
 [ -d gpu-libs/py ] && export PYTHONPATH="$PWD/gpu-libs/py:$PWD/python/tests:${PYTHONPATH:-}"
-status=0
-part() { # part NAME COMMAND...: runs one part, reporting how it ended
-  echo "== $1"
-  local t0=$SECONDS
-  "${@:2}"
-  local rc=$?
-  echo "== $1: exit $rc, $((SECONDS - t0)) s"
-  [ $rc -eq 0 ] || status=1
-}
+. bench/part.sh
 "$py" -c "import torch, normwd.torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name(0))" || exit 2
 if "$py" -c "import pytest" 2>/dev/null; then
   part "agreement tests (cpu and cuda)" "$py" -m pytest -q -p no:cacheprovider python/tests/test_monitor.py -k "tiny_angles or as_float64_would"

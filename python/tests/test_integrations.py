@@ -144,18 +144,14 @@ def test_lightning_callback(tmp_path):
     assert callback.monitor.report["net.0.weight"].numeric == "yes (channel)"
 
 
-def test_hugging_face_trainer_callback(tmp_path):
-    transformers = pytest.importorskip("transformers", reason="transformers is installed by scripts/test.sh")
-    pytest.importorskip("accelerate", reason="accelerate (the Trainer's dependency) is installed by scripts/test.sh")
-    from normwd.integrations.hf import MonitorCallback
-
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2))
-    ids = torch.randint(0, 64, (32, 16), generator=torch.Generator().manual_seed(1))
+def hf_train(transformers, model, vocab, shape, steps, callback, tmp_path):
+    """Trains ``model`` with the Trainer's defaults (AdamW, linear schedule) on random tokens of
+    ``shape`` (rows, length) as their own labels, batch 8, lr 1e-3, decay 0.1, on the CPU."""
+    ids = torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(1))
     data = [{"input_ids": row, "labels": row} for row in ids]
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "trainer"),
-        max_steps=6,
+        max_steps=steps,
         per_device_train_batch_size=8,
         learning_rate=1e-3,
         weight_decay=0.1,
@@ -165,8 +161,18 @@ def test_hugging_face_trainer_callback(tmp_path):
         use_cpu=True,
         disable_tqdm=True,
     )
-    callback = MonitorCallback(out=str(tmp_path / "hf"), every=3)
     transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+
+
+def test_hugging_face_trainer_callback(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="transformers is installed by scripts/test.sh")
+    pytest.importorskip("accelerate", reason="accelerate (the Trainer's dependency) is installed by scripts/test.sh")
+    from normwd.integrations.hf import MonitorCallback
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2))
+    callback = MonitorCallback(out=str(tmp_path / "hf"), every=3)
+    hf_train(transformers, model, 64, (32, 16), 6, callback, tmp_path)
     records = [json.loads(line) for line in (tmp_path / "hf" / "metrics.jsonl").read_text().splitlines()]
     assert sorted({r["step"] for r in records}) == [3, 6]
     assert "transformer.h.0.attn.c_attn.weight" in {r["path"] for r in records}
@@ -185,22 +191,8 @@ def test_hugging_face_callback_finds_qk_norm_on_the_first_batch(tmp_path):
     torch.manual_seed(0)
     cfg = transformers.Qwen3Config(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
     model = transformers.Qwen3ForCausalLM(cfg)
-    ids = torch.randint(0, 97, (16, 12), generator=torch.Generator().manual_seed(1))
-    data = [{"input_ids": row, "labels": row} for row in ids]
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "trainer"),
-        max_steps=2,
-        per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        weight_decay=0.1,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-    )
     callback = MonitorCallback(out=str(tmp_path / "hf"), every=1)
-    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+    hf_train(transformers, model, 97, (16, 12), 2, callback, tmp_path)
     report = callback.monitor.report
     records = [json.loads(line) for line in (tmp_path / "hf" / "metrics.jsonl").read_text().splitlines()]
     assert sorted({r["step"] for r in records}) == [1, 2]
