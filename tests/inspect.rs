@@ -528,7 +528,7 @@ fn adam_with_l2_is_flagged_for_the_run() {
         .output()
         .unwrap();
     let s = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && s.contains("FLAG run: adam-l2-on-scale-invariant: with L2 in Adam's gradient"), "{s}");
+    assert!(o.status.success() && s.contains("FLAG run: adam-l2-on-scale-invariant: with L2 in an adaptive optimizer's gradient"), "{s}");
     let o = bin()
         .args([
             "inspect",

@@ -154,8 +154,8 @@ def _warn_coupled(g: Any) -> None:
             f"under momentum {g.momentum:g} L2 passes through the momentum buffer and acts {x:g}x stronger than the same "
             f"coefficient applied decoupled: to keep the decay's strength, set weight_decay={g.weight_decay * x:g} before decay_control"
         )
-    elif g.optimizer == "adam":
-        what = "L2 in Adam's gradient is rescaled per coordinate by Adam's denominator; decoupled decay is AdamW's rule, a different one"
+    elif g.optimizer in ("adam", "nadam"):
+        what = f"L2 in {g.kind}'s gradient is rescaled per coordinate by its denominator; decoupled decay is AdamW's rule, a different one"
     else:
         return
     warnings.warn(f"decay_control: {where}'s weight_decay={g.weight_decay:g} was L2 in the gradient and is now applied decoupled; {what}", UserWarning, stacklevel=3)
