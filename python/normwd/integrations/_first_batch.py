@@ -1,10 +1,14 @@
-"""The first training batch, caught where the model is called, for the trainer callbacks'
-``example_inputs="first-batch"``."""
+"""What the trainer callbacks share: their settings checked when they are made, the Monitor
+made at the start of training, and the first training batch, caught where the model is called,
+for their ``example_inputs="first-batch"``."""
 
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+
+from ..torch import Monitor
+from ..torch._monitor import check_every
 
 #: The callbacks' default ``example_inputs``: the first batch the model is called on in training.
 FIRST_BATCH = "first-batch"
@@ -59,3 +63,43 @@ class FirstBatch:
         if not self.args:
             return dict(self.kwargs)
         return self.args if len(self.args) > 1 else self.args[0]
+
+
+class MonitorStart:
+    """The part of a trainer callback around its Monitor (``monitor``, made by ``begin`` at the
+    start of training; None before): ``out`` and ``every`` as for ``Monitor``,
+    ``example_inputs`` ``"first-batch"`` (caught by ``begin``, measured by ``before_step``),
+    None, or the inputs themselves."""
+
+    def __init__(self, out: str, every: int = 10, example_inputs: Any = FIRST_BATCH):
+        check_every(every)
+        check(example_inputs)
+        self.out, self.every, self.example_inputs = out, every, example_inputs
+        self.monitor: Optional[Monitor] = None
+        self._first: Optional[FirstBatch] = None
+
+    def begin(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, parts: bool = False) -> None:
+        """Makes the Monitor (on every process: rank 0 writes, and under FSDP2 every rank takes
+        part in its sums) and, by default, starts catching the first batch (``parts`` as for
+        ``FirstBatch``)."""
+        given = None if self.example_inputs == FIRST_BATCH else self.example_inputs
+        self.monitor = Monitor(model, optimizer, out=self.out, every=self.every, example_inputs=given, scheduler=scheduler)
+        if self.example_inputs == FIRST_BATCH:
+            self._first = FirstBatch(model, parts=parts)
+
+    def before_step(self) -> None:
+        """Before the first optimizer step, the first batch has been through the model: the
+        Monitor measures scale-invariance on it (once)."""
+        if self._first is not None and self.monitor is not None:
+            first, self._first = self._first, None
+            first.remove()
+            if first.inputs() is not None:
+                self.monitor.measure_invariance(first.inputs(), submodule=first.submodule)
+
+    def end(self) -> None:
+        """Stops catching and closes the Monitor."""
+        if self._first is not None:
+            self._first.remove()
+            self._first = None
+        if self.monitor is not None:
+            self.monitor.close()

@@ -12,7 +12,7 @@ from torch import nn
 
 from .. import _core
 from . import _numeric, _optimizer, _structure
-from ._roles import _named, _role, is_norm, unwrap
+from ._roles import _named, _role, is_dtensor, is_norm, local_values, unwrap
 
 
 @dataclass
@@ -164,10 +164,10 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     if optimizer is not None and isinstance(optimizer, nn.Module):
         raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got {type(optimizer).__name__} (the model comes first: audit(model, optimizer))")
     model = unwrap(model)
-    sharded = any(type(t).__name__ == "DTensor" for t in model.parameters())
+    sharded = any(is_dtensor(t) for t in model.parameters())
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         # Under FSDP2 each rank checks its own shard (a DTensor's reduction is a collective).
-        t = t.to_local() if type(t).__name__ == "DTensor" else t
+        t = local_values(t)
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise ValueError(f"model: {name} holds {bad} NaN/inf values of {t.numel()}: the model has diverged or was loaded from a broken checkpoint")
@@ -284,7 +284,7 @@ def _invariance(model: nn.Module, module: nn.Module, name: str, entry: ParamAudi
         # No graph to say where a fused projection splits: try the width of a norm layer
         # that would normalize one slice (QK-norm's head size).
         widths = sorted({_structure.norm_width(m) for m in model.modules() if is_norm(m)} - {None})
-        rows = entry.shape[_numeric.out_dim(module)]
+        rows = entry.shape[_structure.out_dim(module)]
         slices = next((w for w in widths if w < rows and rows % w == 0 and rows // w <= 64), None)
         if slices:
             sizes.insert(0, (slices, f"head of {slices}"))

@@ -14,7 +14,7 @@ from torch import nn
 from .. import _core
 from ._audit import audit
 from ._optimizer import settings, unwrap_optimizer
-from ._roles import unwrap
+from ._roles import is_dtensor, local_values, unwrap
 
 
 class Monitor:
@@ -82,10 +82,7 @@ class Monitor:
         channels: str = "summary",
         scheduler: Any = None,
     ):
-        if isinstance(every, bool) or not isinstance(every, int):
-            raise TypeError(f"every={every!r}: expected an integer >= 1")
-        if every < 1:
-            raise ValueError(f"every={every!r}: expected an integer >= 1")
+        check_every(every)
         if tensors_per_step is not None and (isinstance(tensors_per_step, bool) or not isinstance(tensors_per_step, int)):
             raise TypeError(f"tensors_per_step={tensors_per_step!r}: expected an integer >= 1 or None (every tensor at each probe step)")
         if tensors_per_step is not None and tensors_per_step < 1:
@@ -121,7 +118,7 @@ class Monitor:
         self.active = not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
         # Under FSDP2 each rank holds a shard of every weight: all ranks measure their shards
         # and the sums are added across ranks (one all-reduce per probe step); rank 0 writes.
-        self._sharded = any(_is_dtensor(p) for _, p, _, _ in self._tracked)
+        self._sharded = any(is_dtensor(p) for _, p, _, _ in self._tracked)
         self._before_w: Optional[List[torch.Tensor]] = None
         self._model_name = type(model).__name__
         self._lrs: set = set()
@@ -279,7 +276,7 @@ class Monitor:
         with torch.no_grad():
             # One copy of each probed weight (its shard under FSDP2) in its own dtype: the step
             # changes the parameter in place.
-            self._before_w = [_local(p).detach().clone() for _, p, _, _ in self._probe]
+            self._before_w = [local_values(p).detach().clone() for _, p, _, _ in self._probe]
 
     def _measure_after(self) -> None:
         scheduled, self._scheduled = self._scheduled, False
@@ -288,31 +285,31 @@ class Monitor:
             return self._measure_sharded()
         if self._before_w is None:
             return
-        self._measure_and_write(self._sums())
+        self._write(*self._sums())
 
     def _measure_sharded(self) -> None:
         try:
             if self._before_w is None:
                 raise RuntimeError("the copy before the step failed")
-            totals, rows = self._sums()
-            flat = torch.cat(totals + [r.reshape(-1) for r in rows if r is not None])
+            rows, flat = self._sums()
         except Exception as e:  # noqa: BLE001
             # NaN of the same size: the other ranks' sums arrive, and the step's records are
             # left out on rank 0 with a warning.
             self._warn_once("shard", f"measuring this rank's shards failed ({type(e).__name__}: {e}); the step's records are left out")
-            size = sum(5 + (3 * p.shape[0] if si and p.ndim >= 2 and p.shape[0] > 1 else 0) for _, p, _, si in self._probe)
+            size = sum(5 + (3 * p.shape[0] if _per_row(p, si) else 0) for _, p, _, si in self._probe)
             device = self._probe[0][1].device if self._probe else "cpu"
-            totals, rows, flat = None, None, torch.full((size,), float("nan"), dtype=torch.float64, device=device)
+            rows, flat = None, torch.full((size,), float("nan"), dtype=torch.float64, device=device)
         with torch.no_grad():
             torch.distributed.all_reduce(flat)
-        if totals is None:
+        if rows is None:
             self._before_w = None
             return
-        self._measure_and_write((totals, rows), flat)
+        self._write(rows, flat)
 
-    def _sums(self) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
-        """Each probed tensor's totals and, for scale-invariant ones, rows (``_step_sums``);
-        under FSDP2 this rank's part, rows placed among all the tensor's rows."""
+    def _sums(self) -> Tuple[List[Optional[torch.Tensor]], torch.Tensor]:
+        """Each probed tensor's rows (scale-invariant ones only, ``_step_sums``) and all the
+        sums in one vector: the totals, five per tensor, then the rows; under FSDP2 this rank's
+        part, rows placed among all the tensor's rows."""
         assert self._before_w is not None
         with torch.no_grad():
             # Everything from one pass over each tensor after the step: the weight before it, the
@@ -321,9 +318,9 @@ class Monitor:
             totals, rows = [], []
             for (_, p, _, si), w0 in zip(self._probe, self._before_w):
                 g = p.grad
-                per_row = si and p.ndim >= 2 and p.shape[0] > 1
-                t, r = _step_sums(w0, _local(p).detach(), None if g is None else _local(g).detach(), per_row)
-                if per_row and _is_dtensor(p):
+                per_row = _per_row(p, si)
+                t, r = _step_sums(w0, local_values(p).detach(), None if g is None else local_values(g).detach(), per_row)
+                if per_row and is_dtensor(p):
                     # This rank's rows, at their place among all the tensor's rows.
                     full = r.new_zeros(3, p.shape[0])
                     start = _row_offset(p)
@@ -331,20 +328,18 @@ class Monitor:
                     r = full
                 totals.append(t)
                 rows.append(r)
-        return totals, rows
+            return rows, torch.cat(totals + [r.reshape(-1) for r in rows if r is not None])
 
-    def _measure_and_write(self, sums: Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]], flat: Optional[torch.Tensor] = None) -> None:
-        totals, rows = sums
+    def _write(self, rows: List[Optional[torch.Tensor]], flat: torch.Tensor) -> None:
+        """The probe step's records from ``_sums``' vector (all ranks' under FSDP2), on rank 0."""
         groups = settings(self.optimizer)
-        if flat is None:
-            flat = torch.cat(totals + [r.reshape(-1) for r in rows if r is not None])
         # One transfer to the host per probe step.
         host = flat.cpu().tolist()
         self._before_w = None
         if not self.active or self._broken:
             return
         new = []
-        at = 5 * len(totals)
+        at = 5 * len(rows)
         for i, ((name, p, gi, si), r) in enumerate(zip(self._probe, rows)):
             ww, gg, wg, dd, wd = host[5 * i : 5 * i + 5]
             n = 0 if r is None else r.shape[1]
@@ -402,17 +397,26 @@ class Monitor:
         self.close()
 
 
+def check_every(every: Any) -> None:
+    """Refuses a probe interval that is not an integer >= 1 (``True`` included), naming it.
+
+    Example:
+        >>> check_every(10)
+    """
+    if isinstance(every, bool) or not isinstance(every, int):
+        raise TypeError(f"every={every!r}: expected an integer >= 1")
+    if every < 1:
+        raise ValueError(f"every={every!r}: expected an integer >= 1")
+
+
 #: Elements taken at a time by the sums: their temporaries (the update, products) stay bounded.
 _CHUNK = 1 << 22
 
 
-def _is_dtensor(t: Any) -> bool:
-    return type(t).__name__ == "DTensor" and hasattr(t, "to_local")
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """A tensor's own values on this rank: its shard under FSDP2, else itself."""
-    return t.to_local() if _is_dtensor(t) else t
+def _per_row(p: torch.Tensor, scale_invariant: bool) -> bool:
+    """Whether a probed tensor's output channels are measured one by one: scale-invariant
+    weights with more than one."""
+    return scale_invariant and p.ndim >= 2 and p.shape[0] > 1
 
 
 def _row_offset(p: Any) -> int:

@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from ._roles import is_norm
-
-_PER_CHANNEL = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+from ._structure import _PER_CHANNEL, out_dim
 
 #: Largest derivative along the weight, relative to the control, still read as invariance: a
 #: norm's epsilon and float32's rounding leave under 1e-4 of it; a weight that is not
@@ -69,17 +68,6 @@ def _tensors(out: Any) -> List[torch.Tensor]:
     if hasattr(out, "to_tuple"):  # Hugging Face ModelOutput
         return _tensors(out.to_tuple())
     return []
-
-
-def out_dim(module: nn.Module) -> int:
-    """The dimension of a layer's weight that holds its output channels: 1 for Hugging Face's
-    ``Conv1D`` (GPT-2), which stores the weight transposed, else 0.
-
-    Example:
-        >>> out_dim(torch.nn.Linear(2, 3))
-        0
-    """
-    return 1 if type(module).__name__ == "Conv1D" else 0
 
 
 @dataclass
@@ -219,6 +207,7 @@ class Measurement:
         names = [n for n in dims if params[n].requires_grad]
         gen = torch.Generator().manual_seed(0)
         per: Dict[str, List[Tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
+        ww: Dict[str, torch.Tensor] = {}
         for k in range(PROJECTIONS):
             projections = [(torch.randn(t.shape, generator=gen, dtype=torch.float64) / math.sqrt(t.numel())).to(t.device, t.dtype) for t in outputs]
             grads = torch.autograd.grad(outputs, [params[n] for n in names], projections, retain_graph=k + 1 < PROJECTIONS, allow_unused=True)
@@ -229,14 +218,15 @@ class Measurement:
                 else:
                     g = _rows(g, dims[n]) if g.ndim > 1 else g.reshape(-1, 1)
                 per[n].append(((g * w).sum(1, dtype=torch.float64), (g * g).sum(1, dtype=torch.float64)))
+                if k == 0:
+                    ww[n] = (w * w).sum(1, dtype=torch.float64).cpu()
             del grads
         out = {}
         for n in names:
-            w = _rows(params[n], dims[n]) if params[n].ndim > 1 else params[n].detach().reshape(-1, 1)
             gw = torch.stack([a for a, _ in per[n]]).cpu()
             gg = torch.stack([b for _, b in per[n]]).cpu()
-            ww = (w * w).sum(1, dtype=torch.float64).cpu()
-            out[n] = _Rows(gw, gg, ww, torch.full_like(ww, w.shape[1]))
+            width = params[n].numel() // ww[n].shape[0]
+            out[n] = _Rows(gw, gg, ww[n], torch.full_like(ww[n], width))
         return out
 
     def numeric(self, name: str, bias: Optional[str], sizes: Sequence[Tuple[int, str]], slices: Optional[int] = None) -> Numeric:

@@ -68,9 +68,12 @@ class GroupSettings:
         if self.acting_weight_decay <= 0:
             return "no prediction for this group: without weight decay there is no equilibrium (the norms only grow, F4)"
         if self.optimizer in ("adam", "nadam") and not self.decoupled:
-            fix = {"NAdam": "decoupled_weight_decay=True has one", "RAdam": "decoupled_weight_decay=True has one", "Adagrad": "", "Adadelta": ""}.get(
-                self.kind, "decoupled decay (AdamW, or normwd.torch.decay_control) has one"
-            )
+            if self.kind in {c.__name__ for c in _L2_ONLY}:
+                fix = ""
+            elif self.kind in ("NAdam", "RAdam"):
+                fix = "decoupled_weight_decay=True has one"
+            else:
+                fix = "decoupled decay (AdamW, or normwd.torch.decay_control) has one"
             return f"no prediction for this group: L2 in {self.kind}'s gradient has no fixed rotational rate (it depends on the gradient)" + (f"; {fix}" if fix else "")
         return None
 
@@ -117,10 +120,9 @@ def _rule(opt: torch.optim.Optimizer, group: dict) -> Tuple[Optional[str], Optio
         return ("adamw", True) if group.get("decoupled_weight_decay") else ("adam", False)
     if isinstance(opt, torch.optim.NAdam):
         return "nadam", bool(group.get("decoupled_weight_decay"))
-    if isinstance(opt, (torch.optim.Adamax, torch.optim.RMSprop)):
-        # RMSprop's heavy-ball momentum on the normalized step gives F8 with b1 = momentum.
-        return "adam", False
-    if isinstance(opt, _L2_ONLY):
+    if isinstance(opt, (torch.optim.Adamax, torch.optim.RMSprop) + _L2_ONLY):
+        # L2 only in PyTorch; decoupled (decay_control), RMSprop's heavy-ball momentum on the
+        # normalized step gives F8 with b1 = momentum (the L2-only ones: see `settings`).
         return "adam", False
     if isinstance(opt, torch.optim.SGD):
         return "sgd", False

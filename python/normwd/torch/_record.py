@@ -130,5 +130,8 @@ def _has_tensor(out: Any) -> bool:
 
 
 def _is_method(func: Any) -> bool:
+    """Whether ``func`` is a tensor method (``x.view``), which ``torch.fx`` records as
+    ``call_method``; torch may hand over the method of ``torch.Tensor`` or of its C base."""
     name = getattr(func, "__name__", None)
-    return name is not None and getattr(torch.Tensor, name, None) is func or getattr(getattr(torch._C, "TensorBase", None), name or "", None) is func
+    owners = (torch.Tensor, getattr(torch._C, "TensorBase", torch.Tensor))
+    return name is not None and any(getattr(cls, name, None) is func for cls in owners)

@@ -34,6 +34,28 @@ def is_norm(module: nn.Module) -> bool:
     return bool(own) and all(p.ndim == 1 for p in own)
 
 
+def is_dtensor(t: object) -> bool:
+    """Whether ``t`` is a DTensor (FSDP2's sharded parameters), without importing
+    ``torch.distributed.tensor`` where it is absent.
+
+    Example:
+        >>> is_dtensor(torch.zeros(2))
+        False
+    """
+    return type(t).__name__ == "DTensor" and hasattr(t, "to_local")
+
+
+def local_values(t: torch.Tensor) -> torch.Tensor:
+    """A tensor's own values on this rank: its shard under FSDP2, else itself.
+
+    Example:
+        >>> x = torch.zeros(2)
+        >>> local_values(x) is x
+        True
+    """
+    return t.to_local() if is_dtensor(t) else t
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside DistributedDataParallel / DataParallel and ``torch.compile`` wrappers,
     whose parameter names are the ones people know.

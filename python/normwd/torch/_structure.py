@@ -97,6 +97,17 @@ def is_producer(module: nn.Module) -> bool:
     return isinstance(module, _PRODUCERS) or (type(module).__name__ == "Conv1D" and isinstance(getattr(module, "weight", None), torch.Tensor))
 
 
+def out_dim(module: nn.Module) -> int:
+    """The dimension of a layer's weight that holds its output channels: 1 for Hugging Face's
+    ``Conv1D`` (GPT-2), which stores the weight transposed, else 0.
+
+    Example:
+        >>> out_dim(torch.nn.Linear(2, 3))
+        0
+    """
+    return 1 if type(module).__name__ == "Conv1D" else 0
+
+
 class _Tracer(fx.Tracer):
     """Keeps norm layers, PyTorch's and custom ones, as single nodes."""
 
@@ -193,12 +204,12 @@ def _linear_in(node: fx.Node, src: fx.Node, reached: Set[fx.Node]) -> bool:
     return False
 
 
-def _carries(node: fx.Node, src: fx.Node, modules: Dict[str, nn.Module], reached: Optional[Set[fx.Node]] = None) -> Optional[str]:
+def _carries(node: fx.Node, src: fx.Node, modules: Dict[str, nn.Module], reached: Set[fx.Node]) -> Optional[str]:
     """How ``node`` carries a positive scale of its input ``src``: ``linear`` (reshapes,
     splits, constant factors, products with values the rescale does not reach, given the
     nodes it does reach), ``nonlinear`` (ReLU, max pooling: positively homogeneous, but not
     affine), or None (it mixes the scaled value with something else)."""
-    if reached is not None and node.op in ("call_function", "call_method") and _linear_in(node, src, reached):
+    if node.op in ("call_function", "call_method") and _linear_in(node, src, reached):
         return "linear"
     others = [a for a in _tensor_args(node) if a is not src]
     if node.op == "call_module":
@@ -273,7 +284,7 @@ def structural(model: nn.Module, graph: fx.Graph) -> Dict[str, Structural]:
         if node.op != "call_module" or not is_producer(modules.get(node.target, nn.Identity())):
             continue
         layer = modules[node.target]
-        rows = layer.weight.shape[1 if type(layer).__name__ == "Conv1D" else 0]
+        rows = layer.weight.shape[out_dim(layer)]
         norms: List[Tuple[str, Any]] = []
         leaks: List[str] = []
         nonlinear = False
