@@ -7,7 +7,9 @@
 # against the faster mode. The table gives normwd's FLOP rate and its share of the host's FMA
 # peak, measured first with `normwd bench --peak` (bench/table.py says how both are reckoned).
 #
-#   bench/compare.sh [--models mlp,convnet,resnet20,gpt] [--steps 20] [--rounds 2] [--threads 2] [--compile]
+#   bench/compare.sh [--models mlp,convnet,resnet20,gpt,gpt-muon] [--steps 20] [--rounds 2] [--threads 2] [--compile]
+#
+# gpt-muon: the gpt with Muon on its hidden matrices beside AdamW (PyTorch: torch.optim.Muon + AdamW).
 #
 # Batches: 128 images; 32 windows of 64 tokens for gpt (nanoGPT's CPU scale).
 #
@@ -47,12 +49,13 @@ RAYON_NUM_THREADS=$threads "$bin" bench --peak --json | sed 's/^/peak /' >> "$ou
 for m in ${models//,/ }; do
   for r in $(seq "$rounds"); do
     echo "  $m round $r/$rounds" >&2
-    batch=128
+    batch=128 model=$m nopt=adamw popt=default
     [ "$m" = gpt ] && batch=32
-    RAYON_NUM_THREADS=$threads "$bin" bench --train --json --models "$m" --steps "$steps" --warmup "$warmup" --batch-size "$batch" | sed 's/^/normwd /' >> "$out"
-    OMP_NUM_THREADS=$threads "$py" bench/pytorch_ref.py --model "$m" --steps "$steps" --warmup "$warmup" --threads "$threads" --batch-size "$batch" | sed 's/^/pytorch /' >> "$out"
+    [ "$m" = gpt-muon ] && batch=32 model=gpt nopt=muon popt=muon
+    RAYON_NUM_THREADS=$threads "$bin" bench --train --json --models "$model" --optimizer "$nopt" --steps "$steps" --warmup "$warmup" --batch-size "$batch" | sed 's/^/normwd /' >> "$out"
+    OMP_NUM_THREADS=$threads "$py" bench/pytorch_ref.py --model "$model" --optimizer "$popt" --steps "$steps" --warmup "$warmup" --threads "$threads" --batch-size "$batch" | sed 's/^/pytorch /' >> "$out"
     if [ -n "$compile" ]; then
-      OMP_NUM_THREADS=$threads "$py" bench/pytorch_ref.py --compile --model "$m" --steps "$steps" --warmup "$warmup" --threads "$threads" --batch-size "$batch" | sed 's/^/compiled /' >> "$out"
+      OMP_NUM_THREADS=$threads "$py" bench/pytorch_ref.py --compile --model "$model" --optimizer "$popt" --steps "$steps" --warmup "$warmup" --threads "$threads" --batch-size "$batch" | sed 's/^/compiled /' >> "$out"
     fi
   done
 done

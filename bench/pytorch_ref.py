@@ -5,7 +5,9 @@ SGD lr 0.1 / momentum 0.9 / weight decay 5e-4 on weights only (norm parameters a
 excluded), cross-entropy, standard-normal batches prepared before the clock starts.
 `gpt`: normwd's GPT (nanoGPT's layout with separate q/k/v projections, 4 layers, 4 heads, width
 128, block 64, layer norm, tied embeddings, 62 tokens, PyTorch's fused causal attention),
-AdamW lr 1e-3, betas 0.9/0.95, decay 0.1 on the linear layers' weights, uniform token windows.
+AdamW lr 1e-3, betas 0.9/0.95, decay 0.1 on the linear layers' weights, uniform token windows;
+with --optimizer muon, torch.optim.Muon (lr 0.02, decay 0.1, its defaults otherwise) on the
+blocks' 2-D matrices and that AdamW on the rest (embeddings, norms), reported as gpt-muon.
 
 Prints one JSON object: images/s from the median step time, peak RSS (VmHWM), and the FLOPs of
 one training step (forward and backward, counted by torch.utils.flop_counter on the eager model:
@@ -186,7 +188,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
+    ap.add_argument("--optimizer", choices=["default", "muon"], default="default", help="gpt: Muon + AdamW")
     a = ap.parse_args()
+    if a.optimizer == "muon" and a.model != "gpt":
+        ap.error("--optimizer muon: gpt only")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
@@ -197,7 +202,12 @@ def main():
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.startswith(("wte", "wpe"))]
     rest = [p for n, p in model.named_parameters() if not (p.ndim > 1 and not n.startswith(("wte", "wpe")))]
     groups = [{"params": decay}, {"params": rest, "weight_decay": 0.0}]
-    if gpt:
+    muon = None
+    if a.optimizer == "muon":
+        # The blocks' matrices to Muon (the tied embedding is the head: AdamW's).
+        muon = torch.optim.Muon(decay, lr=0.02, weight_decay=0.1)
+        opt = torch.optim.AdamW([{"params": rest, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    elif gpt:
         opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
     else:
         opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -216,10 +226,14 @@ def main():
             torch.cuda.synchronize()
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
+        if muon is not None:
+            muon.zero_grad(set_to_none=True)
         logits = step_model(x)
         loss = F.cross_entropy(logits.reshape(y.shape[0], -1), y)
         loss.backward()
         opt.step()
+        if muon is not None:
+            muon.step()
         lv = loss.item()
         s = time.perf_counter() - t
         losses.append(lv)
@@ -230,7 +244,7 @@ def main():
     times.sort()
     step = times[len(times) // 2]
     out = {
-        "model": a.model,
+        "model": a.model + ("-muon" if muon is not None else ""),
         "shape": list(shape),
         "batch": a.batch_size,
         "step_s": step,

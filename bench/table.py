@@ -79,7 +79,7 @@ else:
 flags = [f for f in cpu_info()[2] if f.startswith(("avx", "fma", "amx"))] if p0["device"] == "cpu" else []
 if flags:
     print(f"CPU flags: {' '.join(flags)}")
-print(f"{where}; PyTorch {p0['torch']}; image models +BN, SGD momentum 0.9, wd 5e-4 on weights; gpt AdamW lr 1e-3, wd 0.1 on matrices; medians of {n0['steps']} steps")
+print(f"{where}; PyTorch {p0['torch']}; image models +BN, SGD momentum 0.9, wd 5e-4 on weights; gpt AdamW lr 1e-3, wd 0.1 on matrices (gpt-muon: Muon lr 0.02, wd 0.1 on them, AdamW on the rest); medians of {n0['steps']} steps")
 if how:
     print(f"FMA peak: {how}")
 print()
@@ -93,8 +93,8 @@ for m, r in rows.items():
     n, p = r["normwd"], r["pytorch"]
     c = r.get("compiled")
     # A gpt's examples are windows of shape[2] tokens: its rates are tokens/s.
-    per = n["shape"][2] if m == "gpt" else 1
-    unit = "tokens" if m == "gpt" else "images"
+    per = n["shape"][2] if m.startswith("gpt") else 1
+    unit = "tokens" if m.startswith("gpt") else "images"
     shape = "x".join(map(str, n["shape"])) + f" x {n['batch']}"
     fastest = max([p] + ([c] if c else []), key=lambda x: x["images_per_sec"])
     ratio = n["images_per_sec"] / fastest["images_per_sec"]

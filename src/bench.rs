@@ -117,23 +117,37 @@ pub const BENCH_GPT: GptShape = GptShape { n_layer: 4, n_head: 4, n_embd: 128, b
 pub const BENCH_VOCAB: usize = 62;
 
 /// The `gpt` and optimizer the comparison times: AdamW (lr 1e-3, decay 0.1 on matrices only,
-/// nanoGPT's groups), mirrored by `bench/pytorch_ref.py`.
-fn bench_gpt(device: &Device) -> (Net, Optimizer) {
+/// nanoGPT's groups), or with `muon` Muon (lr 0.02, decay 0.1, PyTorch's defaults otherwise) on
+/// the hidden matrices beside that AdamW; mirrored by `bench/pytorch_ref.py`.
+fn bench_gpt(device: &Device, muon: bool) -> (Net, Optimizer) {
     let net = Net::gpt(BENCH_GPT, NormKind::Ln, BENCH_VOCAB, 0, device);
     let params = describe(&net, DecayPolicy::ExcludeNormBias);
-    let c = OptimConfig { betas: (0.9, 0.95), ..OptimConfig::of_kind(crate::optim::OptimKind::Adamw, 1e-3, 0.1) };
+    let kind = if muon { crate::optim::OptimKind::Muon } else { crate::optim::OptimKind::Adamw };
+    let mut c = OptimConfig { betas: (0.9, 0.95), ..OptimConfig::of_kind(kind, 1e-3, 0.1) };
+    c.muon.lr = 0.02;
     (net, Optimizer::new(c, Schedule::constant(1), &params).expect("valid settings"))
 }
 
 /// Times `steps` training steps after `warmup` untimed ones: +BN, SGD (lr 0.1, momentum 0.9,
 /// decay 5e-4 on weights only), batch `batch`, standard-normal inputs and uniform labels from
-/// a fixed seed, a fresh batch each step, prepared before the clock starts.
+/// a fixed seed, a fresh batch each step, prepared before the clock starts; `gpt` with AdamW, or
+/// Muon and AdamW with `muon` (reported as `gpt-muon`).
 /// Each timed step ends with a device sync: a GPU runs asynchronously, and without it the time of
 /// one step's backward pass would land in the next step's measurement.
-pub fn train_throughput(model: ModelKind, device: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Throughput, String> {
+pub fn train_throughput(
+    model: ModelKind,
+    device: &Device,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    muon: bool,
+) -> Result<Throughput, String> {
+    if muon && !model.reads_text() {
+        return Err(format!("--optimizer muon: benchmarked on gpt only, not {}", model.name()));
+    }
     let device = device.clone().autodiff();
     let shape = bench_shape(model);
-    let (mut net, mut opt) = if model.reads_text() { bench_gpt(&device) } else { bench_model(model, shape, &device) };
+    let (mut net, mut opt) = if model.reads_text() { bench_gpt(&device, muon) } else { bench_model(model, shape, &device) };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let features = shape.iter().product::<usize>();
     let (mut times, mut losses) = (Vec::new(), Vec::new());
@@ -170,7 +184,8 @@ pub fn train_throughput(model: ModelKind, device: &Device, batch: usize, warmup:
         }
     }
     let step_s = median(times);
-    Ok(Throughput { model: model.name().into(), shape, batch, step_s, images_per_sec: batch as f64 / step_s, steps, losses })
+    let name = if muon { format!("{}-muon", model.name()) } else { model.name().into() };
+    Ok(Throughput { model: name, shape, batch, step_s, images_per_sec: batch as f64 / step_s, steps, losses })
 }
 
 /// This process's peak resident memory in bytes (`VmHWM`), where the OS reports it.

@@ -12,6 +12,7 @@ use crate::model::{tensors, Net};
 pub fn describe(net: &Net, policy: impl Into<DecayRule>) -> Vec<ParamInfo> {
     let policy = policy.into();
     let links = net.links();
+    let output = net.output_layer();
     tensors(net)
         .into_iter()
         .map(|t| {
@@ -31,7 +32,12 @@ pub fn describe(net: &Net, policy: impl Into<DecayRule>) -> Vec<ParamInfo> {
                 (Role::Weight, _) => links.iter().find(|l| l.layer == layer).and_then(|l| l.norm.as_ref()).map(|n| n.granularity),
                 _ => None,
             };
-            ParamInfo::new(t.path, t.shape, role, invariance, policy)
+            let info = ParamInfo::new(t.path, t.shape, role, invariance, policy);
+            if role == Role::Weight && output.as_deref() == Some(layer.as_str()) {
+                info.as_output()
+            } else {
+                info
+            }
         })
         .collect()
 }
@@ -45,6 +51,22 @@ mod tests {
     fn table(kind: ModelKind, norm: NormKind, policy: DecayPolicy) -> Vec<ParamInfo> {
         let shape = if kind == ModelKind::Resnet20 { [3, 32, 32] } else { [1, 28, 28] };
         describe(&Net::new(kind, norm, shape, 0.1, 0, &Device::flex()), policy)
+    }
+
+    /// The output layer is marked, and Muon takes the hidden matrices and conv kernels only.
+    #[test]
+    fn output_layer_and_muon_split() {
+        let t = table(ModelKind::Resnet20, NormKind::Bn, DecayPolicy::ExcludeNormBias);
+        let muon: Vec<&str> = t.iter().filter(|i| i.muon()).map(|i| i.path.as_str()).collect();
+        assert!(t.iter().any(|i| i.path == "fc.weight" && i.output && !i.muon()));
+        assert!(muon.contains(&"conv1.weight") && muon.contains(&"layer3.2.conv2.weight"), "{muon:?}");
+        assert!(muon.iter().all(|p| p.ends_with("conv1.weight") || p.ends_with("conv2.weight")), "{muon:?}");
+        let shape = crate::model::GptShape { n_layer: 1, n_head: 2, n_embd: 8, block_size: 4, qk_norm: false, tie_embeddings: false };
+        let gpt = describe(&Net::gpt(shape, NormKind::Ln, 11, 0, &Device::flex()), DecayPolicy::ExcludeNormBias);
+        let muon: Vec<&str> = gpt.iter().filter(|i| i.muon()).map(|i| i.path.as_str()).collect();
+        assert_eq!(muon.len(), 6, "q, k, v, o, fc, proj: {muon:?}");
+        assert!(gpt.iter().any(|i| i.path == "lm_head.weight" && i.output && !i.muon()));
+        assert!(gpt.iter().all(|i| !(i.path.contains("wte") || i.path.contains("wpe")) || !i.muon()));
     }
 
     #[test]

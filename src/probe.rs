@@ -15,14 +15,14 @@ pub use normwd_core::records::Probe;
 
 /// What the prediction rule needs to know of a tensor.
 pub fn facts(info: &ParamInfo) -> TensorFacts {
-    TensorFacts { role: info.role, ndim: info.shape.len(), scale_invariant: info.scale_invariant }
+    TensorFacts { role: info.role, ndim: info.shape.len(), scale_invariant: info.scale_invariant, shape: (info.rows(), info.cols()) }
 }
 
 /// The settings tensor `info` is stepped with at a step with lr `lr` and schedule factor
 /// `lr_factor`, the decay being the one acting then ([`OptimConfig::effective_decay`]:
 /// corrected, cautious).
 pub fn settings(c: &OptimConfig, info: &ParamInfo, lr: f64, lr_factor: f64) -> StepSettings {
-    StepSettings { family: c.family(), step: Some(c.kind.facts().step), lr, weight_decay: c.effective_decay(info, lr_factor) }
+    StepSettings { family: c.family_for(info), step: Some(c.kind.facts().step), lr, weight_decay: c.effective_decay(info, lr_factor) }
 }
 
 /// Builds the probe record of one weight tensor from the update's raw sums, at a step with lr

@@ -58,9 +58,9 @@ fn kernels_match_burns_ops_on_whole_models() {
         // That regime amplifies last-bit differences about 3x per step (measured), so only the
         // first 4 steps are compared.
         let cpu = Device::flex();
-        let ours = train_throughput(model, &cpu, 64, 0, 4).unwrap().losses;
+        let ours = train_throughput(model, &cpu, 64, 0, 4, false).unwrap().losses;
         kernels::set_enabled(false);
-        let burns = train_throughput(model, &cpu, 64, 0, 4).unwrap().losses;
+        let burns = train_throughput(model, &cpu, 64, 0, 4, false).unwrap().losses;
         kernels::set_enabled(true);
         for (step, (a, b)) in ours.iter().zip(&burns).enumerate() {
             assert!((a - b).abs() <= 1e-3 * b.abs(), "{model:?} step {step}: loss {a} with the kernels, {b} with burn's ops");
@@ -99,9 +99,9 @@ fn kernels_match_burns_ops_on_a_gpt() {
         }
     }
     let cpu = Device::flex();
-    let ours = train_throughput(ModelKind::Gpt, &cpu, 8, 0, 4).unwrap().losses;
+    let ours = train_throughput(ModelKind::Gpt, &cpu, 8, 0, 4, false).unwrap().losses;
     kernels::set_enabled(false);
-    let burns = train_throughput(ModelKind::Gpt, &cpu, 8, 0, 4).unwrap().losses;
+    let burns = train_throughput(ModelKind::Gpt, &cpu, 8, 0, 4, false).unwrap().losses;
     kernels::set_enabled(true);
     for (step, (a, b)) in ours.iter().zip(&burns).enumerate() {
         assert!((a - b).abs() <= 1e-4 * b.abs(), "gpt step {step}: loss {a} with the kernels, {b} with burn's ops");

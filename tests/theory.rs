@@ -195,7 +195,7 @@ fn f13_gap_angles_on_a_real_run_and_inspects_verdict_at_every_gap() {
     }
     let family = Family::Sgd { mu, coupled: true };
     let rate = lr * wd / (1.0 - mu);
-    let uncorrelated = -theory::predicted_angle(family, lr, wd).unwrap().cos().ln();
+    let uncorrelated = -theory::predicted_angle(family, lr, wd, None).unwrap().cos().ln();
     for (i, &k) in gaps.iter().enumerate() {
         let measured = sums[i] / counts[i] as f64;
         let predicted = theory::gap_cos(family, lr, wd, k as u64).unwrap();
@@ -214,7 +214,15 @@ fn f13_gap_angles_on_a_real_run_and_inspects_verdict_at_every_gap() {
             );
         }
     }
-    let h = Hyper { optimizer: normwd::optim::Rule::Sgd, lr, momentum: mu, weight_decay: wd, coupled: true, betas: (0.9, 0.999) };
+    let h = Hyper {
+        optimizer: normwd::optim::Rule::Sgd,
+        lr,
+        momentum: mu,
+        weight_decay: wd,
+        coupled: true,
+        betas: (0.9, 0.999),
+        nesterov: false,
+    };
     for (dir, expected) in [(&every, true), (&epochs, true), (&early, false)] {
         let series = inspect::load_series(std::slice::from_ref(dir), None, None).unwrap();
         let reports = inspect::measure(&series, None, &inspect::Training::uniform(&series, &h));

@@ -96,7 +96,15 @@ mod tests {
 
     #[test]
     fn each_mistake_where_it_applies() {
-        let h = |optimizer, wd, coupled| Hyper { optimizer, lr: 0.1, momentum: 0.9, weight_decay: wd, coupled, betas: (0.9, 0.999) };
+        let h = |optimizer, wd, coupled| Hyper {
+            optimizer,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: wd,
+            coupled,
+            betas: (0.9, 0.999),
+            nesterov: false,
+        };
         let sgd = h(Rule::Sgd, 5e-4, true);
         assert_eq!(mistakes(Role::NormScale, false, &sgd), [Mistake::NormDecayed]);
         assert_eq!(mistakes(Role::Gain, false, &sgd), [Mistake::NormDecayed]);

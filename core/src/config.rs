@@ -5,9 +5,10 @@
 //! left to the optimizer (decay mode, decay policy).
 
 use crate::kinds::{GptShape, ModelKind, NormKind, Tokens};
-use crate::optim::{DecayMode, FixedNormGranularity, Invariance, NormTarget, OptimConfig, OptimError, OptimKind, RemedyConfig};
+use crate::optim::{DecayMode, FixedNormGranularity, Invariance, MuonConfig, NormTarget, OptimConfig, OptimError, OptimKind, RemedyConfig};
 use crate::roles::{DecayPolicy, DecayRule};
 use crate::schedule::ScheduleKind;
+use crate::theory::muon::AdjustLr;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Errors in a run configuration.
@@ -129,6 +130,19 @@ pub struct RunConfig {
     pub corrected_decay: bool,
     /// Cautious decay: decoupled decay only where the update and the weight agree in sign.
     pub cautious_decay: bool,
+    /// `muon`: base lr of the hidden matrices Muon steps (the other tensors take `lr`).
+    pub muon_lr: f64,
+    /// `muon`: decay of Muon's matrices (decoupled, at the base lr); unset: `weight_decay`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub muon_weight_decay: Option<f64>,
+    /// `muon`: momentum `b` (`B <- b B + (1-b) G`).
+    pub muon_momentum: f64,
+    /// `muon`: Nesterov's blend (PyTorch's default).
+    pub muon_nesterov: bool,
+    /// `muon`: the step's shape adjustment (PyTorch's `adjust_lr_fn`).
+    pub muon_adjust_lr: AdjustLr,
+    /// `muon`: Newton-Schulz steps.
+    pub muon_ns_steps: usize,
     /// Record per-layer probes every N steps; unset: about 200 points per run, at most every
     /// 3rd step.
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "zero_is_unset")]
@@ -211,6 +225,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         // The remedies' defaults are theirs ([`RemedyConfig::default`]), laid out flat here.
         let r = RemedyConfig::default();
+        let muon = MuonConfig::default();
         RunConfig {
             model: ModelKind::Convnet,
             norm: None,
@@ -260,6 +275,12 @@ impl Default for RunConfig {
             rv_rms_decay: r.rv_rms_decay,
             corrected_decay: false,
             cautious_decay: false,
+            muon_lr: muon.lr,
+            muon_weight_decay: muon.weight_decay,
+            muon_momentum: muon.momentum,
+            muon_nesterov: muon.nesterov,
+            muon_adjust_lr: muon.adjust_lr,
+            muon_ns_steps: muon.ns_steps,
         }
     }
 }
@@ -336,6 +357,7 @@ impl RunConfig {
             decay_policy: Some(DecayPolicy::ExcludeNormBias),
             decay_embeddings: Some(false),
             si_weight_decay: Some(0.0),
+            muon_weight_decay: Some(0.0),
             betas: Some([0.9, 0.999]),
             train_subset: Some(1),
             test_subset: Some(1),
@@ -371,6 +393,14 @@ impl RunConfig {
             },
             corrected_decay: self.corrected_decay,
             cautious_decay: self.cautious_decay,
+            muon: MuonConfig {
+                lr: self.muon_lr,
+                weight_decay: self.muon_weight_decay,
+                momentum: self.muon_momentum,
+                nesterov: self.muon_nesterov,
+                adjust_lr: self.muon_adjust_lr,
+                ns_steps: self.muon_ns_steps,
+            },
         }
     }
 

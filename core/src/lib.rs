@@ -4,6 +4,7 @@
 //!
 //! Layers, each importing only those above it:
 //! - [`choice`]: closed sets of names (the macro every typed setting uses);
+//! - [`gemm`]: the one call into the GEMM crate (the engine's kernels and Muon's iteration);
 //! - [`theory`]: the closed forms of THEORY.md;
 //! - [`kinds`], [`roles`], [`schedule`], [`optim`]: what a run is made of (architecture and
 //!   norm names, parameter roles and the decay rule, lr schedules, optimizer settings);
@@ -24,6 +25,7 @@ pub mod choice;
 pub mod config;
 pub mod exit;
 pub mod fault;
+pub mod gemm;
 pub mod kinds;
 pub mod optim;
 pub mod probe;

@@ -8,6 +8,7 @@
 //! (`decoupled`, SGDW / AdamW, PyTorch's `AdamW`).
 
 use crate::roles::{DecayPolicy, DecayRule, Granularity, Group, ParamInfo, Role};
+use crate::theory::muon::AdjustLr;
 use crate::theory::{self, Family};
 use serde::{Deserialize, Serialize};
 
@@ -58,13 +59,18 @@ crate::choice! {
         /// the first moment, L2 unless `decoupled_weight_decay` ([`crate::theory::angle_nadam`]).
         /// The engine does not train with it.
         Nadam = "nadam",
+        /// Muon (PyTorch's `torch.optim.Muon`): Newton-Schulz-orthogonalized momentum on hidden
+        /// matrices, decoupled decay at the base lr (F18, [`crate::theory::muon`]).
+        Muon = "muon",
     }
 }
 
 impl Rule {
-    /// The theory's family of this rule with L2 in the gradient (`coupled`) or decoupled decay.
-    pub fn family(self, coupled: bool, momentum: f64, betas: (f64, f64)) -> Family {
+    /// The theory's family of this rule with L2 in the gradient (`coupled`) or decoupled decay;
+    /// `nesterov` is Muon's blend (SGD's Nesterov does not move F7).
+    pub fn family(self, coupled: bool, momentum: f64, nesterov: bool, betas: (f64, f64)) -> Family {
         match (self, coupled) {
+            (Rule::Muon, _) => Family::Muon { b: momentum, nesterov },
             (Rule::Sgd, coupled) => Family::Sgd { mu: momentum, coupled },
             (Rule::Adam | Rule::Adamw, true) => Family::AdamL2,
             (Rule::Adam | Rule::Adamw, false) => Family::AdamW { b1: betas.0, b2: betas.1 },
@@ -83,6 +89,7 @@ impl Rule {
             Rule::Adam => Some(OptimKind::Adam),
             Rule::Adamw => Some(OptimKind::Adamw),
             Rule::Lion => Some(OptimKind::Lion),
+            Rule::Muon => Some(OptimKind::Muon),
             Rule::Nadam => None,
         }
     }
@@ -125,12 +132,14 @@ pub struct Hyper {
     pub coupled: bool,
     /// Adam / Lion betas.
     pub betas: (f64, f64),
+    /// Muon's Nesterov blend (PyTorch's default `True`; SGD's Nesterov does not move F7).
+    pub nesterov: bool,
 }
 
 impl Hyper {
     /// The theory's family of this training.
     pub fn family(&self) -> Family {
-        self.optimizer.family(self.coupled, self.momentum, self.betas)
+        self.optimizer.family(self.coupled, self.momentum, self.nesterov, self.betas)
     }
 
     /// The rate per step at which a scale-invariant weight's norm relaxes (F6): `lr*wd`, with
@@ -196,6 +205,9 @@ crate::choice! {
         RvAdamw = "rv-adamw",
         /// Lion (Chen et al. 2023, `lion-pytorch`): `sign(b1*m + (1-b1)*g)`, decoupled decay.
         Lion = "lion",
+        /// Muon (PyTorch's `torch.optim.Muon`) on hidden matrices and flattened conv kernels,
+        /// AdamW on the rest ([`crate::roles::muon_takes`]): one optimizer with two branches.
+        Muon = "muon",
     }
 }
 
@@ -206,8 +218,8 @@ pub enum StepScale {
     /// The step is proportional to the gradient (SGD and its remedies): effective lr
     /// `lr/||w||^2`.
     Gradient,
-    /// The step is normalized per element (Adam's denominator, Lion's sign): effective lr
-    /// `lr/||w||`.
+    /// The step does not scale with the gradient (Adam's denominator, Lion's sign, Muon's
+    /// orthogonalization): effective lr `lr/||w||`.
     PerElement,
 }
 
@@ -310,6 +322,9 @@ impl OptimKind {
             OptimKind::RvAdamw => row(Imposed(Rule::Adamw), Decoupled, true, PerElement, false, false),
             // Lion's paper's betas.
             OptimKind::Lion => Facts { betas: (0.9, 0.99), ..row(Relaxes(Rule::Lion), Decoupled, false, PerElement, false, true) },
+            // Decoupled always (PyTorch's Muon and AdamW); its momentum and Nesterov are Muon's own
+            // settings ([`MuonConfig`]), not SGD's flags.
+            OptimKind::Muon => row(Relaxes(Rule::Muon), Decoupled, true, PerElement, false, true),
         }
     }
 
@@ -329,6 +344,30 @@ impl OptimKind {
     /// The betas when the user gave none.
     pub fn default_betas(self) -> (f64, f64) {
         self.facts().betas
+    }
+}
+
+/// Muon's own settings (`--optimizer muon`): its matrices' lr, decay, momentum and iteration;
+/// the other tensors take the AdamW settings (`lr`, `weight_decay`, `betas`, `eps`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MuonConfig {
+    /// Base lr of Muon's matrices (PyTorch's default 1e-3; Keller Jordan's 0.02).
+    pub lr: f64,
+    /// Decay of Muon's matrices, decoupled at the base lr; `None`: `weight_decay`.
+    pub weight_decay: Option<f64>,
+    /// Momentum `b` of `B <- b B + (1-b) G`.
+    pub momentum: f64,
+    /// Nesterov's blend `U = (1-b) G + b B`.
+    pub nesterov: bool,
+    /// The step's shape adjustment.
+    pub adjust_lr: AdjustLr,
+    /// Newton-Schulz steps.
+    pub ns_steps: usize,
+}
+
+impl Default for MuonConfig {
+    fn default() -> Self {
+        MuonConfig { lr: 0.02, weight_decay: None, momentum: 0.95, nesterov: true, adjust_lr: AdjustLr::Original, ns_steps: 5 }
     }
 }
 
@@ -414,6 +453,9 @@ pub struct OptimConfig {
     /// agree in sign.
     #[serde(default)]
     pub cautious_decay: bool,
+    /// Muon's settings (used by `--optimizer muon` only).
+    #[serde(default)]
+    pub muon: MuonConfig,
 }
 
 fn check(flag: &'static str, v: f64, ok: bool, expected: &'static str) -> Result<(), OptimError> {
@@ -479,6 +521,19 @@ impl OptimConfig {
                 expected: "--optimizer sgd (SGDC), adamw (AdamC), lion, or adam with --decay decoupled".into(),
             });
         }
+        let m = &self.muon;
+        check("muon-lr", m.lr, m.lr > 0.0, "a finite number > 0")?;
+        if let Some(w) = m.weight_decay {
+            check("muon-weight-decay", w, w >= 0.0, "a finite number >= 0")?;
+        }
+        check("muon-momentum", m.momentum, (0.0..1.0).contains(&m.momentum), "a number in [0, 1)")?;
+        if !(1..100).contains(&m.ns_steps) {
+            return Err(OptimError::Invalid {
+                flag: "muon-ns-steps",
+                value: m.ns_steps.to_string(),
+                expected: "an integer in [1, 99]".into(),
+            });
+        }
         if (self.corrected_decay || self.cautious_decay) && r.compensate_elr {
             return Err(OptimError::Invalid {
                 flag: "compensate-elr",
@@ -518,7 +573,7 @@ impl OptimConfig {
     /// The rotational wrapper's target angle per step at the base lr (F7 for RV-SGDM, F8 for RV-AdamW).
     pub fn rotation_angle(&self, params: &[ParamInfo]) -> f64 {
         let wd = params.iter().find(|p| p.scale_invariant).map(|p| self.weight_decay_for(p)).unwrap_or(0.0);
-        theory::predicted_angle(self.family(), self.lr * self.si_lr_scale, wd).unwrap_or(0.0)
+        theory::predicted_angle(self.family(), self.lr * self.si_lr_scale, wd, None).unwrap_or(0.0)
     }
 
     /// SGD with momentum and L2 in the gradient (PyTorch's `SGD`), every other setting at its default.
@@ -537,6 +592,7 @@ impl OptimConfig {
             remedy: RemedyConfig::default(),
             corrected_decay: false,
             cautious_decay: false,
+            muon: MuonConfig::default(),
         }
     }
 
@@ -545,14 +601,40 @@ impl OptimConfig {
         OptimConfig { kind, decay: kind.default_decay(), ..Self::sgd(lr, 0.9, weight_decay) }
     }
 
-    /// Weight decay applied to a tensor (0 where the policy excludes it).
+    /// Whether this optimizer steps a tensor with Muon (`--optimizer muon` and
+    /// [`crate::roles::muon_takes`]).
+    pub fn muon_steps(&self, info: &ParamInfo) -> bool {
+        self.kind == OptimKind::Muon && info.muon()
+    }
+
+    /// A tensor's base lr before the schedule: Muon's for its matrices, `lr` for the rest, times
+    /// `si_lr_scale` in the scale-invariant group.
+    pub fn base_lr(&self, info: &ParamInfo) -> f64 {
+        let lr = if self.muon_steps(info) { self.muon.lr } else { self.lr };
+        lr * if info.group == Group::ScaleInvariant { self.si_lr_scale } else { 1.0 }
+    }
+
+    /// Weight decay applied to a tensor (0 where the policy excludes it): `si_weight_decay` in
+    /// the scale-invariant group where given, Muon's for its matrices, `weight_decay` otherwise.
     pub fn weight_decay_for(&self, info: &ParamInfo) -> f64 {
         if !info.decayed {
             0.0
-        } else if info.group == Group::ScaleInvariant {
-            self.si_weight_decay.unwrap_or(self.weight_decay)
+        } else if let (Group::ScaleInvariant, Some(w)) = (info.group, self.si_weight_decay) {
+            w
+        } else if self.muon_steps(info) {
+            self.muon.weight_decay.unwrap_or(self.weight_decay)
         } else {
             self.weight_decay
+        }
+    }
+
+    /// The theory's family a tensor is stepped under: Muon's for Muon's matrices, AdamW's for
+    /// the rest of a Muon run, [`OptimConfig::family`] otherwise.
+    pub fn family_for(&self, info: &ParamInfo) -> Family {
+        match self.kind {
+            OptimKind::Muon if self.muon_steps(info) => Family::Muon { b: self.muon.momentum, nesterov: self.muon.nesterov },
+            OptimKind::Muon => Rule::Adamw.family(false, self.momentum, false, self.betas),
+            _ => self.family(),
         }
     }
 
@@ -590,7 +672,10 @@ impl OptimConfig {
     /// compensation replaces decay, so plain SGD's equilibrium does not apply to it.
     pub fn family(&self) -> Family {
         match self.kind.rule() {
-            Some(rule) if !self.remedy.compensate_elr => rule.family(self.decay == DecayMode::Coupled, self.momentum, self.betas),
+            Some(Rule::Muon) => Family::Muon { b: self.muon.momentum, nesterov: self.muon.nesterov },
+            Some(rule) if !self.remedy.compensate_elr => {
+                rule.family(self.decay == DecayMode::Coupled, self.momentum, self.nesterov, self.betas)
+            }
             _ => Family::Other,
         }
     }
@@ -610,13 +695,16 @@ impl OptimConfig {
     /// scale-invariant weights under `rule`: what `predict`, the budget and `inspect` take.
     pub fn hyper(&self, rule: impl Into<DecayRule>) -> Option<Hyper> {
         let optimizer = self.kind.rule().filter(|_| !self.remedy.compensate_elr)?;
+        let muon = optimizer == Rule::Muon;
+        let probe = ParamInfo::new("", vec![1, 1], Role::Weight, Some(Granularity::Tensor), rule);
         Some(Hyper {
             optimizer,
-            lr: self.lr * self.si_lr_scale,
-            momentum: self.momentum,
-            weight_decay: self.scale_invariant_decay(rule),
+            lr: self.base_lr(&probe),
+            momentum: if muon { self.muon.momentum } else { self.momentum },
+            weight_decay: self.weight_decay_for(&probe),
             coupled: self.decay == DecayMode::Coupled,
             betas: self.betas,
+            nesterov: if muon { self.muon.nesterov } else { self.nesterov },
         })
     }
 }

@@ -67,6 +67,8 @@ pub struct TensorFacts {
     pub ndim: usize,
     /// Whether the loss is invariant to its scale.
     pub scale_invariant: bool,
+    /// Its `[rows, cols]` view (output channels by the rest): Muon's angle depends on it.
+    pub shape: (usize, usize),
 }
 
 /// The settings a tensor is stepped with at one update, as the closed forms take them.
@@ -112,7 +114,7 @@ pub fn prediction(t: TensorFacts, s: &StepSettings) -> Prediction {
     } else {
         return Prediction::default();
     };
-    let Some(angle) = theory::predicted_angle(s.family, s.lr, s.weight_decay) else { return Prediction::default() };
+    let Some(angle) = theory::predicted_angle(s.family, s.lr, s.weight_decay, Some(t.shape)) else { return Prediction::default() };
     let exact = basis == Basis::ScaleInvariant;
     Prediction {
         basis: Some(basis),
@@ -219,7 +221,7 @@ mod tests {
     }
 
     fn facts(role: Role, ndim: usize, scale_invariant: bool) -> TensorFacts {
-        TensorFacts { role, ndim, scale_invariant }
+        TensorFacts { role, ndim, scale_invariant, shape: (4, 4) }
     }
 
     /// The rule: invariant weights exactly, other decayed matrices approximately, nothing else;

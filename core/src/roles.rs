@@ -216,6 +216,18 @@ pub struct ParamInfo {
     pub decayed: bool,
     /// Learning-rate / decay group.
     pub group: Group,
+    /// Whether it is the output layer's weight (the head that produces the logits), which Muon
+    /// leaves to AdamW ([`muon_takes`]).
+    #[serde(default)]
+    pub output: bool,
+}
+
+/// Whether Muon steps a tensor: a hidden weight matrix or conv kernel (seen as `[out, in*k*k]`,
+/// Keller Jordan's practice); embeddings, tokens, the output head, norm gains and shifts, biases
+/// and 1-D tensors go to AdamW. The one place the split is decided, for the engine's optimizer
+/// and the Python package's audit and groups.
+pub fn muon_takes(role: Role, ndim: usize, output: bool) -> bool {
+    role == Role::Weight && ndim >= 2 && !output
 }
 
 impl ParamInfo {
@@ -238,7 +250,23 @@ impl ParamInfo {
             granularity: invariance.unwrap_or(Granularity::Tensor),
             decayed: rule.into().decays(role, scale_invariant),
             group: if scale_invariant { Group::ScaleInvariant } else { Group::Default },
+            output: false,
         }
+    }
+
+    /// The same description, marked as the output layer's weight.
+    pub fn as_output(self) -> Self {
+        ParamInfo { output: true, ..self }
+    }
+
+    /// Whether Muon steps this tensor ([`muon_takes`]).
+    pub fn muon(&self) -> bool {
+        muon_takes(self.role, self.shape.len(), self.output)
+    }
+
+    /// Columns of the `[out, rest]` view.
+    pub fn cols(&self) -> usize {
+        self.numel() / self.rows().max(1)
     }
 
     /// Number of output channels (rows of the `[out, rest]` view).

@@ -35,6 +35,7 @@ fn hyper(
     momentum: f64,
     betas: Option<(f64, f64)>,
     decoupled: Option<bool>,
+    nesterov: Option<bool>,
 ) -> PyResult<Hyper> {
     let rule: Rule = parse("optimizer", optimizer)?;
     let h = Hyper {
@@ -44,6 +45,7 @@ fn hyper(
         weight_decay,
         coupled: !decoupled.unwrap_or(rule.decoupled_by_default()),
         betas: betas.unwrap_or(rule.default_betas()),
+        nesterov: nesterov.unwrap_or(rule == Rule::Muon),
     };
     h.validate().map_err(|e| match e {
         OptimError::Invalid { flag, value, expected } => invalid(&flag.replace('-', "_"), value, expected),
@@ -54,7 +56,8 @@ fn hyper(
 
 /// An optimizer's settings as the closed forms take them (the core's `Hyper`), checked once
 /// when made: `Hyper("sgd", lr=0.1, weight_decay=5e-4, momentum=0.9)`. A value out of its
-/// domain raises `ValueError` naming the argument.
+/// domain raises `ValueError` naming the argument. `nesterov` is Muon's blend (default `True`
+/// for `muon`, as PyTorch's).
 #[pyclass(name = "Hyper", frozen, module = "normwd._core")]
 #[derive(Clone)]
 struct PyHyper {
@@ -64,7 +67,7 @@ struct PyHyper {
 #[pymethods]
 impl PyHyper {
     #[new]
-    #[pyo3(signature = (optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None))]
+    #[pyo3(signature = (optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None, nesterov=None))]
     fn new(
         optimizer: &str,
         lr: f64,
@@ -72,8 +75,9 @@ impl PyHyper {
         momentum: f64,
         betas: Option<(f64, f64)>,
         decoupled: Option<bool>,
+        nesterov: Option<bool>,
     ) -> PyResult<Self> {
-        Ok(PyHyper { inner: hyper(optimizer, lr, weight_decay, momentum, betas, decoupled)? })
+        Ok(PyHyper { inner: hyper(optimizer, lr, weight_decay, momentum, betas, decoupled, nesterov)? })
     }
 
     /// The optimizer's closed-form name (`sgd`, `adam`, `adamw`, `lion`).
@@ -112,12 +116,14 @@ impl PyHyper {
         !self.inner.coupled
     }
 
-    /// The equilibrium angle per step of a scale-invariant weight (F7/F8/F9), `None` without a
-    /// closed form (L2 in an Adam gradient, or no decay), and the relaxation time in steps
-    /// (`1/(lr*wd)`, SGD's L2 divided by `1-momentum`).
-    fn equilibrium(&self) -> (Option<f64>, f64) {
+    /// The equilibrium angle per step of a scale-invariant weight (F7/F8/F9; Muon's F18 for a
+    /// matrix of `shape = (rows, cols)`), `None` without a closed form (L2 in an Adam gradient,
+    /// no decay, Muon without a shape), and the relaxation time in steps (`1/(lr*wd)`, SGD's L2
+    /// divided by `1-momentum`).
+    #[pyo3(signature = (shape=None))]
+    fn equilibrium(&self, shape: Option<(usize, usize)>) -> (Option<f64>, f64) {
         let h = &self.inner;
-        (theory::predicted_angle(h.family(), h.lr, h.weight_decay), 1.0 / h.relax_rate())
+        (theory::predicted_angle(h.family(), h.lr, h.weight_decay, shape), 1.0 / h.relax_rate())
     }
 
     /// The equilibrium angle between weights `k` steps apart (F17), or `None`.
@@ -172,7 +178,7 @@ struct PyStepSettings {
 #[pymethods]
 impl PyStepSettings {
     #[new]
-    #[pyo3(signature = (optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None))]
+    #[pyo3(signature = (optimizer, lr, weight_decay, momentum=0.0, betas=None, decoupled=None, nesterov=None))]
     fn new(
         optimizer: Option<&str>,
         lr: f64,
@@ -180,6 +186,7 @@ impl PyStepSettings {
         momentum: f64,
         betas: Option<(f64, f64)>,
         decoupled: Option<bool>,
+        nesterov: Option<bool>,
     ) -> PyResult<Self> {
         for (name, v) in [("lr", lr), ("weight_decay", weight_decay)] {
             if !(v.is_finite() && v >= 0.0) {
@@ -190,7 +197,8 @@ impl PyStepSettings {
             Some(name) => {
                 let rule: Rule = parse("optimizer", name)?;
                 // An lr of 0 has no equilibrium: the family is only taken from valid settings.
-                let family = if lr > 0.0 { hyper(name, lr, weight_decay, momentum, betas, decoupled)?.family() } else { Family::Other };
+                let family =
+                    if lr > 0.0 { hyper(name, lr, weight_decay, momentum, betas, decoupled, nesterov)?.family() } else { Family::Other };
                 StepSettings { family, step: Some(rule.step_scale()), lr, weight_decay }
             }
             None => StepSettings { family: Family::Other, step: None, lr, weight_decay },
@@ -303,9 +311,10 @@ fn effective_lr(optimizer: &str, lr: f64, norm: f64) -> PyResult<f64> {
 /// the tensor's group's `settings` at that step. `steps`, where the writer measured the update
 /// `d = w' - w` itself: `[||d||^2, <w,d>]`, then (with rows) the rows' `||d_r||^2`, then
 /// `<w_r,d_r>`; the angles are then taken from it, precise at any size. `channels`: how the
-/// per-channel measurements are kept (`full`, `summary`: five quantiles each, `none`).
+/// per-channel measurements are kept (`full`, `summary`: five quantiles each, `none`). `shape`:
+/// the tensor's `(rows, cols)` view, which Muon's prediction needs.
 #[pyfunction]
-#[pyo3(signature = (step, path, role_name, ndim, scale_invariant, sums, settings, steps=None, channels="full"))]
+#[pyo3(signature = (step, path, role_name, ndim, scale_invariant, sums, settings, steps=None, channels="full", shape=None))]
 #[allow(clippy::too_many_arguments)]
 fn probe_record(
     step: u64,
@@ -317,6 +326,7 @@ fn probe_record(
     settings: &PyStepSettings,
     steps: Option<Vec<f64>>,
     channels: &str,
+    shape: Option<(usize, usize)>,
 ) -> PyResult<String> {
     let channels: probe::Channels = parse("channels", channels)?;
     let (head, rows) = match sums.split_first_chunk::<5>() {
@@ -350,7 +360,7 @@ fn probe_record(
             ))
         }
     };
-    let facts = TensorFacts { role: parse("role", role_name)?, ndim, scale_invariant };
+    let facts = TensorFacts { role: parse("role", role_name)?, ndim, scale_invariant, shape: shape.unwrap_or((1, 1)) };
     let mut record = probe::record(step, facts, &settings.inner, &m, None);
     record.keep_channels(channels);
     Ok(Record::Probe(record).to_line())

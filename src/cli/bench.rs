@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Compute device (with --train): cpu or wgpu.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// gpt's optimizer (with --train): adamw, or muon (Muon on the hidden matrices beside AdamW).
+    #[arg(long, default_value = "adamw", value_parser = ["adamw", "muon"])]
+    pub optimizer: String,
 }
 
 /// Runs `normwd bench`.
@@ -101,7 +104,10 @@ fn train(a: &BenchArgs, models: &[ModelKind]) -> Result<(), Failure> {
     let mut rows = Vec::new();
     let device = super::open_device(&a.device)?;
     for &m in models {
-        let t = bench::train_throughput(m, &device, a.batch_size, a.warmup, a.steps).map_err(|e| fail(1, e))?;
+        if a.optimizer == "muon" && !m.reads_text() {
+            return Err(fail(2, format!("--optimizer muon: benchmarked on gpt only (--models gpt), not {}", m.name())));
+        }
+        let t = bench::train_throughput(m, &device, a.batch_size, a.warmup, a.steps, a.optimizer == "muon").map_err(|e| fail(1, e))?;
         let rss = bench::peak_rss_bytes();
         if a.json {
             let mut v = serde_json::to_value(&t).expect("serializes");
@@ -112,7 +118,7 @@ fn train(a: &BenchArgs, models: &[ModelKind]) -> Result<(), Failure> {
         }
         let [c, h, w] = t.shape;
         rows.push(vec![
-            m.name().to_string(),
+            t.model.clone(),
             format!("{c}x{h}x{w}"),
             format!("{:.2}", 1e3 * t.step_s),
             format!("{:.0}", t.images_per_sec * if m.reads_text() { w as f64 } else { 1.0 }),

@@ -12,7 +12,8 @@ use std::time::Instant;
 pub struct DemoArgs {
     /// core (weight-decay regimes) | remedies (SGDP, AdamP, LARS, fixed-norm, RV-SGDM,
     /// compensation) | transformer (a GPT under AdamW: decay groups and QK-norm) | schedules
-    /// (decay through a cosine schedule: plain, corrected, cautious; the decay timescale)
+    /// (decay through a cosine schedule: plain, corrected, cautious; the decay timescale) | muon
+    /// (the GPT under Muon + AdamW against AdamW: F18 checked per matrix)
     #[arg(long, default_value = "core")]
     pub suite: String,
     /// embedded | fashion-mnist | PATH (transformer: embedded text or a UTF-8 file or folder)
@@ -35,6 +36,7 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
     let mut settings = match (a.suite.as_str(), a.quick) {
         ("transformer", q) => demo::transformer::settings(&a.data, q),
         ("schedules", q) => demo::schedules::settings(&a.data, q),
+        ("muon", q) => demo::muon::settings(&a.data, q),
         (_, true) => DemoSettings::quick(&a.data),
         (_, false) => DemoSettings::full(&a.data),
     };
@@ -46,13 +48,15 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
         "remedies" => demo::remedy_regimes(&settings),
         "transformer" => demo::transformer::regimes(&settings),
         "schedules" => demo::schedules::regimes(&settings),
-        s => return Err(fail(2, format!("--suite {s:?}: expected core, remedies, transformer or schedules"))),
+        "muon" => demo::muon::regimes(&settings),
+        s => return Err(fail(2, format!("--suite {s:?}: expected core, remedies, transformer, schedules or muon"))),
     };
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from(match a.suite.as_str() {
             "core" => "runs/demo",
             "remedies" => "runs/demo-remedies",
             "schedules" => "runs/demo-schedules",
+            "muon" => "runs/demo-muon",
             _ => "runs/demo-transformer",
         })
     });
@@ -68,6 +72,7 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
         "core" => (demo::findings(&runs), "normwd demo: weight decay on a normalized network", demo::CORE_ABOUT),
         "remedies" => (demo::remedy_findings(&runs), "normwd demo: remedies compared", demo::REMEDIES_ABOUT),
         "schedules" => (demo::schedules::findings(&runs), "normwd demo: weight decay through the lr schedule", demo::schedules::ABOUT),
+        "muon" => (demo::muon::findings(&runs), "normwd demo: Muon's equilibrium in a transformer", demo::muon::ABOUT),
         _ => (demo::transformer::findings(&runs), "normwd demo: weight decay in a transformer", demo::transformer::ABOUT),
     };
     let path = demo::write(&out, title, about, &regimes, &runs, &findings)?;

@@ -15,9 +15,12 @@ pub struct HyperArgs {
     /// Learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Momentum (SGD) [default: 0.9]; for nadam its blend mu_t [default: beta1].
+    /// Momentum (SGD) [default: 0.9]; for nadam its blend mu_t [default: beta1]; muon [default: 0.95].
     #[arg(long)]
     pub momentum: Option<f64>,
+    /// muon: Nesterov's blend, true/false [default: true].
+    #[arg(long)]
+    pub nesterov: Option<bool>,
     /// Weight decay lambda.
     #[arg(long)]
     pub weight_decay: Option<f64>,
@@ -70,10 +73,15 @@ impl HyperArgs {
             Rule::Sgd => given("momentum", self.momentum, Some(0.9))?,
             // NAdam's Nesterov blend mu_t, which tends to beta1 as a training goes on.
             Rule::Nadam => self.momentum.unwrap_or(betas.0),
+            Rule::Muon => given("momentum", self.momentum, Some(0.95))?,
             _ => self.momentum.unwrap_or(0.0),
         };
         let decoupled = self.decay.map(|d| d == DecayMode::Decoupled).unwrap_or(optimizer.decoupled_by_default());
-        let hyper = Hyper { optimizer, lr, momentum, weight_decay, coupled: !decoupled, betas };
+        if optimizer == Rule::Muon && !decoupled {
+            return Err(fail(2, "--decay coupled: Muon's decay is decoupled (PyTorch's Muon has no L2 mode)"));
+        }
+        let nesterov = self.nesterov.unwrap_or(optimizer == Rule::Muon);
+        let hyper = Hyper { optimizer, lr, momentum, weight_decay, coupled: !decoupled, betas, nesterov };
         hyper.validate().map_err(|e| fail(2, e.to_string()))?;
         Ok(Resolved { hyper, assumed })
     }
@@ -92,6 +100,7 @@ impl HyperArgs {
             weight_decay: self.weight_decay.or(Some(base.weight_decay)),
             decay: self.decay.or(Some(mode).filter(|_| same)),
             betas: self.betas.or(Some(Betas([base.betas.0, base.betas.1])).filter(|_| same)),
+            nesterov: self.nesterov.or(Some(base.nesterov).filter(|_| same)),
         };
         Ok(filled.resolve(None)?.hyper)
     }

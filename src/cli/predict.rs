@@ -8,6 +8,7 @@ use super::{fail, table, Failure};
 use clap::Args;
 use normwd::optim::schedule::{Schedule, ScheduleKind};
 use normwd::optim::Hyper;
+use normwd::theory::muon::AdjustLr;
 use normwd::theory::{self, Family, Scale};
 use serde_json::json;
 
@@ -67,9 +68,25 @@ pub struct PredictArgs {
     /// --transfer: widths under muP, where AdamW's lr for hidden matrices scales as 1/width.
     #[arg(long)]
     pub mup: bool,
+    /// muon: the matrix's shape as `ROWSxCOLS` (fan_out x fan_in; a conv kernel's out x in*kh*kw):
+    /// Muon's angle depends on it (F18).
+    #[arg(long, value_parser = matrix_shape)]
+    pub shape: Option<(usize, usize)>,
+    /// muon: the step's shape adjustment, for the equilibrium norm [default: original].
+    #[arg(long, value_parser = super::choice::<AdjustLr>())]
+    pub adjust_lr: Option<AdjustLr>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `ROWSxCOLS`, both whole numbers > 0.
+fn matrix_shape(s: &str) -> Result<(usize, usize), String> {
+    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    match s.split_once(['x', 'X']).map(|(r, c)| (parse(r), parse(c))) {
+        Some((Some(r), Some(c))) => Ok((r, c)),
+        _ => Err(format!("{s:?}: expected ROWSxCOLS, two whole numbers > 0 (768x3072)")),
+    }
 }
 
 fn finite(flag: &str, v: f64, ok: bool, expected: &str) -> Result<(), Failure> {
@@ -86,6 +103,15 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
     let Resolved { hyper: h, assumed } = a.hyper.resolve(None)?;
     let (decoupled, (b1, b2)) = (!h.coupled, h.betas);
     let family = h.family();
+    let shape = match (family, a.shape) {
+        (Family::Muon { .. }, None) => {
+            return Err(fail(
+                2,
+                "--shape: required for --optimizer muon (its angle depends on the matrix's shape, F18), e.g. --shape 768x3072",
+            ))
+        }
+        (_, s) => s,
+    };
     let sizes = [
         ("dataset-size", a.dataset_size),
         ("batch-size", a.batch_size),
@@ -133,7 +159,7 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         .iter()
         .map(|(label, from, f)| {
             let (lr, wd) = (h.lr * f, acting(*f));
-            let angle = theory::predicted_angle(family, lr, wd);
+            let angle = theory::predicted_angle(family, lr, wd, shape);
             let rate = Hyper { lr, weight_decay: wd, ..h.clone() }.relax_rate();
             let relax = (rate > 0.0).then(|| 1.0 / rate);
             let ratio = theory::grad_weight_ratio(family, lr, wd);
@@ -146,6 +172,13 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
             })
         })
         .collect();
+    let muon_norm = match (family, shape) {
+        (Family::Muon { b, nesterov }, Some((r, c))) if h.weight_decay > 0.0 => {
+            let adjust = a.adjust_lr.unwrap_or(AdjustLr::Original);
+            Some((adjust, theory::muon::equilibrium_norm(h.lr, h.weight_decay, r, c, b, nesterov, adjust)))
+        }
+        _ => None,
+    };
     let note = match family {
         Family::AdamL2 => Some("Adam with L2 in the gradient has no fixed rotational equilibrium: it depends on the gradient norm (use AdamW for a predictable one)"),
         _ if h.weight_decay == 0.0 => Some("without weight decay the norm of scale-invariant weights only grows (F4): the effective lr decays like 1/t and there is no equilibrium"),
@@ -156,7 +189,8 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
             "{}",
             json!({"optimizer": h.optimizer, "decay": if decoupled {"decoupled"} else {"coupled"}, "momentum": h.momentum, "betas": [b1, b2],
                 "weight_decay": h.weight_decay, "corrected_decay": a.corrected_decay, "cautious_decay": a.cautious_decay,
-                "steps_per_epoch": steps_per_epoch, "phases": rows, "note": note})
+                "steps_per_epoch": steps_per_epoch, "phases": rows, "note": note, "shape": shape,
+                "muon_equilibrium_norm": muon_norm.map(|(adj, n)| json!({"adjust_lr": adj.name(), "frobenius": n}))})
         );
         return Ok(());
     }
@@ -201,6 +235,13 @@ pub fn run(a: PredictArgs) -> Result<(), Failure> {
         "timescale: 1/(lr*wd) steps (F6, F15; L2 under SGD momentum acts as wd/(1-momentum)). ||g||/||w||: F13 at equilibrium \
          (SGD; Adam and Lion: only its change, 'vs first'). A phase shorter than ~2 timescales does not reach the equilibrium shown."
     );
+    if let (Some((adjust, norm)), Some((r, c))) = (muon_norm, shape) {
+        println!(
+            "muon: a {r}x{c} matrix settles at ||W|| = {norm:.4} (Frobenius, adjust_lr {}) in the first phase; the angle is F18's, \
+             sqrt(2*lr*wd) times the orthogonalized steps' autocorrelation factor, which adjust_lr does not move",
+            adjust.name()
+        );
+    }
     if a.cautious_decay {
         println!("cautious decay: predicted as decay at wd/2 (F16: half the coordinates are decayed under the noise model; measure it on your run)");
     }

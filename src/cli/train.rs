@@ -12,6 +12,7 @@ use normwd::optim::{DecayMode, FixedNormGranularity, Invariance, NormTarget, Opt
 use normwd::params::DecayPolicy;
 use normwd::train::config::{self, RunConfig};
 use normwd::train::{self, EpochRecord, Observer, RunOptions};
+use normwd_core::theory::muon::AdjustLr;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -158,6 +159,24 @@ pub struct Settings {
     #[arg(long)]
     #[serde(skip_serializing_if = "off")]
     pub cautious_decay: bool,
+    /// muon: base lr of the hidden matrices (the other tensors take --lr, AdamW's)
+    #[arg(long)]
+    pub muon_lr: Option<f64>,
+    /// muon: decay of the hidden matrices, decoupled at --muon-lr [default: --weight-decay]
+    #[arg(long)]
+    pub muon_weight_decay: Option<f64>,
+    /// muon: momentum
+    #[arg(long)]
+    pub muon_momentum: Option<f64>,
+    /// muon: Nesterov's blend, true/false [default: true]
+    #[arg(long)]
+    pub muon_nesterov: Option<bool>,
+    /// muon: the step's shape adjustment (PyTorch's adjust_lr_fn)
+    #[arg(long, value_parser = choice::<AdjustLr>())]
+    pub muon_adjust_lr: Option<AdjustLr>,
+    /// muon: Newton-Schulz steps
+    #[arg(long)]
+    pub muon_ns_steps: Option<usize>,
     /// Decay embeddings and position embeddings (true/false) [default: only under --decay-policy all]
     #[arg(long)]
     pub decay_embeddings: Option<bool>,

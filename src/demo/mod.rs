@@ -7,11 +7,12 @@
 //! relaxes in about 50 steps; the constant-lr phase lasts ~240 steps, then a 10x lower lr
 //! anneals for the last epoch.
 //!
-//! The transformer suite is [`transformer`]; decay through the lr schedule and across dataset
-//! sizes is [`schedules`].
+//! The transformer suite is [`transformer`], Muon against AdamW on it [`muon`]; decay through
+//! the lr schedule and across dataset sizes is [`schedules`].
 //!
 //! May import every layer above it (it runs a study end to end).
 
+pub mod muon;
 pub mod schedules;
 pub mod transformer;
 

@@ -90,7 +90,7 @@ pub fn regimes(s: &DemoSettings) -> Vec<Regime> {
 }
 
 /// The kind of a block's matrix (`attn.q_proj`), or the path itself outside the blocks.
-fn matrix_kind(path: &str) -> String {
+pub(super) fn matrix_kind(path: &str) -> String {
     let p = path.trim_end_matches(".weight");
     match p.strip_prefix("transformer.h.") {
         Some(rest) => rest.split_once('.').map(|(_, k)| k.to_string()).unwrap_or_else(|| rest.to_string()),
@@ -99,7 +99,7 @@ fn matrix_kind(path: &str) -> String {
 }
 
 /// Adds `x` to the values of `key`, keys kept in the order they first come.
-fn push_to(groups: &mut Vec<(String, Vec<f64>)>, key: String, x: f64) {
+pub(super) fn push_to(groups: &mut Vec<(String, Vec<f64>)>, key: String, x: f64) {
     match groups.iter_mut().find(|(k, _)| *k == key) {
         Some((_, v)) => v.push(x),
         None => groups.push((key, vec![x])),
@@ -108,7 +108,7 @@ fn push_to(groups: &mut Vec<(String, Vec<f64>)>, key: String, x: f64) {
 
 /// Mean measured angle over the window divided by the mean predicted one, per probed tensor
 /// that has a prediction.
-fn angle_ratios(run: &RunData, invariant: bool) -> Vec<(String, f64)> {
+pub(super) fn angle_ratios(run: &RunData, invariant: bool) -> Vec<(String, f64)> {
     let (from, to) = run.equilibrium_window();
     let mut paths: Vec<String> = Vec::new();
     for p in run.probes.iter().filter(|p| p.scale_invariant == invariant && p.pred_angle.is_some()) {
@@ -127,10 +127,15 @@ fn angle_ratios(run: &RunData, invariant: bool) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// The relaxation time of a run in steps and epochs, and where its window starts in those units.
-fn relaxation(run: &RunData) -> String {
+/// The relaxation time of a run in steps and epochs (of its matrices: Muon's lr and decay under
+/// Muon), and where its window starts in those units.
+pub(super) fn relaxation(run: &RunData) -> String {
     let c = &run.config;
-    let tau = theory::relaxation_steps(c.lr, c.weight_decay);
+    let (lr, wd) = match c.optimizer {
+        OptimKind::Muon => (c.muon_lr, c.muon_weight_decay.unwrap_or(c.weight_decay)),
+        _ => (c.lr, c.weight_decay),
+    };
+    let tau = theory::relaxation_steps(lr, wd);
     let steps = run.last_step() as f64;
     let per_epoch = steps / c.epochs as f64;
     let from = run.equilibrium_window().0 * steps;

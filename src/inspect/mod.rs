@@ -539,7 +539,8 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, training
                 None => StepSettings { family: Family::Other, step: None, lr: t.lrs[i], weight_decay: 0.0 },
             };
             let eff_lr: Vec<f64> = norms.iter().enumerate().map(|(i, n)| probe::effective_lr(&step_settings(i), *n)).collect();
-            let facts = TensorFacts { role, ndim: shape.len(), scale_invariant: si };
+            let rows = shape.first().copied().unwrap_or(1).max(1);
+            let facts = TensorFacts { role, ndim: shape.len(), scale_invariant: si, shape: (rows, shape.iter().product::<usize>() / rows) };
             let prediction = probe::prediction(facts, &step_settings(t.lrs.len() - 1));
             let pred = prediction.angle;
             let pred_gap_angles: Vec<f64> = match (h, pred) {

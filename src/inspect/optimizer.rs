@@ -112,7 +112,11 @@ pub fn group(g: &PickleValue) -> Result<StoredGroup, String> {
             .ok_or("has params that are not indices")?,
         _ => return Err("has no params list".into()),
     };
-    let (optimizer, momentum, coupled, known) = if d.contains_key("nesterov") || d.contains_key("dampening") {
+    let nesterov = matches!(d.get("nesterov"), Some(PickleValue::Bool(true)));
+    // Muon's groups hold `nesterov` too: its Newton-Schulz settings tell it from SGD.
+    let (optimizer, momentum, coupled, known) = if d.contains_key("ns_coefficients") || d.contains_key("ns_steps") {
+        (Rule::Muon, num("momentum").unwrap_or(0.95), false, true)
+    } else if d.contains_key("nesterov") || d.contains_key("dampening") {
         (Rule::Sgd, num("momentum").unwrap_or(0.0), true, true)
     } else if betas.is_some() && d.contains_key("eps") {
         match d.get("decoupled_weight_decay").and_then(number) {
@@ -125,7 +129,7 @@ pub fn group(g: &PickleValue) -> Result<StoredGroup, String> {
     } else {
         let mut keys: Vec<&str> = d.keys().map(|k| k.as_str()).filter(|k| *k != "params").collect();
         keys.sort_unstable();
-        return Err(format!("has the keys {}: not SGD, Adam, AdamW or Lion", keys.join(", ")));
+        return Err(format!("has the keys {}: not SGD, Adam, AdamW, Lion or Muon", keys.join(", ")));
     };
     let checks =
         [("lr", lr, lr > 0.0), ("weight_decay", weight_decay, weight_decay >= 0.0), ("momentum", momentum, (0.0..1.0).contains(&momentum))];
@@ -133,7 +137,7 @@ pub fn group(g: &PickleValue) -> Result<StoredGroup, String> {
         return Err(format!("has {k} {v}, which no closed form takes"));
     }
     let betas = betas.unwrap_or(optimizer.default_betas());
-    Ok(StoredGroup { hyper: Hyper { optimizer, lr, momentum, weight_decay, coupled, betas }, decay_mode_known: known, params })
+    Ok(StoredGroup { hyper: Hyper { optimizer, lr, momentum, weight_decay, coupled, betas, nesterov }, decay_mode_known: known, params })
 }
 
 /// Reads the optimizer at `path` under `root`; `tensors` are the file's tensor names and shapes

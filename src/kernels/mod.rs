@@ -17,7 +17,7 @@ pub mod bn_pool;
 pub mod conv;
 pub mod feature_norm;
 pub mod gelu;
-mod gemm;
+use normwd_core::gemm;
 pub mod linear;
 pub mod pool;
 mod uninit;

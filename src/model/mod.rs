@@ -137,6 +137,14 @@ impl Net {
             Net::Gpt(m) => m.links(),
         }
     }
+
+    /// The layer that produces the logits (`None` where the token embedding does, tied).
+    pub fn output_layer(&self) -> Option<String> {
+        match self {
+            Net::Gpt(m) => m.lm_head.as_ref().map(|_| "lm_head".to_string()),
+            _ => self.links().pop().map(|l| l.layer),
+        }
+    }
 }
 
 /// One float tensor of a module as seen by [`tensors`].

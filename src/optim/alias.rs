@@ -10,8 +10,8 @@
 
 use super::remedies::{CompensateElr, CosineProject, FixedNorm, LambTrust, ProjectOut, Rotational, TrustRatio};
 use super::transform::{
-    chain as seq, masked, AddDecayedWeights, CautiousDecay, Chain, Corrected, DecoupledDecay, Mask, Partition, ScaleByAdam, ScaleByLion,
-    ScaleByLr, Trace, Transform,
+    chain as seq, masked, AddDecayedWeights, CautiousDecay, Chain, Corrected, DecoupledDecay, Mask, MuonMomentum, Orthogonalize, Partition,
+    ScaleByAdam, ScaleByLion, ScaleByLr, Trace, Transform,
 };
 use crate::params::ParamInfo;
 use normwd_core::optim::{DecayMode, Invariance, OptimConfig, OptimKind};
@@ -152,6 +152,23 @@ pub fn lion(c: &OptimConfig) -> Chain {
     Chain(vec![Box::new(ScaleByLion { b1: c.betas.0, b2: c.betas.1 }), lr(), decay(c, false)])
 }
 
+/// Muon (PyTorch's `torch.optim.Muon`) beside AdamW, one optimizer with two branches (optax's
+/// `partition`): on Muon's matrices ([`Mask::Muon`]) its momentum, Newton-Schulz, the adjusted
+/// lr and decoupled decay at the base lr; elsewhere AdamW. Each tensor's lr and decay (Muon's or
+/// AdamW's) come with it ([`OptimConfig::base_lr`], [`OptimConfig::weight_decay_for`]); the
+/// decay options apply to both branches.
+pub fn muon(c: &OptimConfig) -> Chain {
+    let m = &c.muon;
+    let on: Box<dyn Transform> = Box::new(seq([
+        Box::new(MuonMomentum { b: m.momentum, nesterov: m.nesterov }) as Box<dyn Transform>,
+        Box::new(Orthogonalize { steps: m.ns_steps, adjust: m.adjust_lr }),
+        lr(),
+        decay(c, false),
+    ]));
+    let off: Box<dyn Transform> = Box::new(seq([adam_scaling(c), lr(), decay(c, false)]));
+    Chain(vec![Box::new(Partition { mask: Mask::Muon, on, off })])
+}
+
 /// The chain of `c`'s optimizer (`params` gives the rotational wrappers their angle).
 pub fn chain(c: &OptimConfig, params: &[ParamInfo]) -> Chain {
     match c.kind {
@@ -166,5 +183,6 @@ pub fn chain(c: &OptimConfig, params: &[ParamInfo]) -> Chain {
         OptimKind::RvSgd => rv_sgd(c, params),
         OptimKind::RvAdamw => rv_adamw(c, params),
         OptimKind::Lion => lion(c),
+        OptimKind::Muon => muon(c),
     }
 }

@@ -75,10 +75,16 @@ impl Optimizer {
         self.lr_at(group, self.step as usize)
     }
 
-    /// The learning rate of group `group` for the update with 0-based index `index`.
+    /// The learning rate of group `group` for the update with 0-based index `index` (AdamW's
+    /// under Muon: [`Optimizer::lr_for`] gives each tensor its own).
     pub fn lr_at(&self, group: Group, index: usize) -> f64 {
         let f = self.schedule.factor(index);
         self.config.lr * f * if group == Group::ScaleInvariant { self.config.si_lr_scale } else { 1.0 }
+    }
+
+    /// The learning rate of tensor `info` for the update with 0-based index `index`.
+    pub fn lr_for(&self, info: &ParamInfo, index: usize) -> f64 {
+        self.config.base_lr(info) * self.schedule.factor(index)
     }
 
     /// Applies one update to every parameter of `model` that has a gradient in `grads`.
@@ -96,7 +102,7 @@ impl Optimizer {
     fn update(&mut self, path: &str, w: Tensor<2>, g: Tensor<2>, measure: bool) -> Option<(Tensor<2>, Option<Tensor<2>>)> {
         let info = self.infos.get(path)?.clone();
         let ctx = Ctx {
-            lr: self.lr_at(info.group, self.step as usize - 1),
+            lr: self.lr_for(&info, self.step as usize - 1),
             weight_decay: self.config.weight_decay_for(&info),
             step: self.step,
             info: &info,
@@ -163,6 +169,55 @@ mod tests {
             granularity: Granularity::Tensor,
             decayed,
             group: Group::Default,
+            output: false,
+        }
+    }
+
+    /// Newton-Schulz in f64 on a 2x2 matrix, PyTorch's steps written out.
+    fn ns5(u: &[f64]) -> Vec<f64> {
+        let (a, b, c) = normwd_core::theory::muon::NS_COEFFICIENTS;
+        let n = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let mut x: Vec<f64> = u.iter().map(|v| v / n).collect();
+        let mul = |p: &[f64], q: &[f64]| {
+            vec![p[0] * q[0] + p[1] * q[2], p[0] * q[1] + p[1] * q[3], p[2] * q[0] + p[3] * q[2], p[2] * q[1] + p[3] * q[3]]
+        };
+        for _ in 0..5 {
+            let xt = [x[0], x[2], x[1], x[3]];
+            let g = mul(&x, &xt);
+            let gg = mul(&g, &g);
+            let poly: Vec<f64> = g.iter().zip(&gg).map(|(g, gg)| b * g + c * gg).collect();
+            let px = mul(&poly, &x);
+            x = x.iter().zip(&px).map(|(x, p)| a * x + p).collect();
+        }
+        x
+    }
+
+    /// Muon against PyTorch's algorithm written out (lerp momentum, Nesterov blend, NS5, decay
+    /// at the base lr, step at the adjusted lr), on a hidden matrix; the same config steps an
+    /// output head with AdamW at `lr`.
+    #[test]
+    fn muon_and_its_adamw_branch() {
+        for nesterov in [true, false] {
+            let mut c = cfg(OptimKind::Muon, DecayMode::Decoupled);
+            c.betas = (0.9, 0.999);
+            c.muon = normwd_core::optim::MuonConfig { lr: 0.2, weight_decay: Some(0.3), nesterov, ..Default::default() };
+            let ours = run_ours(c.clone());
+            let (lr, wd, b) = (0.2, 0.3, 0.95);
+            let mut w = vec![0.5, -1.0, 0.25, 2.0];
+            let mut buf = vec![0.0; 4];
+            for _ in 0..5 {
+                let g = grad(&w);
+                buf = buf.iter().zip(&g).map(|(m, g)| b * m + (1.0 - b) * g).collect();
+                let u: Vec<f64> = if nesterov { g.iter().zip(&buf).map(|(g, m)| (1.0 - b) * g + b * m).collect() } else { buf.clone() };
+                let o = ns5(&u);
+                // A square matrix: `original` adjusts by sqrt(max(1, 2/2)) = 1.
+                w = w.iter().zip(&o).map(|(w, o)| w * (1.0 - lr * wd) - lr * o).collect();
+            }
+            close(&ours, &w);
+            // The head is AdamW's, with `lr` 0.1 and `weight_decay` 0.05.
+            let head = run_ours_on(c, constant(), info(true).as_output());
+            let adamw = run_ours(cfg(OptimKind::Adamw, DecayMode::Decoupled));
+            close(&head, &adamw);
         }
     }
 

@@ -68,7 +68,7 @@ mod tests {
         let info = ParamInfo::new("w", vec![2, 3], Role::Weight, Some(Granularity::Channel), DecayPolicy::All);
         let m = ["1.momentum"];
         let adam = ["0.exp_avg", "0.exp_avg_sq"];
-        let cases: [(OptimKind, &[&str]); 10] = [
+        let cases: [(OptimKind, &[&str]); 11] = [
             (OptimKind::Sgd, &m),
             (OptimKind::Adam, &["1.exp_avg", "1.exp_avg_sq"]),
             (OptimKind::Adamw, &adam),
@@ -79,6 +79,7 @@ mod tests {
             (OptimKind::FixedNorm, &["1.momentum", "3.target_norm"]),
             (OptimKind::RvSgd, &["1.momentum", "3.init_norm", "3.rms"]),
             (OptimKind::RvAdamw, &["0.exp_avg", "0.exp_avg_sq", "3.init_norm", "3.rms"]),
+            (OptimKind::Muon, &["0.momentum_buffer"]),
         ];
         let dev = Device::flex();
         for (kind, names) in cases {

@@ -72,6 +72,8 @@ pub const MOMENTUM: SlotSpec = SlotSpec { name: "momentum", shape: SlotShape::Pa
 pub const EXP_AVG: SlotSpec = SlotSpec { name: "exp_avg", shape: SlotShape::Param };
 /// [`ScaleByAdam`]'s second moment.
 pub const EXP_AVG_SQ: SlotSpec = SlotSpec { name: "exp_avg_sq", shape: SlotShape::Param };
+/// [`MuonMomentum`]'s buffer (PyTorch's Muon's name).
+pub const MOMENTUM_BUFFER: SlotSpec = SlotSpec { name: "momentum_buffer", shape: SlotShape::Param };
 
 /// One piece of an optimizer.
 pub trait Transform: Send + Sync {
@@ -216,6 +218,8 @@ pub enum Mask {
     Matrix,
     /// Tensors corrected decay reaches ([`normwd_core::roles::corrected_decay_applies`]).
     CorrectedDecay,
+    /// Tensors Muon steps ([`normwd_core::roles::muon_takes`]).
+    Muon,
 }
 
 impl Mask {
@@ -227,6 +231,7 @@ impl Mask {
             Mask::Weight => info.role == Role::Weight,
             Mask::Matrix => info.shape.len() >= 2,
             Mask::CorrectedDecay => normwd_core::roles::corrected_decay_applies(info.scale_invariant),
+            Mask::Muon => info.muon(),
         }
     }
 }
@@ -535,5 +540,62 @@ impl Transform for Corrected {
     }
     fn slots(&self) -> Vec<SlotSpec> {
         self.inner.slots()
+    }
+}
+
+/// Muon's momentum with PyTorch's semantics (`buf.lerp_(grad, 1-b)`): `B = b*B + (1-b)*u`,
+/// output `B`, or with Nesterov `(1-b)*u + b*B`.
+pub struct MuonMomentum {
+    /// Momentum `b`.
+    pub b: f64,
+    /// Nesterov's blend.
+    pub nesterov: bool,
+}
+
+impl Transform for MuonMomentum {
+    fn name(&self) -> &'static str {
+        "muon_momentum"
+    }
+    fn apply(&self, u: Tensor<2>, _: &Tensor<2>, s: &mut Slots<'_>, _: &Ctx) -> Tensor<2> {
+        let fresh = u.clone().mul_scalar(1.0 - self.b);
+        let buf = match s.take(MOMENTUM_BUFFER) {
+            Some(b) => b.mul_scalar(self.b).add(fresh.clone()),
+            None => fresh.clone(),
+        };
+        s.put(MOMENTUM_BUFFER, buf.clone());
+        if self.nesterov {
+            fresh.add(buf.mul_scalar(self.b))
+        } else {
+            buf
+        }
+    }
+    fn slots(&self) -> Vec<SlotSpec> {
+        vec![MOMENTUM_BUFFER]
+    }
+}
+
+/// Muon's direction: Newton-Schulz's near-orthogonal `O` of the update's `[rows, cols]` view
+/// (the core's [`normwd_core::theory::muon::newton_schulz`], its products through the kernels'
+/// GEMM), times the shape's lr adjustment over the base lr (`adjust_lr_fn`), so the next
+/// [`ScaleByLr`] steps by `lr_adj` while the decay after it uses the base lr.
+pub struct Orthogonalize {
+    /// Newton-Schulz steps.
+    pub steps: usize,
+    /// The shape adjustment.
+    pub adjust: normwd_core::theory::muon::AdjustLr,
+}
+
+impl Transform for Orthogonalize {
+    fn name(&self) -> &'static str {
+        "orthogonalize"
+    }
+    fn apply(&self, u: Tensor<2>, _: &Tensor<2>, _: &mut Slots<'_>, _: &Ctx) -> Tensor<2> {
+        use normwd_core::theory::muon::{newton_schulz, NS_COEFFICIENTS, NS_EPS};
+        let ([rows, cols], device) = (u.dims(), u.device());
+        let data = u.into_data().convert::<f32>();
+        let values = data.as_slice::<f32>().expect("f32 data after convert");
+        let o = newton_schulz(values, rows, cols, NS_COEFFICIENTS, self.steps, NS_EPS);
+        let ratio = self.adjust.lr(1.0, rows, cols);
+        Tensor::from_data(burn::tensor::TensorData::new(o, [rows, cols]), &device).mul_scalar(ratio)
     }
 }

@@ -327,7 +327,6 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
             targets += y.dims()[0];
             let step = optim.step + 1;
             let measure = step % probe_every as u64 == 0;
-            let lrs = (optim.lr(params::Group::ScaleInvariant), optim.lr(params::Group::Default));
             let lr_factor = optim.schedule.factor(optim.step as usize);
             let opt = &mut optim;
             let done = kernels::on_workers(move || {
@@ -353,7 +352,7 @@ pub fn run(config: RunConfig, opts: RunOptions) -> Result<Summary, TrainError> {
             loss_sum += lv * batch.len() as f64;
             seen += batch.len();
             model = m;
-            log_probes(&mut log, &stats, &infos, &optim, (epoch, step), lrs, lr_factor)?;
+            log_probes(&mut log, &stats, &infos, &optim, (epoch, step), lr_factor)?;
             opts.observer.batch(lv, batch.len());
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -407,7 +406,6 @@ fn log_probes(
     infos: &HashMap<String, ParamInfo>,
     optim: &Optimizer,
     (epoch, step): (usize, u64),
-    lrs: (f64, f64),
     lr_factor: f64,
 ) -> Result<(), TrainError> {
     for st in stats {
@@ -415,7 +413,8 @@ fn log_probes(
         if !probe::probed(info) {
             continue;
         }
-        let lr = if info.group == params::Group::ScaleInvariant { lrs.0 } else { lrs.1 };
+        // The update just taken had 0-based index `step - 1`.
+        let lr = optim.lr_for(info, step as usize - 1);
         if !(st.norm_after.is_finite() && st.grad_norm.is_finite()) {
             log.flush()?;
             return Err(TrainError::Diverged {

@@ -7,6 +7,7 @@
 
 use std::f64::consts::PI;
 
+pub mod muon;
 mod schedules;
 #[cfg(test)]
 mod sim;
@@ -158,14 +159,24 @@ pub enum Family {
         /// `beta2`.
         b2: f64,
     },
+    /// Muon (F18, [`muon`]): its angle depends on the matrix's shape as well.
+    Muon {
+        /// Momentum `b` (PyTorch's `momentum`).
+        b: f64,
+        /// Nesterov's blend.
+        nesterov: bool,
+    },
 }
 
-/// Predicted equilibrium angular update per step for `(lr, wd)`, if the theory gives one.
-pub fn predicted_angle(family: Family, lr: f64, wd: f64) -> Option<f64> {
+/// Predicted equilibrium angular update per step for `(lr, wd)`, if the theory gives one;
+/// `shape` is the tensor's `[rows, cols]` view, which Muon's angle needs (`None` gives no
+/// prediction for Muon).
+pub fn predicted_angle(family: Family, lr: f64, wd: f64, shape: Option<(usize, usize)>) -> Option<f64> {
     if wd <= 0.0 {
         return None;
     }
     match family {
+        Family::Muon { b, nesterov } => shape.map(|(r, c)| muon::angle(lr, wd, r, c, b, nesterov)),
         Family::Sgd { mu, coupled: true } => Some(angle_sgdm(lr, wd, mu)),
         Family::Sgd { mu, coupled: false } => Some(angle_sgdw(lr, wd, mu)),
         Family::AdamL2 | Family::Other => None,
@@ -222,7 +233,7 @@ pub fn gap_cos(family: Family, lr: f64, wd: f64, k: u64) -> Option<f64> {
             };
             Some(q.powf(k as f64) - r_prev * sum)
         }
-        Family::AdamL2 | Family::Other | Family::Lion { .. } | Family::Nadam { .. } => None,
+        Family::AdamL2 | Family::Other | Family::Lion { .. } | Family::Nadam { .. } | Family::Muon { .. } => None,
     }
 }
 
@@ -329,13 +340,13 @@ mod tests {
                 assert!(rel < 0.05, "{family:?} k={k}: measured cos {m}, F17 {p} (-ln rel err {rel:.3})");
             }
             // (Plain SGD's 50 steps turn 50 x its angle past 90 degrees: nothing to compare.)
-            let naive = (50.0 * predicted_angle(family, lr, wd).unwrap()).cos();
+            let naive = (50.0 * predicted_angle(family, lr, wd, None).unwrap()).cos();
             let p50 = gap_cos(family, lr, wd, 50).unwrap();
             assert!(naive <= 0.0 || (naive.ln() / p50.ln() - 1.0).abs() > 0.3, "{family:?}: 50 x the per-step angle would pass for F17");
         }
         // k = 1 is the per-step angle of F5/F7/F8.
         for f in [Family::Sgd { mu: 0.9, coupled: true }, Family::Sgd { mu: 0.9, coupled: false }, Family::AdamW { b1: 0.9, b2: 0.999 }] {
-            let (a1, per) = (gap_angle(f, 0.1, 5e-3, 1).unwrap(), predicted_angle(f, 0.1, 5e-3).unwrap());
+            let (a1, per) = (gap_angle(f, 0.1, 5e-3, 1).unwrap(), predicted_angle(f, 0.1, 5e-3, None).unwrap());
             assert!((a1 / per - 1.0).abs() < 0.01, "{f:?}: {a1} vs {per}");
         }
     }

@@ -42,7 +42,7 @@ pub fn ratio_change(family: Family, (lr_a, wd_a): (f64, f64), (lr_b, wd_b): (f64
     }
     match family {
         Family::Sgd { .. } => Some(grad_weight_ratio(family, lr_b, wd_b)? / grad_weight_ratio(family, lr_a, wd_a)?),
-        Family::AdamW { .. } | Family::Lion { .. } | Family::Nadam { .. } => Some((wd_b / lr_b) / (wd_a / lr_a)),
+        Family::AdamW { .. } | Family::Lion { .. } | Family::Nadam { .. } | Family::Muon { .. } => Some((wd_b / lr_b) / (wd_a / lr_a)),
         Family::AdamL2 | Family::Other => None,
     }
 }
@@ -107,7 +107,7 @@ pub const CAUTIOUS_SHARE: f64 = 0.5;
 /// F16: the equilibrium angle per step under cautious decay: the family's F5/F7/F8/F9 angle at
 /// `wd * CAUTIOUS_SHARE`.
 pub fn cautious_angle(family: Family, lr: f64, wd: f64) -> Option<f64> {
-    predicted_angle(family, lr, wd * CAUTIOUS_SHARE)
+    predicted_angle(family, lr, wd * CAUTIOUS_SHARE, None)
 }
 
 /// The expected state of a scale-invariant weight under the noise model (Adam's second moment
@@ -150,7 +150,7 @@ pub fn equilibrium_state(family: Family, lr: f64, wd: f64, g_sq: f64) -> Option<
             let v = g_sq / n;
             Some(NormState { sq_norm: n, buf_dot: -lr * q / (1.0 - a * b1) * v.sqrt(), buf_sq: q * v, grad_sq: v })
         }
-        Family::AdamL2 | Family::Other | Family::Lion { .. } | Family::Nadam { .. } => None,
+        Family::AdamL2 | Family::Other | Family::Lion { .. } | Family::Nadam { .. } | Family::Muon { .. } => None,
     }
 }
 
@@ -189,7 +189,7 @@ pub fn track_step(family: Family, s: NormState, lr: f64, wd: f64, g_sq: f64) -> 
                 grad_sq: v,
             })
         }
-        Family::AdamL2 | Family::Other | Family::Lion { .. } | Family::Nadam { .. } => None,
+        Family::AdamL2 | Family::Other | Family::Lion { .. } | Family::Nadam { .. } | Family::Muon { .. } => None,
     }
 }
 
@@ -416,7 +416,7 @@ mod tests {
             let measured = mean(&t.angle[steps / 2..]);
             let p = cautious_angle(family(opt), lr, wd).unwrap();
             assert!((measured / p - 1.0).abs() < 0.08, "{opt:?}: cautious angle {measured}, F16 {p}");
-            let plain = predicted_angle(family(opt), lr, wd).unwrap();
+            let plain = predicted_angle(family(opt), lr, wd, None).unwrap();
             assert!(measured < 0.85 * plain, "{opt:?}: cautious {measured} not below the plain angle {plain}");
         }
     }

@@ -1,6 +1,8 @@
-//! The one call into the `gemm` crate (the GEMM burn flex uses too) that the convolution and
-//! linear kernels share: strided operands, a row-major destination, bounds checked first.
+//! The one call into the `gemm` crate (the GEMM burn flex uses too) that the engine's convolution,
+//! linear and attention kernels and Muon's Newton-Schulz iteration ([`crate::theory::muon`]) share:
+//! strided operands, a row-major destination, bounds checked first.
 
+pub use gemm::Parallelism;
 use std::marker::PhantomData;
 
 /// A matrix view for [`matmul`]: pointer, row stride, column stride, and the length of the
@@ -51,7 +53,7 @@ pub fn matmul_uninit(
     k: usize,
     lhs: Mat<'_>,
     rhs: Mat<'_>,
-    threads: gemm::Parallelism,
+    threads: Parallelism,
 ) {
     assert!(dst.len() >= m * n, "matmul: destination too small");
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "matmul: an operand is smaller than its strides say");
@@ -61,7 +63,7 @@ pub fn matmul_uninit(
 
 /// `dst[m, n] = lhs[m, k] @ rhs[k, n]` into a row-major `dst` (`+=` when `add`).
 #[allow(clippy::too_many_arguments)] // gemm's own call, narrowed to what the kernels vary
-pub fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat<'_>, rhs: Mat<'_>, threads: gemm::Parallelism, add: bool) {
+pub fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat<'_>, rhs: Mat<'_>, threads: Parallelism, add: bool) {
     assert!(dst.len() >= m * n, "matmul: destination too small");
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "matmul: an operand is smaller than its strides say");
     // SAFETY: every element the strides address lies inside the operands' slices and `dst`
@@ -75,7 +77,7 @@ pub fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat<'_>, rhs: 
 /// `dst` must address `m * n` writable elements (readable when `add`), and the operands' strides
 /// must stay inside their slices.
 #[allow(clippy::too_many_arguments)]
-unsafe fn call(dst: *mut f32, m: usize, n: usize, k: usize, lhs: Mat<'_>, rhs: Mat<'_>, threads: gemm::Parallelism, add: bool) {
+unsafe fn call(dst: *mut f32, m: usize, n: usize, k: usize, lhs: Mat<'_>, rhs: Mat<'_>, threads: Parallelism, add: bool) {
     // SAFETY: the caller's promises are gemm's preconditions.
     unsafe {
         gemm::gemm(
