@@ -79,7 +79,10 @@ else:
 flags = [f for f in cpu_info()[2] if f.startswith(("avx", "fma", "amx"))] if p0["device"] == "cpu" else []
 if flags:
     print(f"CPU flags: {' '.join(flags)}")
-print(f"{where}; PyTorch {p0['torch']}; image models +BN, SGD momentum 0.9, wd 5e-4 on weights; gpt AdamW lr 1e-3, wd 0.1 on matrices (gpt-muon: Muon lr 0.02, wd 0.1 on them, AdamW on the rest); medians of {n0['steps']} steps")
+print(
+    f"{where}; PyTorch {p0['torch']}; image models +BN, SGD momentum 0.9, wd 5e-4 on weights; gpt AdamW lr 1e-3, wd 0.1 on matrices "
+    f"(gpt-muon: Muon lr 0.02, wd 0.1 on them, AdamW on the rest); medians of {n0['steps']} steps"
+)
 if how:
     print(f"FMA peak: {how}")
 print()

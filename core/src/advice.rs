@@ -24,6 +24,10 @@ crate::choice! {
         NoGroup = "no-group",
         /// A parameter in more than one optimizer group.
         TwoGroups = "two-groups",
+        /// An embedding table or token stepped by Muon.
+        MuonOnEmbedding = "muon-on-embedding",
+        /// The output layer (the head that produces the logits) stepped by Muon.
+        MuonOnHead = "muon-on-head",
     }
 }
 
@@ -55,18 +59,27 @@ impl Mistake {
             Mistake::AdamL2OnInvariant => "with L2 in an adaptive optimizer's gradient (Adam and its variants, RMSprop, Adagrad) the decay is divided by its denominator, so it neither regularizes nor sets a predictable equilibrium of this scale-invariant weight; use decoupled decay (AdamW, decoupled_weight_decay=True)",
             Mistake::InvariantUndecayed => "without decay a scale-invariant weight's norm only grows, so its effective learning rate lr/||w||^2 keeps falling (F4); decay it to hold the effective learning rate at its equilibrium",
             Mistake::NoGroup => "a trainable parameter the optimizer does not hold is never updated: frozen by accident, or left out when the groups were built",
-            Mistake::TwoGroups => "a parameter in two groups is updated twice per step, with two settings",
+            Mistake::TwoGroups => "a parameter in two groups (or two optimizers) is updated twice per step, with two settings",
+            Mistake::MuonOnEmbedding => "Muon orthogonalizes a whole matrix's update, which fits a layer that multiplies its input, not a table whose rows are looked up one at a time: Keller Jordan's and Moonshot's recipes give embeddings and tokens to AdamW",
+            Mistake::MuonOnHead => "the output layer's rows are the classes' or tokens' own vectors, updated by how often each is seen; an orthogonalized update spreads it evenly over them (Keller Jordan's and Moonshot's recipes give the head to AdamW)",
         }
     }
 }
 
-/// The mistakes of a tensor with `role` and scale-invariance `scale_invariant`, trained with
-/// its group's `weight_decay` by an optimizer of `family` (`Other` for one without a closed
-/// form: the mistakes of roles still apply). Group membership (in none, in two) is the
-/// caller's to tell.
-pub fn mistakes(role: Role, scale_invariant: bool, weight_decay: f64, family: Family) -> Vec<Mistake> {
+/// The mistakes of a tensor with `role` and scale-invariance `scale_invariant` (`output`: the
+/// layer that produces the logits), trained with its group's `weight_decay` by an optimizer of
+/// `family` (`Other` for one without a closed form: the mistakes of roles still apply). Group
+/// membership (in none, in two) is the caller's to tell.
+pub fn mistakes(role: Role, scale_invariant: bool, output: bool, weight_decay: f64, family: Family) -> Vec<Mistake> {
     let decayed = weight_decay > 0.0;
     let mut out = Vec::new();
+    if matches!(family, Family::Muon { .. }) {
+        if matches!(role, Role::Embedding | Role::Token) {
+            out.push(Mistake::MuonOnEmbedding);
+        } else if output && role == Role::Weight {
+            out.push(Mistake::MuonOnHead);
+        }
+    }
     match role {
         Role::NormScale | Role::NormShift | Role::Gain if decayed => out.push(Mistake::NormDecayed),
         Role::Bias if decayed => out.push(Mistake::BiasDecayed),
@@ -91,7 +104,7 @@ mod tests {
     use crate::optim::{Hyper, Rule};
 
     fn mistakes(role: Role, scale_invariant: bool, h: &Hyper) -> Vec<Mistake> {
-        super::mistakes(role, scale_invariant, h.weight_decay, h.family())
+        super::mistakes(role, scale_invariant, false, h.weight_decay, h.family())
     }
 
     #[test]
@@ -117,5 +130,12 @@ mod tests {
         assert_eq!(mistakes(Role::Weight, true, &none), [Mistake::InvariantUndecayed]);
         assert!(mistakes(Role::Weight, false, &none).is_empty() && mistakes(Role::NormScale, false, &none).is_empty());
         assert_eq!(Mistake::EmbeddingDecayed.severity(), Severity::Warning);
+        // Muon: embeddings and the head are AdamW's; an undecayed invariant matrix as anywhere.
+        let muon = Hyper { momentum: 0.95, nesterov: true, ..h(Rule::Muon, 0.1, false) };
+        assert_eq!(mistakes(Role::Embedding, false, &muon), [Mistake::MuonOnEmbedding, Mistake::EmbeddingDecayed]);
+        assert_eq!(super::mistakes(Role::Weight, false, true, 0.1, muon.family()), [Mistake::MuonOnHead]);
+        assert!(super::mistakes(Role::Weight, false, true, 0.1, sgd.family()).is_empty(), "a head under SGD is fine");
+        assert_eq!(mistakes(Role::Weight, true, &Hyper { weight_decay: 0.0, ..muon }), [Mistake::InvariantUndecayed]);
+        assert!(mistakes(Role::Weight, true, &muon).is_empty());
     }
 }

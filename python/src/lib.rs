@@ -146,9 +146,13 @@ impl PyHyper {
 
     /// The mistakes of a tensor of role `role_name` trained with these settings:
     /// `(code, severity, why)` each.
-    fn mistakes(&self, role_name: &str, scale_invariant: bool) -> PyResult<Vec<(&'static str, &'static str, &'static str)>> {
+    #[pyo3(signature = (role_name, scale_invariant, output=false))]
+    fn mistakes(&self, role_name: &str, scale_invariant: bool, output: bool) -> PyResult<Vec<(&'static str, &'static str, &'static str)>> {
         let h = &self.inner;
-        Ok(advice::mistakes(parse("role", role_name)?, scale_invariant, h.weight_decay, h.family()).into_iter().map(described).collect())
+        Ok(advice::mistakes(parse("role", role_name)?, scale_invariant, output, h.weight_decay, h.family())
+            .into_iter()
+            .map(described)
+            .collect())
     }
 
     fn __repr__(&self) -> String {
@@ -220,9 +224,13 @@ impl PyStepSettings {
 
     /// The mistakes of a tensor of role `role_name` in this group: `(code, severity, why)`
     /// each (an optimizer without a closed form: the mistakes of roles only).
-    fn mistakes(&self, role_name: &str, scale_invariant: bool) -> PyResult<Vec<(&'static str, &'static str, &'static str)>> {
+    #[pyo3(signature = (role_name, scale_invariant, output=false))]
+    fn mistakes(&self, role_name: &str, scale_invariant: bool, output: bool) -> PyResult<Vec<(&'static str, &'static str, &'static str)>> {
         let s = &self.inner;
-        Ok(advice::mistakes(parse("role", role_name)?, scale_invariant, s.weight_decay, s.family).into_iter().map(described).collect())
+        Ok(advice::mistakes(parse("role", role_name)?, scale_invariant, output, s.weight_decay, s.family)
+            .into_iter()
+            .map(described)
+            .collect())
     }
 }
 
@@ -237,6 +245,13 @@ fn roles() -> Vec<&'static str> {
 #[pyfunction]
 fn role_from_name(local: &str) -> Option<&'static str> {
     normwd_core::roles::role_from_name(local).map(Role::name)
+}
+
+/// Whether Muon steps a tensor of role `role_name` with `ndim` dimensions (`output`: the layer
+/// that produces the logits): hidden weight matrices and conv kernels, the core's one rule.
+#[pyfunction]
+fn muon_takes(role_name: &str, ndim: usize, output: bool) -> PyResult<bool> {
+    Ok(normwd_core::roles::muon_takes(parse("role", role_name)?, ndim, output))
 }
 
 /// Whether corrected decay reaches a tensor of this scale-invariance: the core's one rule.
@@ -473,6 +488,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(policies, m)?)?;
     m.add_function(wrap_pyfunction!(role_from_name, m)?)?;
     m.add_function(wrap_pyfunction!(corrected_decay_applies, m)?)?;
+    m.add_function(wrap_pyfunction!(muon_takes, m)?)?;
     m.add_function(wrap_pyfunction!(optimizers, m)?)?;
     m.add_function(wrap_pyfunction!(decide, m)?)?;
     m.add_function(wrap_pyfunction!(mistake, m)?)?;

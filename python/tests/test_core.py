@@ -84,7 +84,7 @@ def test_an_optimizer_without_a_closed_form_is_told_so():
 
     net = torch.nn.Sequential(torch.nn.Linear(4, 8, bias=False), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
     opt = torch.optim.Adafactor(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    why = "no prediction for Adafactor: normwd has no closed-form equilibrium for it (it has one for SGD, AdamW, Lion, and Adam, NAdam, RAdam, Adamax, RMSprop with decoupled decay)"
+    why = "no prediction for Adafactor: normwd has no closed-form equilibrium for it (it has one for SGD, AdamW, Lion, Muon, and Adam, NAdam, RAdam, Adamax, RMSprop with decoupled decay)"
     assert why in nwd.audit(net, opt).notes
     out = tempfile.mkdtemp()
     with nwd.Monitor(net, opt, out=out, every=1) as mon:

@@ -573,7 +573,7 @@ pub fn measure(series: &[Checkpoint], si_from_graph: Option<&[String]>, training
             let decayed = decay.as_ref().map(|d| d.decayed);
             if let (Some(_), Some(h)) = (t.group, h) {
                 // The group is known: the mistakes are facts, decided by the core.
-                for m in normwd_core::advice::mistakes(role, si, h.weight_decay, h.family()) {
+                for m in normwd_core::advice::mistakes(role, si, false, h.weight_decay, h.family()) {
                     // Growing norms say more than the rule alone (below).
                     if m != normwd_core::advice::Mistake::InvariantUndecayed {
                         flags.push(format!("{}: {} ({})", m.name(), m.why(), decay.as_ref().map(|d| d.why.as_str()).unwrap_or_default()));

@@ -163,6 +163,23 @@ pub fn read(source: &str, root: &PickleValue, path: &str, tensors: &[(String, Ve
     Ok(StoredOptimizer { source: source.to_string(), groups, shapes })
 }
 
+/// Several optimizers that trained one model (Muon beside AdamW) as one: their groups in order,
+/// each optimizer's parameter indices (each counts from 0) moved past the previous ones'.
+pub fn merge(optimizers: Vec<StoredOptimizer>) -> StoredOptimizer {
+    let mut out = StoredOptimizer { source: String::new(), groups: Vec::new(), shapes: BTreeMap::new() };
+    let mut sources = Vec::new();
+    let mut offset = 0;
+    for o in optimizers {
+        let count = o.groups.iter().flat_map(|g| g.params.iter()).chain(o.shapes.keys()).map(|i| i + 1).max().unwrap_or(0);
+        out.groups.extend(o.groups.into_iter().map(|g| StoredGroup { params: g.params.iter().map(|i| i + offset).collect(), ..g }));
+        out.shapes.extend(o.shapes.into_iter().map(|(i, s)| (i + offset, s)));
+        sources.push(o.source);
+        offset += count;
+    }
+    out.source = sources.join(" + ");
+    out
+}
+
 /// Which group a checkpoint tensor is in, as far as the saved state tells.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Membership {
@@ -313,5 +330,49 @@ mod tests {
         assert!(matches!(&assign(&bare, &names)[0], Unknown(_)));
         bare.groups[1].hyper.weight_decay = 5e-4;
         assert_eq!(assign(&bare, &names)[0], Group(0));
+    }
+
+    /// Muon's groups (`torch.optim.Muon` writes `nesterov` as SGD does, and its Newton-Schulz
+    /// settings) read as Muon; Muon beside AdamW merged into one optimizer whose second
+    /// optimizer's indices follow the first's.
+    #[test]
+    fn muon_groups_and_two_optimizers() {
+        let muon = dict(&[
+            ("lr", PickleValue::Float(0.02)),
+            ("weight_decay", PickleValue::Float(0.1)),
+            ("momentum", PickleValue::Float(0.95)),
+            ("nesterov", PickleValue::Bool(true)),
+            (
+                "ns_coefficients",
+                PickleValue::List(vec![PickleValue::Float(3.4445), PickleValue::Float(-4.775), PickleValue::Float(2.0315)]),
+            ),
+            ("eps", PickleValue::Float(1e-7)),
+            ("ns_steps", PickleValue::Int(5)),
+            ("adjust_lr_fn", PickleValue::None),
+            ("params", ints(&[0, 1])),
+        ]);
+        let g = group(&muon).unwrap();
+        assert_eq!((g.hyper.optimizer, g.hyper.momentum, g.hyper.nesterov, g.hyper.coupled), (Rule::Muon, 0.95, true, false));
+        let one = |groups: Vec<StoredGroup>, shapes: &[(usize, Vec<usize>)]| StoredOptimizer {
+            source: "m".into(),
+            groups,
+            shapes: shapes.iter().cloned().collect(),
+        };
+        let adamw = group(&dict(&[
+            ("lr", PickleValue::Float(1e-3)),
+            ("betas", PickleValue::List(vec![PickleValue::Float(0.9), PickleValue::Float(0.95)])),
+            ("eps", PickleValue::Float(1e-8)),
+            ("weight_decay", PickleValue::Float(0.0)),
+            ("decoupled_weight_decay", PickleValue::Bool(true)),
+            ("params", ints(&[0, 1])),
+        ]))
+        .unwrap();
+        let merged =
+            merge(vec![one(vec![g], &[(0, vec![16, 8]), (1, vec![16, 16])]), one(vec![adamw], &[(0, vec![16]), (1, vec![10, 16])])]);
+        assert_eq!(merged.groups[1].params, vec![2, 3]);
+        assert_eq!(merged.shapes[&3], vec![10, 16]);
+        let names: Vec<(String, Vec<usize>)> =
+            [("fc1.weight", vec![16, 8]), ("head.weight", vec![10, 16])].iter().map(|(n, s)| (n.to_string(), s.clone())).collect();
+        assert_eq!(assign(&merged, &names), vec![Membership::Group(0), Membership::Group(1)]);
     }
 }

@@ -69,22 +69,24 @@ pub fn read(path: &Path, key: Option<&str>) -> Result<TorchFile, InspectError> {
     Ok(TorchFile { key, tensors, optimizer: optimizer_state(path, &root) })
 }
 
-/// The one optimizer state in the `torch.save` file at `path` with pickle `root` (`None`: it
-/// holds none), or why it cannot be used: several optimizers, or one `inspect` does not know.
+/// The optimizer state in the `torch.save` file at `path` with pickle `root` (`None`: it holds
+/// none), or why it cannot be used: one `inspect` does not know. Several optimizers (Muon beside
+/// AdamW: `{"optimizers": [muon.state_dict(), adamw.state_dict()]}`) are read as one, their groups
+/// in the order found ([`optimizer::merge`]).
 pub fn optimizer_state(path: &Path, root: &PickleValue) -> Option<Result<StoredOptimizer, String>> {
     let found = optimizer::find(root);
-    match found.as_slice() {
-        [] => None,
-        [one] => {
-            let shapes: Vec<(String, Vec<usize>)> = match PytorchReader::new(path) {
-                Ok(r) => r.tensors().iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect(),
-                Err(e) => return Some(Err(format!("its tensors cannot be listed ({e})"))),
-            };
-            let source = if one.is_empty() { path.display().to_string() } else { format!("{}: {one}", path.display()) };
-            Some(optimizer::read(&source, root, one, &shapes).map_err(|e| format!("{source}: {e}")))
-        }
-        many => Some(Err(format!("{} holds {} optimizers ({})", path.display(), many.len(), many.join(", ")))),
+    if found.is_empty() {
+        return None;
     }
+    let shapes: Vec<(String, Vec<usize>)> = match PytorchReader::new(path) {
+        Ok(r) => r.tensors().iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect(),
+        Err(e) => return Some(Err(format!("its tensors cannot be listed ({e})"))),
+    };
+    let read = |one: &String| {
+        let source = if one.is_empty() { path.display().to_string() } else { format!("{}: {one}", path.display()) };
+        optimizer::read(&source, root, one, &shapes).map_err(|e| format!("{source}: {e}"))
+    };
+    Some(found.iter().map(read).collect::<Result<Vec<_>, _>>().map(optimizer::merge))
 }
 
 /// The optimizer state file a Hugging Face Trainer writes beside the weights (`optimizer.pt`),

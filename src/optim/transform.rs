@@ -594,7 +594,7 @@ impl Transform for Orthogonalize {
         let ([rows, cols], device) = (u.dims(), u.device());
         let data = u.into_data().convert::<f32>();
         let values = data.as_slice::<f32>().expect("f32 data after convert");
-        let o = newton_schulz(values, rows, cols, NS_COEFFICIENTS, self.steps, NS_EPS);
+        let o = newton_schulz(values, rows, cols, NS_COEFFICIENTS, self.steps, NS_EPS, true);
         let ratio = self.adjust.lr(1.0, rows, cols);
         Tensor::from_data(burn::tensor::TensorData::new(o, [rows, cols]), &device).mul_scalar(ratio)
     }

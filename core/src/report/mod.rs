@@ -368,8 +368,15 @@ pub fn results_row(r: &RunData) -> Vec<String> {
                 si.push(format!("wd={w}"));
             }
             let si = if si.is_empty() { String::new() } else { format!(", scale-invariant {}", si.join(" ")) };
-            format!("{} {} lr={} wd={} ({}{si})", c.optimizer, c.decay.map(|d| d.name()).unwrap_or(""), c.lr, c.weight_decay, r.policy())
-                .replace("  ", " ")
+            // Muon's matrices have their own lr and decay; `lr` and `wd` are then AdamW's.
+            let (name, adamw) = match c.optimizer {
+                crate::optim::OptimKind::Muon => {
+                    (format!("muon lr={} wd={} + adamw", c.muon_lr, c.muon_weight_decay.unwrap_or(c.weight_decay)), true)
+                }
+                k => (k.name().to_string(), false),
+            };
+            let decay = if adamw { "" } else { c.decay.map(|d| d.name()).unwrap_or("") };
+            format!("{name} {decay} lr={} wd={} ({}{si})", c.lr, c.weight_decay, r.policy()).replace("  ", " ")
         },
         last.map(|e| pct(e.test_acc)).unwrap_or("-".into()),
         last.map(|e| format!("{:.4}", e.test_loss)).unwrap_or("-".into()),

@@ -1,5 +1,5 @@
 """normwd inside a PyTorch training: ``audit`` a model and optimizer, build ``param_groups``
-under normwd's decay policies, make the decay follow the schedule or cautious
+under normwd's decay policies (``muon_param_groups``: Muon's and AdamW's), make the decay follow the schedule or cautious
 (``decay_control``), ``Monitor`` the per-layer dynamics beside the theory.
 
 Example:
@@ -13,8 +13,8 @@ Example:
 
 from ._audit import Audit, Mistake, ParamAudit, audit
 from ._decay import DecayControl, decay_control
-from ._groups import param_groups
+from ._groups import muon_param_groups, param_groups
 from ._monitor import Monitor
 from ._roles import is_norm, roles, unwrap
 
-__all__ = ["Audit", "DecayControl", "Mistake", "Monitor", "ParamAudit", "audit", "decay_control", "is_norm", "param_groups", "roles", "unwrap"]
+__all__ = ["Audit", "DecayControl", "Mistake", "Monitor", "ParamAudit", "audit", "decay_control", "is_norm", "muon_param_groups", "param_groups", "roles", "unwrap"]

@@ -42,6 +42,9 @@ class ParamAudit:
     #: Invariant only together with its layer's bias (rescaled with it): the two are one unit
     #: for decay (``param_groups`` keeps them together).
     with_bias: bool = False
+    #: The output layer's weight (the head that produces the logits: Muon leaves it to AdamW),
+    #: found from the graph.
+    output: bool = False
 
 
 @dataclass
@@ -50,7 +53,8 @@ class Mistake:
 
     param: str
     #: The core's code: ``norm-decayed``, ``bias-decayed``, ``embedding-decayed``, ``dynamics-decayed``,
-    #: ``adam-l2-on-scale-invariant``, ``scale-invariant-undecayed``, ``no-group``, ``two-groups``.
+    #: ``adam-l2-on-scale-invariant``, ``scale-invariant-undecayed``, ``no-group``, ``two-groups``,
+    #: ``muon-on-embedding``, ``muon-on-head``.
     code: str
     #: ``error`` or ``warning``.
     severity: str
@@ -182,6 +186,7 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         prefix = f"{submodule}." if submodule else ""
     notes: List[str] = []
     graph_verdicts: Dict[str, _structure.Structural] = {}
+    head: Optional[str] = None
     traced = False
     added: set = set()
     whole, why_not = _structure.trace(model) if trace else (None, None)
@@ -210,11 +215,14 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
     if whole is not None:
         graph_verdicts = _structure.structural(model, whole.graph)
         added = _structure.added_to_activations(whole.graph)
+        head = _structure.output_layer(model, whole.graph)
         traced = True
     elif probe is not None and (probe.graph is not None or part_graph is not None):
         graph = probe.graph if probe.graph is not None else part_graph.graph
         graph_verdicts = _prefixed(_structure.structural(target, graph), prefix)
         added = {prefix + k for k in _structure.added_to_activations(graph)}
+        layer = _structure.output_layer(target, graph)
+        head = None if layer is None else prefix + layer
         traced = target is model
     elif trace:
         parts, failed = _structure.trace_parts(model)
@@ -233,7 +241,7 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
             # A bare parameter summed into the activations: a position embedding or token.
             role = "token"
         shape = list(tensor.shape)
-        entry = ParamAudit(name, shape, role, False, "", "-", "-")
+        entry = ParamAudit(name, shape, role, False, "", "-", "-", output=role == "weight" and head is not None and name == f"{head}.weight")
         if role == "weight" and tensor.ndim >= 2:
             _invariance(model, module, name, entry, graph_verdicts.get(name), traced, probe)
         params.append(entry)
@@ -366,6 +374,6 @@ def _with_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, params: 
         # in a group frozen that way): 1.0 stands in for it. An optimizer without a closed form
         # gets the mistakes of roles only, decided by the core.
         settings = _core.StepSettings(g.optimizer, 1.0, g.weight_decay, g.theory_momentum, g.theory_betas, g.decoupled)
-        for code, severity, why in settings.mistakes(p.role, p.scale_invariant):
+        for code, severity, why in settings.mistakes(p.role, p.scale_invariant, p.output):
             out.append(Mistake(p.name, code, severity, why))
     return out

@@ -6,14 +6,14 @@ import json
 import math
 import os
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from .. import _core
 from ._audit import audit
-from ._optimizer import settings, unwrap_optimizer
+from ._optimizer import each, settings, unwrap_optimizer
 from ._roles import is_dtensor, local_values, unwrap
 
 
@@ -47,6 +47,12 @@ class Monitor:
     rank 0 measures and writes; under FSDP2 every rank measures its shards, the sums are
     all-reduced once per probe step, and rank 0 writes the full tensors' values.
 
+    ``optimizer`` may be a list: several optimizers training one model together, the usual
+    ``[torch.optim.Muon(hidden), torch.optim.AdamW(rest)]``. A training step is counted when each
+    has stepped once, in any order; the weights are copied before the first of them and measured
+    after the last, and each tensor is predicted for by the optimizer holding it (Muon's F18 for
+    its matrices, from each matrix's shape).
+
     ``example_inputs`` (as ``audit``'s) measures scale-invariance before the first step;
     ``measure_invariance`` does it later, with a batch that came later; ``report`` is the audit
     whose verdicts it follows.
@@ -73,7 +79,7 @@ class Monitor:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Union[torch.optim.Optimizer, Sequence[torch.optim.Optimizer]],
         out: str,
         every: int = 10,
         example_inputs: Any = None,
@@ -137,7 +143,12 @@ class Monitor:
                 self._file = open(metrics, "w", encoding="utf-8")
             except OSError as e:
                 raise ValueError(f"out={out!r}: cannot write the run there ({e})") from e
-        self._hooks = [optimizer.register_step_pre_hook(self._before), optimizer.register_step_post_hook(self._after)]
+        # The optimizers that stepped in the current training step (several: Muon beside AdamW).
+        self._stepped: set = set()
+        self._n_optimizers = len(each(optimizer))
+        self._hooks = []
+        for i, o in enumerate(each(optimizer)):
+            self._hooks += [o.register_step_pre_hook(self._before_hook(i)), o.register_step_post_hook(self._after_hook(i))]
 
     def _adopt(self, report: Any) -> None:
         """Tracks the tensors ``report`` (an audit) says are probed and in a group, with its
@@ -191,7 +202,7 @@ class Monitor:
         info = {
             "source": "normwd.torch.Monitor",
             "model": self._model_name,
-            "optimizer": type(self.optimizer).__name__,
+            "optimizer": _kind(self.optimizer),
             "every": self.every,
             "tensors_per_step": self.tensors_per_step,
             "channels": self.channels,
@@ -213,7 +224,7 @@ class Monitor:
         fields = {
             "source": "normwd.torch.Monitor",
             "model": self._model_name,
-            "optimizer": g.kind,
+            "optimizer": _kind(self.optimizer),
             "rule": g.optimizer,
             # The peak lr (a schedule's last one is often 0), with the range seen.
             "lr": max(self._lrs) if self._lrs else g.lr,
@@ -242,14 +253,32 @@ class Monitor:
             self._warned.add(key)
             warnings.warn(f"normwd.torch.Monitor: {message}", RuntimeWarning, stacklevel=3)
 
-    def _before(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        # The user's training is not normwd's to stop: whatever goes wrong here is a warning.
-        try:
-            self._measure_before()
-        except Exception as e:  # noqa: BLE001
-            self._give_up("measuring before the step", e)
+    def _before_hook(self, index: int) -> Callable[..., None]:
+        def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            if index in self._stepped:
+                # A new training step began before every optimizer stepped in the last one (a
+                # GradScaler skipped one): the last one ends here.
+                self._end_step()
+            if self._stepped:
+                return
+            # The user's training is not normwd's to stop: whatever goes wrong here is a warning.
+            try:
+                self._measure_before()
+            except Exception as e:  # noqa: BLE001
+                self._give_up("measuring before the step", e)
 
-    def _after(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        return hook
+
+    def _after_hook(self, index: int) -> Callable[..., None]:
+        def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            self._stepped.add(index)
+            if len(self._stepped) == self._n_optimizers:
+                self._end_step()
+
+        return hook
+
+    def _end_step(self) -> None:
+        self._stepped = set()
         self.steps += 1
         try:
             self._measure_after()
@@ -354,7 +383,8 @@ class Monitor:
             g = groups[gi]
             # The core builds the record, and decides which prediction the tensor gets; the
             # angles come from the update's own sums.
-            line = _core.probe_record(self.steps, name, self._roles[name], p.ndim, si, sums, g.step_settings(), [dd, wd] + rdd + rwd, self.channels)
+            rows_cols = (p.shape[0], p.numel() // max(p.shape[0], 1)) if p.ndim >= 2 else (1, max(p.numel(), 1))
+            line = _core.probe_record(self.steps, name, self._roles[name], p.ndim, si, sums, g.step_settings(), [dd, wd] + rdd + rwd, self.channels, rows_cols)
             self._file.write(line + "\n")
             new.append(json.loads(line))
         # The first group's lr: the schedule the run reports (other groups may scale it).
@@ -395,6 +425,11 @@ class Monitor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _kind(optimizer: Any) -> str:
+    """The optimizers' class names, ``Muon+AdamW`` for several."""
+    return "+".join(type(o).__name__ for o in each(optimizer))
 
 
 def check_every(every: Any) -> None:

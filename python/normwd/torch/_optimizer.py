@@ -2,7 +2,7 @@
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -33,6 +33,8 @@ class GroupSettings:
     lr_factor: float = 1.0
     #: NAdam's momentum blend ``mu_t`` at the group's step (it creeps to beta1), else None.
     nadam_mu: Optional[float] = None
+    #: Muon's Nesterov blend (PyTorch's default True); None for other optimizers.
+    nesterov: Optional[bool] = None
 
     @property
     def acting_weight_decay(self) -> float:
@@ -59,7 +61,7 @@ class GroupSettings:
         Example:
             >>> net = torch.nn.Linear(2, 2)
             >>> settings(torch.optim.Adafactor(net.parameters(), lr=0.01))[0].no_prediction()
-            'no prediction for Adafactor: normwd has no closed-form equilibrium for it (it has one for SGD, AdamW, Lion, and Adam, NAdam, RAdam, Adamax, RMSprop with decoupled decay)'
+            'no prediction for Adafactor: normwd has no closed-form equilibrium for it (it has one for SGD, AdamW, Lion, Muon, and Adam, NAdam, RAdam, Adamax, RMSprop with decoupled decay)'
         """
         if self.optimizer is None:
             return f"no prediction for {self.kind}: normwd has no closed-form equilibrium for it (it has one for {PREDICTED})"
@@ -82,24 +84,66 @@ class GroupSettings:
         now), or None where they have none (an optimizer without a closed form, lr 0)."""
         if self.optimizer is None or self.lr <= 0:
             return None
-        return _core.Hyper(self.optimizer, self.lr, self.acting_weight_decay, self.theory_momentum, self.theory_betas, self.decoupled)
+        return _core.Hyper(self.optimizer, self.lr, self.acting_weight_decay, self.theory_momentum, self.theory_betas, self.decoupled, self.nesterov)
 
     def step_settings(self) -> "_core.StepSettings":
         """The group's settings at this step for the core's probe-record builder."""
-        return _core.StepSettings(self.optimizer, self.lr, self.acting_weight_decay, self.theory_momentum, self.theory_betas, self.decoupled)
+        return _core.StepSettings(self.optimizer, self.lr, self.acting_weight_decay, self.theory_momentum, self.theory_betas, self.decoupled, self.nesterov)
 
-    def equilibrium(self) -> Optional[Tuple[Optional[float], float]]:
+    def equilibrium(self, shape: Optional[Tuple[int, int]] = None) -> Optional[Tuple[Optional[float], float]]:
         """The core's equilibrium angle per step and relaxation time in steps for this group's
         settings, or None where there is nothing to predict (an optimizer without a closed
-        form, lr 0, no decay)."""
+        form, lr 0, no decay). Muon's angle depends on the matrix: ``shape`` is its
+        ``(rows, cols)`` (without it, Muon's angle is None)."""
         h = self.hyper()
         if h is None or h.weight_decay <= 0:
             return None
-        return h.equilibrium()
+        return h.equilibrium(shape)
 
 
 #: The torch.optim classes ``_rule`` gives a closed form, for messages.
-PREDICTED = "SGD, AdamW, Lion, and Adam, NAdam, RAdam, Adamax, RMSprop with decoupled decay"
+PREDICTED = "SGD, AdamW, Lion, Muon, and Adam, NAdam, RAdam, Adamax, RMSprop with decoupled decay"
+
+#: ``torch.optim.Muon`` where this PyTorch has it (2.9 and later).
+_MUON = getattr(torch.optim, "Muon", None)
+
+
+class Optimizers:
+    """Several optimizers that train one model together (``torch.optim.Muon`` on the hidden
+    matrices beside ``AdamW`` on the rest), seen as one: their groups in order, each read with
+    its own optimizer's rule. ``Monitor`` and ``audit`` take a list of optimizers and make
+    this.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4, bias=False), torch.nn.LayerNorm(4))
+        >>> both = Optimizers([torch.optim.SGD([net[0].weight], lr=0.1), torch.optim.AdamW(net[1].parameters())])
+        >>> [g.kind for g in settings(both)]
+        ['SGD', 'AdamW']
+    """
+
+    def __init__(self, optimizers: Sequence[Any]):
+        if len(optimizers) == 0:
+            raise ValueError("optimizer: an empty list (expected one optimizer or several)")
+        self.optimizers: List[torch.optim.Optimizer] = []
+        for i, o in enumerate(optimizers):
+            try:
+                self.optimizers.append(unwrap_optimizer(o))
+            except ValueError as e:
+                raise ValueError(f"optimizer[{i}]: {e}") from e
+
+    @property
+    def param_groups(self) -> List[dict]:
+        """Every optimizer's groups, in the order the optimizers were given."""
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def owner(self, index: int) -> torch.optim.Optimizer:
+        """The optimizer holding the group at ``index`` of :attr:`param_groups`."""
+        for o in self.optimizers:
+            if index < len(o.param_groups):
+                return o
+            index -= len(o.param_groups)
+        raise IndexError(index)
+
 
 #: Adaptive optimizers whose decay PyTorch applies as L2 only and that follow no closed form with
 #: decoupled decay either (their denominator grows without bound): L2 there is flagged as in
@@ -114,6 +158,9 @@ def _rule(opt: torch.optim.Optimizer, group: dict) -> Tuple[Optional[str], Optio
     scale: both follow F8 with decoupled decay, and Adam's L2 case without
     (python/tests/test_optimizers.py simulates each)."""
     name = type(opt).__name__
+    if (_MUON is not None and isinstance(opt, _MUON)) or (name == "Muon" and "ns_steps" in group):
+        # Decoupled decay at the base lr; the step's shape adjustment moves the norm, not the angle (F18).
+        return "muon", True
     if isinstance(opt, torch.optim.AdamW):
         return "adamw", True
     if isinstance(opt, (torch.optim.Adam, torch.optim.RAdam)):
@@ -149,6 +196,13 @@ def settings(opt: torch.optim.Optimizer) -> List[GroupSettings]:
         >>> settings(torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9))[0].optimizer
         'sgd'
     """
+    if isinstance(opt, Optimizers):
+        out: List[GroupSettings] = []
+        for o in opt.optimizers:
+            for s in settings(o):
+                s.index = len(out)
+                out.append(s)
+        return out
     out = []
     for i, g in enumerate(opt.param_groups):
         where = f"optimizer.param_groups[{i}]"
@@ -182,6 +236,7 @@ def settings(opt: torch.optim.Optimizer) -> List[GroupSettings]:
                 cautious=bool(g.get(_decay.CAUTIOUS)),
                 lr_factor=lr / _decay.lr_max(g) if corrected and lr > 0 else 1.0,
                 nadam_mu=nadam_mu,
+                nesterov=bool(g.get("nesterov", True)) if rule == "muon" else None,
             )
         )
     return out
@@ -218,15 +273,20 @@ def membership(model: nn.Module, opt: torch.optim.Optimizer) -> Dict[int, List[i
     return held
 
 
-def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+def unwrap_optimizer(optimizer: Any) -> Any:
     """The ``torch.optim`` optimizer inside the wrappers trainers put around it (Accelerate's
-    ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``), whose step hooks fire.
+    ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``), whose step hooks fire; a list
+    or tuple of optimizers (Muon beside AdamW) becomes one :class:`Optimizers`.
 
     Example:
         >>> opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
         >>> unwrap_optimizer(opt) is opt
         True
     """
+    if isinstance(optimizer, Optimizers):
+        return optimizer
+    if isinstance(optimizer, (list, tuple)):
+        return Optimizers(optimizer) if len(optimizer) != 1 else unwrap_optimizer(optimizer[0])
     while True:
         inner = getattr(optimizer, "optimizer", None)
         if inner is None:
@@ -236,5 +296,10 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
         else:
             break
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ValueError(f"optimizer: expected a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        raise ValueError(f"optimizer: expected a torch.optim.Optimizer or a list of them, got {type(optimizer).__name__}")
     return optimizer
+
+
+def each(optimizer: Any) -> List[torch.optim.Optimizer]:
+    """The optimizers ``optimizer`` (one, or :class:`Optimizers`) stands for."""
+    return list(optimizer.optimizers) if isinstance(optimizer, Optimizers) else [optimizer]

@@ -356,3 +356,25 @@ def added_to_activations(graph: fx.Graph) -> Set[str]:
                     if user.args and user.args[0] is cur:
                         frontier.append(user)
     return out
+
+
+def output_layer(model: nn.Module, graph: fx.Graph) -> Optional[str]:
+    """The layer that produces the model's output: the last conv or linear layer the forward
+    pass runs, where its result reaches the output through no other such layer (the head that
+    Muon's recipes leave to AdamW); None where the last one does not (a model that ends in a
+    norm, or returns features)."""
+    modules = dict(model.named_modules())
+    producers = [n for n in graph.nodes if n.op == "call_module" and is_producer(modules.get(str(n.target), nn.Identity()))]
+    if not producers:
+        return None
+    last = producers[-1]
+    frontier, seen = [last], set()
+    while frontier:
+        for user in frontier.pop().users:
+            if user.op == "output":
+                return str(last.target)
+            if user in seen:
+                continue
+            seen.add(user)
+            frontier.append(user)
+    return None
