@@ -62,6 +62,28 @@ fn a_gpt_killed_at_random_moments_resumes_bit_identical() {
     kill_at_random_moments(&tmp("randkill-gpt"), quick_gpt_args);
 }
 
+/// Muon's state (its momentum buffers beside AdamW's moments) resumes bit-identical: a `gpt`
+/// under `--optimizer muon` crashed while writing its second checkpoint, resumed to the end.
+#[test]
+fn a_muon_gpt_resumes_bit_identical() {
+    let base = tmp("resume-muon");
+    let args = |dir: &Path| {
+        let mut v = quick_gpt_args(dir, 3);
+        let at = v.iter().position(|a| a == "--optimizer").expect("QUICK_GPT names its optimizer");
+        v[at + 1] = "muon".into();
+        v.extend(["--muon-lr", "0.02"].map(String::from));
+        v
+    };
+    let full = base.join("full");
+    let o = bin().args(args(&full)).output().unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    let stopped = base.join("stopped");
+    let o = bin().args(args(&stopped)).env("NORMWD_FAULT", "mid-write:checkpoint.safetensors@2").output().unwrap();
+    assert!(!o.status.success() && text(&o).1.contains("aborting at"), "{:?}", text(&o));
+    assert_eq!(checkpoint_epoch(&stopped), 1);
+    resume_to_the_end_like(&full, &stopped);
+}
+
 fn kill_at_random_moments(base: &Path, quick: Args) {
     let full = reference_of(base, quick);
     // Same seed and config: same bytes.

@@ -208,3 +208,19 @@ def test_inspect_reads_muon_checkpoints(tmp_path):
     for name in ("fc1.weight", "fc2.weight", "head.weight"):
         assert inspected[name]["pred_angle"] == pytest.approx(monitored[name]["pred_angle"], rel=1e-9), name
     assert inspected["fc1.weight"]["pred_angle"] != pytest.approx(inspected["head.weight"]["pred_angle"], rel=0.01)
+
+
+def test_timm_muon_groups():
+    """timm's Muon: its Muon groups read as Muon (Nesterov off, timm's default), a group marked
+    for its AdamW fallback as AdamW at lr * fallback_lr_scale, AdaMuon as no closed form."""
+    timm_optim = pytest.importorskip("timm.optim")
+    from normwd.torch._optimizer import settings
+
+    net = _Net(width=16)
+    hidden = [net.fc1.weight, net.fc2.weight]
+    rest = [p for n, p in net.named_parameters() if not n.startswith("fc")]
+    opt = timm_optim.Muon([{"params": hidden}, {"params": rest, "use_fallback": True}], lr=0.02, weight_decay=0.1, fallback_lr_scale=0.05)
+    muon, fallback = settings(opt)
+    assert (muon.optimizer, muon.nesterov, muon.momentum) == ("muon", False, 0.95)
+    assert (fallback.optimizer, fallback.decoupled) == ("adamw", True) and fallback.lr == pytest.approx(0.001)
+    assert settings(timm_optim.Muon(hidden, lr=6e-4, algo="adamuon"))[0].optimizer is None

@@ -32,6 +32,7 @@ use crate::params::{Group, ParamInfo};
 use burn::module::Module;
 use burn::tensor::Gradients;
 use burn::tensor::Tensor;
+use rayon::prelude::*;
 use schedule::Schedule;
 use stats::{collect_stats, row_sums, to_rows};
 use std::collections::{BTreeMap, HashMap};
@@ -89,30 +90,66 @@ impl Optimizer {
 
     /// Applies one update to every parameter of `model` that has a gradient in `grads`.
     /// With `measure`, also returns per-parameter [`UpdateStats`].
+    ///
+    /// The parameters' updates are independent, so they run in parallel on the thread pool (the
+    /// numbers do not depend on the order): one walk takes each weight and gradient, the updates
+    /// run, a second walk puts the new weights in. Muon's Newton-Schulz iterations, a few
+    /// hundred-million multiply-adds each, then fill both cores.
     pub fn step<M: Module>(&mut self, model: M, grads: Gradients, measure: bool) -> (M, Vec<UpdateStats>) {
         self.step += 1;
-        let mut mapper = StepMapper { opt: self, grads, measure, pending: Vec::new() };
-        let model = walk::map(model, &mut mapper);
-        let stats = collect_stats(mapper.pending);
-        (model, stats)
+        let mut take = Take { infos: &self.infos, grads, jobs: Vec::new() };
+        let model = walk::map(model, &mut take);
+        let jobs = take.jobs;
+        let states: Vec<State> = jobs.iter().map(|j| self.state.remove(&j.path).unwrap_or_default()).collect();
+        let meta: Vec<(String, usize, Vec<usize>)> = jobs.iter().map(|j| (j.path.clone(), j.rows, j.dims.clone())).collect();
+        let this = &*self;
+        let done: Vec<(Tensor<2>, Option<Tensor<2>>, State)> = jobs
+            .into_par_iter()
+            .zip(states)
+            .map(|(job, mut state)| {
+                let (w2, sums) = this.update_with(&job.path, job.w, job.g, &mut state, measure);
+                (w2, sums, state)
+            })
+            .collect();
+        let mut pending = Vec::new();
+        let mut new = HashMap::new();
+        for ((path, rows, dims), (w2, sums, state)) in meta.into_iter().zip(done) {
+            self.state.insert(path.clone(), state);
+            if let Some(sums) = sums {
+                pending.push((path.clone(), rows, sums));
+            }
+            new.insert(path, (w2, dims));
+        }
+        let model = walk::map(model, &mut Put { new });
+        (model, collect_stats(pending))
     }
 
-    /// One parameter's update; with `measure`, also its probes' per-row sums (a `[rows, 5]`
-    /// tensor, see [`row_sums`]).
+    /// One parameter's update with its state; with `measure`, also its probes' per-row sums
+    /// (a `[rows, 5]` tensor, see [`row_sums`]). `None` for a tensor the optimizer does not hold.
+    #[cfg(test)]
     fn update(&mut self, path: &str, w: Tensor<2>, g: Tensor<2>, measure: bool) -> Option<(Tensor<2>, Option<Tensor<2>>)> {
-        let info = self.infos.get(path)?.clone();
+        self.infos.get(path)?;
+        let mut state = self.state.remove(path).unwrap_or_default();
+        let out = self.update_with(path, w, g, &mut state, measure);
+        self.state.insert(path.to_string(), state);
+        Some(out)
+    }
+
+    /// [`Optimizer::update`] of a known parameter with its state taken out of the map (so that
+    /// updates can run in parallel).
+    fn update_with(&self, path: &str, w: Tensor<2>, g: Tensor<2>, state: &mut State, measure: bool) -> (Tensor<2>, Option<Tensor<2>>) {
+        let info = &self.infos[path];
         let ctx = Ctx {
-            lr: self.lr_for(&info, self.step as usize - 1),
-            weight_decay: self.config.weight_decay_for(&info),
+            lr: self.lr_for(info, self.step as usize - 1),
+            weight_decay: self.config.weight_decay_for(info),
             step: self.step,
-            info: &info,
+            info,
             grad: &g,
             lr_factor: self.schedule.factor(self.step as usize - 1),
         };
-        let state = self.state.entry(path.to_string()).or_default();
         let ops: Option<Vec<_>> = self.chain.0.iter().map(|t| t.elementwise(&ctx)).collect();
         if let Some(ops) = ops.filter(|_| self.fused && crate::kernels::applies(&w)) {
-            return Some(fused::update_fused(&ops, w, g, state, measure));
+            return fused::update_fused(&ops, w, g, state, measure);
         }
         let mut u = g.clone();
         for (index, t) in self.chain.0.iter().enumerate() {
@@ -120,34 +157,59 @@ impl Optimizer {
         }
         let w2 = w.clone().add(u);
         let sums = measure.then(|| row_sums(&w, &g, &w2));
-        Some((w2, sums))
+        (w2, sums)
     }
 }
 
-struct StepMapper<'a> {
-    opt: &'a mut Optimizer,
-    grads: Gradients,
-    measure: bool,
-    pending: Vec<(String, usize, Tensor<2>)>,
+/// One parameter's update to make: its weight and gradient as `[rows, cols]` views.
+struct Job {
+    path: String,
+    rows: usize,
+    dims: Vec<usize>,
+    w: Tensor<2>,
+    g: Tensor<2>,
 }
 
-impl MapFloat for StepMapper<'_> {
+/// The first walk of a step: takes every held parameter's gradient and a view of its weight,
+/// leaving the model as it is.
+struct Take<'a> {
+    infos: &'a HashMap<String, ParamInfo>,
+    grads: Gradients,
+    jobs: Vec<Job>,
+}
+
+impl MapFloat for Take<'_> {
     fn float<const D: usize>(&mut self, path: &str, tensor: Tensor<D>) -> Tensor<D> {
-        if !tensor.is_require_grad() || !self.opt.infos.contains_key(path) {
+        if !tensor.is_require_grad() || !self.infos.contains_key(path) {
             return tensor;
         }
         let Some(grad) = tensor.grad_remove(&mut self.grads) else {
             return tensor;
         };
-        let dims = tensor.dims();
+        let (dims, device) = (tensor.dims(), tensor.device());
         let w = to_rows(tensor.inner());
-        let g = to_rows(grad);
         let rows = w.dims()[0];
-        let (w2, sums) = self.opt.update(path, w, g, self.measure).expect("the parameter is known");
-        if let Some(sums) = sums {
-            self.pending.push((path.to_string(), rows, sums));
+        self.jobs.push(Job { path: path.to_string(), rows, dims: dims.to_vec(), w, g: to_rows(grad) });
+        // A one-element stand-in until the second walk: the weight's storage is then the update's
+        // alone, which the fused pass rewrites in place instead of copying.
+        Tensor::zeros([1; D], &device)
+    }
+}
+
+/// The second walk of a step: the updated weights in their parameters' shapes.
+struct Put {
+    new: HashMap<String, (Tensor<2>, Vec<usize>)>,
+}
+
+impl MapFloat for Put {
+    fn float<const D: usize>(&mut self, path: &str, tensor: Tensor<D>) -> Tensor<D> {
+        match self.new.remove(path) {
+            Some((w2, dims)) => {
+                let dims: [usize; D] = dims.try_into().expect("the first walk saw this tensor with rank D");
+                Tensor::from_inner(w2.reshape(dims)).require_grad()
+            }
+            None => tensor,
         }
-        Tensor::from_inner(w2.reshape(dims)).require_grad()
     }
 }
 

@@ -78,7 +78,7 @@ class MonitorStart:
         self.monitor: Optional[Monitor] = None
         self._first: Optional[FirstBatch] = None
 
-    def begin(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, parts: bool = False) -> None:
+    def begin(self, model: nn.Module, optimizer: Any, scheduler: Any, parts: bool = False) -> None:
         """Makes the Monitor (on every process: rank 0 writes, and under FSDP2 every rank takes
         part in its sums) and, by default, starts catching the first batch (``parts`` as for
         ``FirstBatch``)."""

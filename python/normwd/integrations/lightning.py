@@ -19,7 +19,8 @@ from ._first_batch import MonitorStart
 
 
 class MonitorCallback(MonitorStart, pl.Callback):
-    """Measures the module's weights during ``fit`` (its first optimizer) into ``out``, in
+    """Measures the module's weights during ``fit`` (under all its optimizers: Muon beside AdamW
+    in a manual-optimization module is one run) into ``out``, in
     normwd's run format; ``every`` as for ``Monitor``. ``example_inputs``: ``"first-batch"``
     (the default) measures scale-invariance on the first call in training of the module's
     ``forward`` (a ``training_step`` that calls ``self(x)``) or, where that is never called, of
@@ -31,7 +32,8 @@ class MonitorCallback(MonitorStart, pl.Callback):
         if not trainer.optimizers:
             raise ValueError("MonitorCallback: the trainer has no optimizer (configure_optimizers returned none)")
         configs = getattr(trainer, "lr_scheduler_configs", None) or []
-        self.begin(pl_module, trainer.optimizers[0], configs[0].scheduler if configs else None, parts=True)
+        opts = list(trainer.optimizers)
+        self.begin(pl_module, opts[0] if len(opts) == 1 else opts, configs[0].scheduler if configs else None, parts=True)
 
     def on_before_optimizer_step(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer: torch.optim.Optimizer) -> None:
         # Called inside the step's closure, after the backward: the first batch has been through

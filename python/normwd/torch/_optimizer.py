@@ -159,6 +159,11 @@ def _rule(opt: torch.optim.Optimizer, group: dict) -> Tuple[Optional[str], Optio
     (python/tests/test_optimizers.py simulates each)."""
     name = type(opt).__name__
     if (_MUON is not None and isinstance(opt, _MUON)) or (name == "Muon" and "ns_steps" in group):
+        # timm's Muon: AdaMuon has no closed form, and a group marked for the AdamW fallback is AdamW's.
+        if group.get("algo", "muon") != "muon":
+            return None, None
+        if group.get("use_fallback") or group.get("use_muon") is False:
+            return "adamw", True
         # Decoupled decay at the base lr; the step's shape adjustment moves the norm, not the angle (F18).
         return "muon", True
     if isinstance(opt, torch.optim.AdamW):
@@ -219,6 +224,9 @@ def settings(opt: torch.optim.Optimizer) -> List[GroupSettings]:
         if betas is not None:
             betas = (_number(where, {"b": betas[0]}, "b"), _number(where, {"b": betas[1]}, "b"))
         nadam_mu = _nadam_mu(opt, g, betas) if rule == "nadam" else None
+        if rule == "adamw" and "ns_steps" in g:
+            # timm's Muon steps its AdamW fallback at lr * fallback_lr_scale.
+            lr *= _number(where, g, "fallback_lr_scale", 1.0)
         if isinstance(opt, torch.optim.RMSprop):
             # F8's b1 is the momentum; alpha plays beta2's part.
             betas = (_number(where, g, "momentum"), _number(where, g, "alpha", 0.99))
