@@ -27,7 +27,7 @@ fn check_charts(html: &str) {
         // Legend: a swatch per series (the only lines drawn 2 px wide) next to its label.
         assert!(
             s.contains("stroke-width=\"2\"")
-                && texts.iter().any(|t| ["a-l2", "0-baseline", "qk-", "sgdm-"].iter().any(|p| t.starts_with(p))),
+                && texts.iter().any(|t| ["a-l2", "0-baseline", "qk-", "sgdm-", "muon-"].iter().any(|p| t.starts_with(p))),
             "legend: {texts:?}"
         );
     }
@@ -151,6 +151,23 @@ fn transformer_suite_findings_hold() {
     let checked: Vec<&str> = stdout.lines().filter(|l| l.starts_with("[ok]") || l.starts_with("[FAIL]")).collect();
     assert!(checked.iter().filter(|l| l.contains("F8's equilibrium angle within 15%")).count() == 2, "{stdout}");
     assert!(checked.iter().all(|l| l.starts_with("[ok]")), "{stdout}");
+}
+
+/// The Muon suite in full (about 2 minutes on 2 cores): every claim it checks holds, F18 on the
+/// q/k projections under QK-norm in both seeds; Muon's and AdamW's losses are reported.
+#[test]
+fn muon_suite_findings_hold() {
+    let out = tmp("muon-full");
+    let o = bin().args(["demo", "--suite", "muon", "--out", out.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let checked: Vec<&str> = stdout.lines().filter(|l| l.starts_with("[ok]") || l.starts_with("[FAIL]")).collect();
+    assert_eq!(checked.iter().filter(|l| l.contains("F18's equilibrium angle within 15%")).count(), 2, "{stdout}");
+    assert!(checked.iter().all(|l| l.starts_with("[ok]")), "{stdout}");
+    assert!(stdout.contains("Muon's held-out loss against AdamW's"), "{stdout}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Muon's equilibrium in a transformer"));
+    check_charts(&html);
 }
 
 #[test]

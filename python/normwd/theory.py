@@ -35,20 +35,28 @@ def equilibrium(
     momentum: float = 0.0,
     betas: Optional[Tuple[float, float]] = None,
     decoupled: Optional[bool] = None,
+    shape: Optional[Tuple[int, int]] = None,
+    nesterov: Optional[bool] = None,
 ) -> Tuple[Optional[float], float]:
     """The equilibrium angular update per step of a scale-invariant weight (F7 SGD(M), F8
-    AdamW, F9 Lion), or None without a closed form (L2 in Adam's gradient, no decay), and the
-    relaxation time in steps, ``1/(lr*weight_decay)`` (SGD's L2: divided by ``1-momentum``).
+    AdamW, F9 Lion, F18 Muon), or None without a closed form (L2 in Adam's gradient, no decay),
+    and the relaxation time in steps, ``1/(lr*weight_decay)`` (SGD's L2: divided by
+    ``1-momentum``).
 
-    ``optimizer`` is one of ``sgd``, ``adam``, ``adamw``, ``lion``; ``decoupled`` defaults to
-    the optimizer's own (AdamW and Lion decoupled, SGD and Adam L2 in the gradient).
+    ``optimizer`` is one of ``sgd``, ``adam``, ``adamw``, ``lion``, ``nadam``, ``muon``;
+    ``decoupled`` defaults to the optimizer's own (AdamW, Lion and Muon decoupled, SGD and Adam
+    L2 in the gradient). Muon's angle depends on the matrix: ``shape`` is its ``(rows, cols)``
+    (fan-out, fan-in), ``nesterov`` PyTorch's (default True), ``momentum`` its ``b``.
 
     Example:
         >>> angle, steps = equilibrium("sgd", 0.1, 5e-4, momentum=0.9)
         >>> round(angle, 5), round(steps)
         (0.00725, 2000)
+        >>> angle, steps = equilibrium("muon", 0.02, 0.1, momentum=0.95, shape=(768, 3072))
+        >>> round(angle / (2 * 0.02 * 0.1) ** 0.5, 2), round(steps)
+        (0.18, 500)
     """
-    return Hyper(optimizer, lr, weight_decay, momentum, betas, decoupled).equilibrium()
+    return Hyper(optimizer, lr, weight_decay, momentum, betas, decoupled, nesterov).equilibrium(shape)
 
 
 def gap_angle(

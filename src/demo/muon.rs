@@ -11,10 +11,8 @@
 //! `core/src/theory/muon.rs`); every regime beats the unigram model. Reported: every other
 //! matrix's measured/F18 ratio, and Muon's held-out loss against AdamW's with the seed spread.
 
-use super::transformer::{angle_ratios, matrix_kind, push_to, relaxation, BETAS, LR, WD};
+use super::transformer::{angle_ratios, loss_findings, matrix_kind, push_to, regime_losses, relaxation};
 use super::{find, mean, DemoSettings, Finding, Regime};
-use crate::model::{ModelKind, NormKind};
-use crate::optim::schedule::ScheduleKind;
 use crate::optim::OptimKind;
 use crate::report::RunData;
 use crate::train::config::RunConfig;
@@ -34,20 +32,7 @@ pub fn settings(data: &str, quick: bool) -> DemoSettings {
 
 /// The regimes: `{muon,adamw}-{qk,plain}`, and each again with further seeds.
 pub fn regimes(s: &DemoSettings) -> Vec<Regime> {
-    let base = RunConfig {
-        model: ModelKind::Gpt,
-        norm: Some(NormKind::Ln),
-        batch_size: 16,
-        n_layer: 2,
-        n_head: 4,
-        n_embd: 64,
-        block_size: 32,
-        lr: LR,
-        betas: Some(BETAS),
-        weight_decay: WD,
-        schedule: ScheduleKind::Constant,
-        ..s.base()
-    };
+    let base = super::transformer::base(s);
     let mut out = Vec::new();
     for seed in s.seed..s.seed + s.pair_seeds.max(1) as u64 {
         for (opt, opt_about, kind) in [
@@ -116,24 +101,7 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
             });
         }
     }
-    let mut below = Vec::new();
-    let mut groups: Vec<(String, Vec<f64>)> = Vec::new();
-    for r in runs {
-        let Some(d) = &r.done else { continue };
-        if let Some(base) = d.baseline_loss {
-            below.push((d.test_loss, base));
-        }
-        push_to(&mut groups, r.name.split("-seed").next().unwrap_or(&r.name).to_string(), d.test_loss);
-    }
-    if !below.is_empty() {
-        let worst = below.iter().map(|b| b.0 - b.1).fold(f64::NEG_INFINITY, f64::max);
-        out.push(Finding {
-            claim: "every regime's held-out loss is below the unigram model's".into(),
-            holds: worst < 0.0,
-            asserted: true,
-            detail: format!("unigram {:.3} nats/char; the closest regime is {:+.3} nats from it", below[0].1, worst),
-        });
-    }
+    let groups = regime_losses(runs);
     for qk in ["qk", "plain"] {
         let loss = |opt: &str| groups.iter().find(|(k, _)| *k == format!("{opt}-{qk}")).map(|(_, v)| (mean(v), v.len()));
         if let (Some((m, n)), Some((a, _))) = (loss("muon"), loss("adamw")) {
@@ -145,15 +113,7 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
             });
         }
     }
-    for (k, v) in &groups {
-        let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-        out.push(Finding {
-            claim: format!("({k}) held-out loss"),
-            holds: true,
-            asserted: false,
-            detail: format!("{:.4} nats/char, {} seed(s) from {lo:.4} to {hi:.4}", mean(v), v.len()),
-        });
-    }
+    out.extend(loss_findings(runs));
     if find(runs, "muon-qk").is_none() {
         out.push(Finding { claim: "the muon-qk regime ran".into(), holds: false, asserted: true, detail: "no run named muon-qk".into() });
     }
@@ -162,6 +122,7 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::transformer::{LR, WD};
     use super::*;
 
     #[test]

@@ -51,9 +51,10 @@ pub fn settings(data: &str, quick: bool) -> DemoSettings {
     }
 }
 
-/// The regimes: `{qk,plain}-{decay-all,decay-matrices,no-decay}`, and each again with further seeds.
-pub fn regimes(s: &DemoSettings) -> Vec<Regime> {
-    let base = RunConfig {
+/// The suite's GPT under AdamW at a constant lr: what every regime here and in the Muon suite
+/// starts from.
+pub(super) fn base(s: &DemoSettings) -> RunConfig {
+    RunConfig {
         model: ModelKind::Gpt,
         norm: Some(NormKind::Ln),
         batch_size: 16,
@@ -67,7 +68,12 @@ pub fn regimes(s: &DemoSettings) -> Vec<Regime> {
         weight_decay: WD,
         schedule: ScheduleKind::Constant,
         ..s.base()
-    };
+    }
+}
+
+/// The regimes: `{qk,plain}-{decay-all,decay-matrices,no-decay}`, and each again with further seeds.
+pub fn regimes(s: &DemoSettings) -> Vec<Regime> {
+    let base = base(s);
     let mut out = Vec::new();
     for seed in s.seed..s.seed + s.pair_seeds.max(1) as u64 {
         for (qk, qk_about) in [("qk", "QK-norm"), ("plain", "no QK-norm")] {
@@ -222,30 +228,26 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
             });
         }
     }
-    let mut below = Vec::new();
-    for r in runs {
-        if let Some(d) = &r.done {
-            if let Some(base) = d.baseline_loss {
-                below.push((r.name.clone(), d.test_loss, base));
-            }
-        }
-    }
+    out.extend(loss_findings(runs));
+    out
+}
+
+/// The held-out loss findings of a suite of GPT runs: every regime below the unigram model
+/// (asserted), and each regime's loss with its spread over seeds (`-seedN` runs grouped).
+pub(super) fn loss_findings(runs: &[RunData]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let below: Vec<(f64, f64)> =
+        runs.iter().filter_map(|r| r.done.as_ref()).filter_map(|d| Some((d.test_loss, d.baseline_loss?))).collect();
     if !below.is_empty() {
-        let worst = below.iter().map(|b| b.1 - b.2).fold(f64::NEG_INFINITY, f64::max);
+        let worst = below.iter().map(|b| b.0 - b.1).fold(f64::NEG_INFINITY, f64::max);
         out.push(Finding {
             claim: "every regime's held-out loss is below the unigram model's".into(),
             holds: worst < 0.0,
             asserted: true,
-            detail: format!("unigram {:.3} nats/char; the closest regime is {:+.3} nats from it", below[0].2, worst),
+            detail: format!("unigram {:.3} nats/char; the closest regime is {:+.3} nats from it", below[0].1, worst),
         });
     }
-    // Held-out loss per regime, with the spread over seeds.
-    let mut groups: Vec<(String, Vec<f64>)> = Vec::new();
-    for r in runs {
-        let Some(d) = &r.done else { continue };
-        push_to(&mut groups, r.name.split("-seed").next().unwrap_or(&r.name).to_string(), d.test_loss);
-    }
-    for (k, v) in groups {
+    for (k, v) in regime_losses(runs) {
         let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         out.push(Finding {
             claim: format!("({k}) held-out loss"),
@@ -260,6 +262,16 @@ pub fn findings(runs: &[RunData]) -> Vec<Finding> {
         });
     }
     out
+}
+
+/// Each regime's held-out losses, its `-seedN` runs grouped with it, in the order first seen.
+pub(super) fn regime_losses(runs: &[RunData]) -> Vec<(String, Vec<f64>)> {
+    let mut groups: Vec<(String, Vec<f64>)> = Vec::new();
+    for r in runs {
+        let Some(d) = &r.done else { continue };
+        push_to(&mut groups, r.name.split("-seed").next().unwrap_or(&r.name).to_string(), d.test_loss);
+    }
+    groups
 }
 
 #[cfg(test)]
