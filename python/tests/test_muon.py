@@ -224,3 +224,24 @@ def test_timm_muon_groups():
     assert (muon.optimizer, muon.nesterov, muon.momentum) == ("muon", False, 0.95)
     assert (fallback.optimizer, fallback.decoupled) == ("adamw", True) and fallback.lr == pytest.approx(0.001)
     assert settings(timm_optim.Muon(hidden, lr=6e-4, algo="adamuon"))[0].optimizer is None
+
+
+def test_split_of_models_fx_cannot_trace():
+    """A Hugging Face Llama (no graph without example inputs): its head comes from
+    get_output_embeddings(), so lm_head and the embedding go to AdamW, the seven block matrices
+    to Muon; a timm ResNet's conv kernels go to AdamW unless conv=True (torch's Muon takes 2-D
+    tensors only), its classifier (get_classifier()) never to Muon."""
+    transformers = pytest.importorskip("transformers")
+    timm = pytest.importorskip("timm")
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False)
+    lm = transformers.LlamaForCausalLM(cfg)
+    names = {id(p): n for n, p in lm.named_parameters()}
+    hidden, rest = nwd.muon_param_groups(lm, weight_decay=0.1)
+    assert len([p for g in hidden for p in g["params"]]) == 7
+    assert {names[id(p)] for g in rest for p in g["params"] if p.ndim == 2} == {"lm_head.weight", "model.embed_tokens.weight"}
+    net = timm.create_model("resnet18", num_classes=10)
+    names = {id(p): n for n, p in net.named_parameters()}
+    hidden, _ = nwd.muon_param_groups(net, weight_decay=0.1)
+    assert not hidden
+    hidden, rest = nwd.muon_param_groups(net, weight_decay=0.1, conv=True)
+    assert len([p for g in hidden for p in g["params"]]) == 20 and "fc.weight" in {names[id(p)] for g in rest for p in g["params"]}

@@ -43,7 +43,8 @@ class ParamAudit:
     #: for decay (``param_groups`` keeps them together).
     with_bias: bool = False
     #: The output layer's weight (the head that produces the logits: Muon leaves it to AdamW),
-    #: found from the graph.
+    #: found from the graph, or declared by the model (``get_output_embeddings()``,
+    #: ``get_classifier()``).
     output: bool = False
 
 
@@ -234,6 +235,8 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         inner = f"; read from the graphs of its parts ({', '.join(known[:4])}{', ...' if len(known) > 4 else ''}), which see only what happens inside each" if known else ""
         rest = "measured" if probe is not None else "not known without example_inputs (give a batch: audit(model, optimizer, example_inputs=batch))"
         notes.append(f"torch.fx cannot trace {where} ({why}){inner}; elsewhere scale-invariance is {rest}")
+    if head is None:
+        head = _declared_head(model)
     params: List[ParamAudit] = []
     for name, module, local, tensor, is_buffer in _named(model):
         role = "buffer" if is_buffer else _role(module, local, tensor)
@@ -254,6 +257,24 @@ def audit(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, e
         if first is not None and first.optimizer is None:
             notes.append(first.no_prediction() or "")
     return Audit(params, mistakes, notes)
+
+
+def _declared_head(model: nn.Module) -> Optional[str]:
+    """The output layer a model declares through its library's own API, where the graph did not
+    tell: Hugging Face's ``get_output_embeddings()``, timm's ``get_classifier()``."""
+    for getter in ("get_output_embeddings", "get_classifier"):
+        fn = getattr(model, getter, None)
+        if not callable(fn):
+            continue
+        try:
+            layer = fn()
+        except Exception:  # noqa: BLE001 - a model whose getter fails has no declared head
+            continue
+        if isinstance(layer, nn.Module):
+            for name, m in model.named_modules():
+                if m is layer and name:
+                    return name
+    return None
 
 
 def _prefixed(verdicts: Dict[str, _structure.Structural], prefix: str) -> Dict[str, _structure.Structural]:

@@ -64,7 +64,9 @@ def muon_param_groups(
     the hidden weight matrices (with ``conv=True`` the conv kernels too, for a Muon that flattens
     them, as Keller Jordan's does; ``torch.optim.Muon`` takes 2-D tensors only); AdamW the
     embeddings and tokens, the output layer (the last layer the forward pass runs, found from
-    the graph: traced, or recorded on ``example_inputs``), norm gains and shifts and biases.
+    the graph: traced, or recorded on ``example_inputs``; else the one the model declares,
+    Hugging Face's ``get_output_embeddings()`` or timm's ``get_classifier()``), norm gains and
+    shifts and biases.
     Both lists are ``param_groups`` under ``policy`` with ``weight_decay``; give AdamW's groups
     its own lr. The two lists hold every trainable parameter once.
 
