@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 venv="${NORMWD_VENV:-bench/.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 py="$venv/bin/python"
-if ! "$py" -c "import torch, numpy, pytest, timm, transformers, lightning, accelerate, ruff" 2>/dev/null; then
+if ! "$py" -c "import torch, numpy, pytest, timm, transformers, lightning, accelerate, ruff, jax, flax, optax" 2>/dev/null; then
   echo "installing the Python test packages into $venv (PyTorch: a few minutes) ..." >&2
   "$py" -m pip install -q -r python/requirements-test.txt
 fi

@@ -1,0 +1,24 @@
+"""normwd for JAX (Flax NNX and Linen, optax): each parameter's role from the model's own
+modules, and the decay masks optax takes, decided by normwd's core as for PyTorch.
+
+A Flax norm layer's scale is a norm scale whatever its shape: in a scanned or ``nnx.vmap``-ed
+stack of layers it is 2-D, and the usual ``ndim > 1`` mask decays it (optax issue #25,
+levanter PR #405). Roles come from the module that owns each parameter (an NNX model) or from
+Flax's own parameter names (a Linen ``params`` tree), never from the number of dimensions.
+
+Example:
+    >>> import jax, optax
+    >>> from flax import nnx
+    >>> import normwd.jax as nwj
+    >>> net = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.LayerNorm(8, rngs=nnx.Rngs(0)))
+    >>> sorted(nwj.roles(net).items())
+    [('layers/0/bias', 'bias'), ('layers/0/kernel', 'weight'), ('layers/1/bias', 'norm-shift'), ('layers/1/scale', 'norm-scale')]
+    >>> opt = nnx.Optimizer(net, optax.adamw(1e-3, weight_decay=0.1, mask=nwj.decay_mask(net)), wrt=nnx.Param)
+
+Scale-invariance (for the policies that depend on it), the monitor inside ``jit`` and the
+probe records are not built yet (issue #37): ``decay_mask`` refuses those policies.
+"""
+
+from ._roles import decay_mask, roles
+
+__all__ = ["decay_mask", "roles"]

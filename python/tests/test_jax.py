@@ -1,0 +1,127 @@
+"""normwd.jax: roles from a Flax model's own modules and names, optax decay masks from them
+(stacked layers' 2-D norm scales never decayed), the same decisions as normwd.torch's for the
+twin architecture, and bad input refused naming it."""
+
+import pytest
+
+jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
+optax = pytest.importorskip("optax")
+nnx = pytest.importorskip("flax.nnx")
+
+import normwd.jax as nwj  # noqa: E402
+import normwd.torch as nwd  # noqa: E402
+import torch  # noqa: E402
+
+
+class Cnn(nnx.Module):
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(3, 8, (3, 3), use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(8, rngs=rngs)
+        self.head = nnx.Linear(8, 10, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.bn(self.conv(x))).mean((1, 2)))
+
+
+def test_roles_and_mask_of_an_nnx_cnn_in_an_optimizer():
+    """Conv kernel and head kernel decayed; BatchNorm's scale and bias and the head's bias not:
+    with zero gradients AdamW's step is its decay alone, so only the decayed tensors move."""
+    net = Cnn(nnx.Rngs(0))
+    assert nwj.roles(net) == {"bn/bias": "norm-shift", "bn/scale": "norm-scale", "conv/kernel": "weight", "head/bias": "bias", "head/kernel": "weight"}
+    opt = nnx.Optimizer(net, optax.adamw(1e-2, weight_decay=0.5, mask=nwj.decay_mask(net)), wrt=nnx.Param)
+    before = jax.tree_util.tree_map(jnp.copy, nnx.state(net, nnx.Param))
+    grads = jax.tree_util.tree_map(jnp.zeros_like, nnx.state(net, nnx.Param))
+    opt.update(net, grads)
+    after = nnx.state(net, nnx.Param)
+    moved = {
+        "/".join(str(getattr(k, "key", k)) for k in kp[:-1]): bool(jnp.any(a != b)) for (kp, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(before), jax.tree_util.tree_leaves_with_path(after))
+    }
+    assert moved == {"bn/bias": False, "bn/scale": False, "conv/kernel": True, "head/bias": False, "head/kernel": True}
+
+
+class Block(nnx.Module):
+    def __init__(self, rngs):
+        self.ln = nnx.LayerNorm(16, rngs=rngs)
+        self.fc = nnx.Linear(16, 16, rngs=rngs)
+
+    def __call__(self, x):
+        return x + self.fc(self.ln(x))
+
+
+def test_stacked_layers_keep_their_norm_scales_out_of_decay():
+    """nnx.vmap-ed blocks (as scanned layers): the LayerNorm scale is 2-D, which the usual
+    `ndim > 1` mask decays; normwd's mask does not."""
+
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(key):
+        return Block(nnx.Rngs(key))
+
+    blocks = make(jax.random.split(jax.random.key(0), 3))
+    params = nnx.state(blocks, nnx.Param)
+    shapes = {"/".join(str(getattr(k, "key", k)) for k in kp[:-1]): v.shape for kp, v in jax.tree_util.tree_leaves_with_path(params)}
+    assert shapes["ln/scale"] == (3, 16) and shapes["fc/kernel"] == (3, 16, 16)
+    mask = nwj.decay_mask(blocks)(params)
+    flat = {"/".join(str(getattr(k, "key", k)) for k in kp[:-1]): m for kp, m in jax.tree_util.tree_leaves_with_path(mask)}
+    assert flat == {"fc/bias": False, "fc/kernel": True, "ln/bias": False, "ln/scale": False}
+    naive = jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+    assert any(jax.tree_util.tree_leaves(naive)[i] for i, kp in enumerate(jax.tree_util.tree_leaves_with_path(params)) if "scale" in str(kp[0]))
+
+
+def test_linen_params_and_the_torch_twin_agree():
+    """A Linen params tree read by Flax's names gets the decisions normwd.torch's param_groups
+    makes for the same architecture in PyTorch (an embedding, a bias-free Linear, LayerNorm,
+    Linear). (A biased layer before a norm is invariant only with its bias, which torch's
+    groups then decay together: that needs the invariance JAX does not measure yet.)"""
+    params = {
+        "params": {
+            "Embed_0": {"embedding": jnp.ones((10, 4))},
+            "Dense_0": {"kernel": jnp.ones((4, 8))},
+            "LayerNorm_0": {"scale": jnp.ones(8), "bias": jnp.zeros(8)},
+            "Dense_1": {"kernel": jnp.ones((8, 2)), "bias": jnp.zeros(2)},
+        }
+    }
+    flat = {"/".join(str(k.key) for k in kp): m for kp, m in jax.tree_util.tree_leaves_with_path(nwj.decay_mask(params)(params))}
+    ours = {k.replace("params/", ""): v for k, v in flat.items()}
+
+    class Twin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.fc0 = torch.nn.Linear(4, 8, bias=False)
+            self.ln = torch.nn.LayerNorm(8)
+            self.fc1 = torch.nn.Linear(8, 2)
+
+        def forward(self, ids):
+            return self.fc1(self.ln(self.fc0(self.emb(ids))))
+
+    twin = Twin()
+    decayed = {id(p) for g in nwd.param_groups(twin, weight_decay=0.1) if g["weight_decay"] > 0 for p in g["params"]}
+    torch_says = {n: id(p) in decayed for n, p in twin.named_parameters()}
+    pairs = {
+        "Embed_0/embedding": "emb.weight",
+        "Dense_0/kernel": "fc0.weight",
+        "LayerNorm_0/scale": "ln.weight",
+        "LayerNorm_0/bias": "ln.bias",
+        "Dense_1/kernel": "fc1.weight",
+        "Dense_1/bias": "fc1.bias",
+    }
+    assert {k: ours[k] for k in pairs} == {k: torch_says[v] for k, v in pairs.items()}
+
+
+def test_bad_input_is_named():
+    """An unknown leaf, a leaf that is not an array, a policy that needs scale-invariance and
+    params the mask was not made for are refused naming them."""
+    with pytest.raises(ValueError, match="Dense_0/gamma_prime"):
+        nwj.roles({"Dense_0": {"gamma_prime": jnp.ones(3)}})
+    with pytest.raises(TypeError, match="Dense_0/kernel"):
+        nwj.roles({"Dense_0": {"kernel": "not an array"}})
+    params = {"Dense_0": {"kernel": jnp.ones((2, 3))}}
+    with pytest.raises(ValueError, match="scale-invariant-only"):
+        nwj.decay_mask(params, policy="scale-invariant-only")
+    with pytest.raises(ValueError, match="policy='nope'"):
+        nwj.decay_mask(params, policy="nope")
+    with pytest.raises(ValueError, match="Dense_1/kernel"):
+        nwj.decay_mask(params)({"Dense_1": {"kernel": jnp.ones((2, 3))}})
+    with pytest.raises(TypeError, match="model"):
+        nwj.roles(3)
