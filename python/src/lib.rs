@@ -456,6 +456,14 @@ fn write_run_config(dir: &str, fields: &str) -> PyResult<()> {
         }),
         ..Default::default()
     };
+    // Muon's first group (Muon beside AdamW: `lr` and the rest are Muon's) holds Muon's own
+    // settings, which the report's relaxation time reads.
+    let config = match rule {
+        Some(Rule::Muon) => {
+            RunConfig { muon_lr: config.lr, muon_momentum: config.momentum, muon_weight_decay: Some(config.weight_decay), ..config }
+        }
+        _ => config,
+    };
     let text = toml::to_string(&config).map_err(|e| PyValueError::new_err(format!("run settings: {e}")))?;
     let path = std::path::Path::new(dir).join(files::CONFIG);
     write_atomic(&path, text.as_bytes()).map_err(|e| PyOSError::new_err(e.to_string()))

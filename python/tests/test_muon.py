@@ -118,7 +118,8 @@ def test_monitor_over_muon_and_adamw(tmp_path):
     assert head[-1]["pred_angle"] == pytest.approx(expected) and head[-1]["pred_basis"] == "approximate"
     info = json.loads((out / "monitor.json").read_text())
     assert info["optimizer"] == "Muon+AdamW"
-    assert "Muon+AdamW" in (out / "config.toml").read_text()
+    config = (out / "config.toml").read_text()
+    assert "Muon+AdamW" in config and "muon_lr = 0.02" in config and "muon_weight_decay = 0.5" in config
 
 
 class _Lm(nn.Module):
