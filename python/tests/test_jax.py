@@ -125,3 +125,25 @@ def test_bad_input_is_named():
         nwj.decay_mask(params)({"Dense_1": {"kernel": jnp.ones((2, 3))}})
     with pytest.raises(TypeError, match="model"):
         nwj.roles(3)
+
+
+def test_measured_invariance_and_the_policies_that_need_it():
+    """A conv kernel before BatchNorm is invariant per output channel, a bias-free dense kernel
+    before LayerNorm as a whole, the head not at all (F1a, measured with jax.grad); the
+    scale-invariance policies then decay exactly those kernels, or exactly the others."""
+    net = Cnn(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (8, 6, 6, 3))
+    stats = jnp.copy(net.bn.mean[...])
+    assert nwj.measure_invariance(net, x) == {"conv/kernel": "channel"}
+    assert bool((net.bn.mean[...] == stats).all()), "the model's batch statistics are left as they were"
+    params = nnx.state(net, nnx.Param)
+    only = {"/".join(str(getattr(k, "key", k)) for k in kp[:-1]): m for kp, m in jax.tree_util.tree_leaves_with_path(nwj.decay_mask(net, "scale-invariant-only", example_inputs=x)(params))}
+    assert [k for k, v in only.items() if v] == ["conv/kernel"]
+    rest = {"/".join(str(getattr(k, "key", k)) for k in kp[:-1]): m for kp, m in jax.tree_util.tree_leaves_with_path(nwj.decay_mask(net, "none-on-scale-invariant", example_inputs=x)(params))}
+    assert [k for k, v in rest.items() if v] == ["head/kernel"]
+    mlp = nnx.Sequential(nnx.Linear(4, 8, use_bias=False, rngs=nnx.Rngs(0)), nnx.LayerNorm(8, rngs=nnx.Rngs(0)), nnx.Linear(8, 2, rngs=nnx.Rngs(0)))
+    assert nwj.measure_invariance(mlp, jax.random.normal(jax.random.key(2), (5, 4))) == {"layers/0/kernel": "tensor"}
+    with pytest.raises(ValueError, match="example_inputs"):
+        nwj.measure_invariance(mlp, jnp.ones((5, 3)))
+    with pytest.raises(TypeError, match="apply_fn"):
+        nwj.measure_invariance({"Dense_0": {"kernel": jnp.ones((2, 3))}}, jnp.ones((1, 2)))

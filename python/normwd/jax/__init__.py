@@ -15,10 +15,12 @@ Example:
     [('layers/0/bias', 'bias'), ('layers/0/kernel', 'weight'), ('layers/1/bias', 'norm-shift'), ('layers/1/scale', 'norm-scale')]
     >>> opt = nnx.Optimizer(net, optax.adamw(1e-3, weight_decay=0.1, mask=nwj.decay_mask(net)), wrt=nnx.Param)
 
-Scale-invariance (for the policies that depend on it), the monitor inside ``jit`` and the
-probe records are not built yet (issue #37): ``decay_mask`` refuses those policies.
+``measure_invariance`` measures which kernels the loss is invariant to the scale of (F1a, one
+``jax.grad`` per random projection), which the policies ``scale-invariant-only`` and
+``none-on-scale-invariant`` need. The graph's reading (jaxpr), the monitor inside ``jit`` and the
+probe records are not built yet (issue #37).
 """
 
-from ._roles import decay_mask, roles
+from ._roles import decay_mask, measure_invariance, roles
 
-__all__ = ["decay_mask", "roles"]
+__all__ = ["decay_mask", "measure_invariance", "roles"]

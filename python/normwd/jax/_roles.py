@@ -3,6 +3,7 @@
 from typing import Any, Callable, Dict, Tuple
 
 import jax
+import jax.numpy as jnp
 
 from .. import _core
 
@@ -109,7 +110,7 @@ def roles(model: Any) -> Dict[str, str]:
     return {"/".join(p): r for p, r in _roles_by_path(model).items()}
 
 
-def decay_mask(model: Any, policy: str = "exclude-norm-bias") -> Callable[[Any], Any]:
+def decay_mask(model: Any, policy: str = "exclude-norm-bias", example_inputs: Any = None, apply_fn: Any = None) -> Callable[[Any], Any]:
     """The decay mask optax takes (``optax.adamw(..., mask=decay_mask(model))``,
     ``optax.add_decayed_weights(wd, mask=...)``), under normwd's policy: ``exclude-norm-bias``
     (the default: decay the layers' kernels, not norm scales and shifts, gains, biases or
@@ -118,8 +119,8 @@ def decay_mask(model: Any, policy: str = "exclude-norm-bias") -> Callable[[Any],
     always matches theirs.
 
     The policies that depend on scale-invariance (``scale-invariant-only``,
-    ``none-on-scale-invariant``) need its measurement, not built for JAX yet: refused with
-    ``ValueError``.
+    ``none-on-scale-invariant``) measure it on ``example_inputs`` (``measure_invariance``;
+    ``apply_fn`` for a params tree); without them they are refused with ``ValueError``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -129,9 +130,12 @@ def decay_mask(model: Any, policy: str = "exclude-norm-bias") -> Callable[[Any],
     """
     if policy not in _core.policies():
         raise ValueError(f"policy={policy!r}: expected one of {', '.join(_core.policies())}")
+    invariant: Dict[str, str] = {}
     if policy in ("scale-invariant-only", "none-on-scale-invariant"):
-        raise ValueError(f"policy={policy!r}: depends on scale-invariance, which normwd.jax does not measure yet; use 'exclude-norm-bias' or 'all'")
-    decided = {p: _core.decide(r, False, policy)[0] for p, r in _roles_by_path(model).items()}
+        if example_inputs is None:
+            raise ValueError(f"policy={policy!r}: depends on scale-invariance, measured on example_inputs (give a batch: decay_mask(model, policy, example_inputs=x))")
+        invariant = measure_invariance(model, example_inputs, apply_fn)
+    decided = {p: _core.decide(r, "/".join(p) in invariant, policy)[0] for p, r in _roles_by_path(model).items()}
 
     def mask(params: Any) -> Any:
         def one(keys: Tuple[Any, ...], _: Any) -> bool:
@@ -143,3 +147,95 @@ def decay_mask(model: Any, policy: str = "exclude-norm-bias") -> Callable[[Any],
         return jax.tree_util.tree_map_with_path(one, params)
 
     return mask
+
+
+#: The derivative along a weight slice over that along a random direction of its size, below
+#: which the slice counts as scale-invariant (normwd.torch's tolerance).
+TOLERANCE = 1e-2
+
+
+def _native_rank(owner: Any, ndim: int) -> int:
+    """The rank of one layer's kernel: 2 for a dense layer, the kernel size's plus 2 for a
+    convolution; more axes in front are a stack of layers (``nnx.vmap``, scanned layers)."""
+    size = getattr(owner, "kernel_size", None)
+    if size is not None:
+        return len(size) + 2 if isinstance(size, (tuple, list)) else 3
+    if type(owner).__name__ in ("Linear", "Dense"):
+        return 2
+    return ndim
+
+
+def measure_invariance(model: Any, example_inputs: Any, apply_fn: Any = None, seed: int = 0) -> Dict[str, str]:
+    """Which kernels the loss is invariant to the scale of, measured (F1a): the derivative
+    ``<grad, w>`` along each output channel (the kernel's last axis; per layer of a stack) and
+    along each whole kernel, from ``jax.grad`` of three random projections of the outputs on
+    ``example_inputs``, against the derivative along a random direction of the same norm. Returns
+    ``channel`` or ``tensor`` (the finest slices that are invariant) for each invariant kernel,
+    by path. ``model``: an NNX module (called on ``example_inputs``; batch norm uses the batch's
+    statistics, as in training), or a params tree with ``apply_fn(params, example_inputs)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> net = nnx.Sequential(nnx.Linear(4, 8, use_bias=False, rngs=nnx.Rngs(0)), nnx.LayerNorm(8, rngs=nnx.Rngs(0)), nnx.Linear(8, 2, rngs=nnx.Rngs(0)))
+        >>> measure_invariance(net, jnp.ones((5, 4)) + jnp.arange(4.0))
+        {'layers/0/kernel': 'tensor'}
+    """
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax is optional
+        nnx = None
+    owners: Dict[Tuple[str, ...], Any] = {}
+    if nnx is not None and isinstance(model, nnx.Module):
+        for path, node in nnx.iter_graph(model):
+            if isinstance(node, nnx.Module):
+                owners[tuple(str(p) for p in path)] = node
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def fn(p: Any, x: Any) -> Any:
+            # Fresh copies of the other state (batch statistics) inside the trace: a norm layer in
+            # training mode updates them, which NNX allows only for variables made in the trace.
+            return nnx.merge(graphdef, p, jax.tree_util.tree_map(jnp.copy, rest))(x)
+
+        role_of = _nnx_roles(model)
+    else:
+        if not callable(apply_fn):
+            raise TypeError("apply_fn: a params tree needs the function that applies it, apply_fn(params, example_inputs)")
+        params, fn = model, apply_fn
+        role_of = _tree_roles(model)
+    try:
+        outputs = jax.tree_util.tree_leaves(fn(params, example_inputs))
+    except Exception as e:
+        raise ValueError(f"example_inputs: the model's forward pass on them raised {type(e).__name__}: {e}") from e
+    grads = []
+    for i in range(3):
+        keys = jax.random.split(jax.random.key(seed * 3 + i), max(len(outputs), 1))
+        directions = [jax.random.normal(k, o.shape, o.dtype) for k, o in zip(keys, outputs)]
+
+        def loss(p: Any, directions: Any = directions) -> Any:
+            return sum((d * o).sum() for d, o in zip(directions, jax.tree_util.tree_leaves(fn(p, example_inputs))))
+
+        grads.append(dict((_path(kp), g) for kp, g in jax.tree_util.tree_leaves_with_path(jax.grad(loss)(params))))
+    out: Dict[str, str] = {}
+    for kp, w in jax.tree_util.tree_leaves_with_path(params):
+        path = _path(kp)
+        if role_of.get(path) != "weight" or w.ndim < 2:
+            continue
+        stack = w.ndim - _native_rank(owners.get(path[:-1]), w.ndim)
+        verdict = None
+        for name, axes in (("channel", tuple(range(stack, w.ndim - 1))), ("tensor", tuple(range(stack, w.ndim)))):
+            n = 1
+            for a in axes:
+                n *= w.shape[a]
+            ok = True
+            for g in grads:
+                gw = g[path]
+                dot = (gw * w).sum(axes)
+                control = jnp.sqrt((gw * gw).sum(axes) * (w * w).sum(axes) / n)
+                ok = ok and bool((abs(dot) <= TOLERANCE * control).all())
+            if ok:
+                verdict = name
+                break
+        if verdict is not None:
+            out["/".join(path)] = verdict
+    return out
