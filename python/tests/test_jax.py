@@ -147,3 +147,24 @@ def test_measured_invariance_and_the_policies_that_need_it():
         nwj.measure_invariance(mlp, jnp.ones((5, 3)))
     with pytest.raises(TypeError, match="apply_fn"):
         nwj.measure_invariance({"Dense_0": {"kernel": jnp.ones((2, 3))}}, jnp.ones((1, 2)))
+
+
+def test_audit_flags_the_ndim_mask_on_a_scanned_gpt():
+    """The usual `ndim > 1` mask on a GPT with stacked blocks decays the 2-D LayerNorm and
+    QK-norm scales and the embeddings: the audit names each; normwd's mask leaves none; Adam
+    with L2 on the RMS-normed query kernels is flagged once invariance is measured."""
+    import jax_models as jm
+
+    net = jm.ScannedGPT(rngs=nnx.Rngs(0))
+    naive = optax.adamw(1e-3, weight_decay=0.1, mask=lambda p: jax.tree_util.tree_map(lambda x: x.ndim > 1, p))
+    found = {(m.code, m.param) for m in nwj.audit(net, naive).mistakes}
+    assert {("norm-decayed", "blocks/ln1/scale"), ("norm-decayed", "blocks/q_norm/scale"), ("embedding-decayed", "embed/embedding")} <= found
+    # The stacked shifts are 2-D as well; the last LayerNorm, outside the stack, is 1-D and missed by the rule.
+    assert ("norm-decayed", "blocks/ln1/bias") in found and not any(p.startswith("ln/") for _, p in found)
+    assert nwj.audit(net, optax.adamw(1e-3, weight_decay=0.1, mask=nwj.decay_mask(net))).mistakes == []
+    ids = jnp.asarray(jm.kjv_bytes(33 * 4).reshape(4, 33))[:, :32]
+    l2 = optax.chain(optax.add_decayed_weights(1e-4, mask=nwj.decay_mask(net)), optax.adam(1e-3))
+    report = nwj.audit(net, l2, example_inputs=ids)
+    assert report["blocks/q/kernel"].scale_invariant and report["blocks/q/kernel"].numeric == "yes (tensor)"
+    assert ("adam-l2-on-scale-invariant", "blocks/q/kernel") in {(m.code, m.param) for m in report.mistakes}
+    assert "blocks/q/kernel" in str(report)

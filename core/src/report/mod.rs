@@ -23,6 +23,12 @@ pub struct Figure {
     pub reading: String,
 }
 
+/// A figure's name as a file stem: a tensor path from another framework (`blocks/q/kernel[0]`
+/// from JAX) holds characters a file name cannot.
+fn file_stem(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect()
+}
+
 /// One solid series per run, labelled with the run's name.
 fn per_run(runs: &[RunData], points: impl Fn(&RunData) -> Vec<(f64, f64)>) -> Vec<Series> {
     runs.iter().enumerate().map(|(i, r)| Series { label: r.name.clone(), points: points(r), color: color(i), dashed: false }).collect()
@@ -411,7 +417,7 @@ pub fn write_report_charting(
     let plots = out.join("plots");
     std::fs::create_dir_all(&plots).map_err(|e| StoreError::Io { file: plots.display().to_string(), source: e })?;
     for f in &figs {
-        write_atomic(&plots.join(format!("{}.svg", f.name)), f.svg.as_bytes())?;
+        write_atomic(&plots.join(format!("{}.svg", file_stem(&f.name))), f.svg.as_bytes())?;
     }
     let mut h = String::new();
     let _ = write!(h, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#f4f4f4}}figure{{margin:2em 0}}figcaption{{max-width:640px;color:#333}}.ok{{color:#176617}}.bad{{color:#a11}}</style></head><body>", html_escape(title));
@@ -505,6 +511,12 @@ mod tests {
             probes,
             done: None,
         }
+    }
+
+    #[test]
+    fn figure_files_are_named_from_any_tensor_path() {
+        assert_eq!(file_stem("blocks/q/kernel[0]-angle"), "blocks_q_kernel_0_-angle");
+        assert_eq!(file_stem("layer1.0.conv1.weight-norm"), "layer1.0.conv1.weight-norm");
     }
 
     #[test]

@@ -17,10 +17,15 @@ Example:
 
 ``measure_invariance`` measures which kernels the loss is invariant to the scale of (F1a, one
 ``jax.grad`` per random projection), which the policies ``scale-invariant-only`` and
-``none-on-scale-invariant`` need. The graph's reading (jaxpr), the monitor inside ``jit`` and the
-probe records are not built yet (issue #37).
+``none-on-scale-invariant`` need. ``monitor`` wraps an optax transformation and measures each
+kernel's and norm scale's angle, norm and effective lr inside ``jit``, beside the equilibrium the
+settings read from the transformation predict, in normwd's run format (``normwd report``). The
+graph's reading (jaxpr) is not built yet (issue #37).
 """
 
+from .._audit import Audit, Mistake, ParamAudit
+from ._audit import audit
+from ._monitor import Monitor, MonitorState, monitor
 from ._roles import decay_mask, measure_invariance, roles
 
-__all__ = ["decay_mask", "measure_invariance", "roles"]
+__all__ = ["Audit", "Mistake", "Monitor", "MonitorState", "ParamAudit", "audit", "decay_mask", "measure_invariance", "monitor", "roles"]

@@ -138,6 +138,9 @@ def decay_mask(model: Any, policy: str = "exclude-norm-bias", example_inputs: An
     decided = {p: _core.decide(r, "/".join(p) in invariant, policy)[0] for p, r in _roles_by_path(model).items()}
 
     def mask(params: Any) -> Any:
+        if not jax.tree_util.tree_leaves_with_path(params) or not jax.tree_util.tree_leaves_with_path(params)[0][0]:
+            raise ValueError("decay_mask: called with a single value, not the params (optax.inject_hyperparams takes a callable mask for a schedule: give it static_args=('mask',))")
+
         def one(keys: Tuple[Any, ...], _: Any) -> bool:
             path = _path(keys)
             if path not in decided:
@@ -160,8 +163,12 @@ def _native_rank(owner: Any, ndim: int) -> int:
     size = getattr(owner, "kernel_size", None)
     if size is not None:
         return len(size) + 2 if isinstance(size, (tuple, list)) else 3
-    if type(owner).__name__ in ("Linear", "Dense"):
+    name = type(owner).__name__
+    if name in ("Linear", "Dense", "Embed"):
         return 2
+    if any(n in name for n in _NORMS):
+        # A norm's scale and shift are vectors over its features.
+        return 1
     return ndim
 
 
