@@ -168,3 +168,73 @@ def test_audit_flags_the_ndim_mask_on_a_scanned_gpt():
     assert report["blocks/q/kernel"].scale_invariant and report["blocks/q/kernel"].numeric == "yes (tensor)"
     assert ("adam-l2-on-scale-invariant", "blocks/q/kernel") in {(m.code, m.param) for m in report.mistakes}
     assert "blocks/q/kernel" in str(report)
+
+
+class Tied(nnx.Module):
+    """Logits from the embedding's transpose (a tied head)."""
+
+    def __init__(self, rngs):
+        self.embed = nnx.Embed(50, 16, rngs=rngs)
+        self.fc = nnx.Linear(16, 16, use_bias=False, rngs=rngs)
+        self.ln = nnx.RMSNorm(16, rngs=rngs)
+
+    def __call__(self, ids):
+        return self.embed.attend(self.ln(self.fc(self.embed(ids))))
+
+
+def test_the_output_layer_and_muons_split_from_the_structure():
+    """The head is the layer whose contraction makes the outputs (read from the jaxpr), the
+    embedding where the head is tied to it. Muon's dimension numbers give optax.contrib.muon the
+    stacked hidden kernels (each layer orthogonalized on its own) and leave the embeddings, the
+    head and the 2-D stacked norm scales to AdamW, where optax's `ndim == 2` default does the
+    opposite; the split trains."""
+    import jax_models as jm
+
+    gpt = jm.ScannedGPT(rngs=nnx.Rngs(0))
+    ids = jnp.asarray(jm.kjv_bytes(33 * 4).reshape(4, 33))
+    assert nwj.output_layers(gpt, ids[:, :32]) == {"head/kernel"}
+    assert nwj.output_layers(jm.ResNet(8, nnx.Rngs(0)), jnp.ones((2, 8, 8, 1))) == {"head/kernel"}
+    assert nwj.output_layers(Tied(nnx.Rngs(0)), jnp.zeros((2, 5), jnp.int32)) == {"embed/embedding"}
+    dims = nwj.muon_dimension_numbers(gpt, ids[:, :32])
+    params = nnx.state(gpt, nnx.Param)
+    muon = {k for k, v in nwj.flat(dims(params)).items() if v is not None}
+    assert muon == {f"blocks/{n}/kernel" for n in ("q", "k", "v", "proj", "up", "down")}
+    assert nwj.flat(dims(params))["blocks/q/kernel"] == optax.contrib.MuonDimensionNumbers(reduction_axis=(1,), output_axis=2)
+    default = {k for k, v in nwj.flat(jax.tree_util.tree_map(lambda x: x.ndim == 2, params)).items() if v}
+    assert {"embed/embedding", "head/kernel", "blocks/ln1/scale"} <= default and "blocks/q/kernel" not in default
+    opt = nnx.Optimizer(gpt, optax.contrib.muon(0.02, weight_decay=0.1, muon_weight_dimension_numbers=dims, adam_learning_rate=3e-3), wrt=nnx.Param)
+
+    def loss(m):
+        return optax.softmax_cross_entropy_with_integer_labels(m(ids[:, :-1]), ids[:, 1:]).mean()
+
+    first = float(loss(gpt))
+    step = nnx.jit(lambda m, o: o.update(m, nnx.grad(loss)(m)))
+    for _ in range(30):
+        step(gpt, opt)
+    assert float(loss(gpt)) < first - 1.0
+    cnn = Cnn(nnx.Rngs(0))
+    x = jnp.ones((2, 6, 6, 3))
+    assert {k for k, v in nwj.flat(nwj.muon_dimension_numbers(cnn, x)(nnx.state(cnn, nnx.Param))).items() if v is not None} == set()
+    conv = nwj.flat(nwj.muon_dimension_numbers(cnn, x, conv=True)(nnx.state(cnn, nnx.Param)))
+    assert conv["conv/kernel"] == optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3) and conv["head/kernel"] is None
+
+
+def test_partition_labels_give_scale_invariant_kernels_their_own_settings():
+    """`param_labels` sends the scale-invariant conv kernel to its own transformation, the head
+    kernel to decay and BatchNorm's and the head's vectors to no decay."""
+    net = Cnn(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (8, 6, 6, 3))
+    labels = nwj.param_labels(net, example_inputs=x, scale_invariant=True)
+    assert nwj.flat(labels(nnx.state(net, nnx.Param))) == {
+        "bn/bias": "no_decay",
+        "bn/scale": "no_decay",
+        "conv/kernel": "scale_invariant",
+        "head/bias": "no_decay",
+        "head/kernel": "decay",
+    }
+    tx = optax.partition({"decay": optax.adamw(1e-3, weight_decay=0.1), "no_decay": optax.adam(1e-3), "scale_invariant": optax.sgd(0.1)}, labels)
+    report = nwj.audit(net, tx, example_inputs=x)
+    assert (report["conv/kernel"].lr, report["conv/kernel"].weight_decay) == (pytest.approx(0.1), 0.0)
+    assert ("scale-invariant-undecayed", "conv/kernel") in {(m.code, m.param) for m in report.mistakes}
+    with pytest.raises(ValueError, match="example_inputs"):
+        nwj.param_labels(net, scale_invariant=True)

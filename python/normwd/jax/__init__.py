@@ -25,7 +25,23 @@ graph's reading (jaxpr) is not built yet (issue #37).
 
 from .._audit import Audit, Mistake, ParamAudit
 from ._audit import audit
+from ._labels import flat, muon_dimension_numbers, output_layers, param_labels
 from ._monitor import Monitor, MonitorState, monitor
 from ._roles import decay_mask, measure_invariance, roles
 
-__all__ = ["Audit", "Mistake", "Monitor", "MonitorState", "ParamAudit", "audit", "decay_mask", "measure_invariance", "monitor", "roles"]
+__all__ = [
+    "Audit",
+    "Mistake",
+    "Monitor",
+    "MonitorState",
+    "ParamAudit",
+    "audit",
+    "decay_mask",
+    "flat",
+    "measure_invariance",
+    "monitor",
+    "muon_dimension_numbers",
+    "output_layers",
+    "param_labels",
+    "roles",
+]

@@ -15,7 +15,7 @@ import optax
 
 from .. import _core
 from . import _optax
-from ._roles import _path, _roles_by_path, measure_invariance
+from ._roles import _native_rank, _path, _roles_by_path, measure_invariance, owners
 
 
 class MonitorState(NamedTuple):
@@ -142,7 +142,7 @@ class _Host:
         self.invariant: Dict[str, str] = {}
         if example_inputs is not None:
             self.invariant = measure_invariance(model, example_inputs, apply_fn)
-        self._owners = _owners(model)
+        self._owners = owners(model)
         self.records: List[Dict[str, Any]] = []
         self.last_step = 0
         self.entries: List[_Entry] = []
@@ -358,22 +358,6 @@ class _Host:
 
 def _is_number(v: Any) -> bool:
     return hasattr(v, "dtype") and getattr(v, "ndim", 1) == 0 or isinstance(v, (int, float))
-
-
-def _owners(model: Any) -> Dict[Tuple[str, ...], Any]:
-    try:
-        from flax import nnx
-    except ImportError:  # pragma: no cover - flax is optional
-        return {}
-    if not isinstance(model, nnx.Module):
-        return {}
-    return {tuple(str(p) for p in path): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
-
-
-def _native_rank(owner: Any, ndim: int) -> int:
-    from ._roles import _native_rank as rank
-
-    return min(rank(owner, ndim), ndim) if owner is not None else ndim
 
 
 def _describe(entries: List[_Entry]) -> str:

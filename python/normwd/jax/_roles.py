@@ -158,18 +158,56 @@ TOLERANCE = 1e-2
 
 
 def _native_rank(owner: Any, ndim: int) -> int:
-    """The rank of one layer's kernel: 2 for a dense layer, the kernel size's plus 2 for a
-    convolution; more axes in front are a stack of layers (``nnx.vmap``, scanned layers)."""
+    """The rank of one layer's array of an ``ndim``-D parameter of module ``owner`` (None: not
+    known): 2 for a dense layer's kernel or an embedding, the kernel size's plus 2 for a
+    convolution, 1 for a norm's scale and shift; more axes in front are a stack of layers
+    (``nnx.vmap``, scanned layers)."""
     size = getattr(owner, "kernel_size", None)
-    if size is not None:
-        return len(size) + 2 if isinstance(size, (tuple, list)) else 3
     name = type(owner).__name__
-    if name in ("Linear", "Dense", "Embed"):
-        return 2
-    if any(n in name for n in _NORMS):
-        # A norm's scale and shift are vectors over its features.
-        return 1
-    return ndim
+    if size is not None:
+        rank = len(size) + 2 if isinstance(size, (tuple, list)) else 3
+    elif name in ("Linear", "Dense", "Embed"):
+        rank = 2
+    elif any(n in name for n in _NORMS):
+        rank = 1
+    else:
+        rank = ndim
+    return min(rank, ndim)
+
+
+def forward(model: Any, apply_fn: Any = None) -> Tuple[Any, Callable[[Any, Any], Any], Dict[Tuple[str, ...], str], Dict[Tuple[str, ...], Any]]:
+    """The model as a function of its parameters: ``(params, fn(params, x), roles by path,
+    owning modules by path)``. An NNX module is split (batch norm uses the batch's statistics,
+    as in training; its statistics are copied inside, never updated); a params tree needs its
+    ``apply_fn(params, x)``."""
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax is optional
+        nnx = None
+    if nnx is not None and isinstance(model, nnx.Module):
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def fn(p: Any, x: Any) -> Any:
+            # Fresh copies of the other state (batch statistics) inside the trace: a norm layer in
+            # training mode updates them, which NNX allows only for variables made in the trace.
+            return nnx.merge(graphdef, p, jax.tree_util.tree_map(jnp.copy, rest))(x)
+
+        return params, fn, _nnx_roles(model), owners(model)
+    if not callable(apply_fn):
+        raise TypeError("apply_fn: a params tree needs the function that applies it, apply_fn(params, example_inputs)")
+    return model, apply_fn, _tree_roles(model), {}
+
+
+def owners(model: Any) -> Dict[Tuple[str, ...], Any]:
+    """The modules of an NNX model by path (empty for a params tree): a parameter's owner tells
+    its role and the rank of one layer's array."""
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax is optional
+        return {}
+    if not isinstance(model, nnx.Module):
+        return {}
+    return {tuple(str(p) for p in path): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
 
 
 def measure_invariance(model: Any, example_inputs: Any, apply_fn: Any = None, seed: int = 0) -> Dict[str, str]:
@@ -188,28 +226,7 @@ def measure_invariance(model: Any, example_inputs: Any, apply_fn: Any = None, se
         >>> measure_invariance(net, jnp.ones((5, 4)) + jnp.arange(4.0))
         {'layers/0/kernel': 'tensor'}
     """
-    try:
-        from flax import nnx
-    except ImportError:  # pragma: no cover - flax is optional
-        nnx = None
-    owners: Dict[Tuple[str, ...], Any] = {}
-    if nnx is not None and isinstance(model, nnx.Module):
-        for path, node in nnx.iter_graph(model):
-            if isinstance(node, nnx.Module):
-                owners[tuple(str(p) for p in path)] = node
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-        def fn(p: Any, x: Any) -> Any:
-            # Fresh copies of the other state (batch statistics) inside the trace: a norm layer in
-            # training mode updates them, which NNX allows only for variables made in the trace.
-            return nnx.merge(graphdef, p, jax.tree_util.tree_map(jnp.copy, rest))(x)
-
-        role_of = _nnx_roles(model)
-    else:
-        if not callable(apply_fn):
-            raise TypeError("apply_fn: a params tree needs the function that applies it, apply_fn(params, example_inputs)")
-        params, fn = model, apply_fn
-        role_of = _tree_roles(model)
+    params, fn, role_of, owners = forward(model, apply_fn)
     try:
         outputs = jax.tree_util.tree_leaves(fn(params, example_inputs))
     except Exception as e:
