@@ -238,3 +238,50 @@ def test_partition_labels_give_scale_invariant_kernels_their_own_settings():
     assert ("scale-invariant-undecayed", "conv/kernel") in {(m.code, m.param) for m in report.mistakes}
     with pytest.raises(ValueError, match="example_inputs"):
         nwj.param_labels(net, scale_invariant=True)
+
+
+def test_the_jaxpr_reading_agrees_with_the_measurement():
+    """Scale-invariance read from the jaxpr (each kernel's scale followed to a normalization)
+    equals the F1a measurement on a CNN with BatchNorm (per channel), an MLP with LayerNorm and a
+    Linen one (whole), a ResNet with residual blocks (per channel), a scanned GPT whose queries
+    and keys are RMS-normed per head (whole, through nnx.scan) and a model with a tied head; a
+    conv with a bias before its BatchNorm is not shown invariant (the bias is added to it)."""
+    import flax.linen as nn
+    import jax_models as jm
+
+    cases = [
+        (Cnn(nnx.Rngs(0)), jax.random.normal(jax.random.key(1), (8, 6, 6, 3)), None),
+        (
+            nnx.Sequential(nnx.Linear(4, 8, use_bias=False, rngs=nnx.Rngs(0)), nnx.LayerNorm(8, rngs=nnx.Rngs(0)), nnx.Linear(8, 2, rngs=nnx.Rngs(0))),
+            jax.random.normal(jax.random.key(2), (5, 4)),
+            None,
+        ),
+        (jm.ResNet(8, nnx.Rngs(0)), jax.random.normal(jax.random.key(3), (4, 8, 8, 1)), None),
+        (jm.ScannedGPT(rngs=nnx.Rngs(0)), jnp.asarray(jm.kjv_bytes(33 * 4).reshape(4, 33))[:, :32], None),
+        (Tied(nnx.Rngs(0)), jnp.asarray(jm.kjv_bytes(10).reshape(2, 5)) % 50, None),
+    ]
+
+    class Mlp(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2, name="out")(nn.RMSNorm(name="norm")(nn.Dense(8, use_bias=False, name="hidden")(x)))
+
+    linen = Mlp()
+    x = jax.random.normal(jax.random.key(4), (6, 4))
+    params = linen.init(jax.random.key(5), x)["params"]
+    cases.append((params, x, lambda p, x: linen.apply({"params": p}, x)))
+    expected = [
+        {"conv/kernel": "channel"},
+        {"layers/0/kernel": "tensor"},
+        {f"{b}/kernel": "channel" for b in ("stem", "block1/conv1", "block1/conv2", "block2/conv1", "block2/conv2")},
+        {"blocks/q/kernel": "tensor", "blocks/k/kernel": "tensor"},
+        {"fc/kernel": "tensor"},
+        {"hidden/kernel": "tensor"},
+    ]
+    for (model, inputs, apply), want in zip(cases, expected):
+        assert nwj.structural_invariance(model, inputs, apply) == want
+        assert nwj.measure_invariance(model, inputs, apply) == want
+    biased = nnx.Sequential(nnx.Conv(3, 4, (3, 3), rngs=nnx.Rngs(0)), nnx.BatchNorm(4, rngs=nnx.Rngs(0)))
+    assert nwj.structural_invariance(biased, jnp.ones((2, 5, 5, 3))) == {}
+    report = nwj.audit(jm.ResNet(8, nnx.Rngs(0)), example_inputs=cases[2][1])
+    assert report["stem/kernel"].structural == report["stem/kernel"].numeric == "yes (channel)"

@@ -19,8 +19,10 @@ Example:
 ``jax.grad`` per random projection), which the policies ``scale-invariant-only`` and
 ``none-on-scale-invariant`` need. ``monitor`` wraps an optax transformation and measures each
 kernel's and norm scale's angle, norm and effective lr inside ``jit``, beside the equilibrium the
-settings read from the transformation predict, in normwd's run format (``normwd report``). The
-graph's reading (jaxpr) is not built yet (issue #37).
+settings read from the transformation predict, in normwd's run format (``normwd report``).
+``structural_invariance`` reads the same verdicts from the jaxpr of a forward pass; ``audit``
+puts both beside the optax setup's decay and its mistakes; ``param_labels`` and
+``muon_dimension_numbers`` split a model for ``optax.partition`` and ``optax.contrib.muon``.
 """
 
 from .._audit import Audit, Mistake, ParamAudit
@@ -28,6 +30,7 @@ from ._audit import audit
 from ._labels import flat, muon_dimension_numbers, output_layers, param_labels
 from ._monitor import Monitor, MonitorState, monitor
 from ._roles import decay_mask, measure_invariance, roles
+from ._structure import structural_invariance
 
 __all__ = [
     "Audit",
@@ -44,4 +47,5 @@ __all__ = [
     "output_layers",
     "param_labels",
     "roles",
+    "structural_invariance",
 ]

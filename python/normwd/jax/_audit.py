@@ -9,12 +9,15 @@ import jax
 from .._audit import Audit, Mistake, ParamAudit
 from . import _optax
 from ._roles import _path, _roles_by_path, measure_invariance
+from ._structure import structural_invariance
 
 
 def audit(model: Any, tx: Any = None, example_inputs: Any = None, apply_fn: Any = None, params: Any = None) -> Audit:
     """Every parameter of ``model`` (an NNX module, or a Linen ``params`` tree with ``apply_fn``)
-    with its role, its scale-invariance measured on ``example_inputs`` (F1a with ``jax.grad``:
-    per output channel or whole; ``-`` without inputs), and, given optax transformation ``tx``,
+    with its role, its scale-invariance read from the jaxpr of a forward pass on
+    ``example_inputs`` (``structural_invariance``) and measured there (F1a with ``jax.grad``: per
+    output channel or whole; the measurement decides, a disagreement is noted; ``-`` without
+    inputs), and, given optax transformation ``tx``,
     the lr and decay it applies to each (read from its ``add_decayed_weights`` and ``mask``, its
     lr or schedule at step 0, its ``inject_hyperparams`` values) with the mistakes the core finds
     in that: a norm scale or shift, a bias or an embedding decayed (a stacked layer's 2-D
@@ -33,10 +36,12 @@ def audit(model: Any, tx: Any = None, example_inputs: Any = None, apply_fn: Any 
     roles = _roles_by_path(model)
     invariant: Dict[str, str] = {}
     notes: List[str] = []
+    graph: Dict[str, str] = {}
     if example_inputs is not None:
         invariant = measure_invariance(model, example_inputs, apply_fn)
+        graph = structural_invariance(model, example_inputs, apply_fn)
     else:
-        notes.append("no example_inputs: scale-invariance not measured (the structural reading of the jaxpr is not built yet)")
+        notes.append("no example_inputs: scale-invariance neither read from the jaxpr nor measured (both trace a forward pass)")
     if params is None:
         params = model
         try:
@@ -69,16 +74,19 @@ def audit(model: Any, tx: Any = None, example_inputs: Any = None, apply_fn: Any 
             role=role,
             scale_invariant=bool(verdict),
             granularity=verdict,
-            structural="-",
+            structural=(f"yes ({graph[name]})" if name in graph else "no") if example_inputs is not None else "-",
             numeric=(f"yes ({verdict})" if verdict else "no") if example_inputs is not None else "-",
         )
+        if example_inputs is not None and graph.get(name, "") != verdict and role == "weight":
+            # The measurement decides; the jaxpr's reading is kept beside it.
+            entry.note = f"the jaxpr shows {graph.get(name, 'no invariance')}, the measurement {verdict or 'none'}"
         rule = rules.get(path)
         if rule is not None:
             s = _optax.step_settings(rule, 0, hp)
             entry.groups = [0]
             entry.lr, entry.weight_decay = s.lr, s.weight_decay
             if rule.why:
-                entry.note = rule.why
+                entry.note = "; ".join(n for n in (entry.note, rule.why) if n)
             for code, severity, why in s.mistakes(role, entry.scale_invariant):
                 mistakes.append(Mistake(param=name, code=code, severity=severity, why=why))
         out.append(entry)

@@ -20,13 +20,23 @@ Path = Tuple[str, ...]
 #: Transformations that rescale or clip the gradient without moving the equilibrium angle of a
 #: scale-invariant weight (the closed forms depend on lr*wd and the moments, not on a gradient
 #: scale; clipping is rare at equilibrium).
-_NEUTRAL = ("clip_by_global_norm", "clip", "zero_nans", "identity", "init_empty_state", "keep_params_nonnegative", "scale_by_param_block_norm")
+_NEUTRAL = (
+    # Muon's shape factor scales the update and, at equilibrium, the norm alike: the angle stays.
+    "scale_by_shape",
+    "clip_by_global_norm",
+    "clip",
+    "zero_nans",
+    "identity",
+    "init_empty_state",
+    "keep_params_nonnegative",
+    "scale_by_param_block_norm",
+)
 
 
 @dataclass
 class LeafRule:
     """The optimizer acting on one parameter, as the core's closed forms name it: ``optimizer``
-    (``sgd``, ``adam``, ``adamw``, ``lion``; None with ``why`` where optax's transformation has
+    (``sgd``, ``adam``, ``adamw``, ``lion``, ``muon``; None with ``why`` where optax's transformation has
     no closed form here), its ``lr`` and ``weight_decay`` (numbers, or optax schedules of the
     step count), ``momentum``, ``betas``, ``decoupled``, ``nesterov``."""
 
@@ -103,6 +113,11 @@ def pieces(tx: Any, params: Any, paths: List[Path], injected: Dict[str, Any]) ->
             walk(inner.update, active, depth + 1)
         elif kind == "scale_by_adam":
             add(active, ("adam", {"b1": cells["b1"], "b2": cells["b2"], "nesterov": bool(cells.get("nesterov", False))}))
+        elif kind == "scale_by_muon":
+            if cells.get("adaptive") or cells.get("preconditioning", "frobenius") != "frobenius" or cells.get("ns_steps", 5) != 5:
+                add(active, ("unknown", {"name": "scale_by_muon (adaptive, another preconditioning or other than 5 Newton-Schulz steps)"}))
+            else:
+                add(active, ("muon", {"beta": cells["beta"], "nesterov": bool(cells.get("nesterov", True))}))
         elif kind == "scale_by_lion":
             add(active, ("lion", {"b1": cells["b1"], "b2": cells["b2"]}))
         elif kind == "trace":
@@ -177,7 +192,7 @@ def rule(steps: List[Tuple[str, Dict[str, Any]]]) -> LeafRule:
     if decays and decays[0][0] > at_scale:
         r.why = "decay added after the lr scale (not multiplied by the lr: no closed form)"
         return r
-    moments = [(i, k, s) for i, (k, s) in enumerate(steps) if k in ("adam", "lion", "trace")]
+    moments = [(i, k, s) for i, (k, s) in enumerate(steps) if k in ("adam", "lion", "trace", "muon")]
     if len(moments) > 1:
         r.why = "several moment transformations"
         return r
@@ -191,6 +206,11 @@ def rule(steps: List[Tuple[str, Dict[str, Any]]]) -> LeafRule:
     coupled = decay_at is not None and decay_at < i
     if k == "adam":
         r.optimizer, r.betas, r.decoupled = ("adamw" if decays and not coupled else "adam"), (s["b1"], s["b2"]), not coupled
+    elif k == "muon":
+        if coupled:
+            r.why = "decay inside Muon's orthogonalization (no closed form)"
+            return r
+        r.optimizer, r.momentum, r.nesterov, r.decoupled = "muon", float(s["beta"]), s["nesterov"], True
     elif k == "lion":
         if coupled:
             r.why = "decay inside Lion's sign (no closed form)"
