@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The cost of normwd.jax.monitor per training step, in the same script as the run without it:
 each model trained (an ``nnx.jit`` step with ``nnx.Optimizer``) alternately with the plain optax
-transformation, with ``monitor(tx, every=10)`` and with ``every=1``, in rounds; prints the median
-step time of each and the overhead against the plain run.
+transformation, with ``monitor(tx, every=10)``, with ``every=1`` and plain again (the control: the
+two plain rows differ by the host's noise), in rounds; prints the median step time of each and the
+difference from the first plain run.
 
 Models (python/tests/jax_models.py): resnet (a ResNet with BatchNorm, 32 channels, Fashion-MNIST
 batch 128, SGD with momentum and L2), gpt (the scanned GPT, 4 layers of 256, 8x128 bytes of the
@@ -49,7 +50,8 @@ def main():
     args = ap.parse_args()
     runs = {}
     monitors = []
-    for variant, every in (("plain", None), ("every=10", 10), ("every=1", 1)):
+    # A second plain run is the control: the gap between the two plain rows is this host's noise.
+    for variant, every in (("plain", None), ("every=10", 10), ("every=1", 1), ("plain (control)", None)):
         net, tx, batch, loss_fn = setup(args.model)
         if every is not None:
             example = batch[0][:16] if isinstance(batch, tuple) else batch[:4, :-1]
@@ -78,7 +80,7 @@ def main():
         m.close()
     base = statistics.median(runs["plain"][4])
     print(f"model {args.model}, JAX {jax.__version__} on {jax.devices()[0].platform}, {args.rounds} rounds of {args.steps} steps, median step time")
-    print("| variant | step (ms) | overhead |")
+    print("| variant | step (ms) | against plain |")
     print("|---|---:|---:|")
     for variant, (_, _, _, _, times) in runs.items():
         med = statistics.median(times)

@@ -125,6 +125,16 @@ def test_bad_input_is_named():
         nwj.decay_mask(params)({"Dense_1": {"kernel": jnp.ones((2, 3))}})
     with pytest.raises(TypeError, match="model"):
         nwj.roles(3)
+    # NaN parameters, and a model its inputs cannot be traced through.
+    net = nnx.Sequential(nnx.Linear(4, 8, use_bias=False, rngs=nnx.Rngs(0)), nnx.LayerNorm(8, rngs=nnx.Rngs(0)))
+    net.layers[0].kernel[...] = net.layers[0].kernel[...].at[0, 0].set(jnp.nan)
+    for read in (nwj.measure_invariance, nwj.structural_invariance, nwj.output_layers):
+        with pytest.raises(ValueError, match="layers/0/kernel holds NaN"):
+            read(net, jnp.ones((2, 4)))
+    net = nnx.Sequential(nnx.Linear(4, 8, use_bias=False, rngs=nnx.Rngs(0)), nnx.LayerNorm(8, rngs=nnx.Rngs(0)))
+    for read in (nwj.measure_invariance, nwj.structural_invariance, nwj.output_layers):
+        with pytest.raises(ValueError, match="example_inputs"):
+            read(net, jnp.ones((2, 3)))
 
 
 def test_measured_invariance_and_the_policies_that_need_it():

@@ -7,7 +7,8 @@ from typing import Any, Callable, Dict, Optional, Set, Tuple
 import jax
 
 from .. import _core
-from ._roles import _native_rank, _path, _roles_by_path, forward, measure_invariance, owners
+from ._roles import _native_rank, _path, _roles_by_path, by_path, measure_invariance, owners
+from ._structure import trace
 
 Path = Tuple[str, ...]
 
@@ -31,15 +32,8 @@ def output_layers(model: Any, example_inputs: Any, apply_fn: Any = None) -> Set[
         >>> output_layers(net, jnp.ones((3, 4)))
         {'layers/2/kernel'}
     """
-    params, fn, _, _ = forward(model, apply_fn)
-    keyed, treedef = jax.tree_util.tree_flatten_with_path(params)
-    leaves = [v for _, v in keyed]
-    try:
-        closed = jax.make_jaxpr(lambda ls, x: fn(jax.tree_util.tree_unflatten(treedef, ls), x))(leaves, example_inputs)
-    except Exception as e:
-        raise ValueError(f"example_inputs: the model's forward pass could not be traced on them ({type(e).__name__}: {e})") from e
-    jaxpr = closed.jaxpr
-    param_of = {v: "/".join(_path(kp)) for v, (kp, _) in zip(jaxpr.invars[: len(leaves)], keyed)}
+    jaxpr, keyed, _, _ = trace(model, example_inputs, apply_fn)
+    param_of = {v: "/".join(_path(kp)) for v, (kp, _) in zip(jaxpr.invars[: len(keyed)], keyed)}
     producer = {o: e for e in jaxpr.eqns for o in e.outvars}
     found: Set[str] = set()
     seen: Set[Any] = set()
@@ -173,16 +167,7 @@ def param_labels(
         else:
             decided[path] = "decay" if _core.decide(role, si, policy)[0] else "no_decay"
 
-    def labels(params: Any) -> Any:
-        def one(keys: Tuple[Any, ...], _: Any) -> str:
-            path = _path(keys)
-            if path not in decided:
-                raise ValueError(f"param_labels: the params hold {'/'.join(path)}, which the model it was made for does not")
-            return decided[path]
-
-        return jax.tree_util.tree_map_with_path(one, params)
-
-    return labels
+    return by_path(decided, "param_labels")
 
 
 def flat(tree: Any) -> Dict[str, Any]:

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from .. import _core
+from .._records import probe_line
 from . import _optax
 from ._roles import _native_rank, _path, _roles_by_path, measure_invariance, owners
 
@@ -212,13 +213,10 @@ class _Host:
         self._write_settings()
         self._write_config()
 
-    def _settings(self, rule: _optax.LeafRule, count: int, hp: Dict[str, float]) -> Any:
-        return _optax.step_settings(rule, count, hp)
-
     def _write_settings(self) -> None:
         tensors, mistakes = [], []
         for e in self.entries:
-            s = self._settings(e.rule, 0, self._injected0)
+            s = _optax.step_settings(e.rule, 0, self._injected0)
             t: Dict[str, Any] = {"name": e.name, "role": e.role, "scale_invariant": e.scale_invariant, "layers": e.layers, "optimizer": e.rule.optimizer, "lr": s.lr, "weight_decay": s.weight_decay}
             if e.rule.why:
                 t["no_prediction"] = e.rule.why
@@ -238,8 +236,8 @@ class _Host:
     def _write_config(self) -> None:
         main = next((e for e in self.entries if e.rule.optimizer and e.rule.decayed), next((e for e in self.entries if e.rule.optimizer), None))
         rule = main.rule if main is not None else _optax.LeafRule()
-        s = self._settings(rule, 0, self._injected0) if main is not None else None
-        decayed = [self._settings(e.rule, 0, self._injected0).weight_decay for e in self.entries]
+        s = _optax.step_settings(rule, 0, self._injected0) if main is not None else None
+        decayed = [_optax.step_settings(e.rule, 0, self._injected0).weight_decay for e in self.entries]
         fields = {
             "source": "normwd.jax.monitor",
             "model": self.model_name,
@@ -305,19 +303,16 @@ class _Host:
             if e.per_row:
                 rows = flat[at : at + 3 * e.layers * e.channels].reshape(e.layers, 3, e.channels)
                 at += 3 * e.layers * e.channels
-            s = self._settings(e.rule, step - 1, hp)
+            s = _optax.step_settings(e.rule, step - 1, hp)
             for layer in range(e.layers):
                 name = e.name if e.layers == 1 else f"{e.name}[{layer}]"
                 ww, gg, wg, dd, wd = (float(v) for v in totals[layer])
                 if not all(math.isfinite(v) for v in (ww, gg, wg, dd, wd)):
                     self._warn_once(f"nonfinite:{name}", f"{name} holds NaN or inf at step {step}: the training diverged; its records are left out")
                     continue
-                rww, rdd, rwd = ([], [], []) if rows is None else (list(rows[layer, 0]), list(rows[layer, 1]), list(rows[layer, 2]))
-                sums = [ww, gg, wg, ww + 2 * wd + dd, ww + wd] + rww + [a + 2 * c + b for a, b, c in zip(rww, rdd, rwd)] + [a + c for a, c in zip(rww, rwd)]
+                per_channel = ([], [], []) if rows is None else (rows[layer, 0].tolist(), rows[layer, 1].tolist(), rows[layer, 2].tolist())
                 # Muon's view of one layer's kernel: (outputs, inputs).
-                shape = (e.channels, e.cols)
-                # The core builds the record and decides which prediction the tensor gets.
-                line = _core.probe_record(step, name, e.role, e.ndim, e.scale_invariant, sums, s, [dd, wd] + rdd + rwd, self.channels, shape)
+                line = probe_line(step, name, e.role, e.ndim, e.scale_invariant, (ww, gg, wg, dd, wd), per_channel, s, self.channels, (e.channels, e.cols))
                 self._file.write(line + "\n")
                 new.append(json.loads(line))
         if self._lr_initial is None:
@@ -331,7 +326,7 @@ class _Host:
 
     def _first_lr(self, hp: Dict[str, float], count: int = 0) -> Optional[float]:
         main = next((e for e in self.entries if e.rule.optimizer), None)
-        return None if main is None else self._settings(main.rule, count, hp).lr
+        return None if main is None else _optax.step_settings(main.rule, count, hp).lr
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

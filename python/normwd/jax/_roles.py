@@ -137,19 +137,28 @@ def decay_mask(model: Any, policy: str = "exclude-norm-bias", example_inputs: An
         invariant = measure_invariance(model, example_inputs, apply_fn)
     decided = {p: _core.decide(r, "/".join(p) in invariant, policy)[0] for p, r in _roles_by_path(model).items()}
 
-    def mask(params: Any) -> Any:
-        if not jax.tree_util.tree_leaves_with_path(params) or not jax.tree_util.tree_leaves_with_path(params)[0][0]:
-            raise ValueError("decay_mask: called with a single value, not the params (optax.inject_hyperparams takes a callable mask for a schedule: give it static_args=('mask',))")
+    return by_path(decided, "decay_mask")
 
-        def one(keys: Tuple[Any, ...], _: Any) -> bool:
+
+def by_path(decided: Dict[Tuple[str, ...], Any], who: str) -> Callable[[Any], Any]:
+    """A function of the params optax passes (an ``nnx.Optimizer``'s state or a Linen tree) that
+    gives each leaf its value in ``decided``: its tree always matches theirs. Params the model did
+    not hold, or a single value where params were expected, are refused naming ``who``."""
+
+    def tree(params: Any) -> Any:
+        leaves = jax.tree_util.tree_leaves_with_path(params)
+        if not leaves or not leaves[0][0]:
+            raise ValueError(f"{who}: called with a single value, not the params (optax.inject_hyperparams takes a callable for a schedule: give it static_args=('mask',))")
+
+        def one(keys: Tuple[Any, ...], _: Any) -> Any:
             path = _path(keys)
             if path not in decided:
-                raise ValueError(f"decay_mask: the params hold {'/'.join(path)}, which the model it was made for does not")
+                raise ValueError(f"{who}: the params hold {'/'.join(path)}, which the model it was made for does not")
             return decided[path]
 
         return jax.tree_util.tree_map_with_path(one, params)
 
-    return mask
+    return tree
 
 
 #: The derivative along a weight slice over that along a random direction of its size, below
@@ -186,6 +195,7 @@ def forward(model: Any, apply_fn: Any = None) -> Tuple[Any, Callable[[Any, Any],
         nnx = None
     if nnx is not None and isinstance(model, nnx.Module):
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        _check_finite(params)
 
         def fn(p: Any, x: Any) -> Any:
             # Fresh copies of the other state (batch statistics) inside the trace: a norm layer in
@@ -195,7 +205,17 @@ def forward(model: Any, apply_fn: Any = None) -> Tuple[Any, Callable[[Any, Any],
         return params, fn, _nnx_roles(model), owners(model)
     if not callable(apply_fn):
         raise TypeError("apply_fn: a params tree needs the function that applies it, apply_fn(params, example_inputs)")
-    return model, apply_fn, _tree_roles(model), {}
+    roles = _tree_roles(model)
+    _check_finite(model)
+    return model, apply_fn, roles, {}
+
+
+def _check_finite(params: Any) -> None:
+    """Refuses parameters holding NaN or inf, naming the first: every verdict read from them
+    would be silently wrong."""
+    for kp, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact) and not bool(jnp.isfinite(leaf).all()):
+            raise ValueError(f"params: {'/'.join(_path(kp))} holds NaN or inf (a diverged training?); scale-invariance cannot be read from it")
 
 
 def owners(model: Any) -> Dict[Tuple[str, ...], Any]:

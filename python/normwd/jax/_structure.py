@@ -343,6 +343,19 @@ def _reshape_groups(old: Tuple[int, ...], new: Tuple[int, ...]) -> Optional[List
     return groups
 
 
+def trace(model: Any, example_inputs: Any, apply_fn: Any = None) -> Tuple[Any, List[Any], Dict[Tuple[str, ...], str], Dict[Tuple[str, ...], Any]]:
+    """The jaxpr of a forward pass on ``example_inputs`` whose first inputs are the parameters'
+    leaves, with those leaves (``(key path, array)``), the roles and the owning modules."""
+    params, fn, roles, owners = forward(model, apply_fn)
+    keyed, treedef = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [v for _, v in keyed]
+    try:
+        closed = jax.make_jaxpr(lambda ls, x: fn(jax.tree_util.tree_unflatten(treedef, ls), x))(leaves, example_inputs)
+    except Exception as e:
+        raise ValueError(f"example_inputs: the model's forward pass could not be traced on them ({type(e).__name__}: {e})") from e
+    return closed.jaxpr, keyed, roles, owners
+
+
 def structural_invariance(model: Any, example_inputs: Any, apply_fn: Any = None) -> Dict[str, str]:
     """Which kernels the jaxpr of a forward pass on ``example_inputs`` shows the outputs to be
     invariant to the scale of: ``channel`` (each output channel's scale on its own; per layer of
@@ -355,14 +368,8 @@ def structural_invariance(model: Any, example_inputs: Any, apply_fn: Any = None)
         >>> structural_invariance(net, jnp.ones((5, 4)))
         {'layers/0/kernel': 'tensor'}
     """
-    params, fn, roles, owners = forward(model, apply_fn)
-    keyed, treedef = jax.tree_util.tree_flatten_with_path(params)
+    jaxpr, keyed, roles, owners = trace(model, example_inputs, apply_fn)
     leaves = [v for _, v in keyed]
-    try:
-        closed = jax.make_jaxpr(lambda ls, x: fn(jax.tree_util.tree_unflatten(treedef, ls), x))(leaves, example_inputs)
-    except Exception as e:
-        raise ValueError(f"example_inputs: the model's forward pass could not be traced on them ({type(e).__name__}: {e})") from e
-    jaxpr = closed.jaxpr
     n_inputs = len(jaxpr.invars) - len(leaves)
     reader = _Reader()
     out: Dict[str, str] = {}

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import _core
+from .._records import probe_line
 from ._audit import audit
 from ._optimizer import each, settings, unwrap_optimizer
 from ._roles import is_dtensor, local_values, unwrap
@@ -372,19 +373,14 @@ class Monitor:
         for i, ((name, p, gi, si), r) in enumerate(zip(self._probe, rows)):
             ww, gg, wg, dd, wd = host[5 * i : 5 * i + 5]
             n = 0 if r is None else r.shape[1]
-            # The core's layout: [||w||^2, ||g||^2, <w,g>, ||w'||^2, <w,w'>] and the rows'
-            # ||w_r||^2, ||w'_r||^2, <w_r,w'_r>; the update's [||d||^2, <w,d>] and its rows'.
             rww, rdd, rwd = host[at : at + n], host[at + n : at + 2 * n], host[at + 2 * n : at + 3 * n]
             at += 3 * n
             if not all(math.isfinite(x) for x in (ww, gg, wg, dd, wd)):
                 self._warn_once(f"nonfinite:{name}", f"{name} holds NaN or inf at step {self.steps}: the training diverged; its records are left out")
                 continue
-            sums = [ww, gg, wg, ww + 2 * wd + dd, ww + wd] + rww + [a + 2 * c + b for a, b, c in zip(rww, rdd, rwd)] + [a + c for a, c in zip(rww, rwd)]
             g = groups[gi]
-            # The core builds the record, and decides which prediction the tensor gets; the
-            # angles come from the update's own sums.
             rows_cols = (p.shape[0], p.numel() // max(p.shape[0], 1)) if p.ndim >= 2 else (1, max(p.numel(), 1))
-            line = _core.probe_record(self.steps, name, self._roles[name], p.ndim, si, sums, g.step_settings(), [dd, wd] + rdd + rwd, self.channels, rows_cols)
+            line = probe_line(self.steps, name, self._roles[name], p.ndim, si, (ww, gg, wg, dd, wd), (rww, rdd, rwd), g.step_settings(), self.channels, rows_cols)
             self._file.write(line + "\n")
             new.append(json.loads(line))
         # The first group's lr: the schedule the run reports (other groups may scale it).
