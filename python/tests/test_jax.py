@@ -295,3 +295,40 @@ def test_the_jaxpr_reading_agrees_with_the_measurement():
     assert nwj.structural_invariance(biased, jnp.ones((2, 5, 5, 3))) == {}
     report = nwj.audit(jm.ResNet(8, nnx.Rngs(0)), example_inputs=cases[2][1])
     assert report["stem/kernel"].structural == report["stem/kernel"].numeric == "yes (channel)"
+
+
+def test_the_resnet_and_its_torch_twin_get_the_same_masks_under_every_policy():
+    """The Flax ResNet and the same network in PyTorch: normwd.jax's masks (the invariance measured
+    on a batch) and normwd.torch's param_groups decay the same tensors under all four policies."""
+    import jax_models as jm
+    from torch import nn
+
+    class TBlock(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+    class TResNet(nn.Module):
+        def __init__(self, c=8):
+            super().__init__()
+            self.stem, self.bn = nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.block1, self.block2 = TBlock(c), TBlock(c)
+            self.head = nn.Linear(c, 10)
+
+        def forward(self, x):
+            x = self.block1(torch.relu(self.bn(self.stem(x))))
+            return self.head(self.block2(nn.functional.avg_pool2d(x, 2)).mean((2, 3)))
+
+    flax_net, twin = jm.ResNet(8, nnx.Rngs(0)), TResNet()
+    x = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
+    tx = torch.randn(8, 1, 8, 8)
+    names = {n: n.replace(".weight", "/kernel" if "conv" in n or "stem" in n or "head" in n else "/scale").replace(".bias", "/bias").replace(".", "/") for n, _ in twin.named_parameters()}
+    for policy in ("exclude-norm-bias", "all", "scale-invariant-only", "none-on-scale-invariant"):
+        mask = nwj.flat(nwj.decay_mask(flax_net, policy, example_inputs=x)(nnx.state(flax_net, nnx.Param)))
+        decayed = {id(p) for g in nwd.param_groups(twin, 0.1, policy, example_inputs=tx) if g["weight_decay"] > 0 for p in g["params"]}
+        torch_says = {names[n]: id(p) in decayed for n, p in twin.named_parameters()}
+        assert mask == torch_says, policy
