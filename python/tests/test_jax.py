@@ -269,6 +269,14 @@ def test_the_jaxpr_reading_agrees_with_the_measurement():
         (jm.ResNet(8, nnx.Rngs(0)), jax.random.normal(jax.random.key(3), (4, 8, 8, 1)), None),
         (jm.ScannedGPT(rngs=nnx.Rngs(0)), jnp.asarray(jm.kjv_bytes(33 * 4).reshape(4, 33))[:, :32], None),
         (Tied(nnx.Rngs(0)), jnp.asarray(jm.kjv_bytes(10).reshape(2, 5)) % 50, None),
+        # Pooling between a conv and its BatchNorm; a max pooling after the norm.
+        (
+            nnx.Sequential(
+                nnx.Conv(3, 4, (3, 3), use_bias=False, rngs=nnx.Rngs(0)), lambda x: nnx.avg_pool(x, (2, 2), (2, 2)), nnx.BatchNorm(4, rngs=nnx.Rngs(0)), lambda x: nnx.max_pool(x, (2, 2), (2, 2))
+            ),
+            jax.random.normal(jax.random.key(6), (4, 8, 8, 3)),
+            None,
+        ),
     ]
 
     class Mlp(nn.Module):
@@ -286,6 +294,7 @@ def test_the_jaxpr_reading_agrees_with_the_measurement():
         {f"{b}/kernel": "channel" for b in ("stem", "block1/conv1", "block1/conv2", "block2/conv1", "block2/conv2")},
         {"blocks/q/kernel": "tensor", "blocks/k/kernel": "tensor"},
         {"fc/kernel": "tensor"},
+        {"layers/0/kernel": "channel"},
         {"hidden/kernel": "tensor"},
     ]
     for (model, inputs, apply), want in zip(cases, expected):

@@ -48,6 +48,8 @@ def test_settings_are_read_from_optax_itself():
     labels = {"dense": {"kernel": "a", "bias": "b"}}
     r = _rules(optax.partition({"a": optax.sgd(0.1, momentum=0.9), "b": optax.adam(1e-3)}, labels), params)
     assert (r["dense/kernel"].optimizer, r["dense/bias"].optimizer) == ("sgd", "adam")
+    k = _rules(optax.adamw(1e-3, nesterov=True), params)["dense/kernel"]
+    assert k.optimizer is None and "Nesterov" in k.why
     k = _rules(optax.adafactor(1e-3), params)["dense/kernel"]
     assert k.optimizer is None and "closed form" in k.why
 

@@ -66,13 +66,12 @@ def _kind(fn: Any) -> str:
     return getattr(fn, "__qualname__", "").split(".<locals>")[0]
 
 
-def _flags(tree: Any, params: Any, where: str) -> Dict[Path, bool]:
+def _flags(tree: Any, params: Any) -> Dict[Path, bool]:
     """A mask or its callable, evaluated on ``params``: each leaf's flag by path."""
     from ._roles import _path
 
     value = tree(params) if callable(tree) else tree
-    flat = {_path(kp): bool(v) for kp, v in jax.tree_util.tree_leaves_with_path(value)}
-    return flat
+    return {_path(kp): bool(v) for kp, v in jax.tree_util.tree_leaves_with_path(value)}
 
 
 def _labels(tree: Any, params: Any) -> Dict[Path, Any]:
@@ -100,7 +99,7 @@ def pieces(tx: Any, params: Any, paths: List[Path], injected: Dict[str, Any]) ->
         elif kind == "with_extra_args_support":
             walk(cells["tx"].update, active, depth + 1)
         elif kind == "masked":
-            flags = _flags(cells["mask"], params, "mask")
+            flags = _flags(cells["mask"], params)
             walk(cells["inner"].update, [p for p in active if flags.get(p, False)], depth + 1)
         elif kind == "partition" or kind == "multi_transform":
             labels = _labels(cells["param_labels"], params)
@@ -139,7 +138,12 @@ def pieces(tx: Any, params: Any, paths: List[Path], injected: Dict[str, Any]) ->
         else:
             add(active, ("unknown", {"name": kind or repr(fn)}))
 
-    walk(tx.update, list(paths))
+    try:
+        walk(tx.update, list(paths))
+    except Exception as e:  # noqa: BLE001
+        # A transformation built otherwise than this optax version builds it: nothing is read,
+        # and every parameter says why, rather than the user's setup failing.
+        return {p: [("unknown", {"name": f"a transformation normwd could not read ({type(e).__name__}: {e})"})] for p in paths}
     return out
 
 
@@ -204,6 +208,9 @@ def rule(steps: List[Tuple[str, Dict[str, Any]]]) -> LeafRule:
         return r
     i, k, s = moments[0]
     coupled = decay_at is not None and decay_at < i
+    if k == "adam" and s["nesterov"]:
+        r.why = "Adam with Nesterov momentum (optax's nesterov=True) has no closed form in normwd"
+        return r
     if k == "adam":
         r.optimizer, r.betas, r.decoupled = ("adamw" if decays and not coupled else "adam"), (s["b1"], s["b2"]), not coupled
     elif k == "muon":

@@ -191,6 +191,13 @@ class _Reader:
             if name in ("slice", "rev", "dynamic_slice"):
                 return [f]
             return [BROKEN]
+        if name in ("reduce_window_sum", "reduce_window_max", "reduce_window_min"):
+            # Pooling: a scale passes when the window does not span an axis it varies along.
+            f = facts[0]
+            window = p["window_dimensions"]
+            if isinstance(f, Scaled) and any(window[a] > 1 for a in f.axes):
+                return [BROKEN]
+            return [f]
         if name == "dot_general":
             return [self._dot(e, facts)]
         if name == "conv_general_dilated":
