@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 
 pub mod direct;
 pub mod shifted;
+pub mod winograd;
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
