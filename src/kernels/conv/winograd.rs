@@ -3,9 +3,10 @@
 //! pair instead of 36. The kernel and the input tiles are transformed (`U = G g G^T`,
 //! `V = B^T d B`), the 16 positions of the transformed tiles are multiplied as 16 GEMMs
 //! `M[p] = U[p] @ V[p]` over the channels through the models' GEMM, and the outputs come back by
-//! `Y = A^T M A`. Issue #38: the first step (the forward pass, scalar transforms); the input
-//! gradient is the forward of the flipped, transposed kernel, the weight gradient the F(3x3, 2x2)
-//! form, both still to come, as the choice by measurement.
+//! `Y = A^T M A`. The input gradient is the forward of the flipped, transposed kernel; the weight
+//! gradient is the transposed form, `dW = G^T [sum over tiles (A dy A^T) ⊙ (B^T d B)] G`
+//! (F(3x3, 2x2)), its sum over tiles 16 GEMMs again. Issue #38: scalar transforms so far, not yet
+//! chosen by the engine.
 
 use super::super::gemm::{matmul, Mat};
 use super::{inner_threads, sized, Geometry};
@@ -103,6 +104,154 @@ fn output_tile(m: &[f32; P]) -> [[f32; 2]; 2] {
     y
 }
 
+/// `V[p][c_in][tiles]` of samples `first..first + count` (their tiles side by side): the input
+/// tiles every output block reads, transformed.
+fn transform_inputs(g: &Geometry, x: &[f32], first: usize, count: usize, v: &mut [f32]) {
+    let (th, tw) = tiles(g);
+    let per_image = th * tw;
+    let t = count * per_image;
+    let in_len = g.c_in * g.h * g.w;
+    for s in 0..count {
+        let xs = &x[(first + s) * in_len..][..in_len];
+        for ci in 0..g.c_in {
+            let plane = &xs[ci * g.h * g.w..][..g.h * g.w];
+            for ty in 0..th {
+                for tx in 0..tw {
+                    let tile = input_tile(plane, g.h, g.w, (2 * ty) as isize - g.pad as isize, (2 * tx) as isize - g.pad as isize);
+                    let col = s * per_image + ty * tw + tx;
+                    for (p, val) in tile.iter().enumerate() {
+                        v[(p * g.c_in + ci) * t + col] = *val;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `A dy A^T` of a 2x2 block of output gradient (zeros past the plane's edge): the weight
+/// gradient's transform, by the transposition of `Y = A^T M A`.
+fn grad_tile(dy: &[[f32; 2]; 2]) -> [f32; P] {
+    // A = [[1, 0], [1, 1], [1, -1], [0, -1]] on rows, then on columns.
+    let mut t = [[0f32; 2]; 4];
+    for c in 0..2 {
+        t[0][c] = dy[0][c];
+        t[1][c] = dy[0][c] + dy[1][c];
+        t[2][c] = dy[0][c] - dy[1][c];
+        t[3][c] = -dy[1][c];
+    }
+    let mut out = [0f32; P];
+    for r in 0..4 {
+        out[r * 4] = t[r][0];
+        out[r * 4 + 1] = t[r][0] + t[r][1];
+        out[r * 4 + 2] = t[r][0] - t[r][1];
+        out[r * 4 + 3] = -t[r][1];
+    }
+    out
+}
+
+/// `G^T s G`: a 3x3 weight gradient from its 4x4 transformed sum (the transposition of
+/// `U = G g G^T`).
+fn kernel_grad(s: &[f32; P]) -> [f32; 9] {
+    // G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]] on rows, then on columns.
+    let mut t = [[0f32; 4]; 3];
+    for c in 0..4 {
+        let (a, b, d, e) = (s[c], s[4 + c], s[8 + c], s[12 + c]);
+        t[0][c] = a + 0.5 * (b + d);
+        t[1][c] = 0.5 * (b - d);
+        t[2][c] = 0.5 * (b + d) + e;
+    }
+    let mut w = [0f32; 9];
+    for r in 0..3 {
+        let (a, b, d, e) = (t[r][0], t[r][1], t[r][2], t[r][3]);
+        w[r * 3] = a + 0.5 * (b + d);
+        w[r * 3 + 1] = 0.5 * (b - d);
+        w[r * 3 + 2] = 0.5 * (b + d) + e;
+    }
+    w
+}
+
+/// The weight gradient `dweight[c_out, c_in, 3, 3]` from `x` and the output gradient `dy`:
+/// per chunk of samples, `S[p] = DY[p] @ V[p]^T` (16 GEMMs summing over the tiles), then
+/// `G^T S G`. Chunks are added in order, so the result does not depend on the threads.
+pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (th, tw) = tiles(g);
+    let (h_out, w_out) = (g.h_out(), g.w_out());
+    let per_image = th * tw;
+    let out_len = g.c_out * h_out * w_out;
+    let size = g.chunk();
+    let chunks = g.n.div_ceil(size);
+    let threads = inner_threads(chunks);
+    let slen = P * g.c_out * g.c_in;
+    let mut partial = vec![0f32; chunks * slen];
+    partial.par_chunks_mut(slen).enumerate().for_each_init(Buffers::default, |buf, (chunk, sp)| {
+        let first = chunk * size;
+        let count = size.min(g.n - first);
+        let t = count * per_image;
+        let v = sized(&mut buf.v, P * g.c_in * t);
+        transform_inputs(g, x, first, count, v);
+        let m = sized(&mut buf.m, P * g.c_out * t);
+        for s in 0..count {
+            let ds = &dy[(first + s) * out_len..][..out_len];
+            for co in 0..g.c_out {
+                let plane = &ds[co * h_out * w_out..][..h_out * w_out];
+                for ty in 0..th {
+                    for tx in 0..tw {
+                        let mut block = [[0f32; 2]; 2];
+                        for (r, row) in block.iter_mut().enumerate() {
+                            for (c, val) in row.iter_mut().enumerate() {
+                                let (oy, ox) = (2 * ty + r, 2 * tx + c);
+                                if oy < h_out && ox < w_out {
+                                    *val = plane[oy * w_out + ox];
+                                }
+                            }
+                        }
+                        let col = s * per_image + ty * tw + tx;
+                        for (p, val) in grad_tile(&block).iter().enumerate() {
+                            m[(p * g.c_out + co) * t + col] = *val;
+                        }
+                    }
+                }
+            }
+        }
+        for p in 0..P {
+            let mp = &m[p * g.c_out * t..][..g.c_out * t];
+            let vp = &v[p * g.c_in * t..][..g.c_in * t];
+            matmul(
+                &mut sp[p * g.c_out * g.c_in..][..g.c_out * g.c_in],
+                g.c_out,
+                g.c_in,
+                t,
+                Mat::rows(mp, t),
+                Mat::transposed(vp, t),
+                threads,
+                false,
+            );
+        }
+    });
+    let s = super::sum_in_order(&partial, slen);
+    let mut dw = vec![0f32; g.c_out * g.c_in * 9];
+    for o in 0..g.c_out {
+        for i in 0..g.c_in {
+            let mut st = [0f32; P];
+            for (p, val) in st.iter_mut().enumerate() {
+                *val = s[(p * g.c_out + o) * g.c_in + i];
+            }
+            dw[(o * g.c_in + i) * 9..][..9].copy_from_slice(&kernel_grad(&st));
+        }
+    }
+    dw
+}
+
+/// The input gradient `dx[n, c_in, h, w]`: the forward of the flipped, transposed kernel over
+/// `dy` ([`super::transposed_geometry`]), through the same transforms.
+pub fn input_grad(g: &Geometry, weight: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
+    let t = super::transposed_geometry(g)?;
+    if !applies(&t) {
+        return None;
+    }
+    Some(forward(&t, dy, &kernel_transform(&t, &super::flipped_transpose(g, weight))))
+}
+
 /// Per-thread buffers: the transformed tiles `V[p][c_in][tiles]` and products `M[p][c_out][tiles]`.
 #[derive(Default)]
 struct Buffers {
@@ -116,7 +265,6 @@ pub fn forward(g: &Geometry, x: &[f32], u: &[f32]) -> Vec<f32> {
     let (th, tw) = tiles(g);
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let per_image = th * tw;
-    let in_len = g.c_in * g.h * g.w;
     let out_len = g.c_out * h_out * w_out;
     let size = g.chunk();
     let threads = inner_threads(g.n.div_ceil(size));
@@ -125,21 +273,7 @@ pub fn forward(g: &Geometry, x: &[f32], u: &[f32]) -> Vec<f32> {
         let count = yc.len() / out_len;
         let t = count * per_image;
         let v = sized(&mut buf.v, P * g.c_in * t);
-        for s in 0..count {
-            let xs = &x[(chunk * size + s) * in_len..][..in_len];
-            for ci in 0..g.c_in {
-                let plane = &xs[ci * g.h * g.w..][..g.h * g.w];
-                for ty in 0..th {
-                    for tx in 0..tw {
-                        let tile = input_tile(plane, g.h, g.w, (2 * ty) as isize - g.pad as isize, (2 * tx) as isize - g.pad as isize);
-                        let col = s * per_image + ty * tw + tx;
-                        for (p, val) in tile.iter().enumerate() {
-                            v[(p * g.c_in + ci) * t + col] = *val;
-                        }
-                    }
-                }
-            }
-        }
+        transform_inputs(g, x, chunk * size, count, v);
         let m = sized(&mut buf.m, P * g.c_out * t);
         for p in 0..P {
             let up = &u[p * g.c_out * g.c_in..][..g.c_out * g.c_in];
@@ -180,8 +314,8 @@ pub fn forward(g: &Geometry, x: &[f32], u: &[f32]) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{im2col_forward, Geometry};
-    use super::{applies, forward, kernel_transform};
+    use super::super::{im2col_forward, im2col_weight_grad, input_grad_scatter, Geometry};
+    use super::{applies, forward, input_grad, kernel_transform, weight_grad};
 
     /// A deterministic spread of values in [-1, 1).
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -218,6 +352,36 @@ mod tests {
             let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
             let err = want.iter().zip(&got).fold(0f32, |a, (p, q)| a.max((p - q).abs()));
             assert!(err <= 1e-5 * scale.max(1.0), "{g:?}: max error {err} (outputs up to {scale})");
+        }
+    }
+
+    /// The weight gradient (F(3x3, 2x2) by transposition) and the input gradient against the
+    /// im2col ones, on the same geometries; relative to the largest value, 1e-5.
+    #[test]
+    fn gradients_match_the_direct_ones() {
+        for &(n, c_in, h, w, c_out, pad) in &[
+            (3, 16, 32, 32, 16, 1),
+            (2, 32, 16, 16, 32, 1),
+            (9, 8, 8, 8, 8, 1),
+            (2, 8, 7, 9, 12, 1),
+            (3, 1, 28, 28, 8, 1),
+            (2, 16, 7, 7, 8, 1),
+            (2, 4, 9, 6, 5, 0),
+        ] {
+            let g = Geometry { n, c_in, h, w, c_out, k: 3, stride: 1, pad };
+            let x = values(n * c_in * h * w, 3);
+            let wt = values(c_out * c_in * 9, 4);
+            let dy = values(n * c_out * g.h_out() * g.w_out(), 5);
+            let want = im2col_weight_grad(&g, &x, &dy);
+            let got = weight_grad(&g, &x, &dy);
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let err = want.iter().zip(&got).fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+            assert!(err <= 1e-5 * scale.max(1.0), "{g:?}: weight gradient error {err} (up to {scale})");
+            let want = input_grad_scatter(&g, &wt, &dy);
+            let got = input_grad(&g, &wt, &dy).expect("a stride-1 3x3 layer");
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let err = want.iter().zip(&got).fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+            assert!(err <= 1e-5 * scale.max(1.0), "{g:?}: input gradient error {err} (up to {scale})");
         }
     }
 }
