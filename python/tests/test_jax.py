@@ -227,6 +227,11 @@ def test_the_output_layer_and_muons_split_from_the_structure():
     assert {k for k, v in nwj.flat(nwj.muon_dimension_numbers(cnn, x)(nnx.state(cnn, nnx.Param))).items() if v is not None} == set()
     conv = nwj.flat(nwj.muon_dimension_numbers(cnn, x, conv=True)(nnx.state(cnn, nnx.Param)))
     assert conv["conv/kernel"] == optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3) and conv["head/kernel"] is None
+    # The head is read or named, never guessed.
+    with pytest.raises(ValueError, match="example_inputs"):
+        nwj.muon_dimension_numbers(cnn)
+    named = nwj.flat(nwj.muon_dimension_numbers(cnn, conv=True, output={"head/kernel"})(nnx.state(cnn, nnx.Param)))
+    assert named["head/kernel"] is None and named["conv/kernel"] is not None
 
 
 def test_partition_labels_give_scale_invariant_kernels_their_own_settings():

@@ -8,7 +8,7 @@ import jax
 
 from .. import _core
 from ._roles import _native_rank, _path, _roles_by_path, by_path, measure_invariance, owners
-from ._structure import trace
+from ._structure import is_literal, trace
 
 Path = Tuple[str, ...]
 
@@ -40,7 +40,7 @@ def output_layers(model: Any, example_inputs: Any, apply_fn: Any = None) -> Set[
 
     def source(v: Any, depth: int = 0) -> Optional[str]:
         """The parameter a contraction's operand is (through casts, reshapes, transposes)."""
-        if _literal(v) or depth > 20:
+        if is_literal(v) or depth > 20:
             return None
         if v in param_of:
             return param_of[v]
@@ -50,7 +50,7 @@ def output_layers(model: Any, example_inputs: Any, apply_fn: Any = None) -> Set[
         return None
 
     def back(v: Any) -> None:
-        if _literal(v) or v in seen or v in param_of:
+        if is_literal(v) or v in seen or v in param_of:
             return
         seen.add(v)
         e = producer.get(v)
@@ -71,10 +71,6 @@ def output_layers(model: Any, example_inputs: Any, apply_fn: Any = None) -> Set[
     return found
 
 
-def _literal(v: Any) -> bool:
-    return hasattr(v, "val") and not hasattr(v, "count")
-
-
 def muon_dimension_numbers(model: Any, example_inputs: Any = None, apply_fn: Any = None, conv: bool = False, output: Optional[Set[str]] = None) -> Callable[[Any], Any]:
     """What ``optax.contrib.muon(..., muon_weight_dimension_numbers=...)`` takes: for each hidden
     weight matrix Muon should train, ``MuonDimensionNumbers`` with its input axes as the
@@ -84,7 +80,7 @@ def muon_dimension_numbers(model: Any, example_inputs: Any = None, apply_fn: Any
     over the kernel's window and inputs, Keller Jordan's practice). The decisions are the core's
     (``muon_takes``), as ``normwd.torch.muon_param_groups``'s. The output layer is read from the
     jaxpr on ``example_inputs`` (``output_layers``), or given as ``output`` (paths); without
-    either, a 2-D kernel that is the last parameter of the model is taken as the head.
+    either it is refused (``ValueError``): a guess could hand the head to Muon.
 
     optax's own default (``ndim == 2`` goes to Muon) gives it the embeddings, the head and a
     stacked model's 2-D norm scales, and leaves its 3-D stacked kernels to AdamW.
@@ -103,11 +99,9 @@ def muon_dimension_numbers(model: Any, example_inputs: Any = None, apply_fn: Any
     roles = _roles_by_path(model)
     modules = owners(model)
     if output is None:
-        if example_inputs is not None:
-            output = output_layers(model, example_inputs, apply_fn)
-        else:
-            kernels = [p for p, r in roles.items() if r == "weight"]
-            output = {"/".join(kernels[-1])} if kernels else set()
+        if example_inputs is None:
+            raise ValueError("example_inputs: the output layer, which Muon must leave to AdamW, is read from a forward pass on them (or name it: output={'head/kernel'})")
+        output = output_layers(model, example_inputs, apply_fn)
     output = set(output)
 
     def dims(params: Any) -> Any:

@@ -37,6 +37,11 @@ BROKEN = "broken"
 SMALL = "small"
 
 
+def is_literal(v: Any) -> bool:
+    """Whether a jaxpr operand is a literal (a constant written into the equation), not a variable."""
+    return hasattr(v, "val") and not hasattr(v, "count")
+
+
 def _small(value: Any) -> bool:
     try:
         return abs(float(value)) <= 1e-2
@@ -96,7 +101,7 @@ class _Reader:
             env[v] = CONST
 
         def get(v: Any) -> Any:
-            if hasattr(v, "val") and not hasattr(v, "count"):
+            if is_literal(v):
                 return SMALL if _small(v.val) else CONST
             return env.get(v, CONST)
 
