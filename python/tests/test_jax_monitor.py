@@ -226,8 +226,8 @@ def test_a_plain_optax_loop_on_a_linen_params_tree(tmp_path):
 
 
 def test_optax_muon_on_the_scanned_gpt_at_f18(tmp_path):
-    """optax.contrib.muon on the stacked hidden kernels (normwd's dimension numbers), AdamW on
-    the rest: the monitor reads Muon's momentum and decay from optax and predicts F18 from each
+    """optax.contrib.muon on the stacked hidden kernels (normwd's dimension numbers), its
+    Nesterov AdamW on the rest: the monitor reads Muon's momentum and decay from optax and predicts F18 from each
     layer's shape; the RMS-normed queries and keys are at it within 15% after 4 relaxation times
     (lr*wd = 1e-2; measured here: 3-11% above)."""
     net = jm.ScannedGPT(rngs=nnx.Rngs(0))
@@ -237,7 +237,9 @@ def test_optax_muon_on_the_scanned_gpt_at_f18(tmp_path):
     with nwj.monitor(tx, str(tmp_path / "run"), net, every=5, example_inputs=ids) as mon:
         _gpt_steps(net, mon, 400)
     tensors = {t["name"]: t for t in json.load(open(tmp_path / "run" / "monitor.json"))["tensors"]}
-    assert tensors["blocks/q/kernel"]["optimizer"] == "muon" and (tensors["head/kernel"]["optimizer"], tensors["head/kernel"]["weight_decay"]) == ("adamw", 0.0)
+    assert tensors["blocks/q/kernel"]["optimizer"] == "muon"
+    # optax's Muon gives its AdamW branch Nesterov momentum too (nesterov=True): no closed form.
+    assert tensors["head/kernel"]["optimizer"] is None and "Nesterov" in tensors["head/kernel"]["no_prediction"]
     for name in ("blocks/q/kernel", "blocks/k/kernel"):
         for layer in range(2):
             late = [r for r in mon.records if r["path"] == f"{name}[{layer}]" and r["step"] > 200]
