@@ -314,18 +314,15 @@ pub fn forward(g: &Geometry, x: &[f32], u: &[f32]) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::shifted::tests::values;
     use super::super::{im2col_forward, im2col_weight_grad, input_grad_scatter, Geometry};
     use super::{applies, forward, input_grad, kernel_transform, weight_grad};
 
-    /// A deterministic spread of values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+    /// The largest difference between `want` and `got`, over the largest `|want|` (at least 1).
+    fn rel_err(want: &[f32], got: &[f32]) -> f32 {
+        assert_eq!(want.len(), got.len());
+        let scale = want.iter().fold(1f32, |a, v| a.max(v.abs()));
+        want.iter().zip(got).fold(0f32, |a, (p, q)| a.max((p - q).abs())) / scale
     }
 
     /// F(2x2, 3x3) against the im2col convolution (float32 GEMM both) on ResNet-20's three stages,
@@ -347,11 +344,8 @@ mod tests {
             assert!(applies(&g));
             let x = values(n * c_in * h * w, 1);
             let wt = values(c_out * c_in * 9, 2);
-            let want = im2col_forward(&g, &x, &wt);
-            let got = forward(&g, &x, &kernel_transform(&g, &wt));
-            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let err = want.iter().zip(&got).fold(0f32, |a, (p, q)| a.max((p - q).abs()));
-            assert!(err <= 1e-5 * scale.max(1.0), "{g:?}: max error {err} (outputs up to {scale})");
+            let err = rel_err(&im2col_forward(&g, &x, &wt), &forward(&g, &x, &kernel_transform(&g, &wt)));
+            assert!(err <= 1e-5, "{g:?}: relative error {err}");
         }
     }
 
@@ -372,16 +366,10 @@ mod tests {
             let x = values(n * c_in * h * w, 3);
             let wt = values(c_out * c_in * 9, 4);
             let dy = values(n * c_out * g.h_out() * g.w_out(), 5);
-            let want = im2col_weight_grad(&g, &x, &dy);
-            let got = weight_grad(&g, &x, &dy);
-            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let err = want.iter().zip(&got).fold(0f32, |a, (p, q)| a.max((p - q).abs()));
-            assert!(err <= 1e-5 * scale.max(1.0), "{g:?}: weight gradient error {err} (up to {scale})");
-            let want = input_grad_scatter(&g, &wt, &dy);
-            let got = input_grad(&g, &wt, &dy).expect("a stride-1 3x3 layer");
-            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let err = want.iter().zip(&got).fold(0f32, |a, (p, q)| a.max((p - q).abs()));
-            assert!(err <= 1e-5 * scale.max(1.0), "{g:?}: input gradient error {err} (up to {scale})");
+            let err = rel_err(&im2col_weight_grad(&g, &x, &dy), &weight_grad(&g, &x, &dy));
+            assert!(err <= 1e-5, "{g:?}: weight gradient, relative error {err}");
+            let err = rel_err(&input_grad_scatter(&g, &wt, &dy), &input_grad(&g, &wt, &dy).expect("a stride-1 3x3 layer"));
+            assert!(err <= 1e-5, "{g:?}: input gradient, relative error {err}");
         }
     }
 }
