@@ -1,7 +1,10 @@
-"""One probe record from the sums a monitor took around a step, for ``normwd.torch.Monitor`` and
-``normwd.jax.monitor`` alike: the core builds the record and decides the prediction."""
+"""What ``normwd.torch.Monitor`` and ``normwd.jax.monitor`` write alike: a probe record from the
+sums taken around a step (the core builds it and decides the prediction), the decay policy a
+setup follows, and ``monitor.json``."""
 
-from typing import Any, Sequence, Tuple
+import json
+import os
+from typing import Any, Dict, Iterable, Sequence, Tuple
 
 from . import _core
 
@@ -35,3 +38,29 @@ def probe_line(
     # are taken (precise at any size).
     sums = [ww, gg, wg, ww + 2 * wd + dd, ww + wd] + rww + [a + 2 * c + b for a, b, c in zip(rww, rdd, rwd)] + [a + c for a, c in zip(rww, rwd)]
     return _core.probe_record(step, name, role, ndim, scale_invariant, sums, settings, [dd, wd] + rdd + rwd, channels, shape)
+
+
+def decay_policy(tensors: Iterable[Tuple[str, bool, bool]]) -> str:
+    """The decay policy a setup follows, from each tensor's ``(role, scale_invariant, decayed)``
+    by the core's decision; a setup no policy describes is named by whether it decays the norm
+    layers (``all``) or not.
+
+    Example:
+        >>> decay_policy([("weight", False, True), ("norm-scale", False, False)])
+        'exclude-norm-bias'
+    """
+    tensors = list(tensors)
+    for policy in _core.policies():
+        if all(_core.decide(role, si, policy)[0] == decayed for role, si, decayed in tensors):
+            return policy
+    norms_decayed = any(role in ("norm-scale", "norm-shift") and decayed for role, _, decayed in tensors)
+    return "all" if norms_decayed else "exclude-norm-bias"
+
+
+def write_json(path: str, info: Dict[str, Any]) -> None:
+    """Writes ``info`` as JSON to ``path`` through a temporary file renamed over it, so a reader
+    never sees half of it."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1)
+    os.replace(tmp, path)

@@ -1,10 +1,11 @@
 """Flax NNX models and the embedded data for normwd.jax's tests and benchmark: a small ResNet
 with BatchNorm (Fashion-MNIST) and a GPT whose blocks are stacked on a leading axis and run by
-``nnx.scan`` (pre-LayerNorm, RMS QK-norm; the King James text)."""
+``nnx.scan`` (pre-LayerNorm, RMS QK-norm; the King James text); a small Linen MLP."""
 
 import gzip
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +115,15 @@ class ScannedGPT(nnx.Module):
 
         x = run(self.blocks, x)
         return self.head(self.ln(x))
+
+
+class LinenMlp(nn.Module):
+    """A Linen MLP with named layers: a bias-free ``hidden`` Dense, a ``norm`` (``layer`` or
+    ``rms``), an ``out`` Dense."""
+
+    norm: str = "layer"
+
+    @nn.compact
+    def __call__(self, x):
+        norm = nn.LayerNorm(name="norm") if self.norm == "layer" else nn.RMSNorm(name="norm")
+        return nn.Dense(2, name="out")(norm(nn.Dense(8, use_bias=False, name="hidden")(x)))

@@ -261,7 +261,6 @@ def test_the_jaxpr_reading_agrees_with_the_measurement():
     Linen one (whole), a ResNet with residual blocks (per channel), a scanned GPT whose queries
     and keys are RMS-normed per head (whole, through nnx.scan) and a model with a tied head; a
     conv with a bias before its BatchNorm is not shown invariant (the bias is added to it)."""
-    import flax.linen as nn
     import jax_models as jm
 
     cases = [
@@ -284,12 +283,7 @@ def test_the_jaxpr_reading_agrees_with_the_measurement():
         ),
     ]
 
-    class Mlp(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            return nn.Dense(2, name="out")(nn.RMSNorm(name="norm")(nn.Dense(8, use_bias=False, name="hidden")(x)))
-
-    linen = Mlp()
+    linen = jm.LinenMlp(norm="rms")
     x = jax.random.normal(jax.random.key(4), (6, 4))
     params = linen.init(jax.random.key(5), x)["params"]
     cases.append((params, x, lambda p, x: linen.apply({"params": p}, x)))

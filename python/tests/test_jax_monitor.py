@@ -196,14 +196,7 @@ def test_a_diverging_training_is_warned_about_and_never_stopped(tmp_path):
 def test_a_plain_optax_loop_on_a_linen_params_tree(tmp_path):
     """``tx.update(grads, state, params)`` outside NNX, with Linen's names for the roles and an
     ``apply_fn`` for the invariance: the angles are those of the weights themselves."""
-    import flax.linen as nn
-
-    class Mlp(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            return nn.Dense(2, name="out")(nn.LayerNorm(name="norm")(nn.Dense(8, use_bias=False, name="hidden")(x)))
-
-    model = Mlp()
+    model = jm.LinenMlp(norm="layer")
     x = jax.random.normal(jax.random.key(0), (32, 4))
     params = model.init(jax.random.key(1), x)["params"]
     apply = lambda p, x: model.apply({"params": p}, x)  # noqa: E731

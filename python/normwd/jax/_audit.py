@@ -53,6 +53,7 @@ def audit(model: Any, tx: Any = None, example_inputs: Any = None, apply_fn: Any 
             pass
     leaves = {_path(kp): leaf for kp, leaf in jax.tree_util.tree_leaves_with_path(params)}
     rules: Dict[Any, _optax.LeafRule] = {}
+    hp: Dict[str, Any] = {}
     if tx is not None:
         if not (hasattr(tx, "init") and hasattr(tx, "update")):
             raise TypeError(f"tx: expected an optax GradientTransformation, got {type(tx).__name__}")

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from .. import _core
-from .._records import probe_line
+from .._records import decay_policy, probe_line, write_json
 from . import _optax
 from ._roles import _native_rank, _path, _roles_by_path, measure_invariance, owners
 
@@ -231,7 +231,7 @@ class _Host:
             "tensors": tensors,
             "mistakes": mistakes,
         }
-        _atomic_json(os.path.join(self.out, "monitor.json"), info)
+        write_json(os.path.join(self.out, "monitor.json"), info)
 
     def _write_config(self) -> None:
         main = next((e for e in self.entries if e.rule.optimizer and e.rule.decayed), next((e for e in self.entries if e.rule.optimizer), None))
@@ -258,12 +258,8 @@ class _Host:
         _core.write_run_config(self.out, json.dumps(fields))
 
     def _policy(self) -> str:
-        """The decay policy the rules follow (the core's decision on each parameter's role)."""
-        decayed = {e.path: e.rule.decayed for e in self.entries}
-        for policy in _core.policies():
-            if all(_core.decide(self.roles[p], "/".join(p) in self.invariant, policy)[0] == d for p, d in decayed.items()):
-                return policy
-        return "all" if any(d for p, d in decayed.items() if self.roles[p] == "norm-scale") else "exclude-norm-bias"
+        """The decay policy the rules follow (``decay_policy`` of the probed tensors)."""
+        return decay_policy((e.role, e.scale_invariant, e.rule.decayed) for e in self.entries)
 
     # -- inside jit --------------------------------------------------------------------------
 
@@ -358,10 +354,3 @@ def _is_number(v: Any) -> bool:
 def _describe(entries: List[_Entry]) -> str:
     names = sorted({e.rule.optimizer or "unreadable" for e in entries})
     return "optax:" + "+".join(names)
-
-
-def _atomic_json(path: str, info: Dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=1)
-    os.replace(tmp, path)

@@ -66,15 +66,8 @@ def _kind(fn: Any) -> str:
     return getattr(fn, "__qualname__", "").split(".<locals>")[0]
 
 
-def _flags(tree: Any, params: Any) -> Dict[Path, bool]:
-    """A mask or its callable, evaluated on ``params``: each leaf's flag by path."""
-    from ._roles import _path
-
-    value = tree(params) if callable(tree) else tree
-    return {_path(kp): bool(v) for kp, v in jax.tree_util.tree_leaves_with_path(value)}
-
-
 def _labels(tree: Any, params: Any) -> Dict[Path, Any]:
+    """A mask or labels tree, or its callable, evaluated on ``params``: each leaf's value by path."""
     from ._roles import _path
 
     value = tree(params) if callable(tree) else tree
@@ -99,8 +92,8 @@ def pieces(tx: Any, params: Any, paths: List[Path], injected: Dict[str, Any]) ->
         elif kind == "with_extra_args_support":
             walk(cells["tx"].update, active, depth + 1)
         elif kind == "masked":
-            flags = _flags(cells["mask"], params)
-            walk(cells["inner"].update, [p for p in active if flags.get(p, False)], depth + 1)
+            flags = _labels(cells["mask"], params)
+            walk(cells["inner"].update, [p for p in active if bool(flags.get(p, False))], depth + 1)
         elif kind == "partition" or kind == "multi_transform":
             labels = _labels(cells["param_labels"], params)
             for label, t in cells["transforms"].items():

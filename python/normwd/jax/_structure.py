@@ -49,32 +49,9 @@ def _small(value: Any) -> bool:
         return False
 
 
-#: Positively homogeneous elementwise maps of degree 1 (a scale > 0 passes through them).
-_HOMOGENEOUS = {"max", "min", "relu", "abs", "neg", "copy", "copy_p", "convert_element_type", "reduce_precision", "stop_gradient", "real", "optimization_barrier"}
-#: Axis-preserving elementwise maps of any degree-0 inputs that are nonlinear in a scaled one.
-_NONLINEAR = {
-    "exp",
-    "exp2",
-    "log",
-    "log1p",
-    "tanh",
-    "logistic",
-    "erf",
-    "erfc",
-    "sin",
-    "cos",
-    "expm1",
-    "sign",
-    "floor",
-    "ceil",
-    "round",
-    "is_finite",
-    "erf_inv",
-    "atan2",
-    "pow",
-    "nextafter",
-    "rem",
-}
+#: Elementwise maps a positive scale passes through unchanged (``max`` and ``min`` with a
+#: constant are taken with the sums below).
+_HOMOGENEOUS = {"abs", "neg", "copy", "copy_p", "convert_element_type", "reduce_precision", "stop_gradient", "real", "optimization_barrier"}
 
 
 def _join(values: Sequence[Any]) -> Any:
@@ -90,8 +67,7 @@ def _join(values: Sequence[Any]) -> Any:
 
 
 class _Reader:
-    def __init__(self, literal_ok: bool = True):
-        self.literal_ok = literal_ok
+    """Follows one set of facts (a kernel's scale) through a jaxpr."""
 
     def run(self, jaxpr: Any, inputs: List[Any]) -> List[Any]:
         env: Dict[Any, Any] = {}
@@ -139,10 +115,7 @@ class _Reader:
                 return [BROKEN] if any(isinstance(f, Scaled) for f in data) else [_join(data)]
             return [_join(data)] * n_out
         if name in _HOMOGENEOUS:
-            f = facts[0]
-            if isinstance(f, Scaled) and name in ("max", "min", "relu") and f.deg <= 0:
-                return [BROKEN]
-            return [f] * n_out
+            return [facts[0]] * n_out
         if name == "mul":
             return [self._product(facts[0], facts[1], 1)]
         if name == "div":
@@ -207,9 +180,8 @@ class _Reader:
             return [self._dot(e, facts)]
         if name == "conv_general_dilated":
             return [self._conv(e, facts)]
-        if name in _NONLINEAR:
-            return [BROKEN if any(isinstance(f, Scaled) for f in facts) or BROKEN in facts else CONST] * n_out
-        # Anything not known: a scaled input makes the result unknown.
+        # Anything else (a nonlinearity, an unknown primitive): a scaled input makes the result
+        # depend on the scale in no known way.
         return [BROKEN if any(f != CONST for f in facts) else CONST] * n_out
 
     def _product(self, a: Any, b: Any, sign: int) -> Any:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import _core
-from .._records import probe_line
+from .._records import decay_policy, probe_line, write_json
 from ._audit import audit
 from ._optimizer import each, settings, unwrap_optimizer
 from ._roles import is_dtensor, local_values, unwrap
@@ -211,11 +211,7 @@ class Monitor:
             "groups": [_group_info(g) for g in settings(self.optimizer)],
             "mistakes": [m.code + ": " + m.param for m in report.mistakes],
         }
-        path = os.path.join(self.out, "monitor.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=1)
-        os.replace(tmp, path)
+        write_json(os.path.join(self.out, "monitor.json"), info)
 
     def _write_config(self) -> None:
         """``config.toml`` of normwd's run format, as far as the optimizer's first group tells,
@@ -509,11 +505,5 @@ def _group_info(g: Any) -> Dict[str, Any]:
 
 
 def _policy(report: Any) -> str:
-    """The decay policy the groups follow, by the core's decision on each tensor; a setup no
-    policy describes is named by whether it decays the norm layers (``all``) or not."""
-    tensors = [p for p in report.params if p.role != "buffer" and p.groups]
-    for policy in _core.policies():
-        if all(_core.decide(p.role, p.scale_invariant, policy)[0] == ((p.weight_decay or 0) > 0) for p in tensors):
-            return policy
-    norms_decayed = any(p.role in ("norm-scale", "norm-shift") and (p.weight_decay or 0) > 0 for p in tensors)
-    return "all" if norms_decayed else "exclude-norm-bias"
+    """The decay policy the groups follow (``decay_policy`` of the grouped tensors)."""
+    return decay_policy((p.role, p.scale_invariant, (p.weight_decay or 0) > 0) for p in report.params if p.role != "buffer" and p.groups)

@@ -325,15 +325,18 @@ mod tests {
         want.iter().zip(got).fold(0f32, |a, (p, q)| a.max((p - q).abs())) / scale
     }
 
-    /// F(2x2, 3x3) against the im2col convolution (float32 GEMM both) on ResNet-20's three stages,
-    /// odd planes (partial tiles), the ConvNet's 28/14/7 planes, and "valid" padding; the stated
-    /// tolerance is relative to the largest output (Lavin & Gray's F(2x2) error is a few ulps).
+    /// F(2x2, 3x3) against the im2col convolution and gradients (float32 GEMM in both) on
+    /// ResNet-20's three stages, odd planes (partial tiles), the ConvNet's 28/14/7 planes, a batch
+    /// over several chunks and "valid" padding: the forward, the weight gradient (F(3x3, 2x2) by
+    /// transposition) and the input gradient each within 1e-5 of the largest value (Lavin &
+    /// Gray's F(2x2) error is a few ulps).
     #[test]
-    fn matches_the_direct_convolution() {
+    fn matches_the_direct_convolution_and_its_gradients() {
         for &(n, c_in, h, w, c_out, pad) in &[
             (3, 16, 32, 32, 16, 1),
             (2, 32, 16, 16, 32, 1),
             (2, 64, 8, 8, 64, 1),
+            (9, 8, 8, 8, 8, 1),
             (2, 8, 7, 9, 12, 1),
             (3, 1, 28, 28, 8, 1),
             (2, 32, 14, 14, 16, 1),
@@ -344,28 +347,9 @@ mod tests {
             assert!(applies(&g));
             let x = values(n * c_in * h * w, 1);
             let wt = values(c_out * c_in * 9, 2);
-            let err = rel_err(&im2col_forward(&g, &x, &wt), &forward(&g, &x, &kernel_transform(&g, &wt)));
-            assert!(err <= 1e-5, "{g:?}: relative error {err}");
-        }
-    }
-
-    /// The weight gradient (F(3x3, 2x2) by transposition) and the input gradient against the
-    /// im2col ones, on the same geometries; relative to the largest value, 1e-5.
-    #[test]
-    fn gradients_match_the_direct_ones() {
-        for &(n, c_in, h, w, c_out, pad) in &[
-            (3, 16, 32, 32, 16, 1),
-            (2, 32, 16, 16, 32, 1),
-            (9, 8, 8, 8, 8, 1),
-            (2, 8, 7, 9, 12, 1),
-            (3, 1, 28, 28, 8, 1),
-            (2, 16, 7, 7, 8, 1),
-            (2, 4, 9, 6, 5, 0),
-        ] {
-            let g = Geometry { n, c_in, h, w, c_out, k: 3, stride: 1, pad };
-            let x = values(n * c_in * h * w, 3);
-            let wt = values(c_out * c_in * 9, 4);
             let dy = values(n * c_out * g.h_out() * g.w_out(), 5);
+            let err = rel_err(&im2col_forward(&g, &x, &wt), &forward(&g, &x, &kernel_transform(&g, &wt)));
+            assert!(err <= 1e-5, "{g:?}: forward, relative error {err}");
             let err = rel_err(&im2col_weight_grad(&g, &x, &dy), &weight_grad(&g, &x, &dy));
             assert!(err <= 1e-5, "{g:?}: weight gradient, relative error {err}");
             let err = rel_err(&input_grad_scatter(&g, &wt, &dy), &input_grad(&g, &wt, &dy).expect("a stride-1 3x3 layer"));
