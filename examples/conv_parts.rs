@@ -3,6 +3,7 @@
 //! kernel) and of the weight gradient, per layer shape. Run:
 //! `RAYON_NUM_THREADS=2 cargo run --release --example conv_parts`.
 
+use normwd::kernels::conv::winograd::{self, Tile};
 use normwd::kernels::conv::{direct, Geometry};
 use std::time::Instant;
 
@@ -15,6 +16,10 @@ fn main() {
     let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     for (c_in, hw, c_out) in [(3, 32, 16), (16, 32, 16), (32, 16, 32), (64, 8, 64), (1, 28, 32), (32, 14, 64), (64, 7, 128)] {
         let g = Geometry { n: 128, c_in, h: hw, w: hw, c_out, k: 3, stride: 1, pad: 1 };
+        // ONLY=16 times only the layers with that many input channels (for a profiler).
+        if std::env::var("ONLY").is_ok_and(|v| v != c_in.to_string()) {
+            continue;
+        }
         if !direct::suits(&g) {
             println!("{g:?}: the direct form does not run here");
             continue;
@@ -43,5 +48,20 @@ fn main() {
             wgrad * 1e3,
             flop / wgrad / 1e9
         );
+        for tile in Tile::ALL {
+            let k = winograd::kernel_transform(&g, tile, &w);
+            let fwd = time(&|| winograd::forward(&g, &x, &k));
+            let igrad = time(&|| winograd::input_grad(&g, &k, &w, &dy));
+            let wgrad = time(&|| winograd::weight_grad(&g, tile, &x, &dy));
+            println!(
+                "    {:10}: forward {:6.2} ms {:5.0} GFLOP/s equiv | input grad {:6.2} ms | weight grad {:6.2} ms {:5.0} GFLOP/s equiv",
+                tile.name(),
+                fwd * 1e3,
+                flop / fwd / 1e9,
+                igrad * 1e3,
+                wgrad * 1e3,
+                flop / wgrad / 1e9
+            );
+        }
     }
 }

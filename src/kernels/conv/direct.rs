@@ -21,7 +21,7 @@ use std::mem::MaybeUninit;
 
 /// The vector instructions the kernels run with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Isa {
+pub(super) enum Isa {
     /// 16 lanes, 32 registers.
     Avx512,
     /// 8 lanes, 16 registers.
@@ -30,7 +30,7 @@ enum Isa {
 
 impl Isa {
     /// Lanes per vector.
-    fn lanes(self) -> usize {
+    pub(super) fn lanes(self) -> usize {
         match self {
             Isa::Avx512 => 16,
             Isa::Avx2 => 8,
@@ -49,7 +49,7 @@ impl Isa {
 /// The instruction sets this CPU runs, widest first, read once; none off x86-64, without AVX2
 /// and FMA, or when `NORMWD_CONV_DIRECT=off` (for timing the other forms in the same build);
 /// `NORMWD_CONV_DIRECT=avx2` leaves AVX-512 out (for timing the AVX2 tiles on an AVX-512 CPU).
-fn available() -> &'static [Isa] {
+pub(super) fn available() -> &'static [Isa] {
     static ISAS: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
     ISAS.get_or_init(|| {
         let mut found = Vec::new();
@@ -71,7 +71,7 @@ fn available() -> &'static [Isa] {
 }
 
 /// The widest instruction set available.
-fn isa() -> Option<Isa> {
+pub(super) fn isa() -> Option<Isa> {
     available().first().copied()
 }
 
@@ -296,7 +296,7 @@ fn weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     //! The tiles, generic over the vector type, and their entry points compiled for each
     //! instruction set (the generic code is inlined into them, so it gets their features).
 
@@ -304,7 +304,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// One vector type's operations.
-    trait Lanes {
+    pub(in crate::kernels::conv) trait Lanes {
         /// Lanes per vector.
         const W: usize;
         /// The register type.
@@ -343,9 +343,9 @@ mod x86 {
     }
 
     /// 16 f32 lanes.
-    struct Wide;
+    pub(in crate::kernels::conv) struct Wide;
     /// 8 f32 lanes.
-    struct Narrow;
+    pub(in crate::kernels::conv) struct Narrow;
 
     impl Lanes for Wide {
         const W: usize = 16;

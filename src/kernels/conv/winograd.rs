@@ -1,322 +1,911 @@
-//! Winograd's minimal filtering F(2x2, 3x3) for stride-1 3x3 convolutions (Lavin & Gray 2016):
-//! each 2x2 block of outputs from a 4x4 tile of input, 16 multiplications per tile and channel
-//! pair instead of 36. The kernel and the input tiles are transformed (`U = G g G^T`,
-//! `V = B^T d B`), the 16 positions of the transformed tiles are multiplied as 16 GEMMs
-//! `M[p] = U[p] @ V[p]` over the channels through the models' GEMM, and the outputs come back by
-//! `Y = A^T M A`. The input gradient is the forward of the flipped, transposed kernel; the weight
-//! gradient is the transposed form, `dW = G^T [sum over tiles (A dy A^T) ⊙ (B^T d B)] G`
-//! (F(3x3, 2x2)), its sum over tiles 16 GEMMs again. Issue #38: scalar transforms so far, not yet
-//! chosen by the engine.
+//! Winograd's minimal filtering for stride-1 3x3 convolutions (Lavin & Gray 2016, "Fast
+//! Algorithms for Convolutional Neural Networks"), F(2x2, 3x3) and F(4x4, 3x3): each `m x m`
+//! block of outputs from an `(m + 2) x (m + 2)` tile of input, with `(m + 2)^2` multiplications
+//! per tile and channel pair instead of `9 m^2`: 2.25x fewer for `m = 2`, 4x fewer for `m = 4`.
+//!
+//! The kernel and the input tiles are transformed (`U = G w G^T`, `V = B^T d B`), the
+//! `(m + 2)^2` positions of the transformed tiles are multiplied over the channels as one product
+//! each, `M[p] = U[p] @ V[p]` (a register-tiled SIMD kernel, the direct convolution's vector
+//! types), and the outputs come back by `Y = A^T M A`. The input gradient is the forward of the
+//! flipped, transposed kernel; for F(2x2) that kernel's transform is the forward's `U` with its
+//! positions permuted and its channel axes swapped, so the transformed kernel is computed once
+//! per step and read by both. The weight gradient is the transposed form,
+//! `dW = G^T [sum over tiles (A dy A^T) ⊙ (B^T d B)] G`.
+//!
+//! Layout: per chunk of samples, `V[p][channel][tile]` with the tiles of a row contiguous, so
+//! every transform is element-wise along a row of tiles (vectorized by the compiler, 16 lanes in
+//! the AVX-512 build of the chunk, 8 in the AVX2 one) and the product's vectors are 16 (or 8)
+//! consecutive tiles.
 
 use super::super::gemm::{matmul, Mat};
-use super::{inner_threads, sized, Geometry};
+use super::super::uninit::filled;
+use super::{direct, flipped_transpose, l2_bytes, sized, sum_in_order, transposed_geometry, Geometry};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-/// Transformed-tile positions (4x4).
-const P: usize = 16;
-
-/// Whether F(2x2, 3x3) computes this convolution: 3x3, stride 1, "same" or "valid" padding.
-pub fn applies(g: &Geometry) -> bool {
-    g.k == 3 && g.stride == 1 && g.pad <= 2
+/// A tile size, F(m x m, 3 x 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tile {
+    /// F(2x2, 3x3): 16 transformed positions, 2.25x fewer multiplications; transforms of 0, ±1
+    /// and 1/2, so its float32 error stays near the direct form's.
+    F2,
+    /// F(4x4, 3x3): 36 positions, 4x fewer multiplications; transforms with coefficients up to 8
+    /// and down to 1/24, so a larger float32 error (PERFORMANCE.md measures it per layer).
+    F4,
 }
 
-/// `U[p][c_out][c_in] = (G g G^T)[p]` of `weight[c_out, c_in, 3, 3]`: computed once per step
-/// and shared by every tile (and, later, by the input gradient's flipped kernel).
-pub fn kernel_transform(g: &Geometry, weight: &[f32]) -> Vec<f32> {
-    let (co, ci) = (g.c_out, g.c_in);
-    let mut u = vec![0f32; P * co * ci];
-    for o in 0..co {
-        for i in 0..ci {
-            let w = &weight[(o * ci + i) * 9..][..9];
-            // G w: 4x3, then (G w) G^T: 4x4.
-            let mut gw = [[0f32; 3]; 4];
-            for c in 0..3 {
-                let (a, b, d) = (w[c], w[3 + c], w[6 + c]);
-                gw[0][c] = a;
-                gw[1][c] = 0.5 * (a + b + d);
-                gw[2][c] = 0.5 * (a - b + d);
-                gw[3][c] = d;
+/// The rows of `G` (`alpha x 3`) of F(2x2, 3x3).
+const G2: [[f32; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+
+/// The rows of `G` of F(4x4, 3x3) (interpolation points 0, ±1, ±2 and infinity).
+const G4: [[f32; 3]; 6] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// Up to six rows of equal length (the first `alpha` or `m` are used).
+type Rows<'a> = [&'a [f32]; 6];
+/// Up to six rows to write.
+type RowsMut<'a> = [&'a mut [f32]; 6];
+
+impl Tile {
+    /// Every tile size, smallest first.
+    pub const ALL: [Tile; 2] = [Tile::F2, Tile::F4];
+
+    /// The tile size with `M` outputs per side (2 or 4), as a constant for the transforms.
+    const fn of<const M: usize>() -> Tile {
+        match M {
+            2 => Tile::F2,
+            4 => Tile::F4,
+            _ => panic!("F(MxM, 3x3) is built for M = 2 and 4"),
+        }
+    }
+
+    /// Outputs per tile side.
+    pub const fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Input tile side, `m + 2`.
+    const fn alpha(self) -> usize {
+        self.m() + 2
+    }
+
+    /// Transformed positions per tile, `alpha^2`.
+    pub const fn positions(self) -> usize {
+        self.alpha() * self.alpha()
+    }
+
+    /// Multiplications of the direct form per multiplication here: `9 m^2 / alpha^2`.
+    pub fn saving(self) -> f64 {
+        (9 * self.m() * self.m()) as f64 / self.positions() as f64
+    }
+
+    /// A short name: `F(2x2,3x3)`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tile::F2 => "F(2x2,3x3)",
+            Tile::F4 => "F(4x4,3x3)",
+        }
+    }
+
+    fn g(self) -> &'static [[f32; 3]] {
+        match self {
+            Tile::F2 => &G2,
+            Tile::F4 => &G4,
+        }
+    }
+
+    /// `o = B^T d` over `alpha` rows, element by element along them.
+    #[inline(always)]
+    fn input(self, d: &Rows, o: &mut RowsMut) {
+        let n = o[0].len();
+        match self {
+            Tile::F2 => {
+                let (d0, d1, d2, d3) = (&d[0][..n], &d[1][..n], &d[2][..n], &d[3][..n]);
+                let [o0, o1, o2, o3, ..] = o;
+                let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+                for x in 0..n {
+                    let (a, b, c, e) = (d0[x], d1[x], d2[x], d3[x]);
+                    o0[x] = a - c;
+                    o1[x] = b + c;
+                    o2[x] = c - b;
+                    o3[x] = b - e;
+                }
             }
-            for (r, row) in gw.iter().enumerate() {
-                let (a, b, d) = (row[0], row[1], row[2]);
-                let t = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                for (c, v) in t.iter().enumerate() {
-                    u[((r * 4 + c) * co + o) * ci + i] = *v;
+            Tile::F4 => {
+                let (d0, d1, d2, d3, d4, d5) = (&d[0][..n], &d[1][..n], &d[2][..n], &d[3][..n], &d[4][..n], &d[5][..n]);
+                let [o0, o1, o2, o3, o4, o5] = o;
+                let (o0, o1, o2) = (&mut o0[..n], &mut o1[..n], &mut o2[..n]);
+                let (o3, o4, o5) = (&mut o3[..n], &mut o4[..n], &mut o5[..n]);
+                for x in 0..n {
+                    let (a, b, c, e, f) = (d0[x], d1[x], d2[x], d3[x], d4[x]);
+                    o0[x] = 4.0 * a - 5.0 * c + f;
+                    o1[x] = e + f - 4.0 * (b + c);
+                    o2[x] = f - e + 4.0 * (b - c);
+                    o3[x] = f - c + 2.0 * (e - b);
+                    o4[x] = f - c - 2.0 * (e - b);
+                    o5[x] = 4.0 * b - 5.0 * e + d5[x];
                 }
             }
         }
     }
-    u
-}
 
-/// Tiles per image: `(rows, cols)` of 2x2 output blocks.
-fn tiles(g: &Geometry) -> (usize, usize) {
-    (g.h_out().div_ceil(2), g.w_out().div_ceil(2))
-}
-
-/// `V = B^T d B` of the 4x4 tile of plane `x[h, w]` whose top-left input is `(y0, x0)` (in
-/// padded coordinates: zeros outside the plane).
-fn input_tile(x: &[f32], h: usize, w: usize, y0: isize, x0: isize) -> [f32; P] {
-    let mut d = [[0f32; 4]; 4];
-    for (r, row) in d.iter_mut().enumerate() {
-        let y = y0 + r as isize;
-        if y < 0 || y >= h as isize {
-            continue;
-        }
-        for (c, v) in row.iter_mut().enumerate() {
-            let xx = x0 + c as isize;
-            if xx >= 0 && xx < w as isize {
-                *v = x[y as usize * w + xx as usize];
+    /// `y = A^T s` from `alpha` rows to `m`.
+    #[inline(always)]
+    fn output(self, s: &Rows, y: &mut RowsMut) {
+        let n = y[0].len();
+        match self {
+            Tile::F2 => {
+                let (s0, s1, s2, s3) = (&s[0][..n], &s[1][..n], &s[2][..n], &s[3][..n]);
+                let [y0, y1, ..] = y;
+                let (y0, y1) = (&mut y0[..n], &mut y1[..n]);
+                for x in 0..n {
+                    y0[x] = s0[x] + s1[x] + s2[x];
+                    y1[x] = s1[x] - s2[x] - s3[x];
+                }
+            }
+            Tile::F4 => {
+                let (s0, s1, s2, s3, s4, s5) = (&s[0][..n], &s[1][..n], &s[2][..n], &s[3][..n], &s[4][..n], &s[5][..n]);
+                let [y0, y1, y2, y3, ..] = y;
+                let (y0, y1, y2, y3) = (&mut y0[..n], &mut y1[..n], &mut y2[..n], &mut y3[..n]);
+                for x in 0..n {
+                    let (sum12, dif12) = (s1[x] + s2[x], s1[x] - s2[x]);
+                    let (sum34, dif34) = (s3[x] + s4[x], s3[x] - s4[x]);
+                    y0[x] = s0[x] + sum12 + sum34;
+                    y1[x] = dif12 + 2.0 * dif34;
+                    y2[x] = sum12 + 4.0 * sum34;
+                    y3[x] = dif12 + 8.0 * dif34 + s5[x];
+                }
             }
         }
     }
-    // B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3); then the same on columns.
-    let mut t = [[0f32; 4]; 4];
-    for c in 0..4 {
-        t[0][c] = d[0][c] - d[2][c];
-        t[1][c] = d[1][c] + d[2][c];
-        t[2][c] = d[2][c] - d[1][c];
-        t[3][c] = d[1][c] - d[3][c];
-    }
-    let mut v = [0f32; P];
-    for r in 0..4 {
-        v[r * 4] = t[r][0] - t[r][2];
-        v[r * 4 + 1] = t[r][1] + t[r][2];
-        v[r * 4 + 2] = t[r][2] - t[r][1];
-        v[r * 4 + 3] = t[r][1] - t[r][3];
-    }
-    v
-}
 
-/// `Y = A^T m A`: the 2x2 outputs of one transformed tile.
-fn output_tile(m: &[f32; P]) -> [[f32; 2]; 2] {
-    // A^T m: rows (m0 + m1 + m2, m1 - m2 - m3); then the same on columns.
-    let mut t = [[0f32; 4]; 2];
-    for c in 0..4 {
-        t[0][c] = m[c] + m[4 + c] + m[8 + c];
-        t[1][c] = m[4 + c] - m[8 + c] - m[12 + c];
-    }
-    let mut y = [[0f32; 2]; 2];
-    for r in 0..2 {
-        y[r][0] = t[r][0] + t[r][1] + t[r][2];
-        y[r][1] = t[r][1] - t[r][2] - t[r][3];
-    }
-    y
-}
-
-/// `V[p][c_in][tiles]` of samples `first..first + count` (their tiles side by side): the input
-/// tiles every output block reads, transformed.
-fn transform_inputs(g: &Geometry, x: &[f32], first: usize, count: usize, v: &mut [f32]) {
-    let (th, tw) = tiles(g);
-    let per_image = th * tw;
-    let t = count * per_image;
-    let in_len = g.c_in * g.h * g.w;
-    for s in 0..count {
-        let xs = &x[(first + s) * in_len..][..in_len];
-        for ci in 0..g.c_in {
-            let plane = &xs[ci * g.h * g.w..][..g.h * g.w];
-            for ty in 0..th {
-                for tx in 0..tw {
-                    let tile = input_tile(plane, g.h, g.w, (2 * ty) as isize - g.pad as isize, (2 * tx) as isize - g.pad as isize);
-                    let col = s * per_image + ty * tw + tx;
-                    for (p, val) in tile.iter().enumerate() {
-                        v[(p * g.c_in + ci) * t + col] = *val;
-                    }
+    /// `o = A d` from `m` rows to `alpha`: the transposition of [`Tile::output`], for the
+    /// output gradient in the weight gradient.
+    #[inline(always)]
+    fn grad(self, d: &Rows, o: &mut RowsMut) {
+        let n = o[0].len();
+        match self {
+            Tile::F2 => {
+                let (d0, d1) = (&d[0][..n], &d[1][..n]);
+                let [o0, o1, o2, o3, ..] = o;
+                let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+                for x in 0..n {
+                    o0[x] = d0[x];
+                    o1[x] = d0[x] + d1[x];
+                    o2[x] = d0[x] - d1[x];
+                    o3[x] = -d1[x];
+                }
+            }
+            Tile::F4 => {
+                let (d0, d1, d2, d3) = (&d[0][..n], &d[1][..n], &d[2][..n], &d[3][..n]);
+                let [o0, o1, o2, o3, o4, o5] = o;
+                let (o0, o1, o2) = (&mut o0[..n], &mut o1[..n], &mut o2[..n]);
+                let (o3, o4, o5) = (&mut o3[..n], &mut o4[..n], &mut o5[..n]);
+                for x in 0..n {
+                    let (even, odd) = (d0[x] + d2[x], d1[x] + d3[x]);
+                    let (even4, odd8) = (d0[x] + 4.0 * d2[x], 2.0 * d1[x] + 8.0 * d3[x]);
+                    o0[x] = d0[x];
+                    o1[x] = even + odd;
+                    o2[x] = even - odd;
+                    o3[x] = even4 + odd8;
+                    o4[x] = even4 - odd8;
+                    o5[x] = d3[x];
                 }
             }
         }
     }
 }
 
-/// `A dy A^T` of a 2x2 block of output gradient (zeros past the plane's edge): the weight
-/// gradient's transform, by the transposition of `Y = A^T M A`.
-fn grad_tile(dy: &[[f32; 2]; 2]) -> [f32; P] {
-    // A = [[1, 0], [1, 1], [1, -1], [0, -1]] on rows, then on columns.
-    let mut t = [[0f32; 2]; 4];
-    for c in 0..2 {
-        t[0][c] = dy[0][c];
-        t[1][c] = dy[0][c] + dy[1][c];
-        t[2][c] = dy[0][c] - dy[1][c];
-        t[3][c] = -dy[1][c];
-    }
-    let mut out = [0f32; P];
-    for r in 0..4 {
-        out[r * 4] = t[r][0];
-        out[r * 4 + 1] = t[r][0] + t[r][1];
-        out[r * 4 + 2] = t[r][0] - t[r][1];
-        out[r * 4 + 3] = -t[r][1];
+/// `count` rows of `len` values, `stride` apart in `buf`.
+#[inline(always)]
+fn rows(buf: &[f32], stride: usize, len: usize, count: usize) -> Rows<'_> {
+    let mut out: Rows = [&[]; 6];
+    for (i, o) in out.iter_mut().enumerate().take(count) {
+        *o = &buf[i * stride..][..len];
     }
     out
 }
 
-/// `G^T s G`: a 3x3 weight gradient from its 4x4 transformed sum (the transposition of
-/// `U = G g G^T`).
-fn kernel_grad(s: &[f32; P]) -> [f32; 9] {
-    // G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]] on rows, then on columns.
-    let mut t = [[0f32; 4]; 3];
-    for c in 0..4 {
-        let (a, b, d, e) = (s[c], s[4 + c], s[8 + c], s[12 + c]);
-        t[0][c] = a + 0.5 * (b + d);
-        t[1][c] = 0.5 * (b - d);
-        t[2][c] = 0.5 * (b + d) + e;
+/// As [`rows`], to write.
+#[inline(always)]
+fn rows_mut(buf: &mut [f32], stride: usize, len: usize, count: usize) -> RowsMut<'_> {
+    let mut out: RowsMut = Default::default();
+    let mut rest = buf;
+    for (i, o) in out.iter_mut().enumerate().take(count) {
+        let (head, tail) = rest.split_at_mut(if i + 1 < count { stride } else { len });
+        *o = &mut head[..len];
+        rest = tail;
     }
-    let mut w = [0f32; 9];
-    for r in 0..3 {
-        let (a, b, d, e) = (t[r][0], t[r][1], t[r][2], t[r][3]);
-        w[r * 3] = a + 0.5 * (b + d);
-        w[r * 3 + 1] = 0.5 * (b - d);
-        w[r * 3 + 2] = 0.5 * (b + d) + e;
-    }
-    w
+    out
 }
 
-/// The weight gradient `dweight[c_out, c_in, 3, 3]` from `x` and the output gradient `dy`:
-/// per chunk of samples, `S[p] = DY[p] @ V[p]^T` (16 GEMMs summing over the tiles), then
-/// `G^T S G`. Chunks are added in order, so the result does not depend on the threads.
-pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (th, tw) = tiles(g);
-    let (h_out, w_out) = (g.h_out(), g.w_out());
-    let per_image = th * tw;
-    let out_len = g.c_out * h_out * w_out;
-    let size = g.chunk();
-    let chunks = g.n.div_ceil(size);
-    let threads = inner_threads(chunks);
-    let slen = P * g.c_out * g.c_in;
-    let mut partial = vec![0f32; chunks * slen];
-    partial.par_chunks_mut(slen).enumerate().for_each_init(Buffers::default, |buf, (chunk, sp)| {
-        let first = chunk * size;
-        let count = size.min(g.n - first);
-        let t = count * per_image;
-        let v = sized(&mut buf.v, P * g.c_in * t);
-        transform_inputs(g, x, first, count, v);
-        let m = sized(&mut buf.m, P * g.c_out * t);
-        for s in 0..count {
-            let ds = &dy[(first + s) * out_len..][..out_len];
-            for co in 0..g.c_out {
-                let plane = &ds[co * h_out * w_out..][..h_out * w_out];
-                for ty in 0..th {
-                    for tx in 0..tw {
-                        let mut block = [[0f32; 2]; 2];
-                        for (r, row) in block.iter_mut().enumerate() {
-                            for (c, val) in row.iter_mut().enumerate() {
-                                let (oy, ox) = (2 * ty + r, 2 * tx + c);
-                                if oy < h_out && ox < w_out {
-                                    *val = plane[oy * w_out + ox];
-                                }
-                            }
-                        }
-                        let col = s * per_image + ty * tw + tx;
-                        for (p, val) in grad_tile(&block).iter().enumerate() {
-                            m[(p * g.c_out + co) * t + col] = *val;
-                        }
-                    }
+/// Whether Winograd's F(m x m, 3 x 3) computes this convolution: 3x3, stride 1, padding up to 2.
+pub fn applies(g: &Geometry) -> bool {
+    g.k == 3 && g.stride == 1 && g.pad <= 2
+}
+
+/// The transformed kernel `U[p][c_out][c_in] = (G w G^T)[p]` of one layer.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    tile: Tile,
+    c_out: usize,
+    c_in: usize,
+    u: Vec<f32>,
+}
+
+impl Kernel {
+    /// Its tile size.
+    pub fn tile(&self) -> Tile {
+        self.tile
+    }
+}
+
+/// `U = G w G^T` of `weight[c_out, c_in, 3, 3]`, computed once per step and read by every tile
+/// of the forward (and by the F(2x2) input gradient).
+pub fn kernel_transform(g: &Geometry, tile: Tile, weight: &[f32]) -> Kernel {
+    let (co, ci, a) = (g.c_out, g.c_in, tile.alpha());
+    let gm = tile.g();
+    let mut u = vec![0f32; tile.positions() * co * ci];
+    for o in 0..co {
+        for i in 0..ci {
+            let w = &weight[(o * ci + i) * 9..][..9];
+            for (r, gr) in gm.iter().enumerate() {
+                // (G w)[r][c], then times G^T.
+                let gw: [f32; 3] = std::array::from_fn(|c| gr[0] * w[c] + gr[1] * w[3 + c] + gr[2] * w[6 + c]);
+                for (c, gc) in gm.iter().enumerate() {
+                    u[((r * a + c) * co + o) * ci + i] = gw[0] * gc[0] + gw[1] * gc[1] + gw[2] * gc[2];
                 }
             }
         }
-        for p in 0..P {
-            let mp = &m[p * g.c_out * t..][..g.c_out * t];
-            let vp = &v[p * g.c_in * t..][..g.c_in * t];
-            matmul(
-                &mut sp[p * g.c_out * g.c_in..][..g.c_out * g.c_in],
-                g.c_out,
-                g.c_in,
-                t,
-                Mat::rows(mp, t),
-                Mat::transposed(vp, t),
-                threads,
-                false,
-            );
+    }
+    Kernel { tile, c_out: co, c_in: ci, u }
+}
+
+/// One convolution's tiling. The transforms work on the padded input split by position modulo
+/// `m` ("phase planes": `m x m` planes of `th + 1` rows of `tw + 1`), where every tile's
+/// inputs sit at the same place of a few planes, shifted by at most one row or column: each
+/// pass of a transform is then element-wise along whole planes (long vectors) instead of along
+/// rows of 4-16 tiles. A tile row carries one tile more than it has (the phase planes' last
+/// column): the products compute it and the inverse transform drops it.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    tile: Tile,
+    /// Tile rows and columns per image.
+    th: usize,
+    tw: usize,
+}
+
+impl Plan {
+    fn new(g: &Geometry, tile: Tile) -> Plan {
+        let m = tile.m();
+        Plan { tile, th: g.h_out().div_ceil(m), tw: g.w_out().div_ceil(m) }
+    }
+
+    /// A phase plane's row length, `tw + 1`.
+    fn pw(&self) -> usize {
+        self.tw + 1
+    }
+
+    /// Tiles per image as laid out in `V` and `M`: `th` rows of `tw + 1`.
+    fn per_image(&self) -> usize {
+        self.th * self.pw()
+    }
+
+    /// Samples per chunk: as many (up to 8) as keep a chunk's transformed inputs and products
+    /// within the per-core L2 cache; its machine dependence is [`Geometry::chunk`]'s.
+    fn chunk(&self, channels: usize) -> usize {
+        (l2_bytes() / (self.tile.positions() * channels * self.per_image() * 4).max(1)).clamp(1, 8)
+    }
+}
+
+/// The row length of `V` and `M` for `tiles` tiles: whole vectors of 16, so the product's
+/// vectors never run past a row.
+fn stride(tiles: usize) -> usize {
+    tiles.next_multiple_of(16)
+}
+
+/// Per-thread buffers.
+#[derive(Default)]
+struct Buffers {
+    planes: Vec<f32>,
+    half: Vec<f32>,
+    v: Vec<f32>,
+    m: Vec<f32>,
+}
+
+/// `dst[j][t] = src[M * t + j]` for the `src.len() / M` whole groups of `src` (each `dst[j]`
+/// at least that long): one pass over `src` with every member of a group used, which the
+/// compiler turns into vector loads and shuffles.
+#[inline(always)]
+fn deinterleave<const M: usize>(src: &[f32], dst: &mut RowsMut) -> usize {
+    let n = src.len() / M;
+    assert!(dst[..M].iter().all(|d| d.len() >= n), "deinterleave: rows shorter than {n}");
+    for t in 0..n {
+        for (j, d) in dst.iter_mut().take(M).enumerate() {
+            // SAFETY: t < n, M * t + j < M * n <= src.len() and each d holds n values (asserted).
+            unsafe { *d.get_unchecked_mut(t) = *src.get_unchecked(M * t + j) };
+        }
+    }
+    n
+}
+
+/// `dst[M * t + j] = src[j][t]` for every slot of `dst` (each `src[j]` long enough for the
+/// slots it fills): the inverse of [`deinterleave`].
+#[inline(always)]
+fn interleave<const M: usize>(src: &Rows, dst: &mut [MaybeUninit<f32>]) {
+    let n = dst.len() / M;
+    assert!(src[..M].iter().all(|r| r.len() > n || (r.len() == n && dst.len().is_multiple_of(M))), "interleave: rows too short");
+    for t in 0..n {
+        for (j, r) in src.iter().take(M).enumerate() {
+            // SAFETY: M * t + j < M * n <= dst.len() and t < n <= r.len() (asserted).
+            unsafe { dst.get_unchecked_mut(M * t + j).write(*r.get_unchecked(t)) };
+        }
+    }
+    for (j, o) in dst[M * n..].iter_mut().enumerate() {
+        o.write(src[j][n]);
+    }
+}
+
+/// `V[p][c][t]` (row length `tp`) of `count` samples `x[count][c][h][w]`: the transformed input
+/// tiles, the samples' tiles side by side.
+#[inline(always)]
+fn transform_inputs<const M: usize>(plan: &Plan, g: &Geometry, x: &[f32], count: usize, tp: usize, v: &mut [f32], buf: &mut Buffers) {
+    let (a, c, pw) = (M + 2, g.c_in, plan.pw());
+    let tile = Tile::of::<M>();
+    // A phase plane has one slot more than its th + 1 rows, for the last column's shifted read.
+    let (n1, n2) = ((plan.th + 1) * pw, plan.per_image());
+    let plen = n1 + 1;
+    let phases = sized(&mut buf.planes, M * M * plen);
+    let half = sized(&mut buf.half, M * a * n1);
+    // The planes' padding slots are never written below: zeroed once, they stay zero.
+    phases.fill(0.0);
+    for s in 0..count {
+        for ci in 0..c {
+            let src = &x[(s * c + ci) * g.h * g.w..][..g.h * g.w];
+            for (y, line) in src.chunks(g.w).enumerate() {
+                let py = y + g.pad;
+                let base = (py % M) * M * plen + (py / M) * pw;
+                // Input column x lands in phase (x + pad) % m, slot (x + pad) / m: the columns
+                // before the first whole group one by one, then whole groups, then the rest.
+                let first = ((M - g.pad % M) % M).min(g.w);
+                for (xx, &val) in line[..first].iter().enumerate() {
+                    let px = xx + g.pad;
+                    phases[base + (px % M) * plen + px / M] = val;
+                }
+                let slot = (first + g.pad) / M;
+                let n = deinterleave::<M>(&line[first..], &mut rows_mut(&mut phases[base + slot..], plen, pw - slot, M));
+                for (xx, &val) in line.iter().enumerate().skip(first + M * n) {
+                    let px = xx + g.pad;
+                    phases[base + (px % M) * plen + px / M] = val;
+                }
+            }
+            // B^T along the columns: input column l of a tile is phase l % m, shifted by l / m.
+            for r in 0..M {
+                let mut d: Rows = [&[]; 6];
+                for (l, dl) in d.iter_mut().enumerate().take(a) {
+                    *dl = &phases[(r * M + l % M) * plen + l / M..][..n1];
+                }
+                tile.input(&d, &mut rows_mut(&mut half[r * a * n1..], n1, n1, a));
+            }
+            // Then along the rows, straight into V: row k of a tile is phase k % m, shifted by
+            // k / m rows; position (i, j) for i < alpha lies `alpha * c * tp` apart.
+            for j in 0..a {
+                let mut d: Rows = [&[]; 6];
+                for (k, dk) in d.iter_mut().enumerate().take(a) {
+                    *dk = &half[((k % M) * a + j) * n1 + (k / M) * pw..][..n2];
+                }
+                tile.input(&d, &mut rows_mut(&mut v[(j * c + ci) * tp + s * n2..], a * c * tp, n2, a));
+            }
+        }
+    }
+}
+
+/// `y[count][c_out][h_out][w_out]` from the products `M[p][c_out][t]`: `Y = A^T M A` per tile.
+#[inline(always)]
+fn transform_outputs<const M: usize>(
+    plan: &Plan,
+    g: &Geometry,
+    mm: &[f32],
+    count: usize,
+    tp: usize,
+    y: &mut [MaybeUninit<f32>],
+    buf: &mut Buffers,
+) {
+    let (a, pw, n2) = (M + 2, plan.pw(), plan.per_image());
+    let tile = Tile::of::<M>();
+    let (ho, wo, co_n) = (g.h_out(), g.w_out(), g.c_out);
+    let half = sized(&mut buf.half, M * a * n2);
+    let outs = sized(&mut buf.planes, M * M * n2);
+    for s in 0..count {
+        for co in 0..co_n {
+            // A^T down the alpha rows of positions (half[i][j]), then along them (outs[i][j]).
+            for j in 0..a {
+                let src = rows(&mm[(j * co_n + co) * tp + s * n2..], a * co_n * tp, n2, a);
+                tile.output(&src, &mut rows_mut(&mut half[j * n2..], a * n2, n2, M));
+            }
+            for i in 0..M {
+                tile.output(&rows(&half[i * a * n2..], n2, n2, a), &mut rows_mut(&mut outs[i * M * n2..], n2, n2, M));
+            }
+            let plane = &mut y[(s * co_n + co) * ho * wo..][..ho * wo];
+            for (oy, line) in plane.chunks_mut(wo).enumerate() {
+                let phase = &outs[(oy % M) * M * n2 + (oy / M) * pw..];
+                interleave::<M>(&rows(phase, n2, pw, M), line);
+            }
+        }
+    }
+}
+
+/// `D[p][c_out][t]` of the output gradient `dy[count][c_out][h_out][w_out]`: `A dy A^T` per tile,
+/// zeros past the plane's edge and in each tile row's extra tile (so the weight gradient's sums
+/// over tiles take nothing from it).
+#[inline(always)]
+fn transform_grads<const M: usize>(plan: &Plan, g: &Geometry, dy: &[f32], count: usize, tp: usize, d: &mut [f32], buf: &mut Buffers) {
+    let (a, pw, n2) = (M + 2, plan.pw(), plan.per_image());
+    let tile = Tile::of::<M>();
+    let (ho, wo, co_n) = (g.h_out(), g.w_out(), g.c_out);
+    let phases = sized(&mut buf.planes, M * M * n2);
+    let half = sized(&mut buf.half, M * a * n2);
+    // Past the plane's edge and in the extra tile: zeroed once, never written below.
+    phases.fill(0.0);
+    for s in 0..count {
+        for co in 0..co_n {
+            let src = &dy[(s * co_n + co) * ho * wo..][..ho * wo];
+            for (oy, line) in src.chunks(wo).enumerate() {
+                let base = (oy % M) * M * n2 + (oy / M) * pw;
+                let n = deinterleave::<M>(line, &mut rows_mut(&mut phases[base..], n2, pw, M));
+                for (j, &val) in line[M * n..].iter().enumerate() {
+                    phases[base + j * n2 + n] = val;
+                }
+            }
+            for r in 0..M {
+                tile.grad(&rows(&phases[r * M * n2..], n2, n2, M), &mut rows_mut(&mut half[r * a * n2..], n2, n2, a));
+            }
+            for j in 0..a {
+                let src = rows(&half[j * n2..], a * n2, n2, M);
+                tile.grad(&src, &mut rows_mut(&mut d[(j * co_n + co) * tp + s * n2..], a * co_n * tp, n2, a));
+            }
+        }
+    }
+}
+
+/// The transformed kernel as the products' left operand: position `p`'s `[rows, k]` matrix at
+/// `u[offset(p) + r * rs + k * ks]`.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    u: &'a [f32],
+    tile: Tile,
+    /// The kernel's `(c_out, c_in)`.
+    dims: (usize, usize),
+    /// Read as the flipped, transposed kernel (the input gradient's).
+    flipped: bool,
+}
+
+impl Operand<'_> {
+    /// Position `p`'s matrix: `(offset, row stride, column stride)`.
+    fn at(&self, p: usize) -> (usize, usize, usize) {
+        let (co, ci) = self.dims;
+        if !self.flipped {
+            return (p * co * ci, ci, 1);
+        }
+        // Flipping the kernel reverses G's columns, which for F(2x2) swaps G's first and last
+        // rows: position (r, c) of the flipped kernel's transform is (s(r), s(c)) of U, with s
+        // swapping 0 and 3, and its channel axes swapped.
+        let a = self.tile.alpha();
+        let s = |i: usize| if i == 0 || i == a - 1 { a - 1 - i } else { i };
+        ((s(p / a) * a + s(p % a)) * co * ci, 1, ci)
+    }
+}
+
+/// `m[rows][tp] = U[p] @ v[k][tp]` for one position, through the SIMD kernel where the CPU has
+/// it and `rows` is a whole number of its blocks, else through the GEMM.
+#[inline(always)]
+fn product(op: &Operand, p: usize, rows: usize, k: usize, v: &[f32], tp: usize, m: &mut [f32]) {
+    let (offset, rs, ks) = op.at(p);
+    assert!(v.len() >= k * tp && m.len() >= rows * tp && op.u.len() > offset + (rows - 1) * rs + (k - 1) * ks);
+    if let Some(isa) = direct::isa().filter(|i| rows.is_multiple_of(x86::block(*i))) {
+        // SAFETY: `isa` was found on this CPU; the operands hold what the strides address
+        // (asserted above) and `tp` is a whole number of vectors (see `stride`).
+        unsafe {
+            let p = x86::Product { u: op.u[offset..].as_ptr(), rs, ks, v: v.as_ptr(), m: m.as_mut_ptr(), stride: tp, k, rows, cols: tp };
+            x86::product(isa, &p)
+        };
+        return;
+    }
+    matmul(m, rows, tp, k, Mat::strided(op.u, offset, rs as isize, ks as isize), Mat::rows(v, tp), gemm::Parallelism::None, false);
+}
+
+/// One chunk of the forward: transform, products, inverse transform.
+#[inline(always)]
+fn forward_chunk<const M: usize>(plan: &Plan, g: &Geometry, op: &Operand, x: &[f32], y: &mut [MaybeUninit<f32>], buf: &mut Buffers) {
+    let count = y.len() / (g.c_out * g.h_out() * g.w_out());
+    let tp = stride(count * plan.per_image());
+    let p_n = plan.tile.positions();
+    let mut v = std::mem::take(&mut buf.v);
+    let mut mm = std::mem::take(&mut buf.m);
+    let vs = sized(&mut v, p_n * g.c_in * tp);
+    transform_inputs::<M>(plan, g, x, count, tp, vs, buf);
+    let ms = sized(&mut mm, p_n * g.c_out * tp);
+    for p in 0..p_n {
+        product(op, p, g.c_out, g.c_in, &vs[p * g.c_in * tp..][..g.c_in * tp], tp, &mut ms[p * g.c_out * tp..][..g.c_out * tp]);
+    }
+    transform_outputs::<M>(plan, g, ms, count, tp, y, buf);
+    buf.v = v;
+    buf.m = mm;
+}
+
+/// [`forward_chunk`] compiled for AVX-512, so its transforms run 16 lanes wide.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_chunk_wide<const M: usize>(
+    plan: &Plan,
+    g: &Geometry,
+    op: &Operand,
+    x: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    buf: &mut Buffers,
+) {
+    forward_chunk::<M>(plan, g, op, x, y, buf)
+}
+
+/// `y` of geometry `g` with the kernel read through `op`, chunks of samples in parallel.
+fn run(g: &Geometry, tile: Tile, x: &[f32], op: Operand) -> Vec<f32> {
+    let plan = Plan::new(g, tile);
+    let out_len = g.c_out * g.h_out() * g.w_out();
+    let in_len = g.c_in * g.h * g.w;
+    let size = plan.chunk(g.c_in + g.c_out);
+    let wide = direct::isa() == Some(direct::Isa::Avx512);
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(size * out_len).enumerate().for_each_init(Buffers::default, |buf, (chunk, yc)| {
+            let xc = &x[chunk * size * in_len..][..yc.len() / out_len * in_len];
+            match (tile, wide) {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `wide` says the CPU has AVX-512F.
+                (Tile::F2, true) => unsafe { forward_chunk_wide::<2>(&plan, g, &op, xc, yc, buf) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                (Tile::F4, true) => unsafe { forward_chunk_wide::<4>(&plan, g, &op, xc, yc, buf) },
+                (Tile::F2, _) => forward_chunk::<2>(&plan, g, &op, xc, yc, buf),
+                (Tile::F4, _) => forward_chunk::<4>(&plan, g, &op, xc, yc, buf),
+            }
+        })
+    };
+    // SAFETY: the inverse transform writes every output slot of every chunk.
+    unsafe { filled(g.n * out_len, fill) }
+}
+
+/// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and the layer's transformed kernel.
+pub fn forward(g: &Geometry, x: &[f32], k: &Kernel) -> Vec<f32> {
+    assert!(applies(g) && (k.c_out, k.c_in) == (g.c_out, g.c_in), "winograd::forward: kernel {:?} for {g:?}", (k.c_out, k.c_in));
+    run(g, k.tile, x, Operand { u: &k.u, tile: k.tile, dims: (k.c_out, k.c_in), flipped: false })
+}
+
+/// The input gradient `dx[n, c_in, h, w]`: the forward of the flipped, transposed kernel over
+/// `dy` ([`super::transposed_geometry`]). F(2x2) reads the forward's transformed kernel `k`
+/// permuted; F(4x4)'s transform of the flipped kernel is not a permutation of `U` (its points
+/// 2 and 1/2 differ), so it transforms `weight` flipped.
+pub fn input_grad(g: &Geometry, k: &Kernel, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+    let t = transposed_geometry(g).filter(applies).expect("winograd::input_grad: a stride-1 3x3 layer");
+    match k.tile {
+        Tile::F2 => run(&t, k.tile, dy, Operand { u: &k.u, tile: k.tile, dims: (k.c_out, k.c_in), flipped: true }),
+        Tile::F4 => forward(&t, dy, &kernel_transform(&t, k.tile, &flipped_transpose(g, weight))),
+    }
+}
+
+/// One chunk's weight-gradient sums `S[p][c_out][c_in] = D[p] @ V[p]^T` over its tiles.
+#[inline(always)]
+fn weight_grad_chunk<const M: usize>(plan: &Plan, g: &Geometry, x: &[f32], dy: &[f32], count: usize, sp: &mut [f32], buf: &mut Buffers) {
+    let t = count * plan.per_image();
+    let tp = stride(t);
+    let p_n = plan.tile.positions();
+    let mut v = std::mem::take(&mut buf.v);
+    let mut dd = std::mem::take(&mut buf.m);
+    let vs = sized(&mut v, p_n * g.c_in * tp);
+    transform_inputs::<M>(plan, g, x, count, tp, vs, buf);
+    let ds = sized(&mut dd, p_n * g.c_out * tp);
+    transform_grads::<M>(plan, g, dy, count, tp, ds, buf);
+    let cc = g.c_out * g.c_in;
+    let simd = direct::isa().filter(|_| g.c_out.is_multiple_of(x86::DOT_ROWS));
+    if simd.is_some() {
+        // The SIMD sums run over whole vectors: the tiles past `t` add zeros.
+        for row in vs.chunks_mut(tp).chain(ds.chunks_mut(tp)) {
+            row[t..].fill(0.0);
+        }
+    }
+    for p in 0..p_n {
+        let (dp, vp) = (&ds[p * g.c_out * tp..][..g.c_out * tp], &vs[p * g.c_in * tp..][..g.c_in * tp]);
+        let out = &mut sp[p * cc..][..cc];
+        match simd {
+            // SAFETY: the ISA was found on this CPU; `dp` and `vp` hold `c_out` and `c_in` rows
+            // of `tp` values (a whole number of vectors), `out` `c_out * c_in`.
+            Some(isa) => unsafe { x86::dots(isa, dp.as_ptr(), vp.as_ptr(), tp, out.as_mut_ptr(), g.c_out, g.c_in) },
+            None => matmul(out, g.c_out, g.c_in, t, Mat::rows(dp, tp), Mat::transposed(vp, tp), gemm::Parallelism::None, false),
+        }
+    }
+    buf.v = v;
+    buf.m = dd;
+}
+
+/// [`weight_grad_chunk`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_grad_chunk_wide<const M: usize>(
+    plan: &Plan,
+    g: &Geometry,
+    x: &[f32],
+    dy: &[f32],
+    count: usize,
+    sp: &mut [f32],
+    buf: &mut Buffers,
+) {
+    weight_grad_chunk::<M>(plan, g, x, dy, count, sp, buf)
+}
+
+/// The weight gradient `dweight[c_out, c_in, 3, 3]` from `x` and the output gradient `dy`: per
+/// chunk of samples the sums over its tiles, the chunks added in order (so the result does not
+/// depend on the threads), then `G^T S G`.
+pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert!(applies(g), "winograd::weight_grad: {g:?}");
+    let plan = Plan::new(g, tile);
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
+    let size = plan.chunk(g.c_in + g.c_out);
+    let chunks = g.n.div_ceil(size);
+    let (p_n, cc) = (tile.positions(), g.c_out * g.c_in);
+    let wide = direct::isa() == Some(direct::Isa::Avx512);
+    let mut partial = vec![0f32; chunks * p_n * cc];
+    partial.par_chunks_mut(p_n * cc).enumerate().for_each_init(Buffers::default, |buf, (chunk, sp)| {
+        let first = chunk * size;
+        let count = size.min(g.n - first);
+        let (xc, dc) = (&x[first * in_len..][..count * in_len], &dy[first * out_len..][..count * out_len]);
+        match (tile, wide) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `wide` says the CPU has AVX-512F.
+            (Tile::F2, true) => unsafe { weight_grad_chunk_wide::<2>(&plan, g, xc, dc, count, sp, buf) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            (Tile::F4, true) => unsafe { weight_grad_chunk_wide::<4>(&plan, g, xc, dc, count, sp, buf) },
+            (Tile::F2, _) => weight_grad_chunk::<2>(&plan, g, xc, dc, count, sp, buf),
+            (Tile::F4, _) => weight_grad_chunk::<4>(&plan, g, xc, dc, count, sp, buf),
         }
     });
-    let s = super::sum_in_order(&partial, slen);
-    let mut dw = vec![0f32; g.c_out * g.c_in * 9];
-    for o in 0..g.c_out {
-        for i in 0..g.c_in {
-            let mut st = [0f32; P];
-            for (p, val) in st.iter_mut().enumerate() {
-                *val = s[(p * g.c_out + o) * g.c_in + i];
+    let s = sum_in_order(&partial, p_n * cc);
+    let (a, gm) = (tile.alpha(), tile.g());
+    let mut dw = vec![0f32; cc * 9];
+    for (oi, out) in dw.chunks_mut(9).enumerate() {
+        // G^T S G for this channel pair: (G^T S)[b][c], then times G.
+        let sv = |r: usize, c: usize| s[(r * a + c) * cc + oi];
+        for b in 0..3 {
+            let gts: Vec<f32> = (0..a).map(|c| (0..a).map(|r| gm[r][b] * sv(r, c)).sum()).collect();
+            for (d, o) in out[b * 3..][..3].iter_mut().enumerate() {
+                *o = (0..a).map(|c| gts[c] * gm[c][d]).sum();
             }
-            dw[(o * g.c_in + i) * 9..][..9].copy_from_slice(&kernel_grad(&st));
         }
     }
     dw
 }
 
-/// The input gradient `dx[n, c_in, h, w]`: the forward of the flipped, transposed kernel over
-/// `dy` ([`super::transposed_geometry`]), through the same transforms.
-pub fn input_grad(g: &Geometry, weight: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
-    let t = super::transposed_geometry(g)?;
-    if !applies(&t) {
-        return None;
-    }
-    Some(forward(&t, dy, &kernel_transform(&t, &super::flipped_transpose(g, weight))))
-}
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The products' register tile: `R` kernel rows x `NV` vectors of tiles held in registers
+    //! for the whole sum over channels, one broadcast per row and one load per vector per
+    //! channel.
 
-/// Per-thread buffers: the transformed tiles `V[p][c_in][tiles]` and products `M[p][c_out][tiles]`.
-#[derive(Default)]
-struct Buffers {
-    v: Vec<f32>,
-    m: Vec<f32>,
-}
+    use super::super::direct::x86::{Lanes, Narrow, Wide};
+    use super::super::direct::Isa;
 
-/// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and the transformed kernel `u`
-/// ([`kernel_transform`]), per chunk of samples in parallel.
-pub fn forward(g: &Geometry, x: &[f32], u: &[f32]) -> Vec<f32> {
-    let (th, tw) = tiles(g);
-    let (h_out, w_out) = (g.h_out(), g.w_out());
-    let per_image = th * tw;
-    let out_len = g.c_out * h_out * w_out;
-    let size = g.chunk();
-    let threads = inner_threads(g.n.div_ceil(size));
-    let mut y = vec![0f32; g.n * out_len];
-    y.par_chunks_mut(size * out_len).enumerate().for_each_init(Buffers::default, |buf, (chunk, yc)| {
-        let count = yc.len() / out_len;
-        let t = count * per_image;
-        let v = sized(&mut buf.v, P * g.c_in * t);
-        transform_inputs(g, x, chunk * size, count, v);
-        let m = sized(&mut buf.m, P * g.c_out * t);
-        for p in 0..P {
-            let up = &u[p * g.c_out * g.c_in..][..g.c_out * g.c_in];
-            let vp = &v[p * g.c_in * t..][..g.c_in * t];
-            matmul(&mut m[p * g.c_out * t..][..g.c_out * t], g.c_out, t, g.c_in, Mat::rows(up, g.c_in), Mat::rows(vp, t), threads, false);
+    /// Kernel rows per register tile.
+    pub(super) fn block(isa: Isa) -> usize {
+        match isa {
+            Isa::Avx512 => 8,
+            Isa::Avx2 => 4,
         }
-        for s in 0..count {
-            let ys = &mut yc[s * out_len..][..out_len];
-            for co in 0..g.c_out {
-                let plane = &mut ys[co * h_out * w_out..][..h_out * w_out];
-                for ty in 0..th {
-                    for tx in 0..tw {
-                        let col = s * per_image + ty * tw + tx;
-                        let mut mt = [0f32; P];
-                        for (p, val) in mt.iter_mut().enumerate() {
-                            *val = m[(p * g.c_out + co) * t + col];
-                        }
-                        let out = output_tile(&mt);
-                        for (r, row) in out.iter().enumerate() {
-                            let oy = 2 * ty + r;
-                            if oy >= h_out {
-                                continue;
-                            }
-                            for (c, val) in row.iter().enumerate() {
-                                let ox = 2 * tx + c;
-                                if ox < w_out {
-                                    plane[oy * w_out + ox] = *val;
-                                }
-                            }
-                        }
-                    }
+    }
+
+    /// One product `m[r * stride + t] = sum over kk < k of u[r * rs + kk * ks] * v[kk * stride + t]`
+    /// for `r < rows` and `t < cols`: `v` and `m` share the row length `stride`.
+    #[derive(Clone, Copy)]
+    pub(super) struct Product {
+        pub(super) u: *const f32,
+        pub(super) rs: usize,
+        pub(super) ks: usize,
+        pub(super) v: *const f32,
+        pub(super) m: *mut f32,
+        pub(super) stride: usize,
+        pub(super) k: usize,
+        pub(super) rows: usize,
+        pub(super) cols: usize,
+    }
+
+    /// `R` rows x `NV` vectors from row `r0` and column `t`.
+    ///
+    /// # Safety
+    /// As [`product`].
+    #[inline(always)]
+    unsafe fn tile<L: Lanes, const R: usize, const NV: usize>(p: &Product, r0: usize, t: usize) {
+        let (u, v, m) = (p.u.add(r0 * p.rs), p.v.add(t), p.m.add(r0 * p.stride + t));
+        let mut acc = [[L::zero(); NV]; R];
+        for kk in 0..p.k {
+            let xs: [L::V; NV] = std::array::from_fn(|j| unsafe { L::load(v.add(kk * p.stride + j * L::W)) });
+            for (r, row) in acc.iter_mut().enumerate() {
+                let s = L::splat(*u.add(r * p.rs + kk * p.ks));
+                for (a, x) in row.iter_mut().zip(&xs) {
+                    *a = L::fma(s, *x, *a);
                 }
             }
         }
-    });
-    y
+        for (r, row) in acc.iter().enumerate() {
+            for (j, a) in row.iter().enumerate() {
+                L::store(m.add(r * p.stride + j * L::W), *a);
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`product`].
+    #[inline(always)]
+    unsafe fn product_with<L: Lanes, const R: usize>(p: &Product) {
+        for r0 in (0..p.rows).step_by(R) {
+            let mut t = 0;
+            while t + 3 * L::W <= p.cols {
+                tile::<L, R, 3>(p, r0, t);
+                t += 3 * L::W;
+            }
+            match (p.cols - t) / L::W {
+                2 => tile::<L, R, 2>(p, r0, t),
+                1 => tile::<L, R, 1>(p, r0, t),
+                _ => {}
+            }
+        }
+    }
+
+    /// Output-gradient rows per register tile of [`dots`].
+    pub(super) const DOT_ROWS: usize = 4;
+
+    /// `R x C` dot products of length `k` (a multiple of `L::W`), lane-wise sums then each
+    /// vector's lanes added in a fixed order.
+    ///
+    /// # Safety
+    /// As [`dots`].
+    #[inline(always)]
+    unsafe fn dot_tile<L: Lanes, const R: usize, const C: usize>(d: *const f32, v: *const f32, k: usize, s: *mut f32, cols: usize) {
+        let mut acc = [[L::zero(); C]; R];
+        for t in (0..k).step_by(L::W) {
+            let vs: [L::V; C] = std::array::from_fn(|c| unsafe { L::load(v.add(c * k + t)) });
+            for (r, row) in acc.iter_mut().enumerate() {
+                let dv = L::load(d.add(r * k + t));
+                for (a, x) in row.iter_mut().zip(&vs) {
+                    *a = L::fma(dv, *x, *a);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (c, a) in row.iter().enumerate() {
+                *s.add(r * cols + c) = L::sum(*a);
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`dots`].
+    #[inline(always)]
+    unsafe fn dots_with<L: Lanes, const C: usize>(d: *const f32, v: *const f32, k: usize, s: *mut f32, rows: usize, cols: usize) {
+        for r0 in (0..rows).step_by(DOT_ROWS) {
+            let (dr, sr) = (d.add(r0 * k), s.add(r0 * cols));
+            let mut c0 = 0;
+            while c0 + C <= cols {
+                dot_tile::<L, DOT_ROWS, C>(dr, v.add(c0 * k), k, sr.add(c0), cols);
+                c0 += C;
+            }
+            for c in c0..cols {
+                dot_tile::<L, DOT_ROWS, 1>(dr, v.add(c * k), k, sr.add(c), cols);
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F is there; as [`dots`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dots_wide(d: *const f32, v: *const f32, k: usize, s: *mut f32, rows: usize, cols: usize) {
+        dots_with::<Wide, 4>(d, v, k, s, rows, cols)
+    }
+
+    /// # Safety
+    /// AVX2 and FMA are there; as [`dots`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dots_avx2(d: *const f32, v: *const f32, k: usize, s: *mut f32, rows: usize, cols: usize) {
+        dots_with::<Narrow, 2>(d, v, k, s, rows, cols)
+    }
+
+    /// `s[r * cols + c] = sum over t < k of d[r * k + t] * v[c * k + t]`: the weight gradient's
+    /// sums over tiles, `rows` a multiple of [`DOT_ROWS`] and `k` of 16.
+    ///
+    /// # Safety
+    /// `isa` was found on this CPU; `d` holds `rows * k` values, `v` `cols * k`, `s` `rows * cols`.
+    pub(super) unsafe fn dots(isa: Isa, d: *const f32, v: *const f32, k: usize, s: *mut f32, rows: usize, cols: usize) {
+        match isa {
+            Isa::Avx512 => dots_wide(d, v, k, s, rows, cols),
+            Isa::Avx2 => dots_avx2(d, v, k, s, rows, cols),
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F is there; as [`product`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn product_wide(p: &Product) {
+        product_with::<Wide, 8>(p)
+    }
+
+    /// # Safety
+    /// AVX2 and FMA are there; as [`product`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn product_avx2(p: &Product) {
+        product_with::<Narrow, 4>(p)
+    }
+
+    /// Runs `p`: `rows` a multiple of [`block`], `cols` of 16, the sum in `kk` order.
+    ///
+    /// # Safety
+    /// `isa` was found on this CPU; `u`, `v` and `m` hold every element `p`'s indices address.
+    pub(super) unsafe fn product(isa: Isa, p: &Product) {
+        match isa {
+            Isa::Avx512 => product_wide(p),
+            Isa::Avx2 => product_avx2(p),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    //! Off x86-64 [`super::direct::isa`] is `None` and the products take the GEMM.
+
+    use super::super::direct::Isa;
+
+    pub(super) const DOT_ROWS: usize = 4;
+
+    pub(super) fn block(_: Isa) -> usize {
+        unreachable!("no SIMD product off x86-64")
+    }
+
+    pub(super) unsafe fn dots(_: Isa, _: *const f32, _: *const f32, _: usize, _: *mut f32, _: usize, _: usize) {
+        unreachable!("no SIMD sums off x86-64")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn product(
+        _: Isa,
+        _: *const f32,
+        _: usize,
+        _: usize,
+        _: *const f32,
+        _: usize,
+        _: usize,
+        _: *mut f32,
+        _: usize,
+        _: usize,
+    ) {
+        unreachable!("no SIMD product off x86-64")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::shifted::tests::values;
     use super::super::{im2col_forward, im2col_weight_grad, input_grad_scatter, Geometry};
-    use super::{applies, forward, input_grad, kernel_transform, weight_grad};
+    use super::{applies, forward, input_grad, kernel_transform, weight_grad, Tile};
 
     /// The largest difference between `want` and `got`, over the largest `|want|` (at least 1).
     fn rel_err(want: &[f32], got: &[f32]) -> f32 {
@@ -325,35 +914,44 @@ mod tests {
         want.iter().zip(got).fold(0f32, |a, (p, q)| a.max((p - q).abs())) / scale
     }
 
-    /// F(2x2, 3x3) against the im2col convolution and gradients (float32 GEMM in both) on
+    /// Both tile sizes against the im2col convolution and gradients (float32 GEMM in both) on
     /// ResNet-20's three stages, odd planes (partial tiles), the ConvNet's 28/14/7 planes, a batch
-    /// over several chunks and "valid" padding: the forward, the weight gradient (F(3x3, 2x2) by
-    /// transposition) and the input gradient each within 1e-5 of the largest value (Lavin &
-    /// Gray's F(2x2) error is a few ulps).
+    /// over several chunks, channel counts that are no whole SIMD block (the GEMM products) and
+    /// "valid" padding: the forward, the weight gradient (by transposition) and the input
+    /// gradient. Tolerances relative to the largest value: 1e-5 for F(2x2) (a few ulps, Lavin &
+    /// Gray), 1e-4 for F(4x4), whose transforms scale values by up to 8 and 1/24.
     #[test]
     fn matches_the_direct_convolution_and_its_gradients() {
-        for &(n, c_in, h, w, c_out, pad) in &[
-            (3, 16, 32, 32, 16, 1),
-            (2, 32, 16, 16, 32, 1),
-            (2, 64, 8, 8, 64, 1),
-            (9, 8, 8, 8, 8, 1),
-            (2, 8, 7, 9, 12, 1),
-            (3, 1, 28, 28, 8, 1),
-            (2, 32, 14, 14, 16, 1),
-            (2, 16, 7, 7, 8, 1),
-            (2, 4, 9, 6, 5, 0),
-        ] {
-            let g = Geometry { n, c_in, h, w, c_out, k: 3, stride: 1, pad };
-            assert!(applies(&g));
-            let x = values(n * c_in * h * w, 1);
-            let wt = values(c_out * c_in * 9, 2);
-            let dy = values(n * c_out * g.h_out() * g.w_out(), 5);
-            let err = rel_err(&im2col_forward(&g, &x, &wt), &forward(&g, &x, &kernel_transform(&g, &wt)));
-            assert!(err <= 1e-5, "{g:?}: forward, relative error {err}");
-            let err = rel_err(&im2col_weight_grad(&g, &x, &dy), &weight_grad(&g, &x, &dy));
-            assert!(err <= 1e-5, "{g:?}: weight gradient, relative error {err}");
-            let err = rel_err(&input_grad_scatter(&g, &wt, &dy), &input_grad(&g, &wt, &dy).expect("a stride-1 3x3 layer"));
-            assert!(err <= 1e-5, "{g:?}: input gradient, relative error {err}");
+        for tile in Tile::ALL {
+            let tol = match tile {
+                Tile::F2 => 1e-5,
+                Tile::F4 => 1e-4,
+            };
+            for &(n, c_in, h, w, c_out, pad) in &[
+                (3, 16, 32, 32, 16, 1),
+                (2, 32, 16, 16, 32, 1),
+                (2, 64, 8, 8, 64, 1),
+                (9, 8, 8, 8, 8, 1),
+                (2, 8, 7, 9, 12, 1),
+                (3, 1, 28, 28, 8, 1),
+                (2, 32, 14, 14, 16, 1),
+                (2, 16, 7, 7, 8, 1),
+                (2, 4, 9, 6, 5, 0),
+                (2, 6, 5, 5, 3, 2),
+            ] {
+                let g = Geometry { n, c_in, h, w, c_out, k: 3, stride: 1, pad };
+                assert!(applies(&g));
+                let x = values(n * c_in * h * w, 1);
+                let wt = values(c_out * c_in * 9, 2);
+                let dy = values(n * c_out * g.h_out() * g.w_out(), 5);
+                let k = kernel_transform(&g, tile, &wt);
+                let err = rel_err(&im2col_forward(&g, &x, &wt), &forward(&g, &x, &k));
+                assert!(err <= tol, "{tile:?} {g:?}: forward, relative error {err}");
+                let err = rel_err(&im2col_weight_grad(&g, &x, &dy), &weight_grad(&g, tile, &x, &dy));
+                assert!(err <= tol, "{tile:?} {g:?}: weight gradient, relative error {err}");
+                let err = rel_err(&input_grad_scatter(&g, &wt, &dy), &input_grad(&g, &k, &wt, &dy));
+                assert!(err <= tol, "{tile:?} {g:?}: input gradient, relative error {err}");
+            }
         }
     }
 }
