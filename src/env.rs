@@ -11,9 +11,10 @@ struct Var {
     valid: fn(&str) -> bool,
 }
 
-const VARS: [Var; 4] = [
+const VARS: [Var; 5] = [
     Var { name: "NORMWD_KERNELS", expected: "on or off", valid: |v| matches!(v, "on" | "off") },
     Var { name: "NORMWD_CONV_DIRECT", expected: "on, off or avx2", valid: |v| matches!(v, "on" | "off" | "avx2") },
+    Var { name: "NORMWD_CONV", expected: "auto, direct, winograd2 or winograd4", valid: crate::kernels::conv::choice::valid },
     Var { name: "NORMWD_POOL_SPIN_US", expected: "a whole number of microseconds (0 sleeps at once)", valid: |v| v.parse::<u64>().is_ok() },
     Var { name: crate::fault::VAR, expected: "POINT:FILE[@N], POINT mid-write or before-rename", valid: crate::fault::valid },
 ];
@@ -48,6 +49,7 @@ mod tests {
         for (name, good, bad) in [
             ("NORMWD_KERNELS", "off", "0"),
             ("NORMWD_CONV_DIRECT", "avx2", "avx512"),
+            ("NORMWD_CONV", "winograd2", "winograd"),
             ("NORMWD_POOL_SPIN_US", "0", "5ms"),
             ("NORMWD_FAULT", "mid-write:checkpoint.safetensors@2", "mid-write"),
         ] {

@@ -10,9 +10,13 @@ use super::gemm::{matmul, Mat};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+pub mod choice;
 pub mod direct;
 pub mod shifted;
 pub mod winograd;
+
+use choice::Algo;
+use std::sync::Arc;
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
@@ -347,9 +351,44 @@ fn flipped_transpose(g: &Geometry, weight: &[f32]) -> Vec<f32> {
     out
 }
 
-/// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and `weight[c_out, c_in, k, k]`: in the
-/// [`direct`] or [`shifted`] form where one suits, else through im2col.
+/// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and `weight[c_out, c_in, k, k]`, by the
+/// algorithm [`choice::plan`] picks for the layer.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    forward_prepared(g, x, weight).0
+}
+
+/// What a forward leaves for its backward: the layer's algorithms and, when the forward ran
+/// Winograd, its transformed kernel (the F(2x2) input gradient reads it again).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    plan: choice::Plan,
+    kernel: Option<Arc<winograd::Kernel>>,
+}
+
+/// [`forward`], also returning what [`backward`] reuses.
+pub fn forward_prepared(g: &Geometry, x: &[f32], weight: &[f32]) -> (Vec<f32>, Prepared) {
+    let plan = choice::plan(g);
+    let kernel = match plan.forward {
+        Algo::Direct => None,
+        Algo::Winograd(tile) => Some(Arc::new(winograd::kernel_transform(g, tile, weight))),
+    };
+    let y = forward_with(g, plan.forward, x, weight, kernel.as_deref());
+    (y, Prepared { plan, kernel })
+}
+
+/// The forward by algorithm `a`; a Winograd one reads `kernel` when it is of its tile size.
+fn forward_with(g: &Geometry, a: Algo, x: &[f32], weight: &[f32], kernel: Option<&winograd::Kernel>) -> Vec<f32> {
+    match a {
+        Algo::Direct => forward_direct(g, x, weight),
+        Algo::Winograd(tile) => match kernel.filter(|k| k.tile() == tile) {
+            Some(k) => winograd::forward(g, x, k),
+            None => winograd::forward(g, x, &winograd::kernel_transform(g, tile, weight)),
+        },
+    }
+}
+
+/// The forward in the [`direct`] or [`shifted`] form where one suits, else through im2col.
+fn forward_direct(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     if direct::suits(g) {
         direct::forward(g, x, weight)
     } else if shifted::suits(g) {
@@ -405,23 +444,39 @@ fn dy_chunk<'a>(g: &Geometry, dy: &'a [f32], first: usize, count: usize, buf: &'
 }
 
 /// `(dx, dweight)` from the output gradient `dy[n, c_out, h_out, w_out]`; `dx` is empty unless
-/// `need_dx` (the first layer's input needs no gradient). Each in the [`direct`] or [`shifted`]
-/// form where one suits, else through im2col. For a stride-1 layer the input gradient is the
-/// forward of the [`transposed_geometry`] when the direct or shifted form takes that.
-pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
-    let dweight = if direct::suits(g) {
-        direct::weight_grad(g, x, dy)
-    } else if shifted::suits(g) {
-        shifted::weight_grad(g, x, dy)
-    } else {
-        im2col_weight_grad(g, x, dy)
-    };
-    let dx = match (need_dx, transposed_geometry(g)) {
-        (false, _) => Vec::new(),
-        (true, Some(t)) if direct::suits(&t) || shifted::suits(&t) => forward(&t, dy, &flipped_transpose(g, weight)),
-        (true, _) => input_grad_scatter(g, weight, dy),
-    };
+/// `need_dx` (the first layer's input needs no gradient). Each by the algorithm of the layer's
+/// plan (`prepared`'s, or [`choice::plan`]'s without one).
+pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], prepared: Option<&Prepared>, dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
+    let plan = prepared.map_or_else(|| choice::plan(g), |p| p.plan);
+    let kernel = prepared.and_then(|p| p.kernel.as_deref());
+    let dweight = weight_grad_with(g, plan.weight_grad, x, dy);
+    let dx = if need_dx { input_grad_with(g, plan.input_grad, weight, kernel, dy) } else { Vec::new() };
     (dx, dweight)
+}
+
+/// The weight gradient by algorithm `a`: Winograd's, or the [`direct`] or [`shifted`] form
+/// where one suits, else through im2col.
+fn weight_grad_with(g: &Geometry, a: Algo, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    match a {
+        Algo::Winograd(tile) => winograd::weight_grad(g, tile, x, dy),
+        Algo::Direct if direct::suits(g) => direct::weight_grad(g, x, dy),
+        Algo::Direct if shifted::suits(g) => shifted::weight_grad(g, x, dy),
+        Algo::Direct => im2col_weight_grad(g, x, dy),
+    }
+}
+
+/// The input gradient by algorithm `a`. Winograd's reads `kernel` when it is of its tile size;
+/// the direct forms take, for a stride-1 layer, the forward of the [`transposed_geometry`] when
+/// the direct or shifted form suits that, else im2col's GEMM and fold-back.
+fn input_grad_with(g: &Geometry, a: Algo, weight: &[f32], kernel: Option<&winograd::Kernel>, dy: &[f32]) -> Vec<f32> {
+    match (a, transposed_geometry(g)) {
+        (Algo::Winograd(tile), _) => match kernel.filter(|k| k.tile() == tile) {
+            Some(k) => winograd::input_grad(g, k, weight, dy),
+            None => winograd::input_grad(g, &winograd::kernel_transform(g, tile, weight), weight, dy),
+        },
+        (Algo::Direct, Some(t)) if direct::suits(&t) || shifted::suits(&t) => forward_direct(&t, dy, &flipped_transpose(g, weight)),
+        (Algo::Direct, _) => input_grad_scatter(g, weight, dy),
+    }
 }
 
 /// The weight gradient through im2col, any geometry: per chunk of samples,

@@ -401,10 +401,10 @@ fn bn_add_relu_forward(
     in_layout(x, &[shortcut], |xs, res, d| batch_norm::forward_add_relu(xs, &res[0], d, &g, &b, epsilon))
 }
 
-fn conv_forward(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> FlexTensor {
+fn conv_forward(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> (FlexTensor, conv::Prepared) {
     let g = conv_geometry(&shape(x), &shape(weight), stride, padding);
-    let y = conv::forward(&g, &values(x), &values(weight));
-    flex(y, vec![g.n, g.c_out, g.h_out(), g.w_out()])
+    let (y, prepared) = conv::forward_prepared(&g, &values(x), &values(weight));
+    (flex(y, vec![g.n, g.c_out, g.h_out(), g.w_out()]), prepared)
 }
 
 fn pool_window(x: &[usize], kernel: usize, stride: usize) -> pool::Window {
@@ -454,7 +454,7 @@ impl Kernels for Flex {
     }
 
     fn nw_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, padding: usize) -> FlexTensor {
-        conv_forward(&x, &weight, stride, padding)
+        conv_forward(&x, &weight, stride, padding).0
     }
 
     fn nw_max_pool2d(x: FlexTensor, kernel: usize, stride: usize) -> FlexTensor {
@@ -554,15 +554,15 @@ impl Backward<Flex, 4> for BnAddReluBackward {
 struct ConvBackward;
 
 impl Backward<Flex, 2> for ConvBackward {
-    type State = (FlexTensor, FlexTensor, usize, usize);
+    type State = (FlexTensor, FlexTensor, usize, usize, conv::Prepared);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x, weight, stride, padding) = ops.state;
+        let (x, weight, stride, padding, prepared) = ops.state;
         let (xs, ws) = (shape(&x), shape(&weight));
         let g = conv_geometry(&xs, &ws, stride, padding);
-        let (dx, dw) = conv::backward(&g, &values(&x), &values(&weight), &values(&dy), node_x.is_some());
+        let (dx, dw) = conv::backward(&g, &values(&x), &values(&weight), Some(&prepared), &values(&dy), node_x.is_some());
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex(dx, xs));
         }
@@ -790,9 +790,9 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
 
     fn nw_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, padding: usize) -> FloatTensor<Self> {
         let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
-        let y = conv_forward(&xp, &wp, stride, padding);
+        let (y, prepared) = conv_forward(&xp, &wp, stride, padding);
         match ConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((xp, wp, stride, padding), y),
+            OpsKind::Tracked(prep) => prep.finish((xp, wp, stride, padding, prepared), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }

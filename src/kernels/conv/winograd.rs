@@ -106,65 +106,30 @@ impl Tile {
     /// `o = B^T d` over `alpha` rows, element by element along them.
     #[inline(always)]
     fn input(self, d: &Rows, o: &mut RowsMut) {
-        let n = o[0].len();
         match self {
-            Tile::F2 => {
-                let (d0, d1, d2, d3) = (&d[0][..n], &d[1][..n], &d[2][..n], &d[3][..n]);
-                let [o0, o1, o2, o3, ..] = o;
-                let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
-                for x in 0..n {
-                    let (a, b, c, e) = (d0[x], d1[x], d2[x], d3[x]);
-                    o0[x] = a - c;
-                    o1[x] = b + c;
-                    o2[x] = c - b;
-                    o3[x] = b - e;
-                }
-            }
-            Tile::F4 => {
-                let (d0, d1, d2, d3, d4, d5) = (&d[0][..n], &d[1][..n], &d[2][..n], &d[3][..n], &d[4][..n], &d[5][..n]);
-                let [o0, o1, o2, o3, o4, o5] = o;
-                let (o0, o1, o2) = (&mut o0[..n], &mut o1[..n], &mut o2[..n]);
-                let (o3, o4, o5) = (&mut o3[..n], &mut o4[..n], &mut o5[..n]);
-                for x in 0..n {
-                    let (a, b, c, e, f) = (d0[x], d1[x], d2[x], d3[x], d4[x]);
-                    o0[x] = 4.0 * a - 5.0 * c + f;
-                    o1[x] = e + f - 4.0 * (b + c);
-                    o2[x] = f - e + 4.0 * (b - c);
-                    o3[x] = f - c + 2.0 * (e - b);
-                    o4[x] = f - c - 2.0 * (e - b);
-                    o5[x] = 4.0 * b - 5.0 * e + d5[x];
-                }
-            }
+            Tile::F2 => apply::<4, 4>(d, o, |[a, b, c, e]| [a - c, b + c, c - b, b - e]),
+            Tile::F4 => apply::<6, 6>(d, o, |[a, b, c, e, f, g]| {
+                [
+                    4.0 * a - 5.0 * c + f,
+                    e + f - 4.0 * (b + c),
+                    f - e + 4.0 * (b - c),
+                    f - c + 2.0 * (e - b),
+                    f - c - 2.0 * (e - b),
+                    4.0 * b - 5.0 * e + g,
+                ]
+            }),
         }
     }
 
     /// `y = A^T s` from `alpha` rows to `m`.
     #[inline(always)]
     fn output(self, s: &Rows, y: &mut RowsMut) {
-        let n = y[0].len();
         match self {
-            Tile::F2 => {
-                let (s0, s1, s2, s3) = (&s[0][..n], &s[1][..n], &s[2][..n], &s[3][..n]);
-                let [y0, y1, ..] = y;
-                let (y0, y1) = (&mut y0[..n], &mut y1[..n]);
-                for x in 0..n {
-                    y0[x] = s0[x] + s1[x] + s2[x];
-                    y1[x] = s1[x] - s2[x] - s3[x];
-                }
-            }
-            Tile::F4 => {
-                let (s0, s1, s2, s3, s4, s5) = (&s[0][..n], &s[1][..n], &s[2][..n], &s[3][..n], &s[4][..n], &s[5][..n]);
-                let [y0, y1, y2, y3, ..] = y;
-                let (y0, y1, y2, y3) = (&mut y0[..n], &mut y1[..n], &mut y2[..n], &mut y3[..n]);
-                for x in 0..n {
-                    let (sum12, dif12) = (s1[x] + s2[x], s1[x] - s2[x]);
-                    let (sum34, dif34) = (s3[x] + s4[x], s3[x] - s4[x]);
-                    y0[x] = s0[x] + sum12 + sum34;
-                    y1[x] = dif12 + 2.0 * dif34;
-                    y2[x] = sum12 + 4.0 * sum34;
-                    y3[x] = dif12 + 8.0 * dif34 + s5[x];
-                }
-            }
+            Tile::F2 => apply::<4, 2>(s, y, |[a, b, c, e]| [a + b + c, b - c - e]),
+            Tile::F4 => apply::<6, 4>(s, y, |[a, b, c, e, f, g]| {
+                let (sum12, dif12, sum34, dif34) = (b + c, b - c, e + f, e - f);
+                [a + sum12 + sum34, dif12 + 2.0 * dif34, sum12 + 4.0 * sum34, dif12 + 8.0 * dif34 + g]
+            }),
         }
     }
 
@@ -172,35 +137,43 @@ impl Tile {
     /// output gradient in the weight gradient.
     #[inline(always)]
     fn grad(self, d: &Rows, o: &mut RowsMut) {
-        let n = o[0].len();
         match self {
-            Tile::F2 => {
-                let (d0, d1) = (&d[0][..n], &d[1][..n]);
-                let [o0, o1, o2, o3, ..] = o;
-                let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
-                for x in 0..n {
-                    o0[x] = d0[x];
-                    o1[x] = d0[x] + d1[x];
-                    o2[x] = d0[x] - d1[x];
-                    o3[x] = -d1[x];
-                }
+            Tile::F2 => apply::<2, 4>(d, o, |[a, b]| [a, a + b, a - b, -b]),
+            Tile::F4 => apply::<4, 6>(d, o, |[a, b, c, e]| {
+                let (even, odd, even4, odd8) = (a + c, b + e, a + 4.0 * c, 2.0 * b + 8.0 * e);
+                [a, even + odd, even - odd, even4 + odd8, even4 - odd8, e]
+            }),
+        }
+    }
+}
+
+/// Positions per block of the transforms' loops: every row they run along is a whole number of
+/// blocks long (the buffers are padded), so each block is one or two vector operations per
+/// term and no loop has a scalar remainder.
+const L: usize = 16;
+
+/// A length rounded up to whole blocks of [`L`].
+fn blocks(n: usize) -> usize {
+    n.next_multiple_of(L)
+}
+
+/// `o[j][x] = f(d[0][x], ..., d[A - 1][x])[j]` for `j < B` and `x` below the length of `o[0]`
+/// (whole blocks of [`L`]).
+#[inline(always)]
+fn apply<const A: usize, const B: usize>(d: &Rows, o: &mut RowsMut, f: impl Fn([f32; A]) -> [f32; B]) {
+    let n = o[0].len();
+    assert!(n.is_multiple_of(L), "apply: rows of {n}");
+    for x0 in (0..n).step_by(L) {
+        let inputs: [&[f32; L]; A] = std::array::from_fn(|k| d[k][x0..x0 + L].try_into().expect("a block"));
+        let mut out = [[0f32; L]; B];
+        for l in 0..L {
+            let r = f(std::array::from_fn(|k| inputs[k][l]));
+            for (o, v) in out.iter_mut().zip(r) {
+                o[l] = v;
             }
-            Tile::F4 => {
-                let (d0, d1, d2, d3) = (&d[0][..n], &d[1][..n], &d[2][..n], &d[3][..n]);
-                let [o0, o1, o2, o3, o4, o5] = o;
-                let (o0, o1, o2) = (&mut o0[..n], &mut o1[..n], &mut o2[..n]);
-                let (o3, o4, o5) = (&mut o3[..n], &mut o4[..n], &mut o5[..n]);
-                for x in 0..n {
-                    let (even, odd) = (d0[x] + d2[x], d1[x] + d3[x]);
-                    let (even4, odd8) = (d0[x] + 4.0 * d2[x], 2.0 * d1[x] + 8.0 * d3[x]);
-                    o0[x] = d0[x];
-                    o1[x] = even + odd;
-                    o2[x] = even - odd;
-                    o3[x] = even4 + odd8;
-                    o4[x] = even4 - odd8;
-                    o5[x] = d3[x];
-                }
-            }
+        }
+        for (row, block) in o.iter_mut().zip(&out) {
+            row[x0..x0 + L].copy_from_slice(block);
         }
     }
 }
@@ -307,10 +280,12 @@ impl Plan {
     }
 }
 
-/// The row length of `V` and `M` for `tiles` tiles: whole vectors of 16, so the product's
-/// vectors never run past a row.
-fn stride(tiles: usize) -> usize {
-    tiles.next_multiple_of(16)
+impl Plan {
+    /// The row length of `V` and `M` for `count` samples: room for the last sample's rows to run
+    /// to a whole block, and whole vectors of 16, so the product's vectors never run past a row.
+    fn stride(&self, count: usize) -> usize {
+        ((count - 1) * self.per_image() + blocks(self.per_image())).next_multiple_of(16)
+    }
 }
 
 /// Per-thread buffers.
@@ -323,16 +298,27 @@ struct Buffers {
 }
 
 /// `dst[j][t] = src[M * t + j]` for the `src.len() / M` whole groups of `src` (each `dst[j]`
-/// at least that long): one pass over `src` with every member of a group used, which the
-/// compiler turns into vector loads and shuffles.
+/// at least that long): blocks of [`L`] groups gathered in registers (vector loads and
+/// shuffles), then stored as whole vectors.
 #[inline(always)]
 fn deinterleave<const M: usize>(src: &[f32], dst: &mut RowsMut) -> usize {
     let n = src.len() / M;
-    assert!(dst[..M].iter().all(|d| d.len() >= n), "deinterleave: rows shorter than {n}");
-    for t in 0..n {
-        for (j, d) in dst.iter_mut().take(M).enumerate() {
-            // SAFETY: t < n, M * t + j < M * n <= src.len() and each d holds n values (asserted).
-            unsafe { *d.get_unchecked_mut(t) = *src.get_unchecked(M * t + j) };
+    let whole = n / L * L;
+    for (b, chunk) in src[..whole * M].chunks_exact(L * M).enumerate() {
+        let mut block = [[0f32; L]; M];
+        let chunk = &chunk[..L * M];
+        for t in 0..L {
+            for (j, row) in block.iter_mut().enumerate() {
+                row[t] = chunk[M * t + j];
+            }
+        }
+        for (d, row) in dst.iter_mut().zip(&block) {
+            d[b * L..][..L].copy_from_slice(row);
+        }
+    }
+    for (t, group) in src[whole * M..n * M].chunks_exact(M).enumerate() {
+        for (d, &v) in dst.iter_mut().zip(group) {
+            d[whole + t] = v;
         }
     }
     n
@@ -343,15 +329,20 @@ fn deinterleave<const M: usize>(src: &[f32], dst: &mut RowsMut) -> usize {
 #[inline(always)]
 fn interleave<const M: usize>(src: &Rows, dst: &mut [MaybeUninit<f32>]) {
     let n = dst.len() / M;
-    assert!(src[..M].iter().all(|r| r.len() > n || (r.len() == n && dst.len().is_multiple_of(M))), "interleave: rows too short");
-    for t in 0..n {
-        for (j, r) in src.iter().take(M).enumerate() {
-            // SAFETY: M * t + j < M * n <= dst.len() and t < n <= r.len() (asserted).
-            unsafe { dst.get_unchecked_mut(M * t + j).write(*r.get_unchecked(t)) };
+    let whole = n / L * L;
+    for (b, chunk) in dst[..whole * M].chunks_exact_mut(L * M).enumerate() {
+        let rows: [&[f32; L]; M] = std::array::from_fn(|j| src[j][b * L..][..L].try_into().expect("a block"));
+        let chunk = &mut chunk[..L * M];
+        for t in 0..L {
+            for (j, row) in rows.iter().enumerate() {
+                chunk[M * t + j].write(row[t]);
+            }
         }
     }
-    for (j, o) in dst[M * n..].iter_mut().enumerate() {
-        o.write(src[j][n]);
+    for (t, group) in dst[whole * M..].chunks_mut(M).enumerate() {
+        for (o, row) in group.iter_mut().zip(src.iter()) {
+            o.write(row[whole + t]);
+        }
     }
 }
 
@@ -361,11 +352,12 @@ fn interleave<const M: usize>(src: &Rows, dst: &mut [MaybeUninit<f32>]) {
 fn transform_inputs<const M: usize>(plan: &Plan, g: &Geometry, x: &[f32], count: usize, tp: usize, v: &mut [f32], buf: &mut Buffers) {
     let (a, c, pw) = (M + 2, g.c_in, plan.pw());
     let tile = Tile::of::<M>();
-    // A phase plane has one slot more than its th + 1 rows, for the last column's shifted read.
-    let (n1, n2) = ((plan.th + 1) * pw, plan.per_image());
-    let plen = n1 + 1;
+    // The passes run over whole blocks: a phase plane is read up to one slot past its rows,
+    // and the first pass's rows up to one phase row past theirs.
+    let (n1, n2) = (blocks((plan.th + 1) * pw), blocks(plan.per_image()));
+    let plen = n1 + L;
     let phases = sized(&mut buf.planes, M * M * plen);
-    let half = sized(&mut buf.half, M * a * n1);
+    let half = sized(&mut buf.half, M * a * n1 + pw + L);
     // The planes' padding slots are never written below: zeroed once, they stay zero.
     phases.fill(0.0);
     for s in 0..count {
@@ -403,7 +395,9 @@ fn transform_inputs<const M: usize>(plan: &Plan, g: &Geometry, x: &[f32], count:
                 for (k, dk) in d.iter_mut().enumerate().take(a) {
                     *dk = &half[((k % M) * a + j) * n1 + (k / M) * pw..][..n2];
                 }
-                tile.input(&d, &mut rows_mut(&mut v[(j * c + ci) * tp + s * n2..], a * c * tp, n2, a));
+                // Each sample's rows run up to a block past its tiles, into the next sample's
+                // (written after it) or the row's padding.
+                tile.input(&d, &mut rows_mut(&mut v[(j * c + ci) * tp + s * plan.per_image()..], a * c * tp, n2, a));
             }
         }
     }
@@ -420,7 +414,7 @@ fn transform_outputs<const M: usize>(
     y: &mut [MaybeUninit<f32>],
     buf: &mut Buffers,
 ) {
-    let (a, pw, n2) = (M + 2, plan.pw(), plan.per_image());
+    let (a, pw, n2) = (M + 2, plan.pw(), blocks(plan.per_image()));
     let tile = Tile::of::<M>();
     let (ho, wo, co_n) = (g.h_out(), g.w_out(), g.c_out);
     let half = sized(&mut buf.half, M * a * n2);
@@ -429,7 +423,7 @@ fn transform_outputs<const M: usize>(
         for co in 0..co_n {
             // A^T down the alpha rows of positions (half[i][j]), then along them (outs[i][j]).
             for j in 0..a {
-                let src = rows(&mm[(j * co_n + co) * tp + s * n2..], a * co_n * tp, n2, a);
+                let src = rows(&mm[(j * co_n + co) * tp + s * plan.per_image()..], a * co_n * tp, n2, a);
                 tile.output(&src, &mut rows_mut(&mut half[j * n2..], a * n2, n2, M));
             }
             for i in 0..M {
@@ -449,12 +443,13 @@ fn transform_outputs<const M: usize>(
 /// over tiles take nothing from it).
 #[inline(always)]
 fn transform_grads<const M: usize>(plan: &Plan, g: &Geometry, dy: &[f32], count: usize, tp: usize, d: &mut [f32], buf: &mut Buffers) {
-    let (a, pw, n2) = (M + 2, plan.pw(), plan.per_image());
+    let (a, pw, n2) = (M + 2, plan.pw(), blocks(plan.per_image()));
     let tile = Tile::of::<M>();
     let (ho, wo, co_n) = (g.h_out(), g.w_out(), g.c_out);
     let phases = sized(&mut buf.planes, M * M * n2);
     let half = sized(&mut buf.half, M * a * n2);
-    // Past the plane's edge and in the extra tile: zeroed once, never written below.
+    // Past the plane's edge, in the extra tile and in the blocks' padding: zeroed once, never
+    // written below.
     phases.fill(0.0);
     for s in 0..count {
         for co in 0..co_n {
@@ -471,7 +466,7 @@ fn transform_grads<const M: usize>(plan: &Plan, g: &Geometry, dy: &[f32], count:
             }
             for j in 0..a {
                 let src = rows(&half[j * n2..], a * n2, n2, M);
-                tile.grad(&src, &mut rows_mut(&mut d[(j * co_n + co) * tp + s * n2..], a * co_n * tp, n2, a));
+                tile.grad(&src, &mut rows_mut(&mut d[(j * co_n + co) * tp + s * plan.per_image()..], a * co_n * tp, n2, a));
             }
         }
     }
@@ -527,7 +522,7 @@ fn product(op: &Operand, p: usize, rows: usize, k: usize, v: &[f32], tp: usize, 
 #[inline(always)]
 fn forward_chunk<const M: usize>(plan: &Plan, g: &Geometry, op: &Operand, x: &[f32], y: &mut [MaybeUninit<f32>], buf: &mut Buffers) {
     let count = y.len() / (g.c_out * g.h_out() * g.w_out());
-    let tp = stride(count * plan.per_image());
+    let tp = plan.stride(count);
     let p_n = plan.tile.positions();
     let mut v = std::mem::take(&mut buf.v);
     let mut mm = std::mem::take(&mut buf.m);
@@ -607,7 +602,7 @@ pub fn input_grad(g: &Geometry, k: &Kernel, weight: &[f32], dy: &[f32]) -> Vec<f
 #[inline(always)]
 fn weight_grad_chunk<const M: usize>(plan: &Plan, g: &Geometry, x: &[f32], dy: &[f32], count: usize, sp: &mut [f32], buf: &mut Buffers) {
     let t = count * plan.per_image();
-    let tp = stride(t);
+    let tp = plan.stride(count);
     let p_n = plan.tile.positions();
     let mut v = std::mem::take(&mut buf.v);
     let mut dd = std::mem::take(&mut buf.m);
