@@ -377,7 +377,7 @@ pub fn forward_prepared(g: &Geometry, x: &[f32], weight: &[f32]) -> (Vec<f32>, P
 }
 
 /// The forward by algorithm `a`; a Winograd one reads `kernel` when it is of its tile size.
-fn forward_with(g: &Geometry, a: Algo, x: &[f32], weight: &[f32], kernel: Option<&winograd::Kernel>) -> Vec<f32> {
+pub fn forward_with(g: &Geometry, a: Algo, x: &[f32], weight: &[f32], kernel: Option<&winograd::Kernel>) -> Vec<f32> {
     match a {
         Algo::Direct => forward_direct(g, x, weight),
         Algo::Winograd(tile) => match kernel.filter(|k| k.tile() == tile) {
@@ -456,7 +456,7 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], prepared: Option<&Prepa
 
 /// The weight gradient by algorithm `a`: Winograd's, or the [`direct`] or [`shifted`] form
 /// where one suits, else through im2col.
-fn weight_grad_with(g: &Geometry, a: Algo, x: &[f32], dy: &[f32]) -> Vec<f32> {
+pub fn weight_grad_with(g: &Geometry, a: Algo, x: &[f32], dy: &[f32]) -> Vec<f32> {
     match a {
         Algo::Winograd(tile) => winograd::weight_grad(g, tile, x, dy),
         Algo::Direct if direct::suits(g) => direct::weight_grad(g, x, dy),
@@ -468,7 +468,7 @@ fn weight_grad_with(g: &Geometry, a: Algo, x: &[f32], dy: &[f32]) -> Vec<f32> {
 /// The input gradient by algorithm `a`. Winograd's reads `kernel` when it is of its tile size;
 /// the direct forms take, for a stride-1 layer, the forward of the [`transposed_geometry`] when
 /// the direct or shifted form suits that, else im2col's GEMM and fold-back.
-fn input_grad_with(g: &Geometry, a: Algo, weight: &[f32], kernel: Option<&winograd::Kernel>, dy: &[f32]) -> Vec<f32> {
+pub fn input_grad_with(g: &Geometry, a: Algo, weight: &[f32], kernel: Option<&winograd::Kernel>, dy: &[f32]) -> Vec<f32> {
     match (a, transposed_geometry(g)) {
         (Algo::Winograd(tile), _) => match kernel.filter(|k| k.tile() == tile) {
             Some(k) => winograd::input_grad(g, k, weight, dy),

@@ -13,6 +13,7 @@
 use super::winograd::{self, Tile};
 use super::Geometry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -68,10 +69,27 @@ pub fn valid(v: &str) -> bool {
     v == "auto" || Algo::parse(v).is_some()
 }
 
-/// The forced algorithm, `None` for `auto`: `NORMWD_CONV` read once.
+/// [`force`]'s setting: 0 none (`NORMWD_CONV` decides), 1 `auto`, else 2 + the index in
+/// [`Algo::ALL`].
+static FORCE: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the algorithm of every later convolution in this process, over `NORMWD_CONV`: one
+/// algorithm, or `None` for `auto` (for tests and benchmarks that compare them in one process).
+pub fn force(a: Option<Algo>) {
+    let v = a.map_or(1, |a| 2 + Algo::ALL.iter().position(|&b| b == a).expect("a candidate") as u8);
+    FORCE.store(v, Ordering::Relaxed);
+}
+
+/// The forced algorithm, `None` for `auto`: [`force`]'s, else `NORMWD_CONV` (read once).
 fn forced() -> Option<Algo> {
-    static FORCED: OnceLock<Option<Algo>> = OnceLock::new();
-    *FORCED.get_or_init(|| std::env::var("NORMWD_CONV").ok().and_then(|v| Algo::parse(&v)))
+    match FORCE.load(Ordering::Relaxed) {
+        0 => {
+            static FORCED: OnceLock<Option<Algo>> = OnceLock::new();
+            *FORCED.get_or_init(|| std::env::var("NORMWD_CONV").ok().and_then(|v| Algo::parse(&v)))
+        }
+        1 => None,
+        v => Some(Algo::ALL[v as usize - 2]),
+    }
 }
 
 /// The algorithms for `g`: the forced one, or the measured (or cached) choice. Geometries that
