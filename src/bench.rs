@@ -98,6 +98,11 @@ pub struct Throughput {
     pub steps: usize,
     /// Loss of every step, warm-up included (the run is deterministic).
     pub losses: Vec<f64>,
+    /// The CPU convolutions' FLOPs per timed step as the direct forms count them (what
+    /// PyTorch's counter finds), 0 without them.
+    pub conv_flops_equivalent: f64,
+    /// Those FLOPs as performed: fewer where Winograd ran.
+    pub conv_flops_performed: f64,
 }
 
 /// The input shape the comparison uses for each model: Fashion-MNIST's for the MLP and the
@@ -151,6 +156,7 @@ pub fn train_throughput(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let features = shape.iter().product::<usize>();
     let (mut times, mut losses) = (Vec::new(), Vec::new());
+    crate::kernels::conv::choice::take_flops();
     for i in 0..warmup + steps {
         let (x, y): (Input, _) = if model.reads_text() {
             // Uniform token ids and next tokens: the step's cost does not depend on the text.
@@ -182,10 +188,26 @@ pub fn train_throughput(
         if i >= warmup {
             times.push(s);
         }
+        if i + 1 == warmup {
+            // Count the timed steps' convolutions only.
+            crate::kernels::conv::choice::take_flops();
+        }
     }
+    let (equivalent, performed) = crate::kernels::conv::choice::take_flops();
     let step_s = median(times);
     let name = if muon { format!("{}-muon", model.name()) } else { model.name().into() };
-    Ok(Throughput { model: name, shape, batch, step_s, images_per_sec: batch as f64 / step_s, steps, losses })
+    let per_step = |f: u64| f as f64 / steps.max(1) as f64;
+    Ok(Throughput {
+        model: name,
+        shape,
+        batch,
+        step_s,
+        images_per_sec: batch as f64 / step_s,
+        steps,
+        losses,
+        conv_flops_equivalent: per_step(equivalent),
+        conv_flops_performed: per_step(performed),
+    })
 }
 
 /// This process's peak resident memory in bytes (`VmHWM`), where the OS reports it.

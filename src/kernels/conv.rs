@@ -373,6 +373,7 @@ pub fn forward_prepared(g: &Geometry, x: &[f32], weight: &[f32]) -> (Vec<f32>, P
         Algo::Winograd(tile) => Some(Arc::new(winograd::kernel_transform(g, tile, weight))),
     };
     let y = forward_with(g, plan.forward, x, weight, kernel.as_deref());
+    choice::count(g, plan.forward);
     (y, Prepared { plan, kernel })
 }
 
@@ -450,7 +451,13 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], prepared: Option<&Prepa
     let plan = prepared.map_or_else(|| choice::plan(g), |p| p.plan);
     let kernel = prepared.and_then(|p| p.kernel.as_deref());
     let dweight = weight_grad_with(g, plan.weight_grad, x, dy);
-    let dx = if need_dx { input_grad_with(g, plan.input_grad, weight, kernel, dy) } else { Vec::new() };
+    choice::count(g, plan.weight_grad);
+    let dx = if need_dx {
+        choice::count(g, plan.input_grad);
+        input_grad_with(g, plan.input_grad, weight, kernel, dy)
+    } else {
+        Vec::new()
+    };
     (dx, dweight)
 }
 

@@ -13,7 +13,7 @@
 use super::winograd::{self, Tile};
 use super::Geometry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -59,6 +59,29 @@ impl Plan {
     fn all(a: Algo) -> Plan {
         Plan { forward: a, input_grad: a, weight_grad: a }
     }
+}
+
+/// FLOPs of the convolution parts run since the last [`take_flops`]: as the direct forms count
+/// them (`2 c_out c_in k^2` per output pixel), and as performed (Winograd's products: `2 c_out
+/// c_in` per transformed position and tile; the transforms' additions not counted).
+static EQUIVALENT: AtomicU64 = AtomicU64::new(0);
+static PERFORMED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one part (a forward, an input or a weight gradient) of `g` run by `a`.
+pub(super) fn count(g: &Geometry, a: Algo) {
+    let direct = 2 * (g.n * g.c_out * g.c_in * g.k * g.k * g.h_out() * g.w_out()) as u64;
+    let done = match a {
+        Algo::Direct => direct,
+        Algo::Winograd(tile) => winograd::product_flops(g, tile),
+    };
+    EQUIVALENT.fetch_add(direct, Ordering::Relaxed);
+    PERFORMED.fetch_add(done, Ordering::Relaxed);
+}
+
+/// The convolution FLOPs counted since the last call, `(direct equivalent, performed)`, and
+/// starts counting afresh (for `normwd bench`'s "equivalent direct FLOP rate").
+pub fn take_flops() -> (u64, u64) {
+    (EQUIVALENT.swap(0, Ordering::Relaxed), PERFORMED.swap(0, Ordering::Relaxed))
 }
 
 /// How much faster a Winograd part must run than the direct one to be chosen.

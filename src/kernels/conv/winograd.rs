@@ -201,6 +201,12 @@ fn rows_mut(buf: &mut [f32], stride: usize, len: usize, count: usize) -> RowsMut
     out
 }
 
+/// The FLOPs of one part's products on `g` (forward, input or weight gradient alike): `2 c_out
+/// c_in` per transformed position and tile, each tile row's extra tile included.
+pub fn product_flops(g: &Geometry, tile: Tile) -> u64 {
+    2 * (tile.positions() * g.c_out * g.c_in * g.n * Plan::new(g, tile).per_image()) as u64
+}
+
 /// Whether Winograd's F(m x m, 3 x 3) computes this convolution: 3x3, stride 1, padding up to 2.
 pub fn applies(g: &Geometry) -> bool {
     g.k == 3 && g.stride == 1 && g.pad <= 2
