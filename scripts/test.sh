@@ -4,6 +4,10 @@
 # installs torch and the rest there when missing), with its docstring examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The convolutions time their algorithm choices the first time they see a layer; under the load
+# of tests running side by side those timings mean little, so they go to a scratch cache, not
+# the user's ~/.cache/normwd (README, "Install").
+export NORMWD_CACHE_DIR="${NORMWD_CACHE_DIR:-$(mktemp -d)}"
 cargo test --release "$@"
 py=$(scripts/python-env.sh)
 # The Python code's format and lint (ruff, configured in python/pyproject.toml).

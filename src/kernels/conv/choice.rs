@@ -6,7 +6,7 @@
 //! gain too small to measure.
 //!
 //! The choices are kept in a file per machine ([`cache_path`]), so every later process on the
-//! same machine, thread count and geometry computes the same numbers: the choice, not a fresh
+//! same machine and geometry, with any thread count, computes the same numbers: the choice, not a fresh
 //! timing, decides. `NORMWD_CONV=direct|winograd2|winograd4` forces one algorithm for every part
 //! that it computes (for comparison and for reproducing a run elsewhere).
 
@@ -137,10 +137,11 @@ pub fn plan(g: &Geometry) -> Plan {
     p
 }
 
-/// A geometry on this machine and thread count.
+/// A geometry on this machine. The thread count is not part of it: one choice for every count,
+/// so the numbers do not depend on the threads (each algorithm's sums run in an order fixed by
+/// the geometry alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
-    threads: usize,
     n: usize,
     c_in: usize,
     h: usize,
@@ -151,11 +152,11 @@ struct Key {
 
 impl Key {
     fn of(g: &Geometry) -> Key {
-        Key { threads: rayon::current_num_threads(), n: g.n, c_in: g.c_in, h: g.h, w: g.w, c_out: g.c_out, pad: g.pad }
+        Key { n: g.n, c_in: g.c_in, h: g.h, w: g.w, c_out: g.c_out, pad: g.pad }
     }
 
-    fn fields(&self) -> [usize; 7] {
-        [self.threads, self.n, self.c_in, self.h, self.w, self.c_out, self.pad]
+    fn fields(&self) -> [usize; 6] {
+        [self.n, self.c_in, self.h, self.w, self.c_out, self.pad]
     }
 }
 
@@ -244,12 +245,12 @@ fn load() -> HashMap<Key, Plan> {
 
 fn parse_line(line: &str, cpu: &str) -> Option<(Key, Plan)> {
     let f: Vec<&str> = line.split_whitespace().collect();
-    if f.len() != 11 || f[0] != cpu {
+    if f.len() != 10 || f[0] != cpu {
         return None;
     }
-    let n: Vec<usize> = f[1..8].iter().map(|v| v.parse().ok()).collect::<Option<_>>()?;
-    let key = Key { threads: n[0], n: n[1], c_in: n[2], h: n[3], w: n[4], c_out: n[5], pad: n[6] };
-    let plan = Plan { forward: Algo::parse(f[8])?, input_grad: Algo::parse(f[9])?, weight_grad: Algo::parse(f[10])? };
+    let n: Vec<usize> = f[1..7].iter().map(|v| v.parse().ok()).collect::<Option<_>>()?;
+    let key = Key { n: n[0], c_in: n[1], h: n[2], w: n[3], c_out: n[4], pad: n[5] };
+    let plan = Plan { forward: Algo::parse(f[7])?, input_grad: Algo::parse(f[8])?, weight_grad: Algo::parse(f[9])? };
     Some((key, plan))
 }
 
@@ -287,13 +288,13 @@ mod tests {
 
     #[test]
     fn a_cache_line_round_trips_and_other_cpus_or_bad_lines_are_skipped() {
-        let line = "AMD_EPYC 2 128 16 32 32 16 1 winograd2 direct winograd4";
+        let line = "AMD_EPYC 128 16 32 32 16 1 winograd2 direct winograd4";
         let (k, p) = parse_line(line, "AMD_EPYC").expect("a valid line");
-        assert_eq!(k.fields(), [2, 128, 16, 32, 32, 16, 1]);
+        assert_eq!(k.fields(), [128, 16, 32, 32, 16, 1]);
         assert_eq!(p, Plan { forward: Algo::Winograd(Tile::F2), input_grad: Algo::Direct, weight_grad: Algo::Winograd(Tile::F4) });
         assert!(parse_line(line, "Intel").is_none());
-        assert!(parse_line("AMD_EPYC 2 128 16 32 32 16 1 winograd3 direct direct", "AMD_EPYC").is_none());
-        assert!(parse_line("AMD_EPYC 2 128 16 32 32 16 winograd2 direct direct", "AMD_EPYC").is_none());
+        assert!(parse_line("AMD_EPYC 128 16 32 32 16 1 winograd3 direct direct", "AMD_EPYC").is_none());
+        assert!(parse_line("AMD_EPYC 128 16 32 32 16 winograd2 direct direct", "AMD_EPYC").is_none());
         assert!(valid("auto") && valid("direct") && valid("winograd4") && !valid("winograd"));
     }
 

@@ -30,7 +30,7 @@ pub(super) enum Isa {
 
 impl Isa {
     /// Lanes per vector.
-    pub(super) fn lanes(self) -> usize {
+    fn lanes(self) -> usize {
         match self {
             Isa::Avx512 => 16,
             Isa::Avx2 => 8,
@@ -49,7 +49,7 @@ impl Isa {
 /// The instruction sets this CPU runs, widest first, read once; none off x86-64, without AVX2
 /// and FMA, or when `NORMWD_CONV_DIRECT=off` (for timing the other forms in the same build);
 /// `NORMWD_CONV_DIRECT=avx2` leaves AVX-512 out (for timing the AVX2 tiles on an AVX-512 CPU).
-pub(super) fn available() -> &'static [Isa] {
+fn available() -> &'static [Isa] {
     static ISAS: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
     ISAS.get_or_init(|| {
         let mut found = Vec::new();

@@ -12,10 +12,12 @@
 //! per step and read by both. The weight gradient is the transposed form,
 //! `dW = G^T [sum over tiles (A dy A^T) ⊙ (B^T d B)] G`.
 //!
-//! Layout: per chunk of samples, `V[p][channel][tile]` with the tiles of a row contiguous, so
-//! every transform is element-wise along a row of tiles (vectorized by the compiler, 16 lanes in
-//! the AVX-512 build of the chunk, 8 in the AVX2 one) and the product's vectors are 16 (or 8)
-//! consecutive tiles.
+//! Layout: per chunk of samples, `V[p][channel][tile]` with an image's tiles contiguous, so the
+//! product's vectors are 16 (or 8) consecutive tiles; the transforms run on phase planes
+//! ([`Plan`]) element-wise along whole planes, in blocks of 16 that the compiler vectorizes (16
+//! lanes in the AVX-512 build of a chunk's work, 8 in the AVX2 one). The engine picks this form
+//! per layer and part where it measures faster ([`super::choice`]); PERFORMANCE.md has its speed
+//! and float32 error per layer.
 
 use super::super::gemm::{matmul, Mat};
 use super::super::uninit::filled;
@@ -284,9 +286,7 @@ impl Plan {
     fn chunk(&self, channels: usize) -> usize {
         (l2_bytes() / (self.tile.positions() * channels * self.per_image() * 4).max(1)).clamp(1, 8)
     }
-}
 
-impl Plan {
     /// The row length of `V` and `M` for `count` samples: room for the last sample's rows to run
     /// to a whole block, and whole vectors of 16, so the product's vectors never run past a row.
     fn stride(&self, count: usize) -> usize {
@@ -514,7 +514,7 @@ fn product(op: &Operand, p: usize, rows: usize, k: usize, v: &[f32], tp: usize, 
     assert!(v.len() >= k * tp && m.len() >= rows * tp && op.u.len() > offset + (rows - 1) * rs + (k - 1) * ks);
     if let Some(isa) = direct::isa().filter(|i| rows.is_multiple_of(x86::block(*i))) {
         // SAFETY: `isa` was found on this CPU; the operands hold what the strides address
-        // (asserted above) and `tp` is a whole number of vectors (see `stride`).
+        // (asserted above) and `tp` is a whole number of vectors ([`Plan::stride`]).
         unsafe {
             let p = x86::Product { u: op.u[offset..].as_ptr(), rs, ks, v: v.as_ptr(), m: m.as_mut_ptr(), stride: tp, k, rows, cols: tp };
             x86::product(isa, &p)
@@ -956,6 +956,26 @@ mod tests {
                 assert!(err <= tol, "{tile:?} {g:?}: weight gradient, relative error {err}");
                 let err = rel_err(&input_grad_scatter(&g, &wt, &dy), &input_grad(&g, &k, &wt, &dy));
                 assert!(err <= tol, "{tile:?} {g:?}: input gradient, relative error {err}");
+            }
+        }
+    }
+
+    /// The three parts give the same bits on 1 and 3 threads (chunks of samples fixed by the
+    /// geometry, their weight-gradient sums added in order), with SIMD and GEMM products.
+    #[test]
+    fn results_do_not_depend_on_the_threads() {
+        for tile in Tile::ALL {
+            for &(n, c_in, hw, c_out) in &[(21, 8, 8, 8), (9, 16, 32, 16), (7, 5, 9, 6)] {
+                let g = Geometry { n, c_in, h: hw, w: hw, c_out, k: 3, stride: 1, pad: 1 };
+                let (x, wt, dy) = (values(n * c_in * hw * hw, 1), values(c_out * c_in * 9, 2), values(n * c_out * hw * hw, 5));
+                let run = |threads: usize| {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+                    pool.install(|| {
+                        let k = kernel_transform(&g, tile, &wt);
+                        (forward(&g, &x, &k), weight_grad(&g, tile, &x, &dy), input_grad(&g, &k, &wt, &dy))
+                    })
+                };
+                assert!(run(1) == run(3), "{tile:?} {g:?}: results differ between 1 and 3 threads");
             }
         }
     }
