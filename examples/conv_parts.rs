@@ -51,7 +51,7 @@ fn main() {
         for tile in Tile::ALL {
             let k = winograd::kernel_transform(&g, tile, &w);
             let fwd = time(&|| winograd::forward(&g, &x, &k));
-            let igrad = time(&|| winograd::input_grad(&g, &k, &w, &dy));
+            let igrad = time(&|| winograd::input_grad(&g, tile, Some(&k), &w, &dy));
             let wgrad = time(&|| winograd::weight_grad(&g, tile, &x, &dy));
             println!(
                 "    {:10}: forward {:6.2} ms {:5.0} GFLOP/s equiv | input grad {:6.2} ms | weight grad {:6.2} ms {:5.0} GFLOP/s equiv",

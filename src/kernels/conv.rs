@@ -381,10 +381,7 @@ pub fn forward_prepared(g: &Geometry, x: &[f32], weight: &[f32]) -> (Vec<f32>, P
 pub fn forward_with(g: &Geometry, a: Algo, x: &[f32], weight: &[f32], kernel: Option<&winograd::Kernel>) -> Vec<f32> {
     match a {
         Algo::Direct => forward_direct(g, x, weight),
-        Algo::Winograd(tile) => match kernel.filter(|k| k.tile() == tile) {
-            Some(k) => winograd::forward(g, x, k),
-            None => winograd::forward(g, x, &winograd::kernel_transform(g, tile, weight)),
-        },
+        Algo::Winograd(tile) => winograd::forward(g, x, &winograd::kernel_for(g, tile, kernel, weight)),
     }
 }
 
@@ -472,15 +469,13 @@ pub fn weight_grad_with(g: &Geometry, a: Algo, x: &[f32], dy: &[f32]) -> Vec<f32
     }
 }
 
-/// The input gradient by algorithm `a`. Winograd's reads `kernel` when it is of its tile size;
+/// The input gradient by algorithm `a`. Winograd's reads `kernel` where it can
+/// ([`winograd::input_grad`]);
 /// the direct forms take, for a stride-1 layer, the forward of the [`transposed_geometry`] when
 /// the direct or shifted form suits that, else im2col's GEMM and fold-back.
 pub fn input_grad_with(g: &Geometry, a: Algo, weight: &[f32], kernel: Option<&winograd::Kernel>, dy: &[f32]) -> Vec<f32> {
     match (a, transposed_geometry(g)) {
-        (Algo::Winograd(tile), _) => match kernel.filter(|k| k.tile() == tile) {
-            Some(k) => winograd::input_grad(g, k, weight, dy),
-            None => winograd::input_grad(g, &winograd::kernel_transform(g, tile, weight), weight, dy),
-        },
+        (Algo::Winograd(tile), _) => winograd::input_grad(g, tile, kernel, weight, dy),
         (Algo::Direct, Some(t)) if direct::suits(&t) || shifted::suits(&t) => forward_direct(&t, dy, &flipped_transpose(g, weight)),
         (Algo::Direct, _) => input_grad_scatter(g, weight, dy),
     }

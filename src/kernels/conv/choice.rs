@@ -254,8 +254,8 @@ fn parse_line(line: &str, cpu: &str) -> Option<(Key, Plan)> {
     Some((key, plan))
 }
 
-/// Writes the choices (the other CPUs' lines kept) through a temporary file and a rename, so a
-/// concurrent reader sees the old file or the new one; failures only cost a later measurement.
+/// Writes the choices (the other CPUs' lines kept) atomically, so a concurrent reader sees the
+/// old file or the new one.
 fn save(plans: &HashMap<Key, Plan>) {
     let Some(path) = cache_path() else { return };
     let others: Vec<String> = std::fs::read_to_string(&path)
@@ -273,13 +273,12 @@ fn save(plans: &HashMap<Key, Plan>) {
         .collect();
     lines.sort();
     lines.extend(others);
-    let Some(dir) = path.parent() else { return };
-    let tmp = dir.join(format!("conv-plans.{}.tmp", std::process::id()));
-    let written =
-        std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&tmp, lines.join("\n") + "\n")).and_then(|_| std::fs::rename(&tmp, &path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    // The core's atomic writer (temporary file, fsync, rename); a failure only costs a later
+    // measurement.
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
     }
+    let _ = normwd_core::store::write_atomic(&path, (lines.join("\n") + "\n").as_bytes());
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use super::super::gemm::{matmul, Mat};
 use super::super::uninit::filled;
 use super::{direct, flipped_transpose, l2_bytes, sized, sum_in_order, transposed_geometry, Geometry};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 /// A tile size, F(m x m, 3 x 3).
@@ -83,11 +84,6 @@ impl Tile {
     /// Transformed positions per tile, `alpha^2`.
     pub const fn positions(self) -> usize {
         self.alpha() * self.alpha()
-    }
-
-    /// Multiplications of the direct form per multiplication here: `9 m^2 / alpha^2`.
-    pub fn saving(self) -> f64 {
-        (9 * self.m() * self.m()) as f64 / self.positions() as f64
     }
 
     /// A short name: `F(2x2,3x3)`.
@@ -221,13 +217,6 @@ pub struct Kernel {
     c_out: usize,
     c_in: usize,
     u: Vec<f32>,
-}
-
-impl Kernel {
-    /// Its tile size.
-    pub fn tile(&self) -> Tile {
-        self.tile
-    }
 }
 
 /// `U = G w G^T` of `weight[c_out, c_in, 3, 3]`, computed once per step and read by every tile
@@ -592,15 +581,27 @@ pub fn forward(g: &Geometry, x: &[f32], k: &Kernel) -> Vec<f32> {
     run(g, k.tile, x, Operand { u: &k.u, tile: k.tile, dims: (k.c_out, k.c_in), flipped: false })
 }
 
+/// `kernel` when it is of `tile`'s size (the forward's, handed on), else `weight` transformed.
+pub fn kernel_for<'a>(g: &Geometry, tile: Tile, kernel: Option<&'a Kernel>, weight: &[f32]) -> Cow<'a, Kernel> {
+    match kernel.filter(|k| k.tile == tile) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(kernel_transform(g, tile, weight)),
+    }
+}
+
 /// The input gradient `dx[n, c_in, h, w]`: the forward of the flipped, transposed kernel over
-/// `dy` ([`super::transposed_geometry`]). F(2x2) reads the forward's transformed kernel `k`
-/// permuted; F(4x4)'s transform of the flipped kernel is not a permutation of `U` (its points
-/// 2 and 1/2 differ), so it transforms `weight` flipped.
-pub fn input_grad(g: &Geometry, k: &Kernel, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+/// `dy` ([`super::transposed_geometry`]). F(2x2) reads the forward's transformed kernel
+/// (`kernel`, or `weight` transformed without it) permuted; F(4x4)'s transform of the flipped
+/// kernel is not a permutation of `U` (its points 2 and 1/2 differ), so it transforms `weight`
+/// flipped and reads no `kernel`.
+pub fn input_grad(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let t = transposed_geometry(g).filter(applies).expect("winograd::input_grad: a stride-1 3x3 layer");
-    match k.tile {
-        Tile::F2 => run(&t, k.tile, dy, Operand { u: &k.u, tile: k.tile, dims: (k.c_out, k.c_in), flipped: true }),
-        Tile::F4 => forward(&t, dy, &kernel_transform(&t, k.tile, &flipped_transpose(g, weight))),
+    match tile {
+        Tile::F2 => {
+            let k = kernel_for(g, tile, kernel, weight);
+            run(&t, tile, dy, Operand { u: &k.u, tile, dims: (k.c_out, k.c_in), flipped: true })
+        }
+        Tile::F4 => forward(&t, dy, &kernel_transform(&t, tile, &flipped_transpose(g, weight))),
     }
 }
 
@@ -690,7 +691,7 @@ pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> 
         // G^T S G for this channel pair: (G^T S)[b][c], then times G.
         let sv = |r: usize, c: usize| s[(r * a + c) * cc + oi];
         for b in 0..3 {
-            let gts: Vec<f32> = (0..a).map(|c| (0..a).map(|r| gm[r][b] * sv(r, c)).sum()).collect();
+            let gts: [f32; 6] = std::array::from_fn(|c| if c < a { (0..a).map(|r| gm[r][b] * sv(r, c)).sum() } else { 0.0 });
             for (d, o) in out[b * 3..][..3].iter_mut().enumerate() {
                 *o = (0..a).map(|c| gts[c] * gm[c][d]).sum();
             }
@@ -954,7 +955,7 @@ mod tests {
                 assert!(err <= tol, "{tile:?} {g:?}: forward, relative error {err}");
                 let err = rel_err(&im2col_weight_grad(&g, &x, &dy), &weight_grad(&g, tile, &x, &dy));
                 assert!(err <= tol, "{tile:?} {g:?}: weight gradient, relative error {err}");
-                let err = rel_err(&input_grad_scatter(&g, &wt, &dy), &input_grad(&g, &k, &wt, &dy));
+                let err = rel_err(&input_grad_scatter(&g, &wt, &dy), &input_grad(&g, tile, Some(&k), &wt, &dy));
                 assert!(err <= tol, "{tile:?} {g:?}: input gradient, relative error {err}");
             }
         }
@@ -972,7 +973,7 @@ mod tests {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
                     pool.install(|| {
                         let k = kernel_transform(&g, tile, &wt);
-                        (forward(&g, &x, &k), weight_grad(&g, tile, &x, &dy), input_grad(&g, &k, &wt, &dy))
+                        (forward(&g, &x, &k), weight_grad(&g, tile, &x, &dy), input_grad(&g, tile, Some(&k), &wt, &dy))
                     })
                 };
                 assert!(run(1) == run(3), "{tile:?} {g:?}: results differ between 1 and 3 threads");
