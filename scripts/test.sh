@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 # the user's ~/.cache/normwd (README, "Install").
 export NORMWD_CACHE_DIR="${NORMWD_CACHE_DIR:-$(mktemp -d)}"
 cargo test --release "$@"
+# The convolution kernels again with AVX-512 left out (the AVX2 tiles and the scalar layout
+# loops) and with no SIMD at all (the GEMM forms), which this CPU would otherwise never run.
+if [ $# -eq 0 ]; then
+    NORMWD_CONV_DIRECT=avx2 cargo test --release --lib kernels::conv
+    NORMWD_CONV_DIRECT=off cargo test --release --lib kernels::conv
+fi
 py=$(scripts/python-env.sh)
 # The Python code's format and lint (ruff, configured in python/pyproject.toml).
 "$py" -m ruff format --config python/pyproject.toml --check python bench

@@ -330,6 +330,11 @@ pub(super) mod x86 {
         /// # Safety
         /// As [`Lanes::zero`].
         unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        /// `a + b`.
+        ///
+        /// # Safety
+        /// As [`Lanes::zero`].
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
         /// `v` to `p..p + W`, unaligned.
         ///
         /// # Safety
@@ -367,6 +372,10 @@ pub(super) mod x86 {
             _mm512_fmadd_ps(a, b, c)
         }
         #[inline(always)]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            _mm512_add_ps(a, b)
+        }
+        #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m512) {
             _mm512_storeu_ps(p, v)
         }
@@ -397,6 +406,10 @@ pub(super) mod x86 {
         #[inline(always)]
         unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
             _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m256) {

@@ -5,19 +5,24 @@
 //!
 //! The kernel and the input tiles are transformed (`U = G w G^T`, `V = B^T d B`), the
 //! `(m + 2)^2` positions of the transformed tiles are multiplied over the channels as one product
-//! each, `M[p] = U[p] @ V[p]` (a register-tiled SIMD kernel, the direct convolution's vector
+//! each, `M[p] = V[p] @ U[p]` (a register-tiled SIMD kernel, the direct convolution's vector
 //! types), and the outputs come back by `Y = A^T M A`. The input gradient is the forward of the
 //! flipped, transposed kernel; for F(2x2) that kernel's transform is the forward's `U` with its
-//! positions permuted and its channel axes swapped, so the transformed kernel is computed once
-//! per step and read by both. The weight gradient is the transposed form,
+//! positions permuted and its channel axes swapped, so `G w G^T` is computed once per step and
+//! read by both. The weight gradient is the transposed form,
 //! `dW = G^T [sum over tiles (A dy A^T) ⊙ (B^T d B)] G`.
 //!
-//! Layout: per chunk of samples, `V[p][channel][tile]` with an image's tiles contiguous, so the
-//! product's vectors are 16 (or 8) consecutive tiles; the transforms run on phase planes
-//! ([`Plan`]) element-wise along whole planes, in blocks of 16 that the compiler vectorizes (16
-//! lanes in the AVX-512 build of a chunk's work, 8 in the AVX2 one). The engine picks this form
-//! per layer and part where it measures faster ([`super::choice`]); PERFORMANCE.md has its speed
-//! and float32 error per layer.
+//! Layout: channels last, padded to whole vectors. Each image is first spread into a zero-bordered
+//! buffer of `[row][column mod m][column / m][channel]`, so a tile's column `l` for every tile of a
+//! tile row is one contiguous run (phase `l mod m`, shifted by `l / m` slots): both passes of each
+//! transform are then element-wise along whole runs of channels x tiles, vectorized by the
+//! compiler with no shuffles (16 lanes in the AVX-512 build of a chunk's work, 8 in the AVX2 one),
+//! and planes of any size lose nothing to partial vectors. `V[p][tile][channel]` and
+//! `M[p][tile][channel]` keep a chunk's tiles in rows; the products hold a block of tiles x output
+//! channels in registers for the whole sum over input channels, and the weight gradient's sums a
+//! block of channel pairs for the whole sum over tiles. The engine picks this form per layer and
+//! part where it measures faster ([`super::choice`]); PERFORMANCE.md has its speed and float32
+//! error per layer.
 
 use super::super::gemm::{matmul, Mat};
 use super::super::uninit::filled;
@@ -25,7 +30,6 @@ use super::{direct, flipped_transpose, l2_bytes, sized, sum_in_order, transposed
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
-
 /// A tile size, F(m x m, 3 x 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tile {
@@ -150,11 +154,6 @@ impl Tile {
 /// term and no loop has a scalar remainder.
 const L: usize = 16;
 
-/// A length rounded up to whole blocks of [`L`].
-fn blocks(n: usize) -> usize {
-    n.next_multiple_of(L)
-}
-
 /// `o[j][x] = f(d[0][x], ..., d[A - 1][x])[j]` for `j < B` and `x` below the length of `o[0]`
 /// (whole blocks of [`L`]).
 #[inline(always)]
@@ -199,10 +198,20 @@ fn rows_mut(buf: &mut [f32], stride: usize, len: usize, count: usize) -> RowsMut
     out
 }
 
+/// Channels are padded to whole blocks of this many in the buffers, so every run the transforms
+/// and products read is whole vectors (one AVX-512 vector, two AVX2 ones).
+const CB: usize = 16;
+
+/// `c` rounded up to whole channel blocks.
+fn padded(c: usize) -> usize {
+    c.next_multiple_of(CB)
+}
+
 /// The FLOPs of one part's products on `g` (forward, input or weight gradient alike): `2 c_out
-/// c_in` per transformed position and tile, each tile row's extra tile included.
+/// c_in` per transformed position and tile, with the channels as padded to whole vectors.
 pub fn product_flops(g: &Geometry, tile: Tile) -> u64 {
-    2 * (tile.positions() * g.c_out * g.c_in * g.n * Plan::new(g, tile).per_image()) as u64
+    let plan = Plan::new(g, tile);
+    2 * (tile.positions() * plan.cop * plan.cip * g.n * plan.per_image()) as u64
 }
 
 /// Whether Winograd's F(m x m, 3 x 3) computes this convolution: 3x3, stride 1, padding up to 2.
@@ -210,7 +219,8 @@ pub fn applies(g: &Geometry) -> bool {
     g.k == 3 && g.stride == 1 && g.pad <= 2
 }
 
-/// The transformed kernel `U[p][c_out][c_in] = (G w G^T)[p]` of one layer.
+/// The transformed kernel `U[p][c_in][c_out] = (G w G^T)[p]` of one layer, both channel axes
+/// padded with zeros to whole vectors.
 #[derive(Debug, Clone)]
 pub struct Kernel {
     tile: Tile,
@@ -219,12 +229,36 @@ pub struct Kernel {
     u: Vec<f32>,
 }
 
+impl Kernel {
+    /// The transform of the flipped, transposed kernel (the input gradient's), for F(2x2) only:
+    /// flipping the kernel reverses G's columns, which for F(2x2) swaps G's first and last rows,
+    /// so position `(r, c)` of the flipped kernel's transform is `(s(r), s(c))` of `U` (`s`
+    /// swapping 0 and 3) with the channel axes swapped. A copy, no `G w G^T`.
+    fn flipped(&self) -> Kernel {
+        assert_eq!(self.tile, Tile::F2, "only F(2x2)'s flipped kernel is a permutation of U");
+        let (a, ci, co) = (self.tile.alpha(), padded(self.c_in), padded(self.c_out));
+        let s = |i: usize| if i == 0 || i == a - 1 { a - 1 - i } else { i };
+        let mut u = vec![0f32; self.u.len()];
+        for p in 0..a * a {
+            let src = &self.u[(s(p / a) * a + s(p % a)) * ci * co..][..ci * co];
+            let dst = &mut u[p * ci * co..][..ci * co];
+            for (i, row) in src.chunks_exact(co).enumerate() {
+                for (o, &val) in row.iter().enumerate() {
+                    dst[o * ci + i] = val;
+                }
+            }
+        }
+        Kernel { tile: self.tile, c_out: self.c_in, c_in: self.c_out, u }
+    }
+}
+
 /// `U = G w G^T` of `weight[c_out, c_in, 3, 3]`, computed once per step and read by every tile
-/// of the forward (and by the F(2x2) input gradient).
+/// of the forward (and, permuted, by the F(2x2) input gradient).
 pub fn kernel_transform(g: &Geometry, tile: Tile, weight: &[f32]) -> Kernel {
     let (co, ci, a) = (g.c_out, g.c_in, tile.alpha());
+    let (cip, cop) = (padded(ci), padded(co));
     let gm = tile.g();
-    let mut u = vec![0f32; tile.positions() * co * ci];
+    let mut u = vec![0f32; tile.positions() * cip * cop];
     for o in 0..co {
         for i in 0..ci {
             let w = &weight[(o * ci + i) * 9..][..9];
@@ -232,7 +266,7 @@ pub fn kernel_transform(g: &Geometry, tile: Tile, weight: &[f32]) -> Kernel {
                 // (G w)[r][c], then times G^T.
                 let gw: [f32; 3] = std::array::from_fn(|c| gr[0] * w[c] + gr[1] * w[3 + c] + gr[2] * w[6 + c]);
                 for (c, gc) in gm.iter().enumerate() {
-                    u[((r * a + c) * co + o) * ci + i] = gw[0] * gc[0] + gw[1] * gc[1] + gw[2] * gc[2];
+                    u[((r * a + c) * cip + i) * cop + o] = gw[0] * gc[0] + gw[1] * gc[1] + gw[2] * gc[2];
                 }
             }
         }
@@ -240,296 +274,287 @@ pub fn kernel_transform(g: &Geometry, tile: Tile, weight: &[f32]) -> Kernel {
     Kernel { tile, c_out: co, c_in: ci, u }
 }
 
-/// One convolution's tiling. The transforms work on the padded input split by position modulo
-/// `m` ("phase planes": `m x m` planes of `th + 1` rows of `tw + 1`), where every tile's
-/// inputs sit at the same place of a few planes, shifted by at most one row or column: each
-/// pass of a transform is then element-wise along whole planes (long vectors) instead of along
-/// rows of 4-16 tiles. A tile row carries one tile more than it has (the phase planes' last
-/// column): the products compute it and the inverse transform drops it.
+/// One convolution's tiling: `th x tw` tiles per image, channels padded to `cip` and `cop`.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     tile: Tile,
-    /// Tile rows and columns per image.
     th: usize,
     tw: usize,
+    cip: usize,
+    cop: usize,
 }
 
 impl Plan {
     fn new(g: &Geometry, tile: Tile) -> Plan {
         let m = tile.m();
-        Plan { tile, th: g.h_out().div_ceil(m), tw: g.w_out().div_ceil(m) }
+        Plan { tile, th: g.h_out().div_ceil(m), tw: g.w_out().div_ceil(m), cip: padded(g.c_in), cop: padded(g.c_out) }
     }
 
-    /// A phase plane's row length, `tw + 1`.
-    fn pw(&self) -> usize {
+    /// Tiles per image.
+    fn per_image(&self) -> usize {
+        self.th * self.tw
+    }
+
+    /// Column slots per phase of a spread input row: tile column `tw - 1` reads up to column
+    /// `m tw + 1` of the padded input.
+    fn slots(&self) -> usize {
         self.tw + 1
     }
 
-    /// Tiles per image as laid out in `V` and `M`: `th` rows of `tw + 1`.
-    fn per_image(&self) -> usize {
-        self.th * self.pw()
+    /// Values per spread input row, `m` phases of [`Plan::slots`] slots of `cip` channels.
+    fn in_row(&self) -> usize {
+        self.tile.m() * self.slots() * self.cip
     }
 
-    /// Samples per chunk: as many (up to 8) as keep a chunk's transformed inputs and products
+    /// Values of one spread input image: `m th + 2` rows (the last tile row reads up to row
+    /// `m th + 1`).
+    fn in_len(&self) -> usize {
+        (self.tile.m() * self.th + 2) * self.in_row()
+    }
+
+    /// Values per spread output-gradient row: `m` phases of `tw` slots of `cop` channels.
+    fn grad_row(&self) -> usize {
+        self.tile.m() * self.tw * self.cop
+    }
+
+    /// Samples per chunk: as many (up to 16) as keep a chunk's transformed inputs and products
     /// within the per-core L2 cache; its machine dependence is [`Geometry::chunk`]'s.
-    fn chunk(&self, channels: usize) -> usize {
-        (l2_bytes() / (self.tile.positions() * channels * self.per_image() * 4).max(1)).clamp(1, 8)
+    fn chunk(&self) -> usize {
+        (l2_bytes() / (self.tile.positions() * (self.cip + self.cop) * self.per_image() * 4).max(1)).clamp(1, 16)
     }
 
-    /// The row length of `V` and `M` for `count` samples: room for the last sample's rows to run
-    /// to a whole block, and whole vectors of 16, so the product's vectors never run past a row.
-    fn stride(&self, count: usize) -> usize {
-        ((count - 1) * self.per_image() + blocks(self.per_image())).next_multiple_of(16)
+    /// Rows of `V` and `M` for `count` samples: their tiles, rounded up to whole blocks of the
+    /// products' register tiles.
+    fn rows(&self, count: usize) -> usize {
+        (count * self.per_image()).next_multiple_of(8)
     }
 }
 
 /// Per-thread buffers.
 #[derive(Default)]
 struct Buffers {
-    planes: Vec<f32>,
+    spread: Vec<f32>,
     half: Vec<f32>,
+    out: Vec<f32>,
     v: Vec<f32>,
     m: Vec<f32>,
 }
 
-/// `dst[j][t] = src[M * t + j]` for the `src.len() / M` whole groups of `src` (each `dst[j]`
-/// at least that long): blocks of [`L`] groups gathered in registers (vector loads and
-/// shuffles), then stored as whole vectors.
+/// Spreads image `x[c][h][w]` into `sp[row][column % m][column / m][channel]` at its padded
+/// coordinates (row `y + pad`, column `x + pad`); the borders and padded channels are left as
+/// they are (zero). `wide`: through the AVX-512 transposes.
 #[inline(always)]
-fn deinterleave<const M: usize>(src: &[f32], dst: &mut RowsMut) -> usize {
-    let n = src.len() / M;
-    let whole = n / L * L;
-    for (b, chunk) in src[..whole * M].chunks_exact(L * M).enumerate() {
-        let mut block = [[0f32; L]; M];
-        let chunk = &chunk[..L * M];
-        for t in 0..L {
-            for (j, row) in block.iter_mut().enumerate() {
-                row[t] = chunk[M * t + j];
-            }
-        }
-        for (d, row) in dst.iter_mut().zip(&block) {
-            d[b * L..][..L].copy_from_slice(row);
-        }
-    }
-    for (t, group) in src[whole * M..n * M].chunks_exact(M).enumerate() {
-        for (d, &v) in dst.iter_mut().zip(group) {
-            d[whole + t] = v;
-        }
-    }
-    n
+fn spread_input<const M: usize>(plan: &Plan, g: &Geometry, x: &[f32], sp: &mut [f32], wide: bool) {
+    let (slots, cp, row) = (plan.slots(), plan.cip, plan.in_row());
+    spread::<M>(x, g.c_in, g.h, g.w, g.pad, slots, cp, &mut sp[g.pad * row..][..g.h * row], row, wide);
 }
 
-/// `dst[M * t + j] = src[j][t]` for every slot of `dst` (each `src[j]` long enough for the
-/// slots it fills): the inverse of [`deinterleave`].
+/// `dst[y * row + ((x + pad) % m * slots + (x + pad) / m) * cp + c] = src[c][y][x]` for the
+/// `c` planes of `h x w` in `src`: planes to channels-last rows, each row's columns split by phase.
 #[inline(always)]
-fn interleave<const M: usize>(src: &Rows, dst: &mut [MaybeUninit<f32>]) {
-    let n = dst.len() / M;
-    let whole = n / L * L;
-    for (b, chunk) in dst[..whole * M].chunks_exact_mut(L * M).enumerate() {
-        let rows: [&[f32; L]; M] = std::array::from_fn(|j| src[j][b * L..][..L].try_into().expect("a block"));
-        let chunk = &mut chunk[..L * M];
-        for t in 0..L {
-            for (j, row) in rows.iter().enumerate() {
-                chunk[M * t + j].write(row[t]);
-            }
+#[allow(clippy::too_many_arguments)] // the two layouts' shapes
+fn spread<const M: usize>(
+    src: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    pad: usize,
+    slots: usize,
+    cp: usize,
+    dst: &mut [f32],
+    row: usize,
+    wide: bool,
+) {
+    assert!(
+        src.len() >= c * h * w
+            && dst.len() >= h * row
+            && row >= M * slots * cp
+            && cp >= c.next_multiple_of(16)
+            && (w + pad).div_ceil(M) <= slots
+    );
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        for y in 0..h {
+            // SAFETY: `wide` says the CPU has AVX-512F; the reads stay in row `y` of the `c`
+            // planes and the writes in row `y` of `dst` (asserted above).
+            unsafe { x86::spread_row::<M>(src[y * w..].as_ptr(), h * w, c, w, pad, slots, cp, dst[y * row..].as_mut_ptr()) };
         }
+        return;
     }
-    for (t, group) in dst[whole * M..].chunks_mut(M).enumerate() {
-        for (o, row) in group.iter_mut().zip(src.iter()) {
-            o.write(row[whole + t]);
-        }
-    }
-}
-
-/// `V[p][c][t]` (row length `tp`) of `count` samples `x[count][c][h][w]`: the transformed input
-/// tiles, the samples' tiles side by side.
-#[inline(always)]
-fn transform_inputs<const M: usize>(plan: &Plan, g: &Geometry, x: &[f32], count: usize, tp: usize, v: &mut [f32], buf: &mut Buffers) {
-    let (a, c, pw) = (M + 2, g.c_in, plan.pw());
-    let tile = Tile::of::<M>();
-    // The passes run over whole blocks: a phase plane is read up to one slot past its rows,
-    // and the first pass's rows up to one phase row past theirs.
-    let (n1, n2) = (blocks((plan.th + 1) * pw), blocks(plan.per_image()));
-    let plen = n1 + L;
-    let phases = sized(&mut buf.planes, M * M * plen);
-    let half = sized(&mut buf.half, M * a * n1 + pw + L);
-    // The planes' padding slots are never written below: zeroed once, they stay zero.
-    phases.fill(0.0);
-    for s in 0..count {
-        for ci in 0..c {
-            let src = &x[(s * c + ci) * g.h * g.w..][..g.h * g.w];
-            for (y, line) in src.chunks(g.w).enumerate() {
-                let py = y + g.pad;
-                let base = (py % M) * M * plen + (py / M) * pw;
-                // Input column x lands in phase (x + pad) % m, slot (x + pad) / m: the columns
-                // before the first whole group one by one, then whole groups, then the rest.
-                let first = ((M - g.pad % M) % M).min(g.w);
-                for (xx, &val) in line[..first].iter().enumerate() {
-                    let px = xx + g.pad;
-                    phases[base + (px % M) * plen + px / M] = val;
+    let _ = wide;
+    // Row by row, so the rows being written stay in L1 (a whole spread image does not).
+    for y in 0..h {
+        for (ci, plane) in src.chunks_exact(h * w).take(c).enumerate() {
+            let line = &plane[y * w..][..w];
+            let base = y * row + ci;
+            // Phase by phase: column x lands in phase (x + pad) % m, slot (x + pad) / m, so a
+            // phase's columns are every m-th, its slots consecutive.
+            for ph in 0..M {
+                let first = (ph + M - pad % M) % M;
+                let at = base + (ph * slots + (first + pad) / M) * cp;
+                for (d, &val) in dst[at..].iter_mut().step_by(cp).zip(line.iter().skip(first).step_by(M)) {
+                    *d = val;
                 }
-                let slot = (first + g.pad) / M;
-                let n = deinterleave::<M>(&line[first..], &mut rows_mut(&mut phases[base + slot..], plen, pw - slot, M));
-                for (xx, &val) in line.iter().enumerate().skip(first + M * n) {
-                    let px = xx + g.pad;
-                    phases[base + (px % M) * plen + px / M] = val;
-                }
-            }
-            // B^T along the columns: input column l of a tile is phase l % m, shifted by l / m.
-            for r in 0..M {
-                let mut d: Rows = [&[]; 6];
-                for (l, dl) in d.iter_mut().enumerate().take(a) {
-                    *dl = &phases[(r * M + l % M) * plen + l / M..][..n1];
-                }
-                tile.input(&d, &mut rows_mut(&mut half[r * a * n1..], n1, n1, a));
-            }
-            // Then along the rows, straight into V: row k of a tile is phase k % m, shifted by
-            // k / m rows; position (i, j) for i < alpha lies `alpha * c * tp` apart.
-            for j in 0..a {
-                let mut d: Rows = [&[]; 6];
-                for (k, dk) in d.iter_mut().enumerate().take(a) {
-                    *dk = &half[((k % M) * a + j) * n1 + (k / M) * pw..][..n2];
-                }
-                // Each sample's rows run up to a block past its tiles, into the next sample's
-                // (written after it) or the row's padding.
-                tile.input(&d, &mut rows_mut(&mut v[(j * c + ci) * tp + s * plan.per_image()..], a * c * tp, n2, a));
             }
         }
     }
 }
 
-/// `y[count][c_out][h_out][w_out]` from the products `M[p][c_out][t]`: `Y = A^T M A` per tile.
+/// `dst[co * plane + x] = src[(x % m * tw + x / m) * cp + co]` for `co < c` and `x < w`: one
+/// output row from channels last, its columns split by phase, back to `c` planes (`dst` at the
+/// row in plane 0). `wide`: through the AVX-512 transposes.
 #[inline(always)]
-fn transform_outputs<const M: usize>(
+#[allow(clippy::too_many_arguments)] // the two layouts' shapes
+fn gather<const M: usize>(src: &[f32], tw: usize, cp: usize, c: usize, w: usize, dst: &mut [MaybeUninit<f32>], plane: usize, wide: bool) {
+    assert!(src.len() >= M * tw * cp && M * tw >= w && cp >= c.next_multiple_of(16) && c > 0 && dst.len() >= (c - 1) * plane + w);
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        // SAFETY: `wide` says the CPU has AVX-512F; the reads stay in `src` and the writes in
+        // the row of each of the `c` planes of `dst` (asserted above).
+        unsafe { x86::gather_row::<M>(src.as_ptr(), tw, cp, c, w, dst.as_mut_ptr().cast(), plane) };
+        return;
+    }
+    let _ = wide;
+    for co in 0..c {
+        let line = &mut dst[co * plane..][..w];
+        for q in 0..M {
+            for (o, &val) in line.iter_mut().skip(q).step_by(M).zip(src[q * tw * cp + co..].iter().step_by(cp)) {
+                o.write(val);
+            }
+        }
+    }
+}
+
+/// `V[p][t0 + tile][c]` (row stride `cip`, `rows` rows per position) of one spread image:
+/// `B^T` along the tiles' rows over whole spread rows, then along their columns over runs of a
+/// tile row's tiles.
+#[inline(always)]
+fn transform_input<const M: usize>(plan: &Plan, sp: &[f32], half: &mut [f32], v: &mut [f32], rows_n: usize, t0: usize) {
+    let (a, tile, cp, slots) = (M + 2, Tile::of::<M>(), plan.cip, plan.slots());
+    let (row, run, pos) = (plan.in_row(), plan.tw * cp, rows_n * cp);
+    for ty in 0..plan.th {
+        tile.input(&rows(&sp[M * ty * row..], row, row, a), &mut rows_mut(half, row, row, a));
+        let t = t0 + ty * plan.tw;
+        for r in 0..a {
+            // A tile's column l is phase l % m, shifted by l / m slots.
+            let mut d: Rows = [&[]; 6];
+            for (l, dl) in d.iter_mut().enumerate().take(a) {
+                *dl = &half[r * row + ((l % M) * slots + l / M) * cp..][..run];
+            }
+            tile.input(&d, &mut rows_mut(&mut v[r * a * pos + t * cp..], pos, run, a));
+        }
+    }
+}
+
+/// `y[c_out][h_out][w_out]` of one image from `M[p][t0 + tile][c]`: `A^T` along the tiles'
+/// columns, then along their rows, into `out[row in tile][column % m][column / m][channel]`, then
+/// back to planes.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // one image's slice of every buffer
+fn transform_output<const M: usize>(
     plan: &Plan,
     g: &Geometry,
     mm: &[f32],
-    count: usize,
-    tp: usize,
+    rows_n: usize,
+    t0: usize,
+    half: &mut [f32],
+    out: &mut [f32],
     y: &mut [MaybeUninit<f32>],
-    buf: &mut Buffers,
+    wide: bool,
 ) {
-    let (a, pw, n2) = (M + 2, plan.pw(), blocks(plan.per_image()));
-    let tile = Tile::of::<M>();
-    let (ho, wo, co_n) = (g.h_out(), g.w_out(), g.c_out);
-    let half = sized(&mut buf.half, M * a * n2);
-    let outs = sized(&mut buf.planes, M * M * n2);
-    for s in 0..count {
-        for co in 0..co_n {
-            // A^T down the alpha rows of positions (half[i][j]), then along them (outs[i][j]).
-            for j in 0..a {
-                let src = rows(&mm[(j * co_n + co) * tp + s * plan.per_image()..], a * co_n * tp, n2, a);
-                tile.output(&src, &mut rows_mut(&mut half[j * n2..], a * n2, n2, M));
-            }
-            for i in 0..M {
-                tile.output(&rows(&half[i * a * n2..], n2, n2, a), &mut rows_mut(&mut outs[i * M * n2..], n2, n2, M));
-            }
-            let plane = &mut y[(s * co_n + co) * ho * wo..][..ho * wo];
-            for (oy, line) in plane.chunks_mut(wo).enumerate() {
-                let phase = &outs[(oy % M) * M * n2 + (oy / M) * pw..];
-                interleave::<M>(&rows(phase, n2, pw, M), line);
-            }
+    let (a, tile, cp, tw) = (M + 2, Tile::of::<M>(), plan.cop, plan.tw);
+    let (run, pos, (ho, wo)) = (tw * cp, rows_n * cp, (g.h_out(), g.w_out()));
+    for ty in 0..plan.th {
+        let t = t0 + ty * tw;
+        for r in 0..a {
+            tile.output(&rows(&mm[r * a * pos + t * cp..], pos, run, a), &mut rows_mut(&mut half[r * M * run..], run, run, M));
+        }
+        for q in 0..M {
+            tile.output(&rows(&half[q * run..], M * run, run, a), &mut rows_mut(&mut out[q * run..], M * run, run, M));
+        }
+        for qy in 0..M.min(ho - M * ty) {
+            let oy = M * ty + qy;
+            gather::<M>(&out[qy * M * run..][..M * run], tw, cp, g.c_out, wo, &mut y[oy * wo..], ho * wo, wide);
         }
     }
 }
 
-/// `D[p][c_out][t]` of the output gradient `dy[count][c_out][h_out][w_out]`: `A dy A^T` per tile,
-/// zeros past the plane's edge and in each tile row's extra tile (so the weight gradient's sums
-/// over tiles take nothing from it).
+/// `D[p][t0 + tile][c]` of one image's output gradient `dy[c_out][h_out][w_out]`: spread into
+/// `sp[row][column % m][column / m][channel]` (zero past the plane's edge), then `A` along the
+/// tiles' rows over whole rows and along their columns over runs of a tile row's tiles.
 #[inline(always)]
-fn transform_grads<const M: usize>(plan: &Plan, g: &Geometry, dy: &[f32], count: usize, tp: usize, d: &mut [f32], buf: &mut Buffers) {
-    let (a, pw, n2) = (M + 2, plan.pw(), blocks(plan.per_image()));
-    let tile = Tile::of::<M>();
-    let (ho, wo, co_n) = (g.h_out(), g.w_out(), g.c_out);
-    let phases = sized(&mut buf.planes, M * M * n2);
-    let half = sized(&mut buf.half, M * a * n2);
-    // Past the plane's edge, in the extra tile and in the blocks' padding: zeroed once, never
-    // written below.
-    phases.fill(0.0);
-    for s in 0..count {
-        for co in 0..co_n {
-            let src = &dy[(s * co_n + co) * ho * wo..][..ho * wo];
-            for (oy, line) in src.chunks(wo).enumerate() {
-                let base = (oy % M) * M * n2 + (oy / M) * pw;
-                let n = deinterleave::<M>(line, &mut rows_mut(&mut phases[base..], n2, pw, M));
-                for (j, &val) in line[M * n..].iter().enumerate() {
-                    phases[base + j * n2 + n] = val;
-                }
-            }
-            for r in 0..M {
-                tile.grad(&rows(&phases[r * M * n2..], n2, n2, M), &mut rows_mut(&mut half[r * a * n2..], n2, n2, a));
-            }
-            for j in 0..a {
-                let src = rows(&half[j * n2..], a * n2, n2, M);
-                tile.grad(&src, &mut rows_mut(&mut d[(j * co_n + co) * tp + s * plan.per_image()..], a * co_n * tp, n2, a));
-            }
+#[allow(clippy::too_many_arguments)] // one image's slice of every buffer
+fn transform_grad<const M: usize>(
+    plan: &Plan,
+    g: &Geometry,
+    dy: &[f32],
+    sp: &mut [f32],
+    half: &mut [f32],
+    d: &mut [f32],
+    rows_n: usize,
+    t0: usize,
+    wide: bool,
+) {
+    let (a, tile, cp, tw) = (M + 2, Tile::of::<M>(), plan.cop, plan.tw);
+    let (row, run, pos) = (plan.grad_row(), tw * cp, rows_n * cp);
+    let (ho, wo) = (g.h_out(), g.w_out());
+    spread::<M>(dy, g.c_out, ho, wo, 0, tw, cp, sp, row, wide);
+    for ty in 0..plan.th {
+        tile.grad(&rows(&sp[M * ty * row..], row, row, M), &mut rows_mut(half, row, row, a));
+        let t = t0 + ty * tw;
+        for r in 0..a {
+            tile.grad(&rows(&half[r * row..], run, run, M), &mut rows_mut(&mut d[r * a * pos + t * cp..], pos, run, a));
         }
     }
 }
 
-/// The transformed kernel as the products' left operand: position `p`'s `[rows, k]` matrix at
-/// `u[offset(p) + r * rs + k * ks]`.
-#[derive(Clone, Copy)]
-struct Operand<'a> {
-    u: &'a [f32],
-    tile: Tile,
-    /// The kernel's `(c_out, c_in)`.
-    dims: (usize, usize),
-    /// Read as the flipped, transposed kernel (the input gradient's).
-    flipped: bool,
-}
-
-impl Operand<'_> {
-    /// Position `p`'s matrix: `(offset, row stride, column stride)`.
-    fn at(&self, p: usize) -> (usize, usize, usize) {
-        let (co, ci) = self.dims;
-        if !self.flipped {
-            return (p * co * ci, ci, 1);
-        }
-        // Flipping the kernel reverses G's columns, which for F(2x2) swaps G's first and last
-        // rows: position (r, c) of the flipped kernel's transform is (s(r), s(c)) of U, with s
-        // swapping 0 and 3, and its channel axes swapped.
-        let a = self.tile.alpha();
-        let s = |i: usize| if i == 0 || i == a - 1 { a - 1 - i } else { i };
-        ((s(p / a) * a + s(p % a)) * co * ci, 1, ci)
-    }
-}
-
-/// `m[rows][tp] = U[p] @ v[k][tp]` for one position, through the SIMD kernel where the CPU has
-/// it and `rows` is a whole number of its blocks, else through the GEMM.
+/// `m[rows][n] = v[rows][k] @ u[k][n]` for one position, through the SIMD kernel where the CPU
+/// has it, else through the GEMM. `rows` is a multiple of 8 and `n` of 16 ([`Plan`]).
 #[inline(always)]
-fn product(op: &Operand, p: usize, rows: usize, k: usize, v: &[f32], tp: usize, m: &mut [f32]) {
-    let (offset, rs, ks) = op.at(p);
-    assert!(v.len() >= k * tp && m.len() >= rows * tp && op.u.len() > offset + (rows - 1) * rs + (k - 1) * ks);
-    if let Some(isa) = direct::isa().filter(|i| rows.is_multiple_of(x86::block(*i))) {
-        // SAFETY: `isa` was found on this CPU; the operands hold what the strides address
-        // (asserted above) and `tp` is a whole number of vectors ([`Plan::stride`]).
-        unsafe {
-            let p = x86::Product { u: op.u[offset..].as_ptr(), rs, ks, v: v.as_ptr(), m: m.as_mut_ptr(), stride: tp, k, rows, cols: tp };
-            x86::product(isa, &p)
-        };
+fn product(v: &[f32], u: &[f32], m: &mut [f32], rows: usize, k: usize, n: usize) {
+    assert!(v.len() >= rows * k && u.len() >= k * n && m.len() >= rows * n && rows.is_multiple_of(8) && n.is_multiple_of(CB));
+    if let Some(isa) = direct::isa() {
+        // SAFETY: `isa` was found on this CPU; the operands hold what the sizes address
+        // (asserted above), `rows` and `n` are whole blocks.
+        unsafe { x86::product(isa, &x86::Product { v: v.as_ptr(), u: u.as_ptr(), m: m.as_mut_ptr(), rows, k, n }) };
         return;
     }
-    matmul(m, rows, tp, k, Mat::strided(op.u, offset, rs as isize, ks as isize), Mat::rows(v, tp), gemm::Parallelism::None, false);
+    matmul(m, rows, n, k, Mat::rows(v, k), Mat::rows(u, n), gemm::Parallelism::None, false);
 }
 
-/// One chunk of the forward: transform, products, inverse transform.
+/// One chunk of the forward: spread and transform each image, the products, the inverse
+/// transform of each image.
 #[inline(always)]
-fn forward_chunk<const M: usize>(plan: &Plan, g: &Geometry, op: &Operand, x: &[f32], y: &mut [MaybeUninit<f32>], buf: &mut Buffers) {
-    let count = y.len() / (g.c_out * g.h_out() * g.w_out());
-    let tp = plan.stride(count);
-    let p_n = plan.tile.positions();
-    let mut v = std::mem::take(&mut buf.v);
-    let mut mm = std::mem::take(&mut buf.m);
-    let vs = sized(&mut v, p_n * g.c_in * tp);
-    transform_inputs::<M>(plan, g, x, count, tp, vs, buf);
-    let ms = sized(&mut mm, p_n * g.c_out * tp);
-    for p in 0..p_n {
-        product(op, p, g.c_out, g.c_in, &vs[p * g.c_in * tp..][..g.c_in * tp], tp, &mut ms[p * g.c_out * tp..][..g.c_out * tp]);
+fn forward_chunk<const M: usize>(plan: &Plan, g: &Geometry, k: &Kernel, x: &[f32], y: &mut [MaybeUninit<f32>], buf: &mut Buffers) {
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
+    let count = y.len() / out_len;
+    let (rows_n, p_n, (cip, cop)) = (plan.rows(count), plan.tile.positions(), (plan.cip, plan.cop));
+    let Buffers { spread, half, out, v, m } = buf;
+    let wide = direct::isa() == Some(direct::Isa::Avx512);
+    // The borders and padded channels are never written below: zeroed once, they stay zero.
+    let sp = sized(spread, plan.in_len());
+    sp.fill(0.0);
+    let half = sized(half, (M + 2) * plan.in_row().max(M * plan.tw * cop));
+    let vs = sized(v, p_n * rows_n * cip);
+    for (s, xs) in x.chunks_exact(in_len).enumerate() {
+        spread_input::<M>(plan, g, xs, sp, wide);
+        transform_input::<M>(plan, sp, half, vs, rows_n, s * plan.per_image());
     }
-    transform_outputs::<M>(plan, g, ms, count, tp, y, buf);
-    buf.v = v;
-    buf.m = mm;
+    let ms = sized(m, p_n * rows_n * cop);
+    for p in 0..p_n {
+        product(
+            &vs[p * rows_n * cip..][..rows_n * cip],
+            &k.u[p * cip * cop..][..cip * cop],
+            &mut ms[p * rows_n * cop..][..rows_n * cop],
+            rows_n,
+            cip,
+            cop,
+        );
+    }
+    let out = sized(out, M * M * plan.tw * cop);
+    for (s, ys) in y.chunks_exact_mut(out_len).enumerate() {
+        transform_output::<M>(plan, g, ms, rows_n, s * plan.per_image(), half, out, ys, wide);
+    }
 }
 
 /// [`forward_chunk`] compiled for AVX-512, so its transforms run 16 lanes wide.
@@ -541,20 +566,25 @@ fn forward_chunk<const M: usize>(plan: &Plan, g: &Geometry, op: &Operand, x: &[f
 unsafe fn forward_chunk_wide<const M: usize>(
     plan: &Plan,
     g: &Geometry,
-    op: &Operand,
+    k: &Kernel,
     x: &[f32],
     y: &mut [MaybeUninit<f32>],
     buf: &mut Buffers,
 ) {
-    forward_chunk::<M>(plan, g, op, x, y, buf)
+    forward_chunk::<M>(plan, g, k, x, y, buf)
 }
 
-/// `y` of geometry `g` with the kernel read through `op`, chunks of samples in parallel.
-fn run(g: &Geometry, tile: Tile, x: &[f32], op: Operand) -> Vec<f32> {
+/// `y` of geometry `g` with the transformed kernel `k`, chunks of samples in parallel.
+fn run(g: &Geometry, tile: Tile, x: &[f32], k: &Kernel) -> Vec<f32> {
+    assert!(
+        applies(g) && (k.tile, k.c_out, k.c_in) == (tile, g.c_out, g.c_in),
+        "winograd: kernel {:?} for {tile:?} {g:?}",
+        (k.tile, k.c_out, k.c_in)
+    );
     let plan = Plan::new(g, tile);
     let out_len = g.c_out * g.h_out() * g.w_out();
     let in_len = g.c_in * g.h * g.w;
-    let size = plan.chunk(g.c_in + g.c_out);
+    let size = plan.chunk();
     let wide = direct::isa() == Some(direct::Isa::Avx512);
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(size * out_len).enumerate().for_each_init(Buffers::default, |buf, (chunk, yc)| {
@@ -562,12 +592,12 @@ fn run(g: &Geometry, tile: Tile, x: &[f32], op: Operand) -> Vec<f32> {
             match (tile, wide) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `wide` says the CPU has AVX-512F.
-                (Tile::F2, true) => unsafe { forward_chunk_wide::<2>(&plan, g, &op, xc, yc, buf) },
+                (Tile::F2, true) => unsafe { forward_chunk_wide::<2>(&plan, g, k, xc, yc, buf) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                (Tile::F4, true) => unsafe { forward_chunk_wide::<4>(&plan, g, &op, xc, yc, buf) },
-                (Tile::F2, _) => forward_chunk::<2>(&plan, g, &op, xc, yc, buf),
-                (Tile::F4, _) => forward_chunk::<4>(&plan, g, &op, xc, yc, buf),
+                (Tile::F4, true) => unsafe { forward_chunk_wide::<4>(&plan, g, k, xc, yc, buf) },
+                (Tile::F2, _) => forward_chunk::<2>(&plan, g, k, xc, yc, buf),
+                (Tile::F4, _) => forward_chunk::<4>(&plan, g, k, xc, yc, buf),
             }
         })
     };
@@ -577,8 +607,7 @@ fn run(g: &Geometry, tile: Tile, x: &[f32], op: Operand) -> Vec<f32> {
 
 /// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and the layer's transformed kernel.
 pub fn forward(g: &Geometry, x: &[f32], k: &Kernel) -> Vec<f32> {
-    assert!(applies(g) && (k.c_out, k.c_in) == (g.c_out, g.c_in), "winograd::forward: kernel {:?} for {g:?}", (k.c_out, k.c_in));
-    run(g, k.tile, x, Operand { u: &k.u, tile: k.tile, dims: (k.c_out, k.c_in), flipped: false })
+    run(g, k.tile, x, k)
 }
 
 /// `kernel` when it is of `tile`'s size (the forward's, handed on), else `weight` transformed.
@@ -591,52 +620,76 @@ pub fn kernel_for<'a>(g: &Geometry, tile: Tile, kernel: Option<&'a Kernel>, weig
 
 /// The input gradient `dx[n, c_in, h, w]`: the forward of the flipped, transposed kernel over
 /// `dy` ([`super::transposed_geometry`]). F(2x2) reads the forward's transformed kernel
-/// (`kernel`, or `weight` transformed without it) permuted; F(4x4)'s transform of the flipped
-/// kernel is not a permutation of `U` (its points 2 and 1/2 differ), so it transforms `weight`
-/// flipped and reads no `kernel`.
+/// (`kernel`, or `weight` transformed without it) permuted ([`Kernel::flipped`]); F(4x4)'s
+/// transform of the flipped kernel is not a permutation of `U` (its points 2 and 1/2 differ), so
+/// it transforms `weight` flipped and reads no `kernel`.
 pub fn input_grad(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let t = transposed_geometry(g).filter(applies).expect("winograd::input_grad: a stride-1 3x3 layer");
-    match tile {
-        Tile::F2 => {
-            let k = kernel_for(g, tile, kernel, weight);
-            run(&t, tile, dy, Operand { u: &k.u, tile, dims: (k.c_out, k.c_in), flipped: true })
-        }
-        Tile::F4 => forward(&t, dy, &kernel_transform(&t, tile, &flipped_transpose(g, weight))),
+    let k = match tile {
+        Tile::F2 => kernel_for(g, tile, kernel, weight).flipped(),
+        Tile::F4 => kernel_transform(&t, tile, &flipped_transpose(g, weight)),
+    };
+    run(&t, tile, dy, &k)
+}
+
+/// Tiles per block of a weight-gradient sum: each block is summed on its own and added to the
+/// total, so no float32 sum runs over more than this many terms plus the blocks (a chunk holds
+/// up to thousands of tiles; one running sum over them lost digits against im2col's GEMM).
+const BLOCK: usize = 128;
+
+/// `s[k][n] = d[rows][k]^T @ v[rows][n]` for one position, through the SIMD kernel where the
+/// CPU has it, else through the GEMM. `k` and `n` are multiples of 16.
+#[inline(always)]
+fn sums(d: &[f32], v: &[f32], s: &mut [f32], rows: usize, k: usize, n: usize) {
+    assert!(d.len() >= rows * k && v.len() >= rows * n && s.len() >= k * n && k.is_multiple_of(CB) && n.is_multiple_of(CB));
+    if let Some(isa) = direct::isa() {
+        // SAFETY: `isa` was found on this CPU; the operands hold what the sizes address
+        // (asserted above), `k` and `n` are whole blocks.
+        unsafe { x86::sums(isa, &x86::Sums { d: d.as_ptr(), v: v.as_ptr(), s: s.as_mut_ptr(), rows, k, n }) };
+        return;
+    }
+    for t0 in (0..rows).step_by(BLOCK) {
+        let len = BLOCK.min(rows - t0);
+        matmul(s, k, n, len, Mat::transposed(&d[t0 * k..], k), Mat::rows(&v[t0 * n..], n), gemm::Parallelism::None, t0 > 0);
     }
 }
 
-/// One chunk's weight-gradient sums `S[p][c_out][c_in] = D[p] @ V[p]^T` over its tiles.
+/// One chunk's weight-gradient sums `S[p][c_out][c_in] = D[p]^T @ V[p]` over its tiles.
 #[inline(always)]
-fn weight_grad_chunk<const M: usize>(plan: &Plan, g: &Geometry, x: &[f32], dy: &[f32], count: usize, sp: &mut [f32], buf: &mut Buffers) {
-    let t = count * plan.per_image();
-    let tp = plan.stride(count);
-    let p_n = plan.tile.positions();
-    let mut v = std::mem::take(&mut buf.v);
-    let mut dd = std::mem::take(&mut buf.m);
-    let vs = sized(&mut v, p_n * g.c_in * tp);
-    transform_inputs::<M>(plan, g, x, count, tp, vs, buf);
-    let ds = sized(&mut dd, p_n * g.c_out * tp);
-    transform_grads::<M>(plan, g, dy, count, tp, ds, buf);
-    let cc = g.c_out * g.c_in;
-    let simd = direct::isa().filter(|_| g.c_out.is_multiple_of(x86::DOT_ROWS));
-    if simd.is_some() {
-        // The SIMD sums run over whole vectors: the tiles past `t` add zeros.
-        for row in vs.chunks_mut(tp).chain(ds.chunks_mut(tp)) {
-            row[t..].fill(0.0);
-        }
+fn weight_grad_chunk<const M: usize>(
+    plan: &Plan,
+    g: &Geometry,
+    x: &[f32],
+    dy: &[f32],
+    count: usize,
+    sp_out: &mut [f32],
+    buf: &mut Buffers,
+) {
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
+    let (rows_n, p_n, (cip, cop)) = (plan.rows(count), plan.tile.positions(), (plan.cip, plan.cop));
+    let tiles = count * plan.per_image();
+    let Buffers { spread, half, out, v, m } = buf;
+    let wide = direct::isa() == Some(direct::Isa::Avx512);
+    let half = sized(half, (M + 2) * plan.in_row().max(plan.grad_row()));
+    let sp = sized(spread, plan.in_len());
+    sp.fill(0.0);
+    let vs = sized(v, p_n * rows_n * cip);
+    for (s, xs) in x[..count * in_len].chunks_exact(in_len).enumerate() {
+        spread_input::<M>(plan, g, xs, sp, wide);
+        transform_input::<M>(plan, sp, half, vs, rows_n, s * plan.per_image());
     }
-    for p in 0..p_n {
-        let (dp, vp) = (&ds[p * g.c_out * tp..][..g.c_out * tp], &vs[p * g.c_in * tp..][..g.c_in * tp]);
-        let out = &mut sp[p * cc..][..cc];
-        match simd {
-            // SAFETY: the ISA was found on this CPU; `dp` and `vp` hold `c_out` and `c_in` rows
-            // of `tp` values (a whole number of vectors), `out` `c_out * c_in`.
-            Some(isa) => unsafe { x86::dots(isa, dp.as_ptr(), vp.as_ptr(), tp, out.as_mut_ptr(), g.c_out, g.c_in) },
-            None => matmul(out, g.c_out, g.c_in, t, Mat::rows(dp, tp), Mat::transposed(vp, tp), gemm::Parallelism::None, false),
-        }
+    let sg = sized(out, M * plan.th * plan.grad_row());
+    sg.fill(0.0);
+    let ds = sized(m, p_n * rows_n * cop);
+    for (s, dys) in dy[..count * out_len].chunks_exact(out_len).enumerate() {
+        transform_grad::<M>(plan, g, dys, sg, half, ds, rows_n, s * plan.per_image(), wide);
     }
-    buf.v = v;
-    buf.m = dd;
+    // The rows past the chunk's tiles add zeros to the sums.
+    for (p, (dp, vp)) in ds.chunks_exact_mut(rows_n * cop).zip(vs.chunks_exact_mut(rows_n * cip)).enumerate() {
+        dp[tiles * cop..].fill(0.0);
+        vp[tiles * cip..].fill(0.0);
+        sums(dp, vp, &mut sp_out[p * cop * cip..][..cop * cip], rows_n, cop, cip);
+    }
 }
 
 /// [`weight_grad_chunk`] compiled for AVX-512.
@@ -664,9 +717,9 @@ pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> 
     assert!(applies(g), "winograd::weight_grad: {g:?}");
     let plan = Plan::new(g, tile);
     let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
-    let size = plan.chunk(g.c_in + g.c_out);
+    let size = plan.chunk();
     let chunks = g.n.div_ceil(size);
-    let (p_n, cc) = (tile.positions(), g.c_out * g.c_in);
+    let (p_n, cc) = (tile.positions(), plan.cop * plan.cip);
     let wide = direct::isa() == Some(direct::Isa::Avx512);
     let mut partial = vec![0f32; chunks * p_n * cc];
     partial.par_chunks_mut(p_n * cc).enumerate().for_each_init(Buffers::default, |buf, (chunk, sp)| {
@@ -685,11 +738,12 @@ pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> 
         }
     });
     let s = sum_in_order(&partial, p_n * cc);
-    let (a, gm) = (tile.alpha(), tile.g());
-    let mut dw = vec![0f32; cc * 9];
+    let (a, gm, cip) = (tile.alpha(), tile.g(), plan.cip);
+    let mut dw = vec![0f32; g.c_out * g.c_in * 9];
     for (oi, out) in dw.chunks_mut(9).enumerate() {
         // G^T S G for this channel pair: (G^T S)[b][c], then times G.
-        let sv = |r: usize, c: usize| s[(r * a + c) * cc + oi];
+        let at = (oi / g.c_in) * cip + oi % g.c_in;
+        let sv = |r: usize, c: usize| s[(r * a + c) * cc + at];
         for b in 0..3 {
             let gts: [f32; 6] = std::array::from_fn(|c| if c < a { (0..a).map(|r| gm[r][b] * sv(r, c)).sum() } else { 0.0 });
             for (d, o) in out[b * 3..][..3].iter_mut().enumerate() {
@@ -702,145 +756,67 @@ pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> 
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! The products' register tile: `R` kernel rows x `NV` vectors of tiles held in registers
-    //! for the whole sum over channels, one broadcast per row and one load per vector per
-    //! channel.
+    //! The register tiles. The products hold `R` tiles x `NV` vectors of output channels for the
+    //! whole sum over input channels (one load per vector and one broadcast per tile per
+    //! channel); the weight gradient's sums hold `R` output channels x `NV` vectors of input
+    //! channels for the whole sum over the chunk's tiles, so no sum ends in a horizontal add.
 
     use super::super::direct::x86::{Lanes, Narrow, Wide};
     use super::super::direct::Isa;
+    use super::BLOCK;
+    use std::arch::x86_64::*;
 
-    /// Kernel rows per register tile.
-    pub(super) fn block(isa: Isa) -> usize {
-        match isa {
-            Isa::Avx512 => 8,
-            Isa::Avx2 => 4,
-        }
-    }
-
-    /// One product `m[r * stride + t] = sum over kk < k of u[r * rs + kk * ks] * v[kk * stride + t]`
-    /// for `r < rows` and `t < cols`: `v` and `m` share the row length `stride`.
+    /// One product `m[r * n + c] = sum over kk < k of v[r * k + kk] * u[kk * n + c]`.
     #[derive(Clone, Copy)]
     pub(super) struct Product {
-        pub(super) u: *const f32,
-        pub(super) rs: usize,
-        pub(super) ks: usize,
         pub(super) v: *const f32,
+        pub(super) u: *const f32,
         pub(super) m: *mut f32,
-        pub(super) stride: usize,
-        pub(super) k: usize,
         pub(super) rows: usize,
-        pub(super) cols: usize,
+        pub(super) k: usize,
+        pub(super) n: usize,
     }
 
-    /// `R` rows x `NV` vectors from row `r0` and column `t`.
+    /// `R` rows x `NV` vectors from row `r0` and column `c0`.
     ///
     /// # Safety
     /// As [`product`].
     #[inline(always)]
-    unsafe fn tile<L: Lanes, const R: usize, const NV: usize>(p: &Product, r0: usize, t: usize) {
-        let (u, v, m) = (p.u.add(r0 * p.rs), p.v.add(t), p.m.add(r0 * p.stride + t));
+    unsafe fn tile<L: Lanes, const R: usize, const NV: usize>(p: &Product, r0: usize, c0: usize) {
+        let (v, u, m) = (p.v.add(r0 * p.k), p.u.add(c0), p.m.add(r0 * p.n + c0));
         let mut acc = [[L::zero(); NV]; R];
         for kk in 0..p.k {
-            let xs: [L::V; NV] = std::array::from_fn(|j| unsafe { L::load(v.add(kk * p.stride + j * L::W)) });
+            let us: [L::V; NV] = std::array::from_fn(|j| unsafe { L::load(u.add(kk * p.n + j * L::W)) });
             for (r, row) in acc.iter_mut().enumerate() {
-                let s = L::splat(*u.add(r * p.rs + kk * p.ks));
-                for (a, x) in row.iter_mut().zip(&xs) {
+                let s = L::splat(*v.add(r * p.k + kk));
+                for (a, x) in row.iter_mut().zip(&us) {
                     *a = L::fma(s, *x, *a);
                 }
             }
         }
         for (r, row) in acc.iter().enumerate() {
             for (j, a) in row.iter().enumerate() {
-                L::store(m.add(r * p.stride + j * L::W), *a);
+                L::store(m.add(r * p.n + j * L::W), *a);
             }
         }
     }
 
-    /// # Safety
-    /// As [`product`].
-    #[inline(always)]
-    unsafe fn product_with<L: Lanes, const R: usize>(p: &Product) {
-        for r0 in (0..p.rows).step_by(R) {
-            let mut t = 0;
-            while t + 3 * L::W <= p.cols {
-                tile::<L, R, 3>(p, r0, t);
-                t += 3 * L::W;
-            }
-            match (p.cols - t) / L::W {
-                2 => tile::<L, R, 2>(p, r0, t),
-                1 => tile::<L, R, 1>(p, r0, t),
-                _ => {}
-            }
-        }
-    }
-
-    /// Output-gradient rows per register tile of [`dots`].
-    pub(super) const DOT_ROWS: usize = 4;
-
-    /// `R x C` dot products of length `k` (a multiple of `L::W`), lane-wise sums then each
-    /// vector's lanes added in a fixed order.
+    /// Blocks of `NV` vectors of columns; in each, rows in blocks of `R`, then of `RS`.
     ///
     /// # Safety
-    /// As [`dots`].
+    /// As [`product`]; `n` a multiple of `NV` vectors, `rows` of `RS` after the blocks of `R`.
     #[inline(always)]
-    unsafe fn dot_tile<L: Lanes, const R: usize, const C: usize>(d: *const f32, v: *const f32, k: usize, s: *mut f32, cols: usize) {
-        let mut acc = [[L::zero(); C]; R];
-        for t in (0..k).step_by(L::W) {
-            let vs: [L::V; C] = std::array::from_fn(|c| unsafe { L::load(v.add(c * k + t)) });
-            for (r, row) in acc.iter_mut().enumerate() {
-                let dv = L::load(d.add(r * k + t));
-                for (a, x) in row.iter_mut().zip(&vs) {
-                    *a = L::fma(dv, *x, *a);
-                }
+    unsafe fn product_with<L: Lanes, const R: usize, const RS: usize, const NV: usize>(p: &Product) {
+        for c0 in (0..p.n).step_by(NV * L::W) {
+            let mut r0 = 0;
+            while r0 + R <= p.rows {
+                tile::<L, R, NV>(p, r0, c0);
+                r0 += R;
             }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for (c, a) in row.iter().enumerate() {
-                *s.add(r * cols + c) = L::sum(*a);
+            while r0 < p.rows {
+                tile::<L, RS, NV>(p, r0, c0);
+                r0 += RS;
             }
-        }
-    }
-
-    /// # Safety
-    /// As [`dots`].
-    #[inline(always)]
-    unsafe fn dots_with<L: Lanes, const C: usize>(d: *const f32, v: *const f32, k: usize, s: *mut f32, rows: usize, cols: usize) {
-        for r0 in (0..rows).step_by(DOT_ROWS) {
-            let (dr, sr) = (d.add(r0 * k), s.add(r0 * cols));
-            let mut c0 = 0;
-            while c0 + C <= cols {
-                dot_tile::<L, DOT_ROWS, C>(dr, v.add(c0 * k), k, sr.add(c0), cols);
-                c0 += C;
-            }
-            for c in c0..cols {
-                dot_tile::<L, DOT_ROWS, 1>(dr, v.add(c * k), k, sr.add(c), cols);
-            }
-        }
-    }
-
-    /// # Safety
-    /// AVX-512F is there; as [`dots`].
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dots_wide(d: *const f32, v: *const f32, k: usize, s: *mut f32, rows: usize, cols: usize) {
-        dots_with::<Wide, 4>(d, v, k, s, rows, cols)
-    }
-
-    /// # Safety
-    /// AVX2 and FMA are there; as [`dots`].
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dots_avx2(d: *const f32, v: *const f32, k: usize, s: *mut f32, rows: usize, cols: usize) {
-        dots_with::<Narrow, 2>(d, v, k, s, rows, cols)
-    }
-
-    /// `s[r * cols + c] = sum over t < k of d[r * k + t] * v[c * k + t]`: the weight gradient's
-    /// sums over tiles, `rows` a multiple of [`DOT_ROWS`] and `k` of 16.
-    ///
-    /// # Safety
-    /// `isa` was found on this CPU; `d` holds `rows * k` values, `v` `cols * k`, `s` `rows * cols`.
-    pub(super) unsafe fn dots(isa: Isa, d: *const f32, v: *const f32, k: usize, s: *mut f32, rows: usize, cols: usize) {
-        match isa {
-            Isa::Avx512 => dots_wide(d, v, k, s, rows, cols),
-            Isa::Avx2 => dots_avx2(d, v, k, s, rows, cols),
         }
     }
 
@@ -848,24 +824,226 @@ mod x86 {
     /// AVX-512F is there; as [`product`].
     #[target_feature(enable = "avx512f")]
     unsafe fn product_wide(p: &Product) {
-        product_with::<Wide, 8>(p)
+        if p.n.is_multiple_of(32) {
+            product_with::<Wide, 12, 4, 2>(p)
+        } else {
+            product_with::<Wide, 24, 8, 1>(p)
+        }
     }
 
     /// # Safety
     /// AVX2 and FMA are there; as [`product`].
     #[target_feature(enable = "avx2,fma")]
     unsafe fn product_avx2(p: &Product) {
-        product_with::<Narrow, 4>(p)
+        product_with::<Narrow, 6, 2, 2>(p)
     }
 
-    /// Runs `p`: `rows` a multiple of [`block`], `cols` of 16, the sum in `kk` order.
+    /// Runs `p`: `rows` a multiple of 8, `n` of 16, each sum in `kk` order.
     ///
     /// # Safety
-    /// `isa` was found on this CPU; `u`, `v` and `m` hold every element `p`'s indices address.
+    /// `isa` was found on this CPU; `v`, `u` and `m` hold every element `p`'s indices address.
     pub(super) unsafe fn product(isa: Isa, p: &Product) {
         match isa {
             Isa::Avx512 => product_wide(p),
             Isa::Avx2 => product_avx2(p),
+        }
+    }
+
+    /// The 16x16 transpose: `out[j]` lane `i` is `r[i]` lane `j`. Unpacks pair rows within
+    /// 128-bit lanes, then shuffles gather 4x4 blocks, then two rounds of 128-bit lane shuffles
+    /// put the blocks in place (64 shuffles for 256 values).
+    ///
+    /// # Safety
+    /// AVX-512F is there.
+    #[inline(always)]
+    unsafe fn transpose(r: [__m512; 16]) -> [__m512; 16] {
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        // u[4k + j], 128-bit lane l: column 4l + j of rows 4k..4k + 4.
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (k, j) = (i / 4, i % 4);
+            let (a, b) = (t[4 * k + j / 2], t[4 * k + 2 + j / 2]);
+            if j % 2 == 0 {
+                _mm512_shuffle_ps::<0x44>(a, b)
+            } else {
+                _mm512_shuffle_ps::<0xEE>(a, b)
+            }
+        });
+        // For column group j: w[j][0..4] = lanes (0, 2) / (1, 3) of row groups (0, 1) and (2, 3).
+        let mut out = [_mm512_setzero_ps(); 16];
+        for j in 0..4 {
+            let w0 = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+            let w1 = _mm512_shuffle_f32x4::<0xDD>(u[j], u[4 + j]);
+            let w2 = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+            let w3 = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
+            out[j] = _mm512_shuffle_f32x4::<0x88>(w0, w2);
+            out[8 + j] = _mm512_shuffle_f32x4::<0xDD>(w0, w2);
+            out[4 + j] = _mm512_shuffle_f32x4::<0x88>(w1, w3);
+            out[12 + j] = _mm512_shuffle_f32x4::<0xDD>(w1, w3);
+        }
+        out
+    }
+
+    /// The first `n` bits set (`n <= 16`).
+    fn mask(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+
+    /// One row of [`super::spread`]: `src` at the row in plane 0 (planes `plane` apart), `dst` at
+    /// the spread row; 16 channels x 16 columns per transpose.
+    ///
+    /// # Safety
+    /// AVX-512F is there; `src` holds `w` values from each of `c` planes, `dst` a spread row
+    /// (`m` phases of `slots` slots of `cp >= c` rounded up to 16 channels) for every column
+    /// `x + pad < m * slots`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)] // the two layouts' shapes
+    pub(super) unsafe fn spread_row<const M: usize>(
+        src: *const f32,
+        plane: usize,
+        c: usize,
+        w: usize,
+        pad: usize,
+        slots: usize,
+        cp: usize,
+        dst: *mut f32,
+    ) {
+        for c0 in (0..c).step_by(16) {
+            for x0 in (0..w).step_by(16) {
+                let n = (w - x0).min(16);
+                let rows: [__m512; 16] = std::array::from_fn(|i| unsafe {
+                    if c0 + i < c {
+                        _mm512_maskz_loadu_ps(mask(n), src.add((c0 + i) * plane + x0))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                let cols = transpose(rows);
+                for (j, col) in cols.iter().enumerate().take(n) {
+                    let px = x0 + j + pad;
+                    _mm512_storeu_ps(dst.add(((px % M) * slots + px / M) * cp + c0), *col);
+                }
+            }
+        }
+    }
+
+    /// One output row back to planes: `dst[co * plane + x] = src[(x % m * tw + x / m) * cp + co]`
+    /// for `co < c` and `x < w`, 16 columns x 16 channels per transpose.
+    ///
+    /// # Safety
+    /// AVX-512F is there; `src` holds `m` phases of `tw` slots of `cp >= c` rounded up to 16
+    /// channels with `m * tw >= w`; `dst` is writable at `w` values of each of `c` planes.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)] // the two layouts' shapes
+    pub(super) unsafe fn gather_row<const M: usize>(
+        src: *const f32,
+        tw: usize,
+        cp: usize,
+        c: usize,
+        w: usize,
+        dst: *mut f32,
+        plane: usize,
+    ) {
+        for c0 in (0..c).step_by(16) {
+            for x0 in (0..w).step_by(16) {
+                let n = (w - x0).min(16);
+                let cols: [__m512; 16] = std::array::from_fn(|j| unsafe {
+                    let x = x0 + j;
+                    if j < n {
+                        _mm512_loadu_ps(src.add(((x % M) * tw + x / M) * cp + c0))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                let rows = transpose(cols);
+                for (i, row) in rows.iter().enumerate().take(c - c0) {
+                    _mm512_mask_storeu_ps(dst.add((c0 + i) * plane + x0), mask(n), *row);
+                }
+            }
+        }
+    }
+
+    /// The weight gradient's sums `s[kk * n + c] = sum over r < rows of d[r * k + kk] * v[r * n + c]`.
+    #[derive(Clone, Copy)]
+    pub(super) struct Sums {
+        pub(super) d: *const f32,
+        pub(super) v: *const f32,
+        pub(super) s: *mut f32,
+        pub(super) rows: usize,
+        pub(super) k: usize,
+        pub(super) n: usize,
+    }
+
+    /// `R` output channels x `NV` vectors of input channels from `(k0, c0)`, summed over every row.
+    ///
+    /// # Safety
+    /// As [`sums`].
+    #[inline(always)]
+    unsafe fn sum_tile<L: Lanes, const R: usize, const NV: usize>(p: &Sums, k0: usize, c0: usize) {
+        let (d, v, s) = (p.d.add(k0), p.v.add(c0), p.s.add(k0 * p.n + c0));
+        for t0 in (0..p.rows).step_by(BLOCK) {
+            let mut acc = [[L::zero(); NV]; R];
+            for t in t0..p.rows.min(t0 + BLOCK) {
+                let vs: [L::V; NV] = std::array::from_fn(|j| unsafe { L::load(v.add(t * p.n + j * L::W)) });
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let s = L::splat(*d.add(t * p.k + r));
+                    for (a, x) in row.iter_mut().zip(&vs) {
+                        *a = L::fma(s, *x, *a);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (j, a) in row.iter().enumerate() {
+                    let at = s.add(r * p.n + j * L::W);
+                    L::store(at, if t0 == 0 { *a } else { L::add(L::load(at), *a) });
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`sums`]; `k` a multiple of `R`, `n` of `NV` vectors.
+    #[inline(always)]
+    unsafe fn sums_with<L: Lanes, const R: usize, const NV: usize>(p: &Sums) {
+        for k0 in (0..p.k).step_by(R) {
+            for c0 in (0..p.n).step_by(NV * L::W) {
+                sum_tile::<L, R, NV>(p, k0, c0);
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F is there; as [`sums`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sums_wide(p: &Sums) {
+        if p.n.is_multiple_of(32) {
+            sums_with::<Wide, 8, 2>(p)
+        } else {
+            sums_with::<Wide, 16, 1>(p)
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA are there; as [`sums`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sums_avx2(p: &Sums) {
+        sums_with::<Narrow, 4, 2>(p)
+    }
+
+    /// Runs `p`: `k` and `n` multiples of 16, each sum in row order.
+    ///
+    /// # Safety
+    /// `isa` was found on this CPU; `d`, `v` and `s` hold every element `p`'s indices address.
+    pub(super) unsafe fn sums(isa: Isa, p: &Sums) {
+        match isa {
+            Isa::Avx512 => sums_wide(p),
+            Isa::Avx2 => sums_avx2(p),
         }
     }
 }
@@ -876,30 +1054,30 @@ mod x86 {
 
     use super::super::direct::Isa;
 
-    pub(super) const DOT_ROWS: usize = 4;
+    pub(super) struct Product {
+        pub(super) v: *const f32,
+        pub(super) u: *const f32,
+        pub(super) m: *mut f32,
+        pub(super) rows: usize,
+        pub(super) k: usize,
+        pub(super) n: usize,
+    }
 
-    pub(super) fn block(_: Isa) -> usize {
+    pub(super) struct Sums {
+        pub(super) d: *const f32,
+        pub(super) v: *const f32,
+        pub(super) s: *mut f32,
+        pub(super) rows: usize,
+        pub(super) k: usize,
+        pub(super) n: usize,
+    }
+
+    pub(super) unsafe fn product(_: Isa, _: &Product) {
         unreachable!("no SIMD product off x86-64")
     }
 
-    pub(super) unsafe fn dots(_: Isa, _: *const f32, _: *const f32, _: usize, _: *mut f32, _: usize, _: usize) {
+    pub(super) unsafe fn sums(_: Isa, _: &Sums) {
         unreachable!("no SIMD sums off x86-64")
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn product(
-        _: Isa,
-        _: *const f32,
-        _: usize,
-        _: usize,
-        _: *const f32,
-        _: usize,
-        _: usize,
-        _: *mut f32,
-        _: usize,
-        _: usize,
-    ) {
-        unreachable!("no SIMD product off x86-64")
     }
 }
 
@@ -959,6 +1137,42 @@ mod tests {
                 assert!(err <= tol, "{tile:?} {g:?}: input gradient, relative error {err}");
             }
         }
+    }
+
+    /// The AVX-512 transposes that spread planes to channels-last rows and gather them back give
+    /// the scalar loops' values, on channel counts and row lengths that are no whole block.
+    #[test]
+    fn the_transposes_match_the_scalar_loops() {
+        if super::direct::isa() != Some(super::direct::Isa::Avx512) {
+            eprintln!("no AVX-512 here: the scalar loops are the only form");
+            return;
+        }
+        fn both<const M: usize>() {
+            for &(c, h, w, pad) in &[(3usize, 5usize, 7usize, 1usize), (16, 4, 32, 1), (20, 3, 28, 2), (1, 2, 33, 0), (35, 2, 14, 1)] {
+                let slots = (w + 2 * pad).div_ceil(M) + 1;
+                let cp = c.next_multiple_of(16);
+                let row = M * slots * cp;
+                let src = values(c * h * w, 7);
+                let spread_by = |wide| {
+                    let mut dst = vec![0f32; h * row];
+                    super::spread::<M>(&src, c, h, w, pad, slots, cp, &mut dst, row, wide);
+                    dst
+                };
+                assert!(spread_by(true) == spread_by(false), "spread, m {M}, {c} channels {h}x{w} pad {pad}");
+                let tw = w.div_ceil(M);
+                let out = values(M * tw * cp, 9);
+                let gather_by = |wide| {
+                    let plane = w + 3;
+                    let mut dst = vec![std::mem::MaybeUninit::new(-1f32); c * plane];
+                    super::gather::<M>(&out, tw, cp, c, w, &mut dst, plane, wide);
+                    // SAFETY: every slot was initialized above.
+                    dst.into_iter().map(|v| unsafe { v.assume_init() }).collect::<Vec<f32>>()
+                };
+                assert!(gather_by(true) == gather_by(false), "gather, m {M}, {c} channels, {w} columns");
+            }
+        }
+        both::<2>();
+        both::<4>();
     }
 
     /// The three parts give the same bits on 1 and 3 threads (chunks of samples fixed by the
