@@ -635,7 +635,7 @@ pub fn input_grad(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f
 /// Tiles per block of a weight-gradient sum: each block is summed on its own and added to the
 /// total, so no float32 sum runs over more than this many terms plus the blocks (a chunk holds
 /// up to thousands of tiles; one running sum over them lost digits against im2col's GEMM).
-const BLOCK: usize = 128;
+const BLOCK: usize = 32;
 
 /// `s[k][n] = d[rows][k]^T @ v[rows][n]` for one position, through the SIMD kernel where the
 /// CPU has it, else through the GEMM. `k` and `n` are multiples of 16.
