@@ -330,7 +330,7 @@ impl Plan {
     }
 }
 
-/// Per-thread buffers.
+/// Per-thread buffers, kept from call to call ([`with_buffers`]).
 #[derive(Default)]
 struct Buffers {
     spread: Vec<f32>,
@@ -338,6 +338,21 @@ struct Buffers {
     out: Vec<f32>,
     v: Vec<f32>,
     m: Vec<f32>,
+}
+
+thread_local! {
+    /// This thread's [`Buffers`]: a ResNet-20 step makes about 50 Winograd calls, each of which
+    /// would otherwise allocate and zero its buffers afresh in every rayon job.
+    static BUFFERS: std::cell::Cell<Buffers> = std::cell::Cell::new(Buffers::default());
+}
+
+/// `f` with this thread's buffers, taken out for the call (a nested call, which nothing here
+/// makes, would get fresh ones) and put back after.
+fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
+    let mut buf = BUFFERS.take();
+    let r = f(&mut buf);
+    BUFFERS.set(buf);
+    r
 }
 
 /// Spreads image `x[c][h][w]` into `sp[row][column % m][column / m][channel]` at its padded
@@ -587,9 +602,9 @@ fn run(g: &Geometry, tile: Tile, x: &[f32], k: &Kernel) -> Vec<f32> {
     let size = plan.chunk();
     let wide = direct::isa() == Some(direct::Isa::Avx512);
     let fill = |y: &mut [MaybeUninit<f32>]| {
-        y.par_chunks_mut(size * out_len).enumerate().for_each_init(Buffers::default, |buf, (chunk, yc)| {
+        y.par_chunks_mut(size * out_len).enumerate().for_each(|(chunk, yc)| {
             let xc = &x[chunk * size * in_len..][..yc.len() / out_len * in_len];
-            match (tile, wide) {
+            with_buffers(|buf| match (tile, wide) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `wide` says the CPU has AVX-512F.
                 (Tile::F2, true) => unsafe { forward_chunk_wide::<2>(&plan, g, k, xc, yc, buf) },
@@ -598,7 +613,7 @@ fn run(g: &Geometry, tile: Tile, x: &[f32], k: &Kernel) -> Vec<f32> {
                 (Tile::F4, true) => unsafe { forward_chunk_wide::<4>(&plan, g, k, xc, yc, buf) },
                 (Tile::F2, _) => forward_chunk::<2>(&plan, g, k, xc, yc, buf),
                 (Tile::F4, _) => forward_chunk::<4>(&plan, g, k, xc, yc, buf),
-            }
+            })
         })
     };
     // SAFETY: the inverse transform writes every output slot of every chunk.
@@ -637,25 +652,27 @@ pub fn input_grad(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f
 /// up to thousands of tiles; one running sum over them lost digits against im2col's GEMM).
 const BLOCK: usize = 32;
 
-/// `s[k][n] = d[rows][k]^T @ v[rows][n]` for one position, through the SIMD kernel where the
-/// CPU has it, else through the GEMM. `k` and `n` are multiples of 16.
+/// `s[k][n] = d[rows][k]^T @ v[rows][n]` (`+=` when `add`) for one position, through the SIMD
+/// kernel where the CPU has it, else through the GEMM. `k` and `n` are multiples of 16.
 #[inline(always)]
-fn sums(d: &[f32], v: &[f32], s: &mut [f32], rows: usize, k: usize, n: usize) {
+fn sums(d: &[f32], v: &[f32], s: &mut [f32], rows: usize, k: usize, n: usize, add: bool) {
     assert!(d.len() >= rows * k && v.len() >= rows * n && s.len() >= k * n && k.is_multiple_of(CB) && n.is_multiple_of(CB));
     if let Some(isa) = direct::isa() {
         // SAFETY: `isa` was found on this CPU; the operands hold what the sizes address
         // (asserted above), `k` and `n` are whole blocks.
-        unsafe { x86::sums(isa, &x86::Sums { d: d.as_ptr(), v: v.as_ptr(), s: s.as_mut_ptr(), rows, k, n }) };
+        unsafe { x86::sums(isa, &x86::Sums { d: d.as_ptr(), v: v.as_ptr(), s: s.as_mut_ptr(), rows, k, n, add }) };
         return;
     }
     for t0 in (0..rows).step_by(BLOCK) {
         let len = BLOCK.min(rows - t0);
-        matmul(s, k, n, len, Mat::transposed(&d[t0 * k..], k), Mat::rows(&v[t0 * n..], n), gemm::Parallelism::None, t0 > 0);
+        matmul(s, k, n, len, Mat::transposed(&d[t0 * k..], k), Mat::rows(&v[t0 * n..], n), gemm::Parallelism::None, add || t0 > 0);
     }
 }
 
-/// One chunk's weight-gradient sums `S[p][c_out][c_in] = D[p]^T @ V[p]` over its tiles.
+/// One chunk's weight-gradient sums `S[p][c_out][c_in] = D[p]^T @ V[p]` over its tiles, added to
+/// `sp_out` when `add`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // one chunk's slices and where its sums go
 fn weight_grad_chunk<const M: usize>(
     plan: &Plan,
     g: &Geometry,
@@ -663,6 +680,7 @@ fn weight_grad_chunk<const M: usize>(
     dy: &[f32],
     count: usize,
     sp_out: &mut [f32],
+    add: bool,
     buf: &mut Buffers,
 ) {
     let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
@@ -688,7 +706,7 @@ fn weight_grad_chunk<const M: usize>(
     for (p, (dp, vp)) in ds.chunks_exact_mut(rows_n * cop).zip(vs.chunks_exact_mut(rows_n * cip)).enumerate() {
         dp[tiles * cop..].fill(0.0);
         vp[tiles * cip..].fill(0.0);
-        sums(dp, vp, &mut sp_out[p * cop * cip..][..cop * cip], rows_n, cop, cip);
+        sums(dp, vp, &mut sp_out[p * cop * cip..][..cop * cip], rows_n, cop, cip, add);
     }
 }
 
@@ -698,6 +716,7 @@ fn weight_grad_chunk<const M: usize>(
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)] // as weight_grad_chunk
 unsafe fn weight_grad_chunk_wide<const M: usize>(
     plan: &Plan,
     g: &Geometry,
@@ -705,39 +724,60 @@ unsafe fn weight_grad_chunk_wide<const M: usize>(
     dy: &[f32],
     count: usize,
     sp: &mut [f32],
+    add: bool,
     buf: &mut Buffers,
 ) {
-    weight_grad_chunk::<M>(plan, g, x, dy, count, sp, buf)
+    weight_grad_chunk::<M>(plan, g, x, dy, count, sp, add, buf)
+}
+
+/// Groups of chunks whose weight-gradient sums are kept apart, then added in order: fixed, so
+/// the result does not depend on the threads; few, so the partial sums stay small (36 positions
+/// x 64 x 64 channels is 590 KB a group) and the last group's sums add little serial work.
+const GROUPS: usize = 8;
+
+thread_local! {
+    /// The partial sums of this thread's last weight gradient, kept for the next.
+    static PARTIAL: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The weight gradient `dweight[c_out, c_in, 3, 3]` from `x` and the output gradient `dy`: per
-/// chunk of samples the sums over its tiles, the chunks added in order (so the result does not
-/// depend on the threads), then `G^T S G`.
+/// group of chunks of samples the sums over its tiles (each chunk's added to the group's in
+/// order), the groups added in order (so the result does not depend on the threads), then
+/// `G^T S G`.
 pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert!(applies(g), "winograd::weight_grad: {g:?}");
     let plan = Plan::new(g, tile);
     let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
     let size = plan.chunk();
     let chunks = g.n.div_ceil(size);
+    let groups = chunks.min(GROUPS);
     let (p_n, cc) = (tile.positions(), plan.cop * plan.cip);
     let wide = direct::isa() == Some(direct::Isa::Avx512);
-    let mut partial = vec![0f32; chunks * p_n * cc];
-    partial.par_chunks_mut(p_n * cc).enumerate().for_each_init(Buffers::default, |buf, (chunk, sp)| {
-        let first = chunk * size;
-        let count = size.min(g.n - first);
-        let (xc, dc) = (&x[first * in_len..][..count * in_len], &dy[first * out_len..][..count * out_len]);
-        match (tile, wide) {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `wide` says the CPU has AVX-512F.
-            (Tile::F2, true) => unsafe { weight_grad_chunk_wide::<2>(&plan, g, xc, dc, count, sp, buf) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            (Tile::F4, true) => unsafe { weight_grad_chunk_wide::<4>(&plan, g, xc, dc, count, sp, buf) },
-            (Tile::F2, _) => weight_grad_chunk::<2>(&plan, g, xc, dc, count, sp, buf),
-            (Tile::F4, _) => weight_grad_chunk::<4>(&plan, g, xc, dc, count, sp, buf),
-        }
+    // Every slot is written by its group's first chunk: the last call's values need no zeroing.
+    let mut partial = PARTIAL.take();
+    let sp_all = sized(&mut partial, groups * p_n * cc);
+    sp_all.par_chunks_mut(p_n * cc).enumerate().for_each(|(group, sp)| {
+        with_buffers(|buf| {
+            for (i, chunk) in (group * chunks / groups..(group + 1) * chunks / groups).enumerate() {
+                let first = chunk * size;
+                let count = size.min(g.n - first);
+                let (xc, dc) = (&x[first * in_len..][..count * in_len], &dy[first * out_len..][..count * out_len]);
+                let add = i > 0;
+                match (tile, wide) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `wide` says the CPU has AVX-512F.
+                    (Tile::F2, true) => unsafe { weight_grad_chunk_wide::<2>(&plan, g, xc, dc, count, sp, add, buf) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above.
+                    (Tile::F4, true) => unsafe { weight_grad_chunk_wide::<4>(&plan, g, xc, dc, count, sp, add, buf) },
+                    (Tile::F2, _) => weight_grad_chunk::<2>(&plan, g, xc, dc, count, sp, add, buf),
+                    (Tile::F4, _) => weight_grad_chunk::<4>(&plan, g, xc, dc, count, sp, add, buf),
+                }
+            }
+        })
     });
-    let s = sum_in_order(&partial, p_n * cc);
+    let s = sum_in_order(sp_all, p_n * cc);
+    PARTIAL.set(partial);
     let (a, gm, cip) = (tile.alpha(), tile.g(), plan.cip);
     let mut dw = vec![0f32; g.c_out * g.c_in * 9];
     for (oi, out) in dw.chunks_mut(9).enumerate() {
@@ -969,7 +1009,8 @@ mod x86 {
         }
     }
 
-    /// The weight gradient's sums `s[kk * n + c] = sum over r < rows of d[r * k + kk] * v[r * n + c]`.
+    /// The weight gradient's sums `s[kk * n + c] = sum over r < rows of d[r * k + kk] * v[r * n + c]`
+    /// (`+=` when `add`).
     #[derive(Clone, Copy)]
     pub(super) struct Sums {
         pub(super) d: *const f32,
@@ -978,6 +1019,7 @@ mod x86 {
         pub(super) rows: usize,
         pub(super) k: usize,
         pub(super) n: usize,
+        pub(super) add: bool,
     }
 
     /// `R` output channels x `NV` vectors of input channels from `(k0, c0)`, summed over every row.
@@ -1001,7 +1043,7 @@ mod x86 {
             for (r, row) in acc.iter().enumerate() {
                 for (j, a) in row.iter().enumerate() {
                     let at = s.add(r * p.n + j * L::W);
-                    L::store(at, if t0 == 0 { *a } else { L::add(L::load(at), *a) });
+                    L::store(at, if t0 == 0 && !p.add { *a } else { L::add(L::load(at), *a) });
                 }
             }
         }
@@ -1070,6 +1112,7 @@ mod x86 {
         pub(super) rows: usize,
         pub(super) k: usize,
         pub(super) n: usize,
+        pub(super) add: bool,
     }
 
     pub(super) unsafe fn product(_: Isa, _: &Product) {
