@@ -255,11 +255,27 @@ fn im2col_chunk(g: &Geometry, x: &[f32], first: usize, count: usize, cols: &mut 
     }
 }
 
-/// Per-thread buffers, reused from chunk to chunk instead of allocated per chunk.
+/// Per-thread buffers, reused from chunk to chunk and call to call ([`with_scratch`]).
 #[derive(Default)]
 struct Scratch {
     cols: Vec<f32>,
     mat: Vec<f32>,
+}
+
+thread_local! {
+    /// This thread's [`Scratch`]. Rayon's `for_each_init` makes a new value for every job it
+    /// splits off, so a per-job scratch allocated and zeroed its im2col matrix (up to a few MB)
+    /// several times per call.
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+/// `f` with this thread's scratch, taken out for the call (a nested call, from a GEMM's own
+/// parallel loop, gets a fresh one) and put back after.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut scratch = SCRATCH.take();
+    let r = f(&mut scratch);
+    SCRATCH.set(scratch);
+    r
 }
 
 fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -403,23 +419,25 @@ fn im2col_forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let size = g.chunk();
     let threads = inner_threads(g.n.div_ceil(size));
     let mut y = vec![0f32; g.n * g.out_len()];
-    y.par_chunks_mut(size * g.out_len()).enumerate().for_each_init(Scratch::default, |scratch, (chunk, yc)| {
-        let count = yc.len() / g.out_len();
-        let width = count * l;
-        let cols = sized(&mut scratch.cols, rows * width);
-        im2col_chunk(g, x, chunk * size, count, cols);
-        if count == 1 {
-            // One sample's [c_out, l] output is already in NCHW order.
-            matmul(yc, g.c_out, l, rows, Mat::rows(weight, rows), Mat::rows(cols, l), threads, false);
-            return;
-        }
-        let out = sized(&mut scratch.mat, g.c_out * width);
-        matmul(out, g.c_out, width, rows, Mat::rows(weight, rows), Mat::rows(cols, width), threads, false);
-        for (j, yi) in yc.chunks_mut(g.out_len()).enumerate() {
-            for (co, dst) in yi.chunks_mut(l).enumerate() {
-                dst.copy_from_slice(&out[co * width + j * l..][..l]);
+    y.par_chunks_mut(size * g.out_len()).enumerate().for_each(|(chunk, yc)| {
+        with_scratch(|scratch| {
+            let count = yc.len() / g.out_len();
+            let width = count * l;
+            let cols = sized(&mut scratch.cols, rows * width);
+            im2col_chunk(g, x, chunk * size, count, cols);
+            if count == 1 {
+                // One sample's [c_out, l] output is already in NCHW order.
+                matmul(yc, g.c_out, l, rows, Mat::rows(weight, rows), Mat::rows(cols, l), threads, false);
+                return;
             }
-        }
+            let out = sized(&mut scratch.mat, g.c_out * width);
+            matmul(out, g.c_out, width, rows, Mat::rows(weight, rows), Mat::rows(cols, width), threads, false);
+            for (j, yi) in yc.chunks_mut(g.out_len()).enumerate() {
+                for (co, dst) in yi.chunks_mut(l).enumerate() {
+                    dst.copy_from_slice(&out[co * width + j * l..][..l]);
+                }
+            }
+        })
     });
     y
 }
@@ -490,17 +508,19 @@ fn im2col_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let size = g.chunk();
     let threads = inner_threads(g.n.div_ceil(size));
     let mut partial = vec![0f32; g.n.div_ceil(size) * wlen];
-    partial.par_chunks_mut(wlen).enumerate().for_each_init(Scratch::default, |scratch, (chunk, dwt)| {
-        let first = chunk * size;
-        let count = size.min(g.n - first);
-        let width = count * l;
-        let dyc = dy_chunk(g, dy, first, count, &mut scratch.mat);
-        let cols = sized(&mut scratch.cols, rows * width);
-        im2col_chunk(g, x, first, count, cols);
-        // dW^T[rows, c_out] = cols @ dY^T rather than dW = dY @ cols^T: the GEMM then packs only
-        // dY's c_out rows instead of the whole im2col matrix (9 * c_in / c_out times larger),
-        // which was ~14% of a ResNet-20 step.
-        matmul(dwt, rows, g.c_out, width, Mat::rows(cols, width), Mat::transposed(dyc, width), threads, false);
+    partial.par_chunks_mut(wlen).enumerate().for_each(|(chunk, dwt)| {
+        with_scratch(|scratch| {
+            let first = chunk * size;
+            let count = size.min(g.n - first);
+            let width = count * l;
+            let dyc = dy_chunk(g, dy, first, count, &mut scratch.mat);
+            let cols = sized(&mut scratch.cols, rows * width);
+            im2col_chunk(g, x, first, count, cols);
+            // dW^T[rows, c_out] = cols @ dY^T rather than dW = dY @ cols^T: the GEMM then packs only
+            // dY's c_out rows instead of the whole im2col matrix (9 * c_in / c_out times larger),
+            // which was ~14% of a ResNet-20 step.
+            matmul(dwt, rows, g.c_out, width, Mat::rows(cols, width), Mat::transposed(dyc, width), threads, false);
+        })
     });
     let sum = sum_in_order(&partial, wlen);
     let mut dweight = vec![0f32; wlen];
@@ -530,15 +550,17 @@ fn input_grad_scatter(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let size = g.chunk();
     let threads = inner_threads(g.n.div_ceil(size));
     let mut dx = vec![0f32; g.n * g.in_len()];
-    dx.par_chunks_mut(size * g.in_len()).enumerate().for_each_init(Scratch::default, |scratch, (chunk, dxc)| {
-        let count = dxc.len() / g.in_len();
-        let width = count * l;
-        let dyc = dy_chunk(g, dy, chunk * size, count, &mut scratch.mat);
-        let dcols = sized(&mut scratch.cols, rows * width);
-        matmul(dcols, rows, width, g.c_out, Mat::transposed(weight, rows), Mat::rows(dyc, width), threads, false);
-        for (j, dxi) in dxc.chunks_mut(g.in_len()).enumerate() {
-            col2im(g, &mut dcols[j * l..], width, dxi);
-        }
+    dx.par_chunks_mut(size * g.in_len()).enumerate().for_each(|(chunk, dxc)| {
+        with_scratch(|scratch| {
+            let count = dxc.len() / g.in_len();
+            let width = count * l;
+            let dyc = dy_chunk(g, dy, chunk * size, count, &mut scratch.mat);
+            let dcols = sized(&mut scratch.cols, rows * width);
+            matmul(dcols, rows, width, g.c_out, Mat::transposed(weight, rows), Mat::rows(dyc, width), threads, false);
+            for (j, dxi) in dxc.chunks_mut(g.in_len()).enumerate() {
+                col2im(g, &mut dcols[j * l..], width, dxi);
+            }
+        })
     });
     dx
 }

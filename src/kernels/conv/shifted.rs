@@ -8,7 +8,7 @@
 //! from plane-sized copies, at the price of the positions cropped away.
 
 use super::super::uninit::as_uninit;
-use super::{inner_threads, l2_bytes, matmul, pad_plane, sized, sum_in_order, Geometry, Mat, Scratch};
+use super::{inner_threads, l2_bytes, matmul, pad_plane, sized, sum_in_order, with_scratch, Geometry, Mat};
 use rayon::prelude::*;
 
 /// Whether the shifted form suits `g`: stride 1, a kernel wider than 1, at least 8 input
@@ -74,26 +74,28 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let wr = weight_rows(g, weight);
     let depth = g.c_in * k;
     let mut y = vec![0f32; g.n * g.out_len()];
-    y.par_chunks_mut(size * g.out_len()).enumerate().for_each_init(Scratch::default, |scratch, (chunk, yc)| {
-        let count = yc.len() / g.out_len();
-        let positions = count * pp;
-        // Room for the largest shift past the last position.
-        let row = positions + (k - 1) * wp + k;
-        let x3 = sized(&mut scratch.cols, depth * row);
-        shifted_copy(g, x, chunk * size, count, x3, row);
-        let out = sized(&mut scratch.mat, g.c_out * positions);
-        for ky in 0..k {
-            let rhs = Mat::rows(&x3[ky * wp..], row);
-            matmul(out, g.c_out, positions, depth, Mat::rows(&wr[ky * g.c_out * depth..], depth), rhs, threads, ky > 0);
-        }
-        for (s, ys) in yc.chunks_mut(g.out_len()).enumerate() {
-            for (co, dst) in ys.chunks_mut(l).enumerate() {
-                let src = &out[co * positions + s * pp..];
-                for (oy, line) in dst.chunks_mut(wo).enumerate().take(ho) {
-                    line.copy_from_slice(&src[oy * wp..][..wo]);
+    y.par_chunks_mut(size * g.out_len()).enumerate().for_each(|(chunk, yc)| {
+        with_scratch(|scratch| {
+            let count = yc.len() / g.out_len();
+            let positions = count * pp;
+            // Room for the largest shift past the last position.
+            let row = positions + (k - 1) * wp + k;
+            let x3 = sized(&mut scratch.cols, depth * row);
+            shifted_copy(g, x, chunk * size, count, x3, row);
+            let out = sized(&mut scratch.mat, g.c_out * positions);
+            for ky in 0..k {
+                let rhs = Mat::rows(&x3[ky * wp..], row);
+                matmul(out, g.c_out, positions, depth, Mat::rows(&wr[ky * g.c_out * depth..], depth), rhs, threads, ky > 0);
+            }
+            for (s, ys) in yc.chunks_mut(g.out_len()).enumerate() {
+                for (co, dst) in ys.chunks_mut(l).enumerate() {
+                    let src = &out[co * positions + s * pp..];
+                    for (oy, line) in dst.chunks_mut(wo).enumerate().take(ho) {
+                        line.copy_from_slice(&src[oy * wp..][..wo]);
+                    }
                 }
             }
-        }
+        })
     });
     y
 }
@@ -111,27 +113,29 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let threads = inner_threads(g.n.div_ceil(size));
     let part = k * depth * g.c_out;
     let mut partial = vec![0f32; g.n.div_ceil(size) * part];
-    partial.par_chunks_mut(part).enumerate().for_each_init(Scratch::default, |scratch, (chunk, dwt)| {
-        let first = chunk * size;
-        let count = size.min(g.n - first);
-        let positions = count * pp;
-        let row = positions + (k - 1) * wp + k;
-        let x3 = sized(&mut scratch.cols, depth * row);
-        shifted_copy(g, x, first, count, x3, row);
-        let dyp = sized(&mut scratch.mat, g.c_out * positions);
-        for (co, planes) in dyp.chunks_mut(positions).enumerate() {
-            for (s, padded) in planes.chunks_mut(pp).enumerate() {
-                let src = &dy[((first + s) * g.c_out + co) * l..][..l];
-                for (line, out) in src.chunks(wo).zip(padded.chunks_mut(wp)) {
-                    out[..wo].copy_from_slice(line);
-                    super::fill_short(&mut out[wo..], 0.0);
+    partial.par_chunks_mut(part).enumerate().for_each(|(chunk, dwt)| {
+        with_scratch(|scratch| {
+            let first = chunk * size;
+            let count = size.min(g.n - first);
+            let positions = count * pp;
+            let row = positions + (k - 1) * wp + k;
+            let x3 = sized(&mut scratch.cols, depth * row);
+            shifted_copy(g, x, first, count, x3, row);
+            let dyp = sized(&mut scratch.mat, g.c_out * positions);
+            for (co, planes) in dyp.chunks_mut(positions).enumerate() {
+                for (s, padded) in planes.chunks_mut(pp).enumerate() {
+                    let src = &dy[((first + s) * g.c_out + co) * l..][..l];
+                    for (line, out) in src.chunks(wo).zip(padded.chunks_mut(wp)) {
+                        out[..wo].copy_from_slice(line);
+                        super::fill_short(&mut out[wo..], 0.0);
+                    }
+                    padded[ho * wp..].fill(0.0);
                 }
-                padded[ho * wp..].fill(0.0);
             }
-        }
-        for (ky, dst) in dwt.chunks_mut(depth * g.c_out).enumerate() {
-            matmul(dst, depth, g.c_out, positions, Mat::rows(&x3[ky * wp..], row), Mat::transposed(dyp, positions), threads, false);
-        }
+            for (ky, dst) in dwt.chunks_mut(depth * g.c_out).enumerate() {
+                matmul(dst, depth, g.c_out, positions, Mat::rows(&x3[ky * wp..], row), Mat::transposed(dyp, positions), threads, false);
+            }
+        })
     });
     let sum = sum_in_order(&partial, part);
     let mut dweight = vec![0f32; part];
