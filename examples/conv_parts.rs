@@ -1,6 +1,6 @@
 //! The direct 3x3 convolution's kernels timed alone on ResNet-20's and the ConvNet's geometries
 //! (batch 128): median milliseconds and GFLOP/s of the forward (the input gradient runs the same
-//! kernel) and of the weight gradient, per layer shape. Run:
+//! kernel) and of the weight gradient, per layer shape, and Winograd's two gradients fused. Run:
 //! `RAYON_NUM_THREADS=2 cargo run --release --example conv_parts`.
 
 use normwd::kernels::conv::winograd::{self, Tile};
@@ -53,14 +53,17 @@ fn main() {
             let fwd = time(&|| winograd::forward(&g, &x, &k));
             let igrad = time(&|| winograd::input_grad(&g, tile, Some(&k), &w, &dy));
             let wgrad = time(&|| winograd::weight_grad(&g, tile, &x, &dy));
+            // Both gradients in one pass (the output gradient spread once), beside their sum.
+            let both = time(&|| winograd::backward(&g, tile, Some(&k), &w, &x, &dy).1);
             println!(
-                "    {:10}: forward {:6.2} ms {:5.0} GFLOP/s equiv | input grad {:6.2} ms | weight grad {:6.2} ms {:5.0} GFLOP/s equiv",
+                "    {:10}: forward {:6.2} ms {:5.0} GFLOP/s equiv | input grad {:6.2} ms | weight grad {:6.2} ms {:5.0} GFLOP/s equiv | both fused {:6.2} ms",
                 tile.name(),
                 fwd * 1e3,
                 flop / fwd / 1e9,
                 igrad * 1e3,
                 wgrad * 1e3,
-                flop / wgrad / 1e9
+                flop / wgrad / 1e9,
+                both * 1e3
             );
         }
     }

@@ -465,6 +465,12 @@ fn dy_chunk<'a>(g: &Geometry, dy: &'a [f32], first: usize, count: usize, buf: &'
 pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], prepared: Option<&Prepared>, dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
     let plan = prepared.map_or_else(|| choice::plan(g), |p| p.plan);
     let kernel = prepared.and_then(|p| p.kernel.as_deref());
+    if let (Algo::Winograd(tile), true) = (plan.weight_grad, need_dx && plan.input_grad == plan.weight_grad && winograd::fuses(g)) {
+        // Both gradients by the same tile size: one pass, one spread of `dy` for both.
+        choice::count(g, plan.weight_grad);
+        choice::count(g, plan.input_grad);
+        return winograd::backward(g, tile, kernel, weight, x, dy);
+    }
     let dweight = weight_grad_with(g, plan.weight_grad, x, dy);
     choice::count(g, plan.weight_grad);
     let dx = if need_dx {

@@ -323,6 +323,14 @@ impl Plan {
         (l2_bytes() / (self.tile.positions() * (self.cip + self.cop) * self.per_image() * 4).max(1)).clamp(1, 16)
     }
 
+    /// Samples per chunk of the gradients: half of [`Plan::chunk`], as the fused backward holds
+    /// four transformed operands (the weight gradient's and the input gradient's) where the
+    /// forward holds two. The weight gradient alone takes the same chunks, so both forms add
+    /// the same sums in the same order.
+    fn grad_chunk(&self) -> usize {
+        (self.chunk() / 2).max(1)
+    }
+
     /// Rows of `V` and `M` for `count` samples: their tiles, rounded up to whole blocks of the
     /// products' register tiles.
     fn rows(&self, count: usize) -> usize {
@@ -338,6 +346,10 @@ struct Buffers {
     out: Vec<f32>,
     v: Vec<f32>,
     m: Vec<f32>,
+    /// The fused backward's second spread and transformed operands ([`backward`]).
+    spread2: Vec<f32>,
+    v2: Vec<f32>,
+    m2: Vec<f32>,
 }
 
 thread_local! {
@@ -495,8 +507,8 @@ fn transform_output<const M: usize>(
 }
 
 /// `D[p][t0 + tile][c]` of one image's output gradient `dy[c_out][h_out][w_out]`: spread into
-/// `sp[row][column % m][column / m][channel]` (zero past the plane's edge), then `A` along the
-/// tiles' rows over whole rows and along their columns over runs of a tile row's tiles.
+/// `sp[row][column % m][column / m][channel]` (zero past the plane's edge), then
+/// [`grad_passes`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // one image's slice of every buffer
 fn transform_grad<const M: usize>(
@@ -510,15 +522,39 @@ fn transform_grad<const M: usize>(
     t0: usize,
     wide: bool,
 ) {
+    let (row, tw) = (plan.grad_row(), plan.tw);
+    spread::<M>(dy, g.c_out, g.h_out(), g.w_out(), 0, tw, plan.cop, sp, row, wide);
+    grad_passes::<M>(plan, sp, Spread { row, slots: tw, shift: 0 }, half, d, rows_n, t0);
+}
+
+/// Where a spread image's values sit: rows of `row` values, `slots` column slots per phase, and
+/// the image's row and column 0 at row and column `shift` (its padding).
+#[derive(Clone, Copy)]
+struct Spread {
+    row: usize,
+    slots: usize,
+    shift: usize,
+}
+
+/// `D[p][t0 + tile][c]` from one image's spread output gradient `sp` (laid out as `at` says,
+/// `cop` channels): `A` along the tiles' rows over whole spread rows, then along their columns
+/// over runs of a tile row's tiles.
+#[inline(always)]
+fn grad_passes<const M: usize>(plan: &Plan, sp: &[f32], at: Spread, half: &mut [f32], d: &mut [f32], rows_n: usize, t0: usize) {
     let (a, tile, cp, tw) = (M + 2, Tile::of::<M>(), plan.cop, plan.tw);
-    let (row, run, pos) = (plan.grad_row(), tw * cp, rows_n * cp);
-    let (ho, wo) = (g.h_out(), g.w_out());
-    spread::<M>(dy, g.c_out, ho, wo, 0, tw, cp, sp, row, wide);
+    let (row, run, pos) = (at.row, tw * cp, rows_n * cp);
     for ty in 0..plan.th {
-        tile.grad(&rows(&sp[M * ty * row..], row, row, M), &mut rows_mut(half, row, row, a));
+        tile.grad(&rows(&sp[(M * ty + at.shift) * row..], row, row, M), &mut rows_mut(half, row, row, a));
         let t = t0 + ty * tw;
         for r in 0..a {
-            tile.grad(&rows(&half[r * row..], run, run, M), &mut rows_mut(&mut d[r * a * pos + t * cp..], pos, run, a));
+            // A tile's column k is column M tx + k + shift of the spread: phase (k + shift) % m,
+            // shifted by (k + shift) / m slots.
+            let mut src: Rows = [&[]; 6];
+            for (k, sk) in src.iter_mut().enumerate().take(M) {
+                let c = k + at.shift;
+                *sk = &half[r * row + ((c % M) * at.slots + c / M) * cp..][..run];
+            }
+            tile.grad(&src, &mut rows_mut(&mut d[r * a * pos + t * cp..], pos, run, a));
         }
     }
 }
@@ -544,7 +580,7 @@ fn forward_chunk<const M: usize>(plan: &Plan, g: &Geometry, k: &Kernel, x: &[f32
     let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
     let count = y.len() / out_len;
     let (rows_n, p_n, (cip, cop)) = (plan.rows(count), plan.tile.positions(), (plan.cip, plan.cop));
-    let Buffers { spread, half, out, v, m } = buf;
+    let Buffers { spread, half, out, v, m, .. } = buf;
     let wide = direct::isa() == Some(direct::Isa::Avx512);
     // The borders and padded channels are never written below: zeroed once, they stay zero.
     let sp = sized(spread, plan.in_len());
@@ -686,7 +722,7 @@ fn weight_grad_chunk<const M: usize>(
     let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
     let (rows_n, p_n, (cip, cop)) = (plan.rows(count), plan.tile.positions(), (plan.cip, plan.cop));
     let tiles = count * plan.per_image();
-    let Buffers { spread, half, out, v, m } = buf;
+    let Buffers { spread, half, out, v, m, .. } = buf;
     let wide = direct::isa() == Some(direct::Isa::Avx512);
     let half = sized(half, (M + 2) * plan.in_row().max(plan.grad_row()));
     let sp = sized(spread, plan.in_len());
@@ -748,7 +784,7 @@ pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> 
     assert!(applies(g), "winograd::weight_grad: {g:?}");
     let plan = Plan::new(g, tile);
     let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
-    let size = plan.chunk();
+    let size = plan.grad_chunk();
     let chunks = g.n.div_ceil(size);
     let groups = chunks.min(GROUPS);
     let (p_n, cc) = (tile.positions(), plan.cop * plan.cip);
@@ -776,8 +812,14 @@ pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> 
             }
         })
     });
-    let s = sum_in_order(sp_all, p_n * cc);
+    let dw = kernel_grad(g, tile, &plan, sum_in_order(sp_all, p_n * cc));
     PARTIAL.set(partial);
+    dw
+}
+
+/// `dweight = G^T S G` per channel pair from the sums `S[p][cop][cip]` over every tile.
+fn kernel_grad(g: &Geometry, tile: Tile, plan: &Plan, s: Vec<f32>) -> Vec<f32> {
+    let cc = plan.cop * plan.cip;
     let (a, gm, cip) = (tile.alpha(), tile.g(), plan.cip);
     let mut dw = vec![0f32; g.c_out * g.c_in * 9];
     for (oi, out) in dw.chunks_mut(9).enumerate() {
@@ -792,6 +834,155 @@ pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> 
         }
     }
     dw
+}
+
+/// Whether [`backward`] computes this layer's two gradients in one pass: F(m x m) for both, and
+/// padding 1, where the output gradient's spread for the input gradient (padded by 1) also holds
+/// every tile the weight gradient reads.
+pub fn fuses(g: &Geometry) -> bool {
+    applies(g) && g.pad == 1
+}
+
+/// One chunk of [`backward`]: per image, one spread of the output gradient feeds both the input
+/// gradient's transform and the weight gradient's, then the input gradient's products and
+/// inverse transform into `dx`, the weight gradient's sums into `sp_out` (added when `add`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // one chunk's slices and where its results go
+fn backward_chunk<const M: usize>(
+    g: &Geometry,
+    kt: &Kernel,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [MaybeUninit<f32>],
+    sp_out: &mut [f32],
+    add: bool,
+    buf: &mut Buffers,
+) {
+    let t = transposed_geometry(g).expect("a stride-1 layer");
+    let (pw, pt) = (Plan::new(g, Tile::of::<M>()), Plan::new(&t, Tile::of::<M>()));
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
+    let count = dx.len() / in_len;
+    let (rows_w, rows_t, p_n) = (pw.rows(count), pt.rows(count), pw.tile.positions());
+    let (cip, cop) = (pw.cip, pw.cop);
+    let wide = direct::isa() == Some(direct::Isa::Avx512);
+    let Buffers { spread, half, out, v, m, spread2, v2, m2 } = buf;
+    let half = sized(half, (M + 2) * pw.in_row().max(pt.in_row()).max(M * pt.tw * pt.cop));
+    // The spreads' borders and padded channels are never written below: zeroed once per chunk.
+    let (sx, sd) = (sized(spread, pw.in_len()), sized(spread2, pt.in_len()));
+    sx.fill(0.0);
+    sd.fill(0.0);
+    // The input gradient's transformed output gradient (`cop` channels), the weight
+    // gradient's transformed input (`cip`) and output gradient (`cop`).
+    let (vt, vx, dd) = (sized(v2, p_n * rows_t * cop), sized(v, p_n * rows_w * cip), sized(m, p_n * rows_w * cop));
+    let at = Spread { row: pt.in_row(), slots: pt.slots(), shift: t.pad };
+    for s in 0..count {
+        spread_input::<M>(&pt, &t, &dy[s * out_len..][..out_len], sd, wide);
+        transform_input::<M>(&pt, sd, half, vt, rows_t, s * pt.per_image());
+        grad_passes::<M>(&pw, sd, at, half, dd, rows_w, s * pw.per_image());
+        spread_input::<M>(&pw, g, &x[s * in_len..][..in_len], sx, wide);
+        transform_input::<M>(&pw, sx, half, vx, rows_w, s * pw.per_image());
+    }
+    let mt = sized(m2, p_n * rows_t * cip);
+    for p in 0..p_n {
+        product(
+            &vt[p * rows_t * cop..][..rows_t * cop],
+            &kt.u[p * cop * cip..][..cop * cip],
+            &mut mt[p * rows_t * cip..][..rows_t * cip],
+            rows_t,
+            cop,
+            cip,
+        );
+    }
+    let out = sized(out, M * M * pt.tw * cip);
+    for (s, dxs) in dx.chunks_exact_mut(in_len).enumerate() {
+        transform_output::<M>(&pt, &t, mt, rows_t, s * pt.per_image(), half, out, dxs, wide);
+    }
+    // The rows past the chunk's tiles add zeros to the sums.
+    let tiles = count * pw.per_image();
+    for (p, (dp, vp)) in dd.chunks_exact_mut(rows_w * cop).zip(vx.chunks_exact_mut(rows_w * cip)).enumerate() {
+        dp[tiles * cop..].fill(0.0);
+        vp[tiles * cip..].fill(0.0);
+        sums(dp, vp, &mut sp_out[p * cop * cip..][..cop * cip], rows_w, cop, cip, add);
+    }
+}
+
+/// [`backward_chunk`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)] // as backward_chunk
+unsafe fn backward_chunk_wide<const M: usize>(
+    g: &Geometry,
+    kt: &Kernel,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [MaybeUninit<f32>],
+    sp_out: &mut [f32],
+    add: bool,
+    buf: &mut Buffers,
+) {
+    backward_chunk::<M>(g, kt, x, dy, dx, sp_out, add, buf)
+}
+
+/// `(dx, dweight)` of a layer that [`fuses`], in one pass over the samples: each image's output
+/// gradient is spread once for both gradients instead of once for each (the spreads read
+/// activations that no longer sit in any cache). The same numbers as [`input_grad`] and
+/// [`weight_grad`]: the same chunks, groups and order of every sum.
+pub fn backward(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f32], x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    assert!(fuses(g), "winograd::backward: {g:?}");
+    let t = transposed_geometry(g).expect("a stride-1 layer");
+    let kt = match tile {
+        Tile::F2 => kernel_for(g, tile, kernel, weight).flipped(),
+        Tile::F4 => kernel_transform(&t, tile, &flipped_transpose(g, weight)),
+    };
+    let plan = Plan::new(g, tile);
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
+    let size = plan.grad_chunk();
+    let chunks = g.n.div_ceil(size);
+    let groups = chunks.min(GROUPS);
+    let (p_n, cc) = (tile.positions(), plan.cop * plan.cip);
+    let wide = direct::isa() == Some(direct::Isa::Avx512);
+    let mut partial = PARTIAL.take();
+    let sp_all = sized(&mut partial, groups * p_n * cc);
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        // Each group's samples, and its slice of `dx`.
+        let mut parts = Vec::with_capacity(groups);
+        let mut rest = dx;
+        for group in 0..groups {
+            let first = group * chunks / groups * size;
+            let last = ((group + 1) * chunks / groups * size).min(g.n);
+            let (head, tail) = rest.split_at_mut((last - first) * in_len);
+            parts.push((first, head));
+            rest = tail;
+        }
+        parts.into_par_iter().zip(sp_all.par_chunks_mut(p_n * cc)).for_each(|((first, dxg), sp)| {
+            with_buffers(|buf| {
+                for (i, dxc) in dxg.chunks_mut(size * in_len).enumerate() {
+                    let (s0, count) = (first + i * size, dxc.len() / in_len);
+                    let (xc, dc) = (&x[s0 * in_len..][..count * in_len], &dy[s0 * out_len..][..count * out_len]);
+                    let add = i > 0;
+                    match (tile, wide) {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: `wide` says the CPU has AVX-512F.
+                        (Tile::F2, true) => unsafe { backward_chunk_wide::<2>(g, &kt, xc, dc, dxc, sp, add, buf) },
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: as above.
+                        (Tile::F4, true) => unsafe { backward_chunk_wide::<4>(g, &kt, xc, dc, dxc, sp, add, buf) },
+                        (Tile::F2, _) => backward_chunk::<2>(g, &kt, xc, dc, dxc, sp, add, buf),
+                        (Tile::F4, _) => backward_chunk::<4>(g, &kt, xc, dc, dxc, sp, add, buf),
+                    }
+                }
+            })
+        });
+    };
+    // SAFETY: every group's chunks cover its samples, and each chunk's inverse transform writes
+    // every slot of its slice of `dx`.
+    let dx = unsafe { filled(g.n * in_len, fill) };
+    let dw = kernel_grad(g, tile, &plan, sum_in_order(sp_all, p_n * cc));
+    PARTIAL.set(partial);
+    (dx, dw)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1178,6 +1369,27 @@ mod tests {
                 assert!(err <= tol, "{tile:?} {g:?}: weight gradient, relative error {err}");
                 let err = rel_err(&input_grad_scatter(&g, &wt, &dy), &input_grad(&g, tile, Some(&k), &wt, &dy));
                 assert!(err <= tol, "{tile:?} {g:?}: input gradient, relative error {err}");
+            }
+        }
+    }
+
+    /// The fused backward gives the bits of the separate input and weight gradients (the same
+    /// chunks, groups and sums, the output gradient spread once instead of twice), on planes
+    /// that are no whole number of tiles, channel counts that are no whole vector, and batches
+    /// over one and several groups.
+    #[test]
+    fn the_fused_backward_is_the_two_gradients() {
+        for tile in Tile::ALL {
+            for &(n, c_in, h, w, c_out) in
+                &[(3, 16, 32, 32, 16), (37, 8, 8, 8, 8), (2, 5, 7, 9, 12), (3, 32, 14, 14, 20), (130, 3, 6, 6, 4)]
+            {
+                let g = Geometry { n, c_in, h, w, c_out, k: 3, stride: 1, pad: 1 };
+                assert!(super::fuses(&g));
+                let (x, wt, dy) = (values(n * c_in * h * w, 1), values(c_out * c_in * 9, 2), values(n * c_out * h * w, 5));
+                let k = kernel_transform(&g, tile, &wt);
+                let (dx, dw) = super::backward(&g, tile, Some(&k), &wt, &x, &dy);
+                assert!(dx == input_grad(&g, tile, Some(&k), &wt, &dy), "{tile:?} {g:?}: input gradient");
+                assert!(dw == weight_grad(&g, tile, &x, &dy), "{tile:?} {g:?}: weight gradient");
             }
         }
     }
