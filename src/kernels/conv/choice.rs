@@ -1,9 +1,10 @@
 //! Which algorithm computes each part of a stride-1 3x3 convolution: the direct forms or
 //! Winograd's F(2x2) or F(4x4). As cuDNN's and oneDNN's algorithm search, `auto` (the default)
 //! times every candidate on the layer's own geometry the first time it is seen and keeps the
-//! fastest per part (forward, input gradient, weight gradient). A Winograd part must beat the
-//! direct one by [`MARGIN`], so timing noise does not trade the direct kernels' rounding for a
-//! gain too small to measure.
+//! fastest per part (forward, input gradient, weight gradient); the two gradients by one tile
+//! size in one pass ([`winograd::backward`]) are timed too, and take the backward where they beat
+//! the parts' own choices. A Winograd part must beat the direct one by [`MARGIN`], so timing
+//! noise does not trade the direct kernels' rounding for a gain too small to measure.
 //!
 //! The choices are kept in a file per machine ([`cache_path`]), so every later process on the
 //! same machine and geometry, with any thread count, computes the same numbers: the choice, not a fresh
@@ -210,7 +211,25 @@ fn measure(g: &Geometry) -> Plan {
             std::hint::black_box(super::weight_grad_with(g, a, &x, &dy));
         });
     }
-    Plan { forward: fastest(forward), input_grad: fastest(input_grad), weight_grad: fastest(weight_grad) }
+    let mut plan = Plan { forward: fastest(forward), input_grad: fastest(input_grad), weight_grad: fastest(weight_grad) };
+    if winograd::fuses(g) {
+        // Both gradients by one tile size run as one pass (the output gradient spread once), so
+        // that pass is timed too: it takes the backward where it beats the parts' own choices.
+        let of = |times: &[f64; 3], a: Algo| times[Algo::ALL.iter().position(|&b| b == a).expect("a candidate")];
+        let mut best = of(&input_grad, plan.input_grad) + of(&weight_grad, plan.weight_grad);
+        for tile in Tile::ALL {
+            let kernel = winograd::kernel_transform(g, tile, &w);
+            let t = time(&mut || {
+                std::hint::black_box(winograd::backward(g, tile, Some(&kernel), &w, &x, &dy));
+            });
+            // Against a direct part, by the same margin as the parts' own choices.
+            let margin = if plan.input_grad == Algo::Direct || plan.weight_grad == Algo::Direct { 1.0 - MARGIN } else { 1.0 };
+            if t < best * margin {
+                (best, plan.input_grad, plan.weight_grad) = (t, Algo::Winograd(tile), Algo::Winograd(tile));
+            }
+        }
+    }
+    plan
 }
 
 /// Where the choices are kept: `$NORMWD_CACHE_DIR`, else `$XDG_CACHE_HOME/normwd`, else
