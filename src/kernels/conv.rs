@@ -255,7 +255,7 @@ fn im2col_chunk(g: &Geometry, x: &[f32], first: usize, count: usize, cols: &mut 
     }
 }
 
-/// Per-thread buffers, reused from chunk to chunk and call to call ([`with_scratch`]).
+/// Per-thread buffers, reused from chunk to chunk and call to call ([`kept`]).
 #[derive(Default)]
 struct Scratch {
     cols: Vec<f32>,
@@ -269,12 +269,13 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
-/// `f` with this thread's scratch, taken out for the call (a nested call, from a GEMM's own
-/// parallel loop, gets a fresh one) and put back after.
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    let mut scratch = SCRATCH.take();
-    let r = f(&mut scratch);
-    SCRATCH.set(scratch);
+/// `f` with this thread's value of `key` (scratch buffers kept from call to call), taken out for
+/// the call and put back after: a nested call (from a GEMM's own parallel loop, or a job rayon
+/// runs on this thread meanwhile) gets a fresh default instead of a second borrow.
+fn kept<T: Default, R>(key: &'static std::thread::LocalKey<std::cell::Cell<T>>, f: impl FnOnce(&mut T) -> R) -> R {
+    let mut value = key.take();
+    let r = f(&mut value);
+    key.set(value);
     r
 }
 
@@ -420,7 +421,7 @@ fn im2col_forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let threads = inner_threads(g.n.div_ceil(size));
     let mut y = vec![0f32; g.n * g.out_len()];
     y.par_chunks_mut(size * g.out_len()).enumerate().for_each(|(chunk, yc)| {
-        with_scratch(|scratch| {
+        kept(&SCRATCH, |scratch| {
             let count = yc.len() / g.out_len();
             let width = count * l;
             let cols = sized(&mut scratch.cols, rows * width);
@@ -515,7 +516,7 @@ fn im2col_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let threads = inner_threads(g.n.div_ceil(size));
     let mut partial = vec![0f32; g.n.div_ceil(size) * wlen];
     partial.par_chunks_mut(wlen).enumerate().for_each(|(chunk, dwt)| {
-        with_scratch(|scratch| {
+        kept(&SCRATCH, |scratch| {
             let first = chunk * size;
             let count = size.min(g.n - first);
             let width = count * l;
@@ -557,7 +558,7 @@ fn input_grad_scatter(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let threads = inner_threads(g.n.div_ceil(size));
     let mut dx = vec![0f32; g.n * g.in_len()];
     dx.par_chunks_mut(size * g.in_len()).enumerate().for_each(|(chunk, dxc)| {
-        with_scratch(|scratch| {
+        kept(&SCRATCH, |scratch| {
             let count = dxc.len() / g.in_len();
             let width = count * l;
             let dyc = dy_chunk(g, dy, chunk * size, count, &mut scratch.mat);

@@ -8,7 +8,7 @@
 //! from plane-sized copies, at the price of the positions cropped away.
 
 use super::super::uninit::as_uninit;
-use super::{inner_threads, l2_bytes, matmul, pad_plane, sized, sum_in_order, with_scratch, Geometry, Mat};
+use super::{inner_threads, kept, l2_bytes, matmul, pad_plane, sized, sum_in_order, Geometry, Mat, SCRATCH};
 use rayon::prelude::*;
 
 /// Whether the shifted form suits `g`: stride 1, a kernel wider than 1, at least 8 input
@@ -75,7 +75,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let depth = g.c_in * k;
     let mut y = vec![0f32; g.n * g.out_len()];
     y.par_chunks_mut(size * g.out_len()).enumerate().for_each(|(chunk, yc)| {
-        with_scratch(|scratch| {
+        kept(&SCRATCH, |scratch| {
             let count = yc.len() / g.out_len();
             let positions = count * pp;
             // Room for the largest shift past the last position.
@@ -114,7 +114,7 @@ pub fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let part = k * depth * g.c_out;
     let mut partial = vec![0f32; g.n.div_ceil(size) * part];
     partial.par_chunks_mut(part).enumerate().for_each(|(chunk, dwt)| {
-        with_scratch(|scratch| {
+        kept(&SCRATCH, |scratch| {
             let first = chunk * size;
             let count = size.min(g.n - first);
             let positions = count * pp;

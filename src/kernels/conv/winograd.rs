@@ -26,7 +26,7 @@
 
 use super::super::gemm::{matmul, Mat};
 use super::super::uninit::filled;
-use super::{direct, flipped_transpose, l2_bytes, sized, sum_in_order, transposed_geometry, Geometry};
+use super::{direct, flipped_transpose, kept, l2_bytes, sized, sum_in_order, transposed_geometry, Geometry};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -338,7 +338,7 @@ impl Plan {
     }
 }
 
-/// Per-thread buffers, kept from call to call ([`with_buffers`]).
+/// Per-thread buffers, kept from call to call ([`super::kept`]).
 #[derive(Default)]
 struct Buffers {
     spread: Vec<f32>,
@@ -358,22 +358,17 @@ thread_local! {
     static BUFFERS: std::cell::Cell<Buffers> = std::cell::Cell::new(Buffers::default());
 }
 
-/// `f` with this thread's buffers, taken out for the call (a nested call, which nothing here
-/// makes, would get fresh ones) and put back after.
-fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
-    let mut buf = BUFFERS.take();
-    let r = f(&mut buf);
-    BUFFERS.set(buf);
-    r
+/// Whether the chunks run their AVX-512 builds (16 lanes, and the AVX-512 transposes).
+fn wide() -> bool {
+    direct::isa() == Some(direct::Isa::Avx512)
 }
 
-/// Spreads image `x[c][h][w]` into `sp[row][column % m][column / m][channel]` at its padded
-/// coordinates (row `y + pad`, column `x + pad`); the borders and padded channels are left as
-/// they are (zero). `wide`: through the AVX-512 transposes.
-#[inline(always)]
-fn spread_input<const M: usize>(plan: &Plan, g: &Geometry, x: &[f32], sp: &mut [f32], wide: bool) {
-    let (slots, cp, row) = (plan.slots(), plan.cip, plan.in_row());
-    spread::<M>(x, g.c_in, g.h, g.w, g.pad, slots, cp, &mut sp[g.pad * row..][..g.h * row], row, wide);
+/// `buf` as `len` zeros: a spread buffer's borders and padded channels are never written, so
+/// one zeroing per chunk keeps them zero for all its images.
+fn zeroed(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    let s = sized(buf, len);
+    s.fill(0.0);
+    s
 }
 
 /// `dst[y * row + ((x + pad) % m * slots + (x + pad) / m) * cp + c] = src[c][y][x]` for the
@@ -452,13 +447,27 @@ fn gather<const M: usize>(src: &[f32], tw: usize, cp: usize, c: usize, w: usize,
     }
 }
 
-/// `V[p][t0 + tile][c]` (row stride `cip`, `rows` rows per position) of one spread image:
-/// `B^T` along the tiles' rows over whole spread rows, then along their columns over runs of a
-/// tile row's tiles.
+/// `V[p][t0 + tile][c]` (row stride `cip`, `rows` rows per position) of one image `x[c][h][w]`:
+/// spread into `sp[row][column % m][column / m][channel]` at its padded coordinates (row
+/// `y + pad`, column `x + pad`; the borders and padded channels are left as they are, zero), then
+/// `B^T` along the tiles' rows over whole spread rows and along their columns over runs of a tile
+/// row's tiles. `sp` keeps the spread image for the caller.
 #[inline(always)]
-fn transform_input<const M: usize>(plan: &Plan, sp: &[f32], half: &mut [f32], v: &mut [f32], rows_n: usize, t0: usize) {
+#[allow(clippy::too_many_arguments)] // one image's slice of every buffer
+fn transform_input<const M: usize>(
+    plan: &Plan,
+    g: &Geometry,
+    x: &[f32],
+    sp: &mut [f32],
+    half: &mut [f32],
+    v: &mut [f32],
+    rows_n: usize,
+    t0: usize,
+    wide: bool,
+) {
     let (a, tile, cp, slots) = (M + 2, Tile::of::<M>(), plan.cip, plan.slots());
     let (row, run, pos) = (plan.in_row(), plan.tw * cp, rows_n * cp);
+    spread::<M>(x, g.c_in, g.h, g.w, g.pad, slots, cp, &mut sp[g.pad * row..][..g.h * row], row, wide);
     for ty in 0..plan.th {
         tile.input(&rows(&sp[M * ty * row..], row, row, a), &mut rows_mut(half, row, row, a));
         let t = t0 + ty * plan.tw;
@@ -573,6 +582,15 @@ fn product(v: &[f32], u: &[f32], m: &mut [f32], rows: usize, k: usize, n: usize)
     matmul(m, rows, n, k, Mat::rows(v, k), Mat::rows(u, n), gemm::Parallelism::None, false);
 }
 
+/// `m[p] = v[p] @ u[p]` ([`product`]) for every position `p`: `v` of `rows x k` per position,
+/// `u` of `k x n`, `m` of `rows x n`.
+#[inline(always)]
+fn products(v: &[f32], u: &[f32], m: &mut [f32], rows: usize, k: usize, n: usize) {
+    for ((vp, up), mp) in v.chunks_exact(rows * k).zip(u.chunks_exact(k * n)).zip(m.chunks_exact_mut(rows * n)) {
+        product(vp, up, mp, rows, k, n);
+    }
+}
+
 /// One chunk of the forward: spread and transform each image, the products, the inverse
 /// transform of each image.
 #[inline(always)]
@@ -581,27 +599,15 @@ fn forward_chunk<const M: usize>(plan: &Plan, g: &Geometry, k: &Kernel, x: &[f32
     let count = y.len() / out_len;
     let (rows_n, p_n, (cip, cop)) = (plan.rows(count), plan.tile.positions(), (plan.cip, plan.cop));
     let Buffers { spread, half, out, v, m, .. } = buf;
-    let wide = direct::isa() == Some(direct::Isa::Avx512);
-    // The borders and padded channels are never written below: zeroed once, they stay zero.
-    let sp = sized(spread, plan.in_len());
-    sp.fill(0.0);
+    let wide = wide();
+    let sp = zeroed(spread, plan.in_len());
     let half = sized(half, (M + 2) * plan.in_row().max(M * plan.tw * cop));
     let vs = sized(v, p_n * rows_n * cip);
     for (s, xs) in x.chunks_exact(in_len).enumerate() {
-        spread_input::<M>(plan, g, xs, sp, wide);
-        transform_input::<M>(plan, sp, half, vs, rows_n, s * plan.per_image());
+        transform_input::<M>(plan, g, xs, sp, half, vs, rows_n, s * plan.per_image(), wide);
     }
     let ms = sized(m, p_n * rows_n * cop);
-    for p in 0..p_n {
-        product(
-            &vs[p * rows_n * cip..][..rows_n * cip],
-            &k.u[p * cip * cop..][..cip * cop],
-            &mut ms[p * rows_n * cop..][..rows_n * cop],
-            rows_n,
-            cip,
-            cop,
-        );
-    }
+    products(vs, &k.u, ms, rows_n, cip, cop);
     let out = sized(out, M * M * plan.tw * cop);
     for (s, ys) in y.chunks_exact_mut(out_len).enumerate() {
         transform_output::<M>(plan, g, ms, rows_n, s * plan.per_image(), half, out, ys, wide);
@@ -636,11 +642,11 @@ fn run(g: &Geometry, tile: Tile, x: &[f32], k: &Kernel) -> Vec<f32> {
     let out_len = g.c_out * g.h_out() * g.w_out();
     let in_len = g.c_in * g.h * g.w;
     let size = plan.chunk();
-    let wide = direct::isa() == Some(direct::Isa::Avx512);
+    let wide = wide();
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(size * out_len).enumerate().for_each(|(chunk, yc)| {
             let xc = &x[chunk * size * in_len..][..yc.len() / out_len * in_len];
-            with_buffers(|buf| match (tile, wide) {
+            kept(&BUFFERS, |buf| match (tile, wide) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `wide` says the CPU has AVX-512F.
                 (Tile::F2, true) => unsafe { forward_chunk_wide::<2>(&plan, g, k, xc, yc, buf) },
@@ -705,6 +711,19 @@ fn sums(d: &[f32], v: &[f32], s: &mut [f32], rows: usize, k: usize, n: usize, ad
     }
 }
 
+/// `s[p] = d[p]^T @ v[p]` ([`sums`], `+=` when `add`) for every position `p` over a chunk's
+/// `tiles` tiles: `d` of `rows x k` per position, `v` of `rows x n`. The rows past the tiles are
+/// zeroed first, so they add nothing.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the operands and their shapes
+fn chunk_sums(d: &mut [f32], v: &mut [f32], s: &mut [f32], rows: usize, tiles: usize, k: usize, n: usize, add: bool) {
+    for ((dp, vp), sp) in d.chunks_exact_mut(rows * k).zip(v.chunks_exact_mut(rows * n)).zip(s.chunks_exact_mut(k * n)) {
+        dp[tiles * k..].fill(0.0);
+        vp[tiles * n..].fill(0.0);
+        sums(dp, vp, sp, rows, k, n, add);
+    }
+}
+
 /// One chunk's weight-gradient sums `S[p][c_out][c_in] = D[p]^T @ V[p]` over its tiles, added to
 /// `sp_out` when `add`.
 #[inline(always)]
@@ -723,27 +742,19 @@ fn weight_grad_chunk<const M: usize>(
     let (rows_n, p_n, (cip, cop)) = (plan.rows(count), plan.tile.positions(), (plan.cip, plan.cop));
     let tiles = count * plan.per_image();
     let Buffers { spread, half, out, v, m, .. } = buf;
-    let wide = direct::isa() == Some(direct::Isa::Avx512);
+    let wide = wide();
     let half = sized(half, (M + 2) * plan.in_row().max(plan.grad_row()));
-    let sp = sized(spread, plan.in_len());
-    sp.fill(0.0);
+    let sp = zeroed(spread, plan.in_len());
     let vs = sized(v, p_n * rows_n * cip);
     for (s, xs) in x[..count * in_len].chunks_exact(in_len).enumerate() {
-        spread_input::<M>(plan, g, xs, sp, wide);
-        transform_input::<M>(plan, sp, half, vs, rows_n, s * plan.per_image());
+        transform_input::<M>(plan, g, xs, sp, half, vs, rows_n, s * plan.per_image(), wide);
     }
-    let sg = sized(out, M * plan.th * plan.grad_row());
-    sg.fill(0.0);
+    let sg = zeroed(out, M * plan.th * plan.grad_row());
     let ds = sized(m, p_n * rows_n * cop);
     for (s, dys) in dy[..count * out_len].chunks_exact(out_len).enumerate() {
         transform_grad::<M>(plan, g, dys, sg, half, ds, rows_n, s * plan.per_image(), wide);
     }
-    // The rows past the chunk's tiles add zeros to the sums.
-    for (p, (dp, vp)) in ds.chunks_exact_mut(rows_n * cop).zip(vs.chunks_exact_mut(rows_n * cip)).enumerate() {
-        dp[tiles * cop..].fill(0.0);
-        vp[tiles * cip..].fill(0.0);
-        sums(dp, vp, &mut sp_out[p * cop * cip..][..cop * cip], rows_n, cop, cip, add);
-    }
+    chunk_sums(ds, vs, sp_out, rows_n, tiles, cop, cip, add);
 }
 
 /// [`weight_grad_chunk`] compiled for AVX-512.
@@ -764,6 +775,12 @@ unsafe fn weight_grad_chunk_wide<const M: usize>(
     buf: &mut Buffers,
 ) {
     weight_grad_chunk::<M>(plan, g, x, dy, count, sp, add, buf)
+}
+
+/// The chunks of group `group` of `groups` over `chunks` chunks: [`weight_grad`] and
+/// [`backward`] take the same, so both add the same sums in the same order.
+fn group_chunks(group: usize, chunks: usize, groups: usize) -> std::ops::Range<usize> {
+    group * chunks / groups..(group + 1) * chunks / groups
 }
 
 /// Groups of chunks whose weight-gradient sums are kept apart, then added in order: fixed, so
@@ -788,33 +805,42 @@ pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> 
     let chunks = g.n.div_ceil(size);
     let groups = chunks.min(GROUPS);
     let (p_n, cc) = (tile.positions(), plan.cop * plan.cip);
-    let wide = direct::isa() == Some(direct::Isa::Avx512);
-    // Every slot is written by its group's first chunk: the last call's values need no zeroing.
-    let mut partial = PARTIAL.take();
-    let sp_all = sized(&mut partial, groups * p_n * cc);
-    sp_all.par_chunks_mut(p_n * cc).enumerate().for_each(|(group, sp)| {
-        with_buffers(|buf| {
-            for (i, chunk) in (group * chunks / groups..(group + 1) * chunks / groups).enumerate() {
-                let first = chunk * size;
-                let count = size.min(g.n - first);
-                let (xc, dc) = (&x[first * in_len..][..count * in_len], &dy[first * out_len..][..count * out_len]);
-                let add = i > 0;
-                match (tile, wide) {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `wide` says the CPU has AVX-512F.
-                    (Tile::F2, true) => unsafe { weight_grad_chunk_wide::<2>(&plan, g, xc, dc, count, sp, add, buf) },
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: as above.
-                    (Tile::F4, true) => unsafe { weight_grad_chunk_wide::<4>(&plan, g, xc, dc, count, sp, add, buf) },
-                    (Tile::F2, _) => weight_grad_chunk::<2>(&plan, g, xc, dc, count, sp, add, buf),
-                    (Tile::F4, _) => weight_grad_chunk::<4>(&plan, g, xc, dc, count, sp, add, buf),
+    let wide = wide();
+    weight_sums(g, tile, &plan, groups, |sp_all| {
+        sp_all.par_chunks_mut(p_n * cc).enumerate().for_each(|(group, sp)| {
+            kept(&BUFFERS, |buf| {
+                for (i, chunk) in group_chunks(group, chunks, groups).enumerate() {
+                    let first = chunk * size;
+                    let count = size.min(g.n - first);
+                    let (xc, dc) = (&x[first * in_len..][..count * in_len], &dy[first * out_len..][..count * out_len]);
+                    let add = i > 0;
+                    match (tile, wide) {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: `wide` says the CPU has AVX-512F.
+                        (Tile::F2, true) => unsafe { weight_grad_chunk_wide::<2>(&plan, g, xc, dc, count, sp, add, buf) },
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: as above.
+                        (Tile::F4, true) => unsafe { weight_grad_chunk_wide::<4>(&plan, g, xc, dc, count, sp, add, buf) },
+                        (Tile::F2, _) => weight_grad_chunk::<2>(&plan, g, xc, dc, count, sp, add, buf),
+                        (Tile::F4, _) => weight_grad_chunk::<4>(&plan, g, xc, dc, count, sp, add, buf),
+                    }
                 }
-            }
+            })
         })
-    });
-    let dw = kernel_grad(g, tile, &plan, sum_in_order(sp_all, p_n * cc));
-    PARTIAL.set(partial);
-    dw
+    })
+    .1
+}
+
+/// `run(partial)` with the groups' weight-gradient sums `partial` (`groups` of `S[p][cop][cip]`,
+/// each written whole by its group's first chunk, so the last call's values need no zeroing),
+/// then the groups added in order and `G^T S G`: `run`'s result and the weight gradient.
+fn weight_sums<R>(g: &Geometry, tile: Tile, plan: &Plan, groups: usize, run: impl FnOnce(&mut [f32]) -> R) -> (R, Vec<f32>) {
+    let part = tile.positions() * plan.cop * plan.cip;
+    kept(&PARTIAL, |partial| {
+        let sp_all = sized(partial, groups * part);
+        let r = run(sp_all);
+        (r, kernel_grad(g, tile, plan, sum_in_order(sp_all, part)))
+    })
 }
 
 /// `dweight = G^T S G` per channel pair from the sums `S[p][cop][cip]` over every tile.
@@ -864,46 +890,28 @@ fn backward_chunk<const M: usize>(
     let count = dx.len() / in_len;
     let (rows_w, rows_t, p_n) = (pw.rows(count), pt.rows(count), pw.tile.positions());
     let (cip, cop) = (pw.cip, pw.cop);
-    let wide = direct::isa() == Some(direct::Isa::Avx512);
+    let wide = wide();
     let Buffers { spread, half, out, v, m, spread2, v2, m2 } = buf;
     let half = sized(half, (M + 2) * pw.in_row().max(pt.in_row()).max(M * pt.tw * pt.cop));
-    // The spreads' borders and padded channels are never written below: zeroed once per chunk.
-    let (sx, sd) = (sized(spread, pw.in_len()), sized(spread2, pt.in_len()));
-    sx.fill(0.0);
-    sd.fill(0.0);
+    let (sx, sd) = (zeroed(spread, pw.in_len()), zeroed(spread2, pt.in_len()));
     // The input gradient's transformed output gradient (`cop` channels), the weight
     // gradient's transformed input (`cip`) and output gradient (`cop`).
     let (vt, vx, dd) = (sized(v2, p_n * rows_t * cop), sized(v, p_n * rows_w * cip), sized(m, p_n * rows_w * cop));
     let at = Spread { row: pt.in_row(), slots: pt.slots(), shift: t.pad };
     for s in 0..count {
-        spread_input::<M>(&pt, &t, &dy[s * out_len..][..out_len], sd, wide);
-        transform_input::<M>(&pt, sd, half, vt, rows_t, s * pt.per_image());
+        // The input gradient's transform of `dy` leaves its spread in `sd` for the weight
+        // gradient's.
+        transform_input::<M>(&pt, &t, &dy[s * out_len..][..out_len], sd, half, vt, rows_t, s * pt.per_image(), wide);
         grad_passes::<M>(&pw, sd, at, half, dd, rows_w, s * pw.per_image());
-        spread_input::<M>(&pw, g, &x[s * in_len..][..in_len], sx, wide);
-        transform_input::<M>(&pw, sx, half, vx, rows_w, s * pw.per_image());
+        transform_input::<M>(&pw, g, &x[s * in_len..][..in_len], sx, half, vx, rows_w, s * pw.per_image(), wide);
     }
     let mt = sized(m2, p_n * rows_t * cip);
-    for p in 0..p_n {
-        product(
-            &vt[p * rows_t * cop..][..rows_t * cop],
-            &kt.u[p * cop * cip..][..cop * cip],
-            &mut mt[p * rows_t * cip..][..rows_t * cip],
-            rows_t,
-            cop,
-            cip,
-        );
-    }
+    products(vt, &kt.u, mt, rows_t, cop, cip);
     let out = sized(out, M * M * pt.tw * cip);
     for (s, dxs) in dx.chunks_exact_mut(in_len).enumerate() {
         transform_output::<M>(&pt, &t, mt, rows_t, s * pt.per_image(), half, out, dxs, wide);
     }
-    // The rows past the chunk's tiles add zeros to the sums.
-    let tiles = count * pw.per_image();
-    for (p, (dp, vp)) in dd.chunks_exact_mut(rows_w * cop).zip(vx.chunks_exact_mut(rows_w * cip)).enumerate() {
-        dp[tiles * cop..].fill(0.0);
-        vp[tiles * cip..].fill(0.0);
-        sums(dp, vp, &mut sp_out[p * cop * cip..][..cop * cip], rows_w, cop, cip, add);
-    }
+    chunk_sums(dd, vx, sp_out, rows_w, count * pw.per_image(), cop, cip, add);
 }
 
 /// [`backward_chunk`] compiled for AVX-512.
@@ -943,46 +951,43 @@ pub fn backward(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f32
     let chunks = g.n.div_ceil(size);
     let groups = chunks.min(GROUPS);
     let (p_n, cc) = (tile.positions(), plan.cop * plan.cip);
-    let wide = direct::isa() == Some(direct::Isa::Avx512);
-    let mut partial = PARTIAL.take();
-    let sp_all = sized(&mut partial, groups * p_n * cc);
-    let fill = |dx: &mut [MaybeUninit<f32>]| {
-        // Each group's samples, and its slice of `dx`.
-        let mut parts = Vec::with_capacity(groups);
-        let mut rest = dx;
-        for group in 0..groups {
-            let first = group * chunks / groups * size;
-            let last = ((group + 1) * chunks / groups * size).min(g.n);
-            let (head, tail) = rest.split_at_mut((last - first) * in_len);
-            parts.push((first, head));
-            rest = tail;
-        }
-        parts.into_par_iter().zip(sp_all.par_chunks_mut(p_n * cc)).for_each(|((first, dxg), sp)| {
-            with_buffers(|buf| {
-                for (i, dxc) in dxg.chunks_mut(size * in_len).enumerate() {
-                    let (s0, count) = (first + i * size, dxc.len() / in_len);
-                    let (xc, dc) = (&x[s0 * in_len..][..count * in_len], &dy[s0 * out_len..][..count * out_len]);
-                    let add = i > 0;
-                    match (tile, wide) {
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: `wide` says the CPU has AVX-512F.
-                        (Tile::F2, true) => unsafe { backward_chunk_wide::<2>(g, &kt, xc, dc, dxc, sp, add, buf) },
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: as above.
-                        (Tile::F4, true) => unsafe { backward_chunk_wide::<4>(g, &kt, xc, dc, dxc, sp, add, buf) },
-                        (Tile::F2, _) => backward_chunk::<2>(g, &kt, xc, dc, dxc, sp, add, buf),
-                        (Tile::F4, _) => backward_chunk::<4>(g, &kt, xc, dc, dxc, sp, add, buf),
+    let wide = wide();
+    weight_sums(g, tile, &plan, groups, |sp_all| {
+        let fill = |dx: &mut [MaybeUninit<f32>]| {
+            // Each group's samples, and its slice of `dx`.
+            let mut parts = Vec::with_capacity(groups);
+            let mut rest = dx;
+            for group in 0..groups {
+                let range = group_chunks(group, chunks, groups);
+                let (first, last) = (range.start * size, (range.end * size).min(g.n));
+                let (head, tail) = rest.split_at_mut((last - first) * in_len);
+                parts.push((first, head));
+                rest = tail;
+            }
+            parts.into_par_iter().zip(sp_all.par_chunks_mut(p_n * cc)).for_each(|((first, dxg), sp)| {
+                kept(&BUFFERS, |buf| {
+                    for (i, dxc) in dxg.chunks_mut(size * in_len).enumerate() {
+                        let (s0, count) = (first + i * size, dxc.len() / in_len);
+                        let (xc, dc) = (&x[s0 * in_len..][..count * in_len], &dy[s0 * out_len..][..count * out_len]);
+                        let add = i > 0;
+                        match (tile, wide) {
+                            #[cfg(target_arch = "x86_64")]
+                            // SAFETY: `wide` says the CPU has AVX-512F.
+                            (Tile::F2, true) => unsafe { backward_chunk_wide::<2>(g, &kt, xc, dc, dxc, sp, add, buf) },
+                            #[cfg(target_arch = "x86_64")]
+                            // SAFETY: as above.
+                            (Tile::F4, true) => unsafe { backward_chunk_wide::<4>(g, &kt, xc, dc, dxc, sp, add, buf) },
+                            (Tile::F2, _) => backward_chunk::<2>(g, &kt, xc, dc, dxc, sp, add, buf),
+                            (Tile::F4, _) => backward_chunk::<4>(g, &kt, xc, dc, dxc, sp, add, buf),
+                        }
                     }
-                }
-            })
-        });
-    };
-    // SAFETY: every group's chunks cover its samples, and each chunk's inverse transform writes
-    // every slot of its slice of `dx`.
-    let dx = unsafe { filled(g.n * in_len, fill) };
-    let dw = kernel_grad(g, tile, &plan, sum_in_order(sp_all, p_n * cc));
-    PARTIAL.set(partial);
-    (dx, dw)
+                })
+            });
+        };
+        // SAFETY: every group's chunks cover its samples, and each chunk's inverse transform writes
+        // every slot of its slice of `dx`.
+        unsafe { filled(g.n * in_len, fill) }
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
