@@ -48,14 +48,18 @@ fn kernels_match_burns_ops_on_whole_models() {
         let (loss_b, grads_b) = loss_and_grads(&net, x.clone(), y.clone());
         // How far burn's own gradients move when the input moves by 1e-6 (relative): ResNet-20's
         // deep layers sit next to ReLU kinks, where such a change flips an activation and moves
-        // some gradients by ~2e-3 (measured); the other models move by ~1e-6.
-        let (_, grads_p) = loss_and_grads(&net, x.mul_scalar(1.0 + 1e-6), y);
+        // some gradients by ~2e-3 (measured); the other models move by ~1e-6. Which activations
+        // flip depends on the direction of the change, so both directions are taken and the larger
+        // move counts (one direction alone put a rounding change of the batch-norm sums 0.4% over
+        // three times its move).
+        let (_, grads_p) = loss_and_grads(&net, x.clone().mul_scalar(1.0 + 1e-6), y.clone());
+        let (_, grads_m) = loss_and_grads(&net, x.clone().mul_scalar(1.0 - 1e-6), y);
         kernels::set_enabled(true);
         assert!((loss_k - loss_b).abs() <= 1e-5 * loss_b.abs(), "{model:?}: loss {loss_k} with the kernels, {loss_b} with burn's ops");
         assert_eq!(grads_k.0.len(), grads_b.0.len(), "{model:?}: not the same parameters got gradients");
         for (path, gb) in &grads_b.0 {
             let d = relative_distance(&grads_k.0[path], gb);
-            let noise = relative_distance(&grads_p.0[path], gb);
+            let noise = relative_distance(&grads_p.0[path], gb).max(relative_distance(&grads_m.0[path], gb));
             // A 1% error in one op moves every gradient before it by ~1e-2.
             let tol = (3.0 * noise).max(1e-4);
             assert!(d <= tol, "{model:?} {path}: gradients differ by {d:e} (relative L2; allowed {tol:e})");
