@@ -54,7 +54,7 @@ fn main() {
             let igrad = time(&|| winograd::input_grad(&g, tile, Some(&k), &w, &dy));
             let wgrad = time(&|| winograd::weight_grad(&g, tile, &x, &dy));
             // Both gradients in one pass (the output gradient spread once), beside their sum.
-            let both = time(&|| winograd::backward(&g, tile, Some(&k), &w, &x, &dy).1);
+            let both = time(&|| winograd::backward(&g, tile, Some(&k), &w, &x, normwd::kernels::conv::OutGrad::Given(&dy)).1);
             println!(
                 "    {:10}: forward {:6.2} ms {:5.0} GFLOP/s equiv | input grad {:6.2} ms | weight grad {:6.2} ms {:5.0} GFLOP/s equiv | both fused {:6.2} ms",
                 tile.name(),

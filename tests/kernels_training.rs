@@ -157,3 +157,63 @@ fn kernels_match_burns_ops_on_a_gpt() {
         assert!((a - b).abs() <= 1e-4 * b.abs(), "gpt step {step}: loss {a} with the kernels, {b} with burn's ops");
     }
 }
+
+/// The convolution + batch norm + ReLU op (ResNet-20's layers) gives the bits of the separate
+/// ops it replaces, output and every gradient, with and without a shortcut, for each convolution
+/// algorithm: it runs the same kernels in the same order, only taking the batch statistics'
+/// per-row moments from the convolution's output while it is in cache.
+#[test]
+fn fused_convolution_and_batch_norm_give_the_separate_ops_bits() {
+    use normwd::kernels::conv::choice::{self, Algo};
+    let _switches = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::flex().autodiff();
+    let t = |shape: [usize; 4], seed: u64| {
+        let mut s = seed;
+        let v: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 0.8
+            })
+            .collect();
+        Tensor::<4>::from_data(TensorData::new(v, shape), &device).require_grad()
+    };
+    let bits = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let bits1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    // [n, c_in, h, w], c_out, stride: a stage-1-like layer and a downsampling one.
+    for (xs, c_out, stride) in [([5usize, 16, 12, 10], 16usize, 1usize), ([4, 16, 9, 8], 32, 2)] {
+        for a in Algo::ALL {
+            choice::force(Some(a));
+            let (h, w) = ((xs[2] - 1) / stride + 1, (xs[3] - 1) / stride + 1);
+            for with_shortcut in [false, true] {
+                let run = |fused: bool| {
+                    let (x, wt) = (t(xs, 1), t([c_out, xs[1], 3, 3], 2).mul_scalar(0.2).detach().require_grad());
+                    let gamma = Tensor::<1>::from_floats([0.5, -0.3, 1.2, 0.8].repeat(c_out / 4).as_slice(), &device).require_grad();
+                    let beta = Tensor::<1>::from_floats([0.1, 0.2, -0.1, 0.0].repeat(c_out / 4).as_slice(), &device).require_grad();
+                    let short = with_shortcut.then(|| t([xs[0], c_out, h, w], 3));
+                    let (y, mean, var) = if fused {
+                        kernels::conv_bn_relu(x.clone(), wt.clone(), gamma.clone(), beta.clone(), short.clone(), stride, 1, 1e-5)
+                    } else {
+                        let c = kernels::conv2d(x.clone(), wt.clone(), stride, 1);
+                        match short.clone() {
+                            Some(s) => kernels::bn_add_relu(c, gamma.clone(), beta.clone(), s, 1e-5),
+                            None => kernels::batch_norm_train(c, gamma.clone(), beta.clone(), 1e-5, true),
+                        }
+                    };
+                    let grads = y.clone().mul(t(y.dims(), 4).detach()).sum().backward();
+                    let mut out = vec![bits(y), bits1(mean), bits1(var)];
+                    out.extend([x.grad(&grads), wt.grad(&grads)].map(|g| bits(g.unwrap())));
+                    out.extend([gamma.grad(&grads), beta.grad(&grads)].map(|g| bits1(g.unwrap())));
+                    if let Some(s) = short {
+                        out.push(bits(s.grad(&grads).unwrap()));
+                    }
+                    out
+                };
+                let names = ["output", "mean", "variance", "dx", "dweight", "dgamma", "dbeta", "dshortcut"];
+                for ((f, s), name) in run(true).iter().zip(run(false)).zip(names) {
+                    assert!(*f == s, "{a:?} {xs:?} stride {stride} shortcut {with_shortcut}: {name} differs from the separate ops'");
+                }
+            }
+        }
+    }
+    choice::force(None);
+}

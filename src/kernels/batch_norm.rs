@@ -132,16 +132,24 @@ fn per_row<T: Send>(d: Dims, f: impl Fn(usize, Range<usize>) -> T + Sync) -> Vec
     (0..d.n * d.c).into_par_iter().map(|r| f(r % d.c, r * d.s..(r + 1) * d.s)).collect()
 }
 
-/// Per-channel mean and biased variance in one pass over memory: each row of `s` values is
-/// summed and then centred on its own mean while it sits in L1, and the rows are combined in a
-/// fixed order with Chan et al.'s formula `M2 = sum(M2_i) + s * sum((mean_i - mean)^2)` (exact for
-/// equal counts), so the result does not depend on the number of threads.
-pub fn stats(x: &[f32], d: Dims, eps: f64) -> Stats {
-    let rows: Vec<(f64, f64)> = per_row(d, |_, r| {
-        let row = &x[r];
-        let m = sum(row) as f64 / d.s as f64;
-        (m, sum_sq(row, m as f32) as f64)
-    });
+/// One row's `(mean, sum of squared deviations from it)`: summed, then centred on its own mean
+/// while it sits in L1. [`from_moments`] combines the rows of a tensor.
+pub fn row_moments(row: &[f32]) -> (f64, f64) {
+    let m = sum(row) as f64 / row.len() as f64;
+    (m, sum_sq(row, m as f32) as f64)
+}
+
+/// [`row_moments`] of every `(sample, channel)` row of `x`, in memory order.
+pub fn moments(x: &[f32], d: Dims) -> Vec<(f64, f64)> {
+    per_row(d, |_, r| row_moments(&x[r]))
+}
+
+/// Per-channel mean and biased variance from every row's [`row_moments`] (in memory order,
+/// `n * c` of them), combined in a fixed order with Chan et al.'s formula
+/// `M2 = sum(M2_i) + s * sum((mean_i - mean)^2)` (exact for equal counts), so the result does
+/// not depend on the number of threads nor on who computed the rows.
+pub fn from_moments(rows: &[(f64, f64)], d: Dims, eps: f64) -> Stats {
+    assert_eq!(rows.len(), d.n * d.c, "batch norm: {} row moments for {} rows", rows.len(), d.n * d.c);
     let (mut mean, mut var) = (vec![0f32; d.c], vec![0f32; d.c]);
     for ch in 0..d.c {
         let of = |i: usize| rows[i * d.c + ch];
@@ -151,6 +159,13 @@ pub fn stats(x: &[f32], d: Dims, eps: f64) -> Stats {
     }
     let invstd = var.iter().map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32).collect();
     Stats { mean, var, invstd }
+}
+
+/// Per-channel mean and biased variance in one pass over memory ([`moments`], then
+/// [`from_moments`]): a second sweep for the centred squares cost as much as the first, the
+/// data having left the caches by then.
+pub fn stats(x: &[f32], d: Dims, eps: f64) -> Stats {
+    from_moments(&moments(x, d), d, eps)
 }
 
 /// What follows the normalization in one pass.
@@ -202,9 +217,7 @@ pub(super) fn scale(gamma: &[f32], st: &Stats) -> Vec<f32> {
 /// followed by `max(y, 0)` when `relu` (one pass instead of two, and no mask tensor).
 pub fn forward(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64, relu: bool) -> (Vec<f32>, Stats) {
     let st = stats(x, d, eps);
-    // Written slot by slot without zeroing first: zeroing megabytes on the calling thread was a
-    // visible part of the step.
-    let y = affine(x, d, &st.mean, &scale(gamma, &st), beta, if relu { After::Relu } else { After::Nothing });
+    let y = normalize(x, d, gamma, beta, &st, relu, None);
     (y, st)
 }
 
@@ -213,10 +226,26 @@ pub fn forward(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64, relu: 
 /// outputs. The backward pass is [`relu_mask`] of the output gradient (the residual's
 /// gradient), then [`backward`] of that.
 pub fn forward_add_relu(x: &[f32], residual: &[f32], d: Dims, gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Stats) {
-    assert_eq!(residual.len(), x.len(), "batch-norm forward: residual and input differ in size");
     let st = stats(x, d, eps);
-    let y = affine(x, d, &st.mean, &scale(gamma, &st), beta, After::AddRelu(residual));
+    let y = normalize(x, d, gamma, beta, &st, true, Some(residual));
     (y, st)
+}
+
+/// The normalization with statistics `st` already known, then a ReLU when `relu`, after adding
+/// `residual` (laid out like `x`, only with `relu`) when given.
+pub fn normalize(x: &[f32], d: Dims, gamma: &[f32], beta: &[f32], st: &Stats, relu: bool, residual: Option<&[f32]>) -> Vec<f32> {
+    let after = match (relu, residual) {
+        (false, None) => After::Nothing,
+        (true, None) => After::Relu,
+        (true, Some(res)) => {
+            assert_eq!(res.len(), x.len(), "batch-norm forward: residual and input differ in size");
+            After::AddRelu(res)
+        }
+        (false, Some(_)) => panic!("batch-norm forward: a residual is added only before a ReLU"),
+    };
+    // Written slot by slot without zeroing first: zeroing megabytes on the calling thread was a
+    // visible part of the step.
+    affine(x, d, &st.mean, &scale(gamma, st), beta, after)
 }
 
 /// `dy` where the ReLU's output `y` is positive, 0 elsewhere: the gradient through a ReLU.
@@ -233,19 +262,51 @@ pub fn relu_mask(dy: &[f32], y: &[f32]) -> Vec<f32> {
     unsafe { filled(y.len(), fill) }
 }
 
-/// Gradients of the training forward: `(dx, dgamma, dbeta)` from the output gradient `dy`.
+/// The batch-norm backward's per-channel coefficients: `dx = a * g' + b * (x - mean) + e`, where
+/// `g'` is `dy` where the fused ReLU passed (`scale * (x - mean) + shift > 0`; `shift` is +inf
+/// without a ReLU, so the test always passes and the loops have no branch on it).
+#[derive(Debug, Clone)]
+pub struct GradCoefficients {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    e: Vec<f32>,
+    mean: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl GradCoefficients {
+    /// `dx` of one row of channel `ch` from its input `x` and output gradient `dy`.
+    #[inline]
+    pub fn row(&self, ch: usize, x: &[f32], dy: &[f32], out: &mut [MaybeUninit<f32>]) {
+        let (a, b, e, mean, sa, sb) = (self.a[ch], self.b[ch], self.e[ch], self.mean[ch], self.scale[ch], self.shift[ch]);
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
+            let v = v - mean;
+            let g = if sa * v + sb > 0.0 { g } else { 0.0 };
+            o.write(a * g + b * v + e);
+        }
+    }
+}
+
+/// The sums of the batch-norm backward (one pass over `x` and `dy`): the coefficients that give
+/// `dx` ([`GradCoefficients`]), `dgamma` and `dbeta`.
 ///
 /// With `xhat = (x - mean) * invstd` and `M = n * s` values per channel,
-/// `dx = gamma * invstd * (dy - sum(dy)/M - xhat * sum(dy * xhat)/M)`, applied here as
-/// `dx = a * dy + b * (x - mean) + e` per channel (one pass). With `relu` (the forward's `beta`),
-/// `dy` is first zeroed where the fused ReLU was inactive.
-pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats, relu: Option<&[f32]>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// `dx = gamma * invstd * (dy - sum(dy)/M - xhat * sum(dy * xhat)/M)`, that is
+/// `dx = a * dy + b * (x - mean) + e` per channel. With `relu` (the forward's `beta`), `dy` is
+/// first zeroed where the fused ReLU was inactive.
+pub fn grad_coefficients(
+    x: &[f32],
+    dy: &[f32],
+    d: Dims,
+    gamma: &[f32],
+    st: &Stats,
+    relu: Option<&[f32]>,
+) -> (GradCoefficients, Vec<f32>, Vec<f32>) {
     assert_eq!(dy.len(), x.len(), "batch-norm backward: gradient and input differ in size");
     let sc = scale(gamma, st);
-    // The gradient that reaches the normalization: dy where the ReLU passed. Without a ReLU the
-    // shift is +inf, so the test always passes and the loops have no branch on `relu`.
-    let shift = |ch: usize| relu.map_or(f32::INFINITY, |beta| beta[ch]);
-    let rows: Vec<(f32, f32)> = per_row(d, |ch, r| grad_sums(&dy[r.clone()], &x[r], sc[ch], st.mean[ch], shift(ch)));
+    let shift: Vec<f32> = (0..d.c).map(|ch| relu.map_or(f32::INFINITY, |beta| beta[ch])).collect();
+    let rows: Vec<(f32, f32)> = per_row(d, |ch, r| grad_sums(&dy[r.clone()], &x[r], sc[ch], st.mean[ch], shift[ch]));
     let sums: Vec<(f64, f64)> = (0..d.c)
         .map(|ch| (0..d.n).map(|i| rows[i * d.c + ch]).fold((0f64, 0f64), |(p, q), (rp, rq)| (p + rp as f64, q + rq as f64)))
         .collect();
@@ -262,17 +323,17 @@ pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats, relu:
         dgamma[ch] = (s_dyxc * inv) as f32;
         dbeta[ch] = s_dy as f32;
     }
+    (GradCoefficients { a, b, e, mean: st.mean.clone(), scale: sc, shift }, dgamma, dbeta)
+}
+
+/// Gradients of the training forward: `(dx, dgamma, dbeta)` from the output gradient `dy`
+/// ([`grad_coefficients`], then `dx` in one more pass).
+pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats, relu: Option<&[f32]>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (coef, dgamma, dbeta) = grad_coefficients(x, dy, d, gamma, st, relu);
     let fill = |dx: &mut [MaybeUninit<f32>]| {
         dx.par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).zip(dy.par_chunks(d.c * d.s)).for_each(|((out, xi), gi)| {
-            for ch in 0..d.c {
-                let (a, b, e, mean, sa, sb) = (a[ch], b[ch], e[ch], st.mean[ch], sc[ch], shift(ch));
-                let r = ch * d.s..(ch + 1) * d.s;
-                for ((o, &v), &g) in out[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&gi[r]) {
-                    let v = v - mean;
-                    let g = if sa * v + sb > 0.0 { g } else { 0.0 };
-                    o.write(a * g + b * v + e);
-                }
-            }
+            let rows = out.chunks_mut(d.s).zip(xi.chunks(d.s)).zip(gi.chunks(d.s));
+            rows.enumerate().for_each(|(ch, ((o, xr), gr))| coef.row(ch, xr, gr, o));
         })
     };
     // SAFETY: as in `affine`, the chunks cover every slot and each writes all of its own.

@@ -6,7 +6,9 @@
 //! added in order, so the result does not depend on the number of threads; burn's generic
 //! weight gradient transposes and copies both operands instead.
 
+use super::batch_norm;
 use super::gemm::{matmul, Mat};
+use super::uninit;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -382,16 +384,95 @@ pub struct Prepared {
     kernel: Option<Arc<winograd::Kernel>>,
 }
 
+/// The output gradient a convolution's backward reads: given whole, or that of the batch norm
+/// after the layer, computed image by image where the backward reads it (then never stored
+/// whole: writing it and reading it back were two passes over memory).
+#[derive(Clone, Copy)]
+pub enum OutGrad<'a> {
+    /// The gradient itself.
+    Given(&'a [f32]),
+    /// The batch norm's input gradient, from its input `x` (this layer's output), the gradient
+    /// `dy` at its output (after its fused ReLU) and its backward's coefficients.
+    Norm {
+        /// The batch norm's input.
+        x: &'a [f32],
+        /// The gradient at the batch norm's output.
+        dy: &'a [f32],
+        /// [`batch_norm::grad_coefficients`] of the two.
+        coef: &'a batch_norm::GradCoefficients,
+    },
+}
+
+impl OutGrad<'_> {
+    /// Sample `s`'s gradient (`c` channels of `plane` values): a slice of the given one, or
+    /// written into `scratch`.
+    pub fn image<'b>(&'b self, s: usize, c: usize, plane: usize, scratch: &'b mut Vec<f32>) -> &'b [f32] {
+        let len = c * plane;
+        match *self {
+            OutGrad::Given(dy) => &dy[s * len..][..len],
+            OutGrad::Norm { x, dy, coef } => {
+                let out = uninit::as_uninit(sized(scratch, len));
+                let (xs, gs) = (&x[s * len..][..len], &dy[s * len..][..len]);
+                let rows = out.chunks_mut(plane).zip(xs.chunks(plane)).zip(gs.chunks(plane));
+                rows.enumerate().for_each(|(ch, ((o, xr), gr))| coef.row(ch, xr, gr, o));
+                &scratch[..len]
+            }
+        }
+    }
+
+    /// The whole gradient of `n` samples (computed, in parallel, when it is a batch norm's).
+    pub fn whole(&self, n: usize, c: usize, plane: usize) -> std::borrow::Cow<'_, [f32]> {
+        match *self {
+            OutGrad::Given(dy) => std::borrow::Cow::Borrowed(dy),
+            OutGrad::Norm { x, dy, coef } => {
+                let len = c * plane;
+                let fill = |out: &mut [MaybeUninit<f32>]| {
+                    out.par_chunks_mut(len).zip(x.par_chunks(len)).zip(dy.par_chunks(len)).for_each(|((o, xi), gi)| {
+                        let rows = o.chunks_mut(plane).zip(xi.chunks(plane)).zip(gi.chunks(plane));
+                        rows.enumerate().for_each(|(ch, ((o, xr), gr))| coef.row(ch, xr, gr, o));
+                    })
+                };
+                // SAFETY: the samples' chunks cover all `n * len` slots and each row is written.
+                std::borrow::Cow::Owned(unsafe { uninit::filled(n * len, fill) })
+            }
+        }
+    }
+}
+
 /// [`forward`], also returning what [`backward`] reuses.
 pub fn forward_prepared(g: &Geometry, x: &[f32], weight: &[f32]) -> (Vec<f32>, Prepared) {
+    let (y, prepared, _) = forward_planned(g, x, weight, false);
+    (y, prepared)
+}
+
+/// [`forward_prepared`], also returning each `(sample, channel)` output row's
+/// [`batch_norm::row_moments`] for the batch norm that follows: the Winograd forms take them
+/// from each image's output while it is still in cache, the others in one more pass.
+pub fn forward_moments(g: &Geometry, x: &[f32], weight: &[f32]) -> (Vec<f32>, Prepared, Vec<(f64, f64)>) {
+    forward_planned(g, x, weight, true)
+}
+
+fn forward_planned(g: &Geometry, x: &[f32], weight: &[f32], moments: bool) -> (Vec<f32>, Prepared, Vec<(f64, f64)>) {
     let plan = choice::plan(g);
     let kernel = match plan.forward {
         Algo::Direct => None,
         Algo::Winograd(tile) => Some(Arc::new(winograd::kernel_transform(g, tile, weight))),
     };
-    let y = forward_with(g, plan.forward, x, weight, kernel.as_deref());
+    let (y, rows) = match (plan.forward, &kernel) {
+        (Algo::Winograd(_), Some(k)) if moments => winograd::forward_moments(g, x, k),
+        _ => {
+            let y = forward_with(g, plan.forward, x, weight, kernel.as_deref());
+            let rows = if moments { batch_norm::moments(&y, output_dims(g)) } else { Vec::new() };
+            (y, rows)
+        }
+    };
     choice::count(g, plan.forward);
-    (y, Prepared { plan, kernel })
+    (y, Prepared { plan, kernel }, rows)
+}
+
+/// The output seen as batch-norm rows: samples, output channels, output plane.
+pub fn output_dims(g: &Geometry) -> batch_norm::Dims {
+    batch_norm::Dims { n: g.n, c: g.c_out, s: g.h_out() * g.w_out() }
 }
 
 /// The forward by algorithm `a`; a Winograd one reads `kernel` when it is of its tile size.
@@ -463,7 +544,14 @@ fn dy_chunk<'a>(g: &Geometry, dy: &'a [f32], first: usize, count: usize, buf: &'
 /// `(dx, dweight)` from the output gradient `dy[n, c_out, h_out, w_out]`; `dx` is empty unless
 /// `need_dx` (the first layer's input needs no gradient). Each by the algorithm of the layer's
 /// plan (`prepared`'s, or [`choice::plan`]'s without one).
-pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], prepared: Option<&Prepared>, dy: &[f32], need_dx: bool) -> (Vec<f32>, Vec<f32>) {
+pub fn backward(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    prepared: Option<&Prepared>,
+    dy: OutGrad<'_>,
+    need_dx: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let plan = prepared.map_or_else(|| choice::plan(g), |p| p.plan);
     let kernel = prepared.and_then(|p| p.kernel.as_deref());
     if let (Algo::Winograd(tile), true) = (plan.weight_grad, need_dx && plan.input_grad == plan.weight_grad && winograd::fuses(g)) {
@@ -472,11 +560,12 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], prepared: Option<&Prepa
         choice::count(g, plan.input_grad);
         return winograd::backward(g, tile, kernel, weight, x, dy);
     }
-    let dweight = weight_grad_with(g, plan.weight_grad, x, dy);
+    let dy = dy.whole(g.n, g.c_out, g.h_out() * g.w_out());
+    let dweight = weight_grad_with(g, plan.weight_grad, x, &dy);
     choice::count(g, plan.weight_grad);
     let dx = if need_dx {
         choice::count(g, plan.input_grad);
-        input_grad_with(g, plan.input_grad, weight, kernel, dy)
+        input_grad_with(g, plan.input_grad, weight, kernel, &dy)
     } else {
         Vec::new()
     };

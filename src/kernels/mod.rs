@@ -64,6 +64,31 @@ pub trait Kernels: Backend {
         shortcut: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// A convolution (as [`Kernels::nw_conv2d`]) and the training-mode batch norm of its output,
+    /// then a ReLU, in one op:
+    /// `(output, batch mean, biased batch variance)`. The batch statistics are taken from the
+    /// convolution's output while it is still in cache instead of in another pass over memory.
+    fn nw_conv_bn_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// [`Kernels::nw_conv_bn_relu`] with `shortcut` added before the ReLU.
+    #[allow(clippy::too_many_arguments)]
+    fn nw_conv_bn_add_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        shortcut: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// Exact GELU, `x * Phi(x)`.
     fn nw_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Layer norm over the last dimension of `[rows, features]`.
@@ -136,6 +161,27 @@ pub fn batch_norm_train<const D: usize>(
 /// Convolution with the CPU kernels. Call only where [`applies`] holds.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as Kernels>::nw_conv2d(x.into_dispatch(), weight.into_dispatch(), stride, padding))
+}
+
+/// `relu(batch_norm_train(conv2d(x, weight)) + shortcut)` (no sum without a shortcut) with the
+/// CPU kernels, one op: `(output, mean, biased variance)`. Call only where [`applies`] holds.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_bn_relu(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    shortcut: Option<Tensor<4>>,
+    stride: usize,
+    padding: usize,
+    epsilon: f64,
+) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+    let (x, weight, gamma, beta) = (x.into_dispatch(), weight.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch());
+    let (y, mean, var) = match shortcut {
+        Some(s) => <Dispatch as Kernels>::nw_conv_bn_add_relu(x, weight, gamma, beta, s.into_dispatch(), stride, padding, epsilon),
+        None => <Dispatch as Kernels>::nw_conv_bn_relu(x, weight, gamma, beta, stride, padding, epsilon),
+    };
+    (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var))
 }
 
 /// `maxpool2x2(relu(batch_norm_train(x)))` with the CPU kernels, one op:
@@ -407,6 +453,48 @@ fn conv_forward(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usi
     (flex(y, vec![g.n, g.c_out, g.h_out(), g.w_out()]), prepared)
 }
 
+/// What [`conv_bn_forward`] leaves for the backward pass besides the output.
+#[derive(Debug, Clone)]
+struct ConvBn {
+    /// The convolution's output (the batch norm's input).
+    conv_out: FlexTensor,
+    prepared: conv::Prepared,
+    stats: batch_norm::Stats,
+}
+
+/// The convolution, then batch norm and ReLU (after adding `shortcut`) on flex tensors.
+fn conv_bn_forward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    (gamma, beta): (&FlexTensor, &FlexTensor),
+    shortcut: Option<&FlexTensor>,
+    (stride, padding): (usize, usize),
+    epsilon: f64,
+) -> (FlexTensor, ConvBn) {
+    let g = conv_geometry(&shape(x), &shape(weight), stride, padding);
+    let (y, prepared, rows) = conv::forward_moments(&g, &values(x), &values(weight));
+    let d = conv::output_dims(&g);
+    let stats = batch_norm::from_moments(&rows, d, epsilon);
+    let residual = shortcut.map(values);
+    let out = batch_norm::normalize(&y, d, &values(gamma), &values(beta), &stats, true, residual.as_deref());
+    let dims = vec![g.n, g.c_out, g.h_out(), g.w_out()];
+    (flex(out, dims.clone()), ConvBn { conv_out: flex(y, dims), prepared, stats })
+}
+
+/// [`conv_bn_forward`] untracked: `(output, mean, variance)`.
+fn conv_bn_flex(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    norm: (&FlexTensor, &FlexTensor),
+    shortcut: Option<&FlexTensor>,
+    conv: (usize, usize),
+    epsilon: f64,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (y, cb) = conv_bn_forward(x, weight, norm, shortcut, conv, epsilon);
+    let c = cb.stats.mean.len();
+    (y, flex(cb.stats.mean, vec![c]), flex(cb.stats.var, vec![c]))
+}
+
 fn pool_window(x: &[usize], kernel: usize, stride: usize) -> pool::Window {
     assert!(x.len() == 4 && stride >= 1, "nw_max_pool2d: input {x:?}, stride {stride}");
     pool::Window { planes: x[0] * x[1], h: x[2], w: x[3], k: kernel, stride }
@@ -455,6 +543,31 @@ impl Kernels for Flex {
 
     fn nw_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, padding: usize) -> FlexTensor {
         conv_forward(&x, &weight, stride, padding).0
+    }
+
+    fn nw_conv_bn_relu(
+        x: FlexTensor,
+        weight: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stride: usize,
+        padding: usize,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        conv_bn_flex(&x, &weight, (&gamma, &beta), None, (stride, padding), epsilon)
+    }
+
+    fn nw_conv_bn_add_relu(
+        x: FlexTensor,
+        weight: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        shortcut: FlexTensor,
+        stride: usize,
+        padding: usize,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        conv_bn_flex(&x, &weight, (&gamma, &beta), Some(&shortcut), (stride, padding), epsilon)
     }
 
     fn nw_max_pool2d(x: FlexTensor, kernel: usize, stride: usize) -> FlexTensor {
@@ -562,12 +675,60 @@ impl Backward<Flex, 2> for ConvBackward {
         let (x, weight, stride, padding, prepared) = ops.state;
         let (xs, ws) = (shape(&x), shape(&weight));
         let g = conv_geometry(&xs, &ws, stride, padding);
-        let (dx, dw) = conv::backward(&g, &values(&x), &values(&weight), Some(&prepared), &values(&dy), node_x.is_some());
+        let (dx, dw) =
+            conv::backward(&g, &values(&x), &values(&weight), Some(&prepared), conv::OutGrad::Given(&values(&dy)), node_x.is_some());
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex(dx, xs));
         }
         if let Some(node) = node_w {
             grads.register::<Flex>(node.id, flex(dw, ws));
+        }
+    }
+}
+
+/// The convolution + batch norm + ReLU op's backward step: parents `[x, weight, gamma, beta]`,
+/// and `shortcut` fifth when one was added (`N` = 4 or 5).
+#[derive(Debug)]
+struct ConvBnBackward;
+
+impl<const N: usize> Backward<Flex, N> for ConvBnBackward {
+    /// Input, weight, stride and padding, gamma, what the forward left, and the ReLU's witness:
+    /// beta without a shortcut (the ReLU passed where the normalized value is positive, which
+    /// the batch-norm backward recomputes), the output with one (positive where it passed).
+    type State = (FlexTensor, FlexTensor, (usize, usize), FlexTensor, ConvBn, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, weight, (stride, padding), gamma, cb, witness) = ops.state;
+        let ids = ops.parents.map(|p| p.map(|n| n.id));
+        let (xs, ws) = (shape(&x), shape(&weight));
+        let g = conv_geometry(&xs, &ws, stride, padding);
+        let d = conv::output_dims(&g);
+        let (conv_out, gamma) = (values(&cb.conv_out), values(&gamma));
+        // The gradient past the ReLU: with a shortcut it is also the shortcut's, so it is stored;
+        // without, the batch-norm backward masks `dy` itself.
+        let (through, relu_beta) =
+            if N == 5 { (Some(batch_norm::relu_mask(&values(&dy), &values(&witness))), None) } else { (None, Some(values(&witness))) };
+        let dy = values(&dy);
+        let at_norm: &[f32] = through.as_deref().unwrap_or(&dy[..]);
+        let (coef, dgamma, dbeta) = batch_norm::grad_coefficients(&conv_out, at_norm, d, &gamma, &cb.stats, relu_beta.as_deref());
+        let c = dgamma.len();
+        for (id, value) in [(ids[2], dgamma), (ids[3], dbeta)] {
+            if let Some(id) = id {
+                grads.register::<Flex>(id, flex(value, vec![c]));
+            }
+        }
+        // The convolution reads the batch norm's input gradient image by image as it needs it.
+        let out_grad = conv::OutGrad::Norm { x: &conv_out, dy: at_norm, coef: &coef };
+        let (dx, dw) = conv::backward(&g, &values(&x), &values(&weight), Some(&cb.prepared), out_grad, ids[0].is_some());
+        if let (Some(id), Some(through)) = (ids.get(4).copied().flatten(), through) {
+            grads.register::<Flex>(id, flex(through, shape(&witness)));
+        }
+        if let Some(id) = ids[0] {
+            grads.register::<Flex>(id, flex(dx, xs));
+        }
+        if let Some(id) = ids[1] {
+            grads.register::<Flex>(id, flex(dw, ws));
         }
     }
 }
@@ -731,6 +892,34 @@ fn constant_stats<C: CheckpointStrategy>(st: &batch_norm::Stats) -> (TrackedTens
     (constant(&st.mean), constant(&st.var))
 }
 
+/// The convolution + batch norm + ReLU op under autodiff (with a shortcut added when given).
+fn conv_bn_tracked<C: CheckpointStrategy>(
+    x: TrackedTensor<C>,
+    weight: TrackedTensor<C>,
+    (gamma, beta): (TrackedTensor<C>, TrackedTensor<C>),
+    shortcut: Option<TrackedTensor<C>>,
+    conv: (usize, usize),
+    epsilon: f64,
+) -> (TrackedTensor<C>, TrackedTensor<C>, TrackedTensor<C>) {
+    let (xp, wp, gp, bp) = (x.primitive().clone(), weight.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
+    let (y, cb) = conv_bn_forward(&xp, &wp, (&gp, &bp), shortcut.as_ref().map(|s| s.primitive()), conv, epsilon);
+    let (mean, var) = constant_stats::<C>(&cb.stats);
+    let out = match shortcut {
+        Some(short) => {
+            match ConvBnBackward.prepare::<C>([x.node(), weight.node(), gamma.node(), beta.node(), short.node()]).compute_bound().stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish((xp, wp, conv, gp, cb, y.clone()), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        }
+        None => match ConvBnBackward.prepare::<C>([x.node(), weight.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((xp, wp, conv, gp, cb, bp), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        },
+    };
+    (out, mean, var)
+}
+
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     fn nw_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let xp = x.primitive().clone();
@@ -795,6 +984,31 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
             OpsKind::Tracked(prep) => prep.finish((xp, wp, stride, padding, prepared), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
+    }
+
+    fn nw_conv_bn_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        conv_bn_tracked::<C>(x, weight, (gamma, beta), None, (stride, padding), epsilon)
+    }
+
+    fn nw_conv_bn_add_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        shortcut: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        conv_bn_tracked::<C>(x, weight, (gamma, beta), Some(shortcut), (stride, padding), epsilon)
     }
 
     fn nw_bn_relu_pool(

@@ -86,6 +86,28 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// `relu(norm(conv(x)) + shortcut)`, or `relu(norm(conv(x)))` without a shortcut: a
+    /// convolution and its normalization as one op for batch norm in training on the CPU (the
+    /// batch statistics taken from the convolution's output while it is still in cache).
+    pub fn forward_norm_relu(&self, norm: &Option<Norm>, x: Tensor<4>, shortcut: Option<Tensor<4>>) -> Tensor<4> {
+        if let Some(n) = norm.as_ref().filter(|n| n.fuses(&x) && self.bias.is_none()) {
+            let device = x.device();
+            let (out, mean, variance) =
+                kernels::conv_bn_relu(x, self.kernel(), n.weight.val(), n.bias.val(), shortcut, self.stride, self.padding, n.epsilon);
+            let dims = out.dims();
+            n.track(mean, variance, dims.iter().product::<usize>() / dims[1], &device);
+            return out;
+        }
+        let y = self.forward(x);
+        match (norm, shortcut) {
+            (Some(n), Some(s)) => n.forward_add_relu(y, s),
+            (None, Some(s)) => burn::tensor::activation::relu(y.add(s)),
+            (_, None) => norm_relu(norm, y),
+        }
+    }
+}
+
 /// `(weight, weight_v, weight_g)` of a layer.
 type WeightParams<const D: usize> = (Option<Param<Tensor<D>>>, Option<Param<Tensor<D>>>, Option<Param<Tensor<1>>>);
 

@@ -4,9 +4,8 @@
 //! linear classifier. About 0.27M parameters.
 
 use super::init::Init;
-use super::layers::{max_pool, norm_relu, Conv, Dense, Norm, NormKind};
+use super::layers::{max_pool, Conv, Dense, Norm, NormKind};
 use burn::module::Module;
-use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
@@ -29,8 +28,7 @@ pub struct BasicBlock {
 
 impl BasicBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = norm_relu(&self.norm1, self.conv1.forward(x.clone()));
-        let out = self.conv2.forward(out);
+        let out = self.conv1.forward_norm_relu(&self.norm1, x.clone(), None);
         let short = if self.stride == 1 && self.pad_channels == 0 {
             x
         } else {
@@ -41,10 +39,7 @@ impl BasicBlock {
             let zeros = |c: usize| Tensor::<4>::zeros([n, c, h, w], &s.device());
             Tensor::cat(vec![zeros(half), s.clone(), zeros(self.pad_channels - half)], 1)
         };
-        match &self.norm2 {
-            Some(norm) => norm.forward_add_relu(out, short),
-            None => relu(out.add(short)),
-        }
+        self.conv2.forward_norm_relu(&self.norm2, out, Some(short))
     }
 }
 
@@ -97,7 +92,7 @@ impl ResNet20 {
 
     /// Logits for an NCHW batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = norm_relu(&self.norm1, self.conv1.forward(x));
+        let mut x = self.conv1.forward_norm_relu(&self.norm1, x, None);
         for b in self.layer1.iter().chain(&self.layer2).chain(&self.layer3) {
             x = b.forward(x);
         }

@@ -220,7 +220,7 @@ fn measure(g: &Geometry) -> Plan {
         for tile in Tile::ALL {
             let kernel = winograd::kernel_transform(g, tile, &w);
             let t = time(&mut || {
-                std::hint::black_box(winograd::backward(g, tile, Some(&kernel), &w, &x, &dy));
+                std::hint::black_box(winograd::backward(g, tile, Some(&kernel), &w, &x, super::OutGrad::Given(&dy)));
             });
             // Against a direct part, by the same margin as the parts' own choices.
             let margin = if plan.input_grad == Algo::Direct || plan.weight_grad == Algo::Direct { 1.0 - MARGIN } else { 1.0 };

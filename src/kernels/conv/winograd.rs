@@ -24,9 +24,10 @@
 //! part where it measures faster ([`super::choice`]); PERFORMANCE.md has its speed and float32
 //! error per layer.
 
+use super::super::batch_norm::row_moments;
 use super::super::gemm::{matmul, Mat};
-use super::super::uninit::filled;
-use super::{direct, flipped_transpose, kept, l2_bytes, sized, sum_in_order, transposed_geometry, Geometry};
+use super::super::uninit::{assume_written, filled};
+use super::{direct, flipped_transpose, kept, l2_bytes, sized, sum_in_order, transposed_geometry, Geometry, OutGrad};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -350,6 +351,8 @@ struct Buffers {
     spread2: Vec<f32>,
     v2: Vec<f32>,
     m2: Vec<f32>,
+    /// One image's output gradient when the backward computes it ([`OutGrad::Norm`]).
+    grad: Vec<f32>,
 }
 
 thread_local! {
@@ -594,7 +597,15 @@ fn products(v: &[f32], u: &[f32], m: &mut [f32], rows: usize, k: usize, n: usize
 /// One chunk of the forward: spread and transform each image, the products, the inverse
 /// transform of each image.
 #[inline(always)]
-fn forward_chunk<const M: usize>(plan: &Plan, g: &Geometry, k: &Kernel, x: &[f32], y: &mut [MaybeUninit<f32>], buf: &mut Buffers) {
+fn forward_chunk<const M: usize>(
+    plan: &Plan,
+    g: &Geometry,
+    k: &Kernel,
+    x: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    buf: &mut Buffers,
+    moments: &mut [(f64, f64)],
+) {
     let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
     let count = y.len() / out_len;
     let (rows_n, p_n, (cip, cop)) = (plan.rows(count), plan.tile.positions(), (plan.cip, plan.cop));
@@ -611,6 +622,12 @@ fn forward_chunk<const M: usize>(plan: &Plan, g: &Geometry, k: &Kernel, x: &[f32
     let out = sized(out, M * M * plan.tw * cop);
     for (s, ys) in y.chunks_exact_mut(out_len).enumerate() {
         transform_output::<M>(plan, g, ms, rows_n, s * plan.per_image(), half, out, ys, wide);
+        if !moments.is_empty() {
+            // SAFETY: the inverse transform wrote every slot of the image.
+            let ys = unsafe { assume_written(ys) };
+            let rows = ys.chunks_exact(g.h_out() * g.w_out());
+            moments[s * g.c_out..][..g.c_out].iter_mut().zip(rows).for_each(|(m, row)| *m = row_moments(row));
+        }
     }
 }
 
@@ -627,12 +644,15 @@ unsafe fn forward_chunk_wide<const M: usize>(
     x: &[f32],
     y: &mut [MaybeUninit<f32>],
     buf: &mut Buffers,
+    moments: &mut [(f64, f64)],
 ) {
-    forward_chunk::<M>(plan, g, k, x, y, buf)
+    forward_chunk::<M>(plan, g, k, x, y, buf, moments)
 }
 
-/// `y` of geometry `g` with the transformed kernel `k`, chunks of samples in parallel.
-fn run(g: &Geometry, tile: Tile, x: &[f32], k: &Kernel) -> Vec<f32> {
+/// `y` of geometry `g` with the transformed kernel `k`, chunks of samples in parallel; with
+/// `moments`, also each `(sample, channel)` row's [`row_moments`] (for a batch norm that
+/// follows), taken from each image's output while it is still in cache.
+fn run(g: &Geometry, tile: Tile, x: &[f32], k: &Kernel, moments: bool) -> (Vec<f32>, Vec<(f64, f64)>) {
     assert!(
         applies(g) && (k.tile, k.c_out, k.c_in) == (tile, g.c_out, g.c_in),
         "winograd: kernel {:?} for {tile:?} {g:?}",
@@ -643,28 +663,39 @@ fn run(g: &Geometry, tile: Tile, x: &[f32], k: &Kernel) -> Vec<f32> {
     let in_len = g.c_in * g.h * g.w;
     let size = plan.chunk();
     let wide = wide();
+    let mut rows = vec![(0f64, 0f64); if moments { g.n * g.c_out } else { 0 }];
     let fill = |y: &mut [MaybeUninit<f32>]| {
-        y.par_chunks_mut(size * out_len).enumerate().for_each(|(chunk, yc)| {
+        // Without moments each chunk gets an empty slice (zipping with no chunks at all would
+        // end the iteration at once).
+        let parts: Vec<&mut [(f64, f64)]> =
+            if moments { rows.chunks_mut(size * g.c_out).collect() } else { (0..g.n.div_ceil(size)).map(|_| Default::default()).collect() };
+        y.par_chunks_mut(size * out_len).zip(parts).enumerate().for_each(|(chunk, (yc, mc))| {
             let xc = &x[chunk * size * in_len..][..yc.len() / out_len * in_len];
             kept(&BUFFERS, |buf| match (tile, wide) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `wide` says the CPU has AVX-512F.
-                (Tile::F2, true) => unsafe { forward_chunk_wide::<2>(&plan, g, k, xc, yc, buf) },
+                (Tile::F2, true) => unsafe { forward_chunk_wide::<2>(&plan, g, k, xc, yc, buf, mc) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                (Tile::F4, true) => unsafe { forward_chunk_wide::<4>(&plan, g, k, xc, yc, buf) },
-                (Tile::F2, _) => forward_chunk::<2>(&plan, g, k, xc, yc, buf),
-                (Tile::F4, _) => forward_chunk::<4>(&plan, g, k, xc, yc, buf),
+                (Tile::F4, true) => unsafe { forward_chunk_wide::<4>(&plan, g, k, xc, yc, buf, mc) },
+                (Tile::F2, _) => forward_chunk::<2>(&plan, g, k, xc, yc, buf, mc),
+                (Tile::F4, _) => forward_chunk::<4>(&plan, g, k, xc, yc, buf, mc),
             })
         })
     };
     // SAFETY: the inverse transform writes every output slot of every chunk.
-    unsafe { filled(g.n * out_len, fill) }
+    let y = unsafe { filled(g.n * out_len, fill) };
+    (y, rows)
 }
 
 /// `y[n, c_out, h_out, w_out]` from `x[n, c_in, h, w]` and the layer's transformed kernel.
 pub fn forward(g: &Geometry, x: &[f32], k: &Kernel) -> Vec<f32> {
-    run(g, k.tile, x, k)
+    run(g, k.tile, x, k, false).0
+}
+
+/// [`forward`], also returning each `(sample, channel)` row's [`row_moments`] in memory order.
+pub fn forward_moments(g: &Geometry, x: &[f32], k: &Kernel) -> (Vec<f32>, Vec<(f64, f64)>) {
+    run(g, k.tile, x, k, true)
 }
 
 /// `kernel` when it is of `tile`'s size (the forward's, handed on), else `weight` transformed.
@@ -686,7 +717,7 @@ pub fn input_grad(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f
         Tile::F2 => kernel_for(g, tile, kernel, weight).flipped(),
         Tile::F4 => kernel_transform(&t, tile, &flipped_transpose(g, weight)),
     };
-    run(&t, tile, dy, &k)
+    run(&t, tile, dy, &k, false).0
 }
 
 /// Tiles per block of a weight-gradient sum: each block is summed on its own and added to the
@@ -878,7 +909,7 @@ fn backward_chunk<const M: usize>(
     g: &Geometry,
     kt: &Kernel,
     x: &[f32],
-    dy: &[f32],
+    (dy, first): (OutGrad<'_>, usize),
     dx: &mut [MaybeUninit<f32>],
     sp_out: &mut [f32],
     add: bool,
@@ -891,7 +922,7 @@ fn backward_chunk<const M: usize>(
     let (rows_w, rows_t, p_n) = (pw.rows(count), pt.rows(count), pw.tile.positions());
     let (cip, cop) = (pw.cip, pw.cop);
     let wide = wide();
-    let Buffers { spread, half, out, v, m, spread2, v2, m2 } = buf;
+    let Buffers { spread, half, out, v, m, spread2, v2, m2, grad } = buf;
     let half = sized(half, (M + 2) * pw.in_row().max(pt.in_row()).max(M * pt.tw * pt.cop));
     let (sx, sd) = (zeroed(spread, pw.in_len()), zeroed(spread2, pt.in_len()));
     // The input gradient's transformed output gradient (`cop` channels), the weight
@@ -901,7 +932,8 @@ fn backward_chunk<const M: usize>(
     for s in 0..count {
         // The input gradient's transform of `dy` leaves its spread in `sd` for the weight
         // gradient's.
-        transform_input::<M>(&pt, &t, &dy[s * out_len..][..out_len], sd, half, vt, rows_t, s * pt.per_image(), wide);
+        let dys = dy.image(first + s, g.c_out, out_len / g.c_out, grad);
+        transform_input::<M>(&pt, &t, dys, sd, half, vt, rows_t, s * pt.per_image(), wide);
         grad_passes::<M>(&pw, sd, at, half, dd, rows_w, s * pw.per_image());
         transform_input::<M>(&pw, g, &x[s * in_len..][..in_len], sx, half, vx, rows_w, s * pw.per_image(), wide);
     }
@@ -925,7 +957,7 @@ unsafe fn backward_chunk_wide<const M: usize>(
     g: &Geometry,
     kt: &Kernel,
     x: &[f32],
-    dy: &[f32],
+    dy: (OutGrad<'_>, usize),
     dx: &mut [MaybeUninit<f32>],
     sp_out: &mut [f32],
     add: bool,
@@ -938,7 +970,7 @@ unsafe fn backward_chunk_wide<const M: usize>(
 /// gradient is spread once for both gradients instead of once for each (the spreads read
 /// activations that no longer sit in any cache). The same numbers as [`input_grad`] and
 /// [`weight_grad`]: the same chunks, groups and order of every sum.
-pub fn backward(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f32], x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+pub fn backward(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f32], x: &[f32], dy: OutGrad<'_>) -> (Vec<f32>, Vec<f32>) {
     assert!(fuses(g), "winograd::backward: {g:?}");
     let t = transposed_geometry(g).expect("a stride-1 layer");
     let kt = match tile {
@@ -946,7 +978,7 @@ pub fn backward(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f32
         Tile::F4 => kernel_transform(&t, tile, &flipped_transpose(g, weight)),
     };
     let plan = Plan::new(g, tile);
-    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
+    let in_len = g.c_in * g.h * g.w;
     let size = plan.grad_chunk();
     let chunks = g.n.div_ceil(size);
     let groups = chunks.min(GROUPS);
@@ -968,7 +1000,7 @@ pub fn backward(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f32
                 kept(&BUFFERS, |buf| {
                     for (i, dxc) in dxg.chunks_mut(size * in_len).enumerate() {
                         let (s0, count) = (first + i * size, dxc.len() / in_len);
-                        let (xc, dc) = (&x[s0 * in_len..][..count * in_len], &dy[s0 * out_len..][..count * out_len]);
+                        let (xc, dc) = (&x[s0 * in_len..][..count * in_len], (dy, s0));
                         let add = i > 0;
                         match (tile, wide) {
                             #[cfg(target_arch = "x86_64")]
@@ -1392,7 +1424,7 @@ mod tests {
                 assert!(super::fuses(&g));
                 let (x, wt, dy) = (values(n * c_in * h * w, 1), values(c_out * c_in * 9, 2), values(n * c_out * h * w, 5));
                 let k = kernel_transform(&g, tile, &wt);
-                let (dx, dw) = super::backward(&g, tile, Some(&k), &wt, &x, &dy);
+                let (dx, dw) = super::backward(&g, tile, Some(&k), &wt, &x, super::OutGrad::Given(&dy));
                 assert!(dx == input_grad(&g, tile, Some(&k), &wt, &dy), "{tile:?} {g:?}: input gradient");
                 assert!(dw == weight_grad(&g, tile, &x, &dy), "{tile:?} {g:?}: weight gradient");
             }
