@@ -1,7 +1,8 @@
 //! Hand-written CPU kernels for the training ops where burn flex's generic implementations
 //! cost most (PERFORMANCE.md has the profiles): batch norm in training mode (alone, with a ReLU,
-//! with a residual sum and a ReLU, or with a ReLU and 2x2 max pooling), the 2-D convolution and
-//! max pooling, and for the transformer causal attention, layer / RMS norm and GELU, forward
+//! with a residual sum and a ReLU, or with a ReLU and 2x2 max pooling), the 2-D convolution (also
+//! as one op with the batch norm and ReLU after it, ResNet-20's layers) and max pooling, and for
+//! the transformer causal attention, layer / RMS norm and GELU, forward
 //! and backward. They plug into burn through its backend-extension
 //! mechanism, with the backward passes written here, and run only on the CPU (flex) device with
 //! f32 data; everywhere else the models use burn's own ops ([`applies`] decides).
