@@ -392,11 +392,12 @@ pub enum OutGrad<'a> {
     /// The gradient itself.
     Given(&'a [f32]),
     /// The batch norm's input gradient, from its input `x` (this layer's output), the gradient
-    /// `dy` at its output (after its fused ReLU) and its backward's coefficients.
+    /// `dy` at its output (or at its fused ReLU's, which the coefficients mask) and its
+    /// backward's coefficients.
     Norm {
         /// The batch norm's input.
         x: &'a [f32],
-        /// The gradient at the batch norm's output.
+        /// The gradient at the batch norm's (or its ReLU's) output.
         dy: &'a [f32],
         /// [`batch_norm::grad_coefficients`] of the two.
         coef: &'a batch_norm::GradCoefficients,

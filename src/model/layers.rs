@@ -72,21 +72,6 @@ impl Conv {
         effective_weight(&self.weight, &self.weight_v, &self.weight_g)
     }
 
-    /// Applies the convolution to an NCHW batch.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if kernels::applies(&x) {
-            let y = kernels::conv2d(x, self.kernel(), self.stride, self.padding);
-            return match &self.bias {
-                Some(b) => y.add(b.val().reshape([1, -1, 1, 1])),
-                None => y,
-            };
-        }
-        let opts = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
-        conv2d(x, self.kernel(), self.bias.as_ref().map(|b| b.val()), opts)
-    }
-}
-
-impl Conv {
     /// `relu(norm(conv(x)) + shortcut)`, or `relu(norm(conv(x)))` without a shortcut: a
     /// convolution and its normalization as one op for batch norm in training on the CPU (the
     /// batch statistics taken from the convolution's output while it is still in cache).
@@ -105,6 +90,19 @@ impl Conv {
             (None, Some(s)) => burn::tensor::activation::relu(y.add(s)),
             (_, None) => norm_relu(norm, y),
         }
+    }
+
+    /// Applies the convolution to an NCHW batch.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if kernels::applies(&x) {
+            let y = kernels::conv2d(x, self.kernel(), self.stride, self.padding);
+            return match &self.bias {
+                Some(b) => y.add(b.val().reshape([1, -1, 1, 1])),
+                None => y,
+            };
+        }
+        let opts = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
+        conv2d(x, self.kernel(), self.bias.as_ref().map(|b| b.val()), opts)
     }
 }
 
