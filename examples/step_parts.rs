@@ -11,17 +11,10 @@ use normwd::params::{describe, DecayPolicy};
 use normwd::train::cross_entropy;
 use std::time::Instant;
 fn main() {
-    // The `normwd` program's allocator settings (src/main.rs): without them every large buffer
-    // comes back as fresh pages, and page faults showed up as a third of the MLP's backward.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        // Steps run on either pool thread (`kernels::on_workers`); with an arena per thread
-        // each kept a whole step's buffers, doubling ResNet-20's peak RSS (255 -> 489 MB).
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
+    // The `normwd` program's allocator settings: without them every large buffer comes back as
+    // fresh pages, and page faults showed up as a third of the MLP's backward.
+    // SAFETY: no thread has started yet.
+    unsafe { normwd::env::tune_allocator() };
     // The parts are timed apart, so the first 5 steps (allocations, caches) are left out.
     let work = move || {
         let m = match std::env::args().nth(1).as_deref() {

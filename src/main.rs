@@ -131,19 +131,8 @@ fn main() {
         // are written to a temporary and renamed, so this never leaves half of one.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // A training step frees and reallocates the same large activation buffers every step. With
-    // glibc's defaults they go back to the kernel and return as fresh zeroed pages (page faults
-    // and zeroing were ~10% of a ConvNet step in perf); keeping them in the heap costs no more
-    // peak memory than the step needs anyway.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        // Steps run on either pool thread (`kernels::on_workers`); with an arena per thread
-        // each kept a whole step's buffers, doubling ResNet-20's peak RSS (255 -> 489 MB).
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
+    // SAFETY: no thread has started yet.
+    unsafe { normwd::env::tune_allocator() };
     let matches = command().try_get_matches().unwrap_or_else(|e| usage_error(e));
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage_error(e));
     if let Err(message) = normwd::env::check() {

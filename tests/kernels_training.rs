@@ -158,6 +158,11 @@ fn kernels_match_burns_ops_on_a_gpt() {
     }
 }
 
+/// A tensor's values as bits, for exact comparisons.
+fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
+    t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
 /// The convolution + batch norm + ReLU op (ResNet-20's layers) gives the bits of the separate
 /// ops it replaces, output and every gradient, with and without a shortcut, for each convolution
 /// algorithm: it runs the same kernels in the same order, only taking the batch statistics'
@@ -177,8 +182,6 @@ fn fused_convolution_and_batch_norm_give_the_separate_ops_bits() {
             .collect();
         Tensor::<4>::from_data(TensorData::new(v, shape), &device).require_grad()
     };
-    let bits = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    let bits1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     // [n, c_in, h, w], c_out, stride: a stage-1-like layer and a downsampling one.
     for (xs, c_out, stride) in [([5usize, 16, 12, 10], 16usize, 1usize), ([4, 16, 9, 8], 32, 2)] {
         for a in Algo::ALL {
@@ -200,9 +203,9 @@ fn fused_convolution_and_batch_norm_give_the_separate_ops_bits() {
                         }
                     };
                     let grads = y.clone().mul(t(y.dims(), 4).detach()).sum().backward();
-                    let mut out = vec![bits(y), bits1(mean), bits1(var)];
+                    let mut out = vec![bits(y), bits(mean), bits(var)];
                     out.extend([x.grad(&grads), wt.grad(&grads)].map(|g| bits(g.unwrap())));
-                    out.extend([gamma.grad(&grads), beta.grad(&grads)].map(|g| bits1(g.unwrap())));
+                    out.extend([gamma.grad(&grads), beta.grad(&grads)].map(|g| bits(g.unwrap())));
                     if let Some(s) = short {
                         out.push(bits(s.grad(&grads).unwrap()));
                     }

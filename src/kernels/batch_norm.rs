@@ -275,15 +275,28 @@ pub struct GradCoefficients {
 }
 
 impl GradCoefficients {
-    /// `dx` of one row of channel `ch` from its input `x` and output gradient `dy`.
+    /// `dx` of one sample (`x` and `dy` its `c` rows of `s` values).
     #[inline]
-    pub fn row(&self, ch: usize, x: &[f32], dy: &[f32], out: &mut [MaybeUninit<f32>]) {
-        let (a, b, e, mean, sa, sb) = (self.a[ch], self.b[ch], self.e[ch], self.mean[ch], self.scale[ch], self.shift[ch]);
-        for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
-            let v = v - mean;
-            let g = if sa * v + sb > 0.0 { g } else { 0.0 };
-            o.write(a * g + b * v + e);
+    pub fn sample(&self, x: &[f32], dy: &[f32], s: usize, out: &mut [MaybeUninit<f32>]) {
+        for (ch, ((out, x), dy)) in out.chunks_mut(s).zip(x.chunks(s)).zip(dy.chunks(s)).enumerate() {
+            let (a, b, e, mean, sa, sb) = (self.a[ch], self.b[ch], self.e[ch], self.mean[ch], self.scale[ch], self.shift[ch]);
+            for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
+                let v = v - mean;
+                let g = if sa * v + sb > 0.0 { g } else { 0.0 };
+                o.write(a * g + b * v + e);
+            }
         }
+    }
+
+    /// `dx` of the whole input, one sample per task.
+    pub fn apply(&self, x: &[f32], dy: &[f32], d: Dims) -> Vec<f32> {
+        let len = d.c * d.s;
+        let fill = |dx: &mut [MaybeUninit<f32>]| {
+            let samples = dx.par_chunks_mut(len).zip(x.par_chunks(len)).zip(dy.par_chunks(len));
+            samples.for_each(|((out, xi), gi)| self.sample(xi, gi, d.s, out))
+        };
+        // SAFETY: as in `affine`, the chunks cover every slot and each writes all of its own.
+        unsafe { filled(x.len(), fill) }
     }
 }
 
@@ -329,15 +342,7 @@ pub fn grad_coefficients(
 /// ([`grad_coefficients`], then `dx` in one more pass).
 pub fn backward(x: &[f32], dy: &[f32], d: Dims, gamma: &[f32], st: &Stats, relu: Option<&[f32]>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (coef, dgamma, dbeta) = grad_coefficients(x, dy, d, gamma, st, relu);
-    let fill = |dx: &mut [MaybeUninit<f32>]| {
-        dx.par_chunks_mut(d.c * d.s).zip(x.par_chunks(d.c * d.s)).zip(dy.par_chunks(d.c * d.s)).for_each(|((out, xi), gi)| {
-            let rows = out.chunks_mut(d.s).zip(xi.chunks(d.s)).zip(gi.chunks(d.s));
-            rows.enumerate().for_each(|(ch, ((o, xr), gr))| coef.row(ch, xr, gr, o));
-        })
-    };
-    // SAFETY: as in `affine`, the chunks cover every slot and each writes all of its own.
-    let dx = unsafe { filled(x.len(), fill) };
-    (dx, dgamma, dbeta)
+    (coef.apply(x, dy, d), dgamma, dbeta)
 }
 
 #[cfg(test)]

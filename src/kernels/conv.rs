@@ -405,37 +405,25 @@ pub enum OutGrad<'a> {
 }
 
 impl OutGrad<'_> {
-    /// Sample `s`'s gradient (`c` channels of `plane` values): a slice of the given one, or
-    /// written into `scratch`.
-    pub fn image<'b>(&'b self, s: usize, c: usize, plane: usize, scratch: &'b mut Vec<f32>) -> &'b [f32] {
-        let len = c * plane;
+    /// Sample `s`'s gradient (of the output shape `d`): a slice of the given one, or written
+    /// into `scratch`.
+    pub fn image<'b>(&'b self, s: usize, d: batch_norm::Dims, scratch: &'b mut Vec<f32>) -> &'b [f32] {
+        let len = d.c * d.s;
         match *self {
             OutGrad::Given(dy) => &dy[s * len..][..len],
             OutGrad::Norm { x, dy, coef } => {
-                let out = uninit::as_uninit(sized(scratch, len));
-                let (xs, gs) = (&x[s * len..][..len], &dy[s * len..][..len]);
-                let rows = out.chunks_mut(plane).zip(xs.chunks(plane)).zip(gs.chunks(plane));
-                rows.enumerate().for_each(|(ch, ((o, xr), gr))| coef.row(ch, xr, gr, o));
+                coef.sample(&x[s * len..][..len], &dy[s * len..][..len], d.s, uninit::as_uninit(sized(scratch, len)));
                 &scratch[..len]
             }
         }
     }
 
-    /// The whole gradient of `n` samples (computed, in parallel, when it is a batch norm's).
-    pub fn whole(&self, n: usize, c: usize, plane: usize) -> std::borrow::Cow<'_, [f32]> {
+    /// The whole gradient (of the output shape `d`; computed, in parallel, when it is a batch
+    /// norm's).
+    pub fn whole(&self, d: batch_norm::Dims) -> std::borrow::Cow<'_, [f32]> {
         match *self {
             OutGrad::Given(dy) => std::borrow::Cow::Borrowed(dy),
-            OutGrad::Norm { x, dy, coef } => {
-                let len = c * plane;
-                let fill = |out: &mut [MaybeUninit<f32>]| {
-                    out.par_chunks_mut(len).zip(x.par_chunks(len)).zip(dy.par_chunks(len)).for_each(|((o, xi), gi)| {
-                        let rows = o.chunks_mut(plane).zip(xi.chunks(plane)).zip(gi.chunks(plane));
-                        rows.enumerate().for_each(|(ch, ((o, xr), gr))| coef.row(ch, xr, gr, o));
-                    })
-                };
-                // SAFETY: the samples' chunks cover all `n * len` slots and each row is written.
-                std::borrow::Cow::Owned(unsafe { uninit::filled(n * len, fill) })
-            }
+            OutGrad::Norm { x, dy, coef } => std::borrow::Cow::Owned(coef.apply(x, dy, d)),
         }
     }
 }
@@ -561,7 +549,7 @@ pub fn backward(
         choice::count(g, plan.input_grad);
         return winograd::backward(g, tile, kernel, weight, x, dy);
     }
-    let dy = dy.whole(g.n, g.c_out, g.h_out() * g.w_out());
+    let dy = dy.whole(output_dims(g));
     let dweight = weight_grad_with(g, plan.weight_grad, x, &dy);
     choice::count(g, plan.weight_grad);
     let dx = if need_dx {

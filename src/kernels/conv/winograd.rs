@@ -917,7 +917,7 @@ fn backward_chunk<const M: usize>(
 ) {
     let t = transposed_geometry(g).expect("a stride-1 layer");
     let (pw, pt) = (Plan::new(g, Tile::of::<M>()), Plan::new(&t, Tile::of::<M>()));
-    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
+    let in_len = g.c_in * g.h * g.w;
     let count = dx.len() / in_len;
     let (rows_w, rows_t, p_n) = (pw.rows(count), pt.rows(count), pw.tile.positions());
     let (cip, cop) = (pw.cip, pw.cop);
@@ -932,7 +932,7 @@ fn backward_chunk<const M: usize>(
     for s in 0..count {
         // The input gradient's transform of `dy` leaves its spread in `sd` for the weight
         // gradient's.
-        let dys = dy.image(first + s, g.c_out, out_len / g.c_out, grad);
+        let dys = dy.image(first + s, super::output_dims(g), grad);
         transform_input::<M>(&pt, &t, dys, sd, half, vt, rows_t, s * pt.per_image(), wide);
         grad_passes::<M>(&pw, sd, at, half, dd, rows_w, s * pw.per_image());
         transform_input::<M>(&pw, g, &x[s * in_len..][..in_len], sx, half, vx, rows_w, s * pw.per_image(), wide);
