@@ -8,7 +8,7 @@
 
 use super::batch_norm;
 use super::gemm::{matmul, Mat};
-use super::uninit;
+use super::uninit::{self, zeroed_parts};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -489,8 +489,7 @@ fn im2col_forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (rows, l) = (g.rows(), g.cols());
     let size = g.chunk();
     let threads = inner_threads(g.n.div_ceil(size));
-    let mut y = vec![0f32; g.n * g.out_len()];
-    y.par_chunks_mut(size * g.out_len()).enumerate().for_each(|(chunk, yc)| {
+    zeroed_parts(g.n * g.out_len(), size * g.out_len(), |chunk, yc| {
         kept(&SCRATCH, |scratch| {
             let count = yc.len() / g.out_len();
             let width = count * l;
@@ -509,8 +508,7 @@ fn im2col_forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 }
             }
         })
-    });
-    y
+    })
 }
 
 /// Gradient rows of samples `first..first + count` as one `[c_out, count * l]` matrix (samples
@@ -618,14 +616,18 @@ fn im2col_weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 }
 
 /// The sum of the per-chunk weight gradients (`part` values each), added in chunk order: the
-/// same order for any number of threads.
+/// same order for any number of threads. Runs of values are summed in parallel (on one thread it
+/// left the other idle for ~0.2% of a ResNet-20 step).
 fn sum_in_order(partial: &[f32], part: usize) -> Vec<f32> {
+    const RUN: usize = 4096;
     let mut sum = vec![0f32; part];
-    for p in partial.chunks(part) {
-        for (d, v) in sum.iter_mut().zip(p) {
-            *d += v;
+    sum.par_chunks_mut(RUN).enumerate().for_each(|(i, run)| {
+        for p in partial.chunks(part) {
+            for (d, v) in run.iter_mut().zip(&p[i * RUN..]) {
+                *d += v;
+            }
         }
-    }
+    });
     sum
 }
 
@@ -634,8 +636,7 @@ fn input_grad_scatter(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let (rows, l) = (g.rows(), g.cols());
     let size = g.chunk();
     let threads = inner_threads(g.n.div_ceil(size));
-    let mut dx = vec![0f32; g.n * g.in_len()];
-    dx.par_chunks_mut(size * g.in_len()).enumerate().for_each(|(chunk, dxc)| {
+    zeroed_parts(g.n * g.in_len(), size * g.in_len(), |chunk, dxc| {
         kept(&SCRATCH, |scratch| {
             let count = dxc.len() / g.in_len();
             let width = count * l;
@@ -646,6 +647,5 @@ fn input_grad_scatter(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
                 col2im(g, &mut dcols[j * l..], width, dxi);
             }
         })
-    });
-    dx
+    })
 }

@@ -3,6 +3,7 @@
 //! so the backward pass is a scatter; burn flex checks every window element against the image
 //! bounds and was 18% of a ConvNet training step.
 
+use super::uninit::zeroed_parts;
 use rayon::prelude::*;
 
 /// Sizes of one pooling.
@@ -87,11 +88,12 @@ fn pool2x2(p: &Window, plane: &[f32], out: &mut [f32], arg: &mut [u8]) {
     }
 }
 
-/// The input gradient: each output's gradient goes to the element that won its window.
+/// The input gradient: each output's gradient goes to the element that won its window (each
+/// plane zeroed by the task that fills it, [`zeroed_parts`]).
 pub fn backward(p: &Window, winner: &[u8], dy: &[f32]) -> Vec<f32> {
     let (ho, wo) = (p.h_out(), p.w_out());
-    let mut dx = vec![0f32; p.planes * p.h * p.w];
-    dx.par_chunks_mut(p.h * p.w).zip(dy.par_chunks(ho * wo)).zip(winner.par_chunks(ho * wo)).for_each(|((d, g), a)| {
+    zeroed_parts(p.planes * p.h * p.w, p.h * p.w, |plane, d| {
+        let (g, a) = (&dy[plane * ho * wo..][..ho * wo], &winner[plane * ho * wo..][..ho * wo]);
         for oy in 0..ho {
             for ox in 0..wo {
                 let at = a[oy * wo + ox] as usize;
@@ -99,6 +101,5 @@ pub fn backward(p: &Window, winner: &[u8], dy: &[f32]) -> Vec<f32> {
                 d[(oy * p.stride + ky) * p.w + ox * p.stride + kx] += g[oy * wo + ox];
             }
         }
-    });
-    dx
+    })
 }

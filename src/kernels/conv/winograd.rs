@@ -332,10 +332,64 @@ impl Plan {
         (self.chunk() / 2).max(1)
     }
 
+    /// The forward's chunks of `n` samples: up to [`Plan::chunk`] each, as many as a multiple of
+    /// the threads (the output's bits do not depend on the chunks, so they may follow the
+    /// threads).
+    fn forward_spans(&self, n: usize) -> Spans {
+        Spans::new(n, n.div_ceil(self.chunk()).next_multiple_of(rayon::current_num_threads()))
+    }
+
+    /// The gradients' chunks of `n` samples and how many groups ([`GROUPS`]) share them: up to
+    /// [`Plan::grad_chunk`] samples a chunk, as many chunks as a multiple of the groups where
+    /// there are more chunks than groups, so every group sums as many samples (give or take
+    /// one). The threads play no part, so neither do they in the sums.
+    fn grad_spans(&self, n: usize) -> (Spans, usize) {
+        let chunks = n.div_ceil(self.grad_chunk());
+        if chunks <= GROUPS {
+            (Spans::new(n, chunks), chunks.max(1))
+        } else {
+            (Spans::new(n, chunks.next_multiple_of(GROUPS)), GROUPS)
+        }
+    }
+
     /// Rows of `V` and `M` for `count` samples: their tiles, rounded up to whole blocks of the
     /// products' register tiles.
     fn rows(&self, count: usize) -> usize {
         (count * self.per_image()).next_multiple_of(8)
+    }
+}
+
+/// `count` runs of consecutive samples out of `n`, whose sizes differ by at most one. Chunks of one
+/// fixed size left the last one short (128 images in chunks of 14 are nine chunks of 14 and one
+/// of 2), so one of two threads transformed 70 images and the other 58.
+#[derive(Debug, Clone, Copy)]
+struct Spans {
+    n: usize,
+    count: usize,
+}
+
+impl Spans {
+    /// `count` spans over `n` samples: at least one, and no more than `n` (none empty).
+    fn new(n: usize, count: usize) -> Spans {
+        Spans { n, count: count.min(n).max(1) }
+    }
+
+    /// The samples of span `i`.
+    fn get(self, i: usize) -> std::ops::Range<usize> {
+        i * self.n / self.count..(i + 1) * self.n / self.count
+    }
+
+    /// `s` cut at the spans' bounds, `per` values per sample: each span's part with its first
+    /// sample.
+    fn split<T>(self, mut s: &mut [T], per: usize) -> Vec<(usize, &mut [T])> {
+        (0..self.count)
+            .map(|i| {
+                let samples = self.get(i);
+                let (part, rest) = std::mem::take(&mut s).split_at_mut(samples.len() * per);
+                s = rest;
+                (samples.start, part)
+            })
+            .collect()
     }
 }
 
@@ -661,16 +715,13 @@ fn run(g: &Geometry, tile: Tile, x: &[f32], k: &Kernel, moments: bool) -> (Vec<f
     let plan = Plan::new(g, tile);
     let out_len = g.c_out * g.h_out() * g.w_out();
     let in_len = g.c_in * g.h * g.w;
-    let size = plan.chunk();
+    let spans = plan.forward_spans(g.n);
     let wide = wide();
     let mut rows = vec![(0f64, 0f64); if moments { g.n * g.c_out } else { 0 }];
     let fill = |y: &mut [MaybeUninit<f32>]| {
-        // Without moments each chunk gets an empty slice (zipping with no chunks at all would
-        // end the iteration at once).
-        let parts: Vec<&mut [(f64, f64)]> =
-            if moments { rows.chunks_mut(size * g.c_out).collect() } else { (0..g.n.div_ceil(size)).map(|_| Default::default()).collect() };
-        y.par_chunks_mut(size * out_len).zip(parts).enumerate().for_each(|(chunk, (yc, mc))| {
-            let xc = &x[chunk * size * in_len..][..yc.len() / out_len * in_len];
+        let parts = spans.split(y, out_len).into_iter().zip(spans.split(&mut rows, if moments { g.c_out } else { 0 }));
+        parts.collect::<Vec<_>>().into_par_iter().for_each(|((first, yc), (_, mc))| {
+            let xc = &x[first * in_len..][..yc.len() / out_len * in_len];
             kept(&BUFFERS, |buf| match (tile, wide) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `wide` says the CPU has AVX-512F.
@@ -832,17 +883,15 @@ pub fn weight_grad(g: &Geometry, tile: Tile, x: &[f32], dy: &[f32]) -> Vec<f32> 
     assert!(applies(g), "winograd::weight_grad: {g:?}");
     let plan = Plan::new(g, tile);
     let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out() * g.w_out());
-    let size = plan.grad_chunk();
-    let chunks = g.n.div_ceil(size);
-    let groups = chunks.min(GROUPS);
+    let (spans, groups) = plan.grad_spans(g.n);
     let (p_n, cc) = (tile.positions(), plan.cop * plan.cip);
     let wide = wide();
     weight_sums(g, tile, &plan, groups, |sp_all| {
         sp_all.par_chunks_mut(p_n * cc).enumerate().for_each(|(group, sp)| {
             kept(&BUFFERS, |buf| {
-                for (i, chunk) in group_chunks(group, chunks, groups).enumerate() {
-                    let first = chunk * size;
-                    let count = size.min(g.n - first);
+                for (i, chunk) in group_chunks(group, spans.count, groups).enumerate() {
+                    let samples = spans.get(chunk);
+                    let (first, count) = (samples.start, samples.len());
                     let (xc, dc) = (&x[first * in_len..][..count * in_len], &dy[first * out_len..][..count * out_len]);
                     let add = i > 0;
                     match (tile, wide) {
@@ -874,22 +923,31 @@ fn weight_sums<R>(g: &Geometry, tile: Tile, plan: &Plan, groups: usize, run: imp
     })
 }
 
-/// `dweight = G^T S G` per channel pair from the sums `S[p][cop][cip]` over every tile.
+/// `dweight = G^T S G` per channel pair from the sums `S[p][cop][cip]` over every tile, one
+/// output channel per task, `G^T S` for all its input channels at once (contiguous in `S`): one
+/// pair at a time on one thread read `S` with a stride of `cop * cip` values and was ~1% of a
+/// ResNet-20 step, the other thread idle.
 fn kernel_grad(g: &Geometry, tile: Tile, plan: &Plan, s: Vec<f32>) -> Vec<f32> {
     let cc = plan.cop * plan.cip;
-    let (a, gm, cip) = (tile.alpha(), tile.g(), plan.cip);
-    let mut dw = vec![0f32; g.c_out * g.c_in * 9];
-    for (oi, out) in dw.chunks_mut(9).enumerate() {
-        // G^T S G for this channel pair: (G^T S)[b][c], then times G.
-        let at = (oi / g.c_in) * cip + oi % g.c_in;
-        let sv = |r: usize, c: usize| s[(r * a + c) * cc + at];
-        for b in 0..3 {
-            let gts: [f32; 6] = std::array::from_fn(|c| if c < a { (0..a).map(|r| gm[r][b] * sv(r, c)).sum() } else { 0.0 });
-            for (d, o) in out[b * 3..][..3].iter_mut().enumerate() {
-                *o = (0..a).map(|c| gts[c] * gm[c][d]).sum();
+    let (a, gm, ci_n) = (tile.alpha(), tile.g(), g.c_in);
+    let mut dw = vec![0f32; g.c_out * ci_n * 9];
+    dw.par_chunks_mut(ci_n * 9).enumerate().for_each(|(co, out)| {
+        // (G^T S)[b][c] of every input channel: `gts[(b * a + c) * ci_n + ci]`.
+        let mut gts = vec![0f32; 3 * a * ci_n];
+        for (bc, row) in gts.chunks_exact_mut(ci_n).enumerate() {
+            let (b, c) = (bc / a, bc % a);
+            for (r, gr) in gm.iter().enumerate() {
+                let sv = &s[(r * a + c) * cc + co * plan.cip..][..ci_n];
+                row.iter_mut().zip(sv).for_each(|(t, &v)| *t += gr[b] * v);
             }
         }
-    }
+        for (ci, o) in out.chunks_exact_mut(9).enumerate() {
+            for (bd, o) in o.iter_mut().enumerate() {
+                let (b, d) = (bd / 3, bd % 3);
+                *o = (0..a).map(|c| gts[(b * a + c) * ci_n + ci] * gm[c][d]).sum();
+            }
+        }
+    });
     dw
 }
 
@@ -979,27 +1037,19 @@ pub fn backward(g: &Geometry, tile: Tile, kernel: Option<&Kernel>, weight: &[f32
     };
     let plan = Plan::new(g, tile);
     let in_len = g.c_in * g.h * g.w;
-    let size = plan.grad_chunk();
-    let chunks = g.n.div_ceil(size);
-    let groups = chunks.min(GROUPS);
+    let (spans, groups) = plan.grad_spans(g.n);
     let (p_n, cc) = (tile.positions(), plan.cop * plan.cip);
     let wide = wide();
     weight_sums(g, tile, &plan, groups, |sp_all| {
         let fill = |dx: &mut [MaybeUninit<f32>]| {
-            // Each group's samples, and its slice of `dx`.
-            let mut parts = Vec::with_capacity(groups);
-            let mut rest = dx;
-            for group in 0..groups {
-                let range = group_chunks(group, chunks, groups);
-                let (first, last) = (range.start * size, (range.end * size).min(g.n));
-                let (head, tail) = rest.split_at_mut((last - first) * in_len);
-                parts.push((first, head));
-                rest = tail;
-            }
-            parts.into_par_iter().zip(sp_all.par_chunks_mut(p_n * cc)).for_each(|((first, dxg), sp)| {
+            // Each chunk's slice of `dx` with its first sample, handed out to the groups.
+            let mut chunks = spans.split(dx, in_len).into_iter();
+            let parts: Vec<Vec<_>> =
+                (0..groups).map(|group| chunks.by_ref().take(group_chunks(group, spans.count, groups).len()).collect()).collect();
+            parts.into_par_iter().zip(sp_all.par_chunks_mut(p_n * cc)).for_each(|(dxg, sp)| {
                 kept(&BUFFERS, |buf| {
-                    for (i, dxc) in dxg.chunks_mut(size * in_len).enumerate() {
-                        let (s0, count) = (first + i * size, dxc.len() / in_len);
+                    for (i, (s0, dxc)) in dxg.into_iter().enumerate() {
+                        let count = dxc.len() / in_len;
                         let (xc, dc) = (&x[s0 * in_len..][..count * in_len], (dy, s0));
                         let add = i > 0;
                         match (tile, wide) {
@@ -1355,8 +1405,8 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::super::shifted::tests::values;
-    use super::super::{im2col_forward, im2col_weight_grad, input_grad_scatter, Geometry};
-    use super::{applies, forward, input_grad, kernel_transform, weight_grad, Tile};
+    use super::super::{im2col_forward, im2col_weight_grad, input_grad_scatter, Geometry, OutGrad};
+    use super::{applies, backward, forward, forward_moments, input_grad, kernel_transform, weight_grad, Tile};
 
     /// The largest difference between `want` and `got`, over the largest `|want|` (at least 1).
     fn rel_err(want: &[f32], got: &[f32]) -> f32 {
@@ -1467,8 +1517,9 @@ mod tests {
         both::<4>();
     }
 
-    /// The three parts give the same bits on 1 and 3 threads (chunks of samples fixed by the
-    /// geometry, their weight-gradient sums added in order), with SIMD and GEMM products.
+    /// The parts give the same bits on 1 and 3 threads (the forward's chunks follow the
+    /// threads, the gradients' are fixed by the geometry and their weight-gradient sums added in
+    /// order), with SIMD and GEMM products.
     #[test]
     fn results_do_not_depend_on_the_threads() {
         for tile in Tile::ALL {
@@ -1479,7 +1530,9 @@ mod tests {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
                     pool.install(|| {
                         let k = kernel_transform(&g, tile, &wt);
-                        (forward(&g, &x, &k), weight_grad(&g, tile, &x, &dy), input_grad(&g, tile, Some(&k), &wt, &dy))
+                        let fused = backward(&g, tile, Some(&k), &wt, &x, OutGrad::Given(&dy));
+                        let parts = (weight_grad(&g, tile, &x, &dy), input_grad(&g, tile, Some(&k), &wt, &dy));
+                        (forward_moments(&g, &x, &k), parts, fused)
                     })
                 };
                 assert!(run(1) == run(3), "{tile:?} {g:?}: results differ between 1 and 3 threads");
