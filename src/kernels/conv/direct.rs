@@ -1,10 +1,15 @@
-//! "Same" 3x3 stride-1 convolutions computed directly from a zero-padded copy of the input with
-//! hand-written SIMD tiles, no im2col and no GEMM. The GEMM forms spend much of their time on
+//! 3x3 convolutions with padding 1, stride 1 ("same") or 2 (ResNet's downsampling), computed
+//! directly from a zero-padded copy of the input with hand-written SIMD tiles, no im2col and no
+//! GEMM. The GEMM forms spend much of their time on
 //! what the products' thin shapes cost (16-64 output channels, 27-576 terms): packing, edge
 //! tiles that fill a quarter of the registers (the weight gradient's `x1x6`), the shifted
 //! copies and the crop. Here each tile keeps `C` output channels x `P` vectors of output pixels
 //! in registers for the whole sum over input channels and taps, loading each input vector once
-//! per tap straight from the padded plane (a tap is a constant offset there).
+//! per tap straight from the padded plane (a tap is a constant offset there). With stride 2 the
+//! padded plane is stored as its four phases (even and odd rows x even and odd columns, each a
+//! plane of half the size): an output pixel's taps are then again constant offsets from its
+//! position in a phase, and the same tiles run ([`Padded`]); im2col's strided gathers and thin
+//! GEMMs had run these layers at a third of the peak.
 //!
 //! Vectors are 16 lanes with AVX-512, else 8 with AVX2 and FMA. Where a row is a whole number
 //! of vectors wide, vectors are rows' pieces ([`Walk::rows`]); otherwise they run along the
@@ -75,21 +80,53 @@ pub(super) fn isa() -> Option<Isa> {
     available().first().copied()
 }
 
-/// Whether the direct form computes `g`: a 3x3 stride-1 convolution with padding 1 (output as
-/// large as the input) whose output channels are a multiple of the tile's block, on a CPU with
-/// the instructions.
+/// Whether the direct form computes `g`: a 3x3 convolution with padding 1, stride 1 (output as
+/// large as the input) or stride 2 on an input of even height and width, whose output channels
+/// are a multiple of the tile's block, on a CPU with the instructions.
 pub fn suits(g: &Geometry) -> bool {
     isa().is_some_and(|i| suits_on(i, g))
 }
 
 fn suits_on(isa: Isa, g: &Geometry) -> bool {
-    g.k == 3 && g.stride == 1 && g.pad == 1 && g.c_out.is_multiple_of(isa.block())
+    let strided = g.stride == 2 && g.h.is_multiple_of(2) && g.w.is_multiple_of(2);
+    g.k == 3 && (g.stride == 1 || strided) && g.pad == 1 && g.c_out.is_multiple_of(isa.block())
 }
 
-/// The padded plane's width and size.
-fn padded(g: &Geometry) -> (usize, usize) {
-    let wp = g.w + 2 * g.pad;
-    (wp, (g.h + 2 * g.pad) * wp)
+/// Where the kernels find one channel of a sample's padded input. With stride 1 it is the
+/// padded plane, `width` values a row; with stride 2 its four phases one after the other, the
+/// padded plane's rows and columns of parity `(a, b)` in phase `2 a + b`, each `width` (half the
+/// padded width) values a row. Output pixel `(r, c)` reads tap `(ky, kx)` at
+/// `r * width + c + taps[3 ky + kx]` in both cases.
+#[derive(Debug, Clone, Copy)]
+struct Padded {
+    /// Values per row of the plane (or phase) that the walks run along.
+    width: usize,
+    /// Values per channel.
+    pp: usize,
+    /// Each tap's offset from its output pixel's position.
+    taps: [usize; 9],
+}
+
+/// `g`'s [`Padded`] layout (padding 1: [`suits`]).
+fn padded(g: &Geometry) -> Padded {
+    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+    if g.stride == 1 {
+        return Padded { width: wp, pp: hp * wp, taps: std::array::from_fn(|t| t / 3 * wp + t % 3) };
+    }
+    let (rows, width) = (hp.div_ceil(2), wp.div_ceil(2));
+    let phase = rows * width;
+    let taps = std::array::from_fn(|t| {
+        let (ky, kx) = (t / 3, t % 3);
+        (ky % 2 * 2 + kx % 2) * phase + ky / 2 * width + kx / 2
+    });
+    Padded { width, pp: 4 * phase, taps }
+}
+
+impl Padded {
+    /// The farthest tap.
+    fn reach(&self) -> usize {
+        self.taps.iter().copied().max().unwrap_or(0)
+    }
 }
 
 /// Room after the last padded plane for the reads of a [`Walk::spread`]'s last vector, which
@@ -113,7 +150,7 @@ struct Walk {
 impl Walk {
     /// The walk for `g` with vectors of `lanes`.
     fn of(g: &Geometry, lanes: usize) -> Walk {
-        if g.w.is_multiple_of(lanes) {
+        if g.w_out().is_multiple_of(lanes) {
             Walk::rows(g, lanes)
         } else {
             Walk::spread(g, lanes)
@@ -122,15 +159,14 @@ impl Walk {
 
     /// Pieces of the output rows, written in place.
     fn rows(g: &Geometry, lanes: usize) -> Walk {
-        let (wp, _) = padded(g);
-        Walk { rows: g.h, per_row: g.w / lanes, lanes, x_row: wp, y_row: g.w, y_plane: g.h * g.w }
+        let (ho, wo) = (g.h_out(), g.w_out());
+        Walk { rows: ho, per_row: wo / lanes, lanes, x_row: padded(g).width, y_row: wo, y_plane: ho * wo }
     }
 
-    /// The padded plane's first `h` rows, padding columns included, as one run of vectors; the
-    /// output planes are then that wide ([`Walk::spread_plane`]) and cropped afterwards.
+    /// The padded plane's (or first phase's) first `h_out` rows, padding columns included, as
+    /// one run of vectors; the output planes are then that wide and cropped afterwards.
     fn spread(g: &Geometry, lanes: usize) -> Walk {
-        let (wp, _) = padded(g);
-        let per_row = (g.h * wp).div_ceil(lanes);
+        let per_row = (g.h_out() * padded(g).width).div_ceil(lanes);
         Walk { rows: 1, per_row, lanes, x_row: 0, y_row: 0, y_plane: per_row * lanes }
     }
 
@@ -149,27 +185,65 @@ impl Walk {
     }
 
     /// How many values from the start of `samples` samples' padded planes the kernels read: the
-    /// last channel's last vector at its bottom-right tap (`2 * wp + 2` further), a whole
-    /// vector long. A spread walk's last vector runs past its plane by up to a vector and a
-    /// kernel row, which [`SLACK`] covers.
+    /// last channel's last vector at its farthest tap, a whole vector long. A spread walk's
+    /// last vector runs past its plane by up to a vector and a kernel row, which [`SLACK`]
+    /// covers.
     fn read_extent(&self, g: &Geometry, samples: usize) -> usize {
-        let (wp, pp) = padded(g);
+        let p = padded(g);
         let last = self.at(self.count().saturating_sub(1)).0;
-        (samples * g.c_in - 1) * pp + last + 2 * wp + 2 + self.lanes
+        (samples * g.c_in - 1) * p.pp + last + p.reach() + self.lanes
     }
 }
 
 // A spread walk covers a plane's first `h` padded rows rounded up to whole vectors, and its
 // taps reach `2 * wp + 2` further: past the plane's `(h + 2) * wp` values by under a vector and
-// two values, which the slack covers for the widest vectors (16 lanes).
+// two values, which the slack covers for the widest vectors (16 lanes). With stride 2 it covers
+// `h / 2` rows of a phase `width` wide, and the farthest tap starts the last phase, which has
+// `h / 2 + 1` rows: past it by under a vector less a row.
 const _: () = assert!(SLACK >= 16 + 2);
 
-/// Copies one sample's `c_in` planes into `out` (`c_in` padded planes, zero borders; every
+/// Copies one sample's `c_in` planes into `out` in the [`Padded`] layout (zero borders; every
 /// slot written, so `out` may be uninitialized).
 fn pad_sample(g: &Geometry, x: &[f32], out: &mut [MaybeUninit<f32>]) {
-    let (_, pp) = padded(g);
-    for (src, dst) in x.chunks(g.h * g.w).zip(out.chunks_mut(pp)) {
-        pad_plane(src, g.h, g.w, g.pad, dst);
+    let p = padded(g);
+    for (src, dst) in x.chunks(g.h * g.w).zip(out.chunks_mut(p.pp)) {
+        if g.stride == 1 {
+            pad_plane(src, g.h, g.w, g.pad, dst);
+        } else {
+            pad_phases(src, g.h, g.w, p.width, dst);
+        }
+    }
+}
+
+/// One `h x w` plane (even sizes) padded by 1 and split into its four phases, each
+/// `(h / 2 + 1) x width` (`width = w / 2 + 1`): phase `2 a + b` holds the padded plane's values
+/// at rows `2 r + a` and columns `2 c + b`.
+fn pad_phases(src: &[f32], h: usize, w: usize, width: usize, dst: &mut [MaybeUninit<f32>]) {
+    let (rows, zero) = (h / 2 + 1, MaybeUninit::new(0.0));
+    let half = w / 2;
+    for (phase, out) in dst.chunks_mut(rows * width).enumerate() {
+        let (a, b) = (phase / 2, phase % 2);
+        for (r, line) in out.chunks_mut(width).enumerate() {
+            // Padded row `2 r + a` is input row `2 r + a - 1`, or padding.
+            let Some(iy) = (2 * r + a).checked_sub(1).filter(|&iy| iy < h) else {
+                line.fill(zero);
+                continue;
+            };
+            let row = &src[iy * w..][..w];
+            if b == 0 {
+                // Padded columns 0, 2, .., w: the left padding, then input columns 1, 3, ...
+                line[0] = zero;
+                for (o, pair) in line[1..=half].iter_mut().zip(row.chunks_exact(2)) {
+                    o.write(pair[1]);
+                }
+            } else {
+                // Padded columns 1, 3, .., w + 1: input columns 0, 2, ..., then the right padding.
+                for (o, pair) in line[..half].iter_mut().zip(row.chunks_exact(2)) {
+                    o.write(pair[0]);
+                }
+                line[half] = zero;
+            }
+        }
     }
 }
 
@@ -177,17 +251,17 @@ fn pad_sample(g: &Geometry, x: &[f32], out: &mut [MaybeUninit<f32>]) {
 /// `walk.y_plane`: as they are for [`Walk::rows`]; for [`Walk::spread`] row by row at the padded
 /// width, the padding columns and the tail zero (their products must add nothing).
 fn place_planes(g: &Geometry, walk: Walk, src: &[f32], dst: &mut [f32]) {
-    let (wp, _) = padded(g);
+    let (width, wo) = (padded(g).width, g.w_out());
     for (from, to) in src.chunks(g.cols()).zip(dst.chunks_mut(walk.y_plane)) {
         if !walk.is_spread() {
             to.copy_from_slice(from);
             continue;
         }
-        for (line, out) in from.chunks(g.w).zip(to.chunks_mut(wp)) {
-            out[..g.w].copy_from_slice(line);
-            super::fill_short(&mut out[g.w..], 0.0);
+        for (line, out) in from.chunks(wo).zip(to.chunks_mut(width)) {
+            out[..wo].copy_from_slice(line);
+            super::fill_short(&mut out[wo..], 0.0);
         }
-        to[g.h * wp..].fill(0.0);
+        to[g.h_out() * width..].fill(0.0);
     }
 }
 
@@ -217,7 +291,7 @@ fn forward_on(isa: Isa, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(x.len() == g.n * g.in_len() && weight.len() == g.c_out * g.c_in * 9, "direct::forward: operands do not fit {g:?}");
     let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
     let wt = weight_blocks(g, weight, b);
-    let (wp, pp) = padded(g);
+    let (width, pp) = (padded(g).width, padded(g).pp);
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(g.out_len()).enumerate().for_each_init(
             || (Vec::new(), Vec::new()),
@@ -239,7 +313,7 @@ fn forward_on(isa: Isa, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                     // stay inside `xpad`'s slack.
                     unsafe { x86::block_forward(isa, g, walk, xpad, wb, wide.as_mut_ptr()) };
                     for (dst, src) in yb.chunks_mut(g.cols()).zip(wide.chunks(walk.y_plane)) {
-                        for (line, from) in dst.chunks_mut(g.w).zip(src.chunks(wp)) {
+                        for (line, from) in dst.chunks_mut(g.w_out()).zip(src.chunks(width)) {
                             for (d, &v) in line.iter_mut().zip(from) {
                                 d.write(v);
                             }
@@ -266,7 +340,7 @@ fn weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert!(available().contains(&isa) && suits_on(isa, g), "direct::weight_grad on {g:?}, which it does not suit");
     assert!(x.len() == g.n * g.in_len() && dy.len() == g.n * g.out_len(), "direct::weight_grad: operands do not fit {g:?}");
     let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
-    let (_, pp) = padded(g);
+    let pp = padded(g).pp;
     // Enough samples per chunk to keep the partial sums few (each is a whole weight), about
     // 256 vectors' worth, and at least 8 chunks to share between threads.
     let size = 256usize.div_ceil(walk.count()).min(g.n.div_ceil(8)).max(1);
@@ -300,7 +374,7 @@ pub(super) mod x86 {
     //! The tiles, generic over the vector type, and their entry points compiled for each
     //! instruction set (the generic code is inlined into them, so it gets their features).
 
-    use super::{padded, place_planes, Geometry, Isa, Walk};
+    use super::{padded, place_planes, Geometry, Isa, Padded, Walk};
     use std::arch::x86_64::*;
 
     /// One vector type's operations.
@@ -429,8 +503,8 @@ pub(super) mod x86 {
     /// (channel `c` at `+ c * plane`).
     ///
     /// # Safety
-    /// `L`'s instructions are there; `xs` holds `c_in` padded planes of `pp` values readable up
-    /// to every `offs[p] + 2 * wp + 2 + L::W` of the last; `wt` holds `c_in * 9 * C` values;
+    /// `L`'s instructions are there; `xs` holds `c_in` padded planes of `pad.pp` values readable
+    /// up to every `offs[p] + pad.reach() + L::W` of the last; `wt` holds `c_in * 9 * C` values;
     /// each `outs[p] + c * plane` (c < C) has `L::W` writable values.
     #[inline(always)]
     unsafe fn forward_tile<L: Lanes, const C: usize, const P: usize>(
@@ -438,25 +512,23 @@ pub(super) mod x86 {
         offs: [usize; P],
         wt: *const f32,
         c_in: usize,
-        (wp, pp): (usize, usize),
+        pad: &Padded,
         outs: [*mut f32; P],
         plane: usize,
     ) {
         let mut acc = [[L::zero(); P]; C];
         for ci in 0..c_in {
-            let (xc, wc) = (xs.add(ci * pp), wt.add(ci * 9 * C));
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let mut xv = [L::zero(); P];
+            let (xc, wc) = (xs.add(ci * pad.pp), wt.add(ci * 9 * C));
+            for (t, &tap) in pad.taps.iter().enumerate() {
+                let mut xv = [L::zero(); P];
+                for p in 0..P {
+                    xv[p] = L::load(xc.add(offs[p] + tap));
+                }
+                let wk = wc.add(t * C);
+                for (c, row) in acc.iter_mut().enumerate() {
+                    let b = L::splat(*wk.add(c));
                     for p in 0..P {
-                        xv[p] = L::load(xc.add(offs[p] + ky * wp + kx));
-                    }
-                    let wk = wc.add((ky * 3 + kx) * C);
-                    for (c, row) in acc.iter_mut().enumerate() {
-                        let b = L::splat(*wk.add(c));
-                        for p in 0..P {
-                            row[p] = L::fma(b, xv[p], row[p]);
-                        }
+                        row[p] = L::fma(b, xv[p], row[p]);
                     }
                 }
             }
@@ -481,7 +553,7 @@ pub(super) mod x86 {
     unsafe fn forward_with<L: Lanes, const C: usize, const P: usize>(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
         debug_assert!(xpad.len() >= walk.read_extent(g, 1), "direct forward: padded input shorter than its reads");
         debug_assert!(wt.len() >= g.c_in * 9 * C, "direct forward: weight block too short");
-        let padded = padded(g);
+        let padded = &padded(g);
         let vectors = walk.count();
         let mut v = 0;
         while v + P <= vectors {
@@ -569,7 +641,7 @@ pub(super) mod x86 {
     ) {
         debug_assert!(xpad.len() >= walk.read_extent(g, count), "direct weight gradient: padded input shorter than its reads");
         debug_assert!(dw.len() >= C * g.c_in * 9, "direct weight gradient: gradient block too short");
-        let (wp, pp) = padded(g);
+        let pad = padded(g);
         let mut sums = vec![[[L::zero(); 3]; C]; g.c_in * 3];
         // Each sample's `C` gradient planes placed in vector-aligned memory (a spread walk's at
         // the padded width): read unaligned, every one of the 8 loads per 24 FMAs straddled two
@@ -597,13 +669,14 @@ pub(super) mod x86 {
                     for ky in 0..3 {
                         let slot = &mut sums[ci * 3 + ky];
                         let mut acc = *slot;
+                        let tap = [pad.taps[ky * 3], pad.taps[ky * 3 + 1], pad.taps[ky * 3 + 2]];
                         for k in 0..here {
-                            let xs = xpad.as_ptr().add(((first + k) * g.c_in + ci) * pp + ky * wp);
+                            let xs = xpad.as_ptr().add(((first + k) * g.c_in + ci) * pad.pp);
                             let ds = planes.as_ptr().add(k * C * walk.y_plane);
                             for r in r0..r1 {
                                 for j in (0..walk.per_row * L::W).step_by(L::W) {
                                     let (a, b) = (r * walk.x_row + j, r * walk.y_row + j);
-                                    let xv = [L::load(xs.add(a)), L::load(xs.add(a + 1)), L::load(xs.add(a + 2))];
+                                    let xv = [L::load(xs.add(a + tap[0])), L::load(xs.add(a + tap[1])), L::load(xs.add(a + tap[2]))];
                                     for (c, row) in acc.iter_mut().enumerate() {
                                         let d = L::load(ds.add(c * walk.y_plane + b));
                                         for kx in 0..3 {
@@ -705,8 +778,24 @@ mod tests {
         (2, 64, 7, 7, 128),
     ];
 
+    /// Stride-2 layers: ResNet-20's two (16x16 outputs as rows of whole vectors, 8x8 spread over a
+    /// phase's positions), a plane with one vector per row, and a small odd batch of 4x6 planes.
+    const STRIDED: [(usize, usize, usize, usize, usize); 4] =
+        [(3, 16, 32, 32, 32), (5, 32, 16, 16, 64), (2, 8, 10, 32, 16), (5, 3, 4, 6, 8)];
+
     fn geometries() -> Vec<Geometry> {
-        CASES.iter().map(|&(n, c_in, h, w, c_out)| Geometry { n, c_in, h, w, c_out, k: 3, stride: 1, pad: 1 }).collect()
+        let same = CASES.iter().map(|&(n, c_in, h, w, c_out)| Geometry { n, c_in, h, w, c_out, k: 3, stride: 1, pad: 1 });
+        let strided = STRIDED.iter().map(|&(n, c_in, h, w, c_out)| Geometry { n, c_in, h, w, c_out, k: 3, stride: 2, pad: 1 });
+        same.chain(strided).collect()
+    }
+
+    /// Stride 2 on an odd height or width is left to the other forms.
+    #[test]
+    fn odd_strided_planes_are_not_taken() {
+        for (h, w) in [(7, 8), (8, 7), (8, 8)] {
+            let g = Geometry { n: 1, c_in: 8, h, w, c_out: 16, k: 3, stride: 2, pad: 1 };
+            assert_eq!(super::suits_on(super::Isa::Avx2, &g), h % 2 == 0 && w % 2 == 0, "{g:?}");
+        }
     }
 
     /// Every instruction set this CPU runs (AVX-512 and AVX2 on an AVX-512 machine), so each
@@ -721,7 +810,7 @@ mod tests {
     }
 
     /// The direct forward equals im2col's GEMM (different summation orders: a tolerance of f32
-    /// rounding over `c_in * 9` terms of size <= 0.25).
+    /// rounding over `c_in * 9` terms of size <= 0.25), stride 1 and 2.
     #[test]
     fn direct_forward_equals_im2col() {
         for (&isa, g) in isas().iter().flat_map(|i| std::iter::repeat(i).zip(geometries())) {
@@ -747,7 +836,7 @@ mod tests {
     }
 
     /// The weight gradient equals im2col's (sums over up to 41 samples x 1024 pixels of
-    /// products ~0.25: a tolerance relative to the largest value).
+    /// products ~0.25: a tolerance relative to the largest value), stride 1 and 2.
     #[test]
     fn direct_weight_gradient_equals_im2col() {
         for (&isa, g) in isas().iter().flat_map(|i| std::iter::repeat(i).zip(geometries())) {
