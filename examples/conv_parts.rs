@@ -1,7 +1,7 @@
 //! The direct 3x3 convolution's kernels timed alone on ResNet-20's and the ConvNet's geometries
 //! (batch 128): median milliseconds and GFLOP/s of the forward (the input gradient runs the same
 //! kernel) and of the weight gradient, per layer shape, and Winograd's two gradients fused; then
-//! ResNet-20's two stride-2 layers (im2col and GEMMs), forward and both gradients. Run:
+//! ResNet-20's two stride-2 layers, forward and both gradients. Run:
 //! `RAYON_NUM_THREADS=2 cargo run --release --example conv_parts`.
 
 use normwd::kernels::conv::winograd::{self, Tile};
@@ -13,8 +13,8 @@ fn median(mut t: Vec<f64>) -> f64 {
     t[t.len() / 2]
 }
 
-/// ResNet-20's downsampling layers: their forward and both gradients through [`conv`]'s entry
-/// points, as a training step calls them.
+/// ResNet-20's downsampling layers: their forward and gradients through [`conv`]'s entry points,
+/// as a training step calls them.
 fn strided(reps: usize) {
     for (c_in, hw, c_out) in [(16, 32, 32), (32, 16, 64)] {
         let g = Geometry { n: 128, c_in, h: hw, w: hw, c_out, k: 3, stride: 2, pad: 1 };
@@ -37,14 +37,18 @@ fn strided(reps: usize) {
                     .collect(),
             )
         };
+        let direct = conv::choice::Algo::Direct;
         let fwd = time(&|| _ = std::hint::black_box(conv::forward(&g, &x, &w)));
-        let both = time(&|| _ = std::hint::black_box(conv::backward(&g, &x, &w, None, conv::OutGrad::Given(&dy), true)));
+        let wgrad = time(&|| _ = std::hint::black_box(conv::weight_grad_with(&g, direct, &x, &dy)));
+        let igrad = time(&|| _ = std::hint::black_box(conv::input_grad_with(&g, direct, &w, None, &dy)));
         println!(
-            "stride 2, c_in {c_in:>2} {hw:>2}x{hw:<2} c_out {c_out:>2}: forward {:6.2} ms {:5.0} GFLOP/s | both gradients {:6.2} ms {:5.0} GFLOP/s",
+            "stride 2, c_in {c_in:>2} {hw:>2}x{hw:<2} c_out {c_out:>2}: forward {:6.2} ms {:5.0} GFLOP/s | weight grad {:6.2} ms {:5.0} GFLOP/s | input grad {:6.2} ms {:5.0} GFLOP/s",
             fwd * 1e3,
             flop / fwd / 1e9,
-            both * 1e3,
-            2.0 * flop / both / 1e9
+            wgrad * 1e3,
+            flop / wgrad / 1e9,
+            igrad * 1e3,
+            flop / igrad / 1e9
         );
     }
 }

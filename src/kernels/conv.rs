@@ -573,11 +573,13 @@ pub fn weight_grad_with(g: &Geometry, a: Algo, x: &[f32], dy: &[f32]) -> Vec<f32
 /// The input gradient by algorithm `a`. Winograd's reads `kernel` where it can
 /// ([`winograd::input_grad`]);
 /// the direct forms take, for a stride-1 layer, the forward of the [`transposed_geometry`] when
-/// the direct or shifted form suits that, else im2col's GEMM and fold-back.
+/// the direct or shifted form suits that; for a stride-2 layer the direct tiles by phases
+/// ([`direct::input_grad`]) where they suit; else im2col's GEMM and fold-back.
 pub fn input_grad_with(g: &Geometry, a: Algo, weight: &[f32], kernel: Option<&winograd::Kernel>, dy: &[f32]) -> Vec<f32> {
     match (a, transposed_geometry(g)) {
         (Algo::Winograd(tile), _) => winograd::input_grad(g, tile, kernel, weight, dy),
         (Algo::Direct, Some(t)) if direct::suits(&t) || shifted::suits(&t) => forward_direct(&t, dy, &flipped_transpose(g, weight)),
+        (Algo::Direct, _) if direct::input_grad_suits(g) => direct::input_grad(g, weight, dy),
         (Algo::Direct, _) => input_grad_scatter(g, weight, dy),
     }
 }

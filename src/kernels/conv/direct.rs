@@ -127,6 +127,31 @@ impl Padded {
     fn reach(&self) -> usize {
         self.taps.iter().copied().max().unwrap_or(0)
     }
+
+    /// What the forward's tiles sum over for `g`.
+    fn src(&self, g: &Geometry) -> Src<9> {
+        Src { channels: g.c_in, pp: self.pp, taps: self.taps }
+    }
+}
+
+/// What a forward tile sums over: `channels` planes `pp` values apart, `T` taps of each at
+/// these offsets from an output pixel's position, the weights `[channels][T][C]` per block of
+/// `C` output channels. The forward has the 9 taps of [`Padded`]; each phase of a stride-2
+/// layer's input gradient 1, 2 or 4 ([`input_grad`]).
+#[derive(Debug, Clone, Copy)]
+struct Src<const T: usize> {
+    channels: usize,
+    pp: usize,
+    taps: [usize; T],
+}
+
+impl<const T: usize> Src<T> {
+    /// How many values from the start of the planes `walk` reads: the last plane's last vector
+    /// at its farthest tap, a whole vector long.
+    fn read_extent(&self, walk: &Walk) -> usize {
+        let last = walk.at(walk.count().saturating_sub(1)).0;
+        (self.channels - 1) * self.pp + last + self.taps.iter().copied().max().unwrap_or(0) + walk.lanes
+    }
 }
 
 /// Room after the last padded plane for the reads of a [`Walk::spread`]'s last vector, which
@@ -291,7 +316,7 @@ fn forward_on(isa: Isa, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(x.len() == g.n * g.in_len() && weight.len() == g.c_out * g.c_in * 9, "direct::forward: operands do not fit {g:?}");
     let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
     let wt = weight_blocks(g, weight, b);
-    let (width, pp) = (padded(g).width, padded(g).pp);
+    let (width, pp, src) = (padded(g).width, padded(g).pp, padded(g).src(g));
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(g.out_len()).enumerate().for_each_init(
             || (Vec::new(), Vec::new()),
@@ -305,13 +330,13 @@ fn forward_on(isa: Isa, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                         // SAFETY: `yb` is this block's `b` output planes; `block_forward` writes each of
                         // their slots once and reads inside `xpad` and `wb` (see `Walk::rows`). The
                         // instruction set was detected.
-                        unsafe { x86::block_forward(isa, g, walk, xpad, wb, yb.as_mut_ptr().cast()) };
+                        unsafe { x86::block_forward(isa, &src, walk, xpad, wb, yb.as_mut_ptr().cast()) };
                         continue;
                     }
                     wide.resize(b * walk.y_plane, 0.0);
                     // SAFETY: as above, into `wide` (`b` spread planes); the reads past a plane's end
                     // stay inside `xpad`'s slack.
-                    unsafe { x86::block_forward(isa, g, walk, xpad, wb, wide.as_mut_ptr()) };
+                    unsafe { x86::block_forward(isa, &src, walk, xpad, wb, wide.as_mut_ptr()) };
                     for (dst, src) in yb.chunks_mut(g.cols()).zip(wide.chunks(walk.y_plane)) {
                         for (line, from) in dst.chunks_mut(g.w_out()).zip(src.chunks(width)) {
                             for (d, &v) in line.iter_mut().zip(from) {
@@ -369,12 +394,126 @@ fn weight_grad_on(isa: Isa, g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     sum_in_order(&partial, part)
 }
 
+/// Whether [`input_grad`] computes the input gradient of `g`: a stride-2 layer that [`suits`]
+/// this form and whose input channels (the tiles' output channels there) are whole blocks.
+pub fn input_grad_suits(g: &Geometry) -> bool {
+    isa().is_some_and(|i| g.stride == 2 && suits_on(i, g) && g.c_in.is_multiple_of(i.block()))
+}
+
+/// Each phase's taps along one axis, `(k, offset)`: output-gradient row (or column) `u +
+/// offset` meets the kernel at `k` in input row (column) `2 u + parity`. An even input row
+/// `2 u` is reached only by the kernel's middle row from output row `u`; an odd one `2 u + 1`
+/// by its first row from output row `u + 1` and its last from row `u`.
+const PHASE_TAPS: [&[(usize, usize)]; 2] = [&[(1, 0)], &[(0, 1), (2, 0)]];
+
+/// The input gradient `dx[n, c_in, h, w]` of a stride-2 layer that [`input_grad_suits`] this
+/// form, from `dy[n, c_out, h / 2, w / 2]`: each of `dx`'s four phases (rows and columns of
+/// one parity) is a stride-1 correlation of `dy` with 1, 2 or 4 of the kernel's taps
+/// ([`PHASE_TAPS`]), which the forward's tiles compute; the two column phases of a row parity
+/// are then interleaved into `dx`'s rows. No tap is computed twice and none is a zero (the
+/// zero-inserted "transposed convolution" would be four times the work); col2im's scatter ran
+/// at a third of the peak. One sample per task.
+pub fn input_grad(g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+    input_grad_on(isa().expect("direct::input_grad without the instructions"), g, weight, dy)
+}
+
+/// [`input_grad`] with the given instruction set (one of [`available`]).
+fn input_grad_on(isa: Isa, g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert!(
+        available().contains(&isa) && g.stride == 2 && suits_on(isa, g) && g.c_in.is_multiple_of(isa.block()),
+        "direct::input_grad on {g:?}, which it does not suit"
+    );
+    assert!(dy.len() == g.n * g.out_len() && weight.len() == g.c_out * g.c_in * 9, "direct::input_grad: operands do not fit {g:?}");
+    let (ho, wo, b, lanes) = (g.h_out(), g.w_out(), isa.block(), isa.lanes());
+    // `dy`'s planes with a zero row and column after the last: the odd phases read `u + 1`.
+    let width = wo + 1;
+    let pp = (ho + 1) * width;
+    let walk = if wo.is_multiple_of(lanes) {
+        Walk { rows: ho, per_row: wo / lanes, lanes, x_row: width, y_row: wo, y_plane: ho * wo }
+    } else {
+        let per_row = (ho * width).div_ceil(lanes);
+        Walk { rows: 1, per_row, lanes, x_row: 0, y_row: 0, y_plane: per_row * lanes }
+    };
+    let row = if walk.is_spread() { width } else { wo };
+    // Phase `(a, c)`'s taps as offsets in `dy`'s padded planes, and its weights
+    // `[c_in / b][c_out][taps][b]`.
+    let phase = |a: usize, c: usize| -> (Vec<usize>, Vec<f32>) {
+        let taps: Vec<(usize, usize)> =
+            PHASE_TAPS[a].iter().flat_map(|&(ky, oy)| PHASE_TAPS[c].iter().map(move |&(kx, ox)| (ky * 3 + kx, oy * width + ox))).collect();
+        let mut wt = vec![0f32; g.c_in * g.c_out * taps.len()];
+        for (i, w) in wt.iter_mut().enumerate() {
+            let (c_lane, rest) = (i % b, i / b);
+            let (t, rest) = (rest % taps.len(), rest / taps.len());
+            let (co, block) = (rest % g.c_out, rest / g.c_out);
+            *w = weight[(co * g.c_in + block * b + c_lane) * 9 + taps[t].0];
+        }
+        (taps.iter().map(|t| t.1).collect(), wt)
+    };
+    let phases: Vec<[(Vec<usize>, Vec<f32>); 2]> = (0..2).map(|a| [phase(a, 0), phase(a, 1)]).collect();
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(dpad, out): &mut (Vec<f32>, Vec<f32>), (i, dxs)| {
+                dpad.resize(g.c_out * pp + SLACK, 0.0);
+                for (src, dst) in dy[i * g.out_len()..][..g.out_len()].chunks(ho * wo).zip(dpad.chunks_mut(pp)) {
+                    for (line, to) in src.chunks(wo).zip(dst.chunks_mut(width)) {
+                        to[..wo].copy_from_slice(line);
+                        to[wo] = 0.0;
+                    }
+                    dst[ho * width..].fill(0.0);
+                }
+                out.resize(2 * b * walk.y_plane, 0.0);
+                for (a, pair) in phases.iter().enumerate() {
+                    for block in 0..g.c_in / b {
+                        for (c, (taps, wt)) in pair.iter().enumerate() {
+                            let y = out[c * b * walk.y_plane..].as_mut_ptr();
+                            let wb = &wt[block * g.c_out * taps.len() * b..][..g.c_out * taps.len() * b];
+                            // SAFETY: `dpad` holds `c_out` planes of `pp` values plus the slack
+                            // that a spread walk's last vector reads past them (its farthest tap
+                            // is `width + 1`, one row and one value); `wb` is the block's
+                            // weights for these taps; `y` has `b` planes of `y_plane` values.
+                            // The instruction set was detected.
+                            unsafe {
+                                match taps[..] {
+                                    [t0] => x86::block_forward(isa, &Src { channels: g.c_out, pp, taps: [t0] }, walk, dpad, wb, y),
+                                    [t0, t1] => x86::block_forward(isa, &Src { channels: g.c_out, pp, taps: [t0, t1] }, walk, dpad, wb, y),
+                                    [t0, t1, t2, t3] => {
+                                        x86::block_forward(isa, &Src { channels: g.c_out, pp, taps: [t0, t1, t2, t3] }, walk, dpad, wb, y)
+                                    }
+                                    _ => unreachable!("a phase has 1, 2 or 4 taps"),
+                                }
+                            }
+                        }
+                        // Rows `2 u + a` of the block's `b` planes of `dx`: the even columns
+                        // from phase `(a, 0)`, the odd from `(a, 1)`.
+                        let (even, odd) = out.split_at(b * walk.y_plane);
+                        for ch in 0..b {
+                            let plane = &mut dxs[(block * b + ch) * g.h * g.w..][..g.h * g.w];
+                            for u in 0..ho {
+                                let line = &mut plane[(2 * u + a) * g.w..][..g.w];
+                                let (e, o) = (&even[ch * walk.y_plane + u * row..][..wo], &odd[ch * walk.y_plane + u * row..][..wo]);
+                                for ((pair, &e), &o) in line.chunks_exact_mut(2).zip(e).zip(o) {
+                                    pair[0].write(e);
+                                    pair[1].write(o);
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    };
+    // SAFETY: every sample's task writes each row of each of its planes once: rows `2 u + a` of
+    // every channel for both parities `a`, all their columns (even and odd).
+    unsafe { filled(g.n * g.in_len(), fill) }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
     //! The tiles, generic over the vector type, and their entry points compiled for each
     //! instruction set (the generic code is inlined into them, so it gets their features).
 
-    use super::{padded, place_planes, Geometry, Isa, Padded, Walk};
+    use super::{padded, place_planes, Geometry, Isa, Src, Walk};
     use std::arch::x86_64::*;
 
     /// One vector type's operations.
@@ -503,23 +642,23 @@ pub(super) mod x86 {
     /// (channel `c` at `+ c * plane`).
     ///
     /// # Safety
-    /// `L`'s instructions are there; `xs` holds `c_in` padded planes of `pad.pp` values readable
-    /// up to every `offs[p] + pad.reach() + L::W` of the last; `wt` holds `c_in * 9 * C` values;
+    /// `L`'s instructions are there; `xs` holds `src.channels` planes of `src.pp` values readable
+    /// up to every `offs[p]` plus the farthest tap plus `L::W` of the last; `wt` holds
+    /// `src.channels * T * C` values;
     /// each `outs[p] + c * plane` (c < C) has `L::W` writable values.
     #[inline(always)]
-    unsafe fn forward_tile<L: Lanes, const C: usize, const P: usize>(
+    unsafe fn forward_tile<L: Lanes, const C: usize, const P: usize, const T: usize>(
         xs: *const f32,
         offs: [usize; P],
         wt: *const f32,
-        c_in: usize,
-        pad: &Padded,
+        src: &Src<T>,
         outs: [*mut f32; P],
         plane: usize,
     ) {
         let mut acc = [[L::zero(); P]; C];
-        for ci in 0..c_in {
-            let (xc, wc) = (xs.add(ci * pad.pp), wt.add(ci * 9 * C));
-            for (t, &tap) in pad.taps.iter().enumerate() {
+        for ci in 0..src.channels {
+            let (xc, wc) = (xs.add(ci * src.pp), wt.add(ci * T * C));
+            for (t, &tap) in src.taps.iter().enumerate() {
                 let mut xv = [L::zero(); P];
                 for p in 0..P {
                     xv[p] = L::load(xc.add(offs[p] + tap));
@@ -547,13 +686,18 @@ pub(super) mod x86 {
     ///
     /// # Safety
     /// `L`'s instructions are there; `xpad` reaches the walk's read extent
-    /// ([`Walk::read_extent`], checked in debug builds); `wt` holds the block's `c_in * 9 * C`
-    /// weights; `y` has `C` writable planes of `walk.y_plane` values.
+    /// ([`Src::read_extent`], checked in debug builds); `wt` holds the block's
+    /// `src.channels * T * C` weights; `y` has `C` writable planes of `walk.y_plane` values.
     #[inline(always)]
-    unsafe fn forward_with<L: Lanes, const C: usize, const P: usize>(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
-        debug_assert!(xpad.len() >= walk.read_extent(g, 1), "direct forward: padded input shorter than its reads");
-        debug_assert!(wt.len() >= g.c_in * 9 * C, "direct forward: weight block too short");
-        let padded = &padded(g);
+    unsafe fn forward_with<L: Lanes, const C: usize, const P: usize, const T: usize>(
+        src: &Src<T>,
+        walk: Walk,
+        xpad: &[f32],
+        wt: &[f32],
+        y: *mut f32,
+    ) {
+        debug_assert!(xpad.len() >= src.read_extent(&walk), "direct forward: padded input shorter than its reads");
+        debug_assert!(wt.len() >= src.channels * T * C, "direct forward: weight block too short");
         let vectors = walk.count();
         let mut v = 0;
         while v + P <= vectors {
@@ -562,7 +706,7 @@ pub(super) mod x86 {
                 let (a, b) = walk.at(v + p);
                 (offs[p], outs[p]) = (a, y.add(b));
             }
-            forward_tile::<L, C, P>(xpad.as_ptr(), offs, wt.as_ptr(), g.c_in, padded, outs, walk.y_plane);
+            forward_tile::<L, C, P, T>(xpad.as_ptr(), offs, wt.as_ptr(), src, outs, walk.y_plane);
             v += P;
         }
         // Fewer than `P` (at most 3) are left.
@@ -570,11 +714,11 @@ pub(super) mod x86 {
             0 => {}
             1 => {
                 let (a, b) = walk.at(v);
-                forward_tile::<L, C, 1>(xpad.as_ptr(), [a], wt.as_ptr(), g.c_in, padded, [y.add(b)], walk.y_plane);
+                forward_tile::<L, C, 1, T>(xpad.as_ptr(), [a], wt.as_ptr(), src, [y.add(b)], walk.y_plane);
             }
             _ => {
                 let ((a0, b0), (a1, b1)) = (walk.at(v), walk.at(v + 1));
-                forward_tile::<L, C, 2>(xpad.as_ptr(), [a0, a1], wt.as_ptr(), g.c_in, padded, [y.add(b0), y.add(b1)], walk.y_plane);
+                forward_tile::<L, C, 2, T>(xpad.as_ptr(), [a0, a1], wt.as_ptr(), src, [y.add(b0), y.add(b1)], walk.y_plane);
             }
         }
     }
@@ -587,25 +731,25 @@ pub(super) mod x86 {
     /// # Safety
     /// AVX-512F is there; as [`forward_with`].
     #[target_feature(enable = "avx512f")]
-    unsafe fn forward_wide(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
-        forward_with::<Wide, 8, WIDE_P>(g, walk, xpad, wt, y)
+    unsafe fn forward_wide<const T: usize>(src: &Src<T>, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
+        forward_with::<Wide, 8, WIDE_P, T>(src, walk, xpad, wt, y)
     }
 
     /// # Safety
     /// AVX2 and FMA are there; as [`forward_with`].
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2(g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
-        forward_with::<Narrow, 4, NARROW_P>(g, walk, xpad, wt, y)
+    unsafe fn forward_avx2<const T: usize>(src: &Src<T>, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
+        forward_with::<Narrow, 4, NARROW_P, T>(src, walk, xpad, wt, y)
     }
 
     /// One block of output channels of one sample from its padded planes and the block's weights.
     ///
     /// # Safety
     /// `isa` is one [`super::isa`] found on this CPU; otherwise as [`forward_with`].
-    pub(super) unsafe fn block_forward(isa: Isa, g: &Geometry, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
+    pub(super) unsafe fn block_forward<const T: usize>(isa: Isa, src: &Src<T>, walk: Walk, xpad: &[f32], wt: &[f32], y: *mut f32) {
         match isa {
-            Isa::Avx512 => forward_wide(g, walk, xpad, wt, y),
-            Isa::Avx2 => forward_avx2(g, walk, xpad, wt, y),
+            Isa::Avx512 => forward_wide(src, walk, xpad, wt, y),
+            Isa::Avx2 => forward_avx2(src, walk, xpad, wt, y),
         }
     }
 
@@ -741,9 +885,9 @@ pub(super) mod x86 {
 mod x86 {
     //! Off x86-64 [`super::suits`] is false and nothing here is reached.
 
-    use super::{Geometry, Isa, Walk};
+    use super::{Geometry, Isa, Src, Walk};
 
-    pub(super) unsafe fn block_forward(_: Isa, _: &Geometry, _: Walk, _: &[f32], _: &[f32], _: *mut f32) {
+    pub(super) unsafe fn block_forward<const T: usize>(_: Isa, _: &Src<T>, _: Walk, _: &[f32], _: &[f32], _: *mut f32) {
         unreachable!("the direct convolution needs x86-64")
     }
 
@@ -833,6 +977,23 @@ mod tests {
             let d = max_diff(&ours, &input_grad_scatter(&g, &wt, &dy));
             assert!(d < 1e-7 * (g.c_out * 9) as f32 + 1e-5, "{isa:?} {g:?}: direct and col2im input gradients differ by {d}");
         }
+    }
+
+    /// The stride-2 input gradient by phases equals im2col's GEMM and fold-back.
+    #[test]
+    fn strided_input_gradient_equals_col2im() {
+        let mut checked = 0;
+        for (&isa, g) in isas().iter().flat_map(|i| std::iter::repeat(i).zip(geometries())) {
+            if g.stride != 2 || !g.c_in.is_multiple_of(isa.block()) {
+                continue;
+            }
+            let dy = values(g.n * g.out_len(), 7);
+            let wt = values(g.c_out * g.c_in * 9, 8);
+            let d = max_diff(&super::input_grad_on(isa, &g, &wt, &dy), &input_grad_scatter(&g, &wt, &dy));
+            assert!(d < 1e-7 * (g.c_out * 9) as f32 + 1e-5, "{isa:?} {g:?}: phase and col2im input gradients differ by {d}");
+            checked += 1;
+        }
+        assert!(isas().is_empty() || checked >= 3, "only {checked} strided geometries checked");
     }
 
     /// The weight gradient equals im2col's (sums over up to 41 samples x 1024 pixels of
