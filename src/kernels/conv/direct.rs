@@ -123,14 +123,9 @@ fn padded(g: &Geometry) -> Padded {
 }
 
 impl Padded {
-    /// The farthest tap.
-    fn reach(&self) -> usize {
-        self.taps.iter().copied().max().unwrap_or(0)
-    }
-
-    /// What the forward's tiles sum over for `g`.
-    fn src(&self, g: &Geometry) -> Src<9> {
-        Src { channels: g.c_in, pp: self.pp, taps: self.taps }
+    /// What the tiles sum over for `samples` samples of `g`'s input.
+    fn src(&self, g: &Geometry, samples: usize) -> Src<9> {
+        Src { channels: samples * g.c_in, pp: self.pp, taps: self.taps }
     }
 }
 
@@ -147,7 +142,8 @@ struct Src<const T: usize> {
 
 impl<const T: usize> Src<T> {
     /// How many values from the start of the planes `walk` reads: the last plane's last vector
-    /// at its farthest tap, a whole vector long.
+    /// at its farthest tap, a whole vector long. A spread walk's last vector runs past its plane
+    /// by up to a vector and a kernel row, which [`SLACK`] covers.
     fn read_extent(&self, walk: &Walk) -> usize {
         let last = walk.at(walk.count().saturating_sub(1)).0;
         (self.channels - 1) * self.pp + last + self.taps.iter().copied().max().unwrap_or(0) + walk.lanes
@@ -207,16 +203,6 @@ impl Walk {
     fn at(&self, v: usize) -> (usize, usize) {
         let (r, j) = (v / self.per_row, v % self.per_row * self.lanes);
         (r * self.x_row + j, r * self.y_row + j)
-    }
-
-    /// How many values from the start of `samples` samples' padded planes the kernels read: the
-    /// last channel's last vector at its farthest tap, a whole vector long. A spread walk's
-    /// last vector runs past its plane by up to a vector and a kernel row, which [`SLACK`]
-    /// covers.
-    fn read_extent(&self, g: &Geometry, samples: usize) -> usize {
-        let p = padded(g);
-        let last = self.at(self.count().saturating_sub(1)).0;
-        (samples * g.c_in - 1) * p.pp + last + p.reach() + self.lanes
     }
 }
 
@@ -316,7 +302,8 @@ fn forward_on(isa: Isa, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(x.len() == g.n * g.in_len() && weight.len() == g.c_out * g.c_in * 9, "direct::forward: operands do not fit {g:?}");
     let (b, walk) = (isa.block(), Walk::of(g, isa.lanes()));
     let wt = weight_blocks(g, weight, b);
-    let (width, pp, src) = (padded(g).width, padded(g).pp, padded(g).src(g));
+    let pad = padded(g);
+    let (width, pp, src) = (pad.width, pad.pp, pad.src(g, 1));
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(g.out_len()).enumerate().for_each_init(
             || (Vec::new(), Vec::new()),
@@ -772,7 +759,7 @@ pub(super) mod x86 {
     ///
     /// # Safety
     /// `L`'s instructions are there; `xpad` reaches the walk's read extent over `count` samples
-    /// ([`Walk::read_extent`], checked in debug builds); `dw` holds `C * c_in * 9` values (the
+    /// ([`Src::read_extent`], checked in debug builds); `dw` holds `C * c_in * 9` values (the
     /// output gradient's length is checked).
     #[inline(always)]
     unsafe fn weight_grad_with<L: Lanes, const C: usize>(
@@ -783,7 +770,10 @@ pub(super) mod x86 {
         count: usize,
         dw: &mut [f32],
     ) {
-        debug_assert!(xpad.len() >= walk.read_extent(g, count), "direct weight gradient: padded input shorter than its reads");
+        debug_assert!(
+            xpad.len() >= padded(g).src(g, count).read_extent(&walk),
+            "direct weight gradient: padded input shorter than its reads"
+        );
         debug_assert!(dw.len() >= C * g.c_in * 9, "direct weight gradient: gradient block too short");
         let pad = padded(g);
         let mut sums = vec![[[L::zero(); 3]; C]; g.c_in * 3];
