@@ -268,12 +268,19 @@ fn place_planes(g: &Geometry, walk: Walk, src: &[f32], dst: &mut [f32]) {
             to.copy_from_slice(from);
             continue;
         }
-        for (line, out) in from.chunks(wo).zip(to.chunks_mut(width)) {
-            out[..wo].copy_from_slice(line);
-            super::fill_short(&mut out[wo..], 0.0);
-        }
-        to[g.h_out() * width..].fill(0.0);
+        widen(from, wo, to, width);
     }
+}
+
+/// Rows of `w` values from `from` at rows of `width` in `to`, the columns after them and the
+/// rows after the last zero (so products over them add nothing).
+fn widen(from: &[f32], w: usize, to: &mut [f32], width: usize) {
+    let rows = from.len() / w;
+    for (line, out) in from.chunks(w).zip(to.chunks_mut(width)) {
+        out[..w].copy_from_slice(line);
+        super::fill_short(&mut out[w..], 0.0);
+    }
+    to[rows * width..].fill(0.0);
 }
 
 /// The weight `[c_out, c_in, 3, 3]` as blocks `[c_out / b][c_in][3][3][b]`: a tile's `b`
@@ -443,11 +450,7 @@ fn input_grad_on(isa: Isa, g: &Geometry, weight: &[f32], dy: &[f32]) -> Vec<f32>
             |(dpad, out): &mut (Vec<f32>, Vec<f32>), (i, dxs)| {
                 dpad.resize(g.c_out * pp + SLACK, 0.0);
                 for (src, dst) in dy[i * g.out_len()..][..g.out_len()].chunks(ho * wo).zip(dpad.chunks_mut(pp)) {
-                    for (line, to) in src.chunks(wo).zip(dst.chunks_mut(width)) {
-                        to[..wo].copy_from_slice(line);
-                        to[wo] = 0.0;
-                    }
-                    dst[ho * width..].fill(0.0);
+                    widen(src, wo, dst, width);
                 }
                 out.resize(2 * b * walk.y_plane, 0.0);
                 for (a, pair) in phases.iter().enumerate() {

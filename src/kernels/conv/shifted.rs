@@ -7,7 +7,7 @@
 //! (ResNet-20: 24% of the convolution's forward time); this builds a `k` times larger one, mostly
 //! from plane-sized copies, at the price of the positions cropped away.
 
-use super::super::uninit::as_uninit;
+use super::super::uninit::{as_uninit, zeroed_parts};
 use super::{inner_threads, kept, l2_bytes, matmul, pad_plane, sized, sum_in_order, Geometry, Mat, SCRATCH};
 use rayon::prelude::*;
 
@@ -73,8 +73,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let threads = inner_threads(g.n.div_ceil(size));
     let wr = weight_rows(g, weight);
     let depth = g.c_in * k;
-    let mut y = vec![0f32; g.n * g.out_len()];
-    y.par_chunks_mut(size * g.out_len()).enumerate().for_each(|(chunk, yc)| {
+    zeroed_parts(g.n * g.out_len(), size * g.out_len(), |chunk, yc| {
         kept(&SCRATCH, |scratch| {
             let count = yc.len() / g.out_len();
             let positions = count * pp;
@@ -96,8 +95,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 }
             }
         })
-    });
-    y
+    })
 }
 
 /// `dweight[c_out, c_in, k, k]` from `x` and the output gradient `dy`, for a geometry that
